@@ -1,0 +1,189 @@
+// pybind11 bindings: NumPy buffers in, buffers out (PyTorch tensors cross as zero-copy
+// NumPy views). Shapes, dtypes and contiguity are checked here, in O(1), so that a kernel
+// never sees a buffer smaller than it will touch; index *contents* are validated once per
+// pattern by validate_csr (sparsetrain/formats.py keeps that invariant). Kernels run with
+// the GIL released.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <omp.h>
+
+#include <stdexcept>
+#include <string>
+
+#include "dispatch/isa.h"
+#include "formats/csr.h"
+#include "kernels/kernels.h"
+
+namespace py = pybind11;
+namespace k = sparsetrain::kernels;
+using sparsetrain::Isa;
+
+#ifndef SPARSETRAIN_VERSION
+#define SPARSETRAIN_VERSION "0.0.0"
+#endif
+
+namespace {
+
+[[noreturn]] void bad(const std::string& what) { throw std::invalid_argument(what); }
+
+// A checked view of a C-contiguous NumPy array of exactly dtype T and rank ndim.
+template <class T>
+struct View {
+  T* data;
+  int64_t rows, cols;  // cols == 1 for rank 1
+  int64_t size() const { return rows * cols; }
+};
+
+template <class T>
+View<T> view(const py::array& a, const char* name, int ndim, bool writable = false) {
+  if (!py::isinstance<py::array_t<T>>(a) || !a.dtype().is(py::dtype::of<T>()))
+    bad(std::string(name) + ": expected dtype " + py::str(py::dtype::of<T>()).cast<std::string>() +
+        ", got " + py::str(a.dtype()).cast<std::string>());
+  if (a.ndim() != ndim)
+    bad(std::string(name) + ": expected rank " + std::to_string(ndim) + ", got " +
+        std::to_string(a.ndim()));
+  if (!(a.flags() & py::array::c_style)) bad(std::string(name) + ": must be C-contiguous");
+  if (writable && !a.writeable()) bad(std::string(name) + ": must be writable");
+  View<T> v{static_cast<T*>(const_cast<void*>(a.data())), a.shape(0), ndim == 2 ? a.shape(1) : 1};
+  return v;
+}
+
+void check_batch_major(int64_t nb, const char* name) {
+  if (nb % k::kBatchAlign != 0)
+    bad(std::string(name) + ": padded batch " + std::to_string(nb) + " is not a multiple of " +
+        std::to_string(k::kBatchAlign));
+}
+
+// ptr (rows + 1) must be non-decreasing from ptr[0] >= 0 for any kernel to be in bounds;
+// checked fully at validate_csr, here only its ends against the buffers handed in.
+int64_t check_csr_ends(const View<int64_t>& ptr, int64_t rows, int64_t idx_len, int64_t val_len) {
+  if (ptr.size() != rows + 1)
+    bad("row pointer has length " + std::to_string(ptr.size()) + ", expected " +
+        std::to_string(rows + 1));
+  const int64_t nnz = ptr.data[rows];
+  if (ptr.data[0] < 0 || nnz < ptr.data[0] || idx_len < nnz || val_len < nnz)
+    bad("index/value buffers are shorter than the row pointer says");
+  return nnz;
+}
+
+void spmm(py::array ptr_a, py::array idx_a, py::array val_a, py::array b_a, py::array c_a,
+          int nthreads) {
+  auto ptr = view<int64_t>(ptr_a, "ptr", 1);
+  auto idx = view<int32_t>(idx_a, "idx", 1);
+  auto val = view<float>(val_a, "values", 1);
+  auto b = view<float>(b_a, "b", 2);
+  auto c = view<float>(c_a, "c", 2, true);
+  check_csr_ends(ptr, c.rows, idx.size(), val.size());
+  if (b.cols != c.cols) bad("b and c have different padded batch sizes");
+  check_batch_major(c.cols, "c");
+  k::SpmmArgs args{ptr.data, idx.data, val.data, c.rows, b.data, b.cols, c.data, c.cols, c.cols,
+                   nthreads};
+  py::gil_scoped_release release;
+  sparsetrain::kernel_table().spmm(args);
+}
+
+void sddmm(py::array ptr_a, py::array idx_a, py::array a_a, py::array b_a, py::array out_a,
+           int nthreads) {
+  auto ptr = view<int64_t>(ptr_a, "ptr", 1);
+  auto idx = view<int32_t>(idx_a, "idx", 1);
+  auto a = view<float>(a_a, "a", 2);
+  auto b = view<float>(b_a, "b", 2);
+  auto out = view<float>(out_a, "out", 1, true);
+  check_csr_ends(ptr, a.rows, idx.size(), out.size());
+  if (b.cols != a.cols) bad("a and b have different padded batch sizes");
+  check_batch_major(a.cols, "a");
+  k::SddmmArgs args{ptr.data, idx.data, a.rows, a.data, a.cols, b.data, b.cols, a.cols,
+                    out.data, nthreads};
+  py::gil_scoped_release release;
+  sparsetrain::kernel_table().sddmm(args);
+}
+
+void pack(py::array src_a, py::array dst_a, int nthreads) {
+  auto src = view<float>(src_a, "src", 2);
+  auto dst = view<float>(dst_a, "dst", 2, true);
+  if (dst.rows != src.cols) bad("dst must have one row per feature of src");
+  if (dst.cols < src.rows) bad("dst is narrower than the batch");
+  check_batch_major(dst.cols, "dst");
+  k::PackArgs args{src.data, src.rows, src.cols, src.cols, dst.data, dst.cols, nthreads};
+  py::gil_scoped_release release;
+  sparsetrain::kernel_table().pack(args);
+}
+
+void unpack(py::array src_a, py::array dst_a, py::object bias_o, int nthreads) {
+  auto src = view<float>(src_a, "src", 2);
+  auto dst = view<float>(dst_a, "dst", 2, true);
+  if (src.rows != dst.cols) bad("src must have one row per feature of dst");
+  if (src.cols < dst.rows) bad("src is narrower than the batch");
+  const float* bias = nullptr;
+  if (!bias_o.is_none()) {
+    auto bv = view<float>(bias_o.cast<py::array>(), "bias", 1);
+    if (bv.size() != dst.cols) bad("bias length differs from the feature count");
+    bias = bv.data;
+  }
+  k::UnpackArgs args{src.data, src.cols, dst.rows, dst.cols, dst.data, dst.cols, bias, nthreads};
+  py::gil_scoped_release release;
+  sparsetrain::kernel_table().unpack(args);
+}
+
+void validate_csr(py::array ptr_a, py::array idx_a, int64_t rows, int64_t cols) {
+  auto ptr = view<int64_t>(ptr_a, "row pointer", 1);
+  auto idx = view<int32_t>(idx_a, "column indices", 1);
+  if (ptr.size() < 1) bad("row pointer is empty");
+  py::gil_scoped_release release;
+  sparsetrain::formats::validate_csr(ptr.data, ptr.size(), idx.data, idx.size(), rows, cols);
+}
+
+void csr_transpose(py::array ptr_a, py::array idx_a, int64_t cols, py::array tptr_a,
+                   py::array tidx_a, py::array perm_a) {
+  auto ptr = view<int64_t>(ptr_a, "row pointer", 1);
+  auto idx = view<int32_t>(idx_a, "column indices", 1);
+  auto tptr = view<int64_t>(tptr_a, "tptr", 1, true);
+  auto tidx = view<int32_t>(tidx_a, "tidx", 1, true);
+  auto perm = view<int64_t>(perm_a, "perm", 1, true);
+  const int64_t rows = ptr.size() - 1;
+  if (rows < 0) bad("row pointer is empty");
+  // Full validation first: the transpose indexes tptr by column.
+  {
+    py::gil_scoped_release release;
+    sparsetrain::formats::validate_csr(ptr.data, ptr.size(), idx.data, idx.size(), rows, cols);
+  }
+  if (tptr.size() != cols + 1 || tidx.size() != idx.size() || perm.size() != idx.size())
+    bad("transpose outputs have the wrong lengths");
+  py::gil_scoped_release release;
+  sparsetrain::formats::csr_transpose(ptr.data, idx.data, rows, cols, tptr.data, tidx.data,
+                                      perm.data);
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_C, m) {
+  m.doc() = "sparsetrain native kernels (internal; use the sparsetrain package)";
+  m.attr("__version__") = SPARSETRAIN_VERSION;
+  m.attr("BATCH_ALIGN") = k::kBatchAlign;
+
+  // Resolve the ISA now so a bad SPARSETRAIN_ISA fails at import with its message.
+  sparsetrain::current_isa();
+
+  m.def("spmm", &spmm, py::arg("ptr"), py::arg("idx"), py::arg("values"), py::arg("b"),
+        py::arg("c"), py::arg("nthreads"));
+  m.def("sddmm", &sddmm, py::arg("ptr"), py::arg("idx"), py::arg("a"), py::arg("b"),
+        py::arg("out"), py::arg("nthreads"));
+  m.def("pack", &pack, py::arg("src"), py::arg("dst"), py::arg("nthreads"));
+  m.def("unpack", &unpack, py::arg("src"), py::arg("dst"), py::arg("bias"), py::arg("nthreads"));
+  m.def("validate_csr", &validate_csr, py::arg("ptr"), py::arg("idx"), py::arg("rows"),
+        py::arg("cols"));
+  m.def("csr_transpose", &csr_transpose, py::arg("ptr"), py::arg("idx"), py::arg("cols"),
+        py::arg("tptr"), py::arg("tidx"), py::arg("perm"));
+
+  m.def("get_isa", [] { return std::string(sparsetrain::isa_name(sparsetrain::current_isa())); });
+  m.def("set_isa", [](const std::string& name) { sparsetrain::set_isa(sparsetrain::isa_from_name(name)); },
+        py::arg("name"));
+  m.def("supported_isas", [] {
+    std::vector<std::string> out;
+    for (Isa isa : sparsetrain::supported_isas()) out.emplace_back(sparsetrain::isa_name(isa));
+    return out;
+  });
+  m.def("openmp_max_threads", [] { return omp_get_max_threads(); });
+}

@@ -1,0 +1,125 @@
+#include "dispatch/isa.h"
+
+#include <atomic>
+#include <cstdlib>
+#include <stdexcept>
+
+namespace sparsetrain {
+namespace {
+
+#define ST_TABLE(ns) KernelTable{Isa::ns, kernels::ns::f32_spmm_csr_bmajor,                 \
+                                 kernels::ns::f32_sddmm_csr_bmajor, kernels::ns::f32_pack_bmajor, \
+                                 kernels::ns::f32_unpack_bmajor}
+
+const KernelTable kScalar = ST_TABLE(scalar);
+#if SPARSETRAIN_HAVE_AVX2
+const KernelTable kAvx2 = ST_TABLE(avx2);
+#endif
+#if SPARSETRAIN_HAVE_AVX512
+const KernelTable kAvx512 = ST_TABLE(avx512);
+#endif
+#undef ST_TABLE
+
+bool cpu_has(Isa isa) {
+#if defined(__x86_64__) || defined(_M_X64)
+  // libgcc's checks include the OS side (XCR0 state for ymm/zmm), not just CPUID bits.
+  __builtin_cpu_init();
+  switch (isa) {
+    case Isa::scalar:
+      return true;
+    case Isa::avx2:
+      return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    case Isa::avx512:
+      return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
+             __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
+             __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  }
+  return false;
+#else
+  return isa == Isa::scalar;
+#endif
+}
+
+const KernelTable* compiled_table(Isa isa) {
+  switch (isa) {
+    case Isa::scalar:
+      return &kScalar;
+#if SPARSETRAIN_HAVE_AVX2
+    case Isa::avx2:
+      return &kAvx2;
+#endif
+#if SPARSETRAIN_HAVE_AVX512
+    case Isa::avx512:
+      return &kAvx512;
+#endif
+    default:
+      return nullptr;
+  }
+}
+
+std::atomic<const KernelTable*>& current() {
+  static std::atomic<const KernelTable*> table{compiled_table(default_isa())};
+  return table;
+}
+
+}  // namespace
+
+const char* isa_name(Isa isa) {
+  switch (isa) {
+    case Isa::scalar:
+      return "scalar";
+    case Isa::avx2:
+      return "avx2";
+    case Isa::avx512:
+      return "avx512";
+  }
+  return "?";
+}
+
+Isa isa_from_name(const std::string& name) {
+  for (Isa isa : {Isa::scalar, Isa::avx2, Isa::avx512})
+    if (name == isa_name(isa)) return isa;
+  throw std::invalid_argument("unknown ISA '" + name + "': expected one of scalar, avx2, avx512");
+}
+
+bool isa_supported(Isa isa) { return compiled_table(isa) != nullptr && cpu_has(isa); }
+
+std::vector<Isa> supported_isas() {
+  std::vector<Isa> out;
+  for (Isa isa : {Isa::scalar, Isa::avx2, Isa::avx512})
+    if (isa_supported(isa)) out.push_back(isa);
+  return out;
+}
+
+Isa default_isa() {
+  const char* env = std::getenv("SPARSETRAIN_ISA");
+  if (env != nullptr && *env != '\0') {
+    Isa isa;
+    try {
+      isa = isa_from_name(env);
+    } catch (const std::invalid_argument& e) {
+      throw std::runtime_error(std::string("SPARSETRAIN_ISA: ") + e.what());
+    }
+    if (!isa_supported(isa))
+      throw std::runtime_error(std::string("SPARSETRAIN_ISA=") + env +
+                               " is not supported by this CPU or build");
+    return isa;
+  }
+  return supported_isas().back();
+}
+
+const KernelTable& kernel_table() { return *current().load(std::memory_order_acquire); }
+
+const KernelTable& kernel_table(Isa isa) {
+  const KernelTable* t = isa_supported(isa) ? compiled_table(isa) : nullptr;
+  if (t == nullptr)
+    throw std::invalid_argument(std::string("ISA '") + isa_name(isa) +
+                                "' is not supported by this CPU or build");
+  return *t;
+}
+
+void set_isa(Isa isa) { current().store(&kernel_table(isa), std::memory_order_release); }
+
+Isa current_isa() { return kernel_table().isa; }
+
+}  // namespace sparsetrain

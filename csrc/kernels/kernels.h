@@ -1,0 +1,88 @@
+// The kernel interface: plain structs of raw pointers and sizes, no Python, no allocation.
+// Every kernel exists once per ISA (namespaces scalar / avx2 / avx512, one source compiled
+// with different flags); dispatch/ops.h picks one at run time.
+//
+// Layout ("batch-major", bmajor): a dense activation block is stored as rows of features,
+// each row holding the batch contiguously and zero-padded to a multiple of kBatchAlign
+// floats. Vectorizing along that padded batch needs no tails and no masks.
+#pragma once
+
+#include <cstdint>
+
+namespace sparsetrain {
+namespace kernels {
+
+constexpr int64_t kBatchAlign = 16;
+
+inline int64_t padded_batch(int64_t batch) {
+  return (batch + kBatchAlign - 1) / kBatchAlign * kBatchAlign;
+}
+
+// C[r, 0:nb] = sum over nonzeros j of row r: val[j] * B[idx[j], 0:nb]   for r in [0, rows)
+// A is CSR (rows x any), B and C are batch-major with nb % kBatchAlign == 0.
+struct SpmmArgs {
+  const int64_t* ptr;  // rows + 1
+  const int32_t* idx;  // ptr[rows]
+  const float* val;    // ptr[rows]
+  int64_t rows;
+  const float* b;
+  int64_t ldb;
+  float* c;
+  int64_t ldc;
+  int64_t nb;
+  int nthreads;
+};
+
+// out[j] = sum_{0 <= t < nb} A[r, t] * B[idx[j], t]   for every nonzero j of every row r:
+// the gradient of the nonzero values (sampled dense-dense product), batch-major A and B.
+struct SddmmArgs {
+  const int64_t* ptr;
+  const int32_t* idx;
+  int64_t rows;
+  const float* a;
+  int64_t lda;
+  const float* b;
+  int64_t ldb;
+  int64_t nb;
+  float* out;  // ptr[rows]
+  int nthreads;
+};
+
+// dst[k, t] = src[t, k] for t < batch, 0 for batch <= t < ld_dst   (k < features)
+// src is PyTorch's (batch, features) row-major with row stride ld_src.
+struct PackArgs {
+  const float* src;
+  int64_t batch;
+  int64_t features;
+  int64_t ld_src;
+  float* dst;
+  int64_t ld_dst;  // padded batch
+  int nthreads;
+};
+
+// dst[t, k] = src[k, t] (+ bias[k])  for t < batch, k < features: back to PyTorch's layout.
+struct UnpackArgs {
+  const float* src;
+  int64_t ld_src;  // padded batch
+  int64_t batch;
+  int64_t features;
+  float* dst;
+  int64_t ld_dst;
+  const float* bias;  // features, or nullptr
+  int nthreads;
+};
+
+#define SPARSETRAIN_KERNEL_DECLS                  \
+  void f32_spmm_csr_bmajor(const SpmmArgs& args);   \
+  void f32_sddmm_csr_bmajor(const SddmmArgs& args); \
+  void f32_pack_bmajor(const PackArgs& args);       \
+  void f32_unpack_bmajor(const UnpackArgs& args);
+
+namespace scalar { SPARSETRAIN_KERNEL_DECLS }
+namespace avx2 { SPARSETRAIN_KERNEL_DECLS }
+namespace avx512 { SPARSETRAIN_KERNEL_DECLS }
+
+#undef SPARSETRAIN_KERNEL_DECLS
+
+}  // namespace kernels
+}  // namespace sparsetrain

@@ -1,0 +1,23 @@
+"""sparsetrain: fast training of unstructured-sparse networks on CPUs."""
+import torch  # noqa: F401  (must load first: our kernels share torch's OpenMP runtime)
+
+from . import _C, formats
+from ._runtime import (get_isa, get_num_threads, runtime_info, set_isa, set_num_threads,
+                       supported_isas)
+from .functional import sparse_linear
+from .nn import SparseLinear
+
+__version__ = _C.__version__
+
+__all__ = [
+    "SparseLinear",
+    "sparse_linear",
+    "formats",
+    "get_isa",
+    "set_isa",
+    "supported_isas",
+    "get_num_threads",
+    "set_num_threads",
+    "runtime_info",
+    "__version__",
+]

@@ -1,0 +1,95 @@
+"""CSR sparsity patterns: building them from dense weights, validating, and deriving the
+transposed (CSC) index the input-gradient kernel needs.
+
+Every path that sets or changes a pattern (constructors, ``from_dense``, ``load_state_dict``)
+goes through :func:`validate_csr` and :func:`csr_transpose` here; kernels only ever see
+indices that passed them.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+
+from . import _C
+
+INDEX_DTYPE = torch.int32  # column / row indices
+PTR_DTYPE = torch.int64  # row / column pointers (64-bit: nnz may exceed 2^31)
+
+
+class Transposed(NamedTuple):
+    ptr: torch.Tensor  # (cols + 1,) int64
+    idx: torch.Tensor  # (nnz,) int32, row numbers
+    perm: torch.Tensor  # (nnz,) int64: values_csc = values_csr[perm]
+
+
+def csr_from_dense(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(row_ptr, col_idx, values) holding exactly the nonzeros of a 2-D tensor (NaN counts as nonzero)."""
+    if weight.dim() != 2:
+        raise ValueError(f"expected a 2-D weight, got shape {tuple(weight.shape)}")
+    w = weight.detach()
+    mask = w != 0
+    counts = mask.sum(dim=1)
+    row_ptr = torch.zeros(w.shape[0] + 1, dtype=PTR_DTYPE)
+    torch.cumsum(counts, dim=0, out=row_ptr[1:])
+    col_idx = mask.nonzero()[:, 1].to(INDEX_DTYPE)
+    values = w[mask].to(torch.float32)
+    return row_ptr, col_idx.contiguous(), values.contiguous()
+
+
+def random_csr(rows: int, cols: int, density: float, generator: torch.Generator | None = None):
+    """(row_ptr, col_idx) of a uniformly random pattern with round(density * rows * cols) nonzeros."""
+    total = rows * cols
+    nnz = int(round(density * total))
+    if nnz >= total:
+        flat = torch.arange(total, dtype=torch.int64)
+    else:
+        flat = torch.randperm(total, generator=generator)[:nnz].sort().values
+    r = torch.div(flat, cols, rounding_mode="floor")
+    row_ptr = torch.zeros(rows + 1, dtype=PTR_DTYPE)
+    torch.cumsum(torch.bincount(r, minlength=rows), dim=0, out=row_ptr[1:])
+    return row_ptr, (flat - r * cols).to(INDEX_DTYPE)
+
+
+def validate_csr(row_ptr: torch.Tensor, col_idx: torch.Tensor, rows: int, cols: int) -> None:
+    """Raise ValueError unless (row_ptr, col_idx) is a well-formed CSR index of a rows x cols matrix."""
+    for name, t, dtype in (("row_ptr", row_ptr, PTR_DTYPE), ("col_idx", col_idx, INDEX_DTYPE)):
+        if not isinstance(t, torch.Tensor):
+            raise ValueError(f"{name}: expected a tensor, got {type(t).__name__}")
+        if t.dtype != dtype or t.dim() != 1 or t.device.type != "cpu":
+            raise ValueError(
+                f"{name}: expected a 1-D {dtype} CPU tensor, got {t.dim()}-D {t.dtype} on {t.device}"
+            )
+    if row_ptr.numel() != rows + 1:
+        raise ValueError(f"row_ptr has length {row_ptr.numel()}, expected rows + 1 = {rows + 1}")
+    try:
+        _C.validate_csr(row_ptr.contiguous().numpy(), col_idx.contiguous().numpy(), rows, cols)
+    except ValueError as e:
+        raise ValueError(f"malformed sparsity pattern: {e}") from None
+
+
+def csr_transpose(row_ptr: torch.Tensor, col_idx: torch.Tensor, cols: int) -> Transposed:
+    """The CSC index of a valid CSR pattern (validated again here)."""
+    nnz = col_idx.numel()
+    t = Transposed(
+        torch.empty(cols + 1, dtype=PTR_DTYPE),
+        torch.empty(nnz, dtype=INDEX_DTYPE),
+        torch.empty(nnz, dtype=torch.int64),
+    )
+    try:
+        _C.csr_transpose(
+            row_ptr.contiguous().numpy(), col_idx.contiguous().numpy(), cols,
+            t.ptr.numpy(), t.idx.numpy(), t.perm.numpy(),
+        )
+    except ValueError as e:
+        raise ValueError(f"malformed sparsity pattern: {e}") from None
+    return t
+
+
+def csr_to_dense(row_ptr, col_idx, values, rows: int, cols: int) -> torch.Tensor:
+    """Dense (rows, cols) tensor; differentiable with respect to ``values``."""
+    counts = row_ptr[1:] - row_ptr[:-1]
+    r = torch.repeat_interleave(torch.arange(rows, dtype=torch.int64), counts)
+    flat = r * cols + col_idx.to(torch.int64)
+    out = values.new_zeros(rows * cols)
+    return out.index_put((flat,), values).view(rows, cols)

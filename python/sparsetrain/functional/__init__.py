@@ -1,0 +1,3 @@
+from .linear import sparse_linear
+
+__all__ = ["sparse_linear"]

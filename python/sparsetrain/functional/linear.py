@@ -1,0 +1,87 @@
+"""Autograd for y = x Wᵀ + b with W sparse (CSR of nonzero ``values``).
+
+All three products run in the kernels' batch-major layout: the input is transposed once to
+(in_features, padded batch) and kept for the values gradient, so the backward pass reuses it
+instead of transposing again.
+"""
+from __future__ import annotations
+
+import torch
+from torch.autograd.function import once_differentiable
+
+from .. import _C
+from .._runtime import get_num_threads
+
+_ALIGN = _C.BATCH_ALIGN
+
+
+def _np(t: torch.Tensor):
+    return t.detach().numpy()
+
+
+def _padded(batch: int) -> int:
+    return (batch + _ALIGN - 1) // _ALIGN * _ALIGN
+
+
+def _to_batch_major(x2d: torch.Tensor, nthreads: int) -> torch.Tensor:
+    out = torch.empty(x2d.shape[1], _padded(x2d.shape[0]), dtype=torch.float32)
+    _C.pack(_np(x2d), _np(out), nthreads)
+    return out
+
+
+def _from_batch_major(t: torch.Tensor, batch: int, bias, nthreads: int) -> torch.Tensor:
+    out = torch.empty(batch, t.shape[0], dtype=torch.float32)
+    _C.unpack(_np(t), _np(out), None if bias is None else _np(bias), nthreads)
+    return out
+
+
+class SparseLinearFunction(torch.autograd.Function):
+    """Inputs: x (batch, in) contiguous float32, values (nnz,), bias (out,) or None, and the
+    pattern (row_ptr, col_idx, t_ptr, t_idx, t_perm) already validated by sparsetrain.formats."""
+
+    @staticmethod
+    def forward(ctx, x, values, bias, row_ptr, col_idx, t_ptr, t_idx, t_perm):
+        nthreads = get_num_threads()
+        batch = x.shape[0]
+        xt = _to_batch_major(x, nthreads)
+        yt = torch.empty(row_ptr.numel() - 1, xt.shape[1], dtype=torch.float32)
+        _C.spmm(_np(row_ptr), _np(col_idx), _np(values), _np(xt), _np(yt), nthreads)
+        y = _from_batch_major(yt, batch, bias, nthreads)
+        # Keep xt (not x) only when the values gradient will need it.
+        ctx.save_for_backward(xt if ctx.needs_input_grad[1] else None, values, row_ptr, col_idx,
+                              t_ptr, t_idx, t_perm)
+        ctx.batch = batch
+        return y
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, dy):
+        xt, values, row_ptr, col_idx, t_ptr, t_idx, t_perm = ctx.saved_tensors
+        need_x, need_v, need_b = ctx.needs_input_grad[:3]
+        nthreads = get_num_threads()
+        dx = dv = db = None
+        dy = dy.contiguous()
+        if need_x or need_v:
+            dyt = _to_batch_major(dy, nthreads)
+            if need_v:
+                dv = torch.empty_like(values)
+                _C.sddmm(_np(row_ptr), _np(col_idx), _np(dyt), _np(xt), _np(dv), nthreads)
+            if need_x:
+                vt = values.detach()[t_perm]  # values in CSC order
+                dxt = torch.empty(t_ptr.numel() - 1, dyt.shape[1], dtype=torch.float32)
+                _C.spmm(_np(t_ptr), _np(t_idx), _np(vt), _np(dyt), _np(dxt), nthreads)
+                dx = _from_batch_major(dxt, ctx.batch, None, nthreads)
+        if need_b:
+            db = dy.sum(0)
+        return dx, dv, db, None, None, None, None, None
+
+
+def sparse_linear(x: torch.Tensor, values: torch.Tensor, bias, row_ptr, col_idx, t_ptr, t_idx,
+                  t_perm, in_features: int) -> torch.Tensor:
+    """y = x Wᵀ + b for any leading shape of x (``(*, in_features)``); the pattern must be valid."""
+    lead = x.shape[:-1]
+    x2d = x.reshape(-1, in_features)
+    if not x2d.is_contiguous():
+        x2d = x2d.contiguous()
+    y = SparseLinearFunction.apply(x2d, values, bias, row_ptr, col_idx, t_ptr, t_idx, t_perm)
+    return y.view(*lead, y.shape[-1])

@@ -1,0 +1,3 @@
+from .linear import SparseLinear
+
+__all__ = ["SparseLinear"]
