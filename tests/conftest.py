@@ -1,0 +1,20 @@
+import pytest
+import torch
+
+import sparsetrain as st
+
+ISAS = st.supported_isas()
+
+
+@pytest.fixture(params=ISAS)
+def isa(request):
+    """Run the test once per ISA this machine supports (scalar, avx2, avx512)."""
+    before = st.get_isa()
+    st.set_isa(request.param)
+    yield request.param
+    st.set_isa(before)
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)

@@ -1,0 +1,18 @@
+import torch
+from torch import nn
+
+
+def pruned_linear(in_f, out_f, sparsity, bias=True, empty_rows=0):
+    """nn.Linear whose weight has (about) the given fraction of exact zeros."""
+    lin = nn.Linear(in_f, out_f, bias=bias)
+    with torch.no_grad():
+        keep = torch.rand(out_f, in_f) >= sparsity
+        if empty_rows:
+            keep[:empty_rows] = False
+        lin.weight.mul_(keep)
+    return lin
+
+
+def assert_close(actual, expected, what, rtol=1e-4, atol=1e-5):
+    scale = max(1.0, float(expected.detach().abs().max())) if expected.numel() else 1.0
+    torch.testing.assert_close(actual, expected, rtol=rtol, atol=atol * scale, msg=lambda m: f"{what}: {m}")

@@ -1,0 +1,109 @@
+"""The native kernels (sparsetrain._C) directly, per ISA, against plain torch references."""
+import pytest
+import torch
+
+import sparsetrain as st
+from sparsetrain import _C, formats
+
+ALIGN = _C.BATCH_ALIGN
+
+
+def np(t):
+    return t.detach().numpy()
+
+
+def random_pattern(rows, cols, density):
+    row_ptr, col_idx = formats.random_csr(rows, cols, density)
+    return row_ptr, col_idx, torch.randn(col_idx.numel())
+
+
+def dense_of(row_ptr, col_idx, values, rows, cols):
+    return formats.csr_to_dense(row_ptr, col_idx, values, rows, cols)
+
+
+@pytest.mark.parametrize("rows,cols,nb,density", [
+    (1, 1, 16, 1.0), (7, 5, 16, 0.5), (33, 70, 48, 0.2), (64, 64, 256, 0.05),
+    (100, 17, 272, 0.9), (5, 300, 528, 0.1), (40, 40, 32, 0.0),
+])
+def test_spmm(isa, rows, cols, nb, density):
+    ptr, idx, val = random_pattern(rows, cols, density)
+    b = torch.randn(cols, nb)
+    c = torch.full((rows, nb), float("nan"))
+    _C.spmm(np(ptr), np(idx), np(val), np(b), np(c), 2)
+    ref = dense_of(ptr, idx, val, rows, cols) @ b
+    torch.testing.assert_close(c, ref, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("rows,cols,nb,density", [
+    (1, 1, 16, 1.0), (7, 5, 16, 0.5), (33, 70, 48, 0.2), (64, 64, 256, 0.05),
+    (100, 17, 272, 0.9), (5, 300, 528, 0.1), (40, 40, 32, 0.0), (3, 9, 0, 0.5),
+])
+def test_sddmm(isa, rows, cols, nb, density):
+    ptr, idx, _ = random_pattern(rows, cols, density)
+    a = torch.randn(rows, nb)
+    b = torch.randn(cols, nb)
+    out = torch.full((idx.numel(),), float("nan"))
+    _C.sddmm(np(ptr), np(idx), np(a), np(b), np(out), 2)
+    mask = dense_of(ptr, idx, torch.ones(idx.numel()), rows, cols) != 0
+    ref = (a @ b.t())[mask]
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("batch,features", [(0, 3), (1, 1), (5, 7), (16, 16), (17, 33), (300, 20)])
+def test_pack_unpack_round_trip(isa, batch, features):
+    x = torch.randn(batch, features)
+    nb = (batch + ALIGN - 1) // ALIGN * ALIGN
+    xt = torch.full((features, nb), float("nan"))
+    _C.pack(np(x), np(xt), 2)
+    assert torch.equal(xt[:, :batch], x.t())
+    assert torch.all(xt[:, batch:] == 0)  # pad lanes are zeros, not garbage
+    bias = torch.randn(features)
+    y = torch.empty(batch, features)
+    _C.unpack(np(xt), np(y), np(bias), 2)
+    assert torch.equal(y, x + bias)
+    _C.unpack(np(xt), np(y), None, 2)
+    assert torch.equal(y, x)
+
+
+def test_bindings_reject_wrong_buffers():
+    ptr, idx, val = random_pattern(4, 4, 0.5)
+    b, c = torch.randn(4, 16), torch.empty(4, 16)
+    with pytest.raises(ValueError, match="dtype"):
+        _C.spmm(np(ptr), np(idx), np(val.double()), np(b), np(c), 1)
+    with pytest.raises(ValueError, match="multiple of"):
+        _C.spmm(np(ptr), np(idx), np(val), np(torch.randn(4, 15)), np(torch.empty(4, 15)), 1)
+    with pytest.raises(ValueError, match="row pointer"):
+        _C.spmm(np(ptr[:-1]), np(idx), np(val), np(b), np(c), 1)
+    with pytest.raises(ValueError, match="shorter"):
+        _C.spmm(np(ptr), np(idx[:-1]), np(val), np(b), np(c), 1)
+    with pytest.raises(ValueError, match="contiguous"):
+        _C.spmm(np(ptr), np(idx), np(val), np(torch.randn(16, 4).t()), np(c), 1)
+    with pytest.raises(ValueError, match="narrower"):
+        _C.pack(np(torch.randn(20, 4)), np(torch.empty(4, 16)), 1)
+
+
+def test_transpose_index():
+    ptr, idx, val = random_pattern(23, 31, 0.3)
+    t = formats.csr_transpose(ptr, idx, 31)
+    dense = dense_of(ptr, idx, val, 23, 31)
+    assert torch.equal(dense_of(t.ptr, t.idx, val[t.perm], 31, 23), dense.t())
+
+
+@pytest.mark.parametrize("ptr,idx,match", [
+    ([0, 1, 2], [0, 5], "out of range"),
+    ([0, 2, 1, 2], [0, 1], "decreases"),
+    ([0, 3, 2], [0, 1], "exceeds"),
+    ([1, 1, 2], [0, 1], "starts at"),
+    ([0, 1, 3], [0, 1], "ends at"),
+    ([0, 2, 2], [1, 1], "strictly increasing"),
+])
+def test_validate_csr_names_the_defect(ptr, idx, match):
+    with pytest.raises(ValueError, match=match):
+        formats.validate_csr(torch.tensor(ptr, dtype=torch.int64),
+                             torch.tensor(idx, dtype=torch.int32), len(ptr) - 1, 3)
+
+
+def test_validate_csr_checks_row_pointer_length():
+    with pytest.raises(ValueError, match="length"):
+        formats.validate_csr(torch.tensor([0, 2], dtype=torch.int64),
+                             torch.tensor([0, 1], dtype=torch.int32), 2, 3)

@@ -1,0 +1,71 @@
+"""Threads, ISA selection and runtime_info."""
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import sparsetrain as st
+
+
+def test_runtime_info_keys():
+    info = st.runtime_info()
+    for key in ("version", "isa", "isas", "threads"):
+        assert key in info
+    assert info["isa"] in info["isas"]
+    assert info["isas"][0] == "scalar"
+    assert info["version"] == st.__version__
+
+
+def test_threads_follow_torch_unless_set():
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        assert st.get_num_threads() == 1
+        st.set_num_threads(2)
+        assert st.get_num_threads() == 2
+        assert st.runtime_info()["threads"] == 2
+        st.set_num_threads(None)
+        assert st.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+        st.set_num_threads(None)
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, "2"])
+def test_set_num_threads_rejects_bad_values(bad):
+    with pytest.raises(ValueError):
+        st.set_num_threads(bad)
+
+
+def test_set_isa_rejects_unknown():
+    with pytest.raises(ValueError, match="unknown ISA"):
+        st.set_isa("neon")
+
+
+def test_unsupported_isa_is_an_error():
+    missing = [i for i in ("avx2", "avx512") if i not in st.supported_isas()]
+    if not missing:
+        pytest.skip("this CPU supports every ISA")
+    with pytest.raises(ValueError, match="not supported"):
+        st.set_isa(missing[0])
+
+
+def _import_with_env(value):
+    env = dict(os.environ, SPARSETRAIN_ISA=value)
+    return subprocess.run([sys.executable, "-c", "import sparsetrain as s; print(s.get_isa())"],
+                          env=env, capture_output=True, text=True)
+
+
+@pytest.mark.parametrize("name", st.supported_isas())
+def test_env_var_forces_isa(name):
+    r = _import_with_env(name)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == name
+
+
+def test_env_var_with_unknown_isa_fails_clearly():
+    r = _import_with_env("sse9")
+    assert r.returncode != 0
+    assert "SPARSETRAIN_ISA" in r.stderr and "sse9" in r.stderr
