@@ -1,0 +1,48 @@
+"""Shared benchmark setup: 2 threads, and a closing table of ratios measured in this run."""
+import pytest
+import torch
+
+THREADS = 2
+
+
+def pytest_configure(config):
+    torch.set_num_threads(THREADS)
+
+
+def _median(bench):
+    stats = bench.stats
+    return getattr(stats, "stats", stats).median
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    session = getattr(config, "_benchmarksession", None)
+    if session is None or not session.benchmarks:
+        return
+    by_group = {}
+    peak = None
+    for b in session.benchmarks:
+        info = b.extra_info
+        if info.get("kind") == "peak":
+            peak = info["flops"] / _median(b) / 1e9
+        elif info.get("kind") == "dense":
+            for case in info["cases"]:
+                by_group.setdefault(case, {})["dense"] = (b, info)
+        elif info.get("kind") == "sparse":
+            by_group.setdefault(info["case"], {})["sparse"] = (b, info)
+    if not by_group:
+        return
+    tr = terminalreporter
+    tr.section(f"sparse vs dense, fwd+bwd, {THREADS} threads (medians)")
+    if peak:
+        tr.write_line(f"dense matmul reference: {peak:.1f} GFLOP/s")
+    tr.write_line(f"{'case':<34}{'dense ms':>10}{'sparse ms':>11}{'speedup':>9}"
+                  f"{'nnz GF/s':>10}{'of peak':>9}")
+    for case, kinds in sorted(by_group.items()):
+        if "dense" not in kinds or "sparse" not in kinds:
+            continue
+        (bd, _), (bs, info) = kinds["dense"], kinds["sparse"]
+        td, ts = _median(bd), _median(bs)
+        gfs = info["nnz_flops"] / ts / 1e9
+        frac = f"{gfs / peak:.0%}" if peak else "-"
+        tr.write_line(f"{case:<34}{td * 1e3:>10.2f}{ts * 1e3:>11.2f}{td / ts:>8.2f}x"
+                      f"{gfs:>10.1f}{frac:>9}")
