@@ -18,3 +18,12 @@ def isa(request):
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+@pytest.fixture(params=["csc", "scatter"])
+def input_grad_strategy(request):
+    """Run the test with each input-gradient kernel forced."""
+    from sparsetrain.functional import linear
+    linear.INPUT_GRAD_STRATEGY = request.param
+    yield request.param
+    linear.INPUT_GRAD_STRATEGY = None

@@ -29,8 +29,35 @@ def test_spmm(isa, rows, cols, nb, density):
     ptr, idx, val = random_pattern(rows, cols, density)
     b = torch.randn(cols, nb)
     c = torch.full((rows, nb), float("nan"))
-    _C.spmm(np(ptr), np(idx), np(val), np(b), np(c), 2)
+    _C.spmm(np(ptr), np(idx), np(val), None, None, np(b), np(c), 2)
     ref = dense_of(ptr, idx, val, rows, cols) @ b
+    torch.testing.assert_close(c, ref, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("rows,cols,nb,density", [
+    (1, 1, 16, 1.0), (7, 5, 16, 0.5), (33, 70, 48, 0.2), (100, 17, 272, 0.9), (5, 300, 528, 0.1),
+])
+def test_spmm_transposed_through_perm(isa, rows, cols, nb, density):
+    ptr, idx, val = random_pattern(rows, cols, density)
+    t = formats.csr_transpose(ptr, idx, cols)
+    b = torch.randn(rows, nb)
+    c = torch.full((cols, nb), float("nan"))
+    _C.spmm(np(t.ptr), np(t.idx), np(val), np(t.perm), np(torch.empty(val.numel())), np(b), np(c), 2)
+    ref = dense_of(ptr, idx, val, rows, cols).t() @ b
+    torch.testing.assert_close(c, ref, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("rows,cols,nb,density", [
+    (1, 1, 16, 1.0), (7, 5, 16, 0.5), (33, 70, 48, 0.2), (100, 17, 272, 0.9), (5, 300, 528, 0.1),
+    (40, 40, 32, 0.0), (3, 9, 0, 0.5),
+])
+def test_spmmt(isa, rows, cols, nb, density):
+    ptr, idx, val = random_pattern(rows, cols, density)
+    t = formats.csr_transpose(ptr, idx, cols)
+    b = torch.randn(rows, nb)
+    c = torch.full((cols, nb), float("nan"))
+    _C.spmmt(np(ptr), np(idx), np(val), np(t.ptr), np(b), np(c), 2)
+    ref = dense_of(ptr, idx, val, rows, cols).t() @ b
     torch.testing.assert_close(c, ref, rtol=1e-5, atol=1e-5)
 
 
@@ -69,15 +96,15 @@ def test_bindings_reject_wrong_buffers():
     ptr, idx, val = random_pattern(4, 4, 0.5)
     b, c = torch.randn(4, 16), torch.empty(4, 16)
     with pytest.raises(ValueError, match="dtype"):
-        _C.spmm(np(ptr), np(idx), np(val.double()), np(b), np(c), 1)
+        _C.spmm(np(ptr), np(idx), np(val.double()), None, None, np(b), np(c), 1)
     with pytest.raises(ValueError, match="multiple of"):
-        _C.spmm(np(ptr), np(idx), np(val), np(torch.randn(4, 15)), np(torch.empty(4, 15)), 1)
+        _C.spmm(np(ptr), np(idx), np(val), None, None, np(torch.randn(4, 15)), np(torch.empty(4, 15)), 1)
     with pytest.raises(ValueError, match="row pointer"):
-        _C.spmm(np(ptr[:-1]), np(idx), np(val), np(b), np(c), 1)
+        _C.spmm(np(ptr[:-1]), np(idx), np(val), None, None, np(b), np(c), 1)
     with pytest.raises(ValueError, match="shorter"):
-        _C.spmm(np(ptr), np(idx[:-1]), np(val), np(b), np(c), 1)
+        _C.spmm(np(ptr), np(idx[:-1]), np(val), None, None, np(b), np(c), 1)
     with pytest.raises(ValueError, match="contiguous"):
-        _C.spmm(np(ptr), np(idx), np(val), np(torch.randn(16, 4).t()), np(c), 1)
+        _C.spmm(np(ptr), np(idx), np(val), None, None, np(torch.randn(16, 4).t()), np(c), 1)
     with pytest.raises(ValueError, match="narrower"):
         _C.pack(np(torch.randn(20, 4)), np(torch.empty(4, 16)), 1)
 

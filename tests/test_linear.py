@@ -45,7 +45,7 @@ def run_both(lin, lead, *, x_grad=True, bias_grad=True, weight_grad=True):
 
 @pytest.mark.parametrize("lead,in_f,out_f", SHAPES)
 @pytest.mark.parametrize("sparsity", SPARSITIES)
-def test_matches_nn_linear(isa, lead, in_f, out_f, sparsity):
+def test_matches_nn_linear(isa, input_grad_strategy, lead, in_f, out_f, sparsity):
     lin = pruned_linear(in_f, out_f, sparsity)
     sp, xd, xs, yd, ys = run_both(lin, lead)
     assert_close(xs.grad, xd.grad, "input grad")
@@ -57,7 +57,7 @@ def test_matches_nn_linear(isa, lead, in_f, out_f, sparsity):
 
 
 @pytest.mark.parametrize("bias", [True, False])
-def test_no_bias_and_empty_rows(isa, bias):
+def test_no_bias_and_empty_rows(isa, input_grad_strategy, bias):
     lin = pruned_linear(50, 40, 0.8, bias=bias, empty_rows=11)
     sp, xd, xs, yd, ys = run_both(lin, (23,))
     assert sp.bias is None if not bias else sp.bias is not None
@@ -112,7 +112,7 @@ def test_empty_batch(isa):
     assert torch.all(sp.values.grad == 0)
 
 
-def test_bitwise_deterministic_across_runs_and_threads(isa):
+def test_bitwise_deterministic_across_runs_and_threads(isa, input_grad_strategy):
     lin = pruned_linear(300, 500, 0.9)
     sp = st.SparseLinear.from_dense(lin)
     x = torch.randn(70, 300, requires_grad=True)
@@ -172,3 +172,11 @@ def test_training_steps_keep_pattern_and_match_dense(isa):
             lin.weight.mul_(mask)
     assert_close(sp.weight.detach(), lin.weight.detach(), "weights after training")
     assert sp.nnz == int(mask.sum())
+
+
+def test_strategy_rule_picks_measured_winners():
+    from sparsetrain.functional.linear import input_grad_strategy as pick
+    assert pick(768, 3072, 117965, 256) == "scatter"
+    assert pick(4096, 4096, 1677722, 32) == "scatter"
+    assert pick(4096, 4096, 1677722, 128) == "csc"
+    assert pick(1024, 1024, 104858, 16) == "csc"

@@ -68,20 +68,53 @@ int64_t check_csr_ends(const View<int64_t>& ptr, int64_t rows, int64_t idx_len, 
   return nnz;
 }
 
-void spmm(py::array ptr_a, py::array idx_a, py::array val_a, py::array b_a, py::array c_a,
-          int nthreads) {
+void spmm(py::array ptr_a, py::array idx_a, py::array val_a, py::object perm_o,
+          py::object scratch_o, py::array b_a, py::array c_a, int nthreads) {
   auto ptr = view<int64_t>(ptr_a, "ptr", 1);
   auto idx = view<int32_t>(idx_a, "idx", 1);
   auto val = view<float>(val_a, "values", 1);
   auto b = view<float>(b_a, "b", 2);
   auto c = view<float>(c_a, "c", 2, true);
-  check_csr_ends(ptr, c.rows, idx.size(), val.size());
+  const int64_t* perm = nullptr;
+  float* scratch = nullptr;
+  if (perm_o.is_none()) {
+    check_csr_ends(ptr, c.rows, idx.size(), val.size());
+  } else {
+    // perm entries index val; csr_transpose made them a permutation of [0, nnz).
+    auto pv = view<int64_t>(perm_o.cast<py::array>(), "perm", 1);
+    const int64_t nnz = check_csr_ends(ptr, c.rows, idx.size(), pv.size());
+    if (val.size() != nnz) bad("perm and values differ in length");
+    if (scratch_o.is_none()) bad("spmm with perm needs a scratch buffer");
+    auto sv = view<float>(scratch_o.cast<py::array>(), "scratch", 1, true);
+    if (sv.size() < nnz) bad("scratch is shorter than nnz");
+    perm = pv.data;
+    scratch = sv.data;
+  }
   if (b.cols != c.cols) bad("b and c have different padded batch sizes");
   check_batch_major(c.cols, "c");
-  k::SpmmArgs args{ptr.data, idx.data, val.data, c.rows, b.data, b.cols, c.data, c.cols, c.cols,
-                   nthreads};
+  k::SpmmArgs args{ptr.data, idx.data, val.data, perm, scratch, c.rows, b.rows, b.data, b.cols, c.data,
+                   c.cols, c.cols, nthreads};
   py::gil_scoped_release release;
   sparsetrain::kernel_table().spmm(args);
+}
+
+void spmmt(py::array ptr_a, py::array idx_a, py::array val_a, py::array col_ptr_a, py::array b_a,
+           py::array c_a, int nthreads) {
+  auto ptr = view<int64_t>(ptr_a, "ptr", 1);
+  auto idx = view<int32_t>(idx_a, "idx", 1);
+  auto val = view<float>(val_a, "values", 1);
+  auto col_ptr = view<int64_t>(col_ptr_a, "col_ptr", 1);
+  auto b = view<float>(b_a, "b", 2);
+  auto c = view<float>(c_a, "c", 2, true);
+  const int64_t nnz = check_csr_ends(ptr, b.rows, idx.size(), val.size());
+  if (col_ptr.size() != c.rows + 1 || col_ptr.data[0] != 0 || col_ptr.data[c.rows] != nnz)
+    bad("col_ptr must have one entry per row of c plus one, from 0 to nnz");
+  if (b.cols != c.cols) bad("b and c have different padded batch sizes");
+  check_batch_major(c.cols, "c");
+  k::SpmmTArgs args{ptr.data, idx.data, val.data, col_ptr.data, b.rows, c.rows, b.data, b.cols,
+                    c.data, c.cols, c.cols, nthreads};
+  py::gil_scoped_release release;
+  sparsetrain::kernel_table().spmmt(args);
 }
 
 void sddmm(py::array ptr_a, py::array idx_a, py::array a_a, py::array b_a, py::array out_a,
@@ -94,7 +127,7 @@ void sddmm(py::array ptr_a, py::array idx_a, py::array a_a, py::array b_a, py::a
   check_csr_ends(ptr, a.rows, idx.size(), out.size());
   if (b.cols != a.cols) bad("a and b have different padded batch sizes");
   check_batch_major(a.cols, "a");
-  k::SddmmArgs args{ptr.data, idx.data, a.rows, a.data, a.cols, b.data, b.cols, a.cols,
+  k::SddmmArgs args{ptr.data, idx.data, a.rows, b.rows, a.data, a.cols, b.data, b.cols, a.cols,
                     out.data, nthreads};
   py::gil_scoped_release release;
   sparsetrain::kernel_table().sddmm(args);
@@ -166,8 +199,11 @@ PYBIND11_MODULE(_C, m) {
   // Resolve the ISA now so a bad SPARSETRAIN_ISA fails at import with its message.
   sparsetrain::current_isa();
 
-  m.def("spmm", &spmm, py::arg("ptr"), py::arg("idx"), py::arg("values"), py::arg("b"),
+  m.def("spmm", &spmm, py::arg("ptr"), py::arg("idx"), py::arg("values"), py::arg("perm"),
+        py::arg("scratch"), py::arg("b"),
         py::arg("c"), py::arg("nthreads"));
+  m.def("spmmt", &spmmt, py::arg("ptr"), py::arg("idx"), py::arg("values"), py::arg("col_ptr"),
+        py::arg("b"), py::arg("c"), py::arg("nthreads"));
   m.def("sddmm", &sddmm, py::arg("ptr"), py::arg("idx"), py::arg("a"), py::arg("b"),
         py::arg("out"), py::arg("nthreads"));
   m.def("pack", &pack, py::arg("src"), py::arg("dst"), py::arg("nthreads"));

@@ -8,6 +8,7 @@ namespace sparsetrain {
 namespace {
 
 #define ST_TABLE(ns) KernelTable{Isa::ns, kernels::ns::f32_spmm_csr_bmajor,                 \
+                                 kernels::ns::f32_spmmt_csr_bmajor,                               \
                                  kernels::ns::f32_sddmm_csr_bmajor, kernels::ns::f32_pack_bmajor, \
                                  kernels::ns::f32_unpack_bmajor}
 

@@ -13,6 +13,7 @@ enum class Isa { scalar = 0, avx2 = 1, avx512 = 2 };
 struct KernelTable {
   Isa isa;
   void (*spmm)(const kernels::SpmmArgs&);
+  void (*spmmt)(const kernels::SpmmTArgs&);
   void (*sddmm)(const kernels::SddmmArgs&);
   void (*pack)(const kernels::PackArgs&);
   void (*unpack)(const kernels::UnpackArgs&);

@@ -20,14 +20,38 @@ inline int64_t padded_batch(int64_t batch) {
 
 // C[r, 0:nb] = sum over nonzeros j of row r: val[j] * B[idx[j], 0:nb]   for r in [0, rows)
 // A is CSR (rows x any), B and C are batch-major with nb % kBatchAlign == 0.
+// With perm set, the values are val[perm[j]]: the input gradient runs on the transposed
+// index while the values stay in CSR order. Each thread first gathers the values of its
+// own rows into scratch (sequential, many loads in flight), then multiplies from there.
 struct SpmmArgs {
-  const int64_t* ptr;  // rows + 1
-  const int32_t* idx;  // ptr[rows]
-  const float* val;    // ptr[rows]
+  const int64_t* ptr;   // rows + 1
+  const int32_t* idx;   // ptr[rows]
+  const float* val;     // ptr[rows], or indexed through perm
+  const int64_t* perm;  // nullptr, or ptr[rows] indices into val
+  float* scratch;       // ptr[rows] floats when perm is set
   int64_t rows;
+  int64_t b_rows;       // rows of B (sizes the cache blocking)
   const float* b;
   int64_t ldb;
   float* c;
+  int64_t ldc;
+  int64_t nb;
+  int nthreads;
+};
+
+// C[k, 0:nb] = sum over nonzeros j = (r, k) of A: val[j] * B[r, 0:nb]   for k in [0, cols)
+// i.e. C = Aᵀ B from A's CSR index; col_ptr (cols + 1) is the cumulative nonzero count per
+// column (the CSC pointer), used to balance threads.
+struct SpmmTArgs {
+  const int64_t* ptr;      // rows + 1
+  const int32_t* idx;      // ptr[rows]
+  const float* val;        // ptr[rows]
+  const int64_t* col_ptr;  // cols + 1
+  int64_t rows;
+  int64_t cols;
+  const float* b;  // rows x nb
+  int64_t ldb;
+  float* c;        // cols x nb
   int64_t ldc;
   int64_t nb;
   int nthreads;
@@ -39,6 +63,7 @@ struct SddmmArgs {
   const int64_t* ptr;
   const int32_t* idx;
   int64_t rows;
+  int64_t b_rows;  // rows of B (sizes the cache blocking)
   const float* a;
   int64_t lda;
   const float* b;
@@ -74,6 +99,7 @@ struct UnpackArgs {
 
 #define SPARSETRAIN_KERNEL_DECLS                  \
   void f32_spmm_csr_bmajor(const SpmmArgs& args);   \
+  void f32_spmmt_csr_bmajor(const SpmmTArgs& args); \
   void f32_sddmm_csr_bmajor(const SddmmArgs& args); \
   void f32_pack_bmajor(const PackArgs& args);       \
   void f32_unpack_bmajor(const UnpackArgs& args);

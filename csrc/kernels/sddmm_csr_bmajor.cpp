@@ -69,8 +69,9 @@ void f32_sddmm_csr_bmajor(const SddmmArgs& a) {
   parallel_balanced(
       a.nthreads, a.rows, a.nb, [&](int64_t r) { return a.ptr[r] - base + r; },
       [&](int64_t r0, int64_t r1) {
-        for (int64_t c0 = 0; c0 < a.nb; c0 += kBatchChunk) {
-          const int64_t c1 = c0 + kBatchChunk < a.nb ? c0 + kBatchChunk : a.nb;
+        const int64_t chunk = batch_chunk(a.b_rows);
+        for (int64_t c0 = 0; c0 < a.nb; c0 += chunk) {
+          const int64_t c1 = c0 + chunk < a.nb ? c0 + chunk : a.nb;
           for (int64_t r = r0; r < r1; ++r) {
             const int64_t begin = a.ptr[r], end = a.ptr[r + 1];
             for (int64_t t0 = c0; t0 < c1; t0 += int64_t{kTileMax} * W) {

@@ -62,15 +62,21 @@ void f32_spmm_csr_bmajor(const SpmmArgs& a) {
   parallel_balanced(
       a.nthreads, a.rows, a.nb, [&](int64_t r) { return a.ptr[r] - base + r; },
       [&](int64_t r0, int64_t r1) {
-        for (int64_t c0 = 0; c0 < a.nb; c0 += kBatchChunk) {
-          const int64_t c1 = c0 + kBatchChunk < a.nb ? c0 + kBatchChunk : a.nb;
+        const float* values = a.val;
+        if (a.perm != nullptr) {
+          for (int64_t j = a.ptr[r0]; j < a.ptr[r1]; ++j) a.scratch[j] = a.val[a.perm[j]];
+          values = a.scratch;
+        }
+        const int64_t chunk = batch_chunk(a.b_rows);
+        for (int64_t c0 = 0; c0 < a.nb; c0 += chunk) {
+          const int64_t c1 = c0 + chunk < a.nb ? c0 + chunk : a.nb;
           for (int64_t r = r0; r < r1; ++r) {
             const int64_t begin = a.ptr[r], end = a.ptr[r + 1];
             for (int64_t t0 = c0; t0 < c1; t0 += int64_t{kTileMax} * W) {
               const int64_t left = (c1 - t0) / W;
               const int nt = left < kTileMax ? static_cast<int>(left) : kTileMax;
               with_tile(nt, [&](auto NT) {
-                spmm_tile<NT(), unroll_for<NT()>()>(begin, end, a.idx, a.val, a.b + t0, a.ldb,
+                spmm_tile<NT(), unroll_for<NT()>()>(begin, end, a.idx, values, a.b + t0, a.ldb,
                                                    a.c + r * a.ldc + t0);
               });
             }
@@ -78,6 +84,7 @@ void f32_spmm_csr_bmajor(const SpmmArgs& a) {
         }
       });
 }
+
 
 }  // namespace ST_ISA
 }  // namespace kernels

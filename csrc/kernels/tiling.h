@@ -14,9 +14,16 @@ namespace ST_ISA {
 constexpr int kTileMax = Vec::kRegs >= 24 ? 16 : 8;
 // Independent accumulators we want in flight to hide FMA latency (≈ 2 ports × 4 cycles).
 constexpr int kAccTarget = Vec::kRegs >= 24 ? 16 : 8;
-// Batch floats processed per pass over all rows: keeps the gathered B rows of one pass
-// (features × 1 KiB) in L2 when the batch is large.
+// Batch floats processed per pass over all rows: at most 256, and few enough that the
+// slice of every gathered B row one pass touches stays in L2 (~1 MiB budget; on L2-poorer
+// cores the L3 catches the rest), else each pass streams B from L3.
 constexpr int64_t kBatchChunk = 256;
+inline int64_t batch_chunk(int64_t b_rows) {
+  constexpr int64_t budget = int64_t{1} << 20;
+  int64_t c = b_rows > 0 ? budget / (b_rows * int64_t{sizeof(float)}) : kBatchChunk;
+  c = c / 16 * 16;
+  return c < 16 ? 16 : (c > kBatchChunk ? kBatchChunk : c);
+}
 
 // Calls f(std::integral_constant<int, NT>) for a runtime tile width 1 <= nt <= kTileMax.
 template <int NT = kTileMax, class F>

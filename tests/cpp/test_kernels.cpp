@@ -77,14 +77,43 @@ TEST_P(Kernels, SpmmMatchesNaiveAndScalar) {
       for (int64_t j = a.ptr[r]; j < a.ptr[r + 1]; ++j)
         for (int64_t t = 0; t < nb; ++t) ref[r * nb + t] += a.val[j] * b[a.idx[j] * nb + t];
     for (int threads : {1, 2}) {
-      table.spmm({a.ptr.data(), a.idx.data(), a.val.data(), cs.rows, b.data(), nb, c.data(), nb,
-                  nb, threads});
-      scalar.spmm({a.ptr.data(), a.idx.data(), a.val.data(), cs.rows, b.data(), nb,
-                   cs_out.data(), nb, nb, threads});
+      table.spmm({a.ptr.data(), a.idx.data(), a.val.data(), nullptr, nullptr, cs.rows, cs.cols, b.data(),
+                  nb, c.data(), nb, nb, threads});
+      scalar.spmm({a.ptr.data(), a.idx.data(), a.val.data(), nullptr, nullptr, cs.rows, cs.cols, b.data(),
+                   nb, cs_out.data(), nb, nb, threads});
       const std::string what = "spmm " + std::to_string(cs.rows) + "x" + std::to_string(cs.cols) +
                                " batch " + std::to_string(cs.batch);
       expect_close(c, ref, 1e-5f, what + " vs naive");
       expect_close(c, cs_out, 1e-5f, what + " vs scalar");
+    }
+  }
+}
+
+TEST_P(Kernels, TransposedProductBothWays) {
+  const auto& table = st::kernel_table(GetParam());
+  std::mt19937 rng(6);
+  for (const Case& cs : kCases) {
+    Csr a = random_csr(cs.rows, cs.cols, cs.density, rng);
+    const int64_t nnz = static_cast<int64_t>(a.idx.size());
+    std::vector<int64_t> tptr(cs.cols + 1), perm(nnz);
+    std::vector<int32_t> tidx(nnz);
+    st::formats::csr_transpose(a.ptr.data(), a.idx.data(), cs.rows, cs.cols, tptr.data(),
+                               tidx.data(), perm.data());
+    const int64_t nb = k::padded_batch(cs.batch);
+    std::vector<float> b = random_vec(cs.rows * nb, rng);
+    std::vector<float> c(cs.cols * nb, NAN), ref(cs.cols * nb, 0.f);
+    for (int64_t r = 0; r < cs.rows; ++r)
+      for (int64_t j = a.ptr[r]; j < a.ptr[r + 1]; ++j)
+        for (int64_t t = 0; t < nb; ++t) ref[a.idx[j] * nb + t] += a.val[j] * b[r * nb + t];
+    std::vector<float> scratch(nnz);
+    table.spmm({tptr.data(), tidx.data(), a.val.data(), perm.data(), scratch.data(), cs.cols,
+                cs.rows, b.data(), nb, c.data(), nb, nb, 2});
+    expect_close(c, ref, 1e-5f, "transposed spmm");
+    for (int threads : {1, 2, 3}) {
+      std::vector<float> c2(cs.cols * nb, NAN);
+      table.spmmt({a.ptr.data(), a.idx.data(), a.val.data(), tptr.data(), cs.rows, cs.cols,
+                   b.data(), nb, c2.data(), nb, nb, threads});
+      expect_close(c2, ref, 1e-5f, "spmmt");
     }
   }
 }
@@ -102,8 +131,10 @@ TEST_P(Kernels, SddmmMatchesNaiveAndScalar) {
     for (int64_t r = 0; r < cs.rows; ++r)
       for (int64_t j = s.ptr[r]; j < s.ptr[r + 1]; ++j)
         for (int64_t t = 0; t < nb; ++t) ref[j] += a[r * nb + t] * b[s.idx[j] * nb + t];
-    table.sddmm({s.ptr.data(), s.idx.data(), cs.rows, a.data(), nb, b.data(), nb, nb, out.data(), 2});
-    scalar.sddmm({s.ptr.data(), s.idx.data(), cs.rows, a.data(), nb, b.data(), nb, nb, sc.data(), 2});
+    table.sddmm({s.ptr.data(), s.idx.data(), cs.rows, cs.cols, a.data(), nb, b.data(), nb, nb,
+                 out.data(), 2});
+    scalar.sddmm({s.ptr.data(), s.idx.data(), cs.rows, cs.cols, a.data(), nb, b.data(), nb, nb,
+                  sc.data(), 2});
     expect_close(out, ref, 1e-4f, "sddmm vs naive");
     expect_close(out, sc, 1e-4f, "sddmm vs scalar");
   }
@@ -114,7 +145,7 @@ TEST_P(Kernels, SddmmEmptyBatchIsZero) {
   std::mt19937 rng(3);
   Csr s = random_csr(6, 6, 0.5, rng);
   std::vector<float> out(s.idx.size(), NAN);
-  table.sddmm({s.ptr.data(), s.idx.data(), 6, nullptr, 0, nullptr, 0, 0, out.data(), 2});
+  table.sddmm({s.ptr.data(), s.idx.data(), 6, 6, nullptr, 0, nullptr, 0, 0, out.data(), 2});
   for (float x : out) EXPECT_EQ(x, 0.f);
 }
 
