@@ -20,18 +20,25 @@ def pytest_terminal_summary(terminalreporter, config):
         return
     by_group = {}
     peak = None
+    threads = {}
     for b in session.benchmarks:
         info = b.extra_info
-        if info.get("kind") == "peak":
+        if info.get("kind") == "threads":
+            threads[info["when"]] = _median(b)
+        elif info.get("kind") == "peak":
             peak = info["flops"] / _median(b) / 1e9
         elif info.get("kind") == "dense":
             for case in info["cases"]:
                 by_group.setdefault(case, {})["dense"] = (b, info)
         elif info.get("kind") == "sparse":
             by_group.setdefault(info["case"], {})["sparse"] = (b, info)
+    tr = terminalreporter
+    if len(threads) == 2:
+        tr.section("sparse step alone vs right after a dense op (medians)")
+        a, d = threads["alone"], threads["after dense"]
+        tr.write_line(f"alone {a * 1e3:.2f} ms, after dense matmul {d * 1e3:.2f} ms, ratio {d / a:.2f}")
     if not by_group:
         return
-    tr = terminalreporter
     tr.section(f"sparse vs dense, fwd+bwd, {THREADS} threads (medians)")
     if peak:
         tr.write_line(f"dense matmul reference: {peak:.1f} GFLOP/s")

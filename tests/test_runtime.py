@@ -69,3 +69,17 @@ def test_env_var_with_unknown_isa_fails_clearly():
     r = _import_with_env("sse9")
     assert r.returncode != 0
     assert "SPARSETRAIN_ISA" in r.stderr and "sse9" in r.stderr
+
+
+def test_kernels_share_torchs_openmp_runtime():
+    """One OpenMP runtime in the process: our kernels use torch's worker threads, not a
+    second pool competing with torch's spinning workers for the same cores."""
+    code = ("import sparsetrain, torch; torch.mm(torch.randn(64, 64), torch.randn(64, 64));"
+            "maps = open('/proc/self/maps').read().splitlines();"
+            "print(sorted({l.split()[-1] for l in maps if 'libgomp' in l or 'libomp' in l or 'libiomp' in l}))")
+    if not os.path.exists("/proc/self/maps"):
+        pytest.skip("needs /proc")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    libs = eval(r.stdout)
+    assert len(libs) == 1, f"more than one OpenMP runtime loaded: {libs}"
