@@ -116,3 +116,31 @@ def test_bad_inputs_raise_clear_errors(x, exc, match):
 def test_from_dense_rejects_other_modules():
     with pytest.raises(TypeError, match="nn.Linear"):
         st.SparseLinear.from_dense(nn.Conv2d(3, 3, 3))
+
+
+def test_deepcopy_and_whole_module_pickle():
+    import copy
+    sp = st.SparseLinear(30, 20, sparsity=0.8)
+    x = torch.randn(4, 30)
+    assert torch.equal(copy.deepcopy(sp)(x), sp(x))
+    buf = io.BytesIO()
+    torch.save(sp, buf)
+    buf.seek(0)
+    assert torch.equal(torch.load(buf, weights_only=False)(x), sp(x))
+
+
+def test_sparse_layer_inside_a_model_with_adamw():
+    model = nn.Sequential(st.SparseLinear(20, 30, sparsity=0.9), nn.ReLU(),
+                          st.SparseLinear(30, 5, sparsity=0.9))
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.1)
+    x, y = torch.randn(64, 20), torch.randn(64, 5)
+    nnz = [m.nnz for m in model if isinstance(m, st.SparseLinear)]
+    first = None
+    for _ in range(30):
+        opt.zero_grad()
+        loss = nn.functional.mse_loss(model(x), y)
+        loss.backward()
+        opt.step()
+        first = first if first is not None else loss.item()
+    assert loss.item() < first
+    assert [m.nnz for m in model if isinstance(m, st.SparseLinear)] == nnz

@@ -17,6 +17,29 @@ INDEX_DTYPE = torch.int32  # column / row indices
 PTR_DTYPE = torch.int64  # row / column pointers (64-bit: nnz may exceed 2^31)
 
 
+class KernelIndex(NamedTuple):
+    """A validated pattern in the form the kernels take: NumPy views (zero-copy, they keep
+    the tensors alive) of the CSR index and of its transpose. Built only by build_index."""
+
+    rows: int
+    cols: int
+    nnz: int
+    row_ptr: object  # np.ndarray int64 (rows + 1)
+    col_idx: object  # np.ndarray int32 (nnz)
+    t_ptr: object  # np.ndarray int64 (cols + 1): nonzeros per column, cumulative
+    t_idx: object  # np.ndarray int32 (nnz)
+    t_perm: object  # np.ndarray int64 (nnz)
+
+
+def build_index(row_ptr: torch.Tensor, col_idx: torch.Tensor, rows: int, cols: int) -> KernelIndex:
+    """Validate a CSR pattern and derive everything the kernels need from it."""
+    validate_csr(row_ptr, col_idx, rows, cols)
+    row_ptr, col_idx = row_ptr.contiguous(), col_idx.contiguous()
+    t = csr_transpose(row_ptr, col_idx, cols)
+    return KernelIndex(rows, cols, col_idx.numel(), row_ptr.numpy(), col_idx.numpy(),
+                       t.ptr.numpy(), t.idx.numpy(), t.perm.numpy())
+
+
 class Transposed(NamedTuple):
     ptr: torch.Tensor  # (cols + 1,) int64
     idx: torch.Tensor  # (nnz,) int32, row numbers

@@ -56,26 +56,27 @@ def _from_batch_major(t: torch.Tensor, batch: int, bias, nthreads: int) -> torch
 
 class SparseLinearFunction(torch.autograd.Function):
     """Inputs: x (batch, in) contiguous float32, values (nnz,), bias (out,) or None, and the
-    pattern (row_ptr, col_idx, t_ptr, t_idx, t_perm) already validated by sparsetrain.formats."""
+    pattern as a KernelIndex (validated by sparsetrain.formats.build_index)."""
 
     @staticmethod
-    def forward(ctx, x, values, bias, row_ptr, col_idx, t_ptr, t_idx, t_perm):
+    def forward(ctx, x, values, bias, index):
         nthreads = get_num_threads()
         batch = x.shape[0]
         xt = _to_batch_major(x, nthreads)
-        yt = torch.empty(row_ptr.numel() - 1, xt.shape[1], dtype=torch.float32)
-        _C.spmm(_np(row_ptr), _np(col_idx), _np(values), None, None, _np(xt), _np(yt), nthreads)
+        yt = torch.empty(index.rows, xt.shape[1], dtype=torch.float32)
+        _C.spmm(index.row_ptr, index.col_idx, _np(values), None, None, _np(xt), _np(yt), nthreads)
         y = _from_batch_major(yt, batch, bias, nthreads)
         # Keep xt (not x) only when the values gradient will need it.
-        ctx.save_for_backward(xt if ctx.needs_input_grad[1] else None, values, row_ptr, col_idx,
-                              t_ptr, t_idx, t_perm)
+        ctx.save_for_backward(xt if ctx.needs_input_grad[1] else None, values)
+        ctx.index = index
         ctx.batch = batch
         return y
 
     @staticmethod
     @once_differentiable
     def backward(ctx, dy):
-        xt, values, row_ptr, col_idx, t_ptr, t_idx, t_perm = ctx.saved_tensors
+        xt, values = ctx.saved_tensors
+        index = ctx.index
         need_x, need_v, need_b = ctx.needs_input_grad[:3]
         nthreads = get_num_threads()
         dx = dv = db = None
@@ -84,30 +85,28 @@ class SparseLinearFunction(torch.autograd.Function):
             dyt = _to_batch_major(dy, nthreads)
             if need_v:
                 dv = torch.empty_like(values)
-                _C.sddmm(_np(row_ptr), _np(col_idx), _np(dyt), _np(xt), _np(dv), nthreads)
+                _C.sddmm(index.row_ptr, index.col_idx, _np(dyt), _np(xt), _np(dv), nthreads)
             if need_x:
-                in_features = t_ptr.numel() - 1
-                dxt = torch.empty(in_features, dyt.shape[1], dtype=torch.float32)
-                strategy = input_grad_strategy(in_features, dyt.shape[0], values.numel(),
-                                               dyt.shape[1])
+                dxt = torch.empty(index.cols, dyt.shape[1], dtype=torch.float32)
+                strategy = input_grad_strategy(index.cols, index.rows, index.nnz, dyt.shape[1])
                 if strategy == "scatter":
-                    _C.spmmt(_np(row_ptr), _np(col_idx), _np(values), _np(t_ptr), _np(dyt),
+                    _C.spmmt(index.row_ptr, index.col_idx, _np(values), index.t_ptr, _np(dyt),
                              _np(dxt), nthreads)
                 else:
-                    _C.spmm(_np(t_ptr), _np(t_idx), _np(values), _np(t_perm),
+                    _C.spmm(index.t_ptr, index.t_idx, _np(values), index.t_perm,
                             _np(torch.empty_like(values)), _np(dyt), _np(dxt), nthreads)
                 dx = _from_batch_major(dxt, ctx.batch, None, nthreads)
         if need_b:
             db = dy.sum(0)
-        return dx, dv, db, None, None, None, None, None
+        return dx, dv, db, None
 
 
-def sparse_linear(x: torch.Tensor, values: torch.Tensor, bias, row_ptr, col_idx, t_ptr, t_idx,
-                  t_perm, in_features: int) -> torch.Tensor:
-    """y = x Wᵀ + b for any leading shape of x (``(*, in_features)``); the pattern must be valid."""
+def sparse_linear(x: torch.Tensor, values: torch.Tensor, bias, index) -> torch.Tensor:
+    """y = x Wᵀ + b for x of shape ``(*, in_features)``; W is given by ``values`` on the
+    pattern ``index`` (a KernelIndex from sparsetrain.formats.build_index)."""
     lead = x.shape[:-1]
-    x2d = x.reshape(-1, in_features)
+    x2d = x.reshape(-1, index.cols)
     if not x2d.is_contiguous():
         x2d = x2d.contiguous()
-    y = SparseLinearFunction.apply(x2d, values, bias, row_ptr, col_idx, t_ptr, t_idx, t_perm)
-    return y.view(*lead, y.shape[-1])
+    y = SparseLinearFunction.apply(x2d, values, bias, index)
+    return y.view(*lead, index.rows)

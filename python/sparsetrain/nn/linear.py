@@ -109,15 +109,12 @@ class SparseLinear(nn.Module):
 
     def _rebuild_index(self) -> None:
         """Validate the pattern buffers and derive the transposed index (the one place that does)."""
-        formats.validate_csr(self.row_ptr, self.col_idx, self.out_features, self.in_features)
-        if self.values.numel() != self.col_idx.numel():
+        index = formats.build_index(self.row_ptr, self.col_idx, self.out_features,
+                                    self.in_features)
+        if self.values.numel() != index.nnz:
             raise ValueError(f"SparseLinear: {self.values.numel()} values for "
-                             f"{self.col_idx.numel()} column indices")
-        t = formats.csr_transpose(self.row_ptr, self.col_idx, self.in_features)
-        # Derived, so not saved with the state_dict.
-        self.register_buffer("_t_ptr", t.ptr, persistent=False)
-        self.register_buffer("_t_idx", t.idx, persistent=False)
-        self.register_buffer("_t_perm", t.perm, persistent=False)
+                             f"{index.nnz} column indices")
+        self._index = index  # derived, so not part of the state_dict
         self._stamp = self._index_stamp()
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
@@ -158,5 +155,4 @@ class SparseLinear(nn.Module):
         self._check_input(x)
         if self._stamp != self._index_stamp():  # pattern buffers replaced or edited in place
             self._rebuild_index()
-        return sparse_linear(x, self.values, self.bias, self.row_ptr, self.col_idx, self._t_ptr,
-                             self._t_idx, self._t_perm, self.in_features)
+        return sparse_linear(x, self.values, self.bias, self._index)
