@@ -178,5 +178,6 @@ def test_strategy_rule_picks_measured_winners():
     from sparsetrain.functional.linear import input_grad_strategy as pick
     assert pick(768, 3072, 117965, 256) == "scatter"
     assert pick(4096, 4096, 1677722, 32) == "scatter"
+    assert pick(4096, 4096, 1677722, 64) == "csc"
     assert pick(4096, 4096, 1677722, 128) == "csc"
     assert pick(1024, 1024, 104858, 16) == "csc"

@@ -2,9 +2,10 @@
 // compiled once per ISA with ST_ISA_<isa> defined (see CMakeLists.txt); this header then
 // provides `Vec` for that ISA inside the namespace named by ST_ISA.
 //
-// Only what the kernels need: load/store, broadcast, fma, add, and a 4-way horizontal
-// reduction. No masked tails: activations are stored batch-major with the batch padded to
-// kBatchAlign floats, so every vector load is full and in bounds.
+// Only what the kernels need: load/store, broadcast, fma, add, a 4-way horizontal
+// reduction and a W x W block transpose. No masked tails: activations are stored
+// batch-major with the batch padded to kBatchAlign floats, so every vector load is full
+// and in bounds.
 #pragma once
 
 #include <cstdint>
@@ -44,6 +45,45 @@ inline void reduce4(Vec a0, Vec a1, Vec a2, Vec a3, float* out) {
   __m256 h = _mm256_hadd_ps(h01, h23);
   _mm_storeu_ps(out, _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1)));
 }
+// dst[j * ldd + i] = src[i * lds + j] (+ add[i]) for a W x W block: add, if given, is a
+// W-vector added to every output row (the bias, when unpacking).
+inline void transpose_block(const float* src, int64_t lds, float* dst, int64_t ldd,
+                            const float* add) {
+  __m512 r[16], c[16];
+  for (int i = 0; i < 16; ++i) r[i] = _mm512_loadu_ps(src + i * lds);
+  // Per 128-bit lane, 4x4 transposes of each group of four rows: c[4g + m] lane L then holds
+  // column 4L + m of rows 4g .. 4g + 3.
+  for (int g = 0; g < 4; ++g) {
+    const __m512 t0 = _mm512_unpacklo_ps(r[4 * g], r[4 * g + 1]);
+    const __m512 t1 = _mm512_unpackhi_ps(r[4 * g], r[4 * g + 1]);
+    const __m512 t2 = _mm512_unpacklo_ps(r[4 * g + 2], r[4 * g + 3]);
+    const __m512 t3 = _mm512_unpackhi_ps(r[4 * g + 2], r[4 * g + 3]);
+    auto lo = [](__m512 a, __m512 b) {
+      return _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(a), _mm512_castps_pd(b)));
+    };
+    auto hi = [](__m512 a, __m512 b) {
+      return _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(a), _mm512_castps_pd(b)));
+    };
+    c[4 * g + 0] = lo(t0, t2);
+    c[4 * g + 1] = hi(t0, t2);
+    c[4 * g + 2] = lo(t1, t3);
+    c[4 * g + 3] = hi(t1, t3);
+  }
+  // Output row 4L + m collects lane L of c[m], c[4 + m], c[8 + m], c[12 + m].
+  for (int m = 0; m < 4; ++m) {
+    const __m512 p0 = _mm512_shuffle_f32x4(c[m], c[4 + m], 0x44);
+    const __m512 p1 = _mm512_shuffle_f32x4(c[m], c[4 + m], 0xEE);
+    const __m512 q0 = _mm512_shuffle_f32x4(c[8 + m], c[12 + m], 0x44);
+    const __m512 q1 = _mm512_shuffle_f32x4(c[8 + m], c[12 + m], 0xEE);
+    __m512 o[4] = {_mm512_shuffle_f32x4(p0, q0, 0x88), _mm512_shuffle_f32x4(p0, q0, 0xDD),
+                   _mm512_shuffle_f32x4(p1, q1, 0x88), _mm512_shuffle_f32x4(p1, q1, 0xDD)};
+    for (int L = 0; L < 4; ++L) {
+      const int row = 4 * L + m;
+      if (add) o[L] = _mm512_add_ps(o[L], _mm512_loadu_ps(add));
+      _mm512_storeu_ps(dst + row * ldd, o[L]);
+    }
+  }
+}
 
 #elif defined(ST_ISA_avx2)
 
@@ -61,6 +101,30 @@ inline Vec add(Vec a, Vec b) { return {_mm256_add_ps(a.v, b.v)}; }
 inline void reduce4(Vec a0, Vec a1, Vec a2, Vec a3, float* out) {
   __m256 h = _mm256_hadd_ps(_mm256_hadd_ps(a0.v, a1.v), _mm256_hadd_ps(a2.v, a3.v));
   _mm_storeu_ps(out, _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1)));
+}
+inline void transpose_block(const float* src, int64_t lds, float* dst, int64_t ldd,
+                            const float* add) {
+  __m256 r[8], c[8];
+  for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(src + i * lds);
+  for (int g = 0; g < 2; ++g) {  // as in the AVX-512 version, per 128-bit lane
+    const __m256 t0 = _mm256_unpacklo_ps(r[4 * g], r[4 * g + 1]);
+    const __m256 t1 = _mm256_unpackhi_ps(r[4 * g], r[4 * g + 1]);
+    const __m256 t2 = _mm256_unpacklo_ps(r[4 * g + 2], r[4 * g + 3]);
+    const __m256 t3 = _mm256_unpackhi_ps(r[4 * g + 2], r[4 * g + 3]);
+    c[4 * g + 0] = _mm256_shuffle_ps(t0, t2, 0x44);
+    c[4 * g + 1] = _mm256_shuffle_ps(t0, t2, 0xEE);
+    c[4 * g + 2] = _mm256_shuffle_ps(t1, t3, 0x44);
+    c[4 * g + 3] = _mm256_shuffle_ps(t1, t3, 0xEE);
+  }
+  for (int m = 0; m < 4; ++m) {
+    __m256 o[2] = {_mm256_permute2f128_ps(c[m], c[4 + m], 0x20),
+                   _mm256_permute2f128_ps(c[m], c[4 + m], 0x31)};
+    for (int L = 0; L < 2; ++L) {
+      const int row = 4 * L + m;
+      if (add) o[L] = _mm256_add_ps(o[L], _mm256_loadu_ps(add));
+      _mm256_storeu_ps(dst + row * ldd, o[L]);
+    }
+  }
 }
 
 #elif defined(ST_ISA_scalar)
@@ -82,6 +146,9 @@ inline void reduce4(Vec a0, Vec a1, Vec a2, Vec a3, float* out) {
   out[1] = a1.v;
   out[2] = a2.v;
   out[3] = a3.v;
+}
+inline void transpose_block(const float* src, int64_t, float* dst, int64_t, const float* add) {
+  *dst = add ? *src + *add : *src;
 }
 
 #else

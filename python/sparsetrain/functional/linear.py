@@ -17,9 +17,9 @@ _ALIGN = _C.BATCH_ALIGN
 # Input-gradient strategy. "csc": gather rows of dYᵀ through the transposed index (values
 # gathered into CSC order first, a random read per nonzero). "scatter": stream dYᵀ in W's
 # CSR order and accumulate into each thread's own slice of dXᵀ. Scatter wins when dXᵀ is
-# small enough to stay in cache while dYᵀ or the values are not (measured on bench shapes:
-# (256, 768->3072) 0.50 vs 0.65 ms, (32, 4096->4096) 1.3 vs 1.9 ms), csc otherwise
-# ((128, 4096->4096) 5.4 vs 7.3 ms, (16, 1024->1024) 0.05 vs 0.07 ms). The rule ignores the
+# small enough to stay in cache while dYᵀ or the values are not (2 threads, ms, csc vs
+# scatter: (256, 768->3072) 0.65 vs 0.50, (32, 4096->4096) 2.4 vs 1.5), csc otherwise
+# ((64, 4096->4096) 3.9 vs 4.3, (128, 4096->4096) 6.4 vs 8.9, (16, 1024->1024) 0.05 vs 0.07). The rule ignores the
 # thread count on purpose: results stay bitwise identical for any number of threads.
 # Tests set INPUT_GRAD_STRATEGY to force one; None means pick by the rule.
 INPUT_GRAD_STRATEGY = None
@@ -31,7 +31,7 @@ def input_grad_strategy(in_features: int, out_features: int, nnz: int, padded_ba
         return INPUT_GRAD_STRATEGY
     dx_bytes = 4 * in_features * padded_batch
     streamed_bytes = 4 * max(out_features * padded_batch, nnz)
-    return "scatter" if dx_bytes <= _CACHE_BYTES < streamed_bytes else "csc"
+    return "scatter" if dx_bytes < _CACHE_BYTES < streamed_bytes else "csc"
 
 
 def _np(t: torch.Tensor):
