@@ -68,31 +68,32 @@ int64_t check_csr_ends(const View<int64_t>& ptr, int64_t rows, int64_t idx_len, 
   return nnz;
 }
 
-void spmm(py::array ptr_a, py::array idx_a, py::array val_a, py::object perm_o,
+void spmm(py::array ptr_a, py::array idx_a, py::array val_a, py::object pos_o,
           py::object scratch_o, py::array b_a, py::array c_a, int nthreads) {
   auto ptr = view<int64_t>(ptr_a, "ptr", 1);
   auto idx = view<int32_t>(idx_a, "idx", 1);
   auto val = view<float>(val_a, "values", 1);
   auto b = view<float>(b_a, "b", 2);
   auto c = view<float>(c_a, "c", 2, true);
-  const int64_t* perm = nullptr;
+  const int64_t* pos = nullptr;
   float* scratch = nullptr;
-  if (perm_o.is_none()) {
+  if (pos_o.is_none()) {
     check_csr_ends(ptr, c.rows, idx.size(), val.size());
   } else {
-    // perm entries index val; csr_transpose made them a permutation of [0, nnz).
-    auto pv = view<int64_t>(perm_o.cast<py::array>(), "perm", 1);
+    // pos entries index scratch; csr_transpose made them a permutation of [0, nnz).
+    auto pv = view<int64_t>(pos_o.cast<py::array>(), "pos", 1);
     const int64_t nnz = check_csr_ends(ptr, c.rows, idx.size(), pv.size());
-    if (val.size() != nnz) bad("perm and values differ in length");
-    if (scratch_o.is_none()) bad("spmm with perm needs a scratch buffer");
+    if (val.size() != nnz) bad("pos and values differ in length");
+    if (ptr.data[0] != 0) bad("spmm with pos needs a pointer starting at 0");
+    if (scratch_o.is_none()) bad("spmm with pos needs a scratch buffer");
     auto sv = view<float>(scratch_o.cast<py::array>(), "scratch", 1, true);
     if (sv.size() < nnz) bad("scratch is shorter than nnz");
-    perm = pv.data;
+    pos = pv.data;
     scratch = sv.data;
   }
   if (b.cols != c.cols) bad("b and c have different padded batch sizes");
   check_batch_major(c.cols, "c");
-  k::SpmmArgs args{ptr.data, idx.data, val.data, perm, scratch, c.rows, b.rows, b.data, b.cols, c.data,
+  k::SpmmArgs args{ptr.data, idx.data, val.data, pos, scratch, c.rows, b.rows, b.data, b.cols, c.data,
                    c.cols, c.cols, nthreads};
   py::gil_scoped_release release;
   sparsetrain::kernel_table().spmm(args);
@@ -169,12 +170,12 @@ void validate_csr(py::array ptr_a, py::array idx_a, int64_t rows, int64_t cols) 
 }
 
 void csr_transpose(py::array ptr_a, py::array idx_a, int64_t cols, py::array tptr_a,
-                   py::array tidx_a, py::array perm_a) {
+                   py::array tidx_a, py::array pos_a) {
   auto ptr = view<int64_t>(ptr_a, "row pointer", 1);
   auto idx = view<int32_t>(idx_a, "column indices", 1);
   auto tptr = view<int64_t>(tptr_a, "tptr", 1, true);
   auto tidx = view<int32_t>(tidx_a, "tidx", 1, true);
-  auto perm = view<int64_t>(perm_a, "perm", 1, true);
+  auto pos = view<int64_t>(pos_a, "pos", 1, true);
   const int64_t rows = ptr.size() - 1;
   if (rows < 0) bad("row pointer is empty");
   // Full validation first: the transpose indexes tptr by column.
@@ -182,11 +183,11 @@ void csr_transpose(py::array ptr_a, py::array idx_a, int64_t cols, py::array tpt
     py::gil_scoped_release release;
     sparsetrain::formats::validate_csr(ptr.data, ptr.size(), idx.data, idx.size(), rows, cols);
   }
-  if (tptr.size() != cols + 1 || tidx.size() != idx.size() || perm.size() != idx.size())
+  if (tptr.size() != cols + 1 || tidx.size() != idx.size() || pos.size() != idx.size())
     bad("transpose outputs have the wrong lengths");
   py::gil_scoped_release release;
   sparsetrain::formats::csr_transpose(ptr.data, idx.data, rows, cols, tptr.data, tidx.data,
-                                      perm.data);
+                                      pos.data);
 }
 
 }  // namespace
@@ -199,7 +200,7 @@ PYBIND11_MODULE(_C, m) {
   // Resolve the ISA now so a bad SPARSETRAIN_ISA fails at import with its message.
   sparsetrain::current_isa();
 
-  m.def("spmm", &spmm, py::arg("ptr"), py::arg("idx"), py::arg("values"), py::arg("perm"),
+  m.def("spmm", &spmm, py::arg("ptr"), py::arg("idx"), py::arg("values"), py::arg("pos"),
         py::arg("scratch"), py::arg("b"),
         py::arg("c"), py::arg("nthreads"));
   m.def("spmmt", &spmmt, py::arg("ptr"), py::arg("idx"), py::arg("values"), py::arg("col_ptr"),
@@ -211,7 +212,7 @@ PYBIND11_MODULE(_C, m) {
   m.def("validate_csr", &validate_csr, py::arg("ptr"), py::arg("idx"), py::arg("rows"),
         py::arg("cols"));
   m.def("csr_transpose", &csr_transpose, py::arg("ptr"), py::arg("idx"), py::arg("cols"),
-        py::arg("tptr"), py::arg("tidx"), py::arg("perm"));
+        py::arg("tptr"), py::arg("tidx"), py::arg("pos"));
 
   m.def("get_isa", [] { return std::string(sparsetrain::isa_name(sparsetrain::current_isa())); });
   m.def("set_isa", [](const std::string& name) { sparsetrain::set_isa(sparsetrain::isa_from_name(name)); },

@@ -42,7 +42,7 @@ void validate_csr(const int64_t* ptr, int64_t ptr_len, const int32_t* idx, int64
 }
 
 void csr_transpose(const int64_t* ptr, const int32_t* idx, int64_t rows, int64_t cols,
-                   int64_t* tptr, int32_t* tidx, int64_t* perm) {
+                   int64_t* tptr, int32_t* tidx, int64_t* pos) {
   for (int64_t c = 0; c <= cols; ++c) tptr[c] = 0;
   const int64_t nnz = ptr[rows];
   for (int64_t j = 0; j < nnz; ++j) ++tptr[idx[j] + 1];
@@ -53,7 +53,7 @@ void csr_transpose(const int64_t* ptr, const int32_t* idx, int64_t rows, int64_t
     for (int64_t j = ptr[r]; j < ptr[r + 1]; ++j) {
       const int64_t k = tptr[idx[j]]++;
       tidx[k] = static_cast<int32_t>(r);
-      perm[k] = j;
+      pos[j] = k;
     }
   }
   for (int64_t c = cols; c > 0; --c) tptr[c] = tptr[c - 1];

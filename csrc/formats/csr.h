@@ -14,10 +14,10 @@ void validate_csr(const int64_t* ptr, int64_t ptr_len, const int32_t* idx, int64
                   int64_t rows, int64_t cols);
 
 // The transposed index of a valid CSR matrix (rows x cols): tptr (cols + 1), tidx (nnz,
-// row numbers, increasing within each column) and perm (nnz) with
-// value_csc[k] = value_csr[perm[k]].
+// row numbers, increasing within each column) and pos (nnz): the CSR nonzero j sits at
+// position pos[j] of the CSC order, value_csc[pos[j]] = value_csr[j].
 void csr_transpose(const int64_t* ptr, const int32_t* idx, int64_t rows, int64_t cols,
-                   int64_t* tptr, int32_t* tidx, int64_t* perm);
+                   int64_t* tptr, int32_t* tidx, int64_t* pos);
 
 }  // namespace formats
 }  // namespace sparsetrain

@@ -20,15 +20,16 @@ inline int64_t padded_batch(int64_t batch) {
 
 // C[r, 0:nb] = sum over nonzeros j of row r: val[j] * B[idx[j], 0:nb]   for r in [0, rows)
 // A is CSR (rows x any), B and C are batch-major with nb % kBatchAlign == 0.
-// With perm set, the values are val[perm[j]]: the input gradient runs on the transposed
-// index while the values stay in CSR order. Each thread first gathers the values of its
-// own rows into scratch (sequential, many loads in flight), then multiplies from there.
+// With pos set, A is the transpose of a CSR matrix whose values (CSR order) are val: the
+// input gradient runs on the transposed index while the values stay in CSR order. The
+// values are first scattered into CSC order in scratch (scratch[pos[j]] = val[j]: random
+// writes, about twice as fast here as the equivalent random-read gather), then used.
 struct SpmmArgs {
   const int64_t* ptr;   // rows + 1
   const int32_t* idx;   // ptr[rows]
-  const float* val;     // ptr[rows], or indexed through perm
-  const int64_t* perm;  // nullptr, or ptr[rows] indices into val
-  float* scratch;       // ptr[rows] floats when perm is set
+  const float* val;     // ptr[rows] (CSC order), or CSR order when pos is set
+  const int64_t* pos;   // nullptr, or ptr[rows]: a permutation of [0, ptr[rows])
+  float* scratch;       // ptr[rows] floats when pos is set
   int64_t rows;
   int64_t b_rows;       // rows of B (sizes the cache blocking)
   const float* b;

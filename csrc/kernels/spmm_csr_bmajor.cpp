@@ -58,15 +58,18 @@ constexpr int unroll_for() {
 
 void f32_spmm_csr_bmajor(const SpmmArgs& a) {
   constexpr int W = Vec::W;
+  const float* values = a.val;
+  if (a.pos != nullptr && a.rows > 0) {
+    const int64_t nnz = a.ptr[a.rows] - a.ptr[0];
+    parallel_uniform(a.nthreads, nnz, 4, [&](int64_t j0, int64_t j1) {
+      for (int64_t j = j0; j < j1; ++j) a.scratch[a.pos[j]] = a.val[j];
+    });
+    values = a.scratch;
+  }
   const int64_t base = a.rows > 0 ? a.ptr[0] : 0;
   parallel_balanced(
       a.nthreads, a.rows, a.nb, [&](int64_t r) { return a.ptr[r] - base + r; },
       [&](int64_t r0, int64_t r1) {
-        const float* values = a.val;
-        if (a.perm != nullptr) {
-          for (int64_t j = a.ptr[r0]; j < a.ptr[r1]; ++j) a.scratch[j] = a.val[a.perm[j]];
-          values = a.scratch;
-        }
         const int64_t chunk = batch_chunk(a.b_rows);
         for (int64_t c0 = 0; c0 < a.nb; c0 += chunk) {
           const int64_t c1 = c0 + chunk < a.nb ? c0 + chunk : a.nb;

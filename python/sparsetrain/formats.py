@@ -28,7 +28,7 @@ class KernelIndex(NamedTuple):
     col_idx: object  # np.ndarray int32 (nnz)
     t_ptr: object  # np.ndarray int64 (cols + 1): nonzeros per column, cumulative
     t_idx: object  # np.ndarray int32 (nnz)
-    t_perm: object  # np.ndarray int64 (nnz)
+    t_pos: object  # np.ndarray int64 (nnz): CSC position of each CSR nonzero
 
 
 def build_index(row_ptr: torch.Tensor, col_idx: torch.Tensor, rows: int, cols: int) -> KernelIndex:
@@ -37,13 +37,13 @@ def build_index(row_ptr: torch.Tensor, col_idx: torch.Tensor, rows: int, cols: i
     row_ptr, col_idx = row_ptr.contiguous(), col_idx.contiguous()
     t = csr_transpose(row_ptr, col_idx, cols)
     return KernelIndex(rows, cols, col_idx.numel(), row_ptr.numpy(), col_idx.numpy(),
-                       t.ptr.numpy(), t.idx.numpy(), t.perm.numpy())
+                       t.ptr.numpy(), t.idx.numpy(), t.pos.numpy())
 
 
 class Transposed(NamedTuple):
     ptr: torch.Tensor  # (cols + 1,) int64
     idx: torch.Tensor  # (nnz,) int32, row numbers
-    perm: torch.Tensor  # (nnz,) int64: values_csc = values_csr[perm]
+    pos: torch.Tensor  # (nnz,) int64: values_csc[pos] = values_csr
 
 
 def csr_from_dense(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -102,7 +102,7 @@ def csr_transpose(row_ptr: torch.Tensor, col_idx: torch.Tensor, cols: int) -> Tr
     try:
         _C.csr_transpose(
             row_ptr.contiguous().numpy(), col_idx.contiguous().numpy(), cols,
-            t.ptr.numpy(), t.idx.numpy(), t.perm.numpy(),
+            t.ptr.numpy(), t.idx.numpy(), t.pos.numpy(),
         )
     except ValueError as e:
         raise ValueError(f"malformed sparsity pattern: {e}") from None

@@ -95,10 +95,10 @@ TEST_P(Kernels, TransposedProductBothWays) {
   for (const Case& cs : kCases) {
     Csr a = random_csr(cs.rows, cs.cols, cs.density, rng);
     const int64_t nnz = static_cast<int64_t>(a.idx.size());
-    std::vector<int64_t> tptr(cs.cols + 1), perm(nnz);
+    std::vector<int64_t> tptr(cs.cols + 1), pos(nnz);
     std::vector<int32_t> tidx(nnz);
     st::formats::csr_transpose(a.ptr.data(), a.idx.data(), cs.rows, cs.cols, tptr.data(),
-                               tidx.data(), perm.data());
+                               tidx.data(), pos.data());
     const int64_t nb = k::padded_batch(cs.batch);
     std::vector<float> b = random_vec(cs.rows * nb, rng);
     std::vector<float> c(cs.cols * nb, NAN), ref(cs.cols * nb, 0.f);
@@ -106,7 +106,7 @@ TEST_P(Kernels, TransposedProductBothWays) {
       for (int64_t j = a.ptr[r]; j < a.ptr[r + 1]; ++j)
         for (int64_t t = 0; t < nb; ++t) ref[a.idx[j] * nb + t] += a.val[j] * b[r * nb + t];
     std::vector<float> scratch(nnz);
-    table.spmm({tptr.data(), tidx.data(), a.val.data(), perm.data(), scratch.data(), cs.cols,
+    table.spmm({tptr.data(), tidx.data(), a.val.data(), pos.data(), scratch.data(), cs.cols,
                 cs.rows, b.data(), nb, c.data(), nb, nb, 2});
     expect_close(c, ref, 1e-5f, "transposed spmm");
     for (int threads : {1, 2, 3}) {
@@ -183,14 +183,14 @@ TEST(Formats, TransposeInvertsCsr) {
   std::mt19937 rng(5);
   Csr a = random_csr(13, 9, 0.4, rng);
   const int64_t nnz = static_cast<int64_t>(a.idx.size());
-  std::vector<int64_t> tptr(10), perm(nnz);
+  std::vector<int64_t> tptr(10), pos(nnz);
   std::vector<int32_t> tidx(nnz);
-  st::formats::csr_transpose(a.ptr.data(), a.idx.data(), 13, 9, tptr.data(), tidx.data(), perm.data());
-  for (int64_t c = 0; c < 9; ++c)
-    for (int64_t k2 = tptr[c]; k2 < tptr[c + 1]; ++k2) {
-      EXPECT_EQ(a.idx[perm[k2]], c);
-      const int64_t r = tidx[k2];
-      EXPECT_TRUE(perm[k2] >= a.ptr[r] && perm[k2] < a.ptr[r + 1]);
+  st::formats::csr_transpose(a.ptr.data(), a.idx.data(), 13, 9, tptr.data(), tidx.data(), pos.data());
+  for (int64_t r = 0; r < 13; ++r)
+    for (int64_t j = a.ptr[r]; j < a.ptr[r + 1]; ++j) {
+      const int64_t k2 = pos[j];
+      EXPECT_TRUE(k2 >= tptr[a.idx[j]] && k2 < tptr[a.idx[j] + 1]);
+      EXPECT_EQ(tidx[k2], r);
     }
 }
 

@@ -15,7 +15,7 @@ from .._runtime import get_num_threads
 _ALIGN = _C.BATCH_ALIGN
 
 # Input-gradient strategy. "csc": gather rows of dYᵀ through the transposed index (values
-# gathered into CSC order first, a random read per nonzero). "scatter": stream dYᵀ in W's
+# scattered into CSC order first, a random write per nonzero). "scatter": stream dYᵀ in W's
 # CSR order and accumulate into each thread's own slice of dXᵀ. Scatter wins when dXᵀ is
 # small enough to stay in cache while dYᵀ or the values are not (2 threads, ms, csc vs
 # scatter: (256, 768->3072) 0.65 vs 0.50, (32, 4096->4096) 2.4 vs 1.5), csc otherwise
@@ -93,7 +93,7 @@ class SparseLinearFunction(torch.autograd.Function):
                     _C.spmmt(index.row_ptr, index.col_idx, _np(values), index.t_ptr, _np(dyt),
                              _np(dxt), nthreads)
                 else:
-                    _C.spmm(index.t_ptr, index.t_idx, _np(values), index.t_perm,
+                    _C.spmm(index.t_ptr, index.t_idx, _np(values), index.t_pos,
                             _np(torch.empty_like(values)), _np(dyt), _np(dxt), nthreads)
                 dx = _from_batch_major(dxt, ctx.batch, None, nthreads)
         if need_b:
