@@ -109,11 +109,19 @@ TEST_P(Kernels, TransposedProductBothWays) {
     table.spmm({tptr.data(), tidx.data(), a.val.data(), pos.data(), scratch.data(), cs.cols,
                 cs.rows, b.data(), nb, c.data(), nb, nb, 2});
     expect_close(c, ref, 1e-5f, "transposed spmm");
+    const auto& scalar = st::kernel_table(st::Isa::scalar);
+    std::vector<float> c_scalar(cs.cols * nb, NAN), ct_scalar(cs.cols * nb, NAN);
+    scalar.spmm({tptr.data(), tidx.data(), a.val.data(), pos.data(), scratch.data(), cs.cols,
+                 cs.rows, b.data(), nb, c_scalar.data(), nb, nb, 2});
+    expect_close(c, c_scalar, 1e-5f, "transposed spmm vs scalar");
+    scalar.spmmt({a.ptr.data(), a.idx.data(), a.val.data(), tptr.data(), cs.rows, cs.cols,
+                  b.data(), nb, ct_scalar.data(), nb, nb, 2});
     for (int threads : {1, 2, 3}) {
       std::vector<float> c2(cs.cols * nb, NAN);
       table.spmmt({a.ptr.data(), a.idx.data(), a.val.data(), tptr.data(), cs.rows, cs.cols,
                    b.data(), nb, c2.data(), nb, nb, threads});
-      expect_close(c2, ref, 1e-5f, "spmmt");
+      expect_close(c2, ref, 1e-5f, "spmmt vs naive");
+      expect_close(c2, ct_scalar, 1e-5f, "spmmt vs scalar");
     }
   }
 }
