@@ -3,9 +3,8 @@
 // provides `Vec` for that ISA inside the namespace named by ST_ISA.
 //
 // Only what the kernels need: load/store, broadcast, fma, add, a 4-way horizontal
-// reduction and a W x W block transpose. No masked tails: activations are stored
-// batch-major with the batch padded to kBatchAlign floats, so every vector load is full
-// and in bounds.
+// reduction, a W x W block transpose, and masked partial vectors (load_n / store_n) for
+// the tails of lengths that are not a multiple of W (NCHW planes read in place).
 #pragma once
 
 #include <cstdint>
@@ -31,6 +30,13 @@ struct Vec {
   static inline Vec load(const float* p) { return {_mm512_loadu_ps(p)}; }
   static inline Vec bcast(float x) { return {_mm512_set1_ps(x)}; }
   static inline void store(float* p, Vec a) { _mm512_storeu_ps(p, a.v); }
+  // First n < W lanes only; the others read as 0 and are never touched in memory.
+  static inline Vec load_n(const float* p, int n) {
+    return {_mm512_maskz_loadu_ps(static_cast<__mmask16>((1u << n) - 1), p)};
+  }
+  static inline void store_n(float* p, Vec a, int n) {
+    _mm512_mask_storeu_ps(p, static_cast<__mmask16>((1u << n) - 1), a.v);
+  }
 };
 inline Vec fma(Vec a, Vec b, Vec c) { return {_mm512_fmadd_ps(a.v, b.v, c.v)}; }
 inline Vec add(Vec a, Vec b) { return {_mm512_add_ps(a.v, b.v)}; }
@@ -95,6 +101,11 @@ struct Vec {
   static inline Vec load(const float* p) { return {_mm256_loadu_ps(p)}; }
   static inline Vec bcast(float x) { return {_mm256_set1_ps(x)}; }
   static inline void store(float* p, Vec a) { _mm256_storeu_ps(p, a.v); }
+  static inline __m256i mask(int n) {
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+  }
+  static inline Vec load_n(const float* p, int n) { return {_mm256_maskload_ps(p, mask(n))}; }
+  static inline void store_n(float* p, Vec a, int n) { _mm256_maskstore_ps(p, mask(n), a.v); }
 };
 inline Vec fma(Vec a, Vec b, Vec c) { return {_mm256_fmadd_ps(a.v, b.v, c.v)}; }
 inline Vec add(Vec a, Vec b) { return {_mm256_add_ps(a.v, b.v)}; }
@@ -138,6 +149,10 @@ struct Vec {
   static inline Vec load(const float* p) { return {*p}; }
   static inline Vec bcast(float x) { return {x}; }
   static inline void store(float* p, Vec a) { *p = a.v; }
+  static inline Vec load_n(const float* p, int n) { return {n > 0 ? *p : 0.0f}; }
+  static inline void store_n(float* p, Vec a, int n) {
+    if (n > 0) *p = a.v;
+  }
 };
 inline Vec fma(Vec a, Vec b, Vec c) { return {a.v * b.v + c.v}; }
 inline Vec add(Vec a, Vec b) { return {a.v + b.v}; }
