@@ -161,6 +161,94 @@ void unpack(py::array src_a, py::array dst_a, py::object bias_o, int nthreads) {
   sparsetrain::kernel_table().unpack(args);
 }
 
+// The offsets kernels read B_n[off[j] + t] and write C_n[r * ldc + t]: check that every
+// such element is inside the buffers handed in (O(rows + nnz), small next to the products).
+struct OffsetsExtent {
+  int64_t min_off = 0, max_off = -1;
+};
+
+OffsetsExtent check_offsets_index(const View<int64_t>& ptr, const View<int64_t>& off) {
+  const int64_t rows = ptr.size() - 1;
+  if (rows < 0) bad("row pointer is empty");
+  if (ptr.data[0] != 0) bad("row pointer must start at 0");
+  for (int64_t r = 0; r < rows; ++r)
+    if (ptr.data[r + 1] < ptr.data[r]) bad("row pointer decreases at row " + std::to_string(r));
+  if (ptr.data[rows] != off.size()) bad("row pointer does not end at the number of offsets");
+  OffsetsExtent e;
+  if (off.size() > 0) e.min_off = e.max_off = off.data[0];
+  for (int64_t j = 0; j < off.size(); ++j) {
+    e.min_off = off.data[j] < e.min_off ? off.data[j] : e.min_off;
+    e.max_off = off.data[j] > e.max_off ? off.data[j] : e.max_off;
+  }
+  if (e.min_off < 0) bad("negative offset");
+  return e;
+}
+
+void check_extent(const char* name, int64_t size, int64_t images, int64_t image_stride,
+                  int64_t last_start, int64_t len) {
+  if (images <= 0 || len <= 0) return;
+  if (image_stride < 0) bad(std::string(name) + ": negative image stride");
+  if ((images - 1) * image_stride + last_start + len > size)
+    bad(std::string(name) + ": buffer too small for the offsets, strides and length given");
+}
+
+void spmm_offsets(py::array ptr_a, py::array off_a, py::array val_a, py::object pos_o,
+                  py::object scratch_o, py::array b_a, int64_t b_image_stride, py::array c_a,
+                  int64_t ldc, int64_t c_image_stride, int64_t len, int64_t images, int nthreads) {
+  auto ptr = view<int64_t>(ptr_a, "ptr", 1);
+  auto off = view<int64_t>(off_a, "offsets", 1);
+  auto val = view<float>(val_a, "values", 1);
+  auto b = view<float>(b_a, "b", 1);
+  auto c = view<float>(c_a, "c", 1, true);
+  const auto e = check_offsets_index(ptr, off);
+  const int64_t rows = ptr.size() - 1, nnz = off.size();
+  if (len < 0 || images < 0) bad("negative length or image count");
+  if (val.size() != nnz) bad("values and offsets differ in length");
+  const int64_t* pos = nullptr;
+  float* scratch = nullptr;
+  if (!pos_o.is_none()) {
+    auto pv = view<int64_t>(pos_o.cast<py::array>(), "pos", 1);
+    auto sv = view<float>(scratch_o.cast<py::array>(), "scratch", 1, true);
+    if (pv.size() != nnz || sv.size() < nnz) bad("pos / scratch lengths differ from nnz");
+    for (int64_t j = 0; j < nnz; ++j)
+      if (pv.data[j] < 0 || pv.data[j] >= nnz) bad("pos entry out of range");
+    pos = pv.data;
+    scratch = sv.data;
+  }
+  if (nnz > 0) check_extent("b", b.size(), images, b_image_stride, e.max_off, len);
+  if (rows > 0) {
+    if (ldc < len) bad("ldc is smaller than len");
+    check_extent("c", c.size(), images, c_image_stride, (rows - 1) * ldc, len);
+  }
+  k::SpmmOffsetsArgs args{ptr.data, off.data, val.data, pos, scratch, rows, b.data,
+                          b_image_stride, c.data, ldc, c_image_stride, len, images, nthreads};
+  py::gil_scoped_release release;
+  sparsetrain::kernel_table().spmm_offsets(args);
+}
+
+void sddmm_offsets(py::array ptr_a, py::array off_a, py::array a_a, int64_t lda,
+                   int64_t a_image_stride, py::array b_a, int64_t b_image_stride, int64_t len,
+                   int64_t images, py::array out_a, int nthreads) {
+  auto ptr = view<int64_t>(ptr_a, "ptr", 1);
+  auto off = view<int64_t>(off_a, "offsets", 1);
+  auto a = view<float>(a_a, "a", 1);
+  auto b = view<float>(b_a, "b", 1);
+  auto out = view<float>(out_a, "out", 1, true);
+  const auto e = check_offsets_index(ptr, off);
+  const int64_t rows = ptr.size() - 1, nnz = off.size();
+  if (len < 0 || images < 0) bad("negative length or image count");
+  if (out.size() != nnz) bad("out and offsets differ in length");
+  if (nnz > 0) check_extent("b", b.size(), images, b_image_stride, e.max_off, len);
+  if (rows > 0) {
+    if (lda < len) bad("lda is smaller than len");
+    check_extent("a", a.size(), images, a_image_stride, (rows - 1) * lda, len);
+  }
+  k::SddmmOffsetsArgs args{ptr.data, off.data, rows, a.data, lda, a_image_stride, b.data,
+                           b_image_stride, len, images, out.data, nthreads};
+  py::gil_scoped_release release;
+  sparsetrain::kernel_table().sddmm_offsets(args);
+}
+
 void validate_csr(py::array ptr_a, py::array idx_a, int64_t rows, int64_t cols) {
   auto ptr = view<int64_t>(ptr_a, "row pointer", 1);
   auto idx = view<int32_t>(idx_a, "column indices", 1);
@@ -209,6 +297,13 @@ PYBIND11_MODULE(_C, m) {
         py::arg("out"), py::arg("nthreads"));
   m.def("pack", &pack, py::arg("src"), py::arg("dst"), py::arg("nthreads"));
   m.def("unpack", &unpack, py::arg("src"), py::arg("dst"), py::arg("bias"), py::arg("nthreads"));
+  m.def("spmm_offsets", &spmm_offsets, py::arg("ptr"), py::arg("offsets"), py::arg("values"),
+        py::arg("pos"), py::arg("scratch"), py::arg("b"), py::arg("b_image_stride"), py::arg("c"),
+        py::arg("ldc"), py::arg("c_image_stride"), py::arg("len"), py::arg("images"),
+        py::arg("nthreads"));
+  m.def("sddmm_offsets", &sddmm_offsets, py::arg("ptr"), py::arg("offsets"), py::arg("a"),
+        py::arg("lda"), py::arg("a_image_stride"), py::arg("b"), py::arg("b_image_stride"),
+        py::arg("len"), py::arg("images"), py::arg("out"), py::arg("nthreads"));
   m.def("validate_csr", &validate_csr, py::arg("ptr"), py::arg("idx"), py::arg("rows"),
         py::arg("cols"));
   m.def("csr_transpose", &csr_transpose, py::arg("ptr"), py::arg("idx"), py::arg("cols"),

@@ -7,10 +7,13 @@
 namespace sparsetrain {
 namespace {
 
-#define ST_TABLE(ns) KernelTable{Isa::ns, kernels::ns::f32_spmm_csr_bmajor,                 \
-                                 kernels::ns::f32_spmmt_csr_bmajor,                               \
-                                 kernels::ns::f32_sddmm_csr_bmajor, kernels::ns::f32_pack_bmajor, \
-                                 kernels::ns::f32_unpack_bmajor}
+#define ST_TABLE(ns)                                                                    \
+  KernelTable {                                                                          \
+    Isa::ns, kernels::ns::f32_spmm_csr_bmajor, kernels::ns::f32_spmmt_csr_bmajor,        \
+        kernels::ns::f32_sddmm_csr_bmajor, kernels::ns::f32_spmm_csr_offsets,            \
+        kernels::ns::f32_sddmm_csr_offsets, kernels::ns::f32_pack_bmajor,                \
+        kernels::ns::f32_unpack_bmajor                                                   \
+  }
 
 const KernelTable kScalar = ST_TABLE(scalar);
 #if SPARSETRAIN_HAVE_AVX2

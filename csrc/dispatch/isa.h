@@ -15,6 +15,8 @@ struct KernelTable {
   void (*spmm)(const kernels::SpmmArgs&);
   void (*spmmt)(const kernels::SpmmTArgs&);
   void (*sddmm)(const kernels::SddmmArgs&);
+  void (*spmm_offsets)(const kernels::SpmmOffsetsArgs&);
+  void (*sddmm_offsets)(const kernels::SddmmOffsetsArgs&);
   void (*pack)(const kernels::PackArgs&);
   void (*unpack)(const kernels::UnpackArgs&);
 };

@@ -98,10 +98,52 @@ struct UnpackArgs {
   int nthreads;
 };
 
+// Convolutions as sparse products over precomputed element offsets, for `images`
+// independent problems (one per image, or one for a batch-innermost layout):
+//   C_n[r, 0:len] = sum over nonzeros j of row r: val[j] * B_n[off[j] + 0:len]
+// B_n = b + n * b_image_stride, C_n = c + n * c_image_stride. len is any length (masked
+// tail). The caller guarantees every B_n[off[j] + t], t < len, is inside its buffer.
+// With pos set, values are CSR-ordered and scattered into this index's order first (as in
+// SpmmArgs).
+struct SpmmOffsetsArgs {
+  const int64_t* ptr;  // rows + 1
+  const int64_t* off;  // ptr[rows]
+  const float* val;
+  const int64_t* pos;  // nullptr, or ptr[rows]
+  float* scratch;      // ptr[rows] floats when pos is set
+  int64_t rows;
+  const float* b;
+  int64_t b_image_stride;
+  float* c;
+  int64_t ldc;
+  int64_t c_image_stride;
+  int64_t len;
+  int64_t images;
+  int nthreads;
+};
+
+//   out[j] = sum_n sum_{t < len} A_n[r, t] * B_n[off[j] + t]   for nonzero j of row r
+struct SddmmOffsetsArgs {
+  const int64_t* ptr;
+  const int64_t* off;
+  int64_t rows;
+  const float* a;
+  int64_t lda;
+  int64_t a_image_stride;
+  const float* b;
+  int64_t b_image_stride;
+  int64_t len;
+  int64_t images;
+  float* out;
+  int nthreads;
+};
+
 #define SPARSETRAIN_KERNEL_DECLS                  \
   void f32_spmm_csr_bmajor(const SpmmArgs& args);   \
   void f32_spmmt_csr_bmajor(const SpmmTArgs& args); \
   void f32_sddmm_csr_bmajor(const SddmmArgs& args); \
+  void f32_spmm_csr_offsets(const SpmmOffsetsArgs& args);   \
+  void f32_sddmm_csr_offsets(const SddmmOffsetsArgs& args); \
   void f32_pack_bmajor(const PackArgs& args);       \
   void f32_unpack_bmajor(const UnpackArgs& args);
 

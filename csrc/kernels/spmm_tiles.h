@@ -16,6 +16,11 @@ namespace sparsetrain {
 namespace kernels {
 namespace ST_ISA {
 
+// Scatters CSR-ordered values into the order of a transposed index (scratch[pos[j]] = val[j])
+// and returns scratch. Defined in spmm_csr_bmajor.cpp.
+const float* scatter_values(const float* val, const int64_t* pos, int64_t nnz, float* scratch,
+                            int nthreads);
+
 template <int NT, int U, class Src>
 inline void spmm_tile(int64_t begin, int64_t end, const Src& src, const float* val, int64_t t0,
                       float* c) {

@@ -5,12 +5,13 @@ from . import _C, formats
 from ._runtime import (get_isa, get_num_threads, runtime_info, set_isa, set_num_threads,
                        supported_isas)
 from .functional import sparse_linear
-from .nn import SparseLinear
+from .nn import SparseConv2d, SparseLinear
 
 __version__ = _C.__version__
 
 __all__ = [
     "SparseLinear",
+    "SparseConv2d",
     "sparse_linear",
     "formats",
     "get_isa",

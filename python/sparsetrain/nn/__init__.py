@@ -1,3 +1,4 @@
+from .conv import SparseConv2d
 from .linear import SparseLinear
 
-__all__ = ["SparseLinear"]
+__all__ = ["SparseConv2d", "SparseLinear"]

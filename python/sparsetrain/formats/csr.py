@@ -11,7 +11,7 @@ from typing import NamedTuple
 
 import torch
 
-from . import _C
+from .. import _C
 
 INDEX_DTYPE = torch.int32  # column / row indices
 PTR_DTYPE = torch.int64  # row / column pointers (64-bit: nnz may exceed 2^31)

@@ -1,0 +1,99 @@
+"""What every sparse layer shares: the weight as a CSR pattern plus trainable nonzeros."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .. import formats
+
+
+class SparseWeightModule(nn.Module):
+    """Base of SparseLinear and SparseConv2d.
+
+    The weight is a (rows, cols) CSR matrix: the trainable ``values`` (nonzeros, CSR order)
+    on the pattern in the buffers ``row_ptr`` (int64) and ``col_idx`` (int32), which travel
+    with ``state_dict``. Subclasses set ``_rows``/``_cols`` and derive what their kernels
+    need in ``_derive`` (called by ``_rebuild_index``, the one place a pattern is accepted).
+    """
+
+    _rows: int
+    _cols: int
+
+    def _set_weight(self, row_ptr, col_idx, values, bias, *, values_grad=True, bias_grad=True):
+        self.register_buffer("row_ptr", row_ptr)
+        self.register_buffer("col_idx", col_idx)
+        self.values = nn.Parameter(values.to(torch.float32).contiguous(), requires_grad=values_grad)
+        if bias is not None:
+            self.bias = nn.Parameter(bias.detach().to(torch.float32).clone(), requires_grad=bias_grad)
+        else:
+            self.register_parameter("bias", None)
+        self._stamp = None
+        self._rebuild_index()
+
+    # -- inspection ------------------------------------------------------------------------
+    def _dense_matrix(self) -> torch.Tensor:
+        return formats.csr_to_dense(self.row_ptr, self.col_idx, self.values, self._rows,
+                                    self._cols)
+
+    @property
+    def nnz(self) -> int:
+        return self.col_idx.numel()
+
+    @property
+    def sparsity(self) -> float:
+        total = self._rows * self._cols
+        return 1.0 - self.nnz / total if total else 0.0
+
+    # -- pattern bookkeeping ---------------------------------------------------------------
+    def _index_stamp(self):
+        return (self.row_ptr.data_ptr(), self.row_ptr._version, self.col_idx.data_ptr(),
+                self.col_idx._version, self.col_idx.numel())
+
+    def _derive(self) -> None:
+        """Build what the kernels need from the (validated) pattern."""
+
+    def _rebuild_index(self) -> None:
+        """Validate the pattern buffers and derive the kernels' indices (the one place that does)."""
+        formats.validate_csr(self.row_ptr, self.col_idx, self._rows, self._cols)
+        if self.values.numel() != self.col_idx.numel():
+            raise ValueError(f"{type(self).__name__}: {self.values.numel()} values for "
+                             f"{self.col_idx.numel()} column indices")
+        self._derive()
+        self._stamp = self._index_stamp()
+
+    def _ensure_index(self) -> None:
+        if self._stamp != self._index_stamp():  # pattern buffers replaced or edited in place
+            self._rebuild_index()
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
+                              unexpected_keys, error_msgs):
+        keys = [prefix + k for k in ("row_ptr", "col_idx", "values")]
+        if all(k in state_dict for k in keys):
+            row_ptr, col_idx, values = (state_dict[k] for k in keys)
+            formats.validate_csr(row_ptr, col_idx, self._rows, self._cols)
+            if values.dim() != 1 or values.numel() != col_idx.numel():
+                raise ValueError(f"{prefix}values: expected {col_idx.numel()} values, got shape "
+                                 f"{tuple(values.shape)}")
+            # A checkpoint may hold a different number of nonzeros: resize in place so the
+            # same Parameter object stays registered with any optimizer.
+            if col_idx.numel() != self.col_idx.numel():
+                self.col_idx = torch.empty_like(col_idx)
+                self.values.data = torch.empty(values.numel(), dtype=self.values.dtype)
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
+                                      unexpected_keys, error_msgs)
+        self._rebuild_index()
+
+    def _check_input(self, x: torch.Tensor, what: str) -> None:
+        name = f"{type(self).__name__}({self._describe()})"
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"{name}: expected a tensor input, got {type(x).__name__}")
+        if x.dtype != torch.float32:
+            raise TypeError(f"{name}: expected float32 input, got {x.dtype}")
+        if x.device.type != "cpu":
+            raise ValueError(f"{name}: input must be on the CPU, got {x.device}")
+        if self.values.dtype != torch.float32 or (self.bias is not None
+                                                  and self.bias.dtype != torch.float32):
+            raise TypeError(f"{name}: parameters must be float32 (was .double()/.half() called?)")
+
+    def _describe(self) -> str:
+        return ""

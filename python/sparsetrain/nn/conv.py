@@ -1,0 +1,202 @@
+"""SparseConv2d: nn.Conv2d whose weight is stored as its nonzeros only."""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.modules.utils import _pair
+
+from .. import formats
+from .._runtime import get_isa, get_num_threads
+from ..formats.conv import ConvGeometry, conv_index, resolve_padding
+from ..functional.conv import STRATEGIES, SparseConv2dFunction, _Layout, time_layouts
+from ._sparse_weight import SparseWeightModule
+
+_PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
+
+
+class SparseConv2d(SparseWeightModule):
+    """A 2-D convolution with an unstructured-sparse weight; accepts what ``nn.Conv2d`` does.
+
+    The weight (out_channels, in_channels / groups, kh, kw) is stored as a CSR matrix over
+    (out_channels, in_channels / groups * kh * kw): trainable ``values`` on the pattern in the
+    buffers ``row_ptr`` / ``col_idx``. Build one with :meth:`from_dense` from a pruned
+    ``nn.Conv2d``, or with ``sparsity=`` for training from scratch.
+
+    ``strategy`` picks the kernel layout: ``"auto"`` (default) times the candidates on the
+    first call with each new input shape and keeps the faster; ``"plane"`` or ``"batch"``
+    force one (see sparsetrain.functional.conv).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0,
+                 dilation=1, groups: int = 1, bias: bool = True, padding_mode: str = "zeros",
+                 sparsity: float = 0.9, *, strategy: str = "auto",
+                 generator: torch.Generator | None = None):
+        super().__init__()
+        self._configure(in_channels, out_channels, kernel_size, stride, padding, dilation, groups,
+                        padding_mode, strategy)
+        if not (0.0 <= float(sparsity) <= 1.0):
+            raise ValueError(f"SparseConv2d: sparsity must be in [0, 1], got {sparsity!r}")
+        density = 1.0 - float(sparsity)
+        row_ptr, col_idx = formats.random_csr(self._rows, self._cols, density, generator=generator)
+        # nn.Conv2d's kaiming-uniform bound with the fan-in a filter really has.
+        bound = 1.0 / math.sqrt(max(1.0, self._cols * density))
+        values = torch.empty(col_idx.numel()).uniform_(-bound, bound, generator=generator)
+        b = torch.empty(out_channels).uniform_(-bound, bound, generator=generator) if bias else None
+        self._set_weight(row_ptr, col_idx, values, b)
+
+    def _configure(self, in_channels, out_channels, kernel_size, stride, padding, dilation,
+                   groups, padding_mode, strategy):
+        for name, v in (("in_channels", in_channels), ("out_channels", out_channels),
+                        ("groups", groups)):
+            if isinstance(v, bool) or not isinstance(v, int) or v < (1 if name == "groups" else 0):
+                raise ValueError(f"SparseConv2d: {name} must be a positive int, got {v!r}")
+        if in_channels % groups or out_channels % groups:
+            raise ValueError("SparseConv2d: in_channels and out_channels must be divisible by groups")
+        self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
+        self.kernel_size = _pair(kernel_size)
+        self.stride = _pair(stride)
+        self.dilation = _pair(dilation)
+        for name, t in (("kernel_size", self.kernel_size), ("stride", self.stride),
+                        ("dilation", self.dilation)):
+            if not all(isinstance(v, int) and v >= 1 for v in t):
+                raise ValueError(f"SparseConv2d: {name} must be positive ints, got {t!r}")
+        self.padding = padding if isinstance(padding, str) else _pair(padding)
+        if not isinstance(self.padding, str) and not all(isinstance(v, int) and v >= 0
+                                                         for v in self.padding):
+            raise ValueError(f"SparseConv2d: padding must be non-negative, got {padding!r}")
+        if padding_mode not in _PADDING_MODES:
+            raise ValueError(f"SparseConv2d: padding_mode must be one of {_PADDING_MODES}, "
+                             f"got {padding_mode!r}")
+        self.padding_mode = padding_mode
+        if strategy not in ("auto",) + STRATEGIES:
+            raise ValueError(f"SparseConv2d: strategy must be 'auto', 'plane' or 'batch', "
+                             f"got {strategy!r}")
+        self.strategy = strategy
+        pads = resolve_padding(self.padding, self.kernel_size, self.dilation, self.stride)
+        self._explicit_pad = None
+        if padding_mode != "zeros":
+            # The input is padded by F.pad in that mode; the kernels then see no padding.
+            pt, pb, pl, pr = pads
+            self._explicit_pad = (pl, pr, pt, pb)
+            pads = (0, 0, 0, 0)
+        self._geometry = ConvGeometry(in_channels, out_channels, self.kernel_size, self.stride,
+                                      self.dilation, pads, groups)
+        # A 1x1 unpadded strided convolution is a 1x1 stride-1 one on the subsampled input.
+        self._subsample = None
+        if self.kernel_size == (1, 1) and pads == (0, 0, 0, 0) and self.stride != (1, 1):
+            self._subsample = self.stride
+            self._geometry = ConvGeometry(in_channels, out_channels, (1, 1), (1, 1),
+                                          self.dilation, pads, groups)
+
+    @property
+    def _rows(self) -> int:
+        return self.out_channels
+
+    @property
+    def _cols(self) -> int:
+        return self._geometry.cols
+
+    # -- construction from / to dense -------------------------------------------------------
+    @classmethod
+    def from_dense(cls, conv: nn.Conv2d, *, strategy: str = "auto") -> "SparseConv2d":
+        """A SparseConv2d holding exactly the nonzeros of ``conv.weight`` (and its bias)."""
+        if not isinstance(conv, nn.Conv2d):
+            raise TypeError(f"SparseConv2d.from_dense expects nn.Conv2d, got {type(conv).__name__}")
+        if conv.weight.device.type != "cpu":
+            raise ValueError(f"SparseConv2d.from_dense: weight must be on the CPU, got {conv.weight.device}")
+        self = cls.__new__(cls)
+        SparseWeightModule.__init__(self)
+        self._configure(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride,
+                        conv.padding, conv.dilation, conv.groups, conv.padding_mode, strategy)
+        row_ptr, col_idx, values = formats.csr_from_dense(conv.weight.reshape(conv.out_channels, -1))
+        bias = conv.bias
+        self._set_weight(row_ptr, col_idx, values, bias, values_grad=conv.weight.requires_grad,
+                         bias_grad=bias is not None and bias.requires_grad)
+        return self
+
+    def to_dense(self) -> nn.Conv2d:
+        """An ``nn.Conv2d`` with the same configuration, weight (zeros filled in) and bias."""
+        conv = nn.Conv2d(self.in_channels, self.out_channels, self.kernel_size, self.stride,
+                         self.padding, self.dilation, self.groups, self.bias is not None,
+                         self.padding_mode)
+        with torch.no_grad():
+            conv.weight.copy_(self.weight)
+            if self.bias is not None:
+                conv.bias.copy_(self.bias)
+        return conv
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """Dense reconstruction (out, in / groups, kh, kw); differentiable w.r.t. ``values``."""
+        return self._dense_matrix().view(self.out_channels, self.in_channels // self.groups,
+                                         *self.kernel_size)
+
+    def _describe(self) -> str:
+        return f"{self.in_channels}->{self.out_channels}, {self.kernel_size[0]}x{self.kernel_size[1]}"
+
+    def extra_repr(self) -> str:
+        s = (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+             f"stride={self.stride}")
+        if self.padding not in ((0, 0), "valid"):
+            s += f", padding={self.padding}"
+        if self.dilation != (1, 1):
+            s += f", dilation={self.dilation}"
+        if self.groups != 1:
+            s += f", groups={self.groups}"
+        if self.bias is None:
+            s += ", bias=False"
+        if self.padding_mode != "zeros":
+            s += f", padding_mode={self.padding_mode!r}"
+        return s + f", nnz={self.nnz}, sparsity={self.sparsity:.4f}, strategy={self.strategy!r}"
+
+    # -- per-shape plans ---------------------------------------------------------------------
+    def _derive(self) -> None:
+        self._row_ptr_np = self.row_ptr.numpy()
+        self._indices = {}  # (H, W) -> ConvIndex
+        self._layouts = {}  # (N, H, W, strategy) -> _Layout
+        self._chosen = {}  # (N, H, W, threads, isa) -> strategy
+
+    def _layout(self, x: torch.Tensor) -> _Layout:
+        n, _, h, w = x.shape
+        index = self._indices.get((h, w))
+        if index is None:
+            index = self._indices[(h, w)] = conv_index(self._geometry, self.row_ptr,
+                                                       self.col_idx, h, w)
+        name = self.strategy
+        if name == "auto":
+            key = (n, h, w, get_num_threads(), get_isa())
+            name = self._chosen.get(key)
+            if name is None:
+                candidates = [self._layout_for(index, n, h, w, s) for s in STRATEGIES]
+                times = time_layouts(candidates, x, self.values, self.bias, self._row_ptr_np)
+                name = self._chosen[key] = min(times, key=times.get)
+        return self._layout_for(index, n, h, w, name)
+
+    def _layout_for(self, index, n, h, w, name) -> _Layout:
+        layout = self._layouts.get((n, h, w, name))
+        if layout is None:
+            layout = self._layouts[(n, h, w, name)] = _Layout(self._geometry, index, n, name)
+        return layout
+
+    # -- compute ---------------------------------------------------------------------------
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self._check_input(x, "input")
+        if x.dim() not in (3, 4) or x.shape[-3] != self.in_channels:
+            raise ValueError(f"SparseConv2d({self._describe()}): expected input of shape "
+                             f"(N, {self.in_channels}, H, W) or ({self.in_channels}, H, W), "
+                             f"got {tuple(x.shape)}")
+        self._ensure_index()
+        unbatched = x.dim() == 3
+        if unbatched:
+            x = x.unsqueeze(0)
+        if self._explicit_pad is not None:
+            x = F.pad(x, self._explicit_pad, mode=self.padding_mode)
+        if self._subsample is not None:
+            x = x[:, :, ::self._subsample[0], ::self._subsample[1]]
+        x = x.contiguous()
+        y = SparseConv2dFunction.apply(x, self.values, self.bias, self._row_ptr_np,
+                                       self._layout(x))
+        return y.squeeze(0) if unbatched else y
