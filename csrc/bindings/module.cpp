@@ -249,6 +249,60 @@ void sddmm_offsets(py::array ptr_a, py::array off_a, py::array a_a, int64_t lda,
   sparsetrain::kernel_table().sddmm_offsets(args);
 }
 
+k::ConvInputLayout conv_input_layout(int64_t n, int64_t c, int64_t unit, int64_t h, int64_t w,
+                                     int64_t sh, int64_t sw, int64_t pt, int64_t pl, int64_t hq,
+                                     int64_t wq) {
+  if (unit != 1 && unit != 16) bad("unit must be 1 or 16");
+  if (n < 0 || c < 0 || h < 0 || w < 0 || sh < 1 || sw < 1 || pt < 0 || pl < 0)
+    bad("bad convolution input layout");
+  if (hq * sh < h + pt || wq * sw < w + pl) bad("phase planes smaller than the padded input");
+  return {n, c, (n + unit - 1) / unit, unit, h, w, sh, sw, pt, pl, hq, wq};
+}
+
+void conv_input(bool pack, py::array x_a, py::array packed_a, int64_t n, int64_t c, int64_t unit,
+                int64_t h, int64_t w, int64_t sh, int64_t sw, int64_t pt, int64_t pl, int64_t hq,
+                int64_t wq, int nthreads) {
+  auto x = view<float>(x_a, "x", 1, !pack);
+  auto packed = view<float>(packed_a, "packed", 1, pack);
+  const auto l = conv_input_layout(n, c, unit, h, w, sh, sw, pt, pl, hq, wq);
+  if (x.size() != n * c * h * w) bad("x has the wrong size for the layout");
+  if (packed.size() != l.groups * c * sh * sw * hq * wq * unit)
+    bad("packed has the wrong size for the layout");
+  k::ConvInputArgs args{l, x.data, packed.data, nthreads};
+  py::gil_scoped_release release;
+  if (pack)
+    sparsetrain::kernel_table().conv_pack_input(args);
+  else
+    sparsetrain::kernel_table().conv_unpack_grad_input(args);
+}
+
+void conv_output(bool pack, py::array y_a, py::array grid_a, py::object bias_o, int64_t n,
+                 int64_t c, int64_t unit, int64_t ho, int64_t wo, int64_t wq,
+                 int64_t per_channel, int64_t offset, int nthreads) {
+  auto y = view<float>(y_a, "y", 1, !pack);
+  auto grid = view<float>(grid_a, "grid", 1, pack);
+  if (unit != 1 && unit != 16) bad("unit must be 1 or 16");
+  if (n < 0 || c < 0 || ho < 0 || wo < 0 || wo > wq || offset < 0) bad("bad convolution output layout");
+  if (ho > 0 && wo > 0 && offset + (ho - 1) * wq + wo > per_channel)
+    bad("per_channel too small for the output pixels");
+  const int64_t groups = (n + unit - 1) / unit;
+  if (y.size() != n * c * ho * wo) bad("y has the wrong size for the layout");
+  if (grid.size() < groups * c * per_channel * unit) bad("grid is too small for the layout");
+  const float* bias = nullptr;
+  if (!bias_o.is_none()) {
+    auto bv = view<float>(bias_o.cast<py::array>(), "bias", 1);
+    if (bv.size() != c) bad("bias length differs from the channel count");
+    bias = bv.data;
+  }
+  k::ConvOutputArgs args{{n, c, groups, unit, ho, wo, wq, per_channel, offset}, y.data, grid.data,
+                         bias, nthreads};
+  py::gil_scoped_release release;
+  if (pack)
+    sparsetrain::kernel_table().conv_pack_grad_output(args);
+  else
+    sparsetrain::kernel_table().conv_unpack_output(args);
+}
+
 void validate_csr(py::array ptr_a, py::array idx_a, int64_t rows, int64_t cols) {
   auto ptr = view<int64_t>(ptr_a, "row pointer", 1);
   auto idx = view<int32_t>(idx_a, "column indices", 1);
@@ -304,6 +358,26 @@ PYBIND11_MODULE(_C, m) {
   m.def("sddmm_offsets", &sddmm_offsets, py::arg("ptr"), py::arg("offsets"), py::arg("a"),
         py::arg("lda"), py::arg("a_image_stride"), py::arg("b"), py::arg("b_image_stride"),
         py::arg("len"), py::arg("images"), py::arg("out"), py::arg("nthreads"));
+  m.def("conv_pack_input", [](py::array x, py::array packed, int64_t n, int64_t c, int64_t unit,
+                              int64_t h, int64_t w, int64_t sh, int64_t sw, int64_t pt, int64_t pl,
+                              int64_t hq, int64_t wq, int nthreads) {
+    conv_input(true, x, packed, n, c, unit, h, w, sh, sw, pt, pl, hq, wq, nthreads);
+  });
+  m.def("conv_unpack_grad_input", [](py::array x, py::array packed, int64_t n, int64_t c,
+                                     int64_t unit, int64_t h, int64_t w, int64_t sh, int64_t sw,
+                                     int64_t pt, int64_t pl, int64_t hq, int64_t wq, int nthreads) {
+    conv_input(false, x, packed, n, c, unit, h, w, sh, sw, pt, pl, hq, wq, nthreads);
+  });
+  m.def("conv_pack_grad_output", [](py::array y, py::array grid, int64_t n, int64_t c,
+                                    int64_t unit, int64_t ho, int64_t wo, int64_t wq,
+                                    int64_t per_channel, int64_t offset, int nthreads) {
+    conv_output(true, y, grid, py::none(), n, c, unit, ho, wo, wq, per_channel, offset, nthreads);
+  });
+  m.def("conv_unpack_output", [](py::array y, py::array grid, py::object bias, int64_t n,
+                                 int64_t c, int64_t unit, int64_t ho, int64_t wo, int64_t wq,
+                                 int64_t per_channel, int64_t offset, int nthreads) {
+    conv_output(false, y, grid, bias, n, c, unit, ho, wo, wq, per_channel, offset, nthreads);
+  });
   m.def("validate_csr", &validate_csr, py::arg("ptr"), py::arg("idx"), py::arg("rows"),
         py::arg("cols"));
   m.def("csr_transpose", &csr_transpose, py::arg("ptr"), py::arg("idx"), py::arg("cols"),

@@ -12,7 +12,9 @@ namespace {
     Isa::ns, kernels::ns::f32_spmm_csr_bmajor, kernels::ns::f32_spmmt_csr_bmajor,        \
         kernels::ns::f32_sddmm_csr_bmajor, kernels::ns::f32_spmm_csr_offsets,            \
         kernels::ns::f32_sddmm_csr_offsets, kernels::ns::f32_pack_bmajor,                \
-        kernels::ns::f32_unpack_bmajor                                                   \
+        kernels::ns::f32_unpack_bmajor, kernels::ns::f32_conv_pack_input,                \
+        kernels::ns::f32_conv_unpack_grad_input, kernels::ns::f32_conv_pack_grad_output, \
+        kernels::ns::f32_conv_unpack_output                                              \
   }
 
 const KernelTable kScalar = ST_TABLE(scalar);

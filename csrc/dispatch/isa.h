@@ -19,6 +19,10 @@ struct KernelTable {
   void (*sddmm_offsets)(const kernels::SddmmOffsetsArgs&);
   void (*pack)(const kernels::PackArgs&);
   void (*unpack)(const kernels::UnpackArgs&);
+  void (*conv_pack_input)(const kernels::ConvInputArgs&);
+  void (*conv_unpack_grad_input)(const kernels::ConvInputArgs&);
+  void (*conv_pack_grad_output)(const kernels::ConvOutputArgs&);
+  void (*conv_unpack_output)(const kernels::ConvOutputArgs&);
 };
 
 const char* isa_name(Isa isa);

@@ -138,6 +138,44 @@ struct SddmmOffsetsArgs {
   int nthreads;
 };
 
+// Convolution layouts: (groups, channels, stride phases sh x sw, hq, wq, unit) with the batch
+// in groups of `unit` (1 or 16) images, each pixel a vector of `unit` floats.
+struct ConvInputLayout {
+  int64_t n, c;          // images, channels of the NCHW tensor
+  int64_t groups, unit;  // groups = ceil(n / unit)
+  int64_t h, w;          // NCHW spatial size
+  int64_t sh, sw;        // stride phases
+  int64_t pt, pl;        // top / left zero padding
+  int64_t hq, wq;        // phase plane size: hq * sh >= h + pt, wq * sw >= w + pl
+};
+
+// pack: NCHW x -> packed (zero padding, zero lanes for missing images);
+// unpack: packed -> NCHW x (the padding positions are dropped).
+struct ConvInputArgs {
+  ConvInputLayout layout;
+  float* x;       // n * c * h * w
+  float* packed;  // groups * c * sh * sw * hq * wq * unit
+  int nthreads;
+};
+
+// Output side: channel c of group g holds per_channel pixels; output pixel (oh, ow) is at
+// offset + oh * wq + ow.
+struct ConvOutputLayout {
+  int64_t n, c, groups, unit;
+  int64_t ho, wo, wq;
+  int64_t per_channel, offset;
+};
+
+// pack (the output gradient): NCHW y -> grid, zeros at every non-output pixel;
+// unpack (the output): grid -> NCHW y, plus bias[c] when bias is given.
+struct ConvOutputArgs {
+  ConvOutputLayout layout;
+  float* y;     // n * c * ho * wo
+  float* grid;  // groups * c * per_channel * unit
+  const float* bias;
+  int nthreads;
+};
+
 #define SPARSETRAIN_KERNEL_DECLS                  \
   void f32_spmm_csr_bmajor(const SpmmArgs& args);   \
   void f32_spmmt_csr_bmajor(const SpmmTArgs& args); \
@@ -145,6 +183,10 @@ struct SddmmOffsetsArgs {
   void f32_spmm_csr_offsets(const SpmmOffsetsArgs& args);   \
   void f32_sddmm_csr_offsets(const SddmmOffsetsArgs& args); \
   void f32_pack_bmajor(const PackArgs& args);       \
+  void f32_conv_pack_input(const ConvInputArgs& args);         \
+  void f32_conv_unpack_grad_input(const ConvInputArgs& args);  \
+  void f32_conv_pack_grad_output(const ConvOutputArgs& args);  \
+  void f32_conv_unpack_output(const ConvOutputArgs& args);     \
   void f32_unpack_bmajor(const UnpackArgs& args);
 
 namespace scalar { SPARSETRAIN_KERNEL_DECLS }

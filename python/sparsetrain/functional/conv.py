@@ -10,15 +10,14 @@ Two layouts ("strategies") feed the same kernels (see sparsetrain/formats/conv.p
 
 Which one is faster depends on the layer and the input shape, so ``auto`` times both on the
 first call with a new input shape (forward and both gradients, layout changes included) and
-keeps the winner for that shape. The layout changes are PyTorch ops (pad, permute, strided
-copies), so their cost is part of every timing.
+keeps the winner for that shape. The layout changes are native kernels (sparsetrain/csrc/kernels/
+conv_layout.cpp) and their cost is part of every timing.
 """
 from __future__ import annotations
 
 import time
 
 import torch
-import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
 from .. import _C
@@ -26,6 +25,7 @@ from .._runtime import get_num_threads
 from ..formats.conv import ConvGeometry, ConvIndex
 
 STRATEGIES = ("plane", "batch")
+_BATCH_UNIT = 16  # images per vector in the "batch" layout
 
 
 def _np(t: torch.Tensor):
@@ -33,96 +33,79 @@ def _np(t: torch.Tensor):
 
 
 class _Layout:
-    """How one strategy lays out x, y, dy and dx, and the strides the kernels take."""
+    """How one strategy lays out x, y, dy and dx, and the strides the kernels take.
+
+    Every layout is (groups, channels, phases, Hq, Wq, unit): the batch in groups of `unit`
+    images, each pixel a vector of `unit` floats (one per image of the group). unit = 1 is
+    the per-image NCHW phase-plane layout ("plane"); unit = 16 ("batch") makes every vector
+    load aligned (offsets are multiples of 16 floats) at the price of a transposing copy.
+    """
 
     def __init__(self, g: ConvGeometry, index: ConvIndex, batch: int, name: str):
         s = index.shape
         self.g, self.s, self.n, self.name = g, s, batch, name
-        if name == "plane":
-            self.unit, self.images = 1, batch
-        else:
-            self.unit, self.images = batch, 1
+        self.unit = 1 if name == "plane" else _BATCH_UNIT
         u = self.unit
+        self.images = -(-batch // u)  # groups of `unit` images
         self.off = (index.off * u).numpy() if u != 1 else index.off.numpy()
         self.t_off = (index.t_off * u).numpy() if u != 1 else index.t_off.numpy()
         self.t_ptr = index.t_ptr.numpy()
         self.t_pos = index.t_pos.numpy()
         planes = g.in_channels * s.phases
-        self.x_image = planes * s.plane  # pixels of one image's packed input
+        self.x_image = planes * s.plane  # pixels of one group's packed input
         self.y_image = g.out_channels * s.grid_len
         self.dy_image = g.out_channels * s.dy_len
         # A 1x1 / stride 1 / unpadded convolution is a matrix product on NCHW as it is.
-        self.direct = (name == "plane" and s.phases == 1 and s.plane == s.H * s.W
+        self.direct = (u == 1 and s.phases == 1 and s.plane == s.H * s.W
                        and s.grid_len == s.plane and s.margin == 0)
 
-    # -- layout changes (PyTorch ops; their cost is in every timing) ----------------------
-    def _padded(self, x):
+    # -- layout changes (native kernels; their cost is in every timing) ------------------
+    def _input_args(self):
         g, s = self.g, self.s
-        pt, pb, pl, pr = g.padding
-        (sh, sw) = g.stride
-        return F.pad(x, (pl, s.Wq * sw - s.W - pl, pt, s.Hq * sh - s.H - pt))
+        pt, _, pl, _ = g.padding
+        return (self.n, g.in_channels, self.unit, s.H, s.W, g.stride[0], g.stride[1], pt, pl,
+                s.Hq, s.Wq)
 
     def pack_x(self, x):
         if self.direct:
             return x.reshape(-1)
-        g, s, n = self.g, self.s, self.n
-        (sh, sw) = g.stride
-        xp = self._padded(x)
-        if self.name == "plane":
-            if s.phases == 1:
-                return xp.reshape(-1)
-            v = xp.view(n, g.in_channels, s.Hq, sh, s.Wq, sw).permute(0, 1, 3, 5, 2, 4)
-        else:
-            v = xp.view(n, g.in_channels, s.Hq, sh, s.Wq, sw).permute(1, 3, 5, 2, 4, 0)
-        return v.contiguous().view(-1)
+        out = torch.empty(self.images * self.x_image * self.unit)
+        _C.conv_pack_input(_np(x.reshape(-1)), _np(out), *self._input_args(), get_num_threads())
+        return out
 
-    def _grid_view(self, flat, per_channel, offset):
-        """(N, C_out, Ho, Wo) view of a grid buffer whose channels hold `per_channel` pixels,
-        the first output pixel `offset` pixels into each channel."""
-        s, n, c = self.s, self.n, self.g.out_channels
-        if self.name == "plane":
-            return flat.as_strided((n, c, s.Ho, s.Wo), (c * per_channel, per_channel, s.Wq, 1),
-                                   offset)
-        return flat.as_strided((c, s.Ho, s.Wo, n), (per_channel * n, s.Wq * n, n, 1),
-                               offset * n).permute(3, 0, 1, 2)
+    def unpack_dx(self, dxq):
+        g, s = self.g, self.s
+        dx = torch.empty(self.n, g.in_channels, s.H, s.W)
+        if self.direct:
+            return dxq.view(dx.shape)
+        _C.conv_unpack_grad_input(_np(dx.view(-1)), _np(dxq), *self._input_args(),
+                                  get_num_threads())
+        return dx
 
     def unpack_y(self, grid, bias):
-        s = self.s
-        if self.direct and bias is None:
-            return grid.view(self.n, self.g.out_channels, s.Ho, s.Wo)
+        s, c = self.s, self.g.out_channels
         if self.direct:
-            return grid.view(self.n, self.g.out_channels, s.Ho, s.Wo).add_(bias.view(1, -1, 1, 1))
-        view = self._grid_view(grid, s.grid_len, 0)
-        out = torch.empty(self.n, self.g.out_channels, s.Ho, s.Wo)
-        if bias is None:
-            return out.copy_(view)
-        return torch.add(view, bias.view(1, -1, 1, 1), out=out)
+            y = grid.view(self.n, c, s.Ho, s.Wo)
+            return y if bias is None else y.add_(bias.view(1, -1, 1, 1))
+        y = torch.empty(self.n, c, s.Ho, s.Wo)
+        _C.conv_unpack_output(_np(y.view(-1)), _np(grid), None if bias is None else _np(bias),
+                              self.n, c, self.unit, s.Ho, s.Wo, s.Wq, s.grid_len, 0,
+                              get_num_threads())
+        return y
 
     def pack_dy(self, dy):
         if self.direct:
             return dy.reshape(-1)
-        s = self.s
-        buf = torch.zeros(self.n * self.dy_image)
-        self._grid_view(buf, s.dy_len, s.margin).copy_(dy)
+        s, c = self.s, self.g.out_channels
+        buf = torch.empty(self.images * self.dy_image * self.unit)
+        _C.conv_pack_grad_output(_np(dy.reshape(-1)), _np(buf), self.n, c, self.unit, s.Ho,
+                                 s.Wo, s.Wq, s.dy_len, s.margin, get_num_threads())
         return buf
-
-    def unpack_dx(self, dxq):
-        g, s, n = self.g, self.s, self.n
-        if self.direct:
-            return dxq.view(n, g.in_channels, s.H, s.W)
-        (sh, sw) = g.stride
-        pt, _, pl, _ = g.padding
-        if self.name == "plane":
-            v = dxq.view(n, g.in_channels, sh, sw, s.Hq, s.Wq).permute(0, 1, 4, 2, 5, 3)
-        else:
-            v = dxq.view(g.in_channels, sh, sw, s.Hq, s.Wq, n).permute(5, 0, 3, 1, 4, 2)
-        v = v.reshape(n, g.in_channels, s.Hq * sh, s.Wq * sw)
-        return v[:, :, pt:pt + s.H, pl:pl + s.W].contiguous()
 
     # -- the three products ----------------------------------------------------------------
     def forward(self, row_ptr, values, xq, bias, nthreads):
         s, u = self.s, self.unit
-        grid = torch.empty(self.n * self.y_image)
+        grid = torch.empty(self.images * self.y_image * u)
         _C.spmm_offsets(row_ptr, self.off, _np(values), None, None, _np(xq), self.x_image * u,
                         _np(grid), s.grid_len * u, self.y_image * u, s.grid_len * u,
                         self.images, nthreads)
@@ -138,7 +121,7 @@ class _Layout:
 
     def input_grad(self, values, dyq, nthreads):
         s, u = self.s, self.unit
-        dxq = torch.empty(self.n * self.x_image)
+        dxq = torch.empty(self.images * self.x_image * u)
         _C.spmm_offsets(self.t_ptr, self.t_off, _np(values), self.t_pos,
                         _np(torch.empty_like(values)), _np(dyq), self.dy_image * u, _np(dxq),
                         s.plane * u, self.x_image * u, s.plane * u, self.images, nthreads)
