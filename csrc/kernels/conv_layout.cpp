@@ -35,6 +35,38 @@ inline int64_t group_pixels(const ConvInputLayout& l) {
   return l.c * l.sh * l.sw * l.hq * l.wq;
 }
 
+// unit = 16 tiles are staged through a row buffer: 16 image rows of up to kSeg floats each,
+// kStage apart. Transposing straight between 16 NCHW rows one channel*plane apart (often a
+// multiple of 4 KiB) lands every row in the same L1 set and thrashes it; the staging copies
+// are sequential and the transposes then run on a compact, conflict-free block.
+constexpr int64_t kSeg = 256;
+constexpr int64_t kStage = kSeg + 16;
+
+// stage[m][0:k] = rows[m * ld + 0:k] for m < images, zeros for the other rows.
+inline void stage_rows(const float* rows, int64_t ld, int64_t images, int64_t k, float* stage) {
+  for (int64_t m = 0; m < kU; ++m) {
+    if (m < images)
+      std::memcpy(stage + m * kStage, rows + m * ld, k * sizeof(float));
+    else
+      std::memset(stage + m * kStage, 0, kSeg * sizeof(float));
+  }
+}
+
+// rows[m * ld + 0:k] = stage[m][0:k] (+ *bias) for m < images.
+inline void unstage_rows(const float* stage, int64_t images, int64_t k, const float* bias,
+                         float* rows, int64_t ld) {
+  for (int64_t m = 0; m < images; ++m) {
+    const float* s = stage + m * kStage;
+    float* d = rows + m * ld;
+    if (bias == nullptr) {
+      std::memcpy(d, s, k * sizeof(float));
+    } else {
+      const float b = *bias;
+      for (int64_t j = 0; j < k; ++j) d[j] = s[j] + b;
+    }
+  }
+}
+
 }  // namespace
 
 void f32_conv_pack_input(const ConvInputArgs& a) {
@@ -43,6 +75,7 @@ void f32_conv_pack_input(const ConvInputArgs& a) {
   const int64_t hp = l.hq * l.sh, wp = l.wq * l.sw;
   parallel_uniform(a.nthreads, l.groups * l.c, hp * wp * l.unit, [&](int64_t i0, int64_t i1) {
     alignas(64) float tmp[kU * kU];
+    alignas(64) float stage[kU * kStage];
     for (int64_t i = i0; i < i1; ++i) {
       const int64_t g = i / l.c, c = i - g * l.c;
       float* out = a.packed + g * group_pixels(l) * l.unit;
@@ -85,19 +118,14 @@ void f32_conv_pack_input(const ConvInputArgs& a) {
             std::memset(out + pixel(l, c, ihp, iwp) * kU, 0, kU * sizeof(float));
         }
         if (!row_inside) continue;
-        for (int64_t iw0 = 0; iw0 < l.w; iw0 += kU) {
-          const int64_t k = l.w - iw0 < kU ? l.w - iw0 : kU;
-          if (k == kU && images == kU) {
-            transpose16(x + ih * l.w + iw0, chw, tmp, kU);  // tmp[pixel][image]
-            for (int64_t j = 0; j < kU; ++j)
-              std::memcpy(out + pixel(l, c, ihp, iw0 + j + l.pl) * kU, tmp + j * kU,
+        for (int64_t seg = 0; seg < l.w; seg += kSeg) {
+          const int64_t k = l.w - seg < kSeg ? l.w - seg : kSeg;
+          stage_rows(x + ih * l.w + seg, chw, images, k, stage);
+          for (int64_t j0 = 0; j0 < k; j0 += kU) {
+            transpose16(stage + j0, kStage, tmp, kU);  // tmp[pixel][image]
+            for (int64_t j = j0; j < j0 + kU && j < k; ++j)
+              std::memcpy(out + pixel(l, c, ihp, seg + j + l.pl) * kU, tmp + (j - j0) * kU,
                           kU * sizeof(float));
-          } else {
-            for (int64_t j = 0; j < k; ++j) {
-              float* d = out + pixel(l, c, ihp, iw0 + j + l.pl) * kU;
-              for (int64_t m = 0; m < kU; ++m)
-                d[m] = m < images ? x[m * chw + ih * l.w + iw0 + j] : 0.0f;
-            }
           }
         }
       }
@@ -110,6 +138,7 @@ void f32_conv_unpack_grad_input(const ConvInputArgs& a) {
   const int64_t hw = l.h * l.w, chw = l.c * hw;
   parallel_uniform(a.nthreads, l.groups * l.c, hw * l.unit, [&](int64_t i0, int64_t i1) {
     alignas(64) float tmp[kU * kU];
+    alignas(64) float stage[kU * kStage];
     for (int64_t i = i0; i < i1; ++i) {
       const int64_t g = i / l.c, c = i - g * l.c;
       const float* in = a.packed + g * group_pixels(l) * l.unit;
@@ -130,19 +159,16 @@ void f32_conv_unpack_grad_input(const ConvInputArgs& a) {
       const int64_t images = l.n - n0 < kU ? l.n - n0 : kU;
       float* x = a.x + n0 * chw + c * hw;
       for (int64_t ih = 0; ih < l.h; ++ih) {
-        for (int64_t iw0 = 0; iw0 < l.w; iw0 += kU) {
-          const int64_t k = l.w - iw0 < kU ? l.w - iw0 : kU;
-          if (k == kU && images == kU) {
-            for (int64_t j = 0; j < kU; ++j)  // tmp[pixel][image]
-              std::memcpy(tmp + j * kU, in + pixel(l, c, ih + l.pt, iw0 + j + l.pl) * kU,
-                          kU * sizeof(float));
-            transpose16(tmp, kU, x + ih * l.w + iw0, chw);
-          } else {
-            for (int64_t j = 0; j < k; ++j) {
-              const float* s = in + pixel(l, c, ih + l.pt, iw0 + j + l.pl) * kU;
-              for (int64_t m = 0; m < images; ++m) x[m * chw + ih * l.w + iw0 + j] = s[m];
-            }
+        for (int64_t seg = 0; seg < l.w; seg += kSeg) {
+          const int64_t k = l.w - seg < kSeg ? l.w - seg : kSeg;
+          for (int64_t j0 = 0; j0 < k; j0 += kU) {
+            for (int64_t j = j0; j < j0 + kU; ++j)  // tmp[pixel][image]
+              if (j < k)
+                std::memcpy(tmp + (j - j0) * kU, in + pixel(l, c, ih + l.pt, seg + j + l.pl) * kU,
+                            kU * sizeof(float));
+            transpose16(tmp, kU, stage + j0, kStage);
           }
+          unstage_rows(stage, images, k, nullptr, x + ih * l.w + seg, chw);
         }
       }
     }
@@ -155,6 +181,8 @@ void f32_conv_pack_grad_output(const ConvOutputArgs& a) {
   const ConvOutputLayout& l = a.layout;
   const int64_t hw = l.ho * l.wo, chw = l.c * hw;
   parallel_uniform(a.nthreads, l.groups * l.c, l.per_channel * l.unit, [&](int64_t i0, int64_t i1) {
+    alignas(64) float tmp[kU * kU];
+    alignas(64) float stage[kU * kStage];
     for (int64_t i = i0; i < i1; ++i) {
       const int64_t g = i / l.c, c = i - g * l.c;
       float* out = a.grid + (g * l.c + c) * l.per_channel * l.unit;
@@ -176,14 +204,16 @@ void f32_conv_pack_grad_output(const ConvOutputArgs& a) {
       const float* y = a.y + n0 * chw + c * hw;
       for (int64_t oh = 0; oh < l.ho; ++oh) {
         float* row = out + (l.offset + oh * l.wq) * kU;
-        for (int64_t ow0 = 0; ow0 < l.wo; ow0 += kU) {
-          const int64_t k = l.wo - ow0 < kU ? l.wo - ow0 : kU;
-          if (k == kU && images == kU) {
-            transpose16(y + oh * l.wo + ow0, chw, row + ow0 * kU, kU);
-          } else {
-            for (int64_t j = 0; j < k; ++j)
-              for (int64_t m = 0; m < kU; ++m)
-                row[(ow0 + j) * kU + m] = m < images ? y[m * chw + oh * l.wo + ow0 + j] : 0.0f;
+        for (int64_t seg = 0; seg < l.wo; seg += kSeg) {
+          const int64_t k = l.wo - seg < kSeg ? l.wo - seg : kSeg;
+          stage_rows(y + oh * l.wo + seg, chw, images, k, stage);
+          for (int64_t j0 = 0; j0 < k; j0 += kU) {
+            if (k - j0 >= kU) {
+              transpose16(stage + j0, kStage, row + (seg + j0) * kU, kU);
+            } else {  // the last pixels of the row: the next pixels are the zero gap
+              transpose16(stage + j0, kStage, tmp, kU);
+              std::memcpy(row + (seg + j0) * kU, tmp, (k - j0) * kU * sizeof(float));
+            }
           }
         }
       }
@@ -196,16 +226,21 @@ void f32_conv_unpack_output(const ConvOutputArgs& a) {
   const int64_t hw = l.ho * l.wo, chw = l.c * hw;
   parallel_uniform(a.nthreads, l.groups * l.c, hw * l.unit, [&](int64_t i0, int64_t i1) {
     alignas(64) float tmp[kU * kU];
+    alignas(64) float stage[kU * kStage];
     for (int64_t i = i0; i < i1; ++i) {
       const int64_t g = i / l.c, c = i - g * l.c;
       const float* in = a.grid + (g * l.c + c) * l.per_channel * l.unit;
-      const float b = a.bias ? a.bias[c] : 0.0f;
       if (l.unit == 1) {
         float* y = a.y + g * chw + c * hw;
         for (int64_t oh = 0; oh < l.ho; ++oh) {
           const float* s = in + l.offset + oh * l.wq;
           float* d = y + oh * l.wo;
-          for (int64_t ow = 0; ow < l.wo; ++ow) d[ow] = s[ow] + b;
+          if (a.bias == nullptr) {
+            std::memcpy(d, s, l.wo * sizeof(float));
+          } else {
+            const float b = a.bias[c];
+            for (int64_t ow = 0; ow < l.wo; ++ow) d[ow] = s[ow] + b;
+          }
         }
         continue;
       }
@@ -214,19 +249,18 @@ void f32_conv_unpack_output(const ConvOutputArgs& a) {
       float* y = a.y + n0 * chw + c * hw;
       for (int64_t oh = 0; oh < l.ho; ++oh) {
         const float* row = in + (l.offset + oh * l.wq) * kU;
-        for (int64_t ow0 = 0; ow0 < l.wo; ow0 += kU) {
-          const int64_t k = l.wo - ow0 < kU ? l.wo - ow0 : kU;
-          if (k == kU && images == kU) {
-            transpose16(row + ow0 * kU, kU, tmp, kU);  // tmp[image][pixel]
-            for (int64_t m = 0; m < kU; ++m) {
-              float* d = y + m * chw + oh * l.wo + ow0;
-              for (int64_t j = 0; j < kU; ++j) d[j] = tmp[m * kU + j] + b;
+        for (int64_t seg = 0; seg < l.wo; seg += kSeg) {
+          const int64_t k = l.wo - seg < kSeg ? l.wo - seg : kSeg;
+          for (int64_t j0 = 0; j0 < k; j0 += kU) {
+            if (k - j0 >= kU) {
+              transpose16(row + (seg + j0) * kU, kU, stage + j0, kStage);
+            } else {  // past the row's last pixel lies the next row: read only what exists
+              std::memset(tmp, 0, sizeof(tmp));
+              std::memcpy(tmp, row + (seg + j0) * kU, (k - j0) * kU * sizeof(float));
+              transpose16(tmp, kU, stage + j0, kStage);
             }
-          } else {
-            for (int64_t m = 0; m < images; ++m)
-              for (int64_t j = 0; j < k; ++j)
-                y[m * chw + oh * l.wo + ow0 + j] = row[(ow0 + j) * kU + m] + b;
           }
+          unstage_rows(stage, images, k, a.bias ? a.bias + c : nullptr, y + oh * l.wo + seg, chw);
         }
       }
     }

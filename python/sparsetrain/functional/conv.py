@@ -22,6 +22,7 @@ from torch.autograd.function import once_differentiable
 
 from .. import _C
 from .._runtime import get_num_threads
+from .. import _workspace
 from ..formats.conv import ConvGeometry, ConvIndex
 
 STRATEGIES = ("plane", "batch")
@@ -69,25 +70,24 @@ class _Layout:
     def pack_x(self, x):
         if self.direct:
             return x.reshape(-1)
-        out = torch.empty(self.images * self.x_image * self.unit)
+        out = _workspace.empty(self.images * self.x_image * self.unit)
         _C.conv_pack_input(_np(x.reshape(-1)), _np(out), *self._input_args(), get_num_threads())
         return out
 
     def unpack_dx(self, dxq):
         g, s = self.g, self.s
-        dx = torch.empty(self.n, g.in_channels, s.H, s.W)
-        if self.direct:
-            return dxq.view(dx.shape)
+        if self.direct:  # already dx, allocated in its final shape
+            return dxq
+        dx = _workspace.empty(self.n, g.in_channels, s.H, s.W)
         _C.conv_unpack_grad_input(_np(dx.view(-1)), _np(dxq), *self._input_args(),
                                   get_num_threads())
         return dx
 
     def unpack_y(self, grid, bias):
         s, c = self.s, self.g.out_channels
-        if self.direct:
-            y = grid.view(self.n, c, s.Ho, s.Wo)
-            return y if bias is None else y.add_(bias.view(1, -1, 1, 1))
-        y = torch.empty(self.n, c, s.Ho, s.Wo)
+        if self.direct:  # already y, allocated in its final shape
+            return grid if bias is None else grid.add_(bias.view(1, -1, 1, 1))
+        y = _workspace.empty(self.n, c, s.Ho, s.Wo)
         _C.conv_unpack_output(_np(y.view(-1)), _np(grid), None if bias is None else _np(bias),
                               self.n, c, self.unit, s.Ho, s.Wo, s.Wq, s.grid_len, 0,
                               get_num_threads())
@@ -97,7 +97,7 @@ class _Layout:
         if self.direct:
             return dy.reshape(-1)
         s, c = self.s, self.g.out_channels
-        buf = torch.empty(self.images * self.dy_image * self.unit)
+        buf = _workspace.empty(self.images * self.dy_image * self.unit)
         _C.conv_pack_grad_output(_np(dy.reshape(-1)), _np(buf), self.n, c, self.unit, s.Ho,
                                  s.Wo, s.Wq, s.dy_len, s.margin, get_num_threads())
         return buf
@@ -105,9 +105,12 @@ class _Layout:
     # -- the three products ----------------------------------------------------------------
     def forward(self, row_ptr, values, xq, bias, nthreads):
         s, u = self.s, self.unit
-        grid = torch.empty(self.images * self.y_image * u)
+        if self.direct:
+            grid = _workspace.empty(self.n, self.g.out_channels, s.Ho, s.Wo)
+        else:
+            grid = _workspace.empty(self.images * self.y_image * u)
         _C.spmm_offsets(row_ptr, self.off, _np(values), None, None, _np(xq), self.x_image * u,
-                        _np(grid), s.grid_len * u, self.y_image * u, s.grid_len * u,
+                        _np(grid.view(-1)), s.grid_len * u, self.y_image * u, s.grid_len * u,
                         self.images, nthreads)
         return self.unpack_y(grid, bias)
 
@@ -121,10 +124,14 @@ class _Layout:
 
     def input_grad(self, values, dyq, nthreads):
         s, u = self.s, self.unit
-        dxq = torch.empty(self.images * self.x_image * u)
-        _C.spmm_offsets(self.t_ptr, self.t_off, _np(values), self.t_pos,
-                        _np(torch.empty_like(values)), _np(dyq), self.dy_image * u, _np(dxq),
-                        s.plane * u, self.x_image * u, s.plane * u, self.images, nthreads)
+        if self.direct:
+            dxq = _workspace.empty(self.n, self.g.in_channels, s.H, s.W)
+        else:
+            dxq = _workspace.empty(self.images * self.x_image * u)
+        scratch = _workspace.empty(values.numel())
+        _C.spmm_offsets(self.t_ptr, self.t_off, _np(values), self.t_pos, _np(scratch),
+                        _np(dyq), self.dy_image * u, _np(dxq.view(-1)), s.plane * u, self.x_image * u,
+                        s.plane * u, self.images, nthreads)
         return self.unpack_dx(dxq)
 
 

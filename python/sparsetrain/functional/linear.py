@@ -11,6 +11,7 @@ from torch.autograd.function import once_differentiable
 
 from .. import _C
 from .._runtime import get_num_threads
+from .. import _workspace
 
 _ALIGN = _C.BATCH_ALIGN
 
@@ -43,13 +44,14 @@ def _padded(batch: int) -> int:
 
 
 def _to_batch_major(x2d: torch.Tensor, nthreads: int) -> torch.Tensor:
-    out = torch.empty(x2d.shape[1], _padded(x2d.shape[0]), dtype=torch.float32)
+    shape = (x2d.shape[1], _padded(x2d.shape[0]))
+    out = _workspace.empty(shape[0] * shape[1]).view(shape)
     _C.pack(_np(x2d), _np(out), nthreads)
     return out
 
 
 def _from_batch_major(t: torch.Tensor, batch: int, bias, nthreads: int) -> torch.Tensor:
-    out = torch.empty(batch, t.shape[0], dtype=torch.float32)
+    out = _workspace.empty(batch, t.shape[0])
     _C.unpack(_np(t), _np(out), None if bias is None else _np(bias), nthreads)
     return out
 
@@ -63,7 +65,7 @@ class SparseLinearFunction(torch.autograd.Function):
         nthreads = get_num_threads()
         batch = x.shape[0]
         xt = _to_batch_major(x, nthreads)
-        yt = torch.empty(index.rows, xt.shape[1], dtype=torch.float32)
+        yt = _workspace.empty(index.rows * xt.shape[1]).view(index.rows, xt.shape[1])
         _C.spmm(index.row_ptr, index.col_idx, _np(values), None, None, _np(xt), _np(yt), nthreads)
         y = _from_batch_major(yt, batch, bias, nthreads)
         # Keep xt (not x) only when the values gradient will need it.
@@ -87,14 +89,15 @@ class SparseLinearFunction(torch.autograd.Function):
                 dv = torch.empty_like(values)
                 _C.sddmm(index.row_ptr, index.col_idx, _np(dyt), _np(xt), _np(dv), nthreads)
             if need_x:
-                dxt = torch.empty(index.cols, dyt.shape[1], dtype=torch.float32)
+                dxt = _workspace.empty(index.cols * dyt.shape[1]).view(index.cols, dyt.shape[1])
                 strategy = input_grad_strategy(index.cols, index.rows, index.nnz, dyt.shape[1])
                 if strategy == "scatter":
                     _C.spmmt(index.row_ptr, index.col_idx, _np(values), index.t_ptr, _np(dyt),
                              _np(dxt), nthreads)
                 else:
-                    _C.spmm(index.t_ptr, index.t_idx, _np(values), index.t_pos,
-                            _np(torch.empty_like(values)), _np(dyt), _np(dxt), nthreads)
+                    scratch = _workspace.empty(values.numel())
+                    _C.spmm(index.t_ptr, index.t_idx, _np(values), index.t_pos, _np(scratch),
+                            _np(dyt), _np(dxt), nthreads)
                 dx = _from_batch_major(dxt, ctx.batch, None, nthreads)
         if need_b:
             db = dy.sum(0)

@@ -1,0 +1,105 @@
+"""SparseConv2d as a module: construction, conversion, state_dict, repr, errors."""
+import io
+import math
+
+import pytest
+import torch
+from torch import nn
+
+import sparsetrain as st
+
+
+def test_from_dense_to_dense_round_trip():
+    conv = nn.Conv2d(4, 6, (3, 5), stride=2, padding=(1, 2), dilation=(1, 2), groups=2)
+    with torch.no_grad():
+        conv.weight.mul_(torch.rand_like(conv.weight) > 0.8)
+    sp = st.SparseConv2d.from_dense(conv)
+    assert sp.nnz == int((conv.weight != 0).sum())
+    assert torch.equal(sp.weight, conv.weight.detach())
+    back = sp.to_dense()
+    assert isinstance(back, nn.Conv2d)
+    for attr in ("in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation",
+                 "groups", "padding_mode"):
+        assert getattr(back, attr) == getattr(conv, attr)
+    assert torch.equal(back.weight, conv.weight) and torch.equal(back.bias, conv.bias)
+
+
+def test_constructor_sparsity_and_init():
+    sp = st.SparseConv2d(32, 64, 3, padding=1, sparsity=0.9)
+    assert abs(sp.sparsity - 0.9) < 1e-3
+    fan_in = 32 * 9 * 0.1
+    assert sp.values.abs().max() <= 1 / math.sqrt(fan_in) + 1e-6
+    x = torch.randn(8, 32, 10, 10)
+    ratio = sp(x).std() / nn.Conv2d(32, 64, 3, padding=1)(x).std()
+    assert 0.6 < ratio < 1.6
+
+
+def test_state_dict_round_trip_with_different_nnz():
+    a = st.SparseConv2d(4, 5, 3, padding=1, sparsity=0.9)
+    b = st.SparseConv2d(4, 5, 3, padding=1, sparsity=0.3)
+    param = b.values
+    buf = io.BytesIO()
+    torch.save(a.state_dict(), buf)
+    buf.seek(0)
+    b.load_state_dict(torch.load(buf))
+    assert b.values is param and b.nnz == a.nnz
+    x = torch.randn(2, 4, 7, 7)
+    assert torch.allclose(b(x), a(x))
+
+
+def test_malformed_state_dict_raises():
+    a = st.SparseConv2d(4, 5, 3, sparsity=0.5)
+    sd = {k: v.clone() for k, v in a.state_dict().items()}
+    sd["col_idx"][0] = 4 * 9  # one past the last column
+    with pytest.raises(ValueError, match="out of range"):
+        st.SparseConv2d(4, 5, 3, sparsity=0.5).load_state_dict(sd)
+
+
+def test_repr():
+    r = repr(st.SparseConv2d(8, 16, 3, stride=2, padding=1, groups=2, sparsity=0.75))
+    for part in ("8, 16", "kernel_size=(3, 3)", "stride=(2, 2)", "groups=2", "sparsity=0.75"):
+        assert part in r
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(padding="same", stride=2), "same"),
+    (dict(padding_mode="mirror"), "padding_mode"),
+    (dict(groups=3), "divisible"),
+    (dict(strategy="fast"), "strategy"),
+    (dict(sparsity=2.0), "sparsity"),
+    (dict(padding=-1), "padding"),
+])
+def test_constructor_errors(kwargs, match):
+    args = dict(in_channels=4, out_channels=4, kernel_size=3)
+    args.update(kwargs)
+    with pytest.raises(ValueError, match=match):
+        st.SparseConv2d(**args)
+
+
+@pytest.mark.parametrize("x,exc,match", [
+    (torch.randn(2, 4, 8, 8, dtype=torch.float64), TypeError, "float32"),
+    (torch.randn(2, 3, 8, 8), ValueError, "4"),
+    (torch.randn(4, 8), ValueError, "shape"),
+    (torch.randn(2, 4, 2, 2), ValueError, "smaller than the kernel"),
+])
+def test_bad_inputs(x, exc, match):
+    sp = st.SparseConv2d(4, 4, 3, sparsity=0.5)
+    with pytest.raises(exc, match=match):
+        sp(x)
+
+
+def test_in_a_model_with_sgd():
+    model = nn.Sequential(st.SparseConv2d(3, 8, 3, padding=1, sparsity=0.8), nn.ReLU(inplace=True),
+                          st.SparseConv2d(8, 8, 3, stride=2, padding=1, sparsity=0.8),
+                          nn.ReLU(inplace=True), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                          st.SparseLinear(8, 4, sparsity=0.5))
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    x, y = torch.randn(16, 3, 12, 12), torch.randint(0, 4, (16,))
+    losses = []
+    for _ in range(25):
+        opt.zero_grad()
+        loss = nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0]
