@@ -43,7 +43,7 @@ def pytest_terminal_summary(terminalreporter, config):
     tr.section(f"sparse vs dense, fwd+bwd, {THREADS} threads (medians)")
     if peak:
         tr.write_line(f"dense matmul reference: {peak:.1f} GFLOP/s")
-    tr.write_line(f"{'case':<34}{'dense ms':>10}{'sparse ms':>11}{'speedup':>9}"
+    tr.write_line(f"{'case':<40}{'dense ms':>10}{'sparse ms':>11}{'speedup':>9}"
                   f"{'nnz GF/s':>10}{'of peak':>9}")
     for case, kinds in sorted(by_group.items()):
         if "dense" not in kinds or "sparse" not in kinds:
@@ -52,5 +52,5 @@ def pytest_terminal_summary(terminalreporter, config):
         td, ts = _median(bd), _median(bs)
         gfs = info["nnz_flops"] / ts / 1e9
         frac = f"{gfs / peak:.0%}" if peak else "-"
-        tr.write_line(f"{case:<34}{td * 1e3:>10.2f}{ts * 1e3:>11.2f}{td / ts:>8.2f}x"
+        tr.write_line(f"{case:<40}{td * 1e3:>10.2f}{ts * 1e3:>11.2f}{td / ts:>8.2f}x"
                       f"{gfs:>10.1f}{frac:>9}")

@@ -25,14 +25,36 @@ inline void transpose16(const float* src, int64_t lds, float* dst, int64_t ldd) 
       transpose_block(src + i * lds + j, lds, dst + j * ldd + i, ldd, nullptr);
 }
 
-// Offset (in pixels) of padded input position (ihp, iwp) of channel c in its group's block.
-inline int64_t pixel(const ConvInputLayout& l, int64_t c, int64_t ihp, int64_t iwp) {
-  const int64_t plane = l.hq * l.wq;
-  return ((c * l.sh + ihp % l.sh) * l.sw + iwp % l.sw) * plane + (ihp / l.sh) * l.wq + iwp / l.sw;
-}
-
 inline int64_t group_pixels(const ConvInputLayout& l) {
   return l.c * l.sh * l.sw * l.hq * l.wq;
+}
+
+// The pixels of one padded input row (channel c, padded row ihp) lie in sw phase-plane rows;
+// padded column iwp is at pixel (iwp % sw) * plane + iwp / sw from `base`. Column walks keep
+// (phase, column) counters instead of dividing per pixel.
+struct PaddedRow {
+  int64_t base;   // pixel offset of (phase 0, column 0) within the group block
+  int64_t plane;  // pixels per phase plane
+  int64_t sw;
+  PaddedRow(const ConvInputLayout& l, int64_t c, int64_t ihp)
+      : base(((c * l.sh + ihp % l.sh) * l.sw) * l.hq * l.wq + (ihp / l.sh) * l.wq),
+        plane(l.hq * l.wq),
+        sw(l.sw) {}
+  int64_t at(int64_t iwp) const { return base + (iwp % sw) * plane + iwp / sw; }
+};
+
+// Calls f(iwp, pixel) for iwp in [from, to) of a padded row, without per-pixel division.
+template <class F>
+inline void walk_row(const PaddedRow& r, int64_t from, int64_t to, const F& f) {
+  if (from >= to) return;
+  int64_t pw = from % r.sw, qw = from / r.sw;
+  for (int64_t iwp = from; iwp < to; ++iwp) {
+    f(iwp, r.base + pw * r.plane + qw);
+    if (++pw == r.sw) {
+      pw = 0;
+      ++qw;
+    }
+  }
 }
 
 // unit = 16 tiles are staged through a row buffer: 16 image rows of up to kSeg floats each,
@@ -73,59 +95,47 @@ void f32_conv_pack_input(const ConvInputArgs& a) {
   const ConvInputLayout& l = a.layout;
   const int64_t hw = l.h * l.w, chw = l.c * hw;
   const int64_t hp = l.hq * l.sh, wp = l.wq * l.sw;
-  parallel_uniform(a.nthreads, l.groups * l.c, hp * wp * l.unit, [&](int64_t i0, int64_t i1) {
+  const int64_t u = l.unit;
+  parallel_uniform(a.nthreads, l.groups * l.c, hp * wp * u, [&](int64_t i0, int64_t i1) {
     alignas(64) float tmp[kU * kU];
     alignas(64) float stage[kU * kStage];
     for (int64_t i = i0; i < i1; ++i) {
       const int64_t g = i / l.c, c = i - g * l.c;
-      float* out = a.packed + g * group_pixels(l) * l.unit;
-      if (l.unit == 1 && l.sh == 1 && l.sw == 1) {  // rows with zero borders
-        const float* x = a.x + g * chw + c * hw;
-        float* d = out + pixel(l, c, 0, 0);
-        for (int64_t ihp = 0; ihp < hp; ++ihp, d += wp) {
-          const int64_t ih = ihp - l.pt;
-          if (ih < 0 || ih >= l.h) {
-            std::memset(d, 0, wp * sizeof(float));
-            continue;
-          }
-          std::memset(d, 0, l.pl * sizeof(float));
-          std::memcpy(d + l.pl, x + ih * l.w, l.w * sizeof(float));
-          std::memset(d + l.pl + l.w, 0, (wp - l.pl - l.w) * sizeof(float));
-        }
-        continue;
-      }
-      if (l.unit == 1) {
-        const float* x = a.x + g * chw + c * hw;
-        for (int64_t ihp = 0; ihp < hp; ++ihp) {
-          const int64_t ih = ihp - l.pt;
-          for (int64_t iwp = 0; iwp < wp; ++iwp) {
-            const int64_t iw = iwp - l.pl;
-            const bool inside = ih >= 0 && ih < l.h && iw >= 0 && iw < l.w;
-            out[pixel(l, c, ihp, iwp)] = inside ? x[ih * l.w + iw] : 0.0f;
-          }
-        }
-        continue;
-      }
-      const int64_t n0 = g * kU;
-      const int64_t images = l.n - n0 < kU ? l.n - n0 : kU;
+      float* out = a.packed + g * group_pixels(l) * u;
+      const int64_t n0 = g * u;
+      const int64_t images = l.n - n0 < u ? l.n - n0 : u;
       const float* x = a.x + n0 * chw + c * hw;
       for (int64_t ihp = 0; ihp < hp; ++ihp) {
+        const PaddedRow row(l, c, ihp);
         const int64_t ih = ihp - l.pt;
-        const bool row_inside = ih >= 0 && ih < l.h;
-        for (int64_t iwp = 0; iwp < wp; ++iwp) {
-          const int64_t iw = iwp - l.pl;
-          if (!row_inside || iw < 0 || iw >= l.w)
-            std::memset(out + pixel(l, c, ihp, iwp) * kU, 0, kU * sizeof(float));
+        const auto zero = [&](int64_t, int64_t px) { std::memset(out + px * u, 0, u * sizeof(float)); };
+        if (ih < 0 || ih >= l.h) {
+          walk_row(row, 0, wp, zero);
+          continue;
         }
-        if (!row_inside) continue;
+        walk_row(row, 0, l.pl, zero);
+        walk_row(row, l.pl + l.w, wp, zero);
+        const float* xrow = x + ih * l.w;
+        if (u == 1) {
+          if (l.sw == 1)
+            std::memcpy(out + row.at(l.pl), xrow, l.w * sizeof(float));
+          else
+            walk_row(row, l.pl, l.pl + l.w, [&](int64_t iwp, int64_t px) { out[px] = xrow[iwp - l.pl]; });
+          continue;
+        }
         for (int64_t seg = 0; seg < l.w; seg += kSeg) {
           const int64_t k = l.w - seg < kSeg ? l.w - seg : kSeg;
-          stage_rows(x + ih * l.w + seg, chw, images, k, stage);
+          stage_rows(xrow + seg, chw, images, k, stage);
           for (int64_t j0 = 0; j0 < k; j0 += kU) {
+            const int64_t iwp0 = l.pl + seg + j0, n = k - j0 < kU ? k - j0 : kU;
+            if (l.sw == 1 && n == kU) {  // 16 consecutive pixels: transpose straight in place
+              transpose16(stage + j0, kStage, out + row.at(iwp0) * kU, kU);
+              continue;
+            }
             transpose16(stage + j0, kStage, tmp, kU);  // tmp[pixel][image]
-            for (int64_t j = j0; j < j0 + kU && j < k; ++j)
-              std::memcpy(out + pixel(l, c, ihp, seg + j + l.pl) * kU, tmp + (j - j0) * kU,
-                          kU * sizeof(float));
+            walk_row(row, iwp0, iwp0 + n, [&](int64_t iwp, int64_t px) {
+              std::memcpy(out + px * kU, tmp + (iwp - iwp0) * kU, kU * sizeof(float));
+            });
           }
         }
       }
@@ -136,39 +146,40 @@ void f32_conv_pack_input(const ConvInputArgs& a) {
 void f32_conv_unpack_grad_input(const ConvInputArgs& a) {
   const ConvInputLayout& l = a.layout;
   const int64_t hw = l.h * l.w, chw = l.c * hw;
-  parallel_uniform(a.nthreads, l.groups * l.c, hw * l.unit, [&](int64_t i0, int64_t i1) {
+  const int64_t u = l.unit;
+  parallel_uniform(a.nthreads, l.groups * l.c, hw * u, [&](int64_t i0, int64_t i1) {
     alignas(64) float tmp[kU * kU];
     alignas(64) float stage[kU * kStage];
     for (int64_t i = i0; i < i1; ++i) {
       const int64_t g = i / l.c, c = i - g * l.c;
-      const float* in = a.packed + g * group_pixels(l) * l.unit;
-      if (l.unit == 1 && l.sh == 1 && l.sw == 1) {
-        float* x = a.x + g * chw + c * hw;
-        for (int64_t ih = 0; ih < l.h; ++ih)
-          std::memcpy(x + ih * l.w, in + pixel(l, c, ih + l.pt, l.pl), l.w * sizeof(float));
-        continue;
-      }
-      if (l.unit == 1) {
-        float* x = a.x + g * chw + c * hw;
-        for (int64_t ih = 0; ih < l.h; ++ih)
-          for (int64_t iw = 0; iw < l.w; ++iw)
-            x[ih * l.w + iw] = in[pixel(l, c, ih + l.pt, iw + l.pl)];
-        continue;
-      }
-      const int64_t n0 = g * kU;
-      const int64_t images = l.n - n0 < kU ? l.n - n0 : kU;
+      const float* in = a.packed + g * group_pixels(l) * u;
+      const int64_t n0 = g * u;
+      const int64_t images = l.n - n0 < u ? l.n - n0 : u;
       float* x = a.x + n0 * chw + c * hw;
       for (int64_t ih = 0; ih < l.h; ++ih) {
+        const PaddedRow row(l, c, ih + l.pt);
+        float* xrow = x + ih * l.w;
+        if (u == 1) {
+          if (l.sw == 1)
+            std::memcpy(xrow, in + row.at(l.pl), l.w * sizeof(float));
+          else
+            walk_row(row, l.pl, l.pl + l.w, [&](int64_t iwp, int64_t px) { xrow[iwp - l.pl] = in[px]; });
+          continue;
+        }
         for (int64_t seg = 0; seg < l.w; seg += kSeg) {
           const int64_t k = l.w - seg < kSeg ? l.w - seg : kSeg;
           for (int64_t j0 = 0; j0 < k; j0 += kU) {
-            for (int64_t j = j0; j < j0 + kU; ++j)  // tmp[pixel][image]
-              if (j < k)
-                std::memcpy(tmp + (j - j0) * kU, in + pixel(l, c, ih + l.pt, seg + j + l.pl) * kU,
-                            kU * sizeof(float));
+            const int64_t iwp0 = l.pl + seg + j0, n = k - j0 < kU ? k - j0 : kU;
+            if (l.sw == 1 && n == kU) {
+              transpose16(in + row.at(iwp0) * kU, kU, stage + j0, kStage);
+              continue;
+            }
+            walk_row(row, iwp0, iwp0 + n, [&](int64_t iwp, int64_t px) {  // tmp[pixel][image]
+              std::memcpy(tmp + (iwp - iwp0) * kU, in + px * kU, kU * sizeof(float));
+            });
             transpose16(tmp, kU, stage + j0, kStage);
           }
-          unstage_rows(stage, images, k, nullptr, x + ih * l.w + seg, chw);
+          unstage_rows(stage, images, k, nullptr, xrow + seg, chw);
         }
       }
     }

@@ -9,7 +9,7 @@ namespace sparsetrain {
 namespace kernels {
 namespace ST_ISA {
 namespace {
-constexpr int64_t kGridChunk = 512;
+constexpr int64_t kGridChunk = 256;
 }
 
 void f32_sddmm_csr_offsets(const SddmmOffsetsArgs& a) {

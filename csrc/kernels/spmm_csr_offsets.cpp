@@ -13,7 +13,7 @@ namespace ST_ISA {
 namespace {
 // Floats of the grid per pass over all rows of an image: keeps the shifted windows of the
 // input planes a pass touches in L2.
-constexpr int64_t kGridChunk = 512;
+constexpr int64_t kGridChunk = 256;
 }  // namespace
 
 void f32_spmm_csr_offsets(const SpmmOffsetsArgs& a) {
