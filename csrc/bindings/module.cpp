@@ -276,9 +276,9 @@ void conv_input(bool pack, py::array x_a, py::array packed_a, int64_t n, int64_t
     sparsetrain::kernel_table().conv_unpack_grad_input(args);
 }
 
-void conv_output(bool pack, py::array y_a, py::array grid_a, py::object bias_o, int64_t n,
-                 int64_t c, int64_t unit, int64_t ho, int64_t wo, int64_t wq,
-                 int64_t per_channel, int64_t offset, int nthreads) {
+void conv_output(bool pack, py::array y_a, py::array grid_a, py::object bias_o,
+                 py::object sums_o, int64_t n, int64_t c, int64_t unit, int64_t ho, int64_t wo,
+                 int64_t wq, int64_t per_channel, int64_t offset, int nthreads) {
   auto y = view<float>(y_a, "y", 1, !pack);
   auto grid = view<float>(grid_a, "grid", 1, pack);
   if (unit != 1 && unit != 16) bad("unit must be 1 or 16");
@@ -294,8 +294,14 @@ void conv_output(bool pack, py::array y_a, py::array grid_a, py::object bias_o, 
     if (bv.size() != c) bad("bias length differs from the channel count");
     bias = bv.data;
   }
+  double* sums = nullptr;
+  if (!sums_o.is_none()) {
+    auto sv = view<double>(sums_o.cast<py::array>(), "channel_sums", 1, true);
+    if (sv.size() != groups * c) bad("channel_sums must hold groups * channels values");
+    sums = sv.data;
+  }
   k::ConvOutputArgs args{{n, c, groups, unit, ho, wo, wq, per_channel, offset}, y.data, grid.data,
-                         bias, nthreads};
+                         bias, sums, nthreads};
   py::gil_scoped_release release;
   if (pack)
     sparsetrain::kernel_table().conv_pack_grad_output(args);
@@ -368,15 +374,17 @@ PYBIND11_MODULE(_C, m) {
                                      int64_t pt, int64_t pl, int64_t hq, int64_t wq, int nthreads) {
     conv_input(false, x, packed, n, c, unit, h, w, sh, sw, pt, pl, hq, wq, nthreads);
   });
-  m.def("conv_pack_grad_output", [](py::array y, py::array grid, int64_t n, int64_t c,
-                                    int64_t unit, int64_t ho, int64_t wo, int64_t wq,
-                                    int64_t per_channel, int64_t offset, int nthreads) {
-    conv_output(true, y, grid, py::none(), n, c, unit, ho, wo, wq, per_channel, offset, nthreads);
+  m.def("conv_pack_grad_output", [](py::array y, py::array grid, py::object channel_sums,
+                                    int64_t n, int64_t c, int64_t unit, int64_t ho, int64_t wo,
+                                    int64_t wq, int64_t per_channel, int64_t offset, int nthreads) {
+    conv_output(true, y, grid, py::none(), channel_sums, n, c, unit, ho, wo, wq, per_channel,
+                offset, nthreads);
   });
   m.def("conv_unpack_output", [](py::array y, py::array grid, py::object bias, int64_t n,
                                  int64_t c, int64_t unit, int64_t ho, int64_t wo, int64_t wq,
                                  int64_t per_channel, int64_t offset, int nthreads) {
-    conv_output(false, y, grid, bias, n, c, unit, ho, wo, wq, per_channel, offset, nthreads);
+    conv_output(false, y, grid, bias, py::none(), n, c, unit, ho, wo, wq, per_channel, offset,
+                nthreads);
   });
   m.def("validate_csr", &validate_csr, py::arg("ptr"), py::arg("idx"), py::arg("rows"),
         py::arg("cols"));

@@ -89,6 +89,18 @@ inline void unstage_rows(const float* stage, int64_t images, int64_t k, const fl
   }
 }
 
+// Sum of a short row (a row of one image): float partial sums, then double across rows.
+inline double row_sum(const float* p, int64_t n) {
+  float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  int64_t j = 0;
+  for (; j + 8 <= n; j += 8)
+    for (int k = 0; k < 8; ++k) acc[k] += p[j + k];
+  double s = 0.0;
+  for (int k = 0; k < 8; ++k) s += acc[k];
+  for (; j < n; ++j) s += p[j];
+  return s;
+}
+
 }  // namespace
 
 void f32_conv_pack_input(const ConvInputArgs& a) {
@@ -204,10 +216,14 @@ void f32_conv_pack_grad_output(const ConvOutputArgs& a) {
                     (oh + 1 < l.ho ? l.wq - l.wo : 0) * l.unit * sizeof(float));
       const int64_t end = l.offset + (l.ho - 1) * l.wq + l.wo;
       std::memset(out + end * l.unit, 0, (l.per_channel - end) * l.unit * sizeof(float));
+      double sum = 0.0;
       if (l.unit == 1) {
         const float* y = a.y + g * chw + c * hw;
-        for (int64_t oh = 0; oh < l.ho; ++oh)
+        for (int64_t oh = 0; oh < l.ho; ++oh) {
           std::memcpy(out + l.offset + oh * l.wq, y + oh * l.wo, l.wo * sizeof(float));
+          if (a.channel_sums) sum += row_sum(y + oh * l.wo, l.wo);
+        }
+        if (a.channel_sums) a.channel_sums[i] = sum;
         continue;
       }
       const int64_t n0 = g * kU;
@@ -218,6 +234,8 @@ void f32_conv_pack_grad_output(const ConvOutputArgs& a) {
         for (int64_t seg = 0; seg < l.wo; seg += kSeg) {
           const int64_t k = l.wo - seg < kSeg ? l.wo - seg : kSeg;
           stage_rows(y + oh * l.wo + seg, chw, images, k, stage);
+          if (a.channel_sums)
+            for (int64_t m = 0; m < images; ++m) sum += row_sum(stage + m * kStage, k);
           for (int64_t j0 = 0; j0 < k; j0 += kU) {
             if (k - j0 >= kU) {
               transpose16(stage + j0, kStage, row + (seg + j0) * kU, kU);
@@ -228,6 +246,7 @@ void f32_conv_pack_grad_output(const ConvOutputArgs& a) {
           }
         }
       }
+      if (a.channel_sums) a.channel_sums[i] = sum;
     }
   });
 }

@@ -166,13 +166,16 @@ struct ConvOutputLayout {
   int64_t per_channel, offset;
 };
 
-// pack (the output gradient): NCHW y -> grid, zeros at every non-output pixel;
+// pack (the output gradient): NCHW y -> grid, zeros at every non-output pixel, and, when
+// channel_sums is given, channel_sums[g * c + ch] = the sum of group g's values of channel ch
+// (the bias gradient, in the same pass);
 // unpack (the output): grid -> NCHW y, plus bias[c] when bias is given.
 struct ConvOutputArgs {
   ConvOutputLayout layout;
   float* y;     // n * c * ho * wo
   float* grid;  // groups * c * per_channel * unit
   const float* bias;
+  double* channel_sums;  // groups * c, or nullptr
   int nthreads;
 };
 

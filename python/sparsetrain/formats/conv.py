@@ -80,6 +80,8 @@ class ConvShape:
     grid_len: int  # (Ho - 1) * Wq + Wo: up to the last used grid position
     margin: int  # largest shift of any kernel tap inside a phase plane
     dy_len: int  # per output channel of the bordered output gradient: margin + plane
+    dx_start: int  # the range of a phase plane holding real (not padding) input pixels,
+    dx_len: int  # in every phase: the input gradient is computed only there
 
 
 def conv_shape(g: ConvGeometry, H: int, W: int) -> ConvShape:
@@ -95,8 +97,10 @@ def conv_shape(g: ConvGeometry, H: int, W: int) -> ConvShape:
     Hq, Wq = -(-Hp // sh), -(-Wp // sw)
     plane = Hq * Wq
     margin = ((kh - 1) * dh // sh) * Wq + (kw - 1) * dw // sw
+    dx_start = (pt // sh) * Wq + pl // sw
+    dx_end = ((pt + H - 1) // sh) * Wq + (pl + W - 1) // sw + 1
     return ConvShape(H, W, Ho, Wo, Hq, Wq, sh * sw, plane, (Ho - 1) * Wq + Wo, margin,
-                     margin + plane)
+                     margin + plane, dx_start, dx_end - dx_start)
 
 
 @dataclass(frozen=True)

@@ -49,7 +49,8 @@ class _Layout:
         u = self.unit
         self.images = -(-batch // u)  # groups of `unit` images
         self.off = (index.off * u).numpy() if u != 1 else index.off.numpy()
-        self.t_off = (index.t_off * u).numpy() if u != 1 else index.t_off.numpy()
+        # The input gradient is computed from dx_start on: its offsets start there too.
+        self.t_off = ((index.t_off + index.shape.dx_start) * u).numpy()
         self.t_ptr = index.t_ptr.numpy()
         self.t_pos = index.t_pos.numpy()
         planes = g.in_channels * s.phases
@@ -93,14 +94,17 @@ class _Layout:
                               get_num_threads())
         return y
 
-    def pack_dy(self, dy):
-        if self.direct:
-            return dy.reshape(-1)
+    def pack_dy(self, dy, want_bias_grad=False):
+        """The bordered output gradient, and the bias gradient (summed in the same pass) if asked."""
         s, c = self.s, self.g.out_channels
+        if self.direct:
+            return dy.reshape(-1), (dy.sum((0, 2, 3)) if want_bias_grad else None)
         buf = _workspace.empty(self.images * self.dy_image * self.unit)
-        _C.conv_pack_grad_output(_np(dy.reshape(-1)), _np(buf), self.n, c, self.unit, s.Ho,
-                                 s.Wo, s.Wq, s.dy_len, s.margin, get_num_threads())
-        return buf
+        sums = torch.empty(self.images, c, dtype=torch.float64) if want_bias_grad else None
+        _C.conv_pack_grad_output(_np(dy.reshape(-1)), _np(buf), None if sums is None else
+                                 sums.numpy().reshape(-1), self.n, c, self.unit, s.Ho, s.Wo,
+                                 s.Wq, s.dy_len, s.margin, get_num_threads())
+        return buf, (sums.sum(0).to(torch.float32) if want_bias_grad else None)
 
     # -- the three products ----------------------------------------------------------------
     def forward(self, row_ptr, values, xq, bias, nthreads):
@@ -129,9 +133,10 @@ class _Layout:
         else:
             dxq = _workspace.empty(self.images * self.x_image * u)
         scratch = _workspace.empty(values.numel())
+        # Only [dx_start, dx_start + dx_len) of each plane holds real pixels: skip the rest.
         _C.spmm_offsets(self.t_ptr, self.t_off, _np(values), self.t_pos, _np(scratch),
-                        _np(dyq), self.dy_image * u, _np(dxq.view(-1)), s.plane * u, self.x_image * u,
-                        s.plane * u, self.images, nthreads)
+                        _np(dyq), self.dy_image * u, _np(dxq.view(-1))[s.dx_start * u:],
+                        s.plane * u, self.x_image * u, s.dx_len * u, self.images, nthreads)
         return self.unpack_dx(dxq)
 
 
@@ -158,12 +163,12 @@ class SparseConv2dFunction(torch.autograd.Function):
         dx = dv = db = None
         dy = dy.contiguous()
         if need_x or need_v:
-            dyq = layout.pack_dy(dy)
+            dyq, db = layout.pack_dy(dy, want_bias_grad=need_b)
             if need_v:
                 dv = layout.values_grad(row_ptr, dyq, xq, values.numel(), nthreads)
             if need_x:
                 dx = layout.input_grad(values, dyq, nthreads)
-        if need_b:
+        elif need_b:
             db = dy.sum((0, 2, 3))
         return dx, dv, db, None, None
 
@@ -179,7 +184,7 @@ def time_layouts(layouts, x, values, bias, row_ptr, repeats: int = 2) -> dict:
                 t = time.perf_counter()
                 xq = layout.pack_x(x)
                 y = layout.forward(row_ptr, values, xq, bias, nthreads)
-                dyq = layout.pack_dy(y)
+                dyq, _ = layout.pack_dy(y, want_bias_grad=bias is not None)
                 layout.values_grad(row_ptr, dyq, xq, values.numel(), nthreads)
                 layout.input_grad(values, dyq, nthreads)
                 best = min(best, time.perf_counter() - t)
