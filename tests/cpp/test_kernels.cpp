@@ -203,3 +203,124 @@ TEST(Formats, TransposeInvertsCsr) {
 }
 
 }  // namespace
+
+// ---- convolution kernels: offsets products and layouts, every ISA against scalar ----------
+
+namespace {
+
+// A random CSR over `rows` with nonzeros carrying offsets in [0, max_off].
+struct OffsetCsr {
+  std::vector<int64_t> ptr{0}, off;
+  std::vector<float> val;
+};
+
+OffsetCsr random_offsets(int64_t rows, int64_t per_row, int64_t max_off, std::mt19937& rng) {
+  std::uniform_int_distribution<int64_t> o(0, max_off), cnt(0, per_row);
+  std::uniform_real_distribution<float> v(-1.f, 1.f);
+  OffsetCsr a;
+  for (int64_t r = 0; r < rows; ++r) {
+    const int64_t n = r % 5 == 2 ? 0 : cnt(rng);
+    for (int64_t j = 0; j < n; ++j) {
+      a.off.push_back(o(rng));
+      a.val.push_back(v(rng));
+    }
+    a.ptr.push_back(static_cast<int64_t>(a.off.size()));
+  }
+  return a;
+}
+
+}  // namespace
+
+TEST_P(Kernels, SpmmOffsetsMatchesNaiveAndScalar) {
+  const auto& table = st::kernel_table(GetParam());
+  const auto& scalar = st::kernel_table(st::Isa::scalar);
+  std::mt19937 rng(7);
+  for (int64_t len : {1, 7, 16, 33, 300, 517}) {
+    const int64_t rows = 9, images = 3, max_off = 200, ldc = len + 3;
+    OffsetCsr a = random_offsets(rows, 6, max_off, rng);
+    const int64_t b_image = max_off + len + 5, c_image = rows * ldc;
+    std::vector<float> b = random_vec(images * b_image, rng);
+    std::vector<float> c(images * c_image, 0.f), sc(images * c_image, 0.f), ref(images * c_image, 0.f);
+    for (int64_t n = 0; n < images; ++n)
+      for (int64_t r = 0; r < rows; ++r)
+        for (int64_t j = a.ptr[r]; j < a.ptr[r + 1]; ++j)
+          for (int64_t t = 0; t < len; ++t)
+            ref[n * c_image + r * ldc + t] += a.val[j] * b[n * b_image + a.off[j] + t];
+    const k::SpmmOffsetsArgs args{a.ptr.data(), a.off.data(), a.val.data(), nullptr, nullptr, rows,
+                                  b.data(), b_image, c.data(), ldc, c_image, len, images, 2};
+    table.spmm_offsets(args);
+    auto args_s = args;
+    args_s.c = sc.data();
+    scalar.spmm_offsets(args_s);
+    expect_close(c, ref, 1e-5f, "spmm_offsets vs naive, len " + std::to_string(len));
+    expect_close(c, sc, 1e-5f, "spmm_offsets vs scalar, len " + std::to_string(len));
+  }
+}
+
+TEST_P(Kernels, SddmmOffsetsMatchesNaiveAndScalar) {
+  const auto& table = st::kernel_table(GetParam());
+  const auto& scalar = st::kernel_table(st::Isa::scalar);
+  std::mt19937 rng(8);
+  for (int64_t len : {1, 9, 16, 45, 300}) {
+    const int64_t rows = 7, images = 2, max_off = 120, lda = len + 1;
+    OffsetCsr s = random_offsets(rows, 9, max_off, rng);
+    const int64_t b_image = max_off + len, a_image = rows * lda;
+    std::vector<float> a = random_vec(images * a_image, rng), b = random_vec(images * b_image, rng);
+    const size_t nnz = s.off.size();
+    std::vector<float> out(nnz, NAN), so(nnz, NAN), ref(nnz, 0.f);
+    for (int64_t n = 0; n < images; ++n)
+      for (int64_t r = 0; r < rows; ++r)
+        for (int64_t j = s.ptr[r]; j < s.ptr[r + 1]; ++j)
+          for (int64_t t = 0; t < len; ++t)
+            ref[j] += a[n * a_image + r * lda + t] * b[n * b_image + s.off[j] + t];
+    k::SddmmOffsetsArgs args{s.ptr.data(), s.off.data(), rows, a.data(), lda, a_image, b.data(),
+                             b_image, len, images, out.data(), 2};
+    table.sddmm_offsets(args);
+    args.out = so.data();
+    scalar.sddmm_offsets(args);
+    expect_close(out, ref, 1e-4f, "sddmm_offsets vs naive");
+    expect_close(out, so, 1e-4f, "sddmm_offsets vs scalar");
+  }
+}
+
+TEST_P(Kernels, ConvLayoutsRoundTripAndMatchScalar) {
+  const auto& table = st::kernel_table(GetParam());
+  const auto& scalar = st::kernel_table(st::Isa::scalar);
+  std::mt19937 rng(9);
+  struct G { int64_t n, c, h, w, sh, sw, pt, pl; };
+  for (const G& g : {G{3, 2, 5, 7, 1, 1, 1, 1}, G{17, 3, 9, 20, 2, 2, 1, 2}, G{16, 2, 4, 300, 1, 3, 0, 2},
+                     G{33, 1, 6, 5, 3, 1, 2, 0}}) {
+    for (int64_t unit : {1, 16}) {
+      const int64_t hq = (g.h + 2 * g.pt + g.sh - 1) / g.sh, wq = (g.w + 2 * g.pl + g.sw - 1) / g.sw;
+      const k::ConvInputLayout l{g.n, g.c, (g.n + unit - 1) / unit, unit, g.h, g.w, g.sh, g.sw,
+                                 g.pt, g.pl, hq, wq};
+      const int64_t packed_size = l.groups * g.c * g.sh * g.sw * hq * wq * unit;
+      std::vector<float> x = random_vec(g.n * g.c * g.h * g.w, rng);
+      std::vector<float> p(packed_size, NAN), ps(packed_size, NAN), back(x.size(), NAN);
+      table.conv_pack_input({l, x.data(), p.data(), 2});
+      scalar.conv_pack_input({l, x.data(), ps.data(), 2});
+      for (size_t i = 0; i < p.size(); ++i) ASSERT_EQ(p[i], ps[i]) << "pack_input at " << i;
+      table.conv_unpack_grad_input({l, back.data(), p.data(), 2});
+      for (size_t i = 0; i < x.size(); ++i) ASSERT_EQ(back[i], x[i]) << "input round trip at " << i;
+
+      // Output side: a grid with offset and row stride wider than the output.
+      const int64_t ho = g.h, wo = g.w, owq = g.w + 2, offset = 5, per = offset + ho * owq + 3;
+      const k::ConvOutputLayout o{g.n, g.c, l.groups, unit, ho, wo, owq, per, offset};
+      std::vector<float> y = random_vec(g.n * g.c * ho * wo, rng), bias = random_vec(g.c, rng);
+      std::vector<float> grid(l.groups * g.c * per * unit, NAN), gs(grid.size(), NAN);
+      std::vector<double> sums(l.groups * g.c), ssums(sums.size());
+      table.conv_pack_grad_output({o, y.data(), grid.data(), nullptr, sums.data(), 2});
+      scalar.conv_pack_grad_output({o, y.data(), gs.data(), nullptr, ssums.data(), 2});
+      for (size_t i = 0; i < grid.size(); ++i) ASSERT_EQ(grid[i], gs[i]) << "pack_grad_output at " << i;
+      for (size_t i = 0; i < sums.size(); ++i) ASSERT_NEAR(sums[i], ssums[i], 1e-6);
+      std::vector<float> y2(y.size(), NAN);
+      table.conv_unpack_output({o, y2.data(), grid.data(), bias.data(), nullptr, 2});
+      for (int64_t n = 0; n < g.n; ++n)
+        for (int64_t c = 0; c < g.c; ++c)
+          for (int64_t i = 0; i < ho * wo; ++i) {
+            const int64_t at = (n * g.c + c) * ho * wo + i;
+            ASSERT_EQ(y2[at], y[at] + bias[c]) << "output round trip at " << at;
+          }
+    }
+  }
+}
