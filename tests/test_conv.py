@@ -61,7 +61,7 @@ def _channels(groups):
     return 4 * g // 2 + 2, 6, g  # (in, out, groups) divisible
 
 
-@pytest.mark.parametrize("strategy", ["plane", "batch"])
+@pytest.mark.parametrize("strategy", ["direct", "plane", "batch"])
 @pytest.mark.parametrize("k,stride,padding,dilation,groups", _grid())
 def test_matches_nn_conv2d(isa, strategy, k, stride, padding, dilation, groups):
     cin, cout, g = _channels(groups)
@@ -75,21 +75,21 @@ def test_matches_nn_conv2d(isa, strategy, k, stride, padding, dilation, groups):
     run_both(conv, x, strategy)
 
 
-@pytest.mark.parametrize("strategy", ["plane", "batch"])
+@pytest.mark.parametrize("strategy", ["direct", "plane", "batch"])
 @pytest.mark.parametrize("batch", [1, 5, 17, 33])
 def test_batch_sizes(isa, strategy, batch):
     conv = pruned_conv(5, 7, 3, 0.7, stride=1, padding=1)
     run_both(conv, torch.randn(batch, 5, 9, 19), strategy)
 
 
-@pytest.mark.parametrize("strategy", ["plane", "batch"])
+@pytest.mark.parametrize("strategy", ["direct", "plane", "batch"])
 @pytest.mark.parametrize("sparsity", [0.0, 0.5, 0.9, 0.99, 1.0])
 def test_sparsities(isa, strategy, sparsity):
     conv = pruned_conv(8, 8, 3, sparsity, stride=2, padding=1)
     run_both(conv, torch.randn(4, 8, 15, 15), strategy)
 
 
-@pytest.mark.parametrize("strategy", ["plane", "batch"])
+@pytest.mark.parametrize("strategy", ["direct", "plane", "batch"])
 def test_wide_rows_and_1x1(isa, strategy):
     # rows longer than the 256-pixel staging segment, and the direct NCHW 1x1 path
     run_both(pruned_conv(3, 4, (1, 3), 0.5, padding=(0, 1)), torch.randn(18, 3, 2, 300), strategy)
@@ -135,7 +135,7 @@ def test_auto_strategy_is_measured_once_per_shape():
     y1 = sp(x)
     assert len(sp._chosen) == 1
     chosen = next(iter(sp._chosen.values()))
-    assert chosen in ("plane", "batch")
+    assert chosen in ("direct", "plane", "batch")
     y2 = sp(x)
     assert len(sp._chosen) == 1
     assert torch.equal(y1, y2)

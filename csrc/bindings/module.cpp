@@ -309,6 +309,101 @@ void conv_output(bool pack, py::array y_a, py::array grid_a, py::object bias_o,
     sparsetrain::kernel_table().conv_unpack_output(args);
 }
 
+// Both direct-convolution kernels: every check that keeps their reads and writes in bounds.
+k::ConvDirectArgs conv_direct_args(py::array ptr_a, py::array plane_a, py::array dy_a,
+                                   py::array slot_a, py::array shift_a, py::array src_a,
+                                   int64_t src_image_stride, int64_t sh, int64_t sw,
+                                   int64_t oh, int64_t ow, int64_t images, int nthreads) {
+  auto ptr = view<int64_t>(ptr_a, "ptr", 1);
+  auto plane = view<int64_t>(plane_a, "plane", 1);
+  auto dy = view<int32_t>(dy_a, "dy", 1);
+  auto slot = view<int32_t>(slot_a, "slot", 1);
+  auto shift = view<int64_t>(shift_a, "shift_w", 1);
+  auto src = view<float>(src_a, "src", 1);
+  const int64_t rows = ptr.size() - 1, nnz = plane.size();
+  if (rows < 0) bad("row pointer is empty");
+  if (ptr.data[0] != 0 || ptr.data[rows] != nnz) bad("row pointer must run from 0 to nnz");
+  for (int64_t r = 0; r < rows; ++r)
+    if (ptr.data[r + 1] < ptr.data[r]) bad("row pointer decreases");
+  if (dy.size() != nnz || slot.size() != nnz) bad("dy / slot lengths differ from nnz");
+  if (shift.size() < 1 || shift.size() > 64) bad("between 1 and 64 column shifts");
+  if (sh < 0 || sw < 0 || oh < 0 || ow < 0 || images < 0 || src_image_stride < 0)
+    bad("negative size");
+  for (int64_t j = 0; j < nnz; ++j) {
+    if (plane.data[j] < 0 || plane.data[j] + sh * sw > src_image_stride)
+      bad("a source plane lies outside the image");
+    if (slot.data[j] < 0 || slot.data[j] >= shift.size()) bad("slot out of range");
+  }
+  if (images > 0 && src.size() < images * src_image_stride) bad("src is smaller than its images");
+  k::ConvDirectArgs a{};
+  a.ptr = ptr.data;
+  a.plane = plane.data;
+  a.dy = dy.data;
+  a.slot = slot.data;
+  a.shift_w = shift.data;
+  a.slots = shift.size();
+  a.rows = rows;
+  a.src = src.data;
+  a.src_image_stride = src_image_stride;
+  a.sh = sh;
+  a.sw = sw;
+  a.oh = oh;
+  a.ow = ow;
+  a.images = images;
+  a.nthreads = nthreads;
+  return a;
+}
+
+void conv_direct_spmm(py::array ptr_a, py::array plane_a, py::array dy_a, py::array slot_a,
+                      py::array shift_a, py::array val_a, py::object pos_o, py::object scratch_o,
+                      py::array src_a, int64_t src_image_stride, int64_t sh, int64_t sw,
+                      py::array out_a, int64_t oh, int64_t ow, py::object bias_o, int64_t images,
+                      int nthreads) {
+  auto a = conv_direct_args(ptr_a, plane_a, dy_a, slot_a, shift_a, src_a, src_image_stride, sh,
+                            sw, oh, ow, images, nthreads);
+  const int64_t nnz = a.ptr[a.rows];
+  auto val = view<float>(val_a, "values", 1);
+  auto out = view<float>(out_a, "out", 1, true);
+  if (val.size() != nnz) bad("values and index differ in length");
+  if (out.size() != images * a.rows * oh * ow) bad("out must hold images x rows x oh x ow");
+  a.val = val.data;
+  a.out = out.data;
+  a.out_image_stride = a.rows * oh * ow;
+  if (!pos_o.is_none()) {
+    auto pv = view<int64_t>(pos_o.cast<py::array>(), "pos", 1);
+    auto sv = view<float>(scratch_o.cast<py::array>(), "scratch", 1, true);
+    if (pv.size() != nnz || sv.size() < nnz) bad("pos / scratch lengths differ from nnz");
+    for (int64_t j = 0; j < nnz; ++j)
+      if (pv.data[j] < 0 || pv.data[j] >= nnz) bad("pos entry out of range");
+    a.pos = pv.data;
+    a.scratch = sv.data;
+  }
+  if (!bias_o.is_none()) {
+    auto bv = view<float>(bias_o.cast<py::array>(), "bias", 1);
+    if (bv.size() != a.rows) bad("bias length differs from the row count");
+    a.bias = bv.data;
+  }
+  py::gil_scoped_release release;
+  sparsetrain::kernel_table().conv_direct_spmm(a);
+}
+
+void conv_direct_sddmm(py::array ptr_a, py::array plane_a, py::array dy_a, py::array slot_a,
+                       py::array shift_a, py::array grad_a, int64_t oh, int64_t ow, py::array src_a,
+                       int64_t src_image_stride, int64_t sh, int64_t sw, int64_t images,
+                       py::array out_a, int nthreads) {
+  auto a = conv_direct_args(ptr_a, plane_a, dy_a, slot_a, shift_a, src_a, src_image_stride, sh,
+                            sw, oh, ow, images, nthreads);
+  auto grad = view<float>(grad_a, "grad", 1);
+  auto out = view<float>(out_a, "out", 1, true);
+  if (out.size() != a.ptr[a.rows]) bad("out must hold one value per nonzero");
+  if (grad.size() != images * a.rows * oh * ow) bad("grad must hold images x rows x oh x ow");
+  a.grad = grad.data;
+  a.grad_image_stride = a.rows * oh * ow;
+  a.out = out.data;
+  py::gil_scoped_release release;
+  sparsetrain::kernel_table().conv_direct_sddmm(a);
+}
+
 void validate_csr(py::array ptr_a, py::array idx_a, int64_t rows, int64_t cols) {
   auto ptr = view<int64_t>(ptr_a, "row pointer", 1);
   auto idx = view<int32_t>(idx_a, "column indices", 1);
@@ -386,6 +481,8 @@ PYBIND11_MODULE(_C, m) {
     conv_output(false, y, grid, bias, py::none(), n, c, unit, ho, wo, wq, per_channel, offset,
                 nthreads);
   });
+  m.def("conv_direct_spmm", &conv_direct_spmm);
+  m.def("conv_direct_sddmm", &conv_direct_sddmm);
   m.def("validate_csr", &validate_csr, py::arg("ptr"), py::arg("idx"), py::arg("rows"),
         py::arg("cols"));
   m.def("csr_transpose", &csr_transpose, py::arg("ptr"), py::arg("idx"), py::arg("cols"),

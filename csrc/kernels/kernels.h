@@ -179,6 +179,34 @@ struct ConvOutputArgs {
   int nthreads;
 };
 
+// Stride-1 convolutions on NCHW planes (see conv_direct.cpp):
+//   out_n[r, y, x] = sum_j val[j] * src_n[plane[j] + (y + dy[j]) * sw + x + shift_w[slot[j]]]
+// with source positions outside the sh x sw plane read as zero; out rows are oh x ow planes.
+// The sddmm form: out[j] = sum_n sum_{y, x} grad_n[r, y, x] * (the same source element).
+struct ConvDirectArgs {
+  const int64_t* ptr;      // rows + 1
+  const int64_t* plane;    // ptr[rows]: start of the nonzero's source plane in an image
+  const int32_t* dy;       // ptr[rows]: row shift
+  const int32_t* slot;     // ptr[rows]: index into shift_w
+  const int64_t* shift_w;  // slots column shifts
+  int64_t slots;           // <= 64
+  const float* val;
+  const int64_t* pos;  // nullptr, or as in SpmmArgs
+  float* scratch;
+  int64_t rows;
+  const float* src;
+  int64_t src_image_stride;
+  int64_t sh, sw;
+  float* out;  // spmm: images x rows x oh x ow (image stride out_image_stride); sddmm: nnz
+  int64_t out_image_stride;
+  int64_t oh, ow;
+  const float* bias;  // spmm: rows, or nullptr
+  const float* grad;  // sddmm: images x rows x oh x ow (image stride grad_image_stride)
+  int64_t grad_image_stride;
+  int64_t images;
+  int nthreads;
+};
+
 #define SPARSETRAIN_KERNEL_DECLS                  \
   void f32_spmm_csr_bmajor(const SpmmArgs& args);   \
   void f32_spmmt_csr_bmajor(const SpmmTArgs& args); \
@@ -187,6 +215,8 @@ struct ConvOutputArgs {
   void f32_sddmm_csr_offsets(const SddmmOffsetsArgs& args); \
   void f32_pack_bmajor(const PackArgs& args);       \
   void f32_conv_pack_input(const ConvInputArgs& args);         \
+  void f32_conv_direct_spmm(const ConvDirectArgs& args);       \
+  void f32_conv_direct_sddmm(const ConvDirectArgs& args);      \
   void f32_conv_unpack_grad_input(const ConvInputArgs& args);  \
   void f32_conv_pack_grad_output(const ConvOutputArgs& args);  \
   void f32_conv_unpack_output(const ConvOutputArgs& args);     \

@@ -37,6 +37,16 @@ struct Vec {
   static inline void store_n(float* p, Vec a, int n) {
     _mm512_mask_storeu_ps(p, static_cast<__mmask16>((1u << n) - 1), a.v);
   }
+  // Lanes lo <= l < hi (clamped to [0, W]); masked-off lanes are never touched in memory,
+  // so p may point partly outside its buffer.
+  using Mask = __mmask16;
+  static inline Mask lanes(int64_t lo, int64_t hi) {
+    lo = lo < 0 ? 0 : (lo > W ? W : lo);
+    hi = hi < 0 ? 0 : (hi > W ? W : hi);
+    return hi <= lo ? 0 : static_cast<Mask>(((1u << hi) - 1) & ~((1u << lo) - 1));
+  }
+  static inline Vec load_mask(const float* p, Mask m) { return {_mm512_maskz_loadu_ps(m, p)}; }
+  static inline void store_mask(float* p, Vec a, Mask m) { _mm512_mask_storeu_ps(p, m, a.v); }
 };
 inline Vec fma(Vec a, Vec b, Vec c) { return {_mm512_fmadd_ps(a.v, b.v, c.v)}; }
 inline Vec add(Vec a, Vec b) { return {_mm512_add_ps(a.v, b.v)}; }
@@ -106,6 +116,16 @@ struct Vec {
   }
   static inline Vec load_n(const float* p, int n) { return {_mm256_maskload_ps(p, mask(n))}; }
   static inline void store_n(float* p, Vec a, int n) { _mm256_maskstore_ps(p, mask(n), a.v); }
+  using Mask = __m256i;
+  static inline Mask lanes(int64_t lo, int64_t hi) {
+    lo = lo < 0 ? 0 : (lo > W ? W : lo);
+    hi = hi < 0 ? 0 : (hi > W ? W : hi);
+    const __m256i iota = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    return _mm256_andnot_si256(_mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(lo)), iota),
+                               _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(hi)), iota));
+  }
+  static inline Vec load_mask(const float* p, Mask m) { return {_mm256_maskload_ps(p, m)}; }
+  static inline void store_mask(float* p, Vec a, Mask m) { _mm256_maskstore_ps(p, m, a.v); }
 };
 inline Vec fma(Vec a, Vec b, Vec c) { return {_mm256_fmadd_ps(a.v, b.v, c.v)}; }
 inline Vec add(Vec a, Vec b) { return {_mm256_add_ps(a.v, b.v)}; }
@@ -152,6 +172,12 @@ struct Vec {
   static inline Vec load_n(const float* p, int n) { return {n > 0 ? *p : 0.0f}; }
   static inline void store_n(float* p, Vec a, int n) {
     if (n > 0) *p = a.v;
+  }
+  using Mask = bool;
+  static inline Mask lanes(int64_t lo, int64_t hi) { return lo <= 0 && hi > 0; }
+  static inline Vec load_mask(const float* p, Mask m) { return {m ? *p : 0.0f}; }
+  static inline void store_mask(float* p, Vec a, Mask m) {
+    if (m) *p = a.v;
   }
 };
 inline Vec fma(Vec a, Vec b, Vec c) { return {a.v * b.v + c.v}; }

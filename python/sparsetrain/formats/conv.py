@@ -146,3 +146,59 @@ def conv_index(g: ConvGeometry, row_ptr: torch.Tensor, col_idx: torch.Tensor, H:
     t_pos = torch.empty(nnz, dtype=torch.int64)
     t_pos[order] = torch.arange(nnz, dtype=torch.int64)
     return ConvIndex(s, off.contiguous(), t_ptr, t_off.contiguous(), t_pos)
+
+
+@dataclass(frozen=True)
+class DirectIndex:
+    """Indices of the stride-1 kernels that work on NCHW planes as they are.
+
+    Forward: rows = output channels; nonzero j reads the input plane starting at ``plane[j]``
+    shifted by ``dy[j]`` rows and ``shift_w[slot[j]]`` columns. Input gradient (``t_*``):
+    rows = input channels, reading the output gradient with the shifts negated; ``t_pos[j]``
+    is the position of CSR nonzero j in that order.
+    """
+
+    H: int
+    W: int
+    Ho: int
+    Wo: int
+    plane: torch.Tensor  # int64
+    dy: torch.Tensor  # int32
+    slot: torch.Tensor  # int32 (the kernel column kw)
+    shift_w: torch.Tensor  # int64 (kw,)
+    t_ptr: torch.Tensor
+    t_plane: torch.Tensor
+    t_dy: torch.Tensor
+    t_slot: torch.Tensor
+    t_shift_w: torch.Tensor
+    t_pos: torch.Tensor
+
+
+def direct_index(g: ConvGeometry, row_ptr: torch.Tensor, col_idx: torch.Tensor, H: int,
+                 W: int) -> DirectIndex:
+    """The NCHW index of a (validated) pattern of a stride-1 convolution for an H x W input."""
+    if g.stride != (1, 1):
+        raise ValueError("direct NCHW kernels need stride 1")
+    s = conv_shape(g, H, W)
+    (kh, kw), (dh, dw) = g.kernel, g.dilation
+    pt, _, pl, _ = g.padding
+    counts = row_ptr[1:] - row_ptr[:-1]
+    co = torch.repeat_interleave(torch.arange(g.out_channels, dtype=torch.int64), counts)
+    c = col_idx.to(torch.int64)
+    ci = (co // g.out_per_group) * g.in_per_group + c // (kh * kw)
+    tap_h = (c // kw) % kh
+    tap_w = c % kw
+    shift_w = torch.arange(kw, dtype=torch.int64) * dw - pl
+    order = torch.sort(ci, stable=True).indices
+    t_ptr = torch.zeros(g.in_channels + 1, dtype=torch.int64)
+    torch.cumsum(torch.bincount(ci, minlength=g.in_channels), 0, out=t_ptr[1:])
+    t_pos = torch.empty(c.numel(), dtype=torch.int64)
+    t_pos[order] = torch.arange(c.numel(), dtype=torch.int64)
+    i32 = torch.int32
+    return DirectIndex(
+        H, W, s.Ho, s.Wo,
+        plane=(ci * H * W).contiguous(), dy=(tap_h * dh - pt).to(i32).contiguous(),
+        slot=tap_w.to(i32).contiguous(), shift_w=shift_w,
+        t_ptr=t_ptr, t_plane=(co * s.Ho * s.Wo)[order].contiguous(),
+        t_dy=(pt - tap_h * dh)[order].to(i32).contiguous(), t_slot=tap_w[order].to(i32).contiguous(),
+        t_shift_w=-shift_w, t_pos=t_pos)

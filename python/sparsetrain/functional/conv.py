@@ -25,7 +25,7 @@ from .._runtime import get_num_threads
 from .. import _workspace
 from ..formats.conv import ConvGeometry, ConvIndex
 
-STRATEGIES = ("plane", "batch")
+STRATEGIES = ("direct", "plane", "batch")
 _BATCH_UNIT = 16  # images per vector in the "batch" layout
 
 
@@ -138,6 +138,52 @@ class _Layout:
                         _np(dyq), self.dy_image * u, _np(dxq.view(-1))[s.dx_start * u:],
                         s.plane * u, self.x_image * u, s.dx_len * u, self.images, nthreads)
         return self.unpack_dx(dxq)
+
+
+class _DirectLayout:
+    """Stride-1 convolutions straight on NCHW tensors (csrc/kernels/conv_direct.cpp): no
+    layout change at all; loads are clipped to the source rows by masks instead of padding."""
+
+    name = "direct"
+
+    def __init__(self, g: ConvGeometry, index, batch: int):
+        self.g, self.i, self.n = g, index, batch
+        np_ = lambda t: t.numpy()  # noqa: E731
+        i = index
+        self.fwd = tuple(map(np_, (i.plane, i.dy, i.slot, i.shift_w)))
+        self.bwd = tuple(map(np_, (i.t_ptr, i.t_plane, i.t_dy, i.t_slot, i.t_shift_w)))
+        self.t_pos = i.t_pos.numpy()
+
+    def pack_x(self, x):
+        return x
+
+    def pack_dy(self, dy, want_bias_grad=False):
+        return dy, (dy.sum((0, 2, 3)) if want_bias_grad else None)
+
+    def forward(self, row_ptr, values, x, bias, nthreads):
+        g, i = self.g, self.i
+        y = _workspace.empty(self.n, g.out_channels, i.Ho, i.Wo)
+        _C.conv_direct_spmm(row_ptr, *self.fwd, _np(values), None, None, _np(x.view(-1)),
+                            g.in_channels * i.H * i.W, i.H, i.W, _np(y.view(-1)), i.Ho, i.Wo,
+                            None if bias is None else _np(bias), self.n, nthreads)
+        return y
+
+    def values_grad(self, row_ptr, dy, x, nnz, nthreads):
+        g, i = self.g, self.i
+        dv = torch.empty(nnz)
+        _C.conv_direct_sddmm(row_ptr, *self.fwd, _np(dy.view(-1)), i.Ho, i.Wo, _np(x.view(-1)),
+                             g.in_channels * i.H * i.W, i.H, i.W, self.n, _np(dv), nthreads)
+        return dv
+
+    def input_grad(self, values, dy, nthreads):
+        g, i = self.g, self.i
+        dx = _workspace.empty(self.n, g.in_channels, i.H, i.W)
+        scratch = _workspace.empty(values.numel())
+        t_ptr, plane, dyy, slot, shift = self.bwd
+        _C.conv_direct_spmm(t_ptr, plane, dyy, slot, shift, _np(values), self.t_pos, _np(scratch),
+                            _np(dy.view(-1)), g.out_channels * i.Ho * i.Wo, i.Ho, i.Wo,
+                            _np(dx.view(-1)), i.H, i.W, None, self.n, nthreads)
+        return dx
 
 
 class SparseConv2dFunction(torch.autograd.Function):

@@ -10,8 +10,9 @@ from torch.nn.modules.utils import _pair
 
 from .. import formats
 from .._runtime import get_isa, get_num_threads
-from ..formats.conv import ConvGeometry, conv_index, resolve_padding
-from ..functional.conv import STRATEGIES, SparseConv2dFunction, _Layout, time_layouts
+from ..formats.conv import ConvGeometry, conv_index, direct_index, resolve_padding
+from ..functional.conv import (STRATEGIES, SparseConv2dFunction, _DirectLayout, _Layout,
+                               time_layouts)
 from ._sparse_weight import SparseWeightModule
 
 _PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
@@ -72,7 +73,7 @@ class SparseConv2d(SparseWeightModule):
                              f"got {padding_mode!r}")
         self.padding_mode = padding_mode
         if strategy not in ("auto",) + STRATEGIES:
-            raise ValueError(f"SparseConv2d: strategy must be 'auto', 'plane' or 'batch', "
+            raise ValueError(f"SparseConv2d: strategy must be 'auto' or one of {STRATEGIES}, "
                              f"got {strategy!r}")
         self.strategy = strategy
         pads = resolve_padding(self.padding, self.kernel_size, self.dilation, self.stride)
@@ -166,19 +167,28 @@ class SparseConv2d(SparseWeightModule):
             index = self._indices[(h, w)] = conv_index(self._geometry, self.row_ptr,
                                                        self.col_idx, h, w)
         name = self.strategy
+        direct_ok = self._geometry.stride == (1, 1)
+        if name == "direct" and not direct_ok:
+            name = "plane"  # the direct kernels are stride-1 only
         if name == "auto":
             key = (n, h, w, get_num_threads(), get_isa())
             name = self._chosen.get(key)
             if name is None:
-                candidates = [self._layout_for(index, n, h, w, s) for s in STRATEGIES]
+                names = [s for s in STRATEGIES if direct_ok or s != "direct"]
+                candidates = [self._layout_for(index, n, h, w, s) for s in names]
                 times = time_layouts(candidates, x, self.values, self.bias, self._row_ptr_np)
                 name = self._chosen[key] = min(times, key=times.get)
         return self._layout_for(index, n, h, w, name)
 
-    def _layout_for(self, index, n, h, w, name) -> _Layout:
+    def _layout_for(self, index, n, h, w, name):
         layout = self._layouts.get((n, h, w, name))
         if layout is None:
-            layout = self._layouts[(n, h, w, name)] = _Layout(self._geometry, index, n, name)
+            if name == "direct":
+                di = direct_index(self._geometry, self.row_ptr, self.col_idx, h, w)
+                layout = _DirectLayout(self._geometry, di, n)
+            else:
+                layout = _Layout(self._geometry, index, n, name)
+            self._layouts[(n, h, w, name)] = layout
         return layout
 
     # -- compute ---------------------------------------------------------------------------
