@@ -64,11 +64,30 @@ inline void walk_row(const PaddedRow& r, int64_t from, int64_t to, const F& f) {
 constexpr int64_t kSeg = 256;
 constexpr int64_t kStage = kSeg + 16;
 
+// Short row copies, inlined (a memcpy call per 16-image row costs more than the copy).
+inline void copy_row(const float* s, float* d, int64_t k) {
+  constexpr int64_t W = Vec::W;
+  int64_t j = 0;
+  for (; j + W <= k; j += W) Vec::store(d + j, Vec::load(s + j));
+  if (j < k) Vec::store_n(d + j, Vec::load_n(s + j, static_cast<int>(k - j)), static_cast<int>(k - j));
+}
+
+inline void copy_row_add(const float* s, float* d, int64_t k, float b) {
+  constexpr int64_t W = Vec::W;
+  const Vec bv = Vec::bcast(b);
+  int64_t j = 0;
+  for (; j + W <= k; j += W) Vec::store(d + j, add(Vec::load(s + j), bv));
+  if (j < k) {
+    const int n = static_cast<int>(k - j);
+    Vec::store_n(d + j, add(Vec::load_n(s + j, n), bv), n);
+  }
+}
+
 // stage[m][0:k] = rows[m * ld + 0:k] for m < images, zeros for the other rows.
 inline void stage_rows(const float* rows, int64_t ld, int64_t images, int64_t k, float* stage) {
   for (int64_t m = 0; m < kU; ++m) {
     if (m < images)
-      std::memcpy(stage + m * kStage, rows + m * ld, k * sizeof(float));
+      copy_row(rows + m * ld, stage + m * kStage, k);
     else
       std::memset(stage + m * kStage, 0, kSeg * sizeof(float));
   }
@@ -78,14 +97,10 @@ inline void stage_rows(const float* rows, int64_t ld, int64_t images, int64_t k,
 inline void unstage_rows(const float* stage, int64_t images, int64_t k, const float* bias,
                          float* rows, int64_t ld) {
   for (int64_t m = 0; m < images; ++m) {
-    const float* s = stage + m * kStage;
-    float* d = rows + m * ld;
-    if (bias == nullptr) {
-      std::memcpy(d, s, k * sizeof(float));
-    } else {
-      const float b = *bias;
-      for (int64_t j = 0; j < k; ++j) d[j] = s[j] + b;
-    }
+    if (bias == nullptr)
+      copy_row(stage + m * kStage, rows + m * ld, k);
+    else
+      copy_row_add(stage + m * kStage, rows + m * ld, k, *bias);
   }
 }
 
