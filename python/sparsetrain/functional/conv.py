@@ -186,6 +186,23 @@ class _DirectLayout:
         return dx
 
 
+class Subsample(torch.autograd.Function):
+    """x[:, :, ::sh, ::sw] as one contiguous copy, with a one-pass backward (slicing twice
+    would zero-fill and copy the full-size gradient once per sliced dimension)."""
+
+    @staticmethod
+    def forward(ctx, x, sh, sw):
+        ctx.shape, ctx.sh, ctx.sw = x.shape, sh, sw
+        return x[:, :, ::sh, ::sw].contiguous()
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, g):
+        dx = torch.zeros(ctx.shape, dtype=g.dtype)
+        dx[:, :, ::ctx.sh, ::ctx.sw] = g
+        return dx, None, None
+
+
 class SparseConv2dFunction(torch.autograd.Function):
     """Inputs: x (N, C, H, W) contiguous float32, values (nnz,), bias or None, the CSR row
     pointer as NumPy, and the _Layout for this input shape."""

@@ -11,8 +11,8 @@ from torch.nn.modules.utils import _pair
 from .. import formats
 from .._runtime import get_isa, get_num_threads
 from ..formats.conv import ConvGeometry, conv_index, direct_index, resolve_padding
-from ..functional.conv import (STRATEGIES, SparseConv2dFunction, _DirectLayout, _Layout,
-                               time_layouts)
+from ..functional.conv import (STRATEGIES, SparseConv2dFunction, Subsample, _DirectLayout,
+                               _Layout, time_layouts)
 from ._sparse_weight import SparseWeightModule
 
 _PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
@@ -205,7 +205,7 @@ class SparseConv2d(SparseWeightModule):
         if self._explicit_pad is not None:
             x = F.pad(x, self._explicit_pad, mode=self.padding_mode)
         if self._subsample is not None:
-            x = x[:, :, ::self._subsample[0], ::self._subsample[1]]
+            x = Subsample.apply(x, *self._subsample)
         x = x.contiguous()
         y = SparseConv2dFunction.apply(x, self.values, self.bias, self._row_ptr_np,
                                        self._layout(x))
