@@ -244,19 +244,22 @@ void f32_conv_pack_grad_output(const ConvOutputArgs& a) {
       const int64_t n0 = g * kU;
       const int64_t images = l.n - n0 < kU ? l.n - n0 : kU;
       const float* y = a.y + n0 * chw + c * hw;
-      for (int64_t oh = 0; oh < l.ho; ++oh) {
-        float* row = out + (l.offset + oh * l.wq) * kU;
-        for (int64_t seg = 0; seg < l.wo; seg += kSeg) {
-          const int64_t k = l.wo - seg < kSeg ? l.wo - seg : kSeg;
-          stage_rows(y + oh * l.wo + seg, chw, images, k, stage);
-          if (a.channel_sums)
-            for (int64_t m = 0; m < images; ++m) sum += row_sum(stage + m * kStage, k);
-          for (int64_t j0 = 0; j0 < k; j0 += kU) {
-            if (k - j0 >= kU) {
-              transpose16(stage + j0, kStage, row + (seg + j0) * kU, kU);
-            } else {  // the last pixels of the row: the next pixels are the zero gap
-              transpose16(stage + j0, kStage, tmp, kU);
-              std::memcpy(row + (seg + j0) * kU, tmp, (k - j0) * kU * sizeof(float));
+      // The NCHW plane is contiguous: take it in flat segments (cheap for short rows too) and
+      // place each pixel vector at its grid position.
+      for (int64_t seg = 0; seg < hw; seg += kSeg) {
+        const int64_t k = hw - seg < kSeg ? hw - seg : kSeg;
+        stage_rows(y + seg, chw, images, k, stage);
+        if (a.channel_sums)
+          for (int64_t m = 0; m < images; ++m) sum += row_sum(stage + m * kStage, k);
+        int64_t oh = seg / l.wo, ow = seg - oh * l.wo;
+        for (int64_t j0 = 0; j0 < k; j0 += kU) {
+          transpose16(stage + j0, kStage, tmp, kU);  // tmp[pixel][image]
+          const int64_t n = k - j0 < kU ? k - j0 : kU;
+          for (int64_t j = 0; j < n; ++j) {
+            std::memcpy(out + (l.offset + oh * l.wq + ow) * kU, tmp + j * kU, kU * sizeof(float));
+            if (++ow == l.wo) {
+              ow = 0;
+              ++oh;
             }
           }
         }
@@ -292,21 +295,22 @@ void f32_conv_unpack_output(const ConvOutputArgs& a) {
       const int64_t n0 = g * kU;
       const int64_t images = l.n - n0 < kU ? l.n - n0 : kU;
       float* y = a.y + n0 * chw + c * hw;
-      for (int64_t oh = 0; oh < l.ho; ++oh) {
-        const float* row = in + (l.offset + oh * l.wq) * kU;
-        for (int64_t seg = 0; seg < l.wo; seg += kSeg) {
-          const int64_t k = l.wo - seg < kSeg ? l.wo - seg : kSeg;
-          for (int64_t j0 = 0; j0 < k; j0 += kU) {
-            if (k - j0 >= kU) {
-              transpose16(row + (seg + j0) * kU, kU, stage + j0, kStage);
-            } else {  // past the row's last pixel lies the next row: read only what exists
-              std::memset(tmp, 0, sizeof(tmp));
-              std::memcpy(tmp, row + (seg + j0) * kU, (k - j0) * kU * sizeof(float));
-              transpose16(tmp, kU, stage + j0, kStage);
+      const float* bias = a.bias ? a.bias + c : nullptr;
+      for (int64_t seg = 0; seg < hw; seg += kSeg) {  // flat NCHW segments, as in pack
+        const int64_t k = hw - seg < kSeg ? hw - seg : kSeg;
+        int64_t oh = seg / l.wo, ow = seg - oh * l.wo;
+        for (int64_t j0 = 0; j0 < k; j0 += kU) {
+          const int64_t n = k - j0 < kU ? k - j0 : kU;
+          for (int64_t j = 0; j < n; ++j) {  // tmp[pixel][image]
+            std::memcpy(tmp + j * kU, in + (l.offset + oh * l.wq + ow) * kU, kU * sizeof(float));
+            if (++ow == l.wo) {
+              ow = 0;
+              ++oh;
             }
           }
-          unstage_rows(stage, images, k, a.bias ? a.bias + c : nullptr, y + oh * l.wo + seg, chw);
+          transpose16(tmp, kU, stage + j0, kStage);
         }
+        unstage_rows(stage, images, k, bias, y + seg, chw);
       }
     }
   });
