@@ -132,6 +132,38 @@ void f32_conv_pack_input(const ConvInputArgs& a) {
       const int64_t n0 = g * u;
       const int64_t images = l.n - n0 < u ? l.n - n0 : u;
       const float* x = a.x + n0 * chw + c * hw;
+      if (u == kU && l.sh == 1 && l.sw == 1) {
+        // Stride 1: zero the border, then move the contiguous NCHW plane in flat segments
+        // (short rows no longer pay a per-row overhead).
+        float* plane = out + c * l.hq * l.wq * kU;
+        for (int64_t ihp = 0; ihp < hp; ++ihp) {
+          float* r = plane + ihp * l.wq * kU;
+          if (ihp < l.pt || ihp >= l.pt + l.h) {
+            std::memset(r, 0, wp * kU * sizeof(float));
+          } else {
+            std::memset(r, 0, l.pl * kU * sizeof(float));
+            std::memset(r + (l.pl + l.w) * kU, 0, (wp - l.pl - l.w) * kU * sizeof(float));
+          }
+        }
+        for (int64_t seg = 0; seg < hw; seg += kSeg) {
+          const int64_t k = hw - seg < kSeg ? hw - seg : kSeg;
+          stage_rows(x + seg, chw, images, k, stage);
+          int64_t ih = seg / l.w, iw = seg - ih * l.w;
+          for (int64_t j0 = 0; j0 < k; j0 += kU) {
+            transpose16(stage + j0, kStage, tmp, kU);  // tmp[pixel][image]
+            const int64_t n = k - j0 < kU ? k - j0 : kU;
+            for (int64_t j = 0; j < n; ++j) {
+              std::memcpy(plane + ((ih + l.pt) * l.wq + iw + l.pl) * kU, tmp + j * kU,
+                          kU * sizeof(float));
+              if (++iw == l.w) {
+                iw = 0;
+                ++ih;
+              }
+            }
+          }
+        }
+        continue;
+      }
       for (int64_t ihp = 0; ihp < hp; ++ihp) {
         const PaddedRow row(l, c, ihp);
         const int64_t ih = ihp - l.pt;
@@ -183,6 +215,27 @@ void f32_conv_unpack_grad_input(const ConvInputArgs& a) {
       const int64_t n0 = g * u;
       const int64_t images = l.n - n0 < u ? l.n - n0 : u;
       float* x = a.x + n0 * chw + c * hw;
+      if (u == kU && l.sh == 1 && l.sw == 1) {  // flat segments, as in pack
+        const float* plane = in + c * l.hq * l.wq * kU;
+        for (int64_t seg = 0; seg < hw; seg += kSeg) {
+          const int64_t k = hw - seg < kSeg ? hw - seg : kSeg;
+          int64_t ih = seg / l.w, iw = seg - ih * l.w;
+          for (int64_t j0 = 0; j0 < k; j0 += kU) {
+            const int64_t n = k - j0 < kU ? k - j0 : kU;
+            for (int64_t j = 0; j < n; ++j) {  // tmp[pixel][image]
+              std::memcpy(tmp + j * kU, plane + ((ih + l.pt) * l.wq + iw + l.pl) * kU,
+                          kU * sizeof(float));
+              if (++iw == l.w) {
+                iw = 0;
+                ++ih;
+              }
+            }
+            transpose16(tmp, kU, stage + j0, kStage);
+          }
+          unstage_rows(stage, images, k, nullptr, x + seg, chw);
+        }
+        continue;
+      }
       for (int64_t ih = 0; ih < l.h; ++ih) {
         const PaddedRow row(l, c, ih + l.pt);
         float* xrow = x + ih * l.w;
