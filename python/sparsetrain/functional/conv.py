@@ -237,19 +237,21 @@ class SparseConv2dFunction(torch.autograd.Function):
 
 
 def time_layouts(layouts, x, values, bias, row_ptr, repeats: int = 2) -> dict:
-    """Seconds per forward + both gradients (layout changes included) for each layout."""
+    """Seconds per forward + both gradients (layout changes included) for each layout: the
+    best of `repeats` runs after one warm-up run."""
     nthreads = get_num_threads()
     out = {}
     with torch.no_grad():
         for layout in layouts:
             best = float("inf")
-            for _ in range(repeats):
+            for rep in range(repeats + 1):  # the first run only warms up (allocations, caches)
                 t = time.perf_counter()
                 xq = layout.pack_x(x)
                 y = layout.forward(row_ptr, values, xq, bias, nthreads)
                 dyq, _ = layout.pack_dy(y, want_bias_grad=bias is not None)
                 layout.values_grad(row_ptr, dyq, xq, values.numel(), nthreads)
                 layout.input_grad(values, dyq, nthreads)
-                best = min(best, time.perf_counter() - t)
+                if rep:
+                    best = min(best, time.perf_counter() - t)
             out[layout.name] = best
     return out

@@ -174,7 +174,9 @@ class SparseConv2d(SparseWeightModule):
             key = (n, h, w, get_num_threads(), get_isa())
             name = self._chosen.get(key)
             if name is None:
-                names = [s for s in STRATEGIES if direct_ok or s != "direct"]
+                # The batch layout works in groups of 16 images: never worth it for fewer.
+                names = [s for s in STRATEGIES if (direct_ok or s != "direct")
+                         and (n >= 16 or s != "batch")]
                 candidates = [self._layout_for(index, n, h, w, s) for s in names]
                 times = time_layouts(candidates, x, self.values, self.bias, self._row_ptr_np)
                 name = self._chosen[key] = min(times, key=times.get)
