@@ -83,3 +83,22 @@ def test_kernels_share_torchs_openmp_runtime():
     assert r.returncode == 0, r.stderr
     libs = eval(r.stdout)
     assert len(libs) == 1, f"more than one OpenMP runtime loaded: {libs}"
+
+
+def test_workspace_reuses_only_free_buffers():
+    from sparsetrain import _workspace
+    a = _workspace.empty(1 << 17)
+    a.fill_(1.0)
+    b = _workspace.empty(1 << 17)  # a is alive: must be another buffer
+    assert a.data_ptr() != b.data_ptr()
+    ptr = a.data_ptr()
+    saved = a.view(-1)  # a second reference to the storage keeps it busy
+    del a
+    c = _workspace.empty(1 << 17)
+    assert c.data_ptr() != ptr
+    del saved
+    d = _workspace.empty(1 << 17)  # now free again: reused
+    assert d.data_ptr() == ptr
+    del b, c, d
+    st.empty_cache()
+    assert _workspace.pooled_bytes() == 0

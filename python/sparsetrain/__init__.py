@@ -4,6 +4,7 @@ import torch  # noqa: F401  (must load first: our kernels share torch's OpenMP r
 from . import _C, formats
 from ._runtime import (get_isa, get_num_threads, runtime_info, set_isa, set_num_threads,
                        supported_isas)
+from ._workspace import empty_cache
 from .functional import sparse_linear
 from .nn import SparseConv2d, SparseLinear
 
@@ -20,5 +21,6 @@ __all__ = [
     "get_num_threads",
     "set_num_threads",
     "runtime_info",
+    "empty_cache",
     "__version__",
 ]
