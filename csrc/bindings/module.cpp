@@ -68,6 +68,26 @@ int64_t check_csr_ends(const View<int64_t>& ptr, int64_t rows, int64_t idx_len, 
   return nnz;
 }
 
+// The optional (pos, scratch) pair of the transposed products: pos must index [0, nnz).
+struct Scatter {
+  const int64_t* pos = nullptr;
+  float* scratch = nullptr;
+};
+
+Scatter scatter_args(const py::object& pos_o, const py::object& scratch_o, int64_t nnz) {
+  Scatter out;
+  if (pos_o.is_none()) return out;
+  if (scratch_o.is_none()) bad("a transposed product needs a scratch buffer with pos");
+  auto pv = view<int64_t>(pos_o.cast<py::array>(), "pos", 1);
+  auto sv = view<float>(scratch_o.cast<py::array>(), "scratch", 1, true);
+  if (pv.size() != nnz || sv.size() < nnz) bad("pos / scratch lengths differ from nnz");
+  for (int64_t j = 0; j < nnz; ++j)
+    if (pv.data[j] < 0 || pv.data[j] >= nnz) bad("pos entry out of range");
+  out.pos = pv.data;
+  out.scratch = sv.data;
+  return out;
+}
+
 void spmm(py::array ptr_a, py::array idx_a, py::array val_a, py::object pos_o,
           py::object scratch_o, py::array b_a, py::array c_a, int nthreads) {
   auto ptr = view<int64_t>(ptr_a, "ptr", 1);
@@ -75,25 +95,13 @@ void spmm(py::array ptr_a, py::array idx_a, py::array val_a, py::object pos_o,
   auto val = view<float>(val_a, "values", 1);
   auto b = view<float>(b_a, "b", 2);
   auto c = view<float>(c_a, "c", 2, true);
-  const int64_t* pos = nullptr;
-  float* scratch = nullptr;
-  if (pos_o.is_none()) {
-    check_csr_ends(ptr, c.rows, idx.size(), val.size());
-  } else {
-    // pos entries index scratch; csr_transpose made them a permutation of [0, nnz).
-    auto pv = view<int64_t>(pos_o.cast<py::array>(), "pos", 1);
-    const int64_t nnz = check_csr_ends(ptr, c.rows, idx.size(), pv.size());
-    if (val.size() != nnz) bad("pos and values differ in length");
-    if (ptr.data[0] != 0) bad("spmm with pos needs a pointer starting at 0");
-    if (scratch_o.is_none()) bad("spmm with pos needs a scratch buffer");
-    auto sv = view<float>(scratch_o.cast<py::array>(), "scratch", 1, true);
-    if (sv.size() < nnz) bad("scratch is shorter than nnz");
-    pos = pv.data;
-    scratch = sv.data;
-  }
+  const int64_t nnz = check_csr_ends(ptr, c.rows, idx.size(), val.size());
+  if (!pos_o.is_none() && (ptr.data[0] != 0 || val.size() != nnz))
+    bad("spmm with pos needs a pointer from 0 and exactly nnz values");
+  const Scatter sc = scatter_args(pos_o, scratch_o, nnz);
   if (b.cols != c.cols) bad("b and c have different padded batch sizes");
   check_batch_major(c.cols, "c");
-  k::SpmmArgs args{ptr.data, idx.data, val.data, pos, scratch, c.rows, b.rows, b.data, b.cols, c.data,
+  k::SpmmArgs args{ptr.data, idx.data, val.data, sc.pos, sc.scratch, c.rows, b.rows, b.data, b.cols, c.data,
                    c.cols, c.cols, nthreads};
   py::gil_scoped_release release;
   sparsetrain::kernel_table().spmm(args);
@@ -204,23 +212,13 @@ void spmm_offsets(py::array ptr_a, py::array off_a, py::array val_a, py::object 
   const int64_t rows = ptr.size() - 1, nnz = off.size();
   if (len < 0 || images < 0) bad("negative length or image count");
   if (val.size() != nnz) bad("values and offsets differ in length");
-  const int64_t* pos = nullptr;
-  float* scratch = nullptr;
-  if (!pos_o.is_none()) {
-    auto pv = view<int64_t>(pos_o.cast<py::array>(), "pos", 1);
-    auto sv = view<float>(scratch_o.cast<py::array>(), "scratch", 1, true);
-    if (pv.size() != nnz || sv.size() < nnz) bad("pos / scratch lengths differ from nnz");
-    for (int64_t j = 0; j < nnz; ++j)
-      if (pv.data[j] < 0 || pv.data[j] >= nnz) bad("pos entry out of range");
-    pos = pv.data;
-    scratch = sv.data;
-  }
+  const Scatter sc = scatter_args(pos_o, scratch_o, nnz);
   if (nnz > 0) check_extent("b", b.size(), images, b_image_stride, e.max_off, len);
   if (rows > 0) {
     if (ldc < len) bad("ldc is smaller than len");
     check_extent("c", c.size(), images, c_image_stride, (rows - 1) * ldc, len);
   }
-  k::SpmmOffsetsArgs args{ptr.data, off.data, val.data, pos, scratch, rows, b.data,
+  k::SpmmOffsetsArgs args{ptr.data, off.data, val.data, sc.pos, sc.scratch, rows, b.data,
                           b_image_stride, c.data, ldc, c_image_stride, len, images, nthreads};
   py::gil_scoped_release release;
   sparsetrain::kernel_table().spmm_offsets(args);
@@ -369,15 +367,9 @@ void conv_direct_spmm(py::array ptr_a, py::array plane_a, py::array dy_a, py::ar
   a.val = val.data;
   a.out = out.data;
   a.out_image_stride = a.rows * oh * ow;
-  if (!pos_o.is_none()) {
-    auto pv = view<int64_t>(pos_o.cast<py::array>(), "pos", 1);
-    auto sv = view<float>(scratch_o.cast<py::array>(), "scratch", 1, true);
-    if (pv.size() != nnz || sv.size() < nnz) bad("pos / scratch lengths differ from nnz");
-    for (int64_t j = 0; j < nnz; ++j)
-      if (pv.data[j] < 0 || pv.data[j] >= nnz) bad("pos entry out of range");
-    a.pos = pv.data;
-    a.scratch = sv.data;
-  }
+  const Scatter sc = scatter_args(pos_o, scratch_o, nnz);
+  a.pos = sc.pos;
+  a.scratch = sc.scratch;
   if (!bias_o.is_none()) {
     auto bv = view<float>(bias_o.cast<py::array>(), "bias", 1);
     if (bv.size() != a.rows) bad("bias length differs from the row count");

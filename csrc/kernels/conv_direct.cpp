@@ -41,6 +41,15 @@ inline void column_block(const ConvDirectArgs& a, int64_t x0, ColumnBlock& cb) {
   }
 }
 
+// Tile rows r in [lo, hi) whose source row y0 + r + dy[j] lies inside the plane (and r < nr).
+inline bool source_rows(const ConvDirectArgs& a, int64_t j, int64_t y0, int64_t nr, int64_t& lo,
+                        int64_t& hi) {
+  const int64_t iy0 = y0 + a.dy[j];
+  lo = iy0 < 0 ? -iy0 : 0;
+  hi = a.sh - iy0 < nr ? a.sh - iy0 : nr;
+  return lo < hi;
+}
+
 template <int R, int V>
 inline void direct_tile(const ConvDirectArgs& a, const float* values, const float* src,
                         int64_t begin, int64_t end, const ColumnBlock& cb, int64_t y0, int64_t nr,
@@ -52,14 +61,11 @@ inline void direct_tile(const ConvDirectArgs& a, const float* values, const floa
 #pragma GCC unroll 4
     for (int v = 0; v < V; ++v) acc[r][v] = Vec::zero();
   for (int64_t j = begin; j < end; ++j) {
-    const int64_t iy0 = y0 + a.dy[j];
-    // rows r with 0 <= iy0 + r < sh, and r < nr
-    const int64_t r_lo = iy0 < 0 ? -iy0 : 0;
-    const int64_t r_hi_src = a.sh - iy0, r_hi = r_hi_src < nr ? r_hi_src : nr;
-    if (r_lo >= r_hi) continue;
+    int64_t r_lo, r_hi;
+    if (!source_rows(a, j, y0, nr, r_lo, r_hi)) continue;
     const Vec w = Vec::bcast(values[j]);
     const int64_t slot = a.slot[j];
-    const float* p = src + a.plane[j] + iy0 * a.sw + cb.x0 + a.shift_w[slot];
+    const float* p = src + a.plane[j] + (y0 + a.dy[j]) * a.sw + cb.x0 + a.shift_w[slot];
 #pragma GCC unroll 16
     for (int r = 0; r < R; ++r) {
       if (r < r_lo || r >= r_hi) continue;
@@ -151,11 +157,10 @@ inline void direct_sddmm_tile(const ConvDirectArgs& a, const float* arow, const 
     const int m = end - j0 < 4 ? static_cast<int>(end - j0) : 4;
     for (int g = 0; g < m; ++g) {
       const int64_t j = j0 + g;
-      const int64_t iy0 = y0 + a.dy[j];
-      const int64_t r_lo = iy0 < 0 ? -iy0 : 0;
-      const int64_t r_hi_src = a.sh - iy0, r_hi = r_hi_src < nr ? r_hi_src : nr;
+      int64_t r_lo, r_hi;
+      if (!source_rows(a, j, y0, nr, r_lo, r_hi)) continue;
       const int64_t slot = a.slot[j];
-      const float* p = src + a.plane[j] + iy0 * a.sw + cb.x0 + a.shift_w[slot];
+      const float* p = src + a.plane[j] + (y0 + a.dy[j]) * a.sw + cb.x0 + a.shift_w[slot];
 #pragma GCC unroll 16
       for (int r = 0; r < R; ++r) {
         if (r < r_lo || r >= r_hi) continue;
