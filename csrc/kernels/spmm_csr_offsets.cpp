@@ -41,9 +41,9 @@ void f32_spmm_csr_offsets(const SpmmOffsetsArgs& a) {
               const int64_t c1 = c0 + kGridChunk < a.len ? c0 + kGridChunk : a.len;
               for (int64_t r = r0; r < r1; ++r) {
                 int64_t j0 = a.ptr[r], j1 = a.ptr[r + 1];
-                if (a.blocks > 1) {  // the first and last blocks are open-ended
-                  if (blk > 0) j0 = lower_bound_off(a.off, j0, j1, blk * a.block_span);
-                  if (blk + 1 < a.blocks) j1 = lower_bound_off(a.off, j0, j1, (blk + 1) * a.block_span);
+                if (a.blocks > 1) {
+                  j0 = lower_bound_off(a.off, j0, j1, blk * a.block_span);
+                  j1 = lower_bound_off(a.off, j0, j1, (blk + 1) * a.block_span);
                   if (blk > 0 && j0 == j1) continue;  // nothing to add
                 }
                 spmm_span(j0, j1, src, values, c0, c1, c + r * a.ldc, blk > 0);
