@@ -200,23 +200,9 @@ void check_extent(const char* name, int64_t size, int64_t images, int64_t image_
     bad(std::string(name) + ": buffer too small for the offsets, strides and length given");
 }
 
-// The blocked passes find a block's nonzeros by binary search: within each row, the block
-// number off / block_span must never decrease.
-void check_blocks(const View<int64_t>& ptr, const View<int64_t>& off, int64_t blocks,
-                  int64_t block_span) {
-  if (blocks < 1) bad("blocks must be >= 1");
-  if (blocks == 1) return;
-  if (block_span < 1) bad("block_span must be positive");
-  for (int64_t r = 0; r + 1 < ptr.size(); ++r)
-    for (int64_t j = ptr.data[r] + 1; j < ptr.data[r + 1]; ++j)
-      if (off.data[j] / block_span < off.data[j - 1] / block_span)
-        bad("offsets must not go back to an earlier block within a row");
-}
-
 void spmm_offsets(py::array ptr_a, py::array off_a, py::array val_a, py::object pos_o,
                   py::object scratch_o, py::array b_a, int64_t b_image_stride, py::array c_a,
-                  int64_t ldc, int64_t c_image_stride, int64_t len, int64_t images,
-                  int64_t blocks, int64_t block_span, int nthreads) {
+                  int64_t ldc, int64_t c_image_stride, int64_t len, int64_t images, int nthreads) {
   auto ptr = view<int64_t>(ptr_a, "ptr", 1);
   auto off = view<int64_t>(off_a, "offsets", 1);
   auto val = view<float>(val_a, "values", 1);
@@ -232,18 +218,15 @@ void spmm_offsets(py::array ptr_a, py::array off_a, py::array val_a, py::object 
     if (ldc < len) bad("ldc is smaller than len");
     check_extent("c", c.size(), images, c_image_stride, (rows - 1) * ldc, len);
   }
-  check_blocks(ptr, off, blocks, block_span);
   k::SpmmOffsetsArgs args{ptr.data, off.data, val.data, sc.pos, sc.scratch, rows, b.data,
-                          b_image_stride, c.data, ldc, c_image_stride, len, images, blocks,
-                          block_span, nthreads};
+                          b_image_stride, c.data, ldc, c_image_stride, len, images, nthreads};
   py::gil_scoped_release release;
   sparsetrain::kernel_table().spmm_offsets(args);
 }
 
 void sddmm_offsets(py::array ptr_a, py::array off_a, py::array a_a, int64_t lda,
                    int64_t a_image_stride, py::array b_a, int64_t b_image_stride, int64_t len,
-                   int64_t images, py::array out_a, int64_t blocks, int64_t block_span,
-                   int nthreads) {
+                   int64_t images, py::array out_a, int nthreads) {
   auto ptr = view<int64_t>(ptr_a, "ptr", 1);
   auto off = view<int64_t>(off_a, "offsets", 1);
   auto a = view<float>(a_a, "a", 1);
@@ -258,9 +241,8 @@ void sddmm_offsets(py::array ptr_a, py::array off_a, py::array a_a, int64_t lda,
     if (lda < len) bad("lda is smaller than len");
     check_extent("a", a.size(), images, a_image_stride, (rows - 1) * lda, len);
   }
-  check_blocks(ptr, off, blocks, block_span);
   k::SddmmOffsetsArgs args{ptr.data, off.data, rows, a.data, lda, a_image_stride, b.data,
-                           b_image_stride, len, images, out.data, blocks, block_span, nthreads};
+                           b_image_stride, len, images, out.data, nthreads};
   py::gil_scoped_release release;
   sparsetrain::kernel_table().sddmm_offsets(args);
 }
@@ -465,11 +447,10 @@ PYBIND11_MODULE(_C, m) {
   m.def("spmm_offsets", &spmm_offsets, py::arg("ptr"), py::arg("offsets"), py::arg("values"),
         py::arg("pos"), py::arg("scratch"), py::arg("b"), py::arg("b_image_stride"), py::arg("c"),
         py::arg("ldc"), py::arg("c_image_stride"), py::arg("len"), py::arg("images"),
-        py::arg("blocks") = 1, py::arg("block_span") = 0, py::arg("nthreads") = 1);
+        py::arg("nthreads"));
   m.def("sddmm_offsets", &sddmm_offsets, py::arg("ptr"), py::arg("offsets"), py::arg("a"),
         py::arg("lda"), py::arg("a_image_stride"), py::arg("b"), py::arg("b_image_stride"),
-        py::arg("len"), py::arg("images"), py::arg("out"), py::arg("blocks") = 1,
-        py::arg("block_span") = 0, py::arg("nthreads") = 1);
+        py::arg("len"), py::arg("images"), py::arg("out"), py::arg("nthreads"));
   m.def("conv_pack_input", [](py::array x, py::array packed, int64_t n, int64_t c, int64_t unit,
                               int64_t h, int64_t w, int64_t sh, int64_t sw, int64_t pt, int64_t pl,
                               int64_t hq, int64_t wq, int nthreads) {

@@ -22,23 +22,15 @@ void f32_sddmm_csr_offsets(const SddmmOffsetsArgs& a) {
   parallel_balanced(
       a.nthreads, a.rows, a.len * a.images, [&](int64_t r) { return a.ptr[r] - base + r; },
       [&](int64_t r0, int64_t r1) {
-        for (int64_t blk = 0; blk < a.blocks; ++blk) {
-          for (int64_t n = 0; n < a.images; ++n) {
-            const float* b = a.b + n * a.b_image_stride;
-            const float* an = a.a + n * a.a_image_stride;
-            const auto src = [&](int64_t j) { return b + a.off[j]; };
-            for (int64_t c0 = 0; c0 < a.len; c0 += kGridChunk) {
-              const int64_t c1 = c0 + kGridChunk < a.len ? c0 + kGridChunk : a.len;
-              for (int64_t r = r0; r < r1; ++r) {
-                int64_t j0 = a.ptr[r], j1 = a.ptr[r + 1];
-                if (a.blocks > 1) {
-                  j0 = lower_bound_off(a.off, j0, j1, blk * a.block_span);
-                  j1 = lower_bound_off(a.off, j0, j1, (blk + 1) * a.block_span);
-                }
-                // each nonzero lies in one block: its first product is at n = 0, c0 = 0
-                sddmm_span(j0, j1, src, an + r * a.lda, c0, c1, a.out, n > 0 || c0 > 0);
-              }
-            }
+        for (int64_t n = 0; n < a.images; ++n) {
+          const float* b = a.b + n * a.b_image_stride;
+          const float* an = a.a + n * a.a_image_stride;
+          const auto src = [&](int64_t j) { return b + a.off[j]; };
+          for (int64_t c0 = 0; c0 < a.len; c0 += kGridChunk) {
+            const int64_t c1 = c0 + kGridChunk < a.len ? c0 + kGridChunk : a.len;
+            for (int64_t r = r0; r < r1; ++r)
+              sddmm_span(a.ptr[r], a.ptr[r + 1], src, an + r * a.lda, c0, c1, a.out,
+                         n > 0 || c0 > 0);
           }
         }
       });

@@ -36,19 +36,10 @@ void f32_spmm_csr_offsets(const SpmmOffsetsArgs& a) {
           const float* b = a.b + n * a.b_image_stride;
           float* c = a.c + n * a.c_image_stride;
           const auto src = [&](int64_t j) { return b + a.off[j]; };
-          for (int64_t blk = 0; blk < a.blocks; ++blk) {
-            for (int64_t c0 = 0; c0 < a.len; c0 += kGridChunk) {
-              const int64_t c1 = c0 + kGridChunk < a.len ? c0 + kGridChunk : a.len;
-              for (int64_t r = r0; r < r1; ++r) {
-                int64_t j0 = a.ptr[r], j1 = a.ptr[r + 1];
-                if (a.blocks > 1) {
-                  j0 = lower_bound_off(a.off, j0, j1, blk * a.block_span);
-                  j1 = lower_bound_off(a.off, j0, j1, (blk + 1) * a.block_span);
-                  if (blk > 0 && j0 == j1) continue;  // nothing to add
-                }
-                spmm_span(j0, j1, src, values, c0, c1, c + r * a.ldc, blk > 0);
-              }
-            }
+          for (int64_t c0 = 0; c0 < a.len; c0 += kGridChunk) {
+            const int64_t c1 = c0 + kGridChunk < a.len ? c0 + kGridChunk : a.len;
+            for (int64_t r = r0; r < r1; ++r)
+              spmm_span(a.ptr[r], a.ptr[r + 1], src, values, c0, c1, c + r * a.ldc);
           }
         }
       });

@@ -21,10 +21,9 @@ namespace ST_ISA {
 const float* scatter_values(const float* val, const int64_t* pos, int64_t nnz, float* scratch,
                             int nthreads);
 
-// Stores c = the products, or with accumulate c += them.
 template <int NT, int U, class Src>
 inline void spmm_tile(int64_t begin, int64_t end, const Src& src, const float* val, int64_t t0,
-                      float* c, bool accumulate) {
+                      float* c) {
   constexpr int W = Vec::W;
   Vec acc[U][NT];
 #pragma GCC unroll 16
@@ -52,7 +51,6 @@ inline void spmm_tile(int64_t begin, int64_t end, const Src& src, const float* v
     Vec s = acc[0][t];
 #pragma GCC unroll 4
     for (int u = 1; u < U; ++u) s = add(s, acc[u][t]);
-    if (accumulate) s = add(s, Vec::load(c + t0 + t * W));
     Vec::store(c + t0 + t * W, s);
   }
 }
@@ -60,7 +58,7 @@ inline void spmm_tile(int64_t begin, int64_t end, const Src& src, const float* v
 // One partial vector of n < W elements at t0 (masked loads and store).
 template <class Src>
 inline void spmm_tail(int64_t begin, int64_t end, const Src& src, const float* val, int64_t t0,
-                      int n, float* c, bool accumulate) {
+                      int n, float* c) {
   Vec acc[4] = {Vec::zero(), Vec::zero(), Vec::zero(), Vec::zero()};
   int64_t j = begin;
   for (; j + 4 <= end; j += 4)
@@ -68,9 +66,7 @@ inline void spmm_tail(int64_t begin, int64_t end, const Src& src, const float* v
     for (int u = 0; u < 4; ++u)
       acc[u] = fma(Vec::bcast(val[j + u]), Vec::load_n(src(j + u) + t0, n), acc[u]);
   for (; j < end; ++j) acc[0] = fma(Vec::bcast(val[j]), Vec::load_n(src(j) + t0, n), acc[0]);
-  Vec sum = add(add(acc[0], acc[1]), add(acc[2], acc[3]));
-  if (accumulate) sum = add(sum, Vec::load_n(c + t0, n));
-  Vec::store_n(c + t0, sum, n);
+  Vec::store_n(c + t0, add(add(acc[0], acc[1]), add(acc[2], acc[3])), n);
 }
 
 template <int NT>
@@ -82,19 +78,18 @@ constexpr int spmm_unroll() {
 // c[t0:t1] of one output row, in tiles of up to kTileMax vectors and a masked tail.
 template <class Src>
 inline void spmm_span(int64_t begin, int64_t end, const Src& src, const float* val, int64_t t0,
-                      int64_t t1, float* c, bool accumulate = false) {
+                      int64_t t1, float* c) {
   constexpr int W = Vec::W;
   for (; t0 + W <= t1; t0 += int64_t{kTileMax} * W) {
     const int64_t left = (t1 - t0) / W;
     const int nt = left < kTileMax ? static_cast<int>(left) : kTileMax;
-    with_tile(nt, [&](auto NT) { spmm_tile<NT(), spmm_unroll<NT()>()>(begin, end, src, val, t0, c, accumulate);
-    });
+    with_tile(nt, [&](auto NT) { spmm_tile<NT(), spmm_unroll<NT()>()>(begin, end, src, val, t0, c); });
     if (nt < kTileMax) {
       t0 += int64_t{nt} * W;
       break;
     }
   }
-  if (t0 < t1) spmm_tail(begin, end, src, val, t0, static_cast<int>(t1 - t0), c, accumulate);
+  if (t0 < t1) spmm_tail(begin, end, src, val, t0, static_cast<int>(t1 - t0), c);
 }
 
 }  // namespace ST_ISA

@@ -25,15 +25,6 @@ inline int64_t batch_chunk(int64_t b_rows) {
   return c < 16 ? 16 : (c > kBatchChunk ? kBatchChunk : c);
 }
 
-// First position in off[begin, end) (ascending) holding a value >= key.
-inline int64_t lower_bound_off(const int64_t* off, int64_t begin, int64_t end, int64_t key) {
-  while (begin < end) {
-    const int64_t mid = begin + (end - begin) / 2;
-    if (off[mid] < key) begin = mid + 1; else end = mid;
-  }
-  return begin;
-}
-
 // Calls f(std::integral_constant<int, NT>) for a runtime tile width 1 <= nt <= kTileMax.
 template <int NT = kTileMax, class F>
 inline void with_tile(int nt, const F& f) {

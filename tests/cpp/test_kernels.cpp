@@ -2,7 +2,6 @@
 // kernel, over odd sizes, empty rows, nnz = 0 and full density.
 #include <gtest/gtest.h>
 
-#include <algorithm>
 #include <cmath>
 #include <random>
 #include <string>
@@ -247,34 +246,14 @@ TEST_P(Kernels, SpmmOffsetsMatchesNaiveAndScalar) {
         for (int64_t j = a.ptr[r]; j < a.ptr[r + 1]; ++j)
           for (int64_t t = 0; t < len; ++t)
             ref[n * c_image + r * ldc + t] += a.val[j] * b[n * b_image + a.off[j] + t];
-    k::SpmmOffsetsArgs args{a.ptr.data(), a.off.data(), a.val.data(), nullptr, nullptr, rows,
-                            b.data(), b_image, c.data(), ldc, c_image, len, images, 1, 0, 2};
+    const k::SpmmOffsetsArgs args{a.ptr.data(), a.off.data(), a.val.data(), nullptr, nullptr, rows,
+                                  b.data(), b_image, c.data(), ldc, c_image, len, images, 2};
     table.spmm_offsets(args);
     auto args_s = args;
     args_s.c = sc.data();
     scalar.spmm_offsets(args_s);
     expect_close(c, ref, 1e-5f, "spmm_offsets vs naive, len " + std::to_string(len));
     expect_close(c, sc, 1e-5f, "spmm_offsets vs scalar, len " + std::to_string(len));
-    // Blocked passes over offset ranges need the block number non-decreasing in each row.
-    OffsetCsr sorted = a;
-    std::vector<float> cb(c.size(), 0.f);  // the gaps between rows (ldc > len) stay 0
-    for (int64_t r = 0; r < rows; ++r) {
-      std::vector<std::pair<int64_t, float>> e;
-      for (int64_t j = a.ptr[r]; j < a.ptr[r + 1]; ++j) e.emplace_back(a.off[j], a.val[j]);
-      std::sort(e.begin(), e.end(), [](auto& x, auto& y) { return x.first < y.first; });
-      for (size_t q = 0; q < e.size(); ++q) {
-        sorted.off[a.ptr[r] + q] = e[q].first;
-        sorted.val[a.ptr[r] + q] = e[q].second;
-      }
-    }
-    auto args_b = args;
-    args_b.off = sorted.off.data();
-    args_b.val = sorted.val.data();
-    args_b.c = cb.data();
-    args_b.blocks = 4;
-    args_b.block_span = 51;
-    table.spmm_offsets(args_b);
-    expect_close(cb, ref, 1e-5f, "blocked spmm_offsets vs naive, len " + std::to_string(len));
   }
 }
 
@@ -295,30 +274,12 @@ TEST_P(Kernels, SddmmOffsetsMatchesNaiveAndScalar) {
           for (int64_t t = 0; t < len; ++t)
             ref[j] += a[n * a_image + r * lda + t] * b[n * b_image + s.off[j] + t];
     k::SddmmOffsetsArgs args{s.ptr.data(), s.off.data(), rows, a.data(), lda, a_image, b.data(),
-                             b_image, len, images, out.data(), 1, 0, 2};
+                             b_image, len, images, out.data(), 2};
     table.sddmm_offsets(args);
     args.out = so.data();
     scalar.sddmm_offsets(args);
     expect_close(out, ref, 1e-4f, "sddmm_offsets vs naive");
     expect_close(out, so, 1e-4f, "sddmm_offsets vs scalar");
-    // blocked: sort each row's offsets (the reference follows the permutation)
-    std::vector<int64_t> off_sorted = s.off;
-    std::vector<float> ref_sorted(nnz), ob(nnz, NAN);
-    for (int64_t r = 0; r < rows; ++r) {
-      std::vector<int64_t> idx;
-      for (int64_t j = s.ptr[r]; j < s.ptr[r + 1]; ++j) idx.push_back(j);
-      std::sort(idx.begin(), idx.end(), [&](int64_t x, int64_t y) { return s.off[x] < s.off[y]; });
-      for (size_t q = 0; q < idx.size(); ++q) {
-        off_sorted[s.ptr[r] + q] = s.off[idx[q]];
-        ref_sorted[s.ptr[r] + q] = ref[idx[q]];
-      }
-    }
-    args.off = off_sorted.data();
-    args.out = ob.data();
-    args.blocks = 3;
-    args.block_span = 40;
-    table.sddmm_offsets(args);
-    expect_close(ob, ref_sorted, 1e-4f, "blocked sddmm_offsets vs naive");
   }
 }
 

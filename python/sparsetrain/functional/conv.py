@@ -27,8 +27,6 @@ from ..formats.conv import ConvGeometry, ConvIndex
 
 STRATEGIES = ("direct", "plane", "batch")
 _BATCH_UNIT = 16  # images per vector in the "batch" layout
-_GRID_CHUNK = 256  # floats of the grid per pass (kGridChunk in the offsets kernels)
-_BLOCK_BYTES = 384 << 10
 
 
 def _np(t: torch.Tensor):
@@ -59,15 +57,6 @@ class _Layout:
         self.x_image = planes * s.plane  # pixels of one group's packed input
         self.y_image = g.out_channels * s.grid_len
         self.dy_image = g.out_channels * s.dy_len
-        # Blocked passes: each pass over the grid reads a range of input (forward, values
-        # gradient) or output (input gradient) channels whose windows fit in ~384 KB of L2.
-        window = 4 * (_GRID_CHUNK + s.margin * u)  # bytes of one plane a chunk pass touches
-        planes = max(1, _BLOCK_BYTES // window)
-        per_ci = max(1, planes // s.phases)
-        self.fwd_blocks = -(-g.in_channels // per_ci)
-        self.fwd_span = per_ci * s.phases * s.plane * u
-        self.bwd_blocks = -(-g.out_channels // planes)
-        self.bwd_span = planes * s.dy_len * u
         # A 1x1 / stride 1 / unpadded convolution is a matrix product on NCHW as it is.
         self.direct = (u == 1 and s.phases == 1 and s.plane == s.H * s.W
                        and s.grid_len == s.plane and s.margin == 0)
@@ -126,7 +115,7 @@ class _Layout:
             grid = _workspace.empty(self.images * self.y_image * u)
         _C.spmm_offsets(row_ptr, self.off, _np(values), None, None, _np(xq), self.x_image * u,
                         _np(grid.view(-1)), s.grid_len * u, self.y_image * u, s.grid_len * u,
-                        self.images, self.fwd_blocks, self.fwd_span, nthreads)
+                        self.images, nthreads)
         return self.unpack_y(grid, bias)
 
     def values_grad(self, row_ptr, dyq, xq, nnz, nthreads):
@@ -134,7 +123,7 @@ class _Layout:
         dv = torch.empty(nnz)
         _C.sddmm_offsets(row_ptr, self.off, _np(dyq)[s.margin * u:], s.dy_len * u,
                          self.dy_image * u, _np(xq), self.x_image * u, s.grid_len * u,
-                         self.images, _np(dv), self.fwd_blocks, self.fwd_span, nthreads)
+                         self.images, _np(dv), nthreads)
         return dv
 
     def input_grad(self, values, dyq, nthreads):
@@ -147,8 +136,7 @@ class _Layout:
         # Only [dx_start, dx_start + dx_len) of each plane holds real pixels: skip the rest.
         _C.spmm_offsets(self.t_ptr, self.t_off, _np(values), self.t_pos, _np(scratch),
                         _np(dyq), self.dy_image * u, _np(dxq.view(-1))[s.dx_start * u:],
-                        s.plane * u, self.x_image * u, s.dx_len * u, self.images,
-                        self.bwd_blocks, self.bwd_span, nthreads)
+                        s.plane * u, self.x_image * u, s.dx_len * u, self.images, nthreads)
         return self.unpack_dx(dxq)
 
 
