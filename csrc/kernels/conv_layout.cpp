@@ -64,6 +64,12 @@ inline void walk_row(const PaddedRow& r, int64_t from, int64_t to, const F& f) {
 constexpr int64_t kSeg = 256;
 constexpr int64_t kStage = kSeg + 16;
 
+// One pixel vector (16 floats). Float-typed on purpose: a memcpy counts as a char access that
+// may alias anything, so the compiler reloaded every layout field after each copy.
+inline void copy16(float* d, const float* s) {
+  for (int64_t i = 0; i < kU; i += Vec::W) Vec::store(d + i, Vec::load(s + i));
+}
+
 // Short row copies, inlined (a memcpy call per 16-image row costs more than the copy).
 inline void copy_row(const float* s, float* d, int64_t k) {
   constexpr int64_t W = Vec::W;
@@ -119,11 +125,15 @@ inline double row_sum(const float* p, int64_t n) {
 }  // namespace
 
 void f32_conv_pack_input(const ConvInputArgs& a) {
-  const ConvInputLayout& l = a.layout;
-  const int64_t hw = l.h * l.w, chw = l.c * hw;
-  const int64_t hp = l.hq * l.sh, wp = l.wq * l.sw;
-  const int64_t u = l.unit;
-  parallel_uniform(a.nthreads, l.groups * l.c, hp * wp * u, [&](int64_t i0, int64_t i1) {
+  const ConvInputLayout& la = a.layout;
+  const int64_t work = la.hq * la.sh * la.wq * la.sw * la.unit;
+  parallel_uniform(a.nthreads, la.groups * la.c, work, [&](int64_t i0, int64_t i1) {
+    // Locals, not captures: vector stores may alias anything, so every value reached through
+    // the closure would be reloaded after each store.
+    const ConvInputLayout l = la;
+    const int64_t hw = l.h * l.w, chw = l.c * hw;
+    const int64_t hp = l.hq * l.sh, wp = l.wq * l.sw;
+    const int64_t u = l.unit, pt = l.pt, pl = l.pl, wq = l.wq;
     alignas(64) float tmp[kU * kU];
     alignas(64) float stage[kU * kStage];
     for (int64_t i = i0; i < i1; ++i) {
@@ -153,8 +163,7 @@ void f32_conv_pack_input(const ConvInputArgs& a) {
             transpose16(stage + j0, kStage, tmp, kU);  // tmp[pixel][image]
             const int64_t n = k - j0 < kU ? k - j0 : kU;
             for (int64_t j = 0; j < n; ++j) {
-              std::memcpy(plane + ((ih + l.pt) * l.wq + iw + l.pl) * kU, tmp + j * kU,
-                          kU * sizeof(float));
+              copy16(plane + ((ih + pt) * wq + iw + pl) * kU, tmp + j * kU);
               if (++iw == l.w) {
                 iw = 0;
                 ++ih;
@@ -193,7 +202,7 @@ void f32_conv_pack_input(const ConvInputArgs& a) {
             }
             transpose16(stage + j0, kStage, tmp, kU);  // tmp[pixel][image]
             walk_row(row, iwp0, iwp0 + n, [&](int64_t iwp, int64_t px) {
-              std::memcpy(out + px * kU, tmp + (iwp - iwp0) * kU, kU * sizeof(float));
+              copy16(out + px * kU, tmp + (iwp - iwp0) * kU);
             });
           }
         }
@@ -203,10 +212,11 @@ void f32_conv_pack_input(const ConvInputArgs& a) {
 }
 
 void f32_conv_unpack_grad_input(const ConvInputArgs& a) {
-  const ConvInputLayout& l = a.layout;
-  const int64_t hw = l.h * l.w, chw = l.c * hw;
-  const int64_t u = l.unit;
-  parallel_uniform(a.nthreads, l.groups * l.c, hw * u, [&](int64_t i0, int64_t i1) {
+  const ConvInputLayout& la = a.layout;
+  parallel_uniform(a.nthreads, la.groups * la.c, la.h * la.w * la.unit, [&](int64_t i0, int64_t i1) {
+    const ConvInputLayout l = la;  // locals, as in pack
+    const int64_t hw = l.h * l.w, chw = l.c * hw;
+    const int64_t u = l.unit, pt = l.pt, pl = l.pl, wq = l.wq;
     alignas(64) float tmp[kU * kU];
     alignas(64) float stage[kU * kStage];
     for (int64_t i = i0; i < i1; ++i) {
@@ -223,8 +233,7 @@ void f32_conv_unpack_grad_input(const ConvInputArgs& a) {
           for (int64_t j0 = 0; j0 < k; j0 += kU) {
             const int64_t n = k - j0 < kU ? k - j0 : kU;
             for (int64_t j = 0; j < n; ++j) {  // tmp[pixel][image]
-              std::memcpy(tmp + j * kU, plane + ((ih + l.pt) * l.wq + iw + l.pl) * kU,
-                          kU * sizeof(float));
+              copy16(tmp + j * kU, plane + ((ih + pt) * wq + iw + pl) * kU);
               if (++iw == l.w) {
                 iw = 0;
                 ++ih;
@@ -255,7 +264,7 @@ void f32_conv_unpack_grad_input(const ConvInputArgs& a) {
               continue;
             }
             walk_row(row, iwp0, iwp0 + n, [&](int64_t iwp, int64_t px) {  // tmp[pixel][image]
-              std::memcpy(tmp + (iwp - iwp0) * kU, in + px * kU, kU * sizeof(float));
+              copy16(tmp + (iwp - iwp0) * kU, in + px * kU);
             });
             transpose16(tmp, kU, stage + j0, kStage);
           }
@@ -269,9 +278,11 @@ void f32_conv_unpack_grad_input(const ConvInputArgs& a) {
 // Output side: channel c of group g holds `per_channel` pixels; output pixel (oh, ow) sits at
 // offset + oh * wq + ow; every other pixel of the channel is zero (pack) or ignored (unpack).
 void f32_conv_pack_grad_output(const ConvOutputArgs& a) {
-  const ConvOutputLayout& l = a.layout;
-  const int64_t hw = l.ho * l.wo, chw = l.c * hw;
-  parallel_uniform(a.nthreads, l.groups * l.c, l.per_channel * l.unit, [&](int64_t i0, int64_t i1) {
+  const ConvOutputLayout& la = a.layout;
+  parallel_uniform(a.nthreads, la.groups * la.c, la.per_channel * la.unit, [&](int64_t i0, int64_t i1) {
+    const ConvOutputLayout l = la;  // locals, as in pack_input
+    const int64_t hw = l.ho * l.wo, chw = l.c * hw, offset = l.offset, wq = l.wq;
+    double* const channel_sums = a.channel_sums;
     alignas(64) float tmp[kU * kU];
     alignas(64) float stage[kU * kStage];
     for (int64_t i = i0; i < i1; ++i) {
@@ -309,7 +320,7 @@ void f32_conv_pack_grad_output(const ConvOutputArgs& a) {
           transpose16(stage + j0, kStage, tmp, kU);  // tmp[pixel][image]
           const int64_t n = k - j0 < kU ? k - j0 : kU;
           for (int64_t j = 0; j < n; ++j) {
-            std::memcpy(out + (l.offset + oh * l.wq + ow) * kU, tmp + j * kU, kU * sizeof(float));
+            copy16(out + (offset + oh * wq + ow) * kU, tmp + j * kU);
             if (++ow == l.wo) {
               ow = 0;
               ++oh;
@@ -323,9 +334,10 @@ void f32_conv_pack_grad_output(const ConvOutputArgs& a) {
 }
 
 void f32_conv_unpack_output(const ConvOutputArgs& a) {
-  const ConvOutputLayout& l = a.layout;
-  const int64_t hw = l.ho * l.wo, chw = l.c * hw;
-  parallel_uniform(a.nthreads, l.groups * l.c, hw * l.unit, [&](int64_t i0, int64_t i1) {
+  const ConvOutputLayout& la = a.layout;
+  parallel_uniform(a.nthreads, la.groups * la.c, la.ho * la.wo * la.unit, [&](int64_t i0, int64_t i1) {
+    const ConvOutputLayout l = la;  // locals, as in pack_input
+    const int64_t hw = l.ho * l.wo, chw = l.c * hw, offset = l.offset, wq = l.wq;
     alignas(64) float tmp[kU * kU];
     alignas(64) float stage[kU * kStage];
     for (int64_t i = i0; i < i1; ++i) {
@@ -355,7 +367,7 @@ void f32_conv_unpack_output(const ConvOutputArgs& a) {
         for (int64_t j0 = 0; j0 < k; j0 += kU) {
           const int64_t n = k - j0 < kU ? k - j0 : kU;
           for (int64_t j = 0; j < n; ++j) {  // tmp[pixel][image]
-            std::memcpy(tmp + j * kU, in + (l.offset + oh * l.wq + ow) * kU, kU * sizeof(float));
+            copy16(tmp + j * kU, in + (offset + oh * wq + ow) * kU);
             if (++ow == l.wo) {
               ow = 0;
               ++oh;
