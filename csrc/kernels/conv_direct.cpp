@@ -28,6 +28,7 @@ struct ColumnBlock {
   int64_t x0;                   // first output column
   Mask out_mask[4];             // output columns that exist
   Mask src_mask[kMaxSlots][4];  // source columns inside the row, per shift slot
+  bool inner;                   // vectors 1 .. V-2 lie inside the source row for every slot
 };
 
 template <int V>
@@ -35,10 +36,23 @@ inline void column_block(const ConvDirectArgs& a, int64_t x0, ColumnBlock& cb) {
   constexpr int64_t W = Vec::W;
   cb.x0 = x0;
   for (int v = 0; v < V; ++v) cb.out_mask[v] = Vec::lanes(0, a.ow - x0 - v * W);
+  cb.inner = true;
   for (int64_t s = 0; s < a.slots; ++s) {
     const int64_t ix = x0 + a.shift_w[s];
-    for (int v = 0; v < V; ++v) cb.src_mask[s][v] = Vec::lanes(-ix - v * W, a.sw - ix - v * W);
+    for (int v = 0; v < V; ++v) {
+      cb.src_mask[s][v] = Vec::lanes(-ix - v * W, a.sw - ix - v * W);
+      if (v > 0 && v + 1 < V && (ix + v * W < 0 || ix + (v + 1) * W > a.sw)) cb.inner = false;
+    }
   }
+}
+
+// Source vector v of one tile row: the first and last vectors are clipped to the source row
+// by their masks; the ones between need none when the column block is interior (`inner`).
+template <int V, bool Inner>
+inline Vec load_src(const float* p, int v, Mask first, Mask last, const Mask* masks) {
+  if (v == 0) return Vec::load_mask(p, first);
+  if (v == V - 1) return Vec::load_mask(p, last);
+  return Inner ? Vec::load(p) : Vec::load_mask(p, masks[v]);
 }
 
 // Tile rows r in [lo, hi) whose source row y0 + r + dy[j] lies inside the plane (and r < nr).
@@ -50,7 +64,7 @@ inline bool source_rows(const ConvDirectArgs& a, int64_t j, int64_t y0, int64_t 
   return lo < hi;
 }
 
-template <int R, int V>
+template <int R, int V, bool Inner>
 inline void direct_tile(const ConvDirectArgs& a, const float* values, const float* src,
                         int64_t begin, int64_t end, const ColumnBlock& cb, int64_t y0, int64_t nr,
                         float bias, bool has_bias, float* out) {
@@ -65,13 +79,25 @@ inline void direct_tile(const ConvDirectArgs& a, const float* values, const floa
     if (!source_rows(a, j, y0, nr, r_lo, r_hi)) continue;
     const Vec w = Vec::bcast(values[j]);
     const int64_t slot = a.slot[j];
+    const Mask* masks = cb.src_mask[slot];
+    const Mask first = masks[0], last = masks[V - 1];
     const float* p = src + a.plane[j] + (y0 + a.dy[j]) * a.sw + cb.x0 + a.shift_w[slot];
+    if (r_lo == 0 && r_hi == R) {  // the common case: every tile row has its source row
+#pragma GCC unroll 16
+      for (int r = 0; r < R; ++r)
+#pragma GCC unroll 4
+        for (int v = 0; v < V; ++v)
+          acc[r][v] = fma(w, load_src<V, Inner>(p + r * a.sw + v * W, v, first, last, masks),
+                          acc[r][v]);
+      continue;
+    }
 #pragma GCC unroll 16
     for (int r = 0; r < R; ++r) {
       if (r < r_lo || r >= r_hi) continue;
 #pragma GCC unroll 4
       for (int v = 0; v < V; ++v)
-        acc[r][v] = fma(w, Vec::load_mask(p + r * a.sw + v * W, cb.src_mask[slot][v]), acc[r][v]);
+        acc[r][v] = fma(w, load_src<V, Inner>(p + r * a.sw + v * W, v, first, last, masks),
+                        acc[r][v]);
     }
   }
   const Vec b = Vec::bcast(bias);
@@ -119,17 +145,27 @@ void f32_conv_direct_spmm(const ConvDirectArgs& a) {
         },
         [&](int64_t i0, int64_t i1) {
           ColumnBlock cb;
+          // Image by image, band of R output rows by band, all of this thread's rows in a
+          // band: the source rows a band reads (R + kernel height - 1 of every plane) stay
+          // in L2 while every output channel uses them.
           for (int64_t x0 = 0; x0 < a.ow; x0 += int64_t{V} * W) {
             column_block<V>(a, x0, cb);
-            for (int64_t i = i0; i < i1; ++i) {
-              const int64_t n = i / a.rows, r = i - n * a.rows;
+            for (int64_t n = i0 / a.rows; n * a.rows < i1; ++n) {
+              const int64_t r0 = i0 > n * a.rows ? i0 - n * a.rows : 0;
+              const int64_t r1 = i1 < (n + 1) * a.rows ? i1 - n * a.rows : a.rows;
               const float* src = a.src + n * a.src_image_stride;
-              float* out = a.out + n * a.out_image_stride + r * plane_out;
-              const float bias = a.bias ? a.bias[r] : 0.0f;
               for (int64_t y0 = 0; y0 < a.oh; y0 += R) {
                 const int64_t nr = a.oh - y0 < R ? a.oh - y0 : R;
-                direct_tile<R, V>(a, values, src, a.ptr[r], a.ptr[r + 1], cb, y0, nr, bias,
-                                  a.bias != nullptr, out);
+                for (int64_t r = r0; r < r1; ++r) {
+                  float* out = a.out + n * a.out_image_stride + r * plane_out;
+                  const float bias = a.bias ? a.bias[r] : 0.0f;
+                  if (cb.inner)
+                    direct_tile<R, V, true>(a, values, src, a.ptr[r], a.ptr[r + 1], cb, y0, nr,
+                                            bias, a.bias != nullptr, out);
+                  else
+                    direct_tile<R, V, false>(a, values, src, a.ptr[r], a.ptr[r + 1], cb, y0,
+                                             nr, bias, a.bias != nullptr, out);
+                }
               }
             }
           }
@@ -140,7 +176,7 @@ void f32_conv_direct_spmm(const ConvDirectArgs& a) {
 namespace {
 
 // out[j] += sum over the tile of A[y, x] * src[plane[j] + (y + dy[j]) * sw + x + shift]
-template <int R, int V>
+template <int R, int V, bool Inner>
 inline void direct_sddmm_tile(const ConvDirectArgs& a, const float* arow, const float* src,
                               int64_t begin, int64_t end, const ColumnBlock& cb, int64_t y0,
                               int64_t nr, float* out) {
@@ -160,13 +196,16 @@ inline void direct_sddmm_tile(const ConvDirectArgs& a, const float* arow, const 
       int64_t r_lo, r_hi;
       if (!source_rows(a, j, y0, nr, r_lo, r_hi)) continue;
       const int64_t slot = a.slot[j];
+      const Mask* masks = cb.src_mask[slot];
+      const Mask first = masks[0], last = masks[V - 1];
       const float* p = src + a.plane[j] + (y0 + a.dy[j]) * a.sw + cb.x0 + a.shift_w[slot];
 #pragma GCC unroll 16
       for (int r = 0; r < R; ++r) {
         if (r < r_lo || r >= r_hi) continue;
 #pragma GCC unroll 4
         for (int v = 0; v < V; ++v)
-          acc[g] = fma(t[r][v], Vec::load_mask(p + r * a.sw + v * W, cb.src_mask[slot][v]), acc[g]);
+          acc[g] = fma(t[r][v], load_src<V, Inner>(p + r * a.sw + v * W, v, first, last, masks),
+                       acc[g]);
       }
     }
     float s[4];
@@ -196,11 +235,15 @@ void f32_conv_direct_sddmm(const ConvDirectArgs& a) {
             for (int64_t n = 0; n < a.images; ++n) {
               const float* src = a.src + n * a.src_image_stride;
               const float* grad = a.grad + n * a.grad_image_stride;
-              for (int64_t r = r0; r < r1; ++r)
-                for (int64_t y0 = 0; y0 < a.oh; y0 += R) {
+              for (int64_t y0 = 0; y0 < a.oh; y0 += R)  // bands outside rows, as in spmm
+                for (int64_t r = r0; r < r1; ++r) {
                   const int64_t nr = a.oh - y0 < R ? a.oh - y0 : R;
-                  direct_sddmm_tile<R, V>(a, grad + r * plane_out, src, a.ptr[r], a.ptr[r + 1],
-                                          cb, y0, nr, a.out);
+                  if (cb.inner)
+                    direct_sddmm_tile<R, V, true>(a, grad + r * plane_out, src, a.ptr[r],
+                                                  a.ptr[r + 1], cb, y0, nr, a.out);
+                  else
+                    direct_sddmm_tile<R, V, false>(a, grad + r * plane_out, src, a.ptr[r],
+                                                   a.ptr[r + 1], cb, y0, nr, a.out);
                 }
             }
           }
