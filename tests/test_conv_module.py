@@ -103,3 +103,36 @@ def test_in_a_model_with_sgd():
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < losses[0]
+
+
+@pytest.mark.parametrize("strategy", ["direct", "plane", "batch"])
+def test_deepcopy_and_pickle_after_use(strategy):
+    import copy
+    sp = st.SparseConv2d(4, 6, 3, padding=1, sparsity=0.7, strategy=strategy)
+    x = torch.randn(3, 4, 9, 9)
+    y = sp(x)  # caches per-shape plans
+    assert torch.equal(copy.deepcopy(sp)(x), y)
+    buf = io.BytesIO()
+    torch.save(sp, buf)
+    buf.seek(0)
+    assert torch.equal(torch.load(buf, weights_only=False)(x), y)
+
+
+@pytest.mark.parametrize("strategy", ["direct", "plane", "batch"])
+def test_threads_do_not_change_results(strategy):
+    sp = st.SparseConv2d(8, 8, 3, padding=1, sparsity=0.8, strategy=strategy)
+    x = torch.randn(17, 8, 10, 10, requires_grad=True)
+    g = torch.randn(17, 8, 10, 10)
+    out = []
+    try:
+        for n in (1, 2):
+            st.set_num_threads(n)
+            x.grad = None
+            sp.zero_grad()
+            y = sp(x)
+            y.backward(g)
+            out.append((y.detach().clone(), x.grad.clone(), sp.values.grad.clone()))
+    finally:
+        st.set_num_threads(None)
+    for a, b in zip(*out):
+        assert torch.equal(a, b)
