@@ -89,13 +89,20 @@ inline void copy_row_add(const float* s, float* d, int64_t k, float b) {
   }
 }
 
+inline void zero_row(float* d, int64_t k) {
+  constexpr int64_t W = Vec::W;
+  int64_t j = 0;
+  for (; j + W <= k; j += W) Vec::store(d + j, Vec::zero());
+  if (j < k) Vec::store_n(d + j, Vec::zero(), static_cast<int>(k - j));
+}
+
 // stage[m][0:k] = rows[m * ld + 0:k] for m < images, zeros for the other rows.
 inline void stage_rows(const float* rows, int64_t ld, int64_t images, int64_t k, float* stage) {
   for (int64_t m = 0; m < kU; ++m) {
     if (m < images)
       copy_row(rows + m * ld, stage + m * kStage, k);
     else
-      std::memset(stage + m * kStage, 0, kSeg * sizeof(float));
+      zero_row(stage + m * kStage, kSeg);
   }
 }
 
@@ -148,11 +155,11 @@ void f32_conv_pack_input(const ConvInputArgs& a) {
         float* plane = out + c * l.hq * l.wq * kU;
         for (int64_t ihp = 0; ihp < hp; ++ihp) {
           float* r = plane + ihp * l.wq * kU;
-          if (ihp < l.pt || ihp >= l.pt + l.h) {
-            std::memset(r, 0, wp * kU * sizeof(float));
+          if (ihp < pt || ihp >= pt + l.h) {
+            zero_row(r, wp * kU);
           } else {
-            std::memset(r, 0, l.pl * kU * sizeof(float));
-            std::memset(r + (l.pl + l.w) * kU, 0, (wp - l.pl - l.w) * kU * sizeof(float));
+            zero_row(r, pl * kU);
+            zero_row(r + (pl + l.w) * kU, (wp - pl - l.w) * kU);
           }
         }
         for (int64_t seg = 0; seg < hw; seg += kSeg) {
@@ -173,10 +180,24 @@ void f32_conv_pack_input(const ConvInputArgs& a) {
         }
         continue;
       }
+      if (u == 1 && l.sh == 1 && l.sw == 1) {  // rows with zero borders, inline copies
+        float* r = out + c * l.hq * wq;
+        for (int64_t ihp = 0; ihp < hp; ++ihp, r += wq) {
+          const int64_t ih = ihp - pt;
+          if (ih < 0 || ih >= l.h) {
+            zero_row(r, wp);
+            continue;
+          }
+          zero_row(r, pl);
+          copy_row(x + ih * l.w, r + pl, l.w);
+          zero_row(r + pl + l.w, wp - pl - l.w);
+        }
+        continue;
+      }
       for (int64_t ihp = 0; ihp < hp; ++ihp) {
         const PaddedRow row(l, c, ihp);
         const int64_t ih = ihp - l.pt;
-        const auto zero = [&](int64_t, int64_t px) { std::memset(out + px * u, 0, u * sizeof(float)); };
+        const auto zero = [&](int64_t, int64_t px) { zero_row(out + px * u, u); };
         if (ih < 0 || ih >= l.h) {
           walk_row(row, 0, wp, zero);
           continue;
@@ -186,7 +207,7 @@ void f32_conv_pack_input(const ConvInputArgs& a) {
         const float* xrow = x + ih * l.w;
         if (u == 1) {
           if (l.sw == 1)
-            std::memcpy(out + row.at(l.pl), xrow, l.w * sizeof(float));
+            copy_row(xrow, out + row.at(l.pl), l.w);
           else
             walk_row(row, l.pl, l.pl + l.w, [&](int64_t iwp, int64_t px) { out[px] = xrow[iwp - l.pl]; });
           continue;
@@ -250,7 +271,7 @@ void f32_conv_unpack_grad_input(const ConvInputArgs& a) {
         float* xrow = x + ih * l.w;
         if (u == 1) {
           if (l.sw == 1)
-            std::memcpy(xrow, in + row.at(l.pl), l.w * sizeof(float));
+            copy_row(in + row.at(l.pl), xrow, l.w);
           else
             walk_row(row, l.pl, l.pl + l.w, [&](int64_t iwp, int64_t px) { xrow[iwp - l.pl] = in[px]; });
           continue;
@@ -289,17 +310,16 @@ void f32_conv_pack_grad_output(const ConvOutputArgs& a) {
       const int64_t g = i / l.c, c = i - g * l.c;
       float* out = a.grid + (g * l.c + c) * l.per_channel * l.unit;
       // Zeros everywhere but the output pixels: before, between rows, after.
-      std::memset(out, 0, l.offset * l.unit * sizeof(float));
-      for (int64_t oh = 0; oh < l.ho; ++oh)
-        std::memset(out + (l.offset + oh * l.wq + l.wo) * l.unit, 0,
-                    (oh + 1 < l.ho ? l.wq - l.wo : 0) * l.unit * sizeof(float));
-      const int64_t end = l.offset + (l.ho - 1) * l.wq + l.wo;
-      std::memset(out + end * l.unit, 0, (l.per_channel - end) * l.unit * sizeof(float));
+      zero_row(out, offset * l.unit);
+      for (int64_t oh = 0; oh + 1 < l.ho; ++oh)
+        zero_row(out + (offset + oh * wq + l.wo) * l.unit, (wq - l.wo) * l.unit);
+      const int64_t end = offset + (l.ho - 1) * wq + l.wo;
+      zero_row(out + end * l.unit, (l.per_channel - end) * l.unit);
       double sum = 0.0;
       if (l.unit == 1) {
         const float* y = a.y + g * chw + c * hw;
         for (int64_t oh = 0; oh < l.ho; ++oh) {
-          std::memcpy(out + l.offset + oh * l.wq, y + oh * l.wo, l.wo * sizeof(float));
+          copy_row(y + oh * l.wo, out + offset + oh * wq, l.wo);
           if (a.channel_sums) sum += row_sum(y + oh * l.wo, l.wo);
         }
         if (a.channel_sums) a.channel_sums[i] = sum;
@@ -349,7 +369,7 @@ void f32_conv_unpack_output(const ConvOutputArgs& a) {
           const float* s = in + l.offset + oh * l.wq;
           float* d = y + oh * l.wo;
           if (a.bias == nullptr) {
-            std::memcpy(d, s, l.wo * sizeof(float));
+            copy_row(s, d, l.wo);
           } else {
             const float b = a.bias[c];
             for (int64_t ow = 0; ow < l.wo; ++ow) d[ow] = s[ow] + b;
