@@ -202,7 +202,9 @@ void check_extent(const char* name, int64_t size, int64_t images, int64_t image_
 
 void spmm_offsets(py::array ptr_a, py::array off_a, py::array val_a, py::object pos_o,
                   py::object scratch_o, py::array b_a, int64_t b_image_stride, py::array c_a,
-                  int64_t ldc, int64_t c_image_stride, int64_t len, int64_t images, int nthreads) {
+                  int64_t ldc, int64_t c_image_stride, int64_t len, int64_t images, int nthreads,
+                  int64_t grid_w, int64_t t_base, int64_t row0, int64_t col0, int64_t plane_h,
+                  int64_t plane_w, py::object bias_o) {
   auto ptr = view<int64_t>(ptr_a, "ptr", 1);
   auto off = view<int64_t>(off_a, "offsets", 1);
   auto val = view<float>(val_a, "values", 1);
@@ -214,12 +216,24 @@ void spmm_offsets(py::array ptr_a, py::array off_a, py::array val_a, py::object 
   if (val.size() != nnz) bad("values and offsets differ in length");
   const Scatter sc = scatter_args(pos_o, scratch_o, nnz);
   if (nnz > 0) check_extent("b", b.size(), images, b_image_stride, e.max_off, len);
-  if (rows > 0) {
+  const float* bias = nullptr;
+  if (grid_w > 0) {  // written into plane_h x plane_w planes, ldc apart
+    if (t_base < 0 || row0 < 0 || col0 < 0 || plane_h < 0 || plane_w < 0)
+      bad("negative plane mapping");
+    if (ldc < plane_h * plane_w) bad("ldc is smaller than a plane");
+    if (rows > 0) check_extent("c", c.size(), images, c_image_stride, (rows - 1) * ldc, plane_h * plane_w);
+    if (!bias_o.is_none()) {
+      auto bv = view<float>(bias_o.cast<py::array>(), "bias", 1);
+      if (bv.size() != rows) bad("bias length differs from the row count");
+      bias = bv.data;
+    }
+  } else if (rows > 0) {
     if (ldc < len) bad("ldc is smaller than len");
     check_extent("c", c.size(), images, c_image_stride, (rows - 1) * ldc, len);
   }
   k::SpmmOffsetsArgs args{ptr.data, off.data, val.data, sc.pos, sc.scratch, rows, b.data,
-                          b_image_stride, c.data, ldc, c_image_stride, len, images, nthreads};
+                          b_image_stride, c.data, ldc, c_image_stride, len, images, nthreads,
+                          grid_w, t_base, row0, col0, plane_h, plane_w, bias};
   py::gil_scoped_release release;
   sparsetrain::kernel_table().spmm_offsets(args);
 }
@@ -447,7 +461,9 @@ PYBIND11_MODULE(_C, m) {
   m.def("spmm_offsets", &spmm_offsets, py::arg("ptr"), py::arg("offsets"), py::arg("values"),
         py::arg("pos"), py::arg("scratch"), py::arg("b"), py::arg("b_image_stride"), py::arg("c"),
         py::arg("ldc"), py::arg("c_image_stride"), py::arg("len"), py::arg("images"),
-        py::arg("nthreads"));
+        py::arg("nthreads"), py::arg("grid_w") = 0, py::arg("t_base") = 0, py::arg("row0") = 0,
+        py::arg("col0") = 0, py::arg("plane_h") = 0, py::arg("plane_w") = 0,
+        py::arg("bias") = py::none());
   m.def("sddmm_offsets", &sddmm_offsets, py::arg("ptr"), py::arg("offsets"), py::arg("a"),
         py::arg("lda"), py::arg("a_image_stride"), py::arg("b"), py::arg("b_image_stride"),
         py::arg("len"), py::arg("images"), py::arg("out"), py::arg("nthreads"));

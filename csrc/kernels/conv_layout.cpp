@@ -7,6 +7,7 @@
 #include <cstring>
 
 #include "kernels/kernels.h"
+#include "kernels/rows.h"
 #include "kernels/vec.h"
 #include "threading/parallel.h"
 
@@ -68,32 +69,6 @@ constexpr int64_t kStage = kSeg + 16;
 // may alias anything, so the compiler reloaded every layout field after each copy.
 inline void copy16(float* d, const float* s) {
   for (int64_t i = 0; i < kU; i += Vec::W) Vec::store(d + i, Vec::load(s + i));
-}
-
-// Short row copies, inlined (a memcpy call per 16-image row costs more than the copy).
-inline void copy_row(const float* s, float* d, int64_t k) {
-  constexpr int64_t W = Vec::W;
-  int64_t j = 0;
-  for (; j + W <= k; j += W) Vec::store(d + j, Vec::load(s + j));
-  if (j < k) Vec::store_n(d + j, Vec::load_n(s + j, static_cast<int>(k - j)), static_cast<int>(k - j));
-}
-
-inline void copy_row_add(const float* s, float* d, int64_t k, float b) {
-  constexpr int64_t W = Vec::W;
-  const Vec bv = Vec::bcast(b);
-  int64_t j = 0;
-  for (; j + W <= k; j += W) Vec::store(d + j, add(Vec::load(s + j), bv));
-  if (j < k) {
-    const int n = static_cast<int>(k - j);
-    Vec::store_n(d + j, add(Vec::load_n(s + j, n), bv), n);
-  }
-}
-
-inline void zero_row(float* d, int64_t k) {
-  constexpr int64_t W = Vec::W;
-  int64_t j = 0;
-  for (; j + W <= k; j += W) Vec::store(d + j, Vec::zero());
-  if (j < k) Vec::store_n(d + j, Vec::zero(), static_cast<int>(k - j));
 }
 
 // stage[m][0:k] = rows[m * ld + 0:k] for m < images, zeros for the other rows.

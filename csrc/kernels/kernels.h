@@ -120,6 +120,13 @@ struct SpmmOffsetsArgs {
   int64_t len;
   int64_t images;
   int nthreads;
+  // Optional (grid_w > 0): write C straight into planes instead of rows of len. Position t
+  // is grid point p = t + t_base, grid row p / grid_w, column p % grid_w; it lands at
+  // C_n[r * ldc + (row - row0) * plane_w + column - col0] when inside the plane_h x plane_w
+  // window at (row0, col0), and is dropped otherwise; bias[r] is added if given. This fuses
+  // the copy from the kernel's grid to PyTorch's NCHW (a whole pass over the activations).
+  int64_t grid_w = 0, t_base = 0, row0 = 0, col0 = 0, plane_h = 0, plane_w = 0;
+  const float* bias = nullptr;
 };
 
 //   out[j] = sum_n sum_{t < len} A_n[r, t] * B_n[off[j] + t]   for nonzero j of row r

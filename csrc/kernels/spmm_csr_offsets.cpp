@@ -4,6 +4,7 @@
 // the padded output gradient), vectorized along the flattened spatial grid.
 // Threads own disjoint (image, row) pairs, balanced by nonzero count.
 #include "kernels/kernels.h"
+#include "kernels/rows.h"
 #include "kernels/spmm_tiles.h"
 #include "threading/parallel.h"
 
@@ -14,6 +15,27 @@ namespace {
 // Floats of the grid per pass over all rows of an image: keeps the shifted windows of the
 // input planes a pass touches in L2.
 constexpr int64_t kGridChunk = 256;
+
+// Copies grid positions [t0, t1) of one row, computed into buf, to their plane positions.
+inline void scatter_to_plane(const SpmmOffsetsArgs& a, const float* buf, int64_t t0, int64_t t1,
+                             float* plane, const float* bias) {
+  for (int64_t t = t0; t < t1;) {
+    const int64_t p = t + a.t_base, gr = p / a.grid_w, gc = p - gr * a.grid_w;
+    const int64_t seg_end = t + (a.grid_w - gc) < t1 ? t + (a.grid_w - gc) : t1;
+    const int64_t row = gr - a.row0;
+    if (row >= 0 && row < a.plane_h) {
+      const int64_t lo = gc > a.col0 ? gc : a.col0;
+      const int64_t end_col = gc + (seg_end - t);
+      const int64_t hi = end_col < a.col0 + a.plane_w ? end_col : a.col0 + a.plane_w;
+      if (lo < hi) {
+        const float* s = buf + (t - t0) + (lo - gc);
+        float* d = plane + row * a.plane_w + (lo - a.col0);
+        if (bias) copy_row_add(s, d, hi - lo, *bias); else copy_row(s, d, hi - lo);
+      }
+    }
+    t = seg_end;
+  }
+}
 }  // namespace
 
 void f32_spmm_csr_offsets(const SpmmOffsetsArgs& a) {
@@ -36,10 +58,18 @@ void f32_spmm_csr_offsets(const SpmmOffsetsArgs& a) {
           const float* b = a.b + n * a.b_image_stride;
           float* c = a.c + n * a.c_image_stride;
           const auto src = [&](int64_t j) { return b + a.off[j]; };
+          alignas(64) float buf[kGridChunk];
           for (int64_t c0 = 0; c0 < a.len; c0 += kGridChunk) {
             const int64_t c1 = c0 + kGridChunk < a.len ? c0 + kGridChunk : a.len;
-            for (int64_t r = r0; r < r1; ++r)
-              spmm_span(a.ptr[r], a.ptr[r + 1], src, values, c0, c1, c + r * a.ldc);
+            for (int64_t r = r0; r < r1; ++r) {
+              if (a.grid_w <= 0) {
+                spmm_span(a.ptr[r], a.ptr[r + 1], src, values, c0, c1, c + r * a.ldc);
+                continue;
+              }
+              const auto src_chunk = [&](int64_t j) { return b + a.off[j] + c0; };
+              spmm_span(a.ptr[r], a.ptr[r + 1], src_chunk, values, 0, c1 - c0, buf);
+              scatter_to_plane(a, buf, c0, c1, c + r * a.ldc, a.bias ? a.bias + r : nullptr);
+            }
           }
         }
       });

@@ -246,14 +246,39 @@ TEST_P(Kernels, SpmmOffsetsMatchesNaiveAndScalar) {
         for (int64_t j = a.ptr[r]; j < a.ptr[r + 1]; ++j)
           for (int64_t t = 0; t < len; ++t)
             ref[n * c_image + r * ldc + t] += a.val[j] * b[n * b_image + a.off[j] + t];
-    const k::SpmmOffsetsArgs args{a.ptr.data(), a.off.data(), a.val.data(), nullptr, nullptr, rows,
-                                  b.data(), b_image, c.data(), ldc, c_image, len, images, 2};
+    k::SpmmOffsetsArgs args{a.ptr.data(), a.off.data(), a.val.data(), nullptr, nullptr, rows,
+                            b.data(), b_image, c.data(), ldc, c_image, len, images, 2};
     table.spmm_offsets(args);
     auto args_s = args;
     args_s.c = sc.data();
     scalar.spmm_offsets(args_s);
     expect_close(c, ref, 1e-5f, "spmm_offsets vs naive, len " + std::to_string(len));
     expect_close(c, sc, 1e-5f, "spmm_offsets vs scalar, len " + std::to_string(len));
+    // Written straight into planes: grid rows of grid_w, a ph x pw window at (row0, col0).
+    const int64_t grid_w = 13, t_base = 3, row0 = 1, col0 = 2, pw = 9;
+    const int64_t ph = (len + t_base) / grid_w - row0 + 1 > 0 ? (len + t_base) / grid_w - row0 + 1 : 1;
+    std::vector<float> planes(images * rows * ph * pw, -7.f), pref(planes.size(), -7.f);
+    std::vector<float> bias = random_vec(rows, rng);
+    for (int64_t n = 0; n < images; ++n)
+      for (int64_t r = 0; r < rows; ++r)
+        for (int64_t t = 0; t < len; ++t) {
+          const int64_t p = t + t_base, row = p / grid_w - row0, col = p % grid_w - col0;
+          if (row >= 0 && row < ph && col >= 0 && col < pw)
+            pref[(n * rows + r) * ph * pw + row * pw + col] = ref[n * c_image + r * ldc + t] + bias[r];
+        }
+    auto args_p = args;
+    args_p.c = planes.data();
+    args_p.ldc = ph * pw;
+    args_p.c_image_stride = rows * ph * pw;
+    args_p.grid_w = grid_w;
+    args_p.t_base = t_base;
+    args_p.row0 = row0;
+    args_p.col0 = col0;
+    args_p.plane_h = ph;
+    args_p.plane_w = pw;
+    args_p.bias = bias.data();
+    table.spmm_offsets(args_p);
+    expect_close(planes, pref, 1e-5f, "spmm_offsets into planes, len " + std::to_string(len));
   }
 }
 

@@ -109,6 +109,15 @@ class _Layout:
     # -- the three products ----------------------------------------------------------------
     def forward(self, row_ptr, values, xq, bias, nthreads):
         s, u = self.s, self.unit
+        if u == 1 and not self.direct:
+            # The kernel writes y's NCHW planes itself (bias included): no grid, no unpack.
+            c = self.g.out_channels
+            y = _workspace.empty(self.n, c, s.Ho, s.Wo)
+            _C.spmm_offsets(row_ptr, self.off, _np(values), None, None, _np(xq), self.x_image,
+                            _np(y.view(-1)), s.Ho * s.Wo, c * s.Ho * s.Wo, s.grid_len,
+                            self.images, nthreads, grid_w=s.Wq, plane_h=s.Ho, plane_w=s.Wo,
+                            bias=None if bias is None else _np(bias))
+            return y
         if self.direct:
             grid = _workspace.empty(self.n, self.g.out_channels, s.Ho, s.Wo)
         else:
@@ -128,6 +137,18 @@ class _Layout:
 
     def input_grad(self, values, dyq, nthreads):
         s, u = self.s, self.unit
+        if u == 1 and not self.direct and s.phases == 1:
+            # Stride 1: the padded plane's interior is dx itself; the kernel writes it there.
+            g = self.g
+            pt, _, pl, _ = g.padding
+            dx = _workspace.empty(self.n, g.in_channels, s.H, s.W)
+            scratch = _workspace.empty(values.numel())
+            _C.spmm_offsets(self.t_ptr, self.t_off, _np(values), self.t_pos, _np(scratch),
+                            _np(dyq), self.dy_image, _np(dx.view(-1)), s.H * s.W,
+                            g.in_channels * s.H * s.W, s.dx_len, self.images, nthreads,
+                            grid_w=s.Wq, t_base=s.dx_start, row0=pt, col0=pl, plane_h=s.H,
+                            plane_w=s.W)
+            return dx
         if self.direct:
             dxq = _workspace.empty(self.n, self.g.in_channels, s.H, s.W)
         else:

@@ -1,0 +1,41 @@
+// Short row copies, inlined: a memcpy/memset call per short row costs more than the copy.
+// Float-typed on purpose (a memcpy is a char access that may alias anything, which made the
+// compiler reload values after every copy).
+#pragma once
+
+#include <cstdint>
+
+#include "kernels/vec.h"
+
+namespace sparsetrain {
+namespace kernels {
+namespace ST_ISA {
+
+inline void copy_row(const float* s, float* d, int64_t k) {
+  constexpr int64_t W = Vec::W;
+  int64_t j = 0;
+  for (; j + W <= k; j += W) Vec::store(d + j, Vec::load(s + j));
+  if (j < k) Vec::store_n(d + j, Vec::load_n(s + j, static_cast<int>(k - j)), static_cast<int>(k - j));
+}
+
+inline void copy_row_add(const float* s, float* d, int64_t k, float b) {
+  constexpr int64_t W = Vec::W;
+  const Vec bv = Vec::bcast(b);
+  int64_t j = 0;
+  for (; j + W <= k; j += W) Vec::store(d + j, add(Vec::load(s + j), bv));
+  if (j < k) {
+    const int n = static_cast<int>(k - j);
+    Vec::store_n(d + j, add(Vec::load_n(s + j, n), bv), n);
+  }
+}
+
+inline void zero_row(float* d, int64_t k) {
+  constexpr int64_t W = Vec::W;
+  int64_t j = 0;
+  for (; j + W <= k; j += W) Vec::store(d + j, Vec::zero());
+  if (j < k) Vec::store_n(d + j, Vec::zero(), static_cast<int>(k - j));
+}
+
+}  // namespace ST_ISA
+}  // namespace kernels
+}  // namespace sparsetrain
