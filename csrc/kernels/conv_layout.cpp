@@ -58,6 +58,40 @@ inline void walk_row(const PaddedRow& r, int64_t from, int64_t to, const F& f) {
   }
 }
 
+// Unit 1, strided: the real pixels [pl, pl + w) of a padded row go to sw phase rows
+// (column iwp to phase iwp % sw, position iwp / sw). One loop per phase with a fixed source
+// stride, so the compiler vectorizes them (for sw = 2 with permutes), no per-pixel division.
+inline void split_phases(const float* xrow, int64_t w, int64_t pl, const PaddedRow& row,
+                         float* out) {
+  for (int64_t pw = 0; pw < row.sw; ++pw) {
+    // first q with q * sw + pw >= pl, last with q * sw + pw < pl + w
+    const int64_t q0 = (pl - pw + row.sw - 1) / row.sw > 0 ? (pl - pw + row.sw - 1) / row.sw : 0;
+    const int64_t q1 = (pl + w - pw + row.sw - 1) / row.sw;
+    float* d = out + row.base + pw * row.plane;
+    const float* s = xrow + pw - pl;
+    if (row.sw == 2) {
+      for (int64_t q = q0; q < q1; ++q) d[q] = s[2 * q];
+    } else {
+      for (int64_t q = q0; q < q1; ++q) d[q] = s[q * row.sw];
+    }
+  }
+}
+
+inline void merge_phases(const float* in, const PaddedRow& row, int64_t w, int64_t pl,
+                         float* xrow) {
+  for (int64_t pw = 0; pw < row.sw; ++pw) {
+    const int64_t q0 = (pl - pw + row.sw - 1) / row.sw > 0 ? (pl - pw + row.sw - 1) / row.sw : 0;
+    const int64_t q1 = (pl + w - pw + row.sw - 1) / row.sw;
+    const float* src = in + row.base + pw * row.plane;
+    float* d = xrow + pw - pl;
+    if (row.sw == 2) {
+      for (int64_t q = q0; q < q1; ++q) d[2 * q] = src[q];
+    } else {
+      for (int64_t q = q0; q < q1; ++q) d[q * row.sw] = src[q];
+    }
+  }
+}
+
 // unit = 16 tiles are staged through a row buffer: 16 image rows of up to kSeg floats each,
 // kStage apart. Transposing straight between 16 NCHW rows one channel*plane apart (often a
 // multiple of 4 KiB) lands every row in the same L1 set and thrashes it; the staging copies
@@ -184,7 +218,7 @@ void f32_conv_pack_input(const ConvInputArgs& a) {
           if (l.sw == 1)
             copy_row(xrow, out + row.at(l.pl), l.w);
           else
-            walk_row(row, l.pl, l.pl + l.w, [&](int64_t iwp, int64_t px) { out[px] = xrow[iwp - l.pl]; });
+            split_phases(xrow, l.w, l.pl, row, out);
           continue;
         }
         for (int64_t seg = 0; seg < l.w; seg += kSeg) {
@@ -248,7 +282,7 @@ void f32_conv_unpack_grad_input(const ConvInputArgs& a) {
           if (l.sw == 1)
             copy_row(in + row.at(l.pl), xrow, l.w);
           else
-            walk_row(row, l.pl, l.pl + l.w, [&](int64_t iwp, int64_t px) { xrow[iwp - l.pl] = in[px]; });
+            merge_phases(in, row, l.w, l.pl, xrow);
           continue;
         }
         for (int64_t seg = 0; seg < l.w; seg += kSeg) {
