@@ -1,5 +1,4 @@
 """Shared benchmark setup: 2 threads, and a closing table of ratios measured in this run."""
-import pytest
 import torch
 
 THREADS = 2

@@ -2,7 +2,6 @@
 import pytest
 import torch
 
-import sparsetrain as st
 from sparsetrain import _C, formats
 
 ALIGN = _C.BATCH_ALIGN

@@ -1,7 +1,6 @@
 """SparseLinear against nn.Linear holding the same dense weight: outputs and all gradients."""
 import pytest
 import torch
-from torch import nn
 
 import sparsetrain as st
 from helpers import assert_close, pruned_linear
