@@ -7,12 +7,16 @@ from ._runtime import (get_isa, get_num_threads, runtime_info, set_isa, set_num_
 from ._workspace import empty_cache
 from .functional import sparse_linear
 from .nn import SparseConv2d, SparseLinear
+from .surgery import SparsifyReport, densify, sparsify
 
 __version__ = _C.__version__
 
 __all__ = [
     "SparseLinear",
     "SparseConv2d",
+    "sparsify",
+    "densify",
+    "SparsifyReport",
     "sparse_linear",
     "formats",
     "get_isa",

@@ -1,0 +1,224 @@
+"""Model surgery: swap pruned nn.Linear / nn.Conv2d layers for sparse ones, and back.
+
+    report = sparsetrain.sparsify(model, example_inputs=(x,))
+    print(report)                 # what was swapped, measured dense vs sparse times
+    sparsetrain.densify(model)    # plain torch modules again
+"""
+from __future__ import annotations
+
+import copy
+import fnmatch
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import nn
+
+from .nn import SparseConv2d, SparseLinear
+
+_SPARSE_OF = {nn.Linear: SparseLinear, nn.Conv2d: SparseConv2d}
+
+
+@dataclass
+class LayerDecision:
+    name: str
+    type: str
+    shape: tuple
+    sparsity: float
+    dense_ms: float | None
+    sparse_ms: float | None
+    swapped: bool
+    reason: str
+
+
+@dataclass
+class SparsifyReport:
+    """One row per candidate layer; ``str(report)`` is a table, ``to_dict()`` is for programs."""
+
+    layers: list = field(default_factory=list)
+
+    @property
+    def swapped(self) -> list:
+        return [row.name for row in self.layers if row.swapped]
+
+    def to_dict(self) -> dict:
+        return {"layers": [asdict(row) for row in self.layers], "swapped": self.swapped}
+
+    def __str__(self) -> str:
+        def ms(v):
+            return "-" if v is None else f"{v:.2f}"
+
+        head = f"{'layer':<28}{'type':<8}{'shape':<22}{'sparsity':>9}{'dense ms':>10}" \
+               f"{'sparse ms':>11}  decision"
+        lines = [head, "-" * len(head)]
+        for r in self.layers:
+            shape = "x".join(str(s) for s in r.shape)
+            lines.append(f"{r.name[:27]:<28}{r.type:<8}{shape[:21]:<22}{r.sparsity:>9.3f}"
+                         f"{ms(r.dense_ms):>10}{ms(r.sparse_ms):>11}  "
+                         f"{'sparse' if r.swapped else 'dense'} ({r.reason})")
+        lines.append(f"{len(self.swapped)} of {len(self.layers)} candidate layers made sparse")
+        return "\n".join(lines)
+
+    __repr__ = __str__
+
+
+def _matches(name: str, module: nn.Module, spec) -> bool:
+    if spec is None:
+        return False
+    if callable(spec) and not isinstance(spec, str):
+        return bool(spec(name, module))
+    patterns = [spec] if isinstance(spec, str) else list(spec)
+    return any(name == p or fnmatch.fnmatchcase(name, p) for p in patterns)
+
+
+def _weight_sparsity(module: nn.Module) -> float:
+    w = module.weight.detach()
+    return float((w == 0).sum()) / max(1, w.numel())
+
+
+def _time_step(module: nn.Module, x: torch.Tensor, repeats: int = 5) -> float:
+    """Median ms of forward + backward (input and parameter gradients) on x."""
+    x = x.detach().clone().requires_grad_(True)
+    with torch.no_grad():
+        grad = torch.randn_like(module(x))
+    times = []
+    for i in range(repeats + 1):
+        x.grad = None
+        for p in module.parameters():
+            p.grad = None
+        t = time.perf_counter()
+        module(x).backward(grad)
+        if i:  # the first run warms up (and lets SparseConv2d pick its strategy)
+            times.append(time.perf_counter() - t)
+    for p in module.parameters():
+        p.grad = None
+    times.sort()
+    return times[len(times) // 2] * 1e3
+
+
+def _input_shapes(model: nn.Module, modules: list, example_inputs) -> dict:
+    """The input shape each candidate module sees (first call) when the model runs once."""
+    shapes, hooks = {}, []
+    for module in modules:
+        def hook(mod, args, _key=module):
+            if args and isinstance(args[0], torch.Tensor):
+                shapes.setdefault(_key, tuple(args[0].shape))
+        hooks.append(module.register_forward_pre_hook(hook))
+    try:
+        inputs = example_inputs if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
+        with torch.no_grad():
+            model(*inputs)
+    finally:
+        for h in hooks:
+            h.remove()
+    return shapes
+
+
+def _shared_weights(model: nn.Module) -> set:
+    """ids of weight Parameters that more than one module registers (tied weights)."""
+    owners = {}
+    for module in model.modules():
+        for name, p in module.named_parameters(recurse=False):
+            owners.setdefault(id(p), set()).add(id(module))
+    return {pid for pid, mods in owners.items() if len(mods) > 1}
+
+
+def _replace(model: nn.Module, old: nn.Module, new: nn.Module) -> None:
+    """Point every parent slot that holds `old` at `new` (modules used twice move together)."""
+    for parent in model.modules():
+        for child_name, child in list(parent._modules.items()):
+            if child is old:
+                setattr(parent, child_name, new)
+
+
+def sparsify(model: nn.Module, example_inputs=None, *, min_sparsity: float = 0.8,
+             only_if_faster: bool = True, include=None, exclude=None,
+             inplace: bool = True) -> SparsifyReport:
+    """Replace ``nn.Linear`` / ``nn.Conv2d`` layers whose weight has at least ``min_sparsity``
+    zeros with :class:`SparseLinear` / :class:`SparseConv2d` holding the same numbers.
+
+    With ``example_inputs`` and ``only_if_faster``, the model runs once to learn each layer's
+    real input shape, dense and sparse forward + backward are timed per layer, and the faster
+    is kept. ``include`` / ``exclude`` take module names, glob patterns or a predicate
+    ``f(name, module) -> bool``. Layers whose weight is shared with another module stay dense
+    (with a warning). Returns a :class:`SparsifyReport` whose ``model`` attribute is the model
+    changed in place, or with ``inplace=False`` a changed copy (the original stays as it was).
+    """
+    if not 0.0 <= float(min_sparsity) <= 1.0:
+        raise ValueError(f"sparsify: min_sparsity must be in [0, 1], got {min_sparsity!r}")
+    if not inplace:
+        model = copy.deepcopy(model)
+    shared = _shared_weights(model)
+    # A module used at several places is one candidate, reported under its first name.
+    names: dict = {}
+    for name, module in model.named_modules(remove_duplicate=False):
+        if type(module) in _SPARSE_OF:
+            names.setdefault(module, []).append(name)
+    report = SparsifyReport()
+    candidates = []
+    for module, module_names in names.items():
+        name = module_names[0]
+        if include is not None and not any(_matches(n, module, include) for n in module_names):
+            continue
+        if any(_matches(n, module, exclude) for n in module_names):
+            continue
+        row = LayerDecision(name, type(module).__name__, tuple(module.weight.shape),
+                            _weight_sparsity(module), None, None, False, "")
+        report.layers.append(row)
+        if module is model:
+            row.reason = "is the model itself: use from_dense"
+        elif id(module.weight) in shared:
+            row.reason = "weight shared with another module"
+            warnings.warn(f"sparsify: {name} shares its weight with another module; left dense")
+        elif module.weight.device.type != "cpu" or module.weight.dtype != torch.float32:
+            row.reason = "not a float32 CPU weight"
+        elif row.sparsity < min_sparsity:
+            row.reason = f"sparsity below {min_sparsity}"
+        else:
+            candidates.append((module, row))
+    shapes = {}
+    if example_inputs is not None and only_if_faster and candidates:
+        shapes = _input_shapes(model, [m for m, _ in candidates], example_inputs)
+    for module, row in candidates:
+        sparse = _SPARSE_OF[type(module)].from_dense(module)
+        sparse.train(module.training)
+        if example_inputs is not None and only_if_faster:
+            shape = shapes.get(module)
+            if shape is None:
+                row.reason = "not reached by example_inputs"
+                continue
+            x = torch.randn(shape)
+            row.dense_ms = _time_step(module, x)
+            row.sparse_ms = _time_step(sparse, x)
+            if row.sparse_ms >= row.dense_ms:
+                row.reason = "dense measured faster"
+                continue
+            row.reason = f"{row.dense_ms / row.sparse_ms:.1f}x faster"
+        else:
+            row.reason = f"sparsity >= {min_sparsity}"
+        _replace(model, module, sparse)
+        row.swapped = True
+    report.model = model
+    return report
+
+
+def densify(model: nn.Module) -> nn.Module:
+    """Replace every SparseLinear / SparseConv2d in ``model`` (in place) by the equal plain
+    torch module; returns the model (or the dense module, if ``model`` itself is sparse)."""
+    if isinstance(model, (SparseLinear, SparseConv2d)):
+        return _dense_twin(model)
+    done = set()
+    for module in list(model.modules()):
+        if isinstance(module, (SparseLinear, SparseConv2d)) and module not in done:
+            done.add(module)
+            _replace(model, module, _dense_twin(module))
+    return model
+
+
+def _dense_twin(module) -> nn.Module:
+    dense = module.to_dense().train(module.training)
+    dense.weight.requires_grad_(module.values.requires_grad)
+    if module.bias is not None:
+        dense.bias.requires_grad_(module.bias.requires_grad)
+    return dense
