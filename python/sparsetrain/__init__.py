@@ -7,6 +7,7 @@ from ._runtime import (get_isa, get_num_threads, runtime_info, set_isa, set_num_
 from ._workspace import empty_cache
 from .functional import sparse_linear
 from .nn import SparseConv2d, SparseLinear
+from .pruning import magnitude_prune
 from .surgery import SparsifyReport, densify, sparsify
 
 __version__ = _C.__version__
@@ -17,6 +18,7 @@ __all__ = [
     "sparsify",
     "densify",
     "SparsifyReport",
+    "magnitude_prune",
     "sparse_linear",
     "formats",
     "get_isa",

@@ -65,6 +65,33 @@ class SparseWeightModule(nn.Module):
         if self._stamp != self._index_stamp():  # pattern buffers replaced or edited in place
             self._rebuild_index()
 
+    def prune_values(self, keep: torch.Tensor, optimizer=None) -> None:
+        """Remove the nonzeros where ``keep`` is False, for good.
+
+        Values and index are repacked (the same ``values`` Parameter object, resized, so it
+        stays registered with any optimizer), its gradient and the optimizer's per-value
+        state (SGD momentum, Adam/AdamW moments; ``step`` is kept) follow the survivors.
+        """
+        keep = torch.as_tensor(keep, dtype=torch.bool).reshape(-1)
+        if keep.numel() != self.nnz:
+            raise ValueError(f"prune_values: keep has {keep.numel()} entries for {self.nnz} nonzeros")
+        rows = torch.repeat_interleave(torch.arange(self._rows), self.row_ptr[1:] - self.row_ptr[:-1])
+        row_ptr = torch.zeros_like(self.row_ptr)
+        torch.cumsum(torch.bincount(rows[keep], minlength=self._rows), 0, out=row_ptr[1:])
+        old_nnz = self.nnz
+        with torch.no_grad():
+            self.values.data = self.values.data[keep].contiguous()
+            if self.values.grad is not None:
+                self.values.grad = self.values.grad[keep].contiguous()
+        if optimizer is not None:
+            state = optimizer.state.get(self.values, {})
+            for k, v in list(state.items()):
+                if isinstance(v, torch.Tensor) and v.dim() == 1 and v.numel() == old_nnz:
+                    state[k] = v[keep].contiguous()
+        self.row_ptr = row_ptr
+        self.col_idx = self.col_idx[keep].contiguous()
+        self._rebuild_index()
+
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
                               unexpected_keys, error_msgs):
         keys = [prefix + k for k in ("row_ptr", "col_idx", "values")]

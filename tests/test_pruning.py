@@ -1,0 +1,99 @@
+"""magnitude_prune and the repacking of sparse layers with optimizer state."""
+import pytest
+import torch
+from torch import nn
+
+import sparsetrain as st
+
+
+def zeros(m):
+    w = m.weight.detach()
+    return float((w == 0).sum()) / w.numel()
+
+
+@pytest.mark.parametrize("scope", ["layer", "global"])
+def test_dense_layers_get_zeros(scope):
+    model = nn.Sequential(nn.Linear(40, 30), nn.ReLU(), nn.Conv2d(3, 8, 3))
+    out = st.magnitude_prune(model, 0.75, scope=scope)
+    assert set(out) == {"0", "2"}
+    if scope == "layer":
+        assert abs(zeros(model[0]) - 0.75) < 0.01 and abs(zeros(model[2]) - 0.75) < 0.01
+    total = model[0].weight.numel() + model[2].weight.numel()
+    nz = int((model[0].weight == 0).sum() + (model[2].weight == 0).sum())
+    assert abs(nz / total - 0.75) < 0.01
+
+
+def test_global_threshold_keeps_the_largest_everywhere():
+    a, b = nn.Linear(10, 10, bias=False), nn.Linear(10, 10, bias=False)
+    with torch.no_grad():
+        a.weight.copy_(torch.arange(100.0).view(10, 10))
+        b.weight.copy_(torch.arange(100.0).view(10, 10) + 100)
+    model = nn.Sequential(a, b)
+    st.magnitude_prune(model, 0.5, scope="global")
+    assert torch.all(a.weight == 0) and torch.all(b.weight != 0)
+
+
+def test_sparse_layers_lose_nonzeros_and_stay_correct():
+    sp = st.SparseLinear(50, 40, sparsity=0.5)
+    param = sp.values
+    x = torch.randn(7, 50)
+    st.magnitude_prune(sp, 0.9, scope="layer")
+    assert sp.values is param and abs(sp.sparsity - 0.9) < 0.01
+    dense = sp.to_dense()
+    torch.testing.assert_close(sp(x), dense(x), rtol=1e-5, atol=1e-5)
+    # never adds back: pruning to a lower sparsity changes nothing
+    nnz = sp.nnz
+    st.magnitude_prune(sp, 0.5, scope="layer")
+    assert sp.nnz == nnz
+
+
+@pytest.mark.parametrize("opt_name", ["sgd", "adam", "adamw"])
+def test_optimizer_state_follows_the_surviving_weights(opt_name):
+    """Train, prune, step again: the sparse model equals a dense one with the same mask."""
+    torch.manual_seed(0)
+    dense = nn.Linear(30, 20)
+    with torch.no_grad():
+        dense.weight.mul_(torch.rand_like(dense.weight) > 0.5)
+    sparse = st.SparseLinear.from_dense(dense)
+    make = {"sgd": lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9),
+            "adam": lambda p: torch.optim.Adam(p, lr=0.01),
+            "adamw": lambda p: torch.optim.AdamW(p, lr=0.01, weight_decay=0.1)}[opt_name]
+    opt_d, opt_s = make(dense.parameters()), make(sparse.parameters())
+
+    def step(mask):
+        x = torch.randn(16, 30)
+        for m, opt in ((dense, opt_d), (sparse, opt_s)):
+            opt.zero_grad()
+            m(x).pow(2).mean().backward()
+            if m is dense:
+                dense.weight.grad.mul_(mask)
+            opt.step()
+        with torch.no_grad():
+            dense.weight.mul_(mask)
+
+    mask = (dense.weight != 0).float()
+    for _ in range(3):
+        step(mask)
+    # prune both the same way: 80% of the weights by magnitude
+    st.magnitude_prune(sparse, 0.8, scope="layer", optimizer=opt_s)
+    new_mask = sparse.weight.detach() != 0
+    with torch.no_grad():
+        dense.weight.mul_(new_mask)
+        for v in opt_d.state[dense.weight].values():
+            if isinstance(v, torch.Tensor) and v.shape == dense.weight.shape:
+                v.mul_(new_mask)
+    step(new_mask.float())
+    torch.testing.assert_close(sparse.weight.detach(), dense.weight.detach(), rtol=1e-5, atol=1e-6)
+    assert opt_s.param_groups[0]["params"][0] is sparse.values
+
+
+def test_conv_and_bad_arguments():
+    conv = st.SparseConv2d(4, 6, 3, padding=1, sparsity=0.5)
+    st.magnitude_prune(conv, 0.8)
+    assert abs(conv.sparsity - 0.8) < 0.01
+    x = torch.randn(2, 4, 6, 6)
+    torch.testing.assert_close(conv(x), conv.to_dense()(x), rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="sparsity"):
+        st.magnitude_prune(conv, 1.5)
+    with pytest.raises(ValueError, match="scope"):
+        st.magnitude_prune(conv, 0.5, scope="channel")
