@@ -30,6 +30,22 @@ class SparseWeightModule(nn.Module):
         self._stamp = None
         self._rebuild_index()
 
+    def _set_weight_from(self, dense: nn.Module) -> None:
+        """Take exactly the nonzeros of a dense layer's weight (viewed as rows x cols) and its
+        bias, with their requires_grad."""
+        w, bias = dense.weight, dense.bias
+        row_ptr, col_idx, values = formats.csr_from_dense(w.reshape(w.shape[0], -1))
+        self._set_weight(row_ptr, col_idx, values, bias, values_grad=w.requires_grad,
+                         bias_grad=bias is not None and bias.requires_grad)
+
+    def _copy_into(self, dense: nn.Module) -> nn.Module:
+        """Fill a freshly built dense twin with this layer's weight (zeros included) and bias."""
+        with torch.no_grad():
+            dense.weight.copy_(self.weight)
+            if self.bias is not None:
+                dense.bias.copy_(self.bias)
+        return dense
+
     # -- inspection ------------------------------------------------------------------------
     def _dense_matrix(self) -> torch.Tensor:
         return formats.csr_to_dense(self.row_ptr, self.col_idx, self.values, self._rows,

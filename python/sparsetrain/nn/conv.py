@@ -112,22 +112,14 @@ class SparseConv2d(SparseWeightModule):
         SparseWeightModule.__init__(self)
         self._configure(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride,
                         conv.padding, conv.dilation, conv.groups, conv.padding_mode, strategy)
-        row_ptr, col_idx, values = formats.csr_from_dense(conv.weight.reshape(conv.out_channels, -1))
-        bias = conv.bias
-        self._set_weight(row_ptr, col_idx, values, bias, values_grad=conv.weight.requires_grad,
-                         bias_grad=bias is not None and bias.requires_grad)
+        self._set_weight_from(conv)
         return self
 
     def to_dense(self) -> nn.Conv2d:
         """An ``nn.Conv2d`` with the same configuration, weight (zeros filled in) and bias."""
-        conv = nn.Conv2d(self.in_channels, self.out_channels, self.kernel_size, self.stride,
-                         self.padding, self.dilation, self.groups, self.bias is not None,
-                         self.padding_mode)
-        with torch.no_grad():
-            conv.weight.copy_(self.weight)
-            if self.bias is not None:
-                conv.bias.copy_(self.bias)
-        return conv
+        return self._copy_into(nn.Conv2d(self.in_channels, self.out_channels, self.kernel_size,
+                                         self.stride, self.padding, self.dilation, self.groups,
+                                         self.bias is not None, self.padding_mode))
 
     @property
     def weight(self) -> torch.Tensor:

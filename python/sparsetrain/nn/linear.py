@@ -61,21 +61,13 @@ class SparseLinear(SparseWeightModule):
         self = cls.__new__(cls)
         SparseWeightModule.__init__(self)
         self.in_features, self.out_features = linear.in_features, linear.out_features
-        row_ptr, col_idx, values = formats.csr_from_dense(linear.weight)
-        bias = linear.bias
-        self._set_weight(row_ptr, col_idx, values, bias,
-                         values_grad=linear.weight.requires_grad,
-                         bias_grad=bias is not None and bias.requires_grad)
+        self._set_weight_from(linear)
         return self
 
     def to_dense(self) -> nn.Linear:
         """An ``nn.Linear`` with the same weight (zeros filled in) and bias."""
-        lin = nn.Linear(self.in_features, self.out_features, bias=self.bias is not None)
-        with torch.no_grad():
-            lin.weight.copy_(self.weight)
-            if self.bias is not None:
-                lin.bias.copy_(self.bias)
-        return lin
+        return self._copy_into(nn.Linear(self.in_features, self.out_features,
+                                         bias=self.bias is not None))
 
     @property
     def weight(self) -> torch.Tensor:
