@@ -7,7 +7,7 @@ from ._runtime import (get_isa, get_num_threads, runtime_info, set_isa, set_num_
 from ._workspace import empty_cache
 from .functional import sparse_linear
 from .nn import SparseConv2d, SparseLinear
-from .pruning import magnitude_prune
+from .pruning import GradualMagnitudePruner, cubic_sparsity, magnitude_prune
 from .surgery import SparsifyReport, densify, sparsify
 
 __version__ = _C.__version__
@@ -19,6 +19,8 @@ __all__ = [
     "densify",
     "SparsifyReport",
     "magnitude_prune",
+    "GradualMagnitudePruner",
+    "cubic_sparsity",
     "sparse_linear",
     "formats",
     "get_isa",

@@ -76,10 +76,23 @@ class SparseWeightModule(nn.Module):
                              f"{self.col_idx.numel()} column indices")
         self._derive()
         self._stamp = self._index_stamp()
+        # What the indices were derived from: a buffer rewritten with the same numbers (as
+        # DistributedDataParallel's buffer broadcast does before every forward) keeps them.
+        self._pattern = (self.row_ptr.clone(), self.col_idx.clone())
 
     def _ensure_index(self) -> None:
-        if self._stamp != self._index_stamp():  # pattern buffers replaced or edited in place
-            self._rebuild_index()
+        stamp = self._index_stamp()
+        if self._stamp == stamp:
+            return
+        # The pattern buffers were replaced or written in place.
+        row_ptr, col_idx = self._pattern
+        if (self.row_ptr.shape == row_ptr.shape and self.col_idx.shape == col_idx.shape
+                and self.row_ptr.dtype == row_ptr.dtype and self.col_idx.dtype == col_idx.dtype
+                and torch.equal(self.row_ptr, row_ptr) and torch.equal(self.col_idx, col_idx)
+                and self.values.numel() == col_idx.numel()):
+            self._stamp = stamp
+            return
+        self._rebuild_index()
 
     def prune_values(self, keep: torch.Tensor, optimizer=None) -> None:
         """Remove the nonzeros where ``keep`` is False, for good.
@@ -96,7 +109,7 @@ class SparseWeightModule(nn.Module):
         torch.cumsum(torch.bincount(rows[keep], minlength=self._rows), 0, out=row_ptr[1:])
         old_nnz = self.nnz
         with torch.no_grad():
-            self.values.data = self.values.data[keep].contiguous()
+            _resize_parameter(self.values, self.values.data[keep].contiguous())
             if self.values.grad is not None:
                 self.values.grad = self.values.grad[keep].contiguous()
         if optimizer is not None:
@@ -121,7 +134,7 @@ class SparseWeightModule(nn.Module):
             # same Parameter object stays registered with any optimizer.
             if col_idx.numel() != self.col_idx.numel():
                 self.col_idx = torch.empty_like(col_idx)
-                self.values.data = torch.empty(values.numel(), dtype=self.values.dtype)
+                _resize_parameter(self.values, torch.empty(values.numel(), dtype=self.values.dtype))
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
                                       unexpected_keys, error_msgs)
         self._rebuild_index()
@@ -140,3 +153,15 @@ class SparseWeightModule(nn.Module):
 
     def _describe(self) -> str:
         return ""
+
+
+def _resize_parameter(p: nn.Parameter, data: torch.Tensor) -> None:
+    """Give ``p`` new data of another length, keeping the Parameter object.
+
+    Autograd caches a parameter's gradient accumulator, with the shape it had, while any graph
+    that used it is alive (a ``loss`` kept from the previous step is enough), and assigning
+    ``.data`` drops that cache only when the dtype changes. Passing through another dtype
+    makes the next forward create an accumulator with the new shape.
+    """
+    p.data = torch.empty(0, dtype=torch.float64 if data.dtype != torch.float64 else torch.float32)
+    p.data = data
