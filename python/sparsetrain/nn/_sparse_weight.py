@@ -80,13 +80,18 @@ class SparseWeightModule(nn.Module):
         # DistributedDataParallel's buffer broadcast does before every forward) keeps them.
         self._pattern = (self.row_ptr.clone(), self.col_idx.clone())
 
+    def __setstate__(self, state):
+        # Unpickled or deep-copied: derive the kernels' indices afresh from the pattern.
+        super().__setstate__(state)
+        self._stamp = self._pattern = None
+
     def _ensure_index(self) -> None:
         stamp = self._index_stamp()
         if self._stamp == stamp:
             return
         # The pattern buffers were replaced or written in place.
-        row_ptr, col_idx = self._pattern
-        if (self.row_ptr.shape == row_ptr.shape and self.col_idx.shape == col_idx.shape
+        row_ptr, col_idx = self._pattern or (None, None)
+        if (self._pattern is not None and self.row_ptr.shape == row_ptr.shape and self.col_idx.shape == col_idx.shape
                 and self.row_ptr.dtype == row_ptr.dtype and self.col_idx.dtype == col_idx.dtype
                 and torch.equal(self.row_ptr, row_ptr) and torch.equal(self.col_idx, col_idx)
                 and self.values.numel() == col_idx.numel()):
