@@ -1,0 +1,70 @@
+"""What the digits examples share: scikit-learn's bundled 8x8 digits (no download), a small
+CNN, a training loop and the test accuracy."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def load_digits(train_fraction: float = 0.75, seed: int = 0):
+    """((x_train, y_train), (x_test, y_test)): images (N, 1, 8, 8) scaled to [0, 1]."""
+    from sklearn.datasets import load_digits as sklearn_digits
+
+    data = sklearn_digits()
+    x = torch.tensor(data.images, dtype=torch.float32).unsqueeze(1) / 16.0
+    y = torch.tensor(data.target, dtype=torch.int64)
+    order = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))
+    x, y = x[order], y[order]
+    n = int(train_fraction * len(y))
+    return (x[:n], y[:n]), (x[n:], y[n:])
+
+
+def make_cnn(seed: int = 0) -> nn.Sequential:
+    torch.manual_seed(seed)
+    return nn.Sequential(
+        nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(),
+        nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(64, 64, 3, padding=1), nn.ReLU(), nn.Flatten(),
+        nn.Linear(64 * 4 * 4, 128), nn.ReLU(), nn.Linear(128, 10))
+
+
+def train(model, optimizer, data, epochs: int, batch_size: int = 64, seed: int = 0,
+          after_step=None) -> None:
+    """Plain mini-batch training; ``after_step()`` runs after every optimizer step."""
+    x, y = data
+    g = torch.Generator().manual_seed(seed)
+    model.train()
+    for _ in range(epochs):
+        order = torch.randperm(len(y), generator=g)
+        for i in range(0, len(y), batch_size):
+            idx = order[i:i + batch_size]
+            optimizer.zero_grad()
+            nn.functional.cross_entropy(model(x[idx]), y[idx]).backward()
+            optimizer.step()
+            if after_step is not None:
+                after_step()
+
+
+@torch.no_grad()
+def accuracy(model, data) -> float:
+    """Test accuracy in percent."""
+    x, y = data
+    model.eval()
+    return 100.0 * float((model(x).argmax(1) == y).float().mean())
+
+
+def hold_masks(model) -> callable:
+    """Keep the zeros of every dense Linear/Conv2d weight at zero while training (the masked
+    dense baseline): their gradients are masked; returns a function that re-applies the masks."""
+    masks = []
+    for m in model.modules():
+        if isinstance(m, (nn.Linear, nn.Conv2d)):
+            mask = m.weight.detach() != 0
+            m.weight.register_hook(lambda g, mask=mask: g * mask)
+            masks.append((m.weight, mask))
+
+    def apply():
+        with torch.no_grad():
+            for w, mask in masks:
+                w.mul_(mask)
+    return apply

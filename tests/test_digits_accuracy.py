@@ -1,0 +1,41 @@
+"""Accuracy on real data (scikit-learn's bundled digits), through the two examples' flows.
+
+Sparse layers must train like dense layers holding the same masks (within 1 point), and
+gradual pruning from scratch to 90% must end within 2 points of dense training.
+"""
+import pathlib
+import sys
+
+import pytest
+
+import sparsetrain as st
+
+pytest.importorskip("sklearn")
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "examples"))
+
+import gradual_pruning  # noqa: E402
+import sparse_transfer  # noqa: E402
+
+
+def sparse_layers(model):
+    return {name: layer.sparsity for name, layer in model.named_modules()
+            if isinstance(layer, (st.SparseConv2d, st.SparseLinear))}
+
+
+def test_sparse_fine_tuning_matches_dense_with_the_same_masks():
+    out = sparse_transfer.run(sparsity=0.9, pretrain_epochs=6, epochs=6, only_if_faster=False,
+                              verbose=False)
+    layers = sparse_layers(out["model"])
+    assert sorted(layers) == ["10", "2", "5", "8"]  # every pruned layer trained sparse
+    assert all(abs(s - 0.9) < 0.01 for s in layers.values()), layers
+    assert out["sparse"] > 90.0, out
+    assert abs(out["sparse"] - out["dense_masked"]) <= 1.0, out
+
+
+def test_gradual_pruning_from_scratch_ends_near_dense_training():
+    out = gradual_pruning.run(sparsity=0.9, epochs=12, verbose=False)
+    layers = sparse_layers(out["model"])
+    assert sorted(layers) == ["10", "2", "5", "8"]
+    assert all(abs(s - 0.9) < 0.01 for s in layers.values()), layers
+    assert out["dense"] > 90.0, out
+    assert out["gradual"] >= out["dense"] - 2.0, out
