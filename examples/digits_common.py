@@ -2,17 +2,30 @@
 CNN, a training loop and the test accuracy."""
 from __future__ import annotations
 
+import gzip
+import importlib.util
+import pathlib
+
+import numpy as np
 import torch
 from torch import nn
 
 
+def _digits_csv() -> pathlib.Path:
+    # Read the file scikit-learn ships rather than importing sklearn.datasets: that import
+    # loads scikit-learn's own OpenMP runtime next to torch's, which nothing here needs.
+    spec = importlib.util.find_spec("sklearn")
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError("the digits examples need scikit-learn (pip install scikit-learn)")
+    return pathlib.Path(list(spec.submodule_search_locations)[0]) / "datasets/data/digits.csv.gz"
+
+
 def load_digits(train_fraction: float = 0.75, seed: int = 0):
     """((x_train, y_train), (x_test, y_test)): images (N, 1, 8, 8) scaled to [0, 1]."""
-    from sklearn.datasets import load_digits as sklearn_digits
-
-    data = sklearn_digits()
-    x = torch.tensor(data.images, dtype=torch.float32).unsqueeze(1) / 16.0
-    y = torch.tensor(data.target, dtype=torch.int64)
+    with gzip.open(_digits_csv(), "rt") as f:
+        table = np.loadtxt(f, delimiter=",", dtype=np.float32)  # 64 pixels, then the label
+    x = torch.from_numpy(table[:, :64].copy()).view(-1, 1, 8, 8) / 16.0
+    y = torch.from_numpy(table[:, 64].astype(np.int64))
     order = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))
     x, y = x[order], y[order]
     n = int(train_fraction * len(y))

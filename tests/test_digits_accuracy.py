@@ -10,7 +10,7 @@ import pytest
 
 import sparsetrain as st
 
-pytest.importorskip("sklearn")
+pytest.importorskip("sklearn")  # only its bundled data file is read
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "examples"))
 
 import gradual_pruning  # noqa: E402
