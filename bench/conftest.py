@@ -20,9 +20,12 @@ def pytest_terminal_summary(terminalreporter, config):
     by_group = {}
     peak = None
     threads = {}
+    memory = None
     for b in session.benchmarks:
         info = b.extra_info
-        if info.get("kind") == "threads":
+        if info.get("kind") == "memory":
+            memory = info
+        elif info.get("kind") == "threads":
             threads[info["when"]] = _median(b)
         elif info.get("kind") == "peak":
             peak = info["flops"] / _median(b) / 1e9
@@ -37,6 +40,12 @@ def pytest_terminal_summary(terminalreporter, config):
         a, f, d = threads["alone"], threads["after cache flush"], threads["after dense"]
         tr.write_line(f"alone {a * 1e3:.2f} ms, after 1-thread cache flush {f * 1e3:.2f} ms, "
                       f"after dense matmul {d * 1e3:.2f} ms; dense/flush ratio {d / f:.2f}")
+    if memory:
+        tr.section("peak resident memory of one training step (fresh process each)")
+        for k in ("dense", "sparse"):
+            tr.write_line(f"{k:<7} RSS before {memory[k + '_rss_before_mb']:8.0f} MB, peak "
+                          f"{memory[k + '_peak_mb']:8.0f} MB, step adds "
+                          f"{memory[k + '_step_mb']:8.0f} MB")
     if not by_group:
         return
     tr.section(f"sparse vs dense, fwd+bwd, {THREADS} threads (medians)")
@@ -50,6 +59,6 @@ def pytest_terminal_summary(terminalreporter, config):
         (bd, _), (bs, info) = kinds["dense"], kinds["sparse"]
         td, ts = _median(bd), _median(bs)
         gfs = info["nnz_flops"] / ts / 1e9
-        frac = f"{gfs / peak:.0%}" if peak else "-"
+        frac = f"{gfs / peak:.0%}" if peak and gfs else "-"
         tr.write_line(f"{case:<40}{td * 1e3:>10.2f}{ts * 1e3:>11.2f}{td / ts:>8.2f}x"
                       f"{gfs:>10.1f}{frac:>9}")

@@ -1,0 +1,176 @@
+"""The benchmark grid shared by ``sparsetrain bench`` and bench/ (pytest-benchmark): layer
+shapes, pruned layers, one timed training step, and the ResNet-18 end-to-end setup."""
+from __future__ import annotations
+
+import time
+
+import torch
+from torch import nn
+
+# (batch, in_features, out_features): a transformer MLP, a large square layer, a classifier.
+LINEAR_SHAPES = [(256, 768, 3072), (64, 4096, 4096), (128, 512, 1000)]
+# (in, out, input size, kernel, stride): ResNet-18's convolutions at 224x224, batch 32.
+CONV_LAYERS = [
+    (64, 64, 56, 3, 1),
+    (128, 128, 28, 3, 1),
+    (256, 256, 14, 3, 1),
+    (512, 512, 7, 3, 1),
+    (64, 128, 56, 3, 2),
+    (256, 512, 14, 1, 2),
+]
+CONV_BATCH = 32
+SPARSITIES = [0.8, 0.9, 0.95, 0.98]
+
+
+def linear_name(shape) -> str:
+    batch, in_f, out_f = shape
+    return f"linear {batch}x{in_f}->{out_f}"
+
+
+def conv_name(layer) -> str:
+    cin, cout, hw, k, s = layer
+    return f"conv {k}x{k}s{s} {cin}->{cout} @{hw}"
+
+
+def pruned_linear(shape, sparsity: float, seed: int = 0) -> nn.Linear:
+    torch.manual_seed(seed)
+    _, in_f, out_f = shape
+    lin = nn.Linear(in_f, out_f)
+    with torch.no_grad():
+        lin.weight.mul_(torch.rand(out_f, in_f) >= sparsity)
+    return lin
+
+
+def pruned_conv(layer, sparsity: float, seed: int = 0) -> nn.Conv2d:
+    torch.manual_seed(seed)
+    cin, cout, _, k, s = layer
+    conv = nn.Conv2d(cin, cout, k, stride=s, padding=k // 2)
+    with torch.no_grad():
+        conv.weight.mul_(torch.rand_like(conv.weight) >= sparsity)
+    return conv
+
+
+def linear_input(shape) -> torch.Tensor:
+    return torch.randn(shape[0], shape[1], requires_grad=True)
+
+
+def conv_input(layer, batch: int = CONV_BATCH) -> torch.Tensor:
+    cin, _, hw, _, _ = layer
+    return torch.randn(batch, cin, hw, hw, requires_grad=True)
+
+
+def layer_step(module: nn.Module, x: torch.Tensor, grad: torch.Tensor) -> None:
+    """Forward + backward with input, weight and bias gradients (what training needs)."""
+    x.grad = None
+    module.zero_grad(set_to_none=True)
+    module(x).backward(grad)
+
+
+def output_grad(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return torch.randn_like(module(x))
+
+
+def median_time(fn, *args, repeats: int = 7, warmup: int = 2) -> float:
+    """Median wall-clock seconds of ``fn(*args)`` over ``repeats`` runs after ``warmup``."""
+    for _ in range(warmup):
+        fn(*args)
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn(*args)
+        times.append(time.perf_counter() - t)
+    times.sort()
+    return times[len(times) // 2]
+
+
+def nnz_flops(module, x: torch.Tensor) -> float:
+    """Multiply-adds x 2 of the three products (forward, input and weight gradient) that touch
+    the nonzeros: the work a sparse layer really does."""
+    with torch.no_grad():
+        y = module(x)
+    per_output = y.numel() / y.shape[1] if y.dim() > 2 else y.shape[0]
+    return 6.0 * module.nnz * per_output
+
+
+# -- end to end -------------------------------------------------------------------------------
+def pruned_resnet(name: str = "resnet18", sparsity: float = 0.95, num_classes: int = 1000,
+                  seed: int = 0) -> nn.Module:
+    """A ResNet whose convolutions (except the first) are magnitude-pruned to ``sparsity``
+    per layer; the first convolution and the classifier stay dense, as in the literature."""
+    from . import magnitude_prune
+    from .models import MODELS
+
+    torch.manual_seed(seed)
+    model = MODELS[name](num_classes=num_classes)
+    magnitude_prune(model, sparsity, scope="layer", exclude=["conv1", "fc"])
+    return model
+
+
+def train_step(model: nn.Module, optimizer, x: torch.Tensor, y: torch.Tensor) -> float:
+    """One SGD training step (forward, loss, backward, optimizer step); returns the loss."""
+    optimizer.zero_grad(set_to_none=True)
+    loss = nn.functional.cross_entropy(model(x), y)
+    loss.backward()
+    optimizer.step()
+    return loss.item()
+
+
+def machine() -> dict:
+    """What the numbers were measured on."""
+    import os
+    import platform
+
+    from ._runtime import runtime_info
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(l.split(":", 1)[1].strip() for l in f if l.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return {"cpu": cpu, "logical_cpus": os.cpu_count(), "python": platform.python_version(),
+            **runtime_info()}
+
+
+def _status_mb(field: str) -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024.0
+    raise OSError(f"{field} not in /proc/self/status")
+
+
+def measure_step_memory(sparse: bool, name: str = "resnet18", batch: int = 32,
+                        image_size: int = 224, sparsity: float = 0.95, warmup: int = 2) -> dict:
+    """Resident memory of one training step in this process (Linux): RSS before the step and
+    the peak during it (VmHWM, reset just before through /proc/self/clear_refs)."""
+    model = pruned_resnet(name, sparsity)
+    x = torch.randn(batch, 3, image_size, image_size)
+    y = torch.randint(0, 1000, (batch,))
+    if sparse:
+        from . import sparsify
+        sparsify(model, example_inputs=x, min_sparsity=0.5)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    for _ in range(warmup):
+        train_step(model, opt, x, y)
+    before = _status_mb("VmRSS")
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # VmHWM := current RSS
+    train_step(model, opt, x, y)
+    peak = _status_mb("VmHWM")
+    return {"rss_before_mb": before, "peak_mb": peak, "step_mb": peak - before}
+
+
+def step_memory_in_subprocess(sparse: bool, **kwargs) -> dict:
+    """measure_step_memory in a fresh interpreter, so one run's freed memory and allocator
+    state do not blur the other's."""
+    import json
+    import subprocess
+    import sys
+
+    code = ("import json, torch, sparsetrain.benchmarks as B; torch.set_num_threads(2); "
+            f"print(json.dumps(B.measure_step_memory({sparse!r}, **{kwargs!r})))")
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
+                         text=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])

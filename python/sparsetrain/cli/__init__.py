@@ -1,0 +1,67 @@
+"""The ``sparsetrain`` command: ``demo``, ``bench`` and ``train``.
+
+Mistakes a person can make (a missing path, an unreadable image, a bad option value) end
+with one line on stderr and exit status 2, never a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+class CLIError(Exception):
+    """A problem with what the user asked for; printed as one line."""
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}") from None
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import bench, demo, train
+
+    parser = argparse.ArgumentParser(
+        prog="sparsetrain",
+        description="Fast training of unstructured-sparse networks on CPUs.")
+    parser.add_argument("--version", action="version", version=_version())
+    sub = parser.add_subparsers(dest="command", metavar="{demo,bench,train}")
+    for module in (demo, bench, train):
+        module.add_parser(sub)
+    return parser
+
+
+def _version() -> str:
+    from .. import __version__
+    return f"sparsetrain {__version__}"
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)  # argparse itself prints usage + one error line, exit 2
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except CLIError as e:
+        print(f"sparsetrain {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"sparsetrain {args.command}: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,141 @@
+"""``sparsetrain demo``: a ResNet pruned to 95% trained dense and sparse side by side on
+synthetic images: images/s, speedup, where the time goes, and the loss of both runs."""
+from __future__ import annotations
+
+import copy
+import time
+
+import torch
+from torch import nn
+
+from . import CLIError, fraction, positive_int
+from ._progress import Progress
+
+
+def add_parser(sub):
+    p = sub.add_parser("demo", help="train a 95%%-sparse ResNet-18 next to the dense one",
+                       description=__doc__)
+    p.add_argument("--model", default="resnet18", help="resnet18 or resnet34 (default: %(default)s)")
+    p.add_argument("--sparsity", type=fraction, default=0.95,
+                   help="sparsity of every convolution but the first (default: %(default)s)")
+    p.add_argument("--batch-size", type=positive_int, default=32)
+    p.add_argument("--image-size", type=positive_int, default=224)
+    p.add_argument("--steps", type=positive_int, default=8, help="timed steps per run")
+    p.add_argument("--warmup", type=int, default=1,
+                   help="untimed steps first (the sparse layers pick their kernels)")
+    p.add_argument("--threads", type=positive_int, default=2)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=run)
+
+
+# Profiler event name fragments -> the layer type they belong to (first match wins).
+_CATEGORIES = [
+    ("sparse conv", ("SparseConv2dFunction", "Subsample")),
+    ("sparse linear", ("SparseLinearFunction",)),
+    ("dense conv", ("convolution", "conv2d")),
+    ("dense linear", ("addmm", "aten::mm", "aten::linear")),
+    ("batch norm", ("batch_norm",)),
+    ("relu / pool / add", ("threshold", "relu", "clamp", "pool", "aten::add", "aten::mean")),
+    ("optimizer", ("Optimizer.", "_foreach", "aten::add_", "aten::mul_")),
+    ("loss", ("cross_entropy", "log_softmax", "nll_loss")),
+]
+
+
+def _category(name: str) -> str:
+    for category, keys in _CATEGORIES:
+        if any(k in name for k in keys):
+            return category
+    return "other"
+
+
+def time_by_layer_type(step) -> dict:
+    """Self CPU ms of one profiled step, grouped by layer type."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        step()
+    out = {}
+    for event in prof.key_averages():
+        if event.key.startswith(("ProfilerStep", "autograd::engine")):
+            continue
+        cat = _category(event.key)
+        out[cat] = out.get(cat, 0.0) + event.self_cpu_time_total / 1e3
+    return out
+
+
+def _masked(model: nn.Module) -> None:
+    """Keep the pruned weights of a dense model at zero while it trains, so that the dense run
+    computes what the sparse one does (their losses agree)."""
+    for m in model.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            mask = m.weight.detach() != 0
+            if not bool(mask.all()):
+                m.weight.register_hook(lambda g, mask=mask: g * mask)
+
+
+def _train(label, model, batches, warmup, steps):
+    from ..benchmarks import train_step
+
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    for x, y in batches[:warmup]:
+        train_step(model, opt, x, y)
+    bar = Progress(label, steps)
+    times, losses = [], []
+    for i, (x, y) in enumerate(batches[warmup:warmup + steps]):
+        t = time.perf_counter()
+        losses.append(train_step(model, opt, x, y))
+        times.append(time.perf_counter() - t)
+        bar.update(i + 1, f"{x.shape[0] / times[-1]:6.1f} img/s  loss {losses[-1]:.4f}")
+    bar.close()
+    x, y = batches[-1]
+    profile = time_by_layer_type(lambda: train_step(model, opt, x, y))
+    times.sort()
+    return {"step_s": times[len(times) // 2], "losses": losses, "profile": profile}
+
+
+def run(args) -> int:
+    from .. import set_num_threads, sparsify
+    from ..benchmarks import pruned_resnet
+    from ..models import MODELS
+
+    if args.model not in MODELS or not args.model.startswith("resnet"):
+        raise CLIError(f"--model: expected one of resnet18, resnet34, got {args.model!r}")
+    if args.image_size < 32:
+        raise CLIError(f"--image-size: a ResNet needs at least 32 pixels, got {args.image_size}")
+    if args.warmup < 0:
+        raise CLIError(f"--warmup: expected a number >= 0, got {args.warmup}")
+    torch.set_num_threads(args.threads)
+    set_num_threads(args.threads)
+    n, s = args.batch_size, args.image_size
+    print(f"{args.model}, convolutions {args.sparsity:.0%} sparse (first conv and classifier "
+          f"dense), batch {n}, {s}x{s} synthetic images, {args.threads} threads")
+
+    dense = pruned_resnet(args.model, args.sparsity, seed=args.seed)
+    sparse = copy.deepcopy(dense)
+    g = torch.Generator().manual_seed(args.seed)
+    batches = [(torch.randn(n, 3, s, s, generator=g), torch.randint(0, 1000, (n,), generator=g))
+               for _ in range(args.warmup + args.steps)]
+    t = time.perf_counter()
+    report = sparsify(sparse, example_inputs=batches[0][0], min_sparsity=0.5)
+    print(f"sparsify: {len(report.swapped)} of {len(report.layers)} layers made sparse "
+          f"(each timed dense vs sparse, {time.perf_counter() - t:.1f} s)")
+    _masked(dense)
+    _masked(sparse)  # pruned layers that stayed dense keep their zeros too
+
+    results = {}
+    for label, model in (("dense", dense), ("sparse", sparse)):
+        results[label] = _train(label, model, batches, args.warmup, args.steps)
+    d, sp = results["dense"], results["sparse"]
+    print()
+    print(f"{'':<20}{'dense':>12}{'sparse':>12}")
+    print(f"{'step (median)':<20}{d['step_s'] * 1e3:>10.0f}ms{sp['step_s'] * 1e3:>10.0f}ms")
+    print(f"{'images/s':<20}{n / d['step_s']:>12.1f}{n / sp['step_s']:>12.1f}")
+    print(f"{'speedup':<20}{'':>12}{d['step_s'] / sp['step_s']:>11.2f}x")
+    print(f"{'final loss':<20}{d['losses'][-1]:>12.4f}{sp['losses'][-1]:>12.4f}")
+    print()
+    print("where the time goes (one profiled step, ms)")
+    cats = sorted(set(d["profile"]) | set(sp["profile"]),
+                  key=lambda c: -d["profile"].get(c, 0.0) - sp["profile"].get(c, 0.0))
+    for c in cats:
+        print(f"  {c:<18}{d['profile'].get(c, 0.0):>12.0f}{sp['profile'].get(c, 0.0):>12.0f}")
+    return 0

@@ -1,0 +1,67 @@
+"""The `sparsetrain` command: demo and bench on tiny settings, errors as one line."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from sparsetrain.cli import main
+
+
+def test_demo_runs_and_reports_both_runs(capsys):
+    rc = main(["demo", "--image-size", "32", "--batch-size", "4", "--steps", "2", "--warmup",
+               "1", "--threads", "1"])
+    out = capsys.readouterr()
+    assert rc == 0
+    assert "images/s" in out.out and "speedup" in out.out and "final loss" in out.out
+    assert "sparse conv" in out.out and "batch norm" in out.out  # time per layer type
+    assert "2/2" in out.err  # progress bars
+    assert "made sparse" in out.out
+
+
+def test_bench_writes_table_json_and_plot(tmp_path, capsys):
+    rc = main(["bench", "--layers", "conv", "--quick", "--sparsities", "0.9,0.98",
+               "--threads", "1", "--out", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert rc == 0
+    assert "speedup" in out and "conv 1x1s2 256->512 @14" in out
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["threads"] == 1 and results["machine"]["isa"]
+    rows = [r for layer in results["layers"] for r in layer["rows"]]
+    assert len(rows) == 4 and all(r["sparse_ms"] > 0 and r["dense_ms"] > 0 for r in rows)
+    png = (tmp_path / "speedup.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["bench", "--sparsities", "0.9,1.5", "--no-plot"], "--sparsities"),
+    (["bench", "--sparsities", "abc", "--no-plot"], "--sparsities"),
+    (["demo", "--model", "vgg"], "--model"),
+    (["demo", "--image-size", "8"], "--image-size"),
+])
+def test_bad_values_give_one_line(argv, message, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0] and "Traceback" not in err[0]
+
+
+@pytest.mark.parametrize("argv", [["demo", "--steps", "0"], ["demo", "--sparsity", "1.2"],
+                                  ["bench", "--repeats", "x"], ["nonsense"]])
+def test_argparse_errors_exit_2(argv, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2
+    assert "Traceback" not in capsys.readouterr().err
+
+
+def test_python_dash_m_entry_point():
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(sys.path)
+    out = subprocess.run([sys.executable, "-m", "sparsetrain", "--version"], capture_output=True,
+                         text=True, env=env)
+    assert out.returncode == 0 and out.stdout.startswith("sparsetrain ")
+    out = subprocess.run([sys.executable, "-m", "sparsetrain", "bench", "--out", "/proc/nope",
+                          "--no-plot"], capture_output=True, text=True, env=env)
+    assert out.returncode == 2
+    assert out.stderr.count("\n") == 1 and "--out" in out.stderr
