@@ -8,7 +8,7 @@ from ._workspace import empty_cache
 from .functional import sparse_linear
 from .nn import SparseConv2d, SparseLinear
 from .pruning import GradualMagnitudePruner, cubic_sparsity, magnitude_prune
-from .surgery import SparsifyReport, densify, sparsify
+from .surgery import SparsifyReport, densify, sparsify, sparsify_like
 
 __version__ = _C.__version__
 
@@ -17,6 +17,7 @@ __all__ = [
     "SparseConv2d",
     "sparsify",
     "densify",
+    "sparsify_like",
     "SparsifyReport",
     "magnitude_prune",
     "GradualMagnitudePruner",

@@ -222,3 +222,39 @@ def _dense_twin(module) -> nn.Module:
     if module.bias is not None:
         dense.bias.requires_grad_(module.bias.requires_grad)
     return dense
+
+
+def sparsify_like(model: nn.Module, state_dict, *, strict: bool = True) -> nn.Module:
+    """Give ``model`` the sparse / dense layers that ``state_dict`` has, then load it.
+
+    For resuming from a checkpoint of a model that was partly sparsified: build the model as
+    usual (all dense), then ``model = sparsify_like(model, checkpoint["model"])``. A layer is
+    sparse in a state_dict when it has ``<prefix>.col_idx``: such ``nn.Linear`` /
+    ``nn.Conv2d`` layers become :class:`SparseLinear` / :class:`SparseConv2d` (loading resizes
+    them to the checkpoint's nonzeros), and sparse layers whose entry is a dense
+    ``<prefix>.weight`` become plain torch modules. Then ``load_state_dict(state_dict,
+    strict=strict)``; its errors propagate (the layers are swapped by then). Returns the
+    model, or the new module when ``model`` itself is a layer that was swapped. Build any
+    optimizer after this call.
+    """
+    names: dict = {}
+    for name, module in model.named_modules(remove_duplicate=False):
+        if type(module) in _SPARSE_OF or isinstance(module, (SparseLinear, SparseConv2d)):
+            names.setdefault(module, []).append(name)
+    root = model
+    for module, module_names in names.items():
+        prefixes = [f"{n}." if n else "" for n in module_names]
+        sparse_there = any(p + "col_idx" in state_dict for p in prefixes)
+        dense_there = not sparse_there and any(p + "weight" in state_dict for p in prefixes)
+        if type(module) in _SPARSE_OF and sparse_there:
+            new = _SPARSE_OF[type(module)].from_dense(module).train(module.training)
+        elif isinstance(module, (SparseLinear, SparseConv2d)) and dense_there:
+            new = _dense_twin(module)
+        else:
+            continue
+        if module is model:
+            root = new
+        else:
+            _replace(model, module, new)
+    root.load_state_dict(state_dict, strict=strict)
+    return root

@@ -33,14 +33,22 @@ def fraction(text: str) -> float:
     return value
 
 
+class _Parser(argparse.ArgumentParser):
+    """Option errors as one line (no usage block), exit status 2."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import bench, demo, train
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="sparsetrain",
         description="Fast training of unstructured-sparse networks on CPUs.")
     parser.add_argument("--version", action="version", version=_version())
-    sub = parser.add_subparsers(dest="command", metavar="{demo,bench,train}")
+    sub = parser.add_subparsers(dest="command", metavar="{demo,bench,train}",
+                                parser_class=_Parser)
     for module in (demo, bench, train):
         module.add_parser(sub)
     return parser
@@ -53,7 +61,7 @@ def _version() -> str:
 
 def main(argv=None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)  # argparse itself prints usage + one error line, exit 2
+    args = parser.parse_args(argv)  # option errors: one line, SystemExit(2)
     if args.command is None:
         parser.print_help()
         return 2
