@@ -1,7 +1,7 @@
 """sparsetrain: fast training of unstructured-sparse networks on CPUs."""
 import torch  # noqa: F401  (must load first: our kernels share torch's OpenMP runtime)
 
-from . import _C, formats
+from . import _C, formats, models
 from ._runtime import (get_isa, get_num_threads, runtime_info, set_isa, set_num_threads,
                        supported_isas)
 from ._workspace import empty_cache
@@ -24,6 +24,7 @@ __all__ = [
     "cubic_sparsity",
     "sparse_linear",
     "formats",
+    "models",
     "get_isa",
     "set_isa",
     "supported_isas",
