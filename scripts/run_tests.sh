@@ -17,5 +17,14 @@ cmake -S . -B build/cpp "${generator[@]}" -DCMAKE_BUILD_TYPE=Release \
 cmake --build build/cpp --parallel
 ctest --test-dir build/cpp --output-on-failure
 
+# The same C++ tests under AddressSanitizer + UndefinedBehaviorSanitizer (Debug, -O1; ~1 min
+# to build on 2 cores). Every report is fatal (-fno-sanitize-recover=all, halt_on_error), so
+# any finding fails the run.
+cmake -S . -B build/asan "${generator[@]}" -DCMAKE_BUILD_TYPE=Debug -DSPARSETRAIN_SANITIZE=ON \
+  -DSPARSETRAIN_BUILD_PYTHON=OFF -DSPARSETRAIN_BUILD_TESTS=ON >/dev/null
+cmake --build build/asan --parallel
+ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+  ctest --test-dir build/asan --output-on-failure
+
 # `import sparsetrain` resolves to the installed package (the source lives under python/).
 python3 -m pytest tests "$@"

@@ -28,6 +28,23 @@ namespace {
 
 [[noreturn]] void bad(const std::string& what) { throw std::invalid_argument(what); }
 
+// Size arithmetic of the checks below, in 64 bits with overflow detected: a product or sum of
+// sizes that does not fit int64 describes no buffer that can exist, so it is rejected (a
+// wrapped result could pass a bounds check and send a kernel far outside its buffers).
+int64_t mul(int64_t a, int64_t b) {
+  int64_t r;
+  if (__builtin_mul_overflow(a, b, &r)) bad("sizes overflow 64-bit arithmetic");
+  return r;
+}
+int64_t mul(int64_t a, int64_t b, int64_t c) { return mul(mul(a, b), c); }
+int64_t mul(int64_t a, int64_t b, int64_t c, int64_t d) { return mul(mul(a, b, c), d); }
+int64_t sum(int64_t a, int64_t b) {
+  int64_t r;
+  if (__builtin_add_overflow(a, b, &r)) bad("sizes overflow 64-bit arithmetic");
+  return r;
+}
+int64_t sum(int64_t a, int64_t b, int64_t c) { return sum(sum(a, b), c); }
+
 // A checked view of a C-contiguous NumPy array of exactly dtype T and rank ndim.
 template <class T>
 struct View {
@@ -59,7 +76,7 @@ void check_batch_major(int64_t nb, const char* name) {
 // ptr (rows + 1) must be non-decreasing from ptr[0] >= 0 for any kernel to be in bounds;
 // checked fully at validate_csr, here only its ends against the buffers handed in.
 int64_t check_csr_ends(const View<int64_t>& ptr, int64_t rows, int64_t idx_len, int64_t val_len) {
-  if (ptr.size() != rows + 1)
+  if (ptr.size() != sum(rows, 1))
     bad("row pointer has length " + std::to_string(ptr.size()) + ", expected " +
         std::to_string(rows + 1));
   const int64_t nnz = ptr.data[rows];
@@ -116,7 +133,7 @@ void spmmt(py::array ptr_a, py::array idx_a, py::array val_a, py::array col_ptr_
   auto b = view<float>(b_a, "b", 2);
   auto c = view<float>(c_a, "c", 2, true);
   const int64_t nnz = check_csr_ends(ptr, b.rows, idx.size(), val.size());
-  if (col_ptr.size() != c.rows + 1 || col_ptr.data[0] != 0 || col_ptr.data[c.rows] != nnz)
+  if (col_ptr.size() != sum(c.rows, 1) || col_ptr.data[0] != 0 || col_ptr.data[c.rows] != nnz)
     bad("col_ptr must have one entry per row of c plus one, from 0 to nnz");
   if (b.cols != c.cols) bad("b and c have different padded batch sizes");
   check_batch_major(c.cols, "c");
@@ -195,9 +212,16 @@ OffsetsExtent check_offsets_index(const View<int64_t>& ptr, const View<int64_t>&
 void check_extent(const char* name, int64_t size, int64_t images, int64_t image_stride,
                   int64_t last_start, int64_t len) {
   if (images <= 0 || len <= 0) return;
-  if (image_stride < 0) bad(std::string(name) + ": negative image stride");
-  if ((images - 1) * image_stride + last_start + len > size)
+  if (image_stride < 0 || last_start < 0) bad(std::string(name) + ": negative image stride");
+  if (sum(mul(images - 1, image_stride), last_start, len) > size)
     bad(std::string(name) + ": buffer too small for the offsets, strides and length given");
+}
+
+// Images of an output (or of the output gradient) must not overlap: overlapping outputs
+// would be written by several threads at once, and they bound the image count by the buffer.
+void check_disjoint(const char* name, int64_t images, int64_t image_stride, int64_t footprint) {
+  if (images > 1 && image_stride < footprint)
+    bad(std::string(name) + ": images overlap (image stride smaller than one image)");
 }
 
 void spmm_offsets(py::array ptr_a, py::array off_a, py::array val_a, py::object pos_o,
@@ -220,8 +244,12 @@ void spmm_offsets(py::array ptr_a, py::array off_a, py::array val_a, py::object 
   if (grid_w > 0) {  // written into plane_h x plane_w planes, ldc apart
     if (t_base < 0 || row0 < 0 || col0 < 0 || plane_h < 0 || plane_w < 0)
       bad("negative plane mapping");
-    if (ldc < plane_h * plane_w) bad("ldc is smaller than a plane");
-    if (rows > 0) check_extent("c", c.size(), images, c_image_stride, (rows - 1) * ldc, plane_h * plane_w);
+    sum(t_base, len), sum(row0, plane_h), sum(col0, plane_w);  // grid positions stay in int64
+    if (ldc < mul(plane_h, plane_w)) bad("ldc is smaller than a plane");
+    if (rows > 0) {
+      check_extent("c", c.size(), images, c_image_stride, mul(rows - 1, ldc), plane_h * plane_w);
+      check_disjoint("c", images, c_image_stride, sum(mul(rows - 1, ldc), plane_h * plane_w));
+    }
     if (!bias_o.is_none()) {
       auto bv = view<float>(bias_o.cast<py::array>(), "bias", 1);
       if (bv.size() != rows) bad("bias length differs from the row count");
@@ -229,8 +257,10 @@ void spmm_offsets(py::array ptr_a, py::array off_a, py::array val_a, py::object 
     }
   } else if (rows > 0) {
     if (ldc < len) bad("ldc is smaller than len");
-    check_extent("c", c.size(), images, c_image_stride, (rows - 1) * ldc, len);
+    check_extent("c", c.size(), images, c_image_stride, mul(rows - 1, ldc), len);
+    check_disjoint("c", images, c_image_stride, sum(mul(rows - 1, ldc), len));
   }
+  if (len == 0 || images == 0) return;  // nothing to compute (and nothing is written)
   k::SpmmOffsetsArgs args{ptr.data, off.data, val.data, sc.pos, sc.scratch, rows, b.data,
                           b_image_stride, c.data, ldc, c_image_stride, len, images, nthreads,
                           grid_w, t_base, row0, col0, plane_h, plane_w, bias};
@@ -253,7 +283,8 @@ void sddmm_offsets(py::array ptr_a, py::array off_a, py::array a_a, int64_t lda,
   if (nnz > 0) check_extent("b", b.size(), images, b_image_stride, e.max_off, len);
   if (rows > 0) {
     if (lda < len) bad("lda is smaller than len");
-    check_extent("a", a.size(), images, a_image_stride, (rows - 1) * lda, len);
+    check_extent("a", a.size(), images, a_image_stride, mul(rows - 1, lda), len);
+    check_disjoint("a", images, a_image_stride, sum(mul(rows - 1, lda), len));
   }
   k::SddmmOffsetsArgs args{ptr.data, off.data, rows, a.data, lda, a_image_stride, b.data,
                            b_image_stride, len, images, out.data, nthreads};
@@ -267,7 +298,8 @@ k::ConvInputLayout conv_input_layout(int64_t n, int64_t c, int64_t unit, int64_t
   if (unit != 1 && unit != 16) bad("unit must be 1 or 16");
   if (n < 0 || c < 0 || h < 0 || w < 0 || sh < 1 || sw < 1 || pt < 0 || pl < 0)
     bad("bad convolution input layout");
-  if (hq * sh < h + pt || wq * sw < w + pl) bad("phase planes smaller than the padded input");
+  if (hq < 0 || wq < 0 || mul(hq, sh) < sum(h, pt) || mul(wq, sw) < sum(w, pl))
+    bad("phase planes smaller than the padded input");
   return {n, c, (n + unit - 1) / unit, unit, h, w, sh, sw, pt, pl, hq, wq};
 }
 
@@ -277,8 +309,8 @@ void conv_input(bool pack, py::array x_a, py::array packed_a, int64_t n, int64_t
   auto x = view<float>(x_a, "x", 1, !pack);
   auto packed = view<float>(packed_a, "packed", 1, pack);
   const auto l = conv_input_layout(n, c, unit, h, w, sh, sw, pt, pl, hq, wq);
-  if (x.size() != n * c * h * w) bad("x has the wrong size for the layout");
-  if (packed.size() != l.groups * c * sh * sw * hq * wq * unit)
+  if (x.size() != mul(n, c, h, w)) bad("x has the wrong size for the layout");
+  if (packed.size() != mul(mul(l.groups, c, sh, sw), hq, wq, unit))
     bad("packed has the wrong size for the layout");
   k::ConvInputArgs args{l, x.data, packed.data, nthreads};
   py::gil_scoped_release release;
@@ -294,12 +326,13 @@ void conv_output(bool pack, py::array y_a, py::array grid_a, py::object bias_o,
   auto y = view<float>(y_a, "y", 1, !pack);
   auto grid = view<float>(grid_a, "grid", 1, pack);
   if (unit != 1 && unit != 16) bad("unit must be 1 or 16");
-  if (n < 0 || c < 0 || ho < 0 || wo < 0 || wo > wq || offset < 0) bad("bad convolution output layout");
-  if (ho > 0 && wo > 0 && offset + (ho - 1) * wq + wo > per_channel)
+  if (n < 0 || c < 0 || ho < 0 || wo < 0 || wo > wq || offset < 0 || per_channel < 0)
+    bad("bad convolution output layout");
+  if (ho > 0 && wo > 0 && sum(offset, mul(ho - 1, wq), wo) > per_channel)
     bad("per_channel too small for the output pixels");
   const int64_t groups = (n + unit - 1) / unit;
-  if (y.size() != n * c * ho * wo) bad("y has the wrong size for the layout");
-  if (grid.size() < groups * c * per_channel * unit) bad("grid is too small for the layout");
+  if (y.size() != mul(n, c, ho, wo)) bad("y has the wrong size for the layout");
+  if (grid.size() < mul(groups, c, per_channel, unit)) bad("grid is too small for the layout");
   const float* bias = nullptr;
   if (!bias_o.is_none()) {
     auto bv = view<float>(bias_o.cast<py::array>(), "bias", 1);
@@ -309,7 +342,7 @@ void conv_output(bool pack, py::array y_a, py::array grid_a, py::object bias_o,
   double* sums = nullptr;
   if (!sums_o.is_none()) {
     auto sv = view<double>(sums_o.cast<py::array>(), "channel_sums", 1, true);
-    if (sv.size() != groups * c) bad("channel_sums must hold groups * channels values");
+    if (sv.size() != mul(groups, c)) bad("channel_sums must hold groups * channels values");
     sums = sv.data;
   }
   k::ConvOutputArgs args{{n, c, groups, unit, ho, wo, wq, per_channel, offset}, y.data, grid.data,
@@ -339,14 +372,22 @@ k::ConvDirectArgs conv_direct_args(py::array ptr_a, py::array plane_a, py::array
     if (ptr.data[r + 1] < ptr.data[r]) bad("row pointer decreases");
   if (dy.size() != nnz || slot.size() != nnz) bad("dy / slot lengths differ from nnz");
   if (shift.size() < 1 || shift.size() > 64) bad("between 1 and 64 column shifts");
+  // Shifts past the row only ever meet masked-off lanes; bounded so that the kernels' column
+  // arithmetic (and the pointers it forms before masking) cannot overflow.
+  for (int64_t s = 0; s < shift.size(); ++s)
+    if (shift.data[s] < -(int64_t{1} << 40) || shift.data[s] > (int64_t{1} << 40))
+      bad("column shift out of range");
   if (sh < 0 || sw < 0 || oh < 0 || ow < 0 || images < 0 || src_image_stride < 0)
     bad("negative size");
+  // Planes far beyond any real one would overflow the kernels' column / row arithmetic (a
+  // nonzero's plane must fit its image anyway: checked below).
+  if (sh > (int64_t{1} << 40) || sw > (int64_t{1} << 40)) bad("source plane too large");
   for (int64_t j = 0; j < nnz; ++j) {
-    if (plane.data[j] < 0 || plane.data[j] + sh * sw > src_image_stride)
+    if (plane.data[j] < 0 || plane.data[j] > src_image_stride - mul(sh, sw))
       bad("a source plane lies outside the image");
     if (slot.data[j] < 0 || slot.data[j] >= shift.size()) bad("slot out of range");
   }
-  if (images > 0 && src.size() < images * src_image_stride) bad("src is smaller than its images");
+  if (images > 0 && src.size() < mul(images, src_image_stride)) bad("src is smaller than its images");
   k::ConvDirectArgs a{};
   a.ptr = ptr.data;
   a.plane = plane.data;
@@ -377,7 +418,7 @@ void conv_direct_spmm(py::array ptr_a, py::array plane_a, py::array dy_a, py::ar
   auto val = view<float>(val_a, "values", 1);
   auto out = view<float>(out_a, "out", 1, true);
   if (val.size() != nnz) bad("values and index differ in length");
-  if (out.size() != images * a.rows * oh * ow) bad("out must hold images x rows x oh x ow");
+  if (out.size() != mul(images, a.rows, oh, ow)) bad("out must hold images x rows x oh x ow");
   a.val = val.data;
   a.out = out.data;
   a.out_image_stride = a.rows * oh * ow;
@@ -402,7 +443,7 @@ void conv_direct_sddmm(py::array ptr_a, py::array plane_a, py::array dy_a, py::a
   auto grad = view<float>(grad_a, "grad", 1);
   auto out = view<float>(out_a, "out", 1, true);
   if (out.size() != a.ptr[a.rows]) bad("out must hold one value per nonzero");
-  if (grad.size() != images * a.rows * oh * ow) bad("grad must hold images x rows x oh x ow");
+  if (grad.size() != mul(images, a.rows, oh, ow)) bad("grad must hold images x rows x oh x ow");
   a.grad = grad.data;
   a.grad_image_stride = a.rows * oh * ow;
   a.out = out.data;
@@ -427,12 +468,13 @@ void csr_transpose(py::array ptr_a, py::array idx_a, int64_t cols, py::array tpt
   auto pos = view<int64_t>(pos_a, "pos", 1, true);
   const int64_t rows = ptr.size() - 1;
   if (rows < 0) bad("row pointer is empty");
+  if (rows > INT32_MAX) bad("more than 2^31-1 rows: the transposed index stores rows as int32");
   // Full validation first: the transpose indexes tptr by column.
   {
     py::gil_scoped_release release;
     sparsetrain::formats::validate_csr(ptr.data, ptr.size(), idx.data, idx.size(), rows, cols);
   }
-  if (tptr.size() != cols + 1 || tidx.size() != idx.size() || pos.size() != idx.size())
+  if (tptr.size() != sum(cols, 1) || tidx.size() != idx.size() || pos.size() != idx.size())
     bad("transpose outputs have the wrong lengths");
   py::gil_scoped_release release;
   sparsetrain::formats::csr_transpose(ptr.data, idx.data, rows, cols, tptr.data, tidx.data,

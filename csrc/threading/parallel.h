@@ -37,7 +37,9 @@ inline void parallel_balanced(int nthreads, int64_t n, int64_t work_per_weight, 
                               const Body& body) {
   if (n <= 0) return;
   const int64_t total = cum(n);
-  int64_t max_threads = (total * work_per_weight) / kMinWorkPerThread;
+  int64_t work;  // saturating: only sizes the team
+  if (__builtin_mul_overflow(total, work_per_weight, &work)) work = INT64_MAX;
+  int64_t max_threads = work / kMinWorkPerThread;
   int nt = nthreads < 1 ? 1 : nthreads;
   if (max_threads < nt) nt = max_threads < 1 ? 1 : static_cast<int>(max_threads);
   if (nt > n) nt = static_cast<int>(n);

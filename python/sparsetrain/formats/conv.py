@@ -22,6 +22,8 @@ from dataclasses import dataclass
 
 import torch
 
+from .csr import validate_csr
+
 
 @dataclass(frozen=True)
 class ConvGeometry:
@@ -92,8 +94,8 @@ def conv_shape(g: ConvGeometry, H: int, W: int) -> ConvShape:
     Wo = (Wp - dw * (kw - 1) - 1) // sw + 1
     if Ho <= 0 or Wo <= 0:
         raise ValueError(
-            f"input of spatial size ({H}, {W}) is smaller than the kernel {g.kernel} with "
-            f"dilation {g.dilation} and padding {g.padding} allow")
+            f"input of spatial size ({H}, {W}) is smaller than the kernel {g.kernel} (with "
+            f"dilation {g.dilation}, padding (top, bottom, left, right) {g.padding}): no output")
     Hq, Wq = -(-Hp // sh), -(-Wp // sw)
     plane = Hq * Wq
     margin = ((kh - 1) * dh // sh) * Wq + (kw - 1) * dw // sw
@@ -123,7 +125,8 @@ class ConvIndex:
 def conv_index(g: ConvGeometry, row_ptr: torch.Tensor, col_idx: torch.Tensor, H: int,
                W: int) -> ConvIndex:
     """The offset index of a (validated) CSR pattern over (out_channels, cols) for an
-    input of spatial size H x W."""
+    input of spatial size H x W (the pattern is validated again: O(rows + nnz))."""
+    validate_csr(row_ptr, col_idx, g.out_channels, g.cols)
     s = conv_shape(g, H, W)
     (kh, kw), (sh, sw), (dh, dw) = g.kernel, g.stride, g.dilation
     nnz = col_idx.numel()
@@ -179,7 +182,11 @@ def direct_index(g: ConvGeometry, row_ptr: torch.Tensor, col_idx: torch.Tensor, 
     """The NCHW index of a (validated) pattern of a stride-1 convolution for an H x W input."""
     if g.stride != (1, 1):
         raise ValueError("direct NCHW kernels need stride 1")
+    validate_csr(row_ptr, col_idx, g.out_channels, g.cols)
     s = conv_shape(g, H, W)
+    # Row shifts are int32 in the kernels' index.
+    if max(g.dilation[0] * (g.kernel[0] - 1), g.padding[0]) >= 2**31:
+        raise ValueError("direct NCHW kernels: row shifts beyond 2^31 are not supported")
     (kh, kw), (dh, dw) = g.kernel, g.dilation
     pt, _, pl, _ = g.padding
     counts = row_ptr[1:] - row_ptr[:-1]

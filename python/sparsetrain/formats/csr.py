@@ -7,6 +7,7 @@ indices that passed them.
 """
 from __future__ import annotations
 
+import operator
 from typing import NamedTuple
 
 import torch
@@ -15,6 +16,10 @@ from .. import _C
 
 INDEX_DTYPE = torch.int32  # column / row indices
 PTR_DTYPE = torch.int64  # row / column pointers (64-bit: nnz may exceed 2^31)
+_INDEX_MAX = 2**31 - 1  # rows and columns are stored as int32 (columns; rows in the transpose)
+# Up to this many positions (or at density >= 1/2) random_csr draws a random permutation of
+# all of them; above, it samples positions (memory proportional to the nonzeros).
+_PERMUTATION_LIMIT = 1 << 24
 
 
 class KernelIndex(NamedTuple):
@@ -48,8 +53,12 @@ class Transposed(NamedTuple):
 
 def csr_from_dense(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(row_ptr, col_idx, values) holding exactly the nonzeros of a 2-D tensor (NaN counts as nonzero)."""
+    if not isinstance(weight, torch.Tensor):
+        raise ValueError(f"expected a 2-D weight tensor, got {type(weight).__name__}")
     if weight.dim() != 2:
         raise ValueError(f"expected a 2-D weight, got shape {tuple(weight.shape)}")
+    if weight.shape[1] > _INDEX_MAX:
+        raise ValueError(f"weight has {weight.shape[1]} columns; at most 2^31-1 are supported")
     w = weight.detach()
     mask = w != 0
     counts = mask.sum(dim=1)
@@ -61,21 +70,47 @@ def csr_from_dense(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, to
 
 
 def random_csr(rows: int, cols: int, density: float, generator: torch.Generator | None = None):
-    """(row_ptr, col_idx) of a uniformly random pattern with round(density * rows * cols) nonzeros."""
+    """(row_ptr, col_idx) of a uniformly random pattern with round(density * rows * cols) nonzeros.
+
+    Memory is proportional to the nonzeros (not to rows * cols) for large matrices, so a
+    99.99%-sparse 100k x 100k pattern is cheap to make."""
+    rows, cols = _size("random_csr: rows", rows), _size("random_csr: cols", cols)
+    if rows > _INDEX_MAX or cols > _INDEX_MAX:
+        raise ValueError(f"random_csr: at most 2^31-1 rows and columns are supported, got "
+                         f"{rows} x {cols}")
+    if not (0.0 <= float(density) <= 1.0):
+        raise ValueError(f"random_csr: density must be in [0, 1], got {density!r}")
     total = rows * cols
-    nnz = int(round(density * total))
+    nnz = int(round(float(density) * total))
     if nnz >= total:
         flat = torch.arange(total, dtype=torch.int64)
-    else:
+    elif total <= _PERMUTATION_LIMIT or 2 * nnz >= total:  # (then nnz is most of the memory)
         flat = torch.randperm(total, generator=generator)[:nnz].sort().values
+    else:
+        flat = _sample_positions(total, nnz, generator)
     r = torch.div(flat, cols, rounding_mode="floor")
     row_ptr = torch.zeros(rows + 1, dtype=PTR_DTYPE)
     torch.cumsum(torch.bincount(r, minlength=rows), dim=0, out=row_ptr[1:])
     return row_ptr, (flat - r * cols).to(INDEX_DTYPE)
 
 
-def validate_csr(row_ptr: torch.Tensor, col_idx: torch.Tensor, rows: int, cols: int) -> None:
-    """Raise ValueError unless (row_ptr, col_idx) is a well-formed CSR index of a rows x cols matrix."""
+def _sample_positions(total: int, nnz: int, generator) -> torch.Tensor:
+    """nnz distinct positions of [0, total), uniformly at random, sorted.
+
+    Draws with replacement until at least nnz distinct positions are found: given its size,
+    the set of distinct draws is a uniformly random subset (every position is alike), and a
+    uniformly random nnz of them is then a uniformly random nnz-subset of [0, total)."""
+    found = torch.empty(0, dtype=torch.int64)
+    while found.numel() < nnz:
+        need = nnz - found.numel()
+        draw = torch.randint(total, (need + need // 8 + 64,), generator=generator,
+                             dtype=torch.int64)
+        found = torch.unique(torch.cat([found, draw]))
+    keep = torch.randperm(found.numel(), generator=generator)[:nnz]
+    return found[keep].sort().values
+
+
+def _check_tensors(row_ptr, col_idx) -> None:
     for name, t, dtype in (("row_ptr", row_ptr, PTR_DTYPE), ("col_idx", col_idx, INDEX_DTYPE)):
         if not isinstance(t, torch.Tensor):
             raise ValueError(f"{name}: expected a tensor, got {type(t).__name__}")
@@ -83,6 +118,25 @@ def validate_csr(row_ptr: torch.Tensor, col_idx: torch.Tensor, rows: int, cols: 
             raise ValueError(
                 f"{name}: expected a 1-D {dtype} CPU tensor, got {t.dim()}-D {t.dtype} on {t.device}"
             )
+
+
+def _size(name: str, v) -> int:
+    """v as a non-negative int (NumPy integers welcome), else ValueError."""
+    try:
+        if isinstance(v, bool):
+            raise TypeError
+        v = operator.index(v)
+    except TypeError:
+        raise ValueError(f"{name}: expected a non-negative int, got {v!r}") from None
+    if v < 0:
+        raise ValueError(f"{name}: expected a non-negative int, got {v!r}")
+    return v
+
+
+def validate_csr(row_ptr: torch.Tensor, col_idx: torch.Tensor, rows: int, cols: int) -> None:
+    """Raise ValueError unless (row_ptr, col_idx) is a well-formed CSR index of a rows x cols matrix."""
+    _check_tensors(row_ptr, col_idx)
+    rows, cols = _size("rows", rows), _size("cols", cols)
     if row_ptr.numel() != rows + 1:
         raise ValueError(f"row_ptr has length {row_ptr.numel()}, expected rows + 1 = {rows + 1}")
     try:
@@ -93,6 +147,8 @@ def validate_csr(row_ptr: torch.Tensor, col_idx: torch.Tensor, rows: int, cols: 
 
 def csr_transpose(row_ptr: torch.Tensor, col_idx: torch.Tensor, cols: int) -> Transposed:
     """The CSC index of a valid CSR pattern (validated again here)."""
+    _check_tensors(row_ptr, col_idx)
+    cols = _size("cols", cols)
     nnz = col_idx.numel()
     t = Transposed(
         torch.empty(cols + 1, dtype=PTR_DTYPE),
@@ -110,7 +166,13 @@ def csr_transpose(row_ptr: torch.Tensor, col_idx: torch.Tensor, cols: int) -> Tr
 
 
 def csr_to_dense(row_ptr, col_idx, values, rows: int, cols: int) -> torch.Tensor:
-    """Dense (rows, cols) tensor; differentiable with respect to ``values``."""
+    """Dense (rows, cols) tensor; differentiable with respect to ``values``. The pattern is
+    validated (O(rows + nnz), next to the O(rows * cols) result)."""
+    validate_csr(row_ptr, col_idx, rows, cols)
+    rows, cols = int(rows), int(cols)
+    if not isinstance(values, torch.Tensor) or values.dim() != 1 or values.numel() != col_idx.numel():
+        raise ValueError(f"values: expected a 1-D tensor of {col_idx.numel()} values, got "
+                         f"{tuple(values.shape) if isinstance(values, torch.Tensor) else type(values).__name__}")
     counts = row_ptr[1:] - row_ptr[:-1]
     r = torch.repeat_interleave(torch.arange(rows, dtype=torch.int64), counts)
     flat = r * cols + col_idx.to(torch.int64)

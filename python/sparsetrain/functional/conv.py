@@ -12,9 +12,21 @@ Which one is faster depends on the layer and the input shape, so ``auto`` times 
 first call with a new input shape (forward and both gradients, layout changes included) and
 keeps the winner for that shape. The layout changes are native kernels (sparsetrain/csrc/kernels/
 conv_layout.cpp) and their cost is part of every timing.
+
+Non-finite numbers (NaN, ±Inf) propagate exactly as in ``nn.Conv2d``, whose products differ
+from the kernels' in three ways: it multiplies the pruned (zero) weights too (0 · Inf = NaN),
+it skips the zero padding (an Inf weight next to the border gives Inf, not Inf · 0 = NaN),
+and it never touches the grid columns past the output width that the offset kernels compute
+and drop. So, after a cheap sound pre-check (a tensor's sum is finite only if all its
+elements are; see functional/linear.py), whatever a non-finite number reaches is computed
+with the dense weight by PyTorch's own convolution: the images of x holding one (forward),
+every image when a weight is non-finite (forward and input gradient), the images of dy
+holding one (input gradient), and the values gradient when x or dy holds one. Finite inputs
+pay only the pre-checks (~1-2% of a training step).
 """
 from __future__ import annotations
 
+import math
 import time
 
 import torch
@@ -24,6 +36,7 @@ from .. import _C
 from .._runtime import get_num_threads
 from .. import _workspace
 from ..formats.conv import ConvGeometry, ConvIndex
+from .linear import all_finite, dense_weight, no_autocast, nonfinite_rows
 
 STRATEGIES = ("direct", "plane", "batch")
 _BATCH_UNIT = 16  # images per vector in the "batch" layout
@@ -135,6 +148,13 @@ class _Layout:
                          self.images, _np(dv), nthreads)
         return dv
 
+    def unpack_x(self, xq):
+        """x (N, C, H, W) back from pack_x's result (for the dense fallbacks)."""
+        s = self.s
+        if self.direct:
+            return xq.view(self.n, self.g.in_channels, s.H, s.W)
+        return self.unpack_dx(xq)
+
     def input_grad(self, values, dyq, nthreads):
         s, u = self.s, self.unit
         if u == 1 and not self.direct and s.phases == 1:
@@ -177,6 +197,9 @@ class _DirectLayout:
 
     def pack_x(self, x):
         return x
+
+    def unpack_x(self, xq):
+        return xq
 
     def pack_dy(self, dy, want_bias_grad=False):
         return dy, (dy.sum((0, 2, 3)) if want_bias_grad else None)
@@ -224,37 +247,119 @@ class Subsample(torch.autograd.Function):
         return dx, None, None
 
 
+class _Dense:
+    """nn.Conv2d's own computation for one geometry, with the weight made dense: what the
+    non-finite fallbacks run. Padding is passed to PyTorch as nn.Conv2d passes it (PyTorch
+    skips padded positions rather than multiplying zeros); an asymmetric one ('same' with an
+    even kernel extent) is split as F.conv2d(padding='same') does: the symmetric part as
+    padding, the rest as explicit zeros."""
+
+    def __init__(self, g: ConvGeometry, row_ptr, col_idx, values):
+        self.g = g
+        pt, pb, pl, pr = g.padding
+        self.pad = (min(pt, pb), min(pl, pr))
+        self.extra = (pl - self.pad[1], pr - self.pad[1], pt - self.pad[0], pb - self.pad[0])
+        self.w = dense_weight(row_ptr, col_idx, values, g.out_channels, g.cols).view(
+            g.out_channels, g.in_per_group, *g.kernel)
+
+    def _padded(self, x):
+        return torch.nn.functional.pad(x, self.extra) if any(self.extra) else x
+
+    def _args(self):
+        g = self.g
+        return g.stride, self.pad, g.dilation, g.groups
+
+    def forward(self, x, bias):
+        with no_autocast():
+            return torch.nn.functional.conv2d(self._padded(x), self.w, bias, *self._args())
+
+    def input_grad(self, x_shape, dy):
+        n, c, h, w = x_shape
+        left, right, top, bottom = self.extra
+        with no_autocast():
+            dx = torch.nn.grad.conv2d_input((n, c, h + top + bottom, w + left + right), self.w,
+                                            dy, *self._args())
+        return dx[:, :, top:top + h, left:left + w] if any(self.extra) else dx
+
+    def weight_grad(self, x, dy, row_ptr, col_idx):
+        """The gradient of the stored values: nn.Conv2d's weight gradient at the pattern."""
+        with no_autocast():
+            dw = torch.nn.grad.conv2d_weight(self._padded(x), self.w.shape, dy, *self._args())
+        rows = torch.repeat_interleave(torch.arange(self.g.out_channels),
+                                       torch.diff(torch.as_tensor(row_ptr)))
+        flat = rows * self.g.cols + torch.as_tensor(col_idx).to(torch.int64)
+        return dw.reshape(-1)[flat]
+
+
 class SparseConv2dFunction(torch.autograd.Function):
     """Inputs: x (N, C, H, W) contiguous float32, values (nnz,), bias or None, the CSR row
-    pointer as NumPy, and the _Layout for this input shape."""
+    pointer as NumPy, the _Layout for this input shape, and the column indices (int32 tensor;
+    needed only to build the dense weight when a NaN or Inf shows up; without them non-finite
+    numbers go through the sparse kernels unchecked)."""
 
     @staticmethod
-    def forward(ctx, x, values, bias, row_ptr, layout):
+    def forward(ctx, x, values, bias, row_ptr, layout, col_idx=None):
         nthreads = get_num_threads()
         xq = layout.pack_x(x)
-        y = layout.forward(row_ptr, values, xq, bias, nthreads)
-        ctx.save_for_backward(xq if ctx.needs_input_grad[1] else None, values)
-        ctx.row_ptr, ctx.layout = row_ptr, layout
+        check = col_idx is not None
+        w_finite = not check or all_finite(values)
+        x_finite = not check or all_finite(x)
+        dense = None
+        if w_finite:
+            y = layout.forward(row_ptr, values, xq, bias, nthreads)
+            if not x_finite:
+                # Images holding a NaN or Inf: dense, so pruned weights meet them as in nn.Conv2d.
+                imgs = nonfinite_rows(x)
+                dense = _Dense(layout.g, row_ptr, col_idx, values)
+                y[imgs] = dense.forward(x[imgs], bias)
+        else:
+            dense = _Dense(layout.g, row_ptr, col_idx, values)
+            y = dense.forward(x, bias)
+        need_v = ctx.needs_input_grad[1]
+        # The dense values gradient needs x itself: keep it when it is known to be needed.
+        ctx.save_for_backward(xq if need_v else None, values,
+                              x if need_v and not x_finite else None)
+        ctx.row_ptr, ctx.layout, ctx.col_idx = row_ptr, layout, col_idx
+        ctx.x_shape, ctx.x_finite, ctx.w_finite = tuple(x.shape), x_finite, w_finite
         return y
 
     @staticmethod
     @once_differentiable
     def backward(ctx, dy):
-        xq, values = ctx.saved_tensors
-        layout, row_ptr = ctx.layout, ctx.row_ptr
+        xq, values, x = ctx.saved_tensors
+        layout, row_ptr, col_idx = ctx.layout, ctx.row_ptr, ctx.col_idx
         need_x, need_v, need_b = ctx.needs_input_grad[:3]
         nthreads = get_num_threads()
         dx = dv = db = None
         dy = dy.contiguous()
         if need_x or need_v:
             dyq, db = layout.pack_dy(dy, want_bias_grad=need_b)
+            dy_finite = True
+            if col_idx is not None:
+                # A finite bias gradient (a sum of all of dy) proves dy finite for free.
+                dy_finite = (db is not None and math.isfinite(db.sum().item())) or all_finite(dy)
+            dense = None
+            if not (dy_finite and ctx.w_finite and ctx.x_finite):
+                dense = _Dense(layout.g, row_ptr, col_idx, values)
             if need_v:
-                dv = layout.values_grad(row_ptr, dyq, xq, values.numel(), nthreads)
+                if dy_finite and ctx.x_finite:
+                    dv = layout.values_grad(row_ptr, dyq, xq, values.numel(), nthreads)
+                else:
+                    # Products of x and dy, over the output positions only, as nn.Conv2d forms them.
+                    x = x if x is not None else layout.unpack_x(xq)
+                    dv = dense.weight_grad(x, dy, row_ptr, col_idx)
             if need_x:
-                dx = layout.input_grad(values, dyq, nthreads)
+                if not ctx.w_finite:
+                    dx = dense.input_grad(ctx.x_shape, dy)
+                else:
+                    dx = layout.input_grad(values, dyq, nthreads)
+                    if not dy_finite:
+                        # Images of dy holding a NaN or Inf: dense (pruned weights meet them).
+                        imgs = nonfinite_rows(dy)
+                        dx[imgs] = dense.input_grad((len(imgs),) + ctx.x_shape[1:], dy[imgs])
         elif need_b:
             db = dy.sum((0, 2, 3))
-        return dx, dv, db, None, None
+        return dx, dv, db, None, None, None
 
 
 def time_layouts(layouts, x, values, bias, row_ptr, repeats: int = 2) -> dict:

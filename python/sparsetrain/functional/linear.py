@@ -3,8 +3,21 @@
 All three products run in the kernels' batch-major layout: the input is transposed once to
 (in_features, padded batch) and kept for the values gradient, so the backward pass reuses it
 instead of transposing again.
+
+Non-finite numbers (NaN, ±Inf) propagate exactly as in ``nn.Linear``. The kernels skip the
+pruned weights, but dense PyTorch multiplies them too: 0 · Inf = NaN and 0 · NaN = NaN, so a
+non-finite input element makes every output of its row NaN where the weight is pruned, and a
+non-finite output gradient does the same to the input gradient. A cheap, sound pre-check
+(the sum of a tensor is finite only if every element is) runs on the input in the forward pass
+and on the output gradient in the backward pass; only when it fails are the affected rows
+found exactly and recomputed with the dense weight, as ``nn.Linear`` computes them. Non-finite
+weights need nothing: every stored value, NaN and Inf included, is multiplied like in the dense
+product, and the values gradient (a sum over the batch of products of input and output
+gradient, the same products dense PyTorch forms) propagates them unchanged.
 """
 from __future__ import annotations
+
+import math
 
 import torch
 from torch.autograd.function import once_differentiable
@@ -12,6 +25,7 @@ from torch.autograd.function import once_differentiable
 from .. import _C
 from .._runtime import get_num_threads
 from .. import _workspace
+from ..formats.csr import csr_to_dense
 
 _ALIGN = _C.BATCH_ALIGN
 
@@ -37,6 +51,58 @@ def input_grad_strategy(in_features: int, out_features: int, nnz: int, padded_ba
 
 def _np(t: torch.Tensor):
     return t.detach().numpy()
+
+
+# -- non-finite numbers ----------------------------------------------------------------------
+def all_finite(t: torch.Tensor) -> bool:
+    """True iff every element of ``t`` is finite. A finite sum proves it (any NaN or ±Inf makes
+    the sum NaN or ±Inf) at the cost of one streaming reduction; only a non-finite sum (a
+    non-finite element, or finite ones overflowing) needs the exact element-wise check."""
+    return math.isfinite(t.sum().item()) or bool(torch.isfinite(t).all())
+
+
+def nonfinite_rows(t: torch.Tensor) -> torch.Tensor:
+    """Indices (int64) of the entries along dim 0 of ``t`` holding a NaN or ±Inf."""
+    return (~torch.isfinite(t.reshape(t.shape[0], -1))).any(dim=1).nonzero().view(-1)
+
+
+def dense_weight(row_ptr, col_idx, values: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
+    """The (rows, cols) dense weight of a CSR pattern (NumPy or tensor indices), zeros filled in."""
+    return csr_to_dense(torch.as_tensor(row_ptr), torch.as_tensor(col_idx), values.detach(),
+                        rows, cols)
+
+
+try:
+    torch.is_autocast_enabled("cpu")
+
+    def _autocast_cpu() -> bool:
+        return torch.is_autocast_enabled("cpu")
+except TypeError:  # torch < 2.4
+    _autocast_cpu = torch.is_autocast_cpu_enabled
+
+
+def prepare_input(layer, x):
+    """What a sparse layer's forward does before its input checks (SparseWeightModule._check_input).
+
+    Inside ``torch.autocast("cpu")`` the layer behaves like an op on autocast's float32 list:
+    a bfloat16 / float16 input is cast to float32 (and the output is float32); outside autocast
+    nothing is cast and the input check rejects such dtypes. Tensors that are not plain dense
+    (strided) ones are rejected here with the layer's name, before anything reshapes them.
+    """
+    if not isinstance(x, torch.Tensor):
+        return x  # the input check names the type
+    if x.layout != torch.strided or x.is_nested:
+        kind = "nested" if x.is_nested else str(x.layout)
+        raise TypeError(f"{type(layer).__name__}({layer._describe()}): expected a dense (strided) "
+                        f"tensor, got a {kind} tensor")
+    if x.dtype in (torch.bfloat16, torch.float16) and _autocast_cpu():
+        return x.float()
+    return x
+
+
+def no_autocast():
+    """The dense fallbacks compute in float32 like the sparse kernels, also inside autocast."""
+    return torch.autocast("cpu", enabled=False)
 
 
 def _padded(batch: int) -> int:
@@ -68,6 +134,12 @@ class SparseLinearFunction(torch.autograd.Function):
         yt = _workspace.empty(index.rows * xt.shape[1]).view(index.rows, xt.shape[1])
         _C.spmm(index.row_ptr, index.col_idx, _np(values), None, None, _np(xt), _np(yt), nthreads)
         y = _from_batch_major(yt, batch, bias, nthreads)
+        if not all_finite(x):
+            # Rows with a NaN or Inf: dense, so pruned weights meet them as in nn.Linear.
+            rows = nonfinite_rows(x)
+            w = dense_weight(index.row_ptr, index.col_idx, values, index.rows, index.cols)
+            with no_autocast():
+                y[rows] = torch.nn.functional.linear(x[rows], w, bias)
         # Keep xt (not x) only when the values gradient will need it.
         ctx.save_for_backward(xt if ctx.needs_input_grad[1] else None, values)
         ctx.index = index
@@ -83,6 +155,8 @@ class SparseLinearFunction(torch.autograd.Function):
         nthreads = get_num_threads()
         dx = dv = db = None
         dy = dy.contiguous()
+        if need_b:
+            db = dy.sum(0)
         if need_x or need_v:
             dyt = _to_batch_major(dy, nthreads)
             if need_v:
@@ -99,8 +173,14 @@ class SparseLinearFunction(torch.autograd.Function):
                     _C.spmm(index.t_ptr, index.t_idx, _np(values), index.t_pos, _np(scratch),
                             _np(dyt), _np(dxt), nthreads)
                 dx = _from_batch_major(dxt, ctx.batch, None, nthreads)
-        if need_b:
-            db = dy.sum(0)
+                # A finite bias gradient (a sum of all of dy) proves dy finite for free.
+                if not ((db is not None and math.isfinite(db.sum().item())) or all_finite(dy)):
+                    # Rows of dy with a NaN or Inf: dense, as nn.Linear's dx = dy W. (The
+                    # values gradient needs no fix: it forms exactly the dense products.)
+                    rows = nonfinite_rows(dy)
+                    w = dense_weight(index.row_ptr, index.col_idx, values, index.rows, index.cols)
+                    with no_autocast():
+                        dx[rows] = dy[rows] @ w
         return dx, dv, db, None
 
 
@@ -108,7 +188,7 @@ def sparse_linear(x: torch.Tensor, values: torch.Tensor, bias, index) -> torch.T
     """y = x Wᵀ + b for x of shape ``(*, in_features)``; W is given by ``values`` on the
     pattern ``index`` (a KernelIndex from sparsetrain.formats.build_index)."""
     lead = x.shape[:-1]
-    x2d = x.reshape(-1, index.cols)
+    x2d = x.reshape(math.prod(lead), index.cols)  # not -1: in_features may be 0
     if not x2d.is_contiguous():
         x2d = x2d.contiguous()
     y = SparseLinearFunction.apply(x2d, values, bias, index)

@@ -34,7 +34,7 @@ class SparseWeightModule(nn.Module):
         """Take exactly the nonzeros of a dense layer's weight (viewed as rows x cols) and its
         bias, with their requires_grad."""
         w, bias = dense.weight, dense.bias
-        row_ptr, col_idx, values = formats.csr_from_dense(w.reshape(w.shape[0], -1))
+        row_ptr, col_idx, values = formats.csr_from_dense(w.detach().flatten(1))
         self._set_weight(row_ptr, col_idx, values, bias, values_grad=w.requires_grad,
                          bias_grad=bias is not None and bias.requires_grad)
 
@@ -129,12 +129,20 @@ class SparseWeightModule(nn.Module):
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
                               unexpected_keys, error_msgs):
         keys = [prefix + k for k in ("row_ptr", "col_idx", "values")]
-        if all(k in state_dict for k in keys):
+        present = [k in state_dict for k in keys]
+        if any(present) and not all(present):
+            # Half a pattern would pair new indices with old values: refuse, strict or not.
+            missing = [k for k, p in zip(keys, present) if not p]
+            raise ValueError(f"{prefix or type(self).__name__}: the checkpoint holds part of a "
+                             f"sparse weight; missing {', '.join(missing)}")
+        if all(present):
             row_ptr, col_idx, values = (state_dict[k] for k in keys)
             formats.validate_csr(row_ptr, col_idx, self._rows, self._cols)
-            if values.dim() != 1 or values.numel() != col_idx.numel():
-                raise ValueError(f"{prefix}values: expected {col_idx.numel()} values, got shape "
-                                 f"{tuple(values.shape)}")
+            if (not isinstance(values, torch.Tensor) or values.dim() != 1
+                    or values.numel() != col_idx.numel()):
+                got = (f"shape {tuple(values.shape)}" if isinstance(values, torch.Tensor)
+                       else type(values).__name__)
+                raise ValueError(f"{prefix}values: expected {col_idx.numel()} values, got {got}")
             # A checkpoint may hold a different number of nonzeros: resize in place so the
             # same Parameter object stays registered with any optimizer.
             if col_idx.numel() != self.col_idx.numel():

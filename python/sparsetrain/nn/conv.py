@@ -6,13 +6,14 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.modules.utils import _pair
 
 from .. import formats
 from .._runtime import get_isa, get_num_threads
 from ..formats.conv import ConvGeometry, conv_index, direct_index, resolve_padding
+from ..functional.linear import prepare_input
 from ..functional.conv import (STRATEGIES, SparseConv2dFunction, Subsample, _DirectLayout,
                                _Layout, time_layouts)
+from . import _args
 from ._sparse_weight import SparseWeightModule
 
 _PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
@@ -38,9 +39,7 @@ class SparseConv2d(SparseWeightModule):
         super().__init__()
         self._configure(in_channels, out_channels, kernel_size, stride, padding, dilation, groups,
                         padding_mode, strategy)
-        if not (0.0 <= float(sparsity) <= 1.0):
-            raise ValueError(f"SparseConv2d: sparsity must be in [0, 1], got {sparsity!r}")
-        density = 1.0 - float(sparsity)
+        density = 1.0 - _args.fraction("SparseConv2d", "sparsity", sparsity)
         row_ptr, col_idx = formats.random_csr(self._rows, self._cols, density, generator=generator)
         # nn.Conv2d's kaiming-uniform bound with the fan-in a filter really has.
         bound = 1.0 / math.sqrt(max(1.0, self._cols * density))
@@ -50,24 +49,23 @@ class SparseConv2d(SparseWeightModule):
 
     def _configure(self, in_channels, out_channels, kernel_size, stride, padding, dilation,
                    groups, padding_mode, strategy):
-        for name, v in (("in_channels", in_channels), ("out_channels", out_channels),
-                        ("groups", groups)):
-            if isinstance(v, bool) or not isinstance(v, int) or v < (1 if name == "groups" else 0):
-                raise ValueError(f"SparseConv2d: {name} must be a positive int, got {v!r}")
+        layer = "SparseConv2d"
+        in_channels = _args.size(layer, "in_channels", in_channels)
+        out_channels = _args.size(layer, "out_channels", out_channels)
+        groups = _args.size(layer, "groups", groups, 1)
         if in_channels % groups or out_channels % groups:
             raise ValueError("SparseConv2d: in_channels and out_channels must be divisible by groups")
         self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
-        self.kernel_size = _pair(kernel_size)
-        self.stride = _pair(stride)
-        self.dilation = _pair(dilation)
-        for name, t in (("kernel_size", self.kernel_size), ("stride", self.stride),
-                        ("dilation", self.dilation)):
-            if not all(isinstance(v, int) and v >= 1 for v in t):
-                raise ValueError(f"SparseConv2d: {name} must be positive ints, got {t!r}")
-        self.padding = padding if isinstance(padding, str) else _pair(padding)
-        if not isinstance(self.padding, str) and not all(isinstance(v, int) and v >= 0
-                                                         for v in self.padding):
-            raise ValueError(f"SparseConv2d: padding must be non-negative, got {padding!r}")
+        self.kernel_size = _args.pair(layer, "kernel_size", kernel_size, 1)
+        self.stride = _args.pair(layer, "stride", stride, 1)
+        self.dilation = _args.pair(layer, "dilation", dilation, 1)
+        if isinstance(padding, str):
+            if padding not in ("same", "valid"):
+                raise ValueError(f"SparseConv2d: padding must be 'same', 'valid', an int or a pair "
+                                 f"of ints, got {padding!r}")
+            self.padding = padding
+        else:
+            self.padding = _args.pair(layer, "padding", padding, 0)
         if padding_mode not in _PADDING_MODES:
             raise ValueError(f"SparseConv2d: padding_mode must be one of {_PADDING_MODES}, "
                              f"got {padding_mode!r}")
@@ -76,7 +74,10 @@ class SparseConv2d(SparseWeightModule):
             raise ValueError(f"SparseConv2d: strategy must be 'auto' or one of {STRATEGIES}, "
                              f"got {strategy!r}")
         self.strategy = strategy
-        pads = resolve_padding(self.padding, self.kernel_size, self.dilation, self.stride)
+        try:
+            pads = resolve_padding(self.padding, self.kernel_size, self.dilation, self.stride)
+        except ValueError as e:
+            raise ValueError(f"SparseConv2d: {e}") from None
         self._explicit_pad = None
         if padding_mode != "zeros":
             # The input is padded by F.pad in that mode; the kernels then see no padding.
@@ -187,6 +188,7 @@ class SparseConv2d(SparseWeightModule):
 
     # -- compute ---------------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = prepare_input(self, x)  # autocast's cast to float32; dense tensors only
         self._check_input(x, "input")
         if x.dim() not in (3, 4) or x.shape[-3] != self.in_channels:
             raise ValueError(f"SparseConv2d({self._describe()}): expected input of shape "
@@ -201,6 +203,10 @@ class SparseConv2d(SparseWeightModule):
         if self._subsample is not None:
             x = Subsample.apply(x, *self._subsample)
         x = x.contiguous()
-        y = SparseConv2dFunction.apply(x, self.values, self.bias, self._row_ptr_np,
-                                       self._layout(x))
+        try:
+            layout = self._layout(x)
+        except ValueError as e:  # e.g. an input smaller than the kernel: name the layer
+            raise ValueError(f"SparseConv2d({self._describe()}): {e}") from None
+        y = SparseConv2dFunction.apply(x, self.values, self.bias, self._row_ptr_np, layout,
+                                       self.col_idx)
         return y.squeeze(0) if unbatched else y

@@ -7,7 +7,8 @@ import torch
 from torch import nn
 
 from .. import formats
-from ..functional.linear import sparse_linear
+from ..functional.linear import prepare_input, sparse_linear
+from . import _args
 from ._sparse_weight import SparseWeightModule
 
 
@@ -26,14 +27,9 @@ class SparseLinear(SparseWeightModule):
     def __init__(self, in_features: int, out_features: int, bias: bool = True,
                  sparsity: float = 0.9, *, generator: torch.Generator | None = None):
         super().__init__()
-        for name, v in (("in_features", in_features), ("out_features", out_features)):
-            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-                raise ValueError(f"SparseLinear: {name} must be a non-negative int, got {v!r}")
-        if not (0.0 <= float(sparsity) <= 1.0):
-            raise ValueError(f"SparseLinear: sparsity must be in [0, 1], got {sparsity!r}")
-        self.in_features = in_features
-        self.out_features = out_features
-        density = 1.0 - float(sparsity)
+        self.in_features = _args.size("SparseLinear", "in_features", in_features)
+        self.out_features = _args.size("SparseLinear", "out_features", out_features)
+        density = 1.0 - _args.fraction("SparseLinear", "sparsity", sparsity)
         row_ptr, col_idx = formats.random_csr(out_features, in_features, density,
                                               generator=generator)
         # Like nn.Linear's kaiming-uniform init, but with the fan-in a row really has.
@@ -87,6 +83,7 @@ class SparseLinear(SparseWeightModule):
                                           self.in_features)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = prepare_input(self, x)  # autocast's cast to float32; dense tensors only
         self._check_input(x, "input")
         if x.dim() < 1 or x.shape[-1] != self.in_features:
             raise ValueError(f"SparseLinear({self._describe()}): expected input of shape "

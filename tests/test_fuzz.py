@@ -1,0 +1,581 @@
+"""Property tests (hypothesis): random layers against dense PyTorch, and random corruptions of
+sparsity patterns, which must raise a clear ValueError and never crash or load.
+
+Examples are derandomized (the same every run, so CI is reproducible); set
+SPARSETRAIN_FUZZ_RANDOM=1 to explore new ones and SPARSETRAIN_FUZZ_SCALE=<k> for k times as many.
+"""
+import os
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as hst
+from torch import nn
+
+import sparsetrain as st
+from sparsetrain import formats
+from sparsetrain.formats.conv import ConvGeometry, conv_index, direct_index
+
+SCALE = float(os.environ.get("SPARSETRAIN_FUZZ_SCALE", "1"))
+
+
+def fuzz(n):
+    return settings(max_examples=max(1, int(n * SCALE)), deadline=None, database=None,
+                    derandomize=not os.environ.get("SPARSETRAIN_FUZZ_RANDOM"),
+                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+
+
+def close(actual, expected, what):
+    actual, expected = actual.detach(), expected.detach()
+    scale = max(1.0, float(expected.abs().max())) if expected.numel() else 1.0
+    torch.testing.assert_close(actual, expected, rtol=1e-4, atol=2e-5 * scale,
+                               msg=lambda m: f"{what}: {m}")
+
+
+def prune_(dense, sparsity, gen):
+    with torch.no_grad():
+        dense.weight.mul_(torch.rand(dense.weight.shape, generator=gen) >= sparsity)
+    return dense
+
+
+def check_against_dense(sp, dense, x, gen):
+    x = x.requires_grad_()
+    xd = x.detach().clone().requires_grad_()
+    y, yd = sp(x), dense(xd)
+    close(y, yd, "output")
+    g = torch.randn(yd.shape, generator=gen)
+    y.backward(g)
+    yd.backward(g)
+    close(x.grad, xd.grad, "input gradient")
+    mask = dense.weight.detach() != 0
+    close(sp.values.grad, dense.weight.grad[mask], "values gradient")
+    if dense.bias is not None:
+        close(sp.bias.grad, dense.bias.grad, "bias gradient")
+
+
+class Runtime:
+    """Run with an ISA and a kernel thread count, restoring both."""
+
+    def __init__(self, isa, threads):
+        self.isa, self.threads = isa, threads
+
+    def __enter__(self):
+        self.before = st.get_isa()
+        st.set_isa(self.isa)
+        st.set_num_threads(self.threads)
+
+    def __exit__(self, *exc):
+        st.set_isa(self.before)
+        st.set_num_threads(None)
+
+
+ISAS = hst.sampled_from(st.supported_isas())
+SPARSITY = hst.sampled_from([0.0, 0.3, 0.7, 0.9, 0.97, 1.0])
+
+
+# -- random layers versus dense PyTorch -------------------------------------------------------
+@fuzz(150)
+@given(in_f=hst.integers(0, 40), out_f=hst.integers(0, 40),
+       lead=hst.lists(hst.integers(0, 21), max_size=2), sparsity=SPARSITY, bias=hst.booleans(),
+       isa=ISAS, threads=hst.integers(1, 3),
+       input_grad=hst.sampled_from([None, "csc", "scatter"]), seed=hst.integers(0, 2**31))
+def test_linear_matches_dense(in_f, out_f, lead, sparsity, bias, isa, threads, input_grad, seed):
+    from sparsetrain.functional import linear
+    gen = torch.Generator().manual_seed(seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # nn.Linear warns about zero-element init
+        dense = prune_(nn.Linear(in_f, out_f, bias=bias), sparsity, gen)
+    sp = st.SparseLinear.from_dense(dense)
+    linear.INPUT_GRAD_STRATEGY = input_grad
+    try:
+        with Runtime(isa, threads):
+            check_against_dense(sp, dense, torch.randn(*lead, in_f, generator=gen), gen)
+    finally:
+        linear.INPUT_GRAD_STRATEGY = None
+
+
+@pytest.mark.filterwarnings("ignore:Initializing zero-element tensors")
+def test_from_dense_with_zero_outputs():
+    dense = nn.Linear(3, 0)
+    sp = st.SparseLinear.from_dense(dense)
+    assert torch.equal(sp(torch.randn(2, 3)), dense(torch.randn(2, 3)))
+
+
+@hst.composite
+def conv_configs(draw):
+    groups = draw(hst.sampled_from([1, 1, 2, 3]))
+    cfg = dict(in_channels=groups * draw(hst.integers(1, 3)),
+               out_channels=groups * draw(hst.integers(1, 3)), groups=groups,
+               kernel_size=(draw(hst.integers(1, 4)), draw(hst.integers(1, 4))),
+               stride=(draw(hst.integers(1, 3)), draw(hst.integers(1, 3))),
+               dilation=(draw(hst.integers(1, 2)), draw(hst.integers(1, 2))),
+               bias=draw(hst.booleans()),
+               padding_mode=draw(hst.sampled_from(["zeros", "zeros", "reflect", "replicate",
+                                                   "circular"])))
+    choices = ["pair", "valid"] + (["same"] if cfg["stride"] == (1, 1) else [])
+    kind = draw(hst.sampled_from(choices))
+    cfg["padding"] = ((draw(hst.integers(0, 2)), draw(hst.integers(0, 2))) if kind == "pair"
+                      else kind)
+    return cfg
+
+
+@fuzz(250)
+@given(cfg=conv_configs(), batch=hst.sampled_from([None, 0, 1, 2, 5, 16, 17]),
+       hw=hst.tuples(hst.integers(1, 11), hst.integers(1, 11)), sparsity=SPARSITY,
+       strategy=hst.sampled_from(["direct", "plane", "batch"]), isa=ISAS,
+       threads=hst.integers(1, 2), channels_last=hst.booleans(), seed=hst.integers(0, 2**31))
+def test_conv_matches_dense(cfg, batch, hw, sparsity, strategy, isa, threads, channels_last,
+                            seed):
+    gen = torch.Generator().manual_seed(seed)
+    dense = prune_(nn.Conv2d(**cfg), sparsity, gen)
+    shape = ((batch,) if batch is not None else ()) + (cfg["in_channels"],) + hw
+    x = torch.randn(shape, generator=gen)
+    try:
+        expected = dense(x)
+    except RuntimeError:
+        assume(False)  # a shape nn.Conv2d itself rejects (too small for kernel or padding)
+    if channels_last and x.dim() == 4:
+        x = x.contiguous(memory_format=torch.channels_last)
+    sp = st.SparseConv2d.from_dense(dense, strategy=strategy)
+    with Runtime(isa, threads):
+        assert sp(x).shape == expected.shape
+        check_against_dense(sp, dense, x, gen)
+
+
+# -- corrupted patterns -----------------------------------------------------------------------
+def rows_with(ptr, min_len):
+    counts = ptr[1:] - ptr[:-1]
+    return [r for r in range(len(counts)) if counts[r] >= min_len]
+
+
+def corrupt(kind, sd, cols, draw):
+    """Returns the corrupted copy of the state_dict, or None if `kind` does not apply."""
+    sd = {k: v.clone() for k, v in sd.items()}
+    ptr, idx = sd["row_ptr"], sd["col_idx"]
+    nnz, rows = idx.numel(), ptr.numel() - 1
+    pick = lambda n: draw(hst.integers(0, n - 1))  # noqa: E731
+    if kind == "ptr_short":
+        sd["row_ptr"] = ptr[:-1]
+    elif kind == "ptr_long":
+        sd["row_ptr"] = torch.cat([ptr, ptr[-1:]])
+    elif kind == "ptr_empty":
+        sd["row_ptr"] = ptr[:0]
+    elif kind == "ptr_rank0":
+        sd["row_ptr"] = ptr[0].clone()
+    elif kind == "ptr_rank2":
+        sd["row_ptr"] = ptr.view(1, -1)
+    elif kind == "ptr_dtype":
+        sd["row_ptr"] = ptr.to(draw(hst.sampled_from([torch.int32, torch.float32,
+                                                      torch.float64, torch.int16])))
+    elif kind == "ptr_start":
+        sd["row_ptr"] = ptr + draw(hst.sampled_from([1, -1, 2**40]))
+    elif kind == "ptr_end":
+        ptr[-1] += draw(hst.sampled_from([1, -1, 2**40, -2**40]))
+    elif kind == "ptr_decreasing":
+        if rows < 2:
+            return None
+        r = pick(rows - 1) + 1  # an inner entry
+        ptr[r] = draw(hst.sampled_from([-1, int(ptr[-1]) + 1, int(ptr[r - 1]) - 1, 2**62]))
+        if bool((ptr[1:] >= ptr[:-1]).all()) and ptr[0] == 0 and 0 <= ptr[r] <= nnz:
+            return None  # still monotone by chance
+    elif kind == "idx_short":
+        if nnz == 0:
+            return None
+        sd["col_idx"] = idx[:-1]
+    elif kind == "idx_long":
+        sd["col_idx"] = torch.cat([idx, idx.new_zeros(1)])
+    elif kind == "idx_rank2":
+        sd["col_idx"] = idx.view(1, -1)
+    elif kind == "idx_rank0":
+        sd["col_idx"] = idx.new_tensor(0).squeeze()
+    elif kind == "idx_dtype":
+        sd["col_idx"] = idx.to(draw(hst.sampled_from([torch.int64, torch.int16, torch.uint8,
+                                                      torch.float32, torch.bool])))
+    elif kind in ("idx_high", "idx_negative"):
+        if nnz == 0:
+            return None
+        bad = (draw(hst.sampled_from([cols, cols + 1, 2**31 - 1])) if kind == "idx_high"
+               else draw(hst.sampled_from([-1, -cols, -2**31])))
+        idx[pick(nnz)] = bad
+    elif kind in ("idx_unsorted", "idx_duplicate"):
+        candidates = rows_with(ptr, 2)
+        if not candidates:
+            return None
+        r = draw(hst.sampled_from(candidates))
+        j = int(ptr[r]) + pick(int(ptr[r + 1] - ptr[r]) - 1)
+        if kind == "idx_unsorted":
+            idx[j], idx[j + 1] = idx[j + 1].clone(), idx[j].clone()
+        else:
+            idx[j + 1] = idx[j]
+    elif kind == "values_short":
+        if nnz == 0:
+            return None
+        sd["values"] = sd["values"][:-1]
+    elif kind == "values_long":
+        sd["values"] = torch.cat([sd["values"], sd["values"].new_zeros(1)])
+    elif kind == "values_rank2":
+        sd["values"] = sd["values"].view(1, -1)
+    elif kind == "values_rank0":
+        sd["values"] = sd["values"].new_tensor(1.0)
+    else:
+        raise AssertionError(kind)
+    return sd
+
+
+KINDS = ["ptr_short", "ptr_long", "ptr_empty", "ptr_rank0", "ptr_rank2", "ptr_dtype",
+         "ptr_start", "ptr_end", "ptr_decreasing", "idx_short", "idx_long", "idx_rank2",
+         "idx_rank0", "idx_dtype", "idx_high", "idx_negative", "idx_unsorted", "idx_duplicate",
+         "values_short", "values_long", "values_rank2", "values_rank0"]
+
+
+@hst.composite
+def small_layers(draw):
+    sparsity = draw(hst.sampled_from([0.0, 0.5, 0.8, 1.0]))
+    gen = torch.Generator().manual_seed(draw(hst.integers(0, 2**31)))  # patterns replayable
+    if draw(hst.booleans()):
+        layer = st.SparseLinear(draw(hst.integers(1, 12)), draw(hst.integers(1, 12)),
+                                sparsity=sparsity, generator=gen)
+    else:
+        g = draw(hst.sampled_from([1, 2]))
+        layer = st.SparseConv2d(2 * g, g * draw(hst.integers(1, 3)), draw(hst.integers(1, 3)),
+                                groups=g, padding=1, sparsity=sparsity, generator=gen,
+                                strategy=draw(hst.sampled_from(["direct", "plane", "batch"])))
+    return layer
+
+
+def probe(layer):
+    x = (torch.randn(3, layer.in_features) if isinstance(layer, st.SparseLinear)
+         else torch.randn(2, layer.in_channels, 5, 5))
+    return x, layer(x)
+
+
+@fuzz(300)
+@given(source=small_layers(), kind=hst.sampled_from(KINDS), data=hst.data())
+def test_corrupted_state_dict_is_rejected_and_leaves_the_layer_intact(source, kind, data):
+    bad = corrupt(kind, source.state_dict(), source._cols, data.draw)
+    assume(bad is not None)
+    target = (st.SparseLinear(source.in_features, source.out_features, sparsity=0.5)
+              if isinstance(source, st.SparseLinear)
+              else st.SparseConv2d(source.in_channels, source.out_channels, source.kernel_size,
+                                   groups=source.groups, padding=1, sparsity=0.5,
+                                   strategy=source.strategy))
+    x, y = probe(target)
+    before = {k: v.clone() for k, v in target.state_dict().items()}
+    with pytest.raises(ValueError, match=r"row_ptr|col_idx|values|row pointer|column|pattern"):
+        target.load_state_dict(bad)
+    after = target.state_dict()
+    assert before.keys() == after.keys()
+    for k in before:
+        assert torch.equal(before[k], after[k]), f"{k} changed by a rejected load"
+    assert torch.equal(target(x), y)  # still works, same numbers
+    target.load_state_dict(source.state_dict())  # and a good checkpoint still loads
+    assert torch.equal(target.weight, source.weight)
+
+
+def test_state_dict_values_that_are_not_a_tensor():
+    sd = st.SparseLinear(6, 4, sparsity=0.5).state_dict()
+    sd["values"] = sd["values"].tolist()
+    with pytest.raises(ValueError, match="values"):
+        st.SparseLinear(6, 4, sparsity=0.5).load_state_dict(sd)
+
+
+@pytest.mark.parametrize("missing", ["col_idx", "values"])
+def test_partial_pattern_is_rejected_even_when_not_strict(missing):
+    a, b = st.SparseLinear(6, 4, sparsity=0.5), st.SparseLinear(6, 4, sparsity=0.5)
+    sd = {k: v for k, v in a.state_dict().items() if k != missing}
+    before = {k: v.clone() for k, v in b.state_dict().items()}
+    with pytest.raises(ValueError):
+        b.load_state_dict(sd, strict=False)
+    assert all(torch.equal(before[k], v) for k, v in b.state_dict().items())
+
+
+# -- sparsetrain.formats on arbitrary input ---------------------------------------------------
+def reference_valid(ptr, idx, rows, cols):
+    """Plain-Python statement of a well-formed CSR index."""
+    if len(ptr) != rows + 1 or ptr[0] != 0 or ptr[-1] != len(idx):
+        return False
+    for r in range(rows):
+        if ptr[r + 1] < ptr[r]:
+            return False
+        row = idx[ptr[r]:ptr[r + 1]]
+        if any(c < 0 or c >= cols for c in row) or any(b <= a for a, b in zip(row, row[1:])):
+            return False
+    return True
+
+
+@hst.composite
+def patterns(draw, valid_only=False):
+    """A CSR index over (rows, cols): mostly well-formed, often with one random defect."""
+    rows, cols = draw(hst.integers(0, 6)), draw(hst.integers(0, 6))
+    dense = draw(hst.lists(hst.lists(hst.booleans(), min_size=cols, max_size=cols),
+                           min_size=rows, max_size=rows))
+    ptr, idx = [0], []
+    for row in dense:
+        idx += [c for c, on in enumerate(row) if on]
+        ptr.append(len(idx))
+    if not valid_only and draw(hst.booleans()):
+        target = draw(hst.sampled_from(["ptr", "idx"]))
+        seq = ptr if target == "ptr" else idx
+        op = draw(hst.sampled_from(["set", "drop", "add"]))
+        if op == "set" and seq:
+            seq[draw(hst.integers(0, len(seq) - 1))] = draw(hst.integers(-3, 9))
+        elif op == "drop" and seq:
+            seq.pop(draw(hst.integers(0, len(seq) - 1)))
+        else:
+            seq.insert(draw(hst.integers(0, len(seq))), draw(hst.integers(-3, 9)))
+    return (torch.tensor(ptr, dtype=torch.int64), torch.tensor(idx, dtype=torch.int32), rows,
+            cols)
+
+
+@fuzz(400)
+@given(p=patterns())
+def test_validate_csr_agrees_with_a_reference(p):
+    ptr, idx, rows, cols = p
+    ok = reference_valid(ptr.tolist(), idx.tolist(), rows, cols)
+    values = torch.randn(idx.numel())
+    functions = [lambda: formats.validate_csr(ptr, idx, rows, cols),
+                 lambda: formats.build_index(ptr, idx, rows, cols),
+                 lambda: formats.csr_to_dense(ptr, idx, values, rows, cols)]
+    if rows >= 0 and len(ptr) == rows + 1:  # csr_transpose takes the row count from ptr
+        functions.append(lambda: formats.csr_transpose(ptr, idx, cols))
+    for f in functions:
+        if ok:
+            f()
+        else:
+            with pytest.raises(ValueError):
+                f()
+
+
+@fuzz(150)
+@given(p=patterns(valid_only=True))
+def test_transpose_and_dense_round_trip(p):
+    ptr, idx, rows, cols = p
+    values = torch.randn(idx.numel())
+    dense = formats.csr_to_dense(ptr, idx, values, rows, cols)
+    t = formats.csr_transpose(ptr, idx, cols)
+    # the transpose read as CSR of the (cols, rows) matrix is dense.T, values via pos
+    csc_values = torch.empty_like(values)
+    csc_values[t.pos] = values
+    assert torch.equal(formats.csr_to_dense(t.ptr, t.idx, csc_values, cols, rows), dense.T)
+    r_ptr, r_idx, r_val = formats.csr_from_dense(dense)
+    if bool((values != 0).all()):
+        assert torch.equal(r_ptr, ptr) and torch.equal(r_idx, idx) and torch.equal(r_val, values)
+
+
+@fuzz(150)
+@given(p=patterns(), kernel=hst.tuples(hst.integers(1, 3), hst.integers(1, 3)),
+       hw=hst.tuples(hst.integers(3, 8), hst.integers(3, 8)))
+def test_conv_indices_reject_malformed_patterns(p, kernel, hw):
+    ptr, idx, rows, cols = p
+    # A geometry whose weight is rows x (cin * kh * kw); cols from the pattern when it fits.
+    kh, kw = kernel
+    cin = max(1, cols // (kh * kw)) if cols else 1
+    g = ConvGeometry(cin, max(rows, 1), kernel, (1, 1), (1, 1), (1, 1, 1, 1), 1)
+    ok = reference_valid(ptr.tolist(), idx.tolist(), g.out_channels, g.cols)
+    for f in (conv_index, direct_index):
+        if ok:
+            f(g, ptr, idx, *hw)
+        else:
+            with pytest.raises(ValueError):
+                f(g, ptr, idx, *hw)
+
+
+BAD_ARGS = [None, "3", 2.5, -1, 0, True, [3], (1, 2, 3), (0, 1), (1, -1), float("nan"), 2**70,
+            "same", "reflect"]
+CONV_ARGS = ["in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation",
+             "groups", "sparsity", "padding_mode", "strategy"]
+
+@pytest.mark.filterwarnings("ignore:Initializing zero-element tensors")
+@pytest.mark.parametrize("arg,value", [pytest.param(a, v, id=f"{a}={v!r}")
+                                       for a in CONV_ARGS for v in BAD_ARGS])
+def test_conv_constructor_rejects_bad_arguments_clearly(arg, value):
+    """A bad argument is a ValueError / TypeError naming SparseConv2d, at construction or at
+    the first call; what is accepted is what nn.Conv2d accepts, and computes the same."""
+    kwargs = dict(in_channels=4, out_channels=4, kernel_size=3, stride=1, padding=1,
+                  dilation=1, groups=1, sparsity=0.5, padding_mode="zeros", strategy="plane")
+    kwargs[arg] = value
+    try:
+        sp = st.SparseConv2d(**kwargs)
+    except (ValueError, TypeError) as e:
+        assert "SparseConv2d" in str(e), f"unclear error: {e!r}"
+        return
+    assert 0.0 <= float(kwargs["sparsity"]) <= 1.0
+    dense = nn.Conv2d(**{k: v for k, v in kwargs.items() if k not in ("sparsity", "strategy")})
+    with torch.no_grad():
+        dense.weight.copy_(sp.weight)
+        if dense.bias is not None:
+            dense.bias.copy_(sp.bias)
+    x = torch.randn(2, kwargs["in_channels"] if isinstance(kwargs["in_channels"], int) else 4,
+                    9, 9)
+    try:
+        expected = dense(x)
+    except Exception:  # noqa: BLE001 (whatever nn.Conv2d raises, the sparse layer must say why)
+        expected = None
+    if kwargs["in_channels"] == 0:  # nn.Conv2d returns a 0-channel tensor here; the sum is bias
+        assert torch.equal(sp(x), sp.bias.view(1, -1, 1, 1).expand(2, 4, 9, 9))
+    elif kwargs["out_channels"] == 0:  # nn.Conv2d raises; an empty output is the right answer
+        assert sp(x).shape == (2, 0, 9, 9)
+    elif expected is None:
+        with pytest.raises((ValueError, TypeError), match="SparseConv2d"):
+            sp(x)
+    else:
+        close(sp(x), expected, f"{arg}={value!r}")
+
+
+@pytest.mark.parametrize("arg,value", [pytest.param(a, v, id=f"{a}={v!r}")
+                                       for a in ("in_features", "out_features", "sparsity")
+                                       for v in BAD_ARGS + [1.5, -0.1]
+                                       if not (a == "sparsity" and v in (0, True))
+                                       and not (a != "sparsity" and v == 0)])
+def test_linear_constructor_rejects_bad_arguments_clearly(arg, value):
+    kwargs = dict(in_features=5, out_features=4, sparsity=0.5)
+    kwargs[arg] = value
+    with pytest.raises((ValueError, TypeError), match=r"SparseLinear"):
+        st.SparseLinear(**kwargs)
+
+
+@fuzz(40)
+@given(rows=hst.integers(-2, 30), cols=hst.integers(-2, 30),
+       density=hst.sampled_from([0.0, 0.1, 0.5, 1.0, -0.1, 1.1, float("nan")]),
+       seed=hst.integers(0, 2**31))
+def test_random_csr(rows, cols, density, seed):
+    gen = torch.Generator().manual_seed(seed)
+    if rows < 0 or cols < 0 or not (0.0 <= density <= 1.0):
+        with pytest.raises(ValueError):
+            formats.random_csr(rows, cols, density, generator=gen)
+        return
+    ptr, idx = formats.random_csr(rows, cols, density, generator=gen)
+    formats.validate_csr(ptr, idx, rows, cols)
+    assert idx.numel() == round(density * (rows * cols))
+
+
+# -- prune_values --------------------------------------------------------------------------
+@fuzz(80)
+@given(layer=small_layers(), data=hst.data())
+def test_prune_values_with_random_masks(layer, data):
+    nnz = layer.nnz
+    keep = torch.tensor(data.draw(hst.lists(hst.booleans(), min_size=nnz, max_size=nnz)),
+                        dtype=torch.bool)
+    expected = layer.weight.detach().clone()
+    mask = expected != 0
+    flat = expected[mask]
+    flat[~keep] = 0
+    expected[mask] = flat
+    x, _ = probe(layer)
+    layer.prune_values(keep if data.draw(hst.booleans()) else keep.tolist())
+    assert layer.nnz == int(keep.sum())
+    assert torch.equal(layer.weight.detach(), expected)
+    close(layer(x), layer.to_dense()(x), "after pruning")
+    wrong = data.draw(hst.sampled_from([nnz + 1, max(nnz - 1, 0) if nnz else 1]))
+    if wrong != layer.nnz:
+        with pytest.raises(ValueError, match="keep"):
+            layer.prune_values(torch.ones(wrong, dtype=torch.bool))
+
+
+# -- big patterns without big memory --------------------------------------------------------
+def test_random_csr_of_a_huge_sparse_matrix_needs_memory_for_the_nonzeros_only():
+    rows, cols = 200_000, 100_000  # 2e10 positions: a dense permutation would need 160 GB
+    ptr, idx = formats.random_csr(rows, cols, 2.5e-5, generator=torch.Generator().manual_seed(1))
+    assert idx.numel() == 500_000
+    formats.validate_csr(ptr, idx, rows, cols)
+    # roughly uniform: every tenth of the rows and of the columns gets its share
+    r = torch.repeat_interleave(torch.arange(rows), ptr[1:] - ptr[:-1])
+    for v, n in ((r, rows), (idx.to(torch.int64), cols)):
+        share = torch.bincount(v * 10 // n, minlength=10).double() / idx.numel()
+        assert torch.all((share - 0.1).abs() < 0.01), share
+
+
+def test_numpy_and_lists_are_rejected_with_value_error():
+    ptr, idx = np.array([0, 1], dtype=np.int64), np.array([0], dtype=np.int32)
+    with pytest.raises(ValueError, match="tensor"):
+        formats.validate_csr(ptr, idx, 1, 1)
+    with pytest.raises(ValueError, match="tensor"):
+        formats.csr_transpose([0, 1], [0], 1)
+
+
+# -- 64-bit offsets in the index building, and bounds checks that cannot overflow -------------
+def test_conv_index_offsets_beyond_2_to_31():
+    """Offsets of a few nonzeros of a layer whose packed input has ~2^33 pixels per image: only
+    the index is built (no activations), and checked against plain Python integers."""
+    g = ConvGeometry(64, 512, (3, 3), (2, 2), (1, 1), (1, 1, 1, 1), 1)
+    H = W = 8190
+    rows = g.out_channels
+    ptr = torch.zeros(rows + 1, dtype=torch.int64)
+    ptr[-2], ptr[-1] = 0, 2  # the last output channel holds the only two nonzeros
+    idx = torch.tensor([5, g.cols - 1], dtype=torch.int32)  # (ci 0, tap 1,2), (ci 63, tap 2,2)
+    ci = conv_index(g, ptr, idx, H, W)
+    s = ci.shape
+    assert s.phases * s.plane * g.in_channels > 2**31
+    expected = []
+    for c in (5, g.cols - 1):
+        cin, tap = divmod(c, 9)
+        th, tw = divmod(tap, 3)
+        phase = (th % 2) * 2 + tw % 2
+        expected.append((cin * 4 + phase) * s.plane + (th // 2) * s.Wq + tw // 2)
+    assert ci.off.tolist() == expected and max(expected) > 2**31
+    # transposed offsets: output channel 511 of the bordered gradient
+    shifts = [e - (e // s.plane) * s.plane for e in expected]
+    t_expected = sorted(((expected[k] // s.plane, 511 * s.dy_len + s.margin - shifts[k])
+                         for k in range(2)))
+    assert ci.t_off.tolist() == [t for _, t in t_expected] and t_expected[0][1] > 2**31
+
+    d = direct_index(ConvGeometry(64, 512, (3, 3), (1, 1), (1, 1), (1, 1, 1, 1), 1), ptr, idx,
+                     H, W)
+    assert d.plane.tolist() == [0, 63 * H * W] and 63 * H * W > 2**31
+    assert d.t_plane.tolist() == [511 * H * W] * 2 and 511 * H * W > 2**32
+
+
+def test_layout_strides_beyond_2_to_31_are_exact():
+    """The kernels' strides for a batch of 64 such images: Python integers, passed as int64."""
+    from sparsetrain.functional.conv import _Layout
+    g = ConvGeometry(64, 512, (3, 3), (1, 1), (1, 1), (1, 1, 1, 1), 1)
+    ptr = torch.zeros(513, dtype=torch.int64)
+    ptr[-1] = 1
+    idx = torch.tensor([4], dtype=torch.int32)
+    index = conv_index(g, ptr, idx, 4096, 4096)
+    for name in ("plane", "batch"):
+        lay = _Layout(g, index, 64, name)
+        assert lay.x_image * lay.unit * lay.images > 2**36
+        assert lay.x_image == 64 * 4098 * 4098 and lay.y_image == 512 * index.shape.grid_len
+
+
+HUGE = [2**31 - 1, 2**31, 2**32 + 7, 2**40, 2**62, 2**62 + 2**40, 2**63 - 1]
+
+
+@fuzz(200)
+@given(b_stride=hst.sampled_from(HUGE + [0, 8, 64]), c_stride=hst.sampled_from(HUGE + [8, 16]),
+       ldc=hst.sampled_from(HUGE + [8]), length=hst.sampled_from(HUGE + [0, 8]),
+       images=hst.sampled_from(HUGE + [0, 1, 3]), off=hst.sampled_from(HUGE + [0, 4]),
+       grid_w=hst.sampled_from([0, 0, 4]), t_base=hst.sampled_from(HUGE + [0]))
+def test_offset_bindings_reject_what_does_not_fit(b_stride, c_stride, ldc, length, images, off,
+                                                  grid_w, t_base):
+    """Random huge strides and counts with small buffers: the bindings either raise ValueError
+    or every element the kernel will touch is inside the buffers (a wrapped 64-bit product in
+    a bounds check used to let such a call through, and it crashed)."""
+    from sparsetrain import _C
+    ptr = np.array([0, 1], dtype=np.int64)
+    offs = np.array([off], dtype=np.int64)
+    val = np.ones(1, dtype=np.float32)
+    b, c, a = (np.ones(64, dtype=np.float32), np.zeros(64, dtype=np.float32),
+               np.ones(64, dtype=np.float32))
+    plane = dict(grid_w=grid_w, t_base=t_base, plane_h=2, plane_w=2) if grid_w else {}
+    try:
+        _C.spmm_offsets(ptr, offs, val, None, None, b, b_stride, c, ldc, c_stride, length,
+                        images, 1, **plane)
+    except (ValueError, TypeError):
+        pass
+    else:  # accepted: then it was in bounds (exact integer arithmetic)
+        if images > 0 and length > 0:
+            assert (images - 1) * b_stride + off + length <= b.size
+            assert (images - 1) * c_stride + (length if not grid_w else 4) <= c.size
+    out = np.zeros(1, dtype=np.float32)
+    try:
+        _C.sddmm_offsets(ptr, offs, a, ldc, c_stride, b, b_stride, length, images, out, 1)
+    except (ValueError, TypeError):
+        pass
+    else:
+        if images > 0 and length > 0:
+            assert (images - 1) * b_stride + off + length <= b.size
+            assert (images - 1) * c_stride + length <= a.size
