@@ -11,7 +11,7 @@ in-place ops on it behave as on any tensor); it is free again once nothing but t
 references that storage, which torch's storage use count tells exactly, including
 references held inside autograd (tensors saved for backward). So a buffer is never reused
 while anything can still read it, whatever the caller does with it. Buffers are matched by
-exact size (the same shapes repeat every step). `empty_cache()` releases the free ones.
+best fit (a free buffer up to a third larger than asked). `empty_cache()` releases the free ones.
 """
 from __future__ import annotations
 
@@ -37,10 +37,19 @@ def empty(*shape: int) -> torch.Tensor:
     if _use_count is None or numel < _MIN_NUMEL:
         return torch.empty(shape, dtype=torch.float32)
     with _lock:
+        # The smallest free buffer that fits without wasting more than a quarter of it:
+        # layers of one network stage ask for similar sizes, and sharing buffers between
+        # them keeps the free-but-held memory (which counts at the step's peak) small.
+        best = None
+        for size, entries in _pool.items():
+            if numel <= size <= numel + numel // 3 and (best is None or size < best[0]):
+                for base, storage in entries:
+                    if _use_count(storage._cdata) == _OWNED:
+                        best = (size, storage)
+                        break
+        if best is not None:
+            return torch.empty(0, dtype=torch.float32).set_(best[1], 0, shape)
         entries = _pool.setdefault(numel, [])
-        for base, storage in entries:
-            if _use_count(storage._cdata) == _OWNED:
-                return torch.empty(0, dtype=torch.float32).set_(storage, 0, shape)
         if _bytes + 4 * numel > _MAX_BYTES:
             return torch.empty(shape, dtype=torch.float32)
         base = torch.empty(numel, dtype=torch.float32)

@@ -166,11 +166,16 @@ def step_memory_in_subprocess(sparse: bool, **kwargs) -> dict:
     """measure_step_memory in a fresh interpreter, so one run's freed memory and allocator
     state do not blur the other's."""
     import json
+    import os
     import subprocess
     import sys
 
     code = ("import json, torch, sparsetrain.benchmarks as B; torch.set_num_threads(2); "
             f"print(json.dumps(B.measure_step_memory({sparse!r}, **{kwargs!r})))")
+    # A fixed mmap threshold makes glibc return every large freed block at once (by default
+    # it raises the threshold after a free and keeps later blocks in its heap), so resident
+    # memory follows the memory really in use, for both runs alike.
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="131072")
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
-                         text=True)
+                         text=True, env=env)
     return json.loads(out.stdout.strip().splitlines()[-1])
