@@ -55,7 +55,9 @@ struct View {
 
 template <class T>
 View<T> view(const py::array& a, const char* name, int ndim, bool writable = false) {
-  if (!py::isinstance<py::array_t<T>>(a) || !a.dtype().is(py::dtype::of<T>()))
+  // Equivalence, not identity, of dtypes: an unpickled array's int64 is an equal but distinct
+  // dtype object (identity gave "expected dtype int64, got int64").
+  if (!py::isinstance<py::array_t<T>>(a))
     bad(std::string(name) + ": expected dtype " + py::str(py::dtype::of<T>()).cast<std::string>() +
         ", got " + py::str(a.dtype()).cast<std::string>());
   if (a.ndim() != ndim)
