@@ -219,6 +219,23 @@ void check_extent(const char* name, int64_t size, int64_t images, int64_t image_
     bad(std::string(name) + ": buffer too small for the offsets, strides and length given");
 }
 
+// The index every offsets kernel takes, checked, with the sizes the calls share.
+struct OffsetsIndex {
+  View<int64_t> ptr, off;
+  OffsetsExtent extent;
+  int64_t rows, nnz;
+};
+
+OffsetsIndex offsets_index(const py::array& ptr_a, const py::array& off_a, int64_t len,
+                           int64_t images) {
+  OffsetsIndex ix{view<int64_t>(ptr_a, "ptr", 1), view<int64_t>(off_a, "offsets", 1), {}, 0, 0};
+  ix.extent = check_offsets_index(ix.ptr, ix.off);
+  ix.rows = ix.ptr.size() - 1;
+  ix.nnz = ix.off.size();
+  if (len < 0 || images < 0) bad("negative length or image count");
+  return ix;
+}
+
 // Images of an output (or of the output gradient) must not overlap: overlapping outputs
 // would be written by several threads at once, and they bound the image count by the buffer.
 void check_disjoint(const char* name, int64_t images, int64_t image_stride, int64_t footprint) {
@@ -226,22 +243,29 @@ void check_disjoint(const char* name, int64_t images, int64_t image_stride, int6
     bad(std::string(name) + ": images overlap (image stride smaller than one image)");
 }
 
+// `rows` rows of `len` floats, `ld` apart, in images `image_stride` apart: inside the buffer,
+// and images disjoint.
+void check_row_block(const char* name, int64_t size, int64_t images, int64_t image_stride,
+                     int64_t rows, int64_t ld, int64_t len) {
+  if (rows <= 0) return;
+  if (ld < len) bad(std::string("ld") + name + " is smaller than len");
+  check_extent(name, size, images, image_stride, mul(rows - 1, ld), len);
+  check_disjoint(name, images, image_stride, sum(mul(rows - 1, ld), len));
+}
+
 void spmm_offsets(py::array ptr_a, py::array off_a, py::array val_a, py::object pos_o,
                   py::object scratch_o, py::array b_a, int64_t b_image_stride, py::array c_a,
                   int64_t ldc, int64_t c_image_stride, int64_t len, int64_t images, int nthreads,
                   int64_t grid_w, int64_t t_base, int64_t row0, int64_t col0, int64_t plane_h,
                   int64_t plane_w, py::object bias_o) {
-  auto ptr = view<int64_t>(ptr_a, "ptr", 1);
-  auto off = view<int64_t>(off_a, "offsets", 1);
+  const auto ix = offsets_index(ptr_a, off_a, len, images);
+  const int64_t rows = ix.rows, nnz = ix.nnz;
   auto val = view<float>(val_a, "values", 1);
   auto b = view<float>(b_a, "b", 1);
   auto c = view<float>(c_a, "c", 1, true);
-  const auto e = check_offsets_index(ptr, off);
-  const int64_t rows = ptr.size() - 1, nnz = off.size();
-  if (len < 0 || images < 0) bad("negative length or image count");
   if (val.size() != nnz) bad("values and offsets differ in length");
   const Scatter sc = scatter_args(pos_o, scratch_o, nnz);
-  if (nnz > 0) check_extent("b", b.size(), images, b_image_stride, e.max_off, len);
+  if (nnz > 0) check_extent("b", b.size(), images, b_image_stride, ix.extent.max_off, len);
   const float* bias = nullptr;
   if (grid_w > 0) {  // written into plane_h x plane_w planes, ldc apart
     if (t_base < 0 || row0 < 0 || col0 < 0 || plane_h < 0 || plane_w < 0)
@@ -257,13 +281,11 @@ void spmm_offsets(py::array ptr_a, py::array off_a, py::array val_a, py::object 
       if (bv.size() != rows) bad("bias length differs from the row count");
       bias = bv.data;
     }
-  } else if (rows > 0) {
-    if (ldc < len) bad("ldc is smaller than len");
-    check_extent("c", c.size(), images, c_image_stride, mul(rows - 1, ldc), len);
-    check_disjoint("c", images, c_image_stride, sum(mul(rows - 1, ldc), len));
+  } else {
+    check_row_block("c", c.size(), images, c_image_stride, rows, ldc, len);
   }
   if (len == 0 || images == 0) return;  // nothing to compute (and nothing is written)
-  k::SpmmOffsetsArgs args{ptr.data, off.data, val.data, sc.pos, sc.scratch, rows, b.data,
+  k::SpmmOffsetsArgs args{ix.ptr.data, ix.off.data, val.data, sc.pos, sc.scratch, rows, b.data,
                           b_image_stride, c.data, ldc, c_image_stride, len, images, nthreads,
                           grid_w, t_base, row0, col0, plane_h, plane_w, bias};
   py::gil_scoped_release release;
@@ -273,22 +295,14 @@ void spmm_offsets(py::array ptr_a, py::array off_a, py::array val_a, py::object 
 void sddmm_offsets(py::array ptr_a, py::array off_a, py::array a_a, int64_t lda,
                    int64_t a_image_stride, py::array b_a, int64_t b_image_stride, int64_t len,
                    int64_t images, py::array out_a, int nthreads) {
-  auto ptr = view<int64_t>(ptr_a, "ptr", 1);
-  auto off = view<int64_t>(off_a, "offsets", 1);
+  const auto ix = offsets_index(ptr_a, off_a, len, images);
   auto a = view<float>(a_a, "a", 1);
   auto b = view<float>(b_a, "b", 1);
   auto out = view<float>(out_a, "out", 1, true);
-  const auto e = check_offsets_index(ptr, off);
-  const int64_t rows = ptr.size() - 1, nnz = off.size();
-  if (len < 0 || images < 0) bad("negative length or image count");
-  if (out.size() != nnz) bad("out and offsets differ in length");
-  if (nnz > 0) check_extent("b", b.size(), images, b_image_stride, e.max_off, len);
-  if (rows > 0) {
-    if (lda < len) bad("lda is smaller than len");
-    check_extent("a", a.size(), images, a_image_stride, mul(rows - 1, lda), len);
-    check_disjoint("a", images, a_image_stride, sum(mul(rows - 1, lda), len));
-  }
-  k::SddmmOffsetsArgs args{ptr.data, off.data, rows, a.data, lda, a_image_stride, b.data,
+  if (out.size() != ix.nnz) bad("out and offsets differ in length");
+  if (ix.nnz > 0) check_extent("b", b.size(), images, b_image_stride, ix.extent.max_off, len);
+  check_row_block("a", a.size(), images, a_image_stride, ix.rows, lda, len);
+  k::SddmmOffsetsArgs args{ix.ptr.data, ix.off.data, ix.rows, a.data, lda, a_image_stride, b.data,
                            b_image_stride, len, images, out.data, nthreads};
   py::gil_scoped_release release;
   sparsetrain::kernel_table().sddmm_offsets(args);
