@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .formats import nonzero_positions
 from .nn import SparseConv2d, SparseLinear
 from .surgery import _matches
 
@@ -248,9 +249,7 @@ class GradualMagnitudePruner:
             handle.remove()
         if self.optimizer is None:
             return
-        rows = torch.repeat_interleave(torch.arange(sparse._rows),
-                                       sparse.row_ptr[1:] - sparse.row_ptr[:-1])
-        flat = rows * sparse._cols + sparse.col_idx.to(torch.int64)
+        flat = nonzero_positions(sparse.row_ptr, sparse.col_idx, sparse._rows, sparse._cols)
         for group in self.optimizer.param_groups:
             group["params"] = [sparse.values if p is weight else p for p in group["params"]]
         state = self.optimizer.state.pop(weight, None)

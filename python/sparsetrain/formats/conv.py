@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .csr import validate_csr
+from .csr import nonzero_rows, validate_csr
 
 
 @dataclass(frozen=True)
@@ -130,8 +130,7 @@ def conv_index(g: ConvGeometry, row_ptr: torch.Tensor, col_idx: torch.Tensor, H:
     s = conv_shape(g, H, W)
     (kh, kw), (sh, sw), (dh, dw) = g.kernel, g.stride, g.dilation
     nnz = col_idx.numel()
-    counts = row_ptr[1:] - row_ptr[:-1]
-    co = torch.repeat_interleave(torch.arange(g.out_channels, dtype=torch.int64), counts)
+    co = nonzero_rows(row_ptr, g.out_channels)
     c = col_idx.to(torch.int64)
     ci = (co // g.out_per_group) * g.in_per_group + c // (kh * kw)
     tap_h = (c // kw) % kh * dh
@@ -189,8 +188,7 @@ def direct_index(g: ConvGeometry, row_ptr: torch.Tensor, col_idx: torch.Tensor, 
         raise ValueError("direct NCHW kernels: row shifts beyond 2^31 are not supported")
     (kh, kw), (dh, dw) = g.kernel, g.dilation
     pt, _, pl, _ = g.padding
-    counts = row_ptr[1:] - row_ptr[:-1]
-    co = torch.repeat_interleave(torch.arange(g.out_channels, dtype=torch.int64), counts)
+    co = nonzero_rows(row_ptr, g.out_channels)
     c = col_idx.to(torch.int64)
     ci = (co // g.out_per_group) * g.in_per_group + c // (kh * kw)
     tap_h = (c // kw) % kh

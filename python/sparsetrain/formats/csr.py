@@ -165,6 +165,19 @@ def csr_transpose(row_ptr: torch.Tensor, col_idx: torch.Tensor, cols: int) -> Tr
     return t
 
 
+def nonzero_rows(row_ptr, rows: int) -> torch.Tensor:
+    """The row of every nonzero, in CSR order (int64; row_ptr assumed valid)."""
+    row_ptr = torch.as_tensor(row_ptr)
+    return torch.repeat_interleave(torch.arange(int(rows), dtype=torch.int64),
+                                   row_ptr[1:] - row_ptr[:-1])
+
+
+def nonzero_positions(row_ptr, col_idx, rows: int, cols: int) -> torch.Tensor:
+    """The flat position (row * cols + col) of every nonzero in the dense (rows, cols) matrix,
+    in CSR order (int64; the pattern assumed valid)."""
+    return nonzero_rows(row_ptr, rows) * int(cols) + torch.as_tensor(col_idx).to(torch.int64)
+
+
 def csr_to_dense(row_ptr, col_idx, values, rows: int, cols: int) -> torch.Tensor:
     """Dense (rows, cols) tensor; differentiable with respect to ``values``. The pattern is
     validated (O(rows + nnz), next to the O(rows * cols) result)."""
@@ -173,8 +186,6 @@ def csr_to_dense(row_ptr, col_idx, values, rows: int, cols: int) -> torch.Tensor
     if not isinstance(values, torch.Tensor) or values.dim() != 1 or values.numel() != col_idx.numel():
         raise ValueError(f"values: expected a 1-D tensor of {col_idx.numel()} values, got "
                          f"{tuple(values.shape) if isinstance(values, torch.Tensor) else type(values).__name__}")
-    counts = row_ptr[1:] - row_ptr[:-1]
-    r = torch.repeat_interleave(torch.arange(rows, dtype=torch.int64), counts)
-    flat = r * cols + col_idx.to(torch.int64)
+    flat = nonzero_positions(row_ptr, col_idx, rows, cols)
     out = values.new_zeros(rows * cols)
     return out.index_put((flat,), values).view(rows, cols)

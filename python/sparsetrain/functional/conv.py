@@ -36,6 +36,7 @@ from .. import _C
 from .._runtime import get_num_threads
 from .. import _workspace
 from ..formats.conv import ConvGeometry, ConvIndex
+from ..formats.csr import nonzero_positions
 from .linear import all_finite, dense_weight, no_autocast, nonfinite_rows
 
 STRATEGIES = ("direct", "plane", "batch")
@@ -285,9 +286,7 @@ class _Dense:
         """The gradient of the stored values: nn.Conv2d's weight gradient at the pattern."""
         with no_autocast():
             dw = torch.nn.grad.conv2d_weight(self._padded(x), self.w.shape, dy, *self._args())
-        rows = torch.repeat_interleave(torch.arange(self.g.out_channels),
-                                       torch.diff(torch.as_tensor(row_ptr)))
-        flat = rows * self.g.cols + torch.as_tensor(col_idx).to(torch.int64)
+        flat = nonzero_positions(row_ptr, col_idx, self.g.out_channels, self.g.cols)
         return dw.reshape(-1)[flat]
 
 

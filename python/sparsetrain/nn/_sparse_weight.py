@@ -30,6 +30,20 @@ class SparseWeightModule(nn.Module):
         self._stamp = None
         self._rebuild_index()
 
+    @classmethod
+    def _blank_for(cls, dense: nn.Module, dense_type: type):
+        """An uninitialised layer of this class for ``from_dense(dense)``, once ``dense`` is
+        checked to be a CPU ``dense_type``."""
+        if not isinstance(dense, dense_type):
+            raise TypeError(f"{cls.__name__}.from_dense expects nn.{dense_type.__name__}, got "
+                            f"{type(dense).__name__}")
+        if dense.weight.device.type != "cpu":
+            raise ValueError(f"{cls.__name__}.from_dense: weight must be on the CPU, got "
+                             f"{dense.weight.device}")
+        self = cls.__new__(cls)
+        SparseWeightModule.__init__(self)
+        return self
+
     def _set_weight_from(self, dense: nn.Module) -> None:
         """Take exactly the nonzeros of a dense layer's weight (viewed as rows x cols) and its
         bias, with their requires_grad."""
@@ -109,7 +123,7 @@ class SparseWeightModule(nn.Module):
         keep = torch.as_tensor(keep, dtype=torch.bool).reshape(-1)
         if keep.numel() != self.nnz:
             raise ValueError(f"prune_values: keep has {keep.numel()} entries for {self.nnz} nonzeros")
-        rows = torch.repeat_interleave(torch.arange(self._rows), self.row_ptr[1:] - self.row_ptr[:-1])
+        rows = formats.nonzero_rows(self.row_ptr, self._rows)
         row_ptr = torch.zeros_like(self.row_ptr)
         torch.cumsum(torch.bincount(rows[keep], minlength=self._rows), 0, out=row_ptr[1:])
         old_nnz = self.nnz
