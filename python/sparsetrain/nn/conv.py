@@ -105,12 +105,7 @@ class SparseConv2d(SparseWeightModule):
     @classmethod
     def from_dense(cls, conv: nn.Conv2d, *, strategy: str = "auto") -> "SparseConv2d":
         """A SparseConv2d holding exactly the nonzeros of ``conv.weight`` (and its bias)."""
-        if not isinstance(conv, nn.Conv2d):
-            raise TypeError(f"SparseConv2d.from_dense expects nn.Conv2d, got {type(conv).__name__}")
-        if conv.weight.device.type != "cpu":
-            raise ValueError(f"SparseConv2d.from_dense: weight must be on the CPU, got {conv.weight.device}")
-        self = cls.__new__(cls)
-        SparseWeightModule.__init__(self)
+        self = cls._blank_for(conv, nn.Conv2d)
         self._configure(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride,
                         conv.padding, conv.dilation, conv.groups, conv.padding_mode, strategy)
         self._set_weight_from(conv)

@@ -50,12 +50,7 @@ class SparseLinear(SparseWeightModule):
     @classmethod
     def from_dense(cls, linear: nn.Linear) -> "SparseLinear":
         """A SparseLinear holding exactly the nonzeros of ``linear.weight`` (and its bias)."""
-        if not isinstance(linear, nn.Linear):
-            raise TypeError(f"SparseLinear.from_dense expects nn.Linear, got {type(linear).__name__}")
-        if linear.weight.device.type != "cpu":
-            raise ValueError(f"SparseLinear.from_dense: weight must be on the CPU, got {linear.weight.device}")
-        self = cls.__new__(cls)
-        SparseWeightModule.__init__(self)
+        self = cls._blank_for(linear, nn.Linear)
         self.in_features, self.out_features = linear.in_features, linear.out_features
         self._set_weight_from(linear)
         return self
