@@ -13,24 +13,22 @@ class CLIError(Exception):
     """A problem with what the user asked for; printed as one line."""
 
 
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
+def checked(convert, valid, expected: str):
+    """An argparse ``type``: ``convert(text)``, refused with "expected <expected>" unless
+    ``valid(value)``."""
+    def parse(text: str):
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+        if not valid(value):
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+        return value
+    return parse
 
 
-def fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}") from None
-    if not 0.0 <= value < 1.0:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}")
-    return value
+positive_int = checked(int, lambda v: v >= 1, "a positive integer")
+fraction = checked(float, lambda v: 0.0 <= v < 1.0, "a number in [0, 1)")
 
 
 class _Parser(argparse.ArgumentParser):

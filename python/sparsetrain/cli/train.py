@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from . import CLIError, fraction, positive_int
+from . import CLIError, checked, fraction, positive_int
 
 FORMAT = "sparsetrain-train"
 FORMAT_VERSION = 1
@@ -62,34 +62,9 @@ examples:
 
 # -- command line -----------------------------------------------------------------------------
 
-def positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return value
-
-
-def nonnegative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
-    if not (math.isfinite(value) and value >= 0):
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
-    return value
-
-
-def nonnegative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
-    return value
+positive_float = checked(float, lambda v: math.isfinite(v) and v > 0, "a positive number")
+nonnegative_float = checked(float, lambda v: math.isfinite(v) and v >= 0, "a number >= 0")
+nonnegative_int = checked(int, lambda v: v >= 0, "an integer >= 0")
 
 
 def add_parser(sub):
