@@ -65,19 +65,3 @@ def accuracy(model, data) -> float:
     model.eval()
     return 100.0 * float((model(x).argmax(1) == y).float().mean())
 
-
-def hold_masks(model) -> callable:
-    """Keep the zeros of every dense Linear/Conv2d weight at zero while training (the masked
-    dense baseline): their gradients are masked; returns a function that re-applies the masks."""
-    masks = []
-    for m in model.modules():
-        if isinstance(m, (nn.Linear, nn.Conv2d)):
-            mask = m.weight.detach() != 0
-            m.weight.register_hook(lambda g, mask=mask: g * mask)
-            masks.append((m.weight, mask))
-
-    def apply():
-        with torch.no_grad():
-            for w, mask in masks:
-                w.mul_(mask)
-    return apply

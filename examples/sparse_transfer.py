@@ -12,7 +12,7 @@ import time
 import torch
 
 import sparsetrain as st
-from digits_common import accuracy, hold_masks, load_digits, make_cnn, train
+from digits_common import accuracy, load_digits, make_cnn, train
 
 
 def run(sparsity=0.9, pretrain_epochs=8, epochs=8, only_if_faster=True, seed=0, verbose=True):
@@ -36,10 +36,10 @@ def run(sparsity=0.9, pretrain_epochs=8, epochs=8, only_if_faster=True, seed=0, 
     say(report)
 
     # 4. Fine-tune both with the same data order. Pruned layers that stayed dense (measured
-    #    faster that way) keep their zeros through hold_masks, as does the dense twin.
+    #    faster that way) keep their zeros through st.hold_masks, as does the dense twin.
     results = {}
     for name, m in (("sparse", model), ("dense, same masks", masked_dense)):
-        after_step = hold_masks(m)
+        after_step = st.hold_masks(m)
         opt = torch.optim.SGD(m.parameters(), lr=0.02, momentum=0.9)
         t = time.perf_counter()
         train(m, opt, train_data, epochs, seed=seed + 1, after_step=after_step)

@@ -97,3 +97,22 @@ def test_conv_and_bad_arguments():
         st.magnitude_prune(conv, 1.5)
     with pytest.raises(ValueError, match="scope"):
         st.magnitude_prune(conv, 0.5, scope="channel")
+
+
+def test_hold_masks_keeps_zeros_of_dense_layers_through_training():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(12, 10), nn.ReLU(), nn.Linear(10, 4),
+                          st.SparseLinear(4, 3, sparsity=0.5))
+    st.magnitude_prune(model, 0.7, scope="layer", include=["0", "2"])
+    zeros = [model[i].weight.detach() == 0 for i in (0, 2)]
+    reapply = st.hold_masks(model)
+    opt = torch.optim.AdamW(model.parameters(), lr=0.05, weight_decay=0.1)
+    for _ in range(5):
+        opt.zero_grad()
+        model(torch.randn(8, 12)).square().mean().backward()
+        assert torch.all(model[0].weight.grad[zeros[0]] == 0)  # gradients masked
+        opt.step()
+        reapply()
+    for i, z in zip((0, 2), zeros):
+        assert torch.all(model[i].weight.detach()[z] == 0)
+        assert torch.any(model[i].weight.detach()[~z] != 0)

@@ -7,7 +7,7 @@ from ._runtime import (get_isa, get_num_threads, runtime_info, set_isa, set_num_
 from ._workspace import empty_cache
 from .functional import sparse_linear
 from .nn import SparseConv2d, SparseLinear
-from .pruning import GradualMagnitudePruner, cubic_sparsity, magnitude_prune
+from .pruning import GradualMagnitudePruner, cubic_sparsity, hold_masks, magnitude_prune
 from .surgery import SparsifyReport, densify, sparsify, sparsify_like
 
 __version__ = _C.__version__
@@ -22,6 +22,7 @@ __all__ = [
     "magnitude_prune",
     "GradualMagnitudePruner",
     "cubic_sparsity",
+    "hold_masks",
     "sparse_linear",
     "formats",
     "models",

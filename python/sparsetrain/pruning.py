@@ -66,6 +66,29 @@ def _apply(module, keep_mask: torch.Tensor, optimizer) -> None:
                     v.mul_(keep_mask.view_as(v))
 
 
+def hold_masks(modules):
+    """Keep the present zeros of dense ``nn.Linear`` / ``nn.Conv2d`` weights at zero while they
+    train (dense layers fine-tuned with fixed masks). ``modules``: a model or an iterable of
+    modules; sparse layers and weights without zeros are left alone. Their gradients are
+    masked, so optimizer state stays zero there too; the returned function re-applies the
+    masks (call it after ``optimizer.step()``, against anything else that could move a zero)."""
+    held, seen = [], set()
+    for m in (modules.modules() if isinstance(modules, nn.Module) else modules):
+        if not isinstance(m, _DENSE) or m in seen:
+            continue
+        seen.add(m)
+        mask = m.weight.detach() != 0
+        if not bool(mask.all()):
+            m.weight.register_hook(lambda g, mask=mask: g * mask)
+            held.append((m.weight, mask))
+
+    def reapply() -> None:
+        with torch.no_grad():
+            for w, mask in held:
+                w.mul_(mask)
+    return reapply
+
+
 def magnitude_prune(model: nn.Module, sparsity: float, scope: str = "global", include=None,
                     exclude=None, optimizer: torch.optim.Optimizer | None = None) -> dict:
     """Prune the smallest-magnitude weights until the chosen layers are `sparsity` zeros.

@@ -63,16 +63,6 @@ def time_by_layer_type(step) -> dict:
     return out
 
 
-def _masked(model: nn.Module) -> None:
-    """Keep the pruned weights of a dense model at zero while it trains, so that the dense run
-    computes what the sparse one does (their losses agree)."""
-    for m in model.modules():
-        if isinstance(m, (nn.Conv2d, nn.Linear)):
-            mask = m.weight.detach() != 0
-            if not bool(mask.all()):
-                m.weight.register_hook(lambda g, mask=mask: g * mask)
-
-
 def _train(label, model, batches, warmup, steps):
     from ..benchmarks import train_step
 
@@ -94,7 +84,7 @@ def _train(label, model, batches, warmup, steps):
 
 
 def run(args) -> int:
-    from .. import set_num_threads, sparsify
+    from .. import hold_masks, set_num_threads, sparsify
     from ..benchmarks import pruned_resnet
     from ..models import MODELS
 
@@ -119,8 +109,10 @@ def run(args) -> int:
     report = sparsify(sparse, example_inputs=batches[0][0], min_sparsity=0.5)
     print(f"sparsify: {len(report.swapped)} of {len(report.layers)} layers made sparse "
           f"(each timed dense vs sparse, {time.perf_counter() - t:.1f} s)")
-    _masked(dense)
-    _masked(sparse)  # pruned layers that stayed dense keep their zeros too
+    # The dense run computes what the sparse one does (their losses start equal); pruned
+    # layers that stayed dense in the sparse model keep their zeros too.
+    hold_masks(dense)
+    hold_masks(sparse)
 
     results = {}
     for label, model in (("dense", dense), ("sparse", sparse)):

@@ -206,10 +206,8 @@ def run(args) -> int:
     def after_step():
         if pruner is not None:
             pruner.step()
-        if masks:
-            with torch.no_grad():
-                for weight, mask in masks:
-                    weight.mul_(mask)
+        if masks is not None:
+            masks()
 
     def checkpoint(epoch, val_acc):
         return {
@@ -320,7 +318,7 @@ class _RunState:
     pruner: object = None          # GradualMagnitudePruner (scratch mode)
     pruner_cfg: dict | None = None  # its schedule, saved with its state
     masked: list = field(default_factory=list)  # pruned layers that stay dense (transfer)
-    masks: list = field(default_factory=list)   # their (weight, mask)
+    masks: object = None  # re-applies their masks (hold_masks), or None
     epoch: int = 0                 # epochs done
     best: float | None = None      # best validation accuracy so far
     best_epoch: int | None = None
@@ -342,7 +340,7 @@ def _start_transfer(model, cfg, data, train_idx, init_sd, init_path, first, clas
     else:
         say("no --init: transfer starts from random weights (pass --init PATH to fine-tune "
             "trained weights)")
-    masked, masks = [], []
+    masked, masks = [], None
     if cfg["sparsity"] > 0:
         pruned = list(magnitude_prune(model, cfg["sparsity"], scope="layer",
                                       exclude=cfg["exclude"] or None))
@@ -485,22 +483,18 @@ def _make_pruner(cls, model, optimizer, cfg, pc):
                exclude=list(pc["exclude"]) or None, min_sparsity=pc["min_sparsity"])
 
 
-def _hold_masks(model, names) -> list:
-    """Keep the zeros of these dense layers: mask their gradients; returns (weight, mask) to
-    re-apply after every optimizer step (weight decay, Adam's epsilon)."""
-    masks = []
+def _hold_masks(model, names):
+    """Keep the zeros of these dense layers (sparsetrain.hold_masks); returns the function
+    that re-applies the masks after every optimizer step."""
+    from ..pruning import hold_masks
+
+    modules = []
     for name in names:
         try:
-            module = model.get_submodule(name)
+            modules.append(model.get_submodule(name))
         except AttributeError:
             raise CLIError(f"masked layer {name!r} is not in the model") from None
-        if type(module) not in (nn.Linear, nn.Conv2d):
-            continue
-        w = module.weight
-        mask = w.detach() != 0
-        w.register_hook(lambda g, mask=mask: g * mask)
-        masks.append((w, mask))
-    return masks
+    return hold_masks(m for m in modules if type(m) in (nn.Linear, nn.Conv2d))
 
 
 def _restore_model(model, ckpt, path):
