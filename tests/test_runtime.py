@@ -85,20 +85,47 @@ def test_kernels_share_torchs_openmp_runtime():
     assert len(libs) == 1, f"more than one OpenMP runtime loaded: {libs}"
 
 
-def test_workspace_reuses_only_free_buffers():
+def _thp_mode():
+    try:
+        with open("/sys/kernel/mm/transparent_hugepage/enabled") as f:
+            return f.read().split("[")[1].split("]")[0]
+    except (OSError, IndexError):
+        return None
+
+
+def _vm_flags(address):
+    """The VmFlags of the mapping of this process holding `address` (Linux smaps)."""
+    current = None
+    with open("/proc/self/smaps") as f:
+        for line in f:
+            head = line.split()[0]
+            if "-" in head and not head.endswith(":"):
+                lo, hi = (int(v, 16) for v in head.split("-"))
+                current = lo <= address < hi
+            elif current and head == "VmFlags:":
+                return line.split()[1:]
+    return None
+
+
+def test_workspace_buffers_are_fresh_and_advised_huge_pages():
     from sparsetrain import _workspace
-    a = _workspace.empty(1 << 17)
-    a.fill_(1.0)
-    b = _workspace.empty(1 << 17)  # a is alive: must be another buffer
+    a = _workspace.empty(8, 1 << 20)  # 32 MB
+    b = _workspace.empty(8, 1 << 20)
+    assert a.shape == (8, 1 << 20) and a.dtype == torch.float32 and a.is_contiguous()
     assert a.data_ptr() != b.data_ptr()
-    ptr = a.data_ptr()
-    saved = a.view(-1)  # a second reference to the storage keeps it busy
-    del a
-    c = _workspace.empty(1 << 17)
-    assert c.data_ptr() != ptr
-    del saved
-    d = _workspace.empty(1 << 17)  # now free again: reused
-    assert d.data_ptr() == ptr
-    del b, c, d
-    st.empty_cache()
-    assert _workspace.pooled_bytes() == 0
+    small = _workspace.empty(3, 5)
+    assert small.shape == (3, 5)
+    if sys.platform.startswith("linux") and _thp_mode() is not None:
+        # The 2 MiB pages inside the buffer are marked for huge pages ("hg").
+        inner = (a.data_ptr() + (4 << 20)) & ~((2 << 20) - 1)
+        assert "hg" in (_vm_flags(inner) or [])
+
+
+def test_advise_hugepages_never_fails_loudly():
+    from sparsetrain import _C
+    assert _C.advise_hugepages(0, 0) is False
+    assert _C.advise_hugepages(4096, 100) is False  # no whole huge page inside
+    assert _C.advise_hugepages(2 ** 64 - 4096, 2 ** 64 - 1) is False  # would wrap around
+    t = torch.empty(1 << 22)
+    expect = sys.platform.startswith("linux") and _thp_mode() is not None
+    assert _C.advise_hugepages(t.data_ptr(), 4 * t.numel()) is expect

@@ -15,6 +15,7 @@
 #include "dispatch/isa.h"
 #include "formats/csr.h"
 #include "kernels/kernels.h"
+#include "memory/hugepages.h"
 
 namespace py = pybind11;
 namespace k = sparsetrain::kernels;
@@ -562,5 +563,7 @@ PYBIND11_MODULE(_C, m) {
     for (Isa isa : sparsetrain::supported_isas()) out.emplace_back(sparsetrain::isa_name(isa));
     return out;
   });
+  m.def("advise_hugepages", &sparsetrain::memory::advise_hugepages, py::arg("address"),
+        py::arg("nbytes"));
   m.def("openmp_max_threads", [] { return omp_get_max_threads(); });
 }

@@ -4,7 +4,6 @@ import torch  # noqa: F401  (must load first: our kernels share torch's OpenMP r
 from . import _C, formats, models
 from ._runtime import (get_isa, get_num_threads, runtime_info, set_isa, set_num_threads,
                        supported_isas)
-from ._workspace import empty_cache
 from .functional import sparse_linear
 from .nn import SparseConv2d, SparseLinear
 from .pruning import GradualMagnitudePruner, cubic_sparsity, hold_masks, magnitude_prune
@@ -32,6 +31,5 @@ __all__ = [
     "get_num_threads",
     "set_num_threads",
     "runtime_info",
-    "empty_cache",
     "__version__",
 ]

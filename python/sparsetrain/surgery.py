@@ -15,7 +15,6 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import nn
 
-from . import _workspace
 from .nn import SparseConv2d, SparseLinear
 
 _SPARSE_OF = {nn.Linear: SparseLinear, nn.Conv2d: SparseConv2d}
@@ -201,8 +200,6 @@ def sparsify(model: nn.Module, example_inputs=None, *, min_sparsity: float = 0.8
         _replace(model, module, sparse)
         row.swapped = True
     report.model = model
-    if example_inputs is not None and only_if_faster and candidates:
-        _workspace.empty_cache()  # buffers of the timing runs (random inputs, losing layouts)
     return report
 
 

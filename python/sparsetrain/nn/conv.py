@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import _workspace, formats
+from .. import formats
 from .._runtime import get_isa, get_num_threads
 from ..formats.conv import ConvGeometry, conv_index, direct_index, resolve_padding
 from ..functional.linear import prepare_input
@@ -168,12 +168,10 @@ class SparseConv2d(SparseWeightModule):
                 candidates = [self._layout_for(index, n, h, w, s) for s in names]
                 times = time_layouts(candidates, x, self.values, self.bias, self._row_ptr_np)
                 name = self._chosen[key] = min(times, key=times.get)
-                # Keep only the winner's index, and hand back the buffers the losers used
-                # (their sizes differ from the winner's, so the pool would keep them forever).
+                # Keep only the winner's index.
                 for other in names:
                     if other != name:
                         self._layouts.pop((n, h, w, other), None)
-                _workspace.empty_cache()
         return self._layout_for(index, n, h, w, name)
 
     def _layout_for(self, index, n, h, w, name):
