@@ -254,12 +254,21 @@ void check_row_block(const char* name, int64_t size, int64_t images, int64_t ima
   check_disjoint(name, images, image_stride, sum(mul(rows - 1, ld), len));
 }
 
+// Segments (seg_len of every seg_stride positions) only ever narrow the range [0, len) the
+// bounds checks cover.
+void check_segments(int64_t seg_len, int64_t seg_stride) {
+  if (seg_len < 0 || seg_stride < 0) bad("negative segment length or stride");
+  if (seg_len > 0 && seg_len > seg_stride) bad("segment longer than its stride");
+}
+
 void spmm_offsets(py::array ptr_a, py::array off_a, py::array val_a, py::object pos_o,
                   py::object scratch_o, py::array b_a, int64_t b_image_stride, py::array c_a,
                   int64_t ldc, int64_t c_image_stride, int64_t len, int64_t images, int nthreads,
                   int64_t grid_w, int64_t t_base, int64_t row0, int64_t col0, int64_t plane_h,
-                  int64_t plane_w, py::object bias_o) {
+                  int64_t plane_w, py::object bias_o, int64_t seg_len, int64_t seg_stride) {
   const auto ix = offsets_index(ptr_a, off_a, len, images);
+  check_segments(seg_len, seg_stride);
+  if (seg_len > 0 && grid_w > 0) bad("segments apply to rows of len, not to planes");
   const int64_t rows = ix.rows, nnz = ix.nnz;
   auto val = view<float>(val_a, "values", 1);
   auto b = view<float>(b_a, "b", 1);
@@ -288,15 +297,18 @@ void spmm_offsets(py::array ptr_a, py::array off_a, py::array val_a, py::object 
   if (len == 0 || images == 0) return;  // nothing to compute (and nothing is written)
   k::SpmmOffsetsArgs args{ix.ptr.data, ix.off.data, val.data, sc.pos, sc.scratch, rows, b.data,
                           b_image_stride, c.data, ldc, c_image_stride, len, images, nthreads,
-                          grid_w, t_base, row0, col0, plane_h, plane_w, bias};
+                          grid_w, t_base, row0, col0, plane_h, plane_w, bias, seg_len,
+                          seg_stride};
   py::gil_scoped_release release;
   sparsetrain::kernel_table().spmm_offsets(args);
 }
 
 void sddmm_offsets(py::array ptr_a, py::array off_a, py::array a_a, int64_t lda,
                    int64_t a_image_stride, py::array b_a, int64_t b_image_stride, int64_t len,
-                   int64_t images, py::array out_a, int nthreads) {
+                   int64_t images, py::array out_a, int nthreads, int64_t seg_len,
+                   int64_t seg_stride) {
   const auto ix = offsets_index(ptr_a, off_a, len, images);
+  check_segments(seg_len, seg_stride);
   auto a = view<float>(a_a, "a", 1);
   auto b = view<float>(b_a, "b", 1);
   auto out = view<float>(out_a, "out", 1, true);
@@ -304,7 +316,7 @@ void sddmm_offsets(py::array ptr_a, py::array off_a, py::array a_a, int64_t lda,
   if (ix.nnz > 0) check_extent("b", b.size(), images, b_image_stride, ix.extent.max_off, len);
   check_row_block("a", a.size(), images, a_image_stride, ix.rows, lda, len);
   k::SddmmOffsetsArgs args{ix.ptr.data, ix.off.data, ix.rows, a.data, lda, a_image_stride, b.data,
-                           b_image_stride, len, images, out.data, nthreads};
+                           b_image_stride, len, images, out.data, nthreads, seg_len, seg_stride};
   py::gil_scoped_release release;
   sparsetrain::kernel_table().sddmm_offsets(args);
 }
@@ -522,10 +534,11 @@ PYBIND11_MODULE(_C, m) {
         py::arg("ldc"), py::arg("c_image_stride"), py::arg("len"), py::arg("images"),
         py::arg("nthreads"), py::arg("grid_w") = 0, py::arg("t_base") = 0, py::arg("row0") = 0,
         py::arg("col0") = 0, py::arg("plane_h") = 0, py::arg("plane_w") = 0,
-        py::arg("bias") = py::none());
+        py::arg("bias") = py::none(), py::arg("seg_len") = 0, py::arg("seg_stride") = 0);
   m.def("sddmm_offsets", &sddmm_offsets, py::arg("ptr"), py::arg("offsets"), py::arg("a"),
         py::arg("lda"), py::arg("a_image_stride"), py::arg("b"), py::arg("b_image_stride"),
-        py::arg("len"), py::arg("images"), py::arg("out"), py::arg("nthreads"));
+        py::arg("len"), py::arg("images"), py::arg("out"), py::arg("nthreads"),
+        py::arg("seg_len") = 0, py::arg("seg_stride") = 0);
   m.def("conv_pack_input", [](py::array x, py::array packed, int64_t n, int64_t c, int64_t unit,
                               int64_t h, int64_t w, int64_t sh, int64_t sw, int64_t pt, int64_t pl,
                               int64_t hq, int64_t wq, int nthreads) {

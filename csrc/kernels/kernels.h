@@ -127,6 +127,9 @@ struct SpmmOffsetsArgs {
   // the copy from the kernel's grid to PyTorch's NCHW (a whole pass over the activations).
   int64_t grid_w = 0, t_base = 0, row0 = 0, col0 = 0, plane_h = 0, plane_w = 0;
   const float* bias = nullptr;
+  // Optional (seg_len > 0, rows of len only): compute only the positions t with
+  // t % seg_stride < seg_len (a grid's real columns; the rest of C is left unwritten).
+  int64_t seg_len = 0, seg_stride = 0;
 };
 
 //   out[j] = sum_n sum_{t < len} A_n[r, t] * B_n[off[j] + t]   for nonzero j of row r
@@ -143,6 +146,8 @@ struct SddmmOffsetsArgs {
   int64_t images;
   float* out;
   int nthreads;
+  // Optional (seg_len > 0): sum only over t with t % seg_stride < seg_len.
+  int64_t seg_len = 0, seg_stride = 0;
 };
 
 // Convolution layouts: (groups, channels, stride phases sh x sw, hq, wq, unit) with the batch

@@ -74,6 +74,14 @@ class _Layout:
         # A 1x1 / stride 1 / unpadded convolution is a matrix product on NCHW as it is.
         self.direct = (u == 1 and s.phases == 1 and s.plane == s.H * s.W
                        and s.grid_len == s.plane and s.margin == 0)
+        # With whole vectors per pixel (unit 16) the kernels compute only the real columns of
+        # each grid row (Wo of Wq for the output, W of Wq for a stride-1 input gradient)
+        # instead of computing the padding columns and dropping them.
+        self.out_segments = self.dx_segments = {}
+        if u != 1:
+            self.out_segments = dict(seg_len=s.Wo * u, seg_stride=s.Wq * u)
+            if s.phases == 1:
+                self.dx_segments = dict(seg_len=s.W * u, seg_stride=s.Wq * u)
 
     # -- layout changes (native kernels; their cost is in every timing) ------------------
     def _input_args(self):
@@ -138,7 +146,7 @@ class _Layout:
             grid = _workspace.empty(self.images * self.y_image * u)
         _C.spmm_offsets(row_ptr, self.off, _np(values), None, None, _np(xq), self.x_image * u,
                         _np(grid.view(-1)), s.grid_len * u, self.y_image * u, s.grid_len * u,
-                        self.images, nthreads)
+                        self.images, nthreads, **self.out_segments)
         return self.unpack_y(grid, bias)
 
     def values_grad(self, row_ptr, dyq, xq, nnz, nthreads):
@@ -146,7 +154,7 @@ class _Layout:
         dv = torch.empty(nnz)
         _C.sddmm_offsets(row_ptr, self.off, _np(dyq)[s.margin * u:], s.dy_len * u,
                          self.dy_image * u, _np(xq), self.x_image * u, s.grid_len * u,
-                         self.images, _np(dv), nthreads)
+                         self.images, _np(dv), nthreads, **self.out_segments)
         return dv
 
     def unpack_x(self, xq):
@@ -178,7 +186,8 @@ class _Layout:
         # Only [dx_start, dx_start + dx_len) of each plane holds real pixels: skip the rest.
         _C.spmm_offsets(self.t_ptr, self.t_off, _np(values), self.t_pos, _np(scratch),
                         _np(dyq), self.dy_image * u, _np(dxq.view(-1))[s.dx_start * u:],
-                        s.plane * u, self.x_image * u, s.dx_len * u, self.images, nthreads)
+                        s.plane * u, self.x_image * u, s.dx_len * u, self.images, nthreads,
+                        **self.dx_segments)
         return self.unpack_dx(dxq)
 
 
