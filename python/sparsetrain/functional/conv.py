@@ -382,15 +382,15 @@ class SparseConv2dFunction(torch.autograd.Function):
         return dx, dv, db, None, None, None
 
 
-def time_layouts(layouts, x, values, bias, row_ptr, repeats: int = 2) -> dict:
+def time_layouts(layouts, x, values, bias, row_ptr, repeats: int = 3) -> dict:
     """Seconds per forward + both gradients (layout changes included) for each layout: the
-    best of `repeats` runs after one warm-up run."""
+    best of `repeats` runs after one warm-up run. The layouts take turns, so a burst of noise
+    from the rest of the machine (a shared VM's neighbours) hits all of them alike."""
     nthreads = get_num_threads()
-    out = {}
+    out = {layout.name: float("inf") for layout in layouts}
     with torch.no_grad():
-        for layout in layouts:
-            best = float("inf")
-            for rep in range(repeats + 1):  # the first run only warms up (allocations, caches)
+        for rep in range(repeats + 1):  # the first round only warms up (allocations, caches)
+            for layout in layouts:
                 t = time.perf_counter()
                 xq = layout.pack_x(x)
                 y = layout.forward(row_ptr, values, xq, bias, nthreads)
@@ -398,6 +398,5 @@ def time_layouts(layouts, x, values, bias, row_ptr, repeats: int = 2) -> dict:
                 layout.values_grad(row_ptr, dyq, xq, values.numel(), nthreads)
                 layout.input_grad(values, dyq, nthreads)
                 if rep:
-                    best = min(best, time.perf_counter() - t)
-            out[layout.name] = best
+                    out[layout.name] = min(out[layout.name], time.perf_counter() - t)
     return out
