@@ -579,3 +579,34 @@ def test_offset_bindings_reject_what_does_not_fit(b_stride, c_stride, ldc, lengt
         if images > 0 and length > 0:
             assert (images - 1) * b_stride + off + length <= b.size
             assert (images - 1) * c_stride + length <= a.size
+
+
+@pytest.mark.parametrize("seg_len, seg_stride", [(-1, 4), (4, -1), (5, 4), (1, 0)])
+def test_offset_bindings_reject_bad_segments(seg_len, seg_stride):
+    from sparsetrain import _C
+    ptr = np.array([0, 1], dtype=np.int64)
+    offs = np.zeros(1, dtype=np.int64)
+    val, b, c = (np.ones(1, dtype=np.float32), np.ones(64, dtype=np.float32),
+                 np.zeros(64, dtype=np.float32))
+    seg = dict(seg_len=seg_len, seg_stride=seg_stride)
+    with pytest.raises(ValueError, match="segment"):
+        _C.spmm_offsets(ptr, offs, val, None, None, b, 0, c, 8, 8, 8, 1, 1, **seg)
+    with pytest.raises(ValueError, match="segment"):
+        _C.sddmm_offsets(ptr, offs, b, 8, 8, b, 0, 8, 1, np.zeros(1, dtype=np.float32), 1, **seg)
+
+
+def test_offset_segments_skip_the_columns_between():
+    """seg_len of every seg_stride positions: the rest of C keeps what it held."""
+    from sparsetrain import _C
+    rng = np.random.default_rng(0)
+    ptr = np.array([0, 2], dtype=np.int64)
+    offs = np.array([0, 3], dtype=np.int64)
+    val = np.array([0.5, -2.0], dtype=np.float32)
+    b = rng.standard_normal(64).astype(np.float32)
+    c = np.full(40, 7.0, dtype=np.float32)
+    _C.spmm_offsets(ptr, offs, val, None, None, b, 0, c, 40, 40, 40, 1, 1, seg_len=6,
+                    seg_stride=10)
+    full = 0.5 * b[0:40] - 2.0 * b[3:43]
+    t = np.arange(40)
+    np.testing.assert_allclose(c[t % 10 < 6], full[t % 10 < 6], rtol=1e-6)
+    assert (c[t % 10 >= 6] == 7.0).all()

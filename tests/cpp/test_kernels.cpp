@@ -308,6 +308,67 @@ TEST_P(Kernels, SddmmOffsetsMatchesNaiveAndScalar) {
   }
 }
 
+// Row segments: only t with t % seg_stride < seg_len are computed (spmm: the rest of C is left
+// as it was) or summed (sddmm). Strides that are and are not multiples of the vector width.
+TEST_P(Kernels, OffsetsSegmentsComputeOnlyTheirPositions) {
+  const auto& table = st::kernel_table(GetParam());
+  const auto& scalar = st::kernel_table(st::Isa::scalar);
+  std::mt19937 rng(9);
+  struct Seg { int64_t len, seg_len, seg_stride; };
+  for (Seg g : {Seg{9 * 16 * 6 + 7 * 16, 7 * 16, 9 * 16}, Seg{16 * 16 * 13 + 14 * 16, 14 * 16, 16 * 16},
+                Seg{37, 5, 11}, Seg{100, 10, 10}, Seg{33, 33, 40}}) {
+    const int64_t rows = 6, images = 2, max_off = 90, ldc = g.len + 2;
+    OffsetCsr a = random_offsets(rows, 7, max_off, rng);
+    const int64_t b_image = max_off + g.len + 3, c_image = rows * ldc;
+    std::vector<float> b = random_vec(images * b_image, rng);
+    std::vector<float> c(images * c_image, -3.f), sc(images * c_image, -3.f), ref(images * c_image, -3.f);
+    const auto in_seg = [&](int64_t t) { return t % g.seg_stride < g.seg_len; };
+    for (int64_t n = 0; n < images; ++n)
+      for (int64_t r = 0; r < rows; ++r)
+        for (int64_t t = 0; t < g.len; ++t) {
+          if (!in_seg(t)) continue;
+          float acc = 0.f;
+          for (int64_t j = a.ptr[r]; j < a.ptr[r + 1]; ++j) acc += a.val[j] * b[n * b_image + a.off[j] + t];
+          ref[n * c_image + r * ldc + t] = acc;
+        }
+    k::SpmmOffsetsArgs args{a.ptr.data(), a.off.data(), a.val.data(), nullptr, nullptr, rows,
+                            b.data(), b_image, c.data(), ldc, c_image, g.len, images, 2};
+    args.seg_len = g.seg_len;
+    args.seg_stride = g.seg_stride;
+    table.spmm_offsets(args);
+    auto args_s = args;
+    args_s.c = sc.data();
+    scalar.spmm_offsets(args_s);
+    const std::string what = " segments " + std::to_string(g.seg_len) + "/" + std::to_string(g.seg_stride);
+    expect_close(c, ref, 1e-5f, "spmm_offsets vs naive," + what);
+    expect_close(c, sc, 1e-5f, "spmm_offsets vs scalar," + what);
+
+    // The values gradient over the same positions; NaN outside the segments must not enter.
+    const int64_t lda = g.len + 1, a_image = rows * lda;
+    std::vector<float> grad = random_vec(images * a_image, rng);
+    for (int64_t n = 0; n < images; ++n)
+      for (int64_t r = 0; r < rows; ++r)
+        for (int64_t t = 0; t < g.len; ++t)
+          if (!in_seg(t)) grad[n * a_image + r * lda + t] = NAN;
+    const size_t nnz = a.off.size();
+    std::vector<float> out(nnz, NAN), so(nnz, NAN), dref(nnz, 0.f);
+    for (int64_t n = 0; n < images; ++n)
+      for (int64_t r = 0; r < rows; ++r)
+        for (int64_t j = a.ptr[r]; j < a.ptr[r + 1]; ++j)
+          for (int64_t t = 0; t < g.len; ++t)
+            if (in_seg(t)) dref[j] += grad[n * a_image + r * lda + t] * b[n * b_image + a.off[j] + t];
+    k::SddmmOffsetsArgs sargs{a.ptr.data(), a.off.data(), rows, grad.data(), lda, a_image, b.data(),
+                              b_image, g.len, images, out.data(), 2};
+    sargs.seg_len = g.seg_len;
+    sargs.seg_stride = g.seg_stride;
+    table.sddmm_offsets(sargs);
+    sargs.out = so.data();
+    scalar.sddmm_offsets(sargs);
+    expect_close(out, dref, 1e-4f, "sddmm_offsets vs naive," + what);
+    expect_close(out, so, 1e-4f, "sddmm_offsets vs scalar," + what);
+  }
+}
+
 TEST_P(Kernels, ConvLayoutsRoundTripAndMatchScalar) {
   const auto& table = st::kernel_table(GetParam());
   const auto& scalar = st::kernel_table(st::Isa::scalar);
