@@ -26,6 +26,25 @@ def assert_bitwise(a, b, what):
         assert torch.equal(u, v), f"{what}: result {i} differs"
 
 
+def run_in_two_threads(worker):
+    """worker(0) and worker(1) at once in two threads; the first exception either raised
+    (an assertion too) is raised again here."""
+    errors = []
+
+    def guarded(i):
+        try:
+            worker(i)
+        except BaseException as e:  # reported by the main thread
+            errors.append(e)
+
+    threads = [threading.Thread(target=guarded, args=(i,)) for i in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors[0]
+
+
 def conv_layer(strategy, **kw):
     conv = nn.Conv2d(8, 12, 3, **kw)
     with torch.no_grad():
@@ -45,24 +64,15 @@ def test_two_threads_share_layers_and_match_the_single_threaded_results(strategy
         work.append(((lin, xl, gl), (conv, xc, gc)))
     reference = [[grads(*job) for job in jobs] for jobs in work]
     barrier = threading.Barrier(2)
-    errors = []
 
     def worker(offset):
-        try:
-            barrier.wait()
-            for it in range(40):
-                k = (it + offset) % len(work)
-                for job, ref in zip(work[k], reference[k]):
-                    assert_bitwise(grads(*job), ref, f"iteration {it}, input {k}")
-        except BaseException as e:  # reported by the main thread
-            errors.append(e)
+        barrier.wait()
+        for it in range(40):
+            k = (it + offset) % len(work)
+            for job, ref in zip(work[k], reference[k]):
+                assert_bitwise(grads(*job), ref, f"iteration {it}, input {k}")
 
-    threads = [threading.Thread(target=worker, args=(o,)) for o in (0, 1)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors, errors[0]
+    run_in_two_threads(worker)
 
 
 def test_concurrent_first_calls_with_auto_strategy():
@@ -71,20 +81,12 @@ def test_concurrent_first_calls_with_auto_strategy():
     conv = conv_layer("auto", padding=1)
     dense = conv.to_dense()
     x = torch.randn(16, 8, 12, 12)
-    out, errors = [None, None], []
+    out = [None, None]
 
     def worker(i):
-        try:
-            out[i] = conv(x)
-        except BaseException as e:
-            errors.append(e)
+        out[i] = conv(x)
 
-    threads = [threading.Thread(target=worker, args=(i,)) for i in (0, 1)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors, errors[0]
+    run_in_two_threads(worker)
     ref = dense(x)
     for y in out:
         torch.testing.assert_close(y, ref, rtol=1e-4, atol=1e-4)
