@@ -8,10 +8,6 @@
 namespace sparsetrain {
 namespace kernels {
 namespace ST_ISA {
-namespace {
-constexpr int64_t kGridChunk = 256;
-}
-
 void f32_sddmm_csr_offsets(const SddmmOffsetsArgs& a) {
   if (a.rows <= 0) return;
   const int64_t base = a.ptr[0];
@@ -26,7 +22,7 @@ void f32_sddmm_csr_offsets(const SddmmOffsetsArgs& a) {
           const float* b = a.b + n * a.b_image_stride;
           const float* an = a.a + n * a.a_image_stride;
           const auto src = [&](int64_t j) { return b + a.off[j]; };
-          for_each_span(a.len, kGridChunk, a.seg_len, a.seg_stride, [&](int64_t c0, int64_t c1) {
+          for_each_span(a.len, a.seg_len, a.seg_stride, [&](int64_t c0, int64_t c1) {
             for (int64_t r = r0; r < r1; ++r)
               sddmm_span(a.ptr[r], a.ptr[r + 1], src, an + r * a.lda, c0, c1, a.out,
                          n > 0 || c0 > 0);

@@ -12,10 +12,6 @@ namespace sparsetrain {
 namespace kernels {
 namespace ST_ISA {
 namespace {
-// Floats of the grid per pass over all rows of an image: keeps the shifted windows of the
-// input planes a pass touches in L2.
-constexpr int64_t kGridChunk = 256;
-
 // Copies grid positions [t0, t1) of one row, computed into buf, to their plane positions.
 inline void scatter_to_plane(const SpmmOffsetsArgs& a, const float* buf, int64_t t0, int64_t t1,
                              float* plane, const float* bias) {
@@ -59,21 +55,20 @@ void f32_spmm_csr_offsets(const SpmmOffsetsArgs& a) {
           float* c = a.c + n * a.c_image_stride;
           const auto src = [&](int64_t j) { return b + a.off[j]; };
           if (a.grid_w <= 0) {
-            for_each_span(a.len, kGridChunk, a.seg_len, a.seg_stride, [&](int64_t t0, int64_t t1) {
+            for_each_span(a.len, a.seg_len, a.seg_stride, [&](int64_t t0, int64_t t1) {
               for (int64_t r = r0; r < r1; ++r)
                 spmm_span(a.ptr[r], a.ptr[r + 1], src, values, t0, t1, c + r * a.ldc);
             });
             continue;
           }
           alignas(64) float buf[kGridChunk];
-          for (int64_t c0 = 0; c0 < a.len; c0 += kGridChunk) {
-            const int64_t c1 = c0 + kGridChunk < a.len ? c0 + kGridChunk : a.len;
+          for_each_span(a.len, 0, 0, [&](int64_t c0, int64_t c1) {
             const auto src_chunk = [&](int64_t j) { return b + a.off[j] + c0; };
             for (int64_t r = r0; r < r1; ++r) {
               spmm_span(a.ptr[r], a.ptr[r + 1], src_chunk, values, 0, c1 - c0, buf);
               scatter_to_plane(a, buf, c0, c1, c + r * a.ldc, a.bias ? a.bias + r : nullptr);
             }
-          }
+          });
         }
       });
 }
