@@ -58,36 +58,75 @@ inline void walk_row(const PaddedRow& r, int64_t from, int64_t to, const F& f) {
   }
 }
 
-// Unit 1, strided: the real pixels [pl, pl + w) of a padded row go to sw phase rows
-// (column iwp to phase iwp % sw, position iwp / sw). One loop per phase with a fixed source
-// stride, so the compiler vectorizes them (for sw = 2 with permutes), no per-pixel division.
-inline void split_phases(const float* xrow, int64_t w, int64_t pl, const PaddedRow& row,
-                         float* out) {
-  for (int64_t pw = 0; pw < row.sw; ++pw) {
-    // first q with q * sw + pw >= pl, last with q * sw + pw < pl + w
-    const int64_t q0 = (pl - pw + row.sw - 1) / row.sw > 0 ? (pl - pw + row.sw - 1) / row.sw : 0;
-    const int64_t q1 = (pl + w - pw + row.sw - 1) / row.sw;
-    float* d = out + row.base + pw * row.plane;
-    const float* s = xrow + pw - pl;
-    if (row.sw == 2) {
-      for (int64_t q = q0; q < q1; ++q) d[q] = s[2 * q];
-    } else {
-      for (int64_t q = q0; q < q1; ++q) d[q] = s[q * row.sw];
+// Unit 1, strided. Phase (ph, pw) of a channel is a plane of hq x wq pixels: its row qh is
+// padded row qh * sh + ph, its column q padded column q * sw + pw. Real pixels fill the
+// columns [q0, q1) of the rows that hold an input row; everything else is zero.
+struct PhaseColumns {
+  int64_t q0, q1;
+  PhaseColumns(const ConvInputLayout& l, int64_t pw) {
+    const int64_t a = l.pl - pw, b = l.pl + l.w - pw;  // real iff a <= q * sw < b
+    q0 = a > 0 ? (a + l.sw - 1) / l.sw : 0;
+    q1 = b > 0 ? (b + l.sw - 1) / l.sw : 0;
+    if (q1 > l.wq) q1 = l.wq;
+    if (q0 > q1) q0 = q1;
+  }
+};
+
+// Every phase plane of one channel (x: its NCHW plane, out: its first phase plane), written
+// in order. Stride 2 gathers whole vectors (load_even reads 2W floats, so only where all of
+// them lie inside the input row); other strides and the ends go element by element.
+inline void pack_phases(const float* x, const ConvInputLayout& l, float* out) {
+  constexpr int64_t W = Vec::W;
+  const int64_t wq = l.wq, plane = l.hq * wq, sw = l.sw;
+  for (int64_t ph = 0; ph < l.sh; ++ph) {
+    for (int64_t pw = 0; pw < sw; ++pw) {
+      const PhaseColumns cols(l, pw);
+      float* r = out + (ph * sw + pw) * plane;
+      for (int64_t qh = 0, ih = ph - l.pt; qh < l.hq; ++qh, ih += l.sh, r += wq) {
+        if (ih < 0 || ih >= l.h || cols.q0 == cols.q1) {
+          zero_row(r, wq);
+          continue;
+        }
+        zero_row(r, cols.q0);
+        zero_row(r + cols.q1, wq - cols.q1);
+        const float* s = x + ih * l.w + pw - l.pl;  // s[q * sw]: column q
+        int64_t q = cols.q0;
+        if (sw == 2)  // the last float a vector reads, s[2q + 2W - 1], must be in the row
+          for (; q + W <= cols.q1 && 2 * (q + W) - 1 + pw - l.pl < l.w; q += W)
+            Vec::store(r + q, load_even(s + 2 * q));
+        for (; q < cols.q1; ++q) r[q] = s[q * sw];
+      }
     }
   }
 }
 
-inline void merge_phases(const float* in, const PaddedRow& row, int64_t w, int64_t pl,
-                         float* xrow) {
-  for (int64_t pw = 0; pw < row.sw; ++pw) {
-    const int64_t q0 = (pl - pw + row.sw - 1) / row.sw > 0 ? (pl - pw + row.sw - 1) / row.sw : 0;
-    const int64_t q1 = (pl + w - pw + row.sw - 1) / row.sw;
-    const float* src = in + row.base + pw * row.plane;
-    float* d = xrow + pw - pl;
-    if (row.sw == 2) {
-      for (int64_t q = q0; q < q1; ++q) d[2 * q] = src[q];
-    } else {
-      for (int64_t q = q0; q < q1; ++q) d[q * row.sw] = src[q];
+// The inverse for the input gradient: the real pixels of a channel's phase planes (in) back
+// into its NCHW plane (x). Stride 2 interleaves the two phases of a row a vector pair at a time.
+inline void merge_phases(const float* in, const ConvInputLayout& l, float* x) {
+  constexpr int64_t W = Vec::W;
+  const int64_t wq = l.wq, plane = l.hq * wq, sw = l.sw;
+  int64_t ph = l.pt % l.sh, qh = l.pt / l.sh;
+  for (int64_t ih = 0; ih < l.h; ++ih, x += l.w) {
+    const float* rows = in + ph * sw * plane + qh * wq;  // phase (ph, 0), row qh
+    int64_t iw = 0;
+    if (sw == 2) {
+      // Column iw = 2k + e comes from phase pw_e = (e + pl) % 2 at q = k + (e + pl - pw_e) / 2.
+      const int64_t pw0 = l.pl % 2, pw1 = (1 + l.pl) % 2;
+      const float* s0 = rows + pw0 * plane + (l.pl - pw0) / 2;
+      const float* s1 = rows + pw1 * plane + (1 + l.pl - pw1) / 2;
+      for (; iw + 2 * W <= l.w; iw += 2 * W)
+        store_interleaved(x + iw, Vec::load(s0 + iw / 2), Vec::load(s1 + iw / 2));
+    }
+    for (int64_t pw = (iw + l.pl) % sw, q = (iw + l.pl) / sw; iw < l.w; ++iw) {
+      x[iw] = rows[pw * plane + q];
+      if (++pw == sw) {
+        pw = 0;
+        ++q;
+      }
+    }
+    if (++ph == l.sh) {
+      ph = 0;
+      ++qh;
     }
   }
 }
@@ -126,17 +165,41 @@ inline void unstage_rows(const float* stage, int64_t images, int64_t k, const fl
   }
 }
 
-// Sum of a short row (a row of one image): float partial sums, then double across rows.
-inline double row_sum(const float* p, int64_t n) {
-  float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-  int64_t j = 0;
-  for (; j + 8 <= n; j += 8)
-    for (int k = 0; k < 8; ++k) acc[k] += p[j + k];
-  double s = 0.0;
-  for (int k = 0; k < 8; ++k) s += acc[k];
-  for (; j < n; ++j) s += p[j];
-  return s;
-}
+// A channel's sum (the bias gradient) over short rows: float partial sums in the lanes of
+// two vectors, moved into a double every kFlush floats, so no lane adds up more than 16
+// floats (a tighter error bound than a float32 cascade sum) and short rows don't pay a
+// horizontal reduction each.
+class ChannelSum {
+ public:
+  void add_row(const float* p, int64_t n) {
+    constexpr int64_t W = Vec::W;
+    int64_t j = 0;
+    for (; j + 2 * W <= n; j += 2 * W) {
+      a_ = add(a_, Vec::load(p + j));
+      b_ = add(b_, Vec::load(p + j + W));
+    }
+    for (; j < n; j += W) a_ = add(a_, Vec::load_n(p + j, n - j < W ? static_cast<int>(n - j) : W));
+    if ((pending_ += n) >= kFlush) flush();
+  }
+  double total() {
+    flush();
+    return sum_;
+  }
+
+ private:
+  static constexpr int64_t kFlush = 32 * Vec::W;
+  void flush() {
+    alignas(64) float lanes[2 * Vec::W];
+    Vec::store(lanes, a_);
+    Vec::store(lanes + Vec::W, b_);
+    for (int k = 0; k < 2 * Vec::W; ++k) sum_ += lanes[k];
+    a_ = b_ = Vec::zero();
+    pending_ = 0;
+  }
+  Vec a_ = Vec::zero(), b_ = Vec::zero();
+  int64_t pending_ = 0;
+  double sum_ = 0.0;
+};
 
 }  // namespace
 
@@ -203,6 +266,10 @@ void f32_conv_pack_input(const ConvInputArgs& a) {
         }
         continue;
       }
+      if (u == 1) {  // strided (stride 1 is above)
+        pack_phases(x, l, out + c * l.sh * l.sw * l.hq * wq);
+        continue;
+      }
       for (int64_t ihp = 0; ihp < hp; ++ihp) {
         const PaddedRow row(l, c, ihp);
         const int64_t ih = ihp - l.pt;
@@ -214,13 +281,6 @@ void f32_conv_pack_input(const ConvInputArgs& a) {
         walk_row(row, 0, l.pl, zero);
         walk_row(row, l.pl + l.w, wp, zero);
         const float* xrow = x + ih * l.w;
-        if (u == 1) {
-          if (l.sw == 1)
-            copy_row(xrow, out + row.at(l.pl), l.w);
-          else
-            split_phases(xrow, l.w, l.pl, row, out);
-          continue;
-        }
         for (int64_t seg = 0; seg < l.w; seg += kSeg) {
           const int64_t k = l.w - seg < kSeg ? l.w - seg : kSeg;
           stage_rows(xrow + seg, chw, images, k, stage);
@@ -275,16 +335,19 @@ void f32_conv_unpack_grad_input(const ConvInputArgs& a) {
         }
         continue;
       }
+      if (u == 1) {
+        const float* planes = in + c * l.sh * l.sw * l.hq * wq;
+        if (l.sh == 1 && l.sw == 1) {
+          for (int64_t ih = 0; ih < l.h; ++ih)
+            copy_row(planes + (ih + pt) * wq + pl, x + ih * l.w, l.w);
+        } else {
+          merge_phases(planes, l, x);
+        }
+        continue;
+      }
       for (int64_t ih = 0; ih < l.h; ++ih) {
         const PaddedRow row(l, c, ih + l.pt);
         float* xrow = x + ih * l.w;
-        if (u == 1) {
-          if (l.sw == 1)
-            copy_row(in + row.at(l.pl), xrow, l.w);
-          else
-            merge_phases(in, row, l.w, l.pl, xrow);
-          continue;
-        }
         for (int64_t seg = 0; seg < l.w; seg += kSeg) {
           const int64_t k = l.w - seg < kSeg ? l.w - seg : kSeg;
           for (int64_t j0 = 0; j0 < k; j0 += kU) {
@@ -324,14 +387,14 @@ void f32_conv_pack_grad_output(const ConvOutputArgs& a) {
         zero_row(out + (offset + oh * wq + l.wo) * l.unit, (wq - l.wo) * l.unit);
       const int64_t end = offset + (l.ho - 1) * wq + l.wo;
       zero_row(out + end * l.unit, (l.per_channel - end) * l.unit);
-      double sum = 0.0;
+      ChannelSum sum;
       if (l.unit == 1) {
         const float* y = a.y + g * chw + c * hw;
         for (int64_t oh = 0; oh < l.ho; ++oh) {
           copy_row(y + oh * l.wo, out + offset + oh * wq, l.wo);
-          if (a.channel_sums) sum += row_sum(y + oh * l.wo, l.wo);
+          if (channel_sums) sum.add_row(y + oh * l.wo, l.wo);
         }
-        if (a.channel_sums) a.channel_sums[i] = sum;
+        if (channel_sums) channel_sums[i] = sum.total();
         continue;
       }
       const int64_t n0 = g * kU;
@@ -342,8 +405,8 @@ void f32_conv_pack_grad_output(const ConvOutputArgs& a) {
       for (int64_t seg = 0; seg < hw; seg += kSeg) {
         const int64_t k = hw - seg < kSeg ? hw - seg : kSeg;
         stage_rows(y + seg, chw, images, k, stage);
-        if (a.channel_sums)
-          for (int64_t m = 0; m < images; ++m) sum += row_sum(stage + m * kStage, k);
+        if (channel_sums)
+          for (int64_t m = 0; m < images; ++m) sum.add_row(stage + m * kStage, k);
         int64_t oh = seg / l.wo, ow = seg - oh * l.wo;
         for (int64_t j0 = 0; j0 < k; j0 += kU) {
           transpose16(stage + j0, kStage, tmp, kU);  // tmp[pixel][image]
@@ -357,7 +420,7 @@ void f32_conv_pack_grad_output(const ConvOutputArgs& a) {
           }
         }
       }
-      if (a.channel_sums) a.channel_sums[i] = sum;
+      if (channel_sums) channel_sums[i] = sum.total();
     }
   });
 }

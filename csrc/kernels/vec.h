@@ -3,8 +3,9 @@
 // provides `Vec` for that ISA inside the namespace named by ST_ISA.
 //
 // Only what the kernels need: load/store, broadcast, fma, add, a 4-way horizontal
-// reduction, a W x W block transpose, and masked partial vectors (load_n / store_n) for
-// the tails of lengths that are not a multiple of W (NCHW planes read in place).
+// reduction, a W x W block transpose, stride-2 (de)interleaving, and masked partial vectors
+// (load_n / store_n) for the tails of lengths that are not a multiple of W (NCHW planes read
+// in place).
 #pragma once
 
 #include <cstdint>
@@ -101,6 +102,19 @@ inline void transpose_block(const float* src, int64_t lds, float* dst, int64_t l
   }
 }
 
+// p[0], p[2], ..., p[2W - 2] (reads p[0 .. 2W - 1]): one stride-2 phase of a row.
+inline Vec load_even(const float* p) {
+  const __m512i idx = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+  return {_mm512_permutex2var_ps(_mm512_loadu_ps(p), idx, _mm512_loadu_ps(p + 16))};
+}
+// p[2i] = a[i], p[2i + 1] = b[i] for i < W: two stride-2 phases back into one row.
+inline void store_interleaved(float* p, Vec a, Vec b) {
+  const __m512i lo = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+  const __m512i hi = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+  _mm512_storeu_ps(p, _mm512_permutex2var_ps(a.v, lo, b.v));
+  _mm512_storeu_ps(p + 16, _mm512_permutex2var_ps(a.v, hi, b.v));
+}
+
 #elif defined(ST_ISA_avx2)
 
 struct Vec {
@@ -158,6 +172,16 @@ inline void transpose_block(const float* src, int64_t lds, float* dst, int64_t l
   }
 }
 
+inline Vec load_even(const float* p) {
+  const __m256 t = _mm256_shuffle_ps(_mm256_loadu_ps(p), _mm256_loadu_ps(p + 8), 0x88);
+  return {_mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(t), 0xD8))};
+}
+inline void store_interleaved(float* p, Vec a, Vec b) {
+  const __m256 lo = _mm256_unpacklo_ps(a.v, b.v), hi = _mm256_unpackhi_ps(a.v, b.v);
+  _mm256_storeu_ps(p, _mm256_permute2f128_ps(lo, hi, 0x20));
+  _mm256_storeu_ps(p + 8, _mm256_permute2f128_ps(lo, hi, 0x31));
+}
+
 #elif defined(ST_ISA_scalar)
 
 // The reference: one float per "vector". Same kernel templates, plain arithmetic.
@@ -190,6 +214,12 @@ inline void reduce4(Vec a0, Vec a1, Vec a2, Vec a3, float* out) {
 }
 inline void transpose_block(const float* src, int64_t, float* dst, int64_t, const float* add) {
   *dst = add ? *src + *add : *src;
+}
+
+inline Vec load_even(const float* p) { return {*p}; }
+inline void store_interleaved(float* p, Vec a, Vec b) {
+  p[0] = a.v;
+  p[1] = b.v;
 }
 
 #else
