@@ -8,7 +8,7 @@ import sparsetrain as st
 
 KERNELS = ["spmm", "spmmt", "sddmm", "pack", "unpack", "spmm_offsets", "sddmm_offsets",
            "conv_pack_input", "conv_unpack_grad_input", "conv_pack_grad_output",
-           "conv_unpack_output", "conv_direct_spmm", "conv_direct_sddmm"]
+           "conv_direct_spmm", "conv_direct_sddmm"]
 
 
 @pytest.fixture

@@ -265,10 +265,18 @@ void spmm_offsets(py::array ptr_a, py::array off_a, py::array val_a, py::object 
                   py::object scratch_o, py::array b_a, int64_t b_image_stride, py::array c_a,
                   int64_t ldc, int64_t c_image_stride, int64_t len, int64_t images, int nthreads,
                   int64_t grid_w, int64_t t_base, int64_t row0, int64_t col0, int64_t plane_h,
-                  int64_t plane_w, py::object bias_o, int64_t seg_len, int64_t seg_stride) {
+                  int64_t plane_w, py::object bias_o, int64_t seg_len, int64_t seg_stride,
+                  int64_t unit, int64_t batch) {
   const auto ix = offsets_index(ptr_a, off_a, len, images);
   check_segments(seg_len, seg_stride);
-  if (seg_len > 0 && grid_w > 0) bad("segments apply to rows of len, not to planes");
+  if (unit != 1 && unit != 16) bad("unit must be 1 or 16");
+  if (unit == 16) {  // planes of a batch-innermost B: whole grid points of 16 floats
+    if (grid_w <= 0) bad("unit 16 writes planes: grid_w must be set");
+    if (len % 16 || seg_len % 16 || seg_stride % 16)
+      bad("unit 16: len and segments must be whole grid points (multiples of 16)");
+    if (batch <= mul(16, images - 1) || batch > mul(16, images))
+      bad("unit 16: batch must fill the last group of 16 images");
+  }
   const int64_t rows = ix.rows, nnz = ix.nnz;
   auto val = view<float>(val_a, "values", 1);
   auto b = view<float>(b_a, "b", 1);
@@ -282,9 +290,10 @@ void spmm_offsets(py::array ptr_a, py::array off_a, py::array val_a, py::object 
       bad("negative plane mapping");
     sum(t_base, len), sum(row0, plane_h), sum(col0, plane_w);  // grid positions stay in int64
     if (ldc < mul(plane_h, plane_w)) bad("ldc is smaller than a plane");
-    if (rows > 0) {
-      check_extent("c", c.size(), images, c_image_stride, mul(rows - 1, ldc), plane_h * plane_w);
-      check_disjoint("c", images, c_image_stride, sum(mul(rows - 1, ldc), plane_h * plane_w));
+    if (rows > 0) {  // every image's planes inside c, images disjoint
+      const int64_t planes = unit == 16 ? batch : images;
+      check_extent("c", c.size(), planes, c_image_stride, mul(rows - 1, ldc), plane_h * plane_w);
+      check_disjoint("c", planes, c_image_stride, sum(mul(rows - 1, ldc), plane_h * plane_w));
     }
     if (!bias_o.is_none()) {
       auto bv = view<float>(bias_o.cast<py::array>(), "bias", 1);
@@ -298,7 +307,7 @@ void spmm_offsets(py::array ptr_a, py::array off_a, py::array val_a, py::object 
   k::SpmmOffsetsArgs args{ix.ptr.data, ix.off.data, val.data, sc.pos, sc.scratch, rows, b.data,
                           b_image_stride, c.data, ldc, c_image_stride, len, images, nthreads,
                           grid_w, t_base, row0, col0, plane_h, plane_w, bias, seg_len,
-                          seg_stride};
+                          seg_stride, unit, batch};
   py::gil_scoped_release release;
   sparsetrain::kernel_table().spmm_offsets(args);
 }
@@ -349,11 +358,11 @@ void conv_input(bool pack, py::array x_a, py::array packed_a, int64_t n, int64_t
     sparsetrain::kernel_table().conv_unpack_grad_input(args);
 }
 
-void conv_output(bool pack, py::array y_a, py::array grid_a, py::object bias_o,
-                 py::object sums_o, int64_t n, int64_t c, int64_t unit, int64_t ho, int64_t wo,
-                 int64_t wq, int64_t per_channel, int64_t offset, int nthreads) {
-  auto y = view<float>(y_a, "y", 1, !pack);
-  auto grid = view<float>(grid_a, "grid", 1, pack);
+void conv_pack_grad_output(py::array y_a, py::array grid_a, py::object sums_o, int64_t n,
+                           int64_t c, int64_t unit, int64_t ho, int64_t wo, int64_t wq,
+                           int64_t per_channel, int64_t offset, int nthreads) {
+  auto y = view<float>(y_a, "y", 1);
+  auto grid = view<float>(grid_a, "grid", 1, true);
   if (unit != 1 && unit != 16) bad("unit must be 1 or 16");
   if (n < 0 || c < 0 || ho < 0 || wo < 0 || wo > wq || offset < 0 || per_channel < 0)
     bad("bad convolution output layout");
@@ -362,12 +371,6 @@ void conv_output(bool pack, py::array y_a, py::array grid_a, py::object bias_o,
   const int64_t groups = (n + unit - 1) / unit;
   if (y.size() != mul(n, c, ho, wo)) bad("y has the wrong size for the layout");
   if (grid.size() < mul(groups, c, per_channel, unit)) bad("grid is too small for the layout");
-  const float* bias = nullptr;
-  if (!bias_o.is_none()) {
-    auto bv = view<float>(bias_o.cast<py::array>(), "bias", 1);
-    if (bv.size() != c) bad("bias length differs from the channel count");
-    bias = bv.data;
-  }
   double* sums = nullptr;
   if (!sums_o.is_none()) {
     auto sv = view<double>(sums_o.cast<py::array>(), "channel_sums", 1, true);
@@ -375,12 +378,9 @@ void conv_output(bool pack, py::array y_a, py::array grid_a, py::object bias_o,
     sums = sv.data;
   }
   k::ConvOutputArgs args{{n, c, groups, unit, ho, wo, wq, per_channel, offset}, y.data, grid.data,
-                         bias, sums, nthreads};
+                         sums, nthreads};
   py::gil_scoped_release release;
-  if (pack)
-    sparsetrain::kernel_table().conv_pack_grad_output(args);
-  else
-    sparsetrain::kernel_table().conv_unpack_output(args);
+  sparsetrain::kernel_table().conv_pack_grad_output(args);
 }
 
 // Both direct-convolution kernels: every check that keeps their reads and writes in bounds.
@@ -534,7 +534,8 @@ PYBIND11_MODULE(_C, m) {
         py::arg("ldc"), py::arg("c_image_stride"), py::arg("len"), py::arg("images"),
         py::arg("nthreads"), py::arg("grid_w") = 0, py::arg("t_base") = 0, py::arg("row0") = 0,
         py::arg("col0") = 0, py::arg("plane_h") = 0, py::arg("plane_w") = 0,
-        py::arg("bias") = py::none(), py::arg("seg_len") = 0, py::arg("seg_stride") = 0);
+        py::arg("bias") = py::none(), py::arg("seg_len") = 0, py::arg("seg_stride") = 0,
+        py::arg("unit") = 1, py::arg("batch") = 0);
   m.def("sddmm_offsets", &sddmm_offsets, py::arg("ptr"), py::arg("offsets"), py::arg("a"),
         py::arg("lda"), py::arg("a_image_stride"), py::arg("b"), py::arg("b_image_stride"),
         py::arg("len"), py::arg("images"), py::arg("out"), py::arg("nthreads"),
@@ -549,18 +550,7 @@ PYBIND11_MODULE(_C, m) {
                                      int64_t pt, int64_t pl, int64_t hq, int64_t wq, int nthreads) {
     conv_input(false, x, packed, n, c, unit, h, w, sh, sw, pt, pl, hq, wq, nthreads);
   });
-  m.def("conv_pack_grad_output", [](py::array y, py::array grid, py::object channel_sums,
-                                    int64_t n, int64_t c, int64_t unit, int64_t ho, int64_t wo,
-                                    int64_t wq, int64_t per_channel, int64_t offset, int nthreads) {
-    conv_output(true, y, grid, py::none(), channel_sums, n, c, unit, ho, wo, wq, per_channel,
-                offset, nthreads);
-  });
-  m.def("conv_unpack_output", [](py::array y, py::array grid, py::object bias, int64_t n,
-                                 int64_t c, int64_t unit, int64_t ho, int64_t wo, int64_t wq,
-                                 int64_t per_channel, int64_t offset, int nthreads) {
-    conv_output(false, y, grid, bias, py::none(), n, c, unit, ho, wo, wq, per_channel, offset,
-                nthreads);
-  });
+  m.def("conv_pack_grad_output", &conv_pack_grad_output);
   m.def("conv_direct_spmm", &conv_direct_spmm);
   m.def("conv_direct_sddmm", &conv_direct_sddmm);
   m.def("validate_csr", &validate_csr, py::arg("ptr"), py::arg("idx"), py::arg("rows"),

@@ -22,7 +22,6 @@ struct KernelTable {
   void (*conv_pack_input)(const kernels::ConvInputArgs&);
   void (*conv_unpack_grad_input)(const kernels::ConvInputArgs&);
   void (*conv_pack_grad_output)(const kernels::ConvOutputArgs&);
-  void (*conv_unpack_output)(const kernels::ConvOutputArgs&);
   void (*conv_direct_spmm)(const kernels::ConvDirectArgs&);
   void (*conv_direct_sddmm)(const kernels::ConvDirectArgs&);
 };

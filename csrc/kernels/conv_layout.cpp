@@ -425,54 +425,6 @@ void f32_conv_pack_grad_output(const ConvOutputArgs& a) {
   });
 }
 
-void f32_conv_unpack_output(const ConvOutputArgs& a) {
-  const ConvOutputLayout& la = a.layout;
-  parallel_uniform(a.nthreads, la.groups * la.c, la.ho * la.wo * la.unit, [&](int64_t i0, int64_t i1) {
-    const ConvOutputLayout l = la;  // locals, as in pack_input
-    const int64_t hw = l.ho * l.wo, chw = l.c * hw, offset = l.offset, wq = l.wq;
-    alignas(64) float tmp[kU * kU];
-    alignas(64) float stage[kU * kStage];
-    for (int64_t i = i0; i < i1; ++i) {
-      const int64_t g = i / l.c, c = i - g * l.c;
-      const float* in = a.grid + (g * l.c + c) * l.per_channel * l.unit;
-      if (l.unit == 1) {
-        float* y = a.y + g * chw + c * hw;
-        for (int64_t oh = 0; oh < l.ho; ++oh) {
-          const float* s = in + l.offset + oh * l.wq;
-          float* d = y + oh * l.wo;
-          if (a.bias == nullptr) {
-            copy_row(s, d, l.wo);
-          } else {
-            const float b = a.bias[c];
-            for (int64_t ow = 0; ow < l.wo; ++ow) d[ow] = s[ow] + b;
-          }
-        }
-        continue;
-      }
-      const int64_t n0 = g * kU;
-      const int64_t images = l.n - n0 < kU ? l.n - n0 : kU;
-      float* y = a.y + n0 * chw + c * hw;
-      const float* bias = a.bias ? a.bias + c : nullptr;
-      for (int64_t seg = 0; seg < hw; seg += kSeg) {  // flat NCHW segments, as in pack
-        const int64_t k = hw - seg < kSeg ? hw - seg : kSeg;
-        int64_t oh = seg / l.wo, ow = seg - oh * l.wo;
-        for (int64_t j0 = 0; j0 < k; j0 += kU) {
-          const int64_t n = k - j0 < kU ? k - j0 : kU;
-          for (int64_t j = 0; j < n; ++j) {  // tmp[pixel][image]
-            copy16(tmp + j * kU, in + (offset + oh * wq + ow) * kU);
-            if (++ow == l.wo) {
-              ow = 0;
-              ++oh;
-            }
-          }
-          transpose16(tmp, kU, stage + j0, kStage);
-        }
-        unstage_rows(stage, images, k, bias, y + seg, chw);
-      }
-    }
-  });
-}
-
 }  // namespace ST_ISA
 }  // namespace kernels
 }  // namespace sparsetrain

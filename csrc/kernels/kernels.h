@@ -127,9 +127,14 @@ struct SpmmOffsetsArgs {
   // the copy from the kernel's grid to PyTorch's NCHW (a whole pass over the activations).
   int64_t grid_w = 0, t_base = 0, row0 = 0, col0 = 0, plane_h = 0, plane_w = 0;
   const float* bias = nullptr;
-  // Optional (seg_len > 0, rows of len only): compute only the positions t with
-  // t % seg_stride < seg_len (a grid's real columns; the rest of C is left unwritten).
+  // Optional (seg_len > 0): compute only the positions t with t % seg_stride < seg_len (a
+  // grid's real columns; the rest of C is left unwritten, or never reaches the planes).
   int64_t seg_len = 0, seg_stride = 0;
+  // Planes of a batch-innermost B (unit = 16, grid_w > 0): every grid point is 16 floats, one
+  // per image of a group (t counts floats, the grid point is t / 16 + t_base; len and the
+  // segments are multiples of 16). Lane m of group n is image 16 n + m of `batch`; its planes
+  // start at c + (16 n + m) * c_image_stride (NCHW). Lanes past `batch` are dropped.
+  int64_t unit = 1, batch = 0;
 };
 
 //   out[j] = sum_n sum_{t < len} A_n[r, t] * B_n[off[j] + t]   for nonzero j of row r
@@ -178,15 +183,14 @@ struct ConvOutputLayout {
   int64_t per_channel, offset;
 };
 
-// pack (the output gradient): NCHW y -> grid, zeros at every non-output pixel, and, when
+// The output gradient: NCHW y -> grid, zeros at every non-output pixel, and, when
 // channel_sums is given, channel_sums[g * c + ch] = the sum of group g's values of channel ch
-// (the bias gradient, in the same pass);
-// unpack (the output): grid -> NCHW y, plus bias[c] when bias is given.
+// (the bias gradient, in the same pass). (The forward pass needs no way back: the offsets
+// kernel writes NCHW outputs itself.)
 struct ConvOutputArgs {
   ConvOutputLayout layout;
-  float* y;     // n * c * ho * wo
-  float* grid;  // groups * c * per_channel * unit
-  const float* bias;
+  const float* y;  // n * c * ho * wo
+  float* grid;     // groups * c * per_channel * unit
   double* channel_sums;  // groups * c, or nullptr
   int nthreads;
 };
@@ -231,7 +235,6 @@ struct ConvDirectArgs {
   void f32_conv_direct_sddmm(const ConvDirectArgs& args);      \
   void f32_conv_unpack_grad_input(const ConvInputArgs& args);  \
   void f32_conv_pack_grad_output(const ConvOutputArgs& args);  \
-  void f32_conv_unpack_output(const ConvOutputArgs& args);     \
   void f32_unpack_bmajor(const UnpackArgs& args);
 
 namespace scalar { SPARSETRAIN_KERNEL_DECLS }

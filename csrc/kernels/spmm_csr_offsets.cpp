@@ -32,6 +32,34 @@ inline void scatter_to_plane(const SpmmOffsetsArgs& a, const float* buf, int64_t
     t = seg_end;
   }
 }
+
+// The unit-16 form: buf holds grid points [t0 / 16, t1 / 16) of one row, 16 images each.
+// Transposed to image-major, each image's run of a grid row lands in its own NCHW plane.
+static_assert(kGridChunk == 256, "one unit-16 chunk is a 16 x 16 transpose");
+inline void scatter_to_planes16(const SpmmOffsetsArgs& a, const float* buf, int64_t t0,
+                                int64_t t1, float* plane0, int64_t images, const float* bias) {
+  constexpr int64_t kU = 16, W = Vec::W;
+  alignas(64) float tmp[kU * kU];  // tmp[m * 16 + k]: image m, grid point k
+  for (int64_t i = 0; i < kU; i += W)
+    for (int64_t j = 0; j < kU; j += W) transpose_block(buf + i * kU + j, kU, tmp + j * kU + i, kU, nullptr);
+  const int64_t points = (t1 - t0) / kU;
+  for (int64_t k = 0; k < points;) {
+    const int64_t p = t0 / kU + k + a.t_base, gr = p / a.grid_w, gc = p - gr * a.grid_w;
+    const int64_t run = points - k < a.grid_w - gc ? points - k : a.grid_w - gc;
+    const int64_t row = gr - a.row0;
+    if (row >= 0 && row < a.plane_h) {
+      const int64_t lo = gc > a.col0 ? gc : a.col0;
+      const int64_t hi = gc + run < a.col0 + a.plane_w ? gc + run : a.col0 + a.plane_w;
+      if (lo < hi)
+        for (int64_t m = 0; m < images; ++m) {
+          const float* s = tmp + m * kU + k + (lo - gc);
+          float* d = plane0 + m * a.c_image_stride + row * a.plane_w + (lo - a.col0);
+          if (bias) copy_row_add(s, d, hi - lo, *bias); else copy_row(s, d, hi - lo);
+        }
+    }
+    k += run;
+  }
+}
 }  // namespace
 
 void f32_spmm_csr_offsets(const SpmmOffsetsArgs& a) {
@@ -62,11 +90,21 @@ void f32_spmm_csr_offsets(const SpmmOffsetsArgs& a) {
             continue;
           }
           alignas(64) float buf[kGridChunk];
-          for_each_span(a.len, 0, 0, [&](int64_t c0, int64_t c1) {
-            const auto src_chunk = [&](int64_t j) { return b + a.off[j] + c0; };
-            for (int64_t r = r0; r < r1; ++r) {
-              spmm_span(a.ptr[r], a.ptr[r + 1], src_chunk, values, 0, c1 - c0, buf);
-              scatter_to_plane(a, buf, c0, c1, c + r * a.ldc, a.bias ? a.bias + r : nullptr);
+          const bool lanes = a.unit == 16;
+          float* planes = lanes ? a.c + n * 16 * a.c_image_stride : c;
+          const int64_t images = lanes ? (a.batch - n * 16 < 16 ? a.batch - n * 16 : 16) : 1;
+          for_each_span(a.len, a.seg_len, a.seg_stride, [&](int64_t s0, int64_t s1) {
+            for (int64_t c0 = s0; c0 < s1; c0 += kGridChunk) {
+              const int64_t c1 = c0 + kGridChunk < s1 ? c0 + kGridChunk : s1;
+              const auto src_chunk = [&](int64_t j) { return b + a.off[j] + c0; };
+              for (int64_t r = r0; r < r1; ++r) {
+                spmm_span(a.ptr[r], a.ptr[r + 1], src_chunk, values, 0, c1 - c0, buf);
+                const float* bias = a.bias ? a.bias + r : nullptr;
+                if (lanes)
+                  scatter_to_planes16(a, buf, c0, c1, planes + r * a.ldc, images, bias);
+                else
+                  scatter_to_plane(a, buf, c0, c1, c + r * a.ldc, bias);
+              }
             }
           });
         }

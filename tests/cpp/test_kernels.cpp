@@ -283,6 +283,59 @@ TEST_P(Kernels, SpmmOffsetsMatchesNaiveAndScalar) {
   }
 }
 
+// Batch-innermost B (16 images per grid point) written straight into each image's NCHW
+// planes: a partial last group of images, a window that drops grid points on every side,
+// with and without segments (only the segment positions may reach the planes).
+TEST_P(Kernels, SpmmOffsetsUnit16IntoPlanes) {
+  const auto& table = st::kernel_table(GetParam());
+  const auto& scalar = st::kernel_table(st::Isa::scalar);
+  std::mt19937 rng(10);
+  constexpr int64_t U = 16;
+  for (int64_t points : {1, 5, 16, 23, 70}) {
+    for (int64_t seg : {0, 3}) {
+      const int64_t rows = 6, batch = 21, groups = 2, grid_w = 7, t_base = 2, row0 = 1, col0 = 1;
+      const int64_t pw = 5, ph = (points + t_base) / grid_w + 1, max_pt = 40;
+      OffsetCsr a = random_offsets(rows, 5, max_pt, rng);
+      for (auto& o : a.off) o *= U;  // whole grid points
+      const int64_t b_group = (max_pt + points + 1) * U, plane = ph * pw, c_img = rows * plane;
+      std::vector<float> b = random_vec(groups * b_group, rng), bias = random_vec(rows, rng);
+      std::vector<float> c(batch * c_img, -7.f), sc(c.size(), -7.f), ref(c.size(), -7.f);
+      for (int64_t n = 0; n < groups; ++n)
+        for (int64_t m = 0; m < U && n * U + m < batch; ++m)
+          for (int64_t r = 0; r < rows; ++r)
+            for (int64_t q = 0; q < points; ++q) {
+              if (seg > 0 && q % grid_w >= seg) continue;  // outside its segment
+              const int64_t p = q + t_base, row = p / grid_w - row0, col = p % grid_w - col0;
+              if (row < 0 || row >= ph || col < 0 || col >= pw) continue;
+              float v = 0.f;
+              for (int64_t j = a.ptr[r]; j < a.ptr[r + 1]; ++j)
+                v += a.val[j] * b[n * b_group + a.off[j] + q * U + m];
+              ref[(n * U + m) * c_img + r * plane + row * pw + col] = v + bias[r];
+            }
+      k::SpmmOffsetsArgs args{a.ptr.data(), a.off.data(), a.val.data(), nullptr, nullptr, rows,
+                              b.data(), b_group, c.data(), plane, c_img, points * U, groups, 2};
+      args.grid_w = grid_w;
+      args.t_base = t_base;
+      args.row0 = row0;
+      args.col0 = col0;
+      args.plane_h = ph;
+      args.plane_w = pw;
+      args.bias = bias.data();
+      args.seg_len = seg * U;
+      args.seg_stride = seg > 0 ? grid_w * U : 0;
+      args.unit = U;
+      args.batch = batch;
+      table.spmm_offsets(args);
+      auto args_s = args;
+      args_s.c = sc.data();
+      scalar.spmm_offsets(args_s);
+      const std::string what = ", points " + std::to_string(points) + ", seg " + std::to_string(seg);
+      expect_close(c, ref, 1e-5f, "unit-16 planes vs naive" + what);
+      expect_close(c, sc, 1e-5f, "unit-16 planes vs scalar" + what);
+    }
+  }
+}
+
 TEST_P(Kernels, SddmmOffsetsMatchesNaiveAndScalar) {
   const auto& table = st::kernel_table(GetParam());
   const auto& scalar = st::kernel_table(st::Isa::scalar);
@@ -396,12 +449,22 @@ TEST_P(Kernels, ConvLayoutsRoundTripAndMatchScalar) {
       // Output side: a grid with offset and row stride wider than the output.
       const int64_t ho = g.h, wo = g.w, owq = g.w + 2, offset = 5, per = offset + ho * owq + 3;
       const k::ConvOutputLayout o{g.n, g.c, l.groups, unit, ho, wo, owq, per, offset};
-      std::vector<float> y = random_vec(g.n * g.c * ho * wo, rng), bias = random_vec(g.c, rng);
+      std::vector<float> y = random_vec(g.n * g.c * ho * wo, rng);
       std::vector<float> grid(l.groups * g.c * per * unit, NAN), gs(grid.size(), NAN);
       std::vector<double> sums(l.groups * g.c), ssums(sums.size());
-      table.conv_pack_grad_output({o, y.data(), grid.data(), nullptr, sums.data(), 2});
-      scalar.conv_pack_grad_output({o, y.data(), gs.data(), nullptr, ssums.data(), 2});
+      table.conv_pack_grad_output({o, y.data(), grid.data(), sums.data(), 2});
+      scalar.conv_pack_grad_output({o, y.data(), gs.data(), ssums.data(), 2});
       for (size_t i = 0; i < grid.size(); ++i) ASSERT_EQ(grid[i], gs[i]) << "pack_grad_output at " << i;
+      // Every output pixel at its grid position (lane n % unit of group n / unit), zeros elsewhere.
+      std::vector<float> expect(grid.size(), 0.f);
+      for (int64_t n = 0; n < g.n; ++n)
+        for (int64_t c = 0; c < g.c; ++c)
+          for (int64_t oh = 0; oh < ho; ++oh)
+            for (int64_t ow = 0; ow < wo; ++ow) {
+              const int64_t px = ((n / unit) * g.c + c) * per + offset + oh * owq + ow;
+              expect[px * unit + n % unit] = y[((n * g.c + c) * ho + oh) * wo + ow];
+            }
+      for (size_t i = 0; i < grid.size(); ++i) ASSERT_EQ(grid[i], expect[i]) << "grid at " << i;
       // Channel sums (the bias gradient), against exact double sums: float partial sums of
       // at most 16 floats each bound the error by ~16 eps of the sum of magnitudes.
       for (int64_t i = 0; i < l.groups * g.c; ++i) {
@@ -416,14 +479,6 @@ TEST_P(Kernels, ConvLayoutsRoundTripAndMatchScalar) {
         ASSERT_NEAR(sums[i], exact, 2e-6 * mag) << "channel sum " << i;
         ASSERT_NEAR(ssums[i], exact, 2e-6 * mag) << "scalar channel sum " << i;
       }
-      std::vector<float> y2(y.size(), NAN);
-      table.conv_unpack_output({o, y2.data(), grid.data(), bias.data(), nullptr, 2});
-      for (int64_t n = 0; n < g.n; ++n)
-        for (int64_t c = 0; c < g.c; ++c)
-          for (int64_t i = 0; i < ho * wo; ++i) {
-            const int64_t at = (n * g.c + c) * ho * wo + i;
-            ASSERT_EQ(y2[at], y[at] + bias[c]) << "output round trip at " << at;
-          }
     }
   }
 }

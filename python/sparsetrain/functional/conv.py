@@ -78,6 +78,8 @@ class _Layout:
         # each grid row (Wo of Wq for the output, W of Wq for a stride-1 input gradient)
         # instead of computing the padding columns and dropping them.
         self.out_segments = self.dx_segments = {}
+        # Unit 16: the kernels write NCHW planes from lanes of 16 images (see forward).
+        self.lanes = dict(unit=u, batch=batch) if u != 1 else {}
         if u != 1:
             self.out_segments = dict(seg_len=s.Wo * u, seg_stride=s.Wq * u)
             if s.phases == 1:
@@ -106,16 +108,6 @@ class _Layout:
                                   get_num_threads())
         return dx
 
-    def unpack_y(self, grid, bias):
-        s, c = self.s, self.g.out_channels
-        if self.direct:  # already y, allocated in its final shape
-            return grid if bias is None else grid.add_(bias.view(1, -1, 1, 1))
-        y = _workspace.empty(self.n, c, s.Ho, s.Wo)
-        _C.conv_unpack_output(_np(y.view(-1)), _np(grid), None if bias is None else _np(bias),
-                              self.n, c, self.unit, s.Ho, s.Wo, s.Wq, s.grid_len, 0,
-                              get_num_threads())
-        return y
-
     def pack_dy(self, dy, want_bias_grad=False):
         """The bordered output gradient, and the bias gradient (summed in the same pass) if asked."""
         s, c = self.s, self.g.out_channels
@@ -131,23 +123,22 @@ class _Layout:
     # -- the three products ----------------------------------------------------------------
     def forward(self, row_ptr, values, xq, bias, nthreads):
         s, u = self.s, self.unit
-        if u == 1 and not self.direct:
-            # The kernel writes y's NCHW planes itself (bias included): no grid, no unpack.
+        if not self.direct:
+            # The kernel writes y's NCHW planes itself (bias included; with unit 16 through a
+            # register-block transpose): no grid, no unpacking pass.
             c = self.g.out_channels
             y = _workspace.empty(self.n, c, s.Ho, s.Wo)
-            _C.spmm_offsets(row_ptr, self.off, _np(values), None, None, _np(xq), self.x_image,
-                            _np(y.view(-1)), s.Ho * s.Wo, c * s.Ho * s.Wo, s.grid_len,
+            _C.spmm_offsets(row_ptr, self.off, _np(values), None, None, _np(xq), self.x_image * u,
+                            _np(y.view(-1)), s.Ho * s.Wo, c * s.Ho * s.Wo, s.grid_len * u,
                             self.images, nthreads, grid_w=s.Wq, plane_h=s.Ho, plane_w=s.Wo,
-                            bias=None if bias is None else _np(bias))
+                            bias=None if bias is None else _np(bias), **self.out_segments,
+                            **self.lanes)
             return y
-        if self.direct:
-            grid = _workspace.empty(self.n, self.g.out_channels, s.Ho, s.Wo)
-        else:
-            grid = _workspace.empty(self.images * self.y_image * u)
-        _C.spmm_offsets(row_ptr, self.off, _np(values), None, None, _np(xq), self.x_image * u,
-                        _np(grid.view(-1)), s.grid_len * u, self.y_image * u, s.grid_len * u,
-                        self.images, nthreads, **self.out_segments)
-        return self.unpack_y(grid, bias)
+        grid = _workspace.empty(self.n, self.g.out_channels, s.Ho, s.Wo)
+        _C.spmm_offsets(row_ptr, self.off, _np(values), None, None, _np(xq), self.x_image,
+                        _np(grid.view(-1)), s.grid_len, self.y_image, s.grid_len, self.images,
+                        nthreads)
+        return grid if bias is None else grid.add_(bias.view(1, -1, 1, 1))
 
     def values_grad(self, row_ptr, dyq, xq, nnz, nthreads):
         s, u = self.s, self.unit
@@ -166,17 +157,17 @@ class _Layout:
 
     def input_grad(self, values, dyq, nthreads):
         s, u = self.s, self.unit
-        if u == 1 and not self.direct and s.phases == 1:
+        if not self.direct and s.phases == 1:
             # Stride 1: the padded plane's interior is dx itself; the kernel writes it there.
             g = self.g
             pt, _, pl, _ = g.padding
             dx = _workspace.empty(self.n, g.in_channels, s.H, s.W)
             scratch = _workspace.empty(values.numel())
             _C.spmm_offsets(self.t_ptr, self.t_off, _np(values), self.t_pos, _np(scratch),
-                            _np(dyq), self.dy_image, _np(dx.view(-1)), s.H * s.W,
-                            g.in_channels * s.H * s.W, s.dx_len, self.images, nthreads,
+                            _np(dyq), self.dy_image * u, _np(dx.view(-1)), s.H * s.W,
+                            g.in_channels * s.H * s.W, s.dx_len * u, self.images, nthreads,
                             grid_w=s.Wq, t_base=s.dx_start, row0=pt, col0=pl, plane_h=s.H,
-                            plane_w=s.W)
+                            plane_w=s.W, **self.dx_segments, **self.lanes)
             return dx
         if self.direct:
             dxq = _workspace.empty(self.n, self.g.in_channels, s.H, s.W)
