@@ -18,14 +18,6 @@ namespace {
 
 constexpr int64_t kU = 16;  // the only unit besides 1
 
-// 16 x 16 transpose: dst[j * ldd + i] = src[i * lds + j], from W x W register transposes.
-inline void transpose16(const float* src, int64_t lds, float* dst, int64_t ldd) {
-  constexpr int64_t W = Vec::W;
-  for (int64_t i = 0; i < kU; i += W)
-    for (int64_t j = 0; j < kU; j += W)
-      transpose_block(src + i * lds + j, lds, dst + j * ldd + i, ldd, nullptr);
-}
-
 inline int64_t group_pixels(const ConvInputLayout& l) {
   return l.c * l.sh * l.sw * l.hq * l.wq;
 }

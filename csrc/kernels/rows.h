@@ -1,4 +1,5 @@
-// Short row copies, inlined: a memcpy/memset call per short row costs more than the copy.
+// Short row copies and block transposes, inlined: a memcpy/memset call per short row costs
+// more than the copy.
 // Float-typed on purpose (a memcpy is a char access that may alias anything, which made the
 // compiler reload values after every copy).
 #pragma once
@@ -34,6 +35,15 @@ inline void zero_row(float* d, int64_t k) {
   int64_t j = 0;
   for (; j + W <= k; j += W) Vec::store(d + j, Vec::zero());
   if (j < k) Vec::store_n(d + j, Vec::zero(), static_cast<int>(k - j));
+}
+
+// 16 x 16 transpose: dst[j * ldd + i] = src[i * lds + j], from W x W register transposes
+// (the pixel x image blocks of the batch-innermost convolution layout).
+inline void transpose16(const float* src, int64_t lds, float* dst, int64_t ldd) {
+  constexpr int64_t W = Vec::W;
+  for (int64_t i = 0; i < 16; i += W)
+    for (int64_t j = 0; j < 16; j += W)
+      transpose_block(src + i * lds + j, lds, dst + j * ldd + i, ldd, nullptr);
 }
 
 }  // namespace ST_ISA

@@ -12,53 +12,48 @@ namespace sparsetrain {
 namespace kernels {
 namespace ST_ISA {
 namespace {
-// Copies grid positions [t0, t1) of one row, computed into buf, to their plane positions.
-inline void scatter_to_plane(const SpmmOffsetsArgs& a, const float* buf, int64_t t0, int64_t t1,
-                             float* plane, const float* bias) {
-  for (int64_t t = t0; t < t1;) {
-    const int64_t p = t + a.t_base, gr = p / a.grid_w, gc = p - gr * a.grid_w;
-    const int64_t seg_end = t + (a.grid_w - gc) < t1 ? t + (a.grid_w - gc) : t1;
-    const int64_t row = gr - a.row0;
-    if (row >= 0 && row < a.plane_h) {
-      const int64_t lo = gc > a.col0 ? gc : a.col0;
-      const int64_t end_col = gc + (seg_end - t);
-      const int64_t hi = end_col < a.col0 + a.plane_w ? end_col : a.col0 + a.plane_w;
-      if (lo < hi) {
-        const float* s = buf + (t - t0) + (lo - gc);
-        float* d = plane + row * a.plane_w + (lo - a.col0);
-        if (bias) copy_row_add(s, d, hi - lo, *bias); else copy_row(s, d, hi - lo);
-      }
-    }
-    t = seg_end;
-  }
-}
-
-// The unit-16 form: buf holds grid points [t0 / 16, t1 / 16) of one row, 16 images each.
-// Transposed to image-major, each image's run of a grid row lands in its own NCHW plane.
-static_assert(kGridChunk == 256, "one unit-16 chunk is a 16 x 16 transpose");
-inline void scatter_to_planes16(const SpmmOffsetsArgs& a, const float* buf, int64_t t0,
-                                int64_t t1, float* plane0, int64_t images, const float* bias) {
-  constexpr int64_t kU = 16, W = Vec::W;
-  alignas(64) float tmp[kU * kU];  // tmp[m * 16 + k]: image m, grid point k
-  for (int64_t i = 0; i < kU; i += W)
-    for (int64_t j = 0; j < kU; j += W) transpose_block(buf + i * kU + j, kU, tmp + j * kU + i, kU, nullptr);
-  const int64_t points = (t1 - t0) / kU;
+// Calls f(k, row, col, n) for each run of grid points [p0, p0 + points) (p0 counted from
+// t_base) that lands inside the plane_h x plane_w window at (row0, col0): points k .. k + n
+// go to plane row `row`, columns col .. col + n. Runs end at grid row ends and at the window.
+template <class F>
+inline void for_each_plane_run(const SpmmOffsetsArgs& a, int64_t p0, int64_t points, const F& f) {
   for (int64_t k = 0; k < points;) {
-    const int64_t p = t0 / kU + k + a.t_base, gr = p / a.grid_w, gc = p - gr * a.grid_w;
+    const int64_t p = p0 + k + a.t_base, gr = p / a.grid_w, gc = p - gr * a.grid_w;
     const int64_t run = points - k < a.grid_w - gc ? points - k : a.grid_w - gc;
     const int64_t row = gr - a.row0;
     if (row >= 0 && row < a.plane_h) {
       const int64_t lo = gc > a.col0 ? gc : a.col0;
       const int64_t hi = gc + run < a.col0 + a.plane_w ? gc + run : a.col0 + a.plane_w;
-      if (lo < hi)
-        for (int64_t m = 0; m < images; ++m) {
-          const float* s = tmp + m * kU + k + (lo - gc);
-          float* d = plane0 + m * a.c_image_stride + row * a.plane_w + (lo - a.col0);
-          if (bias) copy_row_add(s, d, hi - lo, *bias); else copy_row(s, d, hi - lo);
-        }
+      if (lo < hi) f(k + (lo - gc), row, lo - a.col0, hi - lo);
     }
     k += run;
   }
+}
+
+inline void copy_run(const float* s, float* d, int64_t n, const float* bias) {
+  if (bias) copy_row_add(s, d, n, *bias); else copy_row(s, d, n);
+}
+
+// Copies grid positions [t0, t1) of one row, computed into buf, to their plane positions.
+inline void scatter_to_plane(const SpmmOffsetsArgs& a, const float* buf, int64_t t0, int64_t t1,
+                             float* plane, const float* bias) {
+  for_each_plane_run(a, t0, t1 - t0, [&](int64_t k, int64_t row, int64_t col, int64_t n) {
+    copy_run(buf + k, plane + row * a.plane_w + col, n, bias);
+  });
+}
+
+// The unit-16 form: buf holds grid points [t0 / 16, t1 / 16) of one row, 16 images each.
+// Transposed to image-major, each image's runs land in its own NCHW plane.
+static_assert(kGridChunk == 256, "one unit-16 chunk is a 16 x 16 transpose");
+inline void scatter_to_planes16(const SpmmOffsetsArgs& a, const float* buf, int64_t t0,
+                                int64_t t1, float* plane0, int64_t images, const float* bias) {
+  alignas(64) float tmp[16 * 16];  // tmp[m * 16 + k]: image m, grid point k
+  transpose16(buf, 16, tmp, 16);
+  const auto copy = [&](int64_t k, int64_t row, int64_t col, int64_t n) {
+    for (int64_t m = 0; m < images; ++m)
+      copy_run(tmp + m * 16 + k, plane0 + m * a.c_image_stride + row * a.plane_w + col, n, bias);
+  };
+  for_each_plane_run(a, t0 / 16, (t1 - t0) / 16, copy);
 }
 }  // namespace
 

@@ -230,6 +230,18 @@ OffsetCsr random_offsets(int64_t rows, int64_t per_row, int64_t max_off, std::mt
   return a;
 }
 
+// Plane output of spmm_offsets: grid rows of grid_w, a ph x pw window at (row0, col0), bias.
+void set_planes(k::SpmmOffsetsArgs& args, int64_t grid_w, int64_t t_base, int64_t row0,
+                int64_t col0, int64_t ph, int64_t pw, const float* bias) {
+  args.grid_w = grid_w;
+  args.t_base = t_base;
+  args.row0 = row0;
+  args.col0 = col0;
+  args.plane_h = ph;
+  args.plane_w = pw;
+  args.bias = bias;
+}
+
 }  // namespace
 
 TEST_P(Kernels, SpmmOffsetsMatchesNaiveAndScalar) {
@@ -271,13 +283,7 @@ TEST_P(Kernels, SpmmOffsetsMatchesNaiveAndScalar) {
     args_p.c = planes.data();
     args_p.ldc = ph * pw;
     args_p.c_image_stride = rows * ph * pw;
-    args_p.grid_w = grid_w;
-    args_p.t_base = t_base;
-    args_p.row0 = row0;
-    args_p.col0 = col0;
-    args_p.plane_h = ph;
-    args_p.plane_w = pw;
-    args_p.bias = bias.data();
+    set_planes(args_p, grid_w, t_base, row0, col0, ph, pw, bias.data());
     table.spmm_offsets(args_p);
     expect_close(planes, pref, 1e-5f, "spmm_offsets into planes, len " + std::to_string(len));
   }
@@ -314,13 +320,7 @@ TEST_P(Kernels, SpmmOffsetsUnit16IntoPlanes) {
             }
       k::SpmmOffsetsArgs args{a.ptr.data(), a.off.data(), a.val.data(), nullptr, nullptr, rows,
                               b.data(), b_group, c.data(), plane, c_img, points * U, groups, 2};
-      args.grid_w = grid_w;
-      args.t_base = t_base;
-      args.row0 = row0;
-      args.col0 = col0;
-      args.plane_h = ph;
-      args.plane_w = pw;
-      args.bias = bias.data();
+      set_planes(args, grid_w, t_base, row0, col0, ph, pw, bias.data());
       args.seg_len = seg * U;
       args.seg_stride = seg > 0 ? grid_w * U : 0;
       args.unit = U;
