@@ -595,6 +595,37 @@ def test_offset_bindings_reject_bad_segments(seg_len, seg_stride):
         _C.sddmm_offsets(ptr, offs, b, 8, 8, b, 0, 8, 1, np.zeros(1, dtype=np.float32), 1, **seg)
 
 
+@pytest.mark.parametrize("change, message", [
+    (dict(unit=3), "unit must be 1 or 16"),
+    (dict(grid_w=0), "grid_w must be set"),
+    (dict(length=24), "multiples of 16"),
+    (dict(seg_len=8, seg_stride=32), "multiples of 16"),
+    (dict(batch=17), "fill the last group"),
+    (dict(batch=0), "fill the last group"),
+    (dict(c_size=5), "buffer too small"),
+    (dict(c_stride=1), "images overlap"),
+])
+def test_offset_bindings_reject_bad_lanes(change, message):
+    """Unit-16 plane output: whole grid points, a batch that fits its groups, and every
+    image's planes inside c (checked against a call that is accepted as given)."""
+    from sparsetrain import _C
+    ptr = np.array([0, 1], dtype=np.int64)
+    offs = np.zeros(1, dtype=np.int64)
+    val, b = np.ones(1, dtype=np.float32), np.ones(64, dtype=np.float32)
+
+    def call(unit=16, grid_w=2, length=32, seg_len=0, seg_stride=0, batch=3, c_size=6,
+             c_stride=2):
+        c = np.zeros(c_size, dtype=np.float32)
+        _C.spmm_offsets(ptr, offs, val, None, None, b, 0, c, 2, c_stride, length, 1, 1,
+                        grid_w=grid_w, plane_h=1, plane_w=2, seg_len=seg_len,
+                        seg_stride=seg_stride, unit=unit, batch=batch)
+        return c
+
+    np.testing.assert_array_equal(call(), np.ones(6, dtype=np.float32))  # 3 images x 2 points
+    with pytest.raises(ValueError, match=message):
+        call(**change)
+
+
 def test_offset_segments_skip_the_columns_between():
     """seg_len of every seg_stride positions: the rest of C keeps what it held."""
     from sparsetrain import _C
