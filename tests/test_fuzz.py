@@ -626,6 +626,38 @@ def test_offset_bindings_reject_bad_lanes(change, message):
         call(**change)
 
 
+@pytest.mark.parametrize("change, message", [
+    (dict(merge=(2, 2, 2, 2, 0, 0, 1)), "merge takes"),
+    (dict(grid_w=2), "unit 1 and no grid_w"),
+    (dict(rows=3), "channels x stride phases"),
+    (dict(merge=(2, 2, 2, 2, 0, 0, 0, 1)), "phase planes smaller"),
+    (dict(merge=(2, 2, 2, 2, 1, 0, 1, 1)), "phase planes smaller"),
+    (dict(t_base=1), "past the end"),
+    (dict(c_size=3), "buffer too small"),
+    (dict(images=2, c_stride=3, c_size=8), "images overlap"),
+])
+def test_offset_bindings_reject_bad_merge(change, message):
+    """The merge form (phase planes straight into NCHW): a layout of 8 numbers, unit 1 without
+    grid_w, rows that are whole channels, positions inside a phase plane, and every image's
+    planes inside c (checked against a call that is accepted as given)."""
+    from sparsetrain import _C
+    val, b = np.ones(1, dtype=np.float32), np.full(64, 2.0, dtype=np.float32)
+    offs = np.zeros(1, dtype=np.int64)
+
+    def call(merge=(2, 2, 2, 2, 0, 0, 1, 1), grid_w=0, rows=4, t_base=0, c_size=4, c_stride=4,
+             images=1):
+        ptr = np.array([0] + [1] * rows, dtype=np.int64)
+        c = np.full(c_size, 7.0, dtype=np.float32)
+        _C.spmm_offsets(ptr, offs, val, None, None, b, 1, c, 0, c_stride, 1, images, 1,
+                        grid_w=grid_w, plane_h=1, plane_w=1, t_base=t_base, merge=merge)
+        return c
+
+    # One channel, 2x2 phases of one pixel each: phase (0, 0) (row 0) is pixel (0, 0).
+    np.testing.assert_array_equal(call(), np.array([2, 0, 0, 0], dtype=np.float32))
+    with pytest.raises(ValueError, match=message):
+        call(**change)
+
+
 def test_offset_segments_skip_the_columns_between():
     """seg_len of every seg_stride positions: the rest of C keeps what it held."""
     from sparsetrain import _C

@@ -135,3 +135,31 @@ def test_validate_csr_checks_row_pointer_length():
     with pytest.raises(ValueError, match="length"):
         formats.validate_csr(torch.tensor([0, 2], dtype=torch.int64),
                              torch.tensor([0, 1], dtype=torch.int32), 2, 3)
+
+
+@pytest.mark.parametrize("unit", [1, 16])
+@pytest.mark.parametrize("stride", [1, 2])
+def test_pack_input_reports_nonfinite_x(isa, unit, stride):
+    """conv_pack_input(check_finite=True) says whether x held a NaN or ±Inf (None unasked),
+    and packs the same values either way."""
+    n, c, h, w = 18, 3, 7, 37
+    hq, wq = -(-(h + 2) // stride), -(-(w + 2) // stride)
+    groups = -(-n // unit)
+
+    def pack(x, **kw):
+        out = torch.full((groups * c * stride * stride * hq * wq * unit,), float("nan"))
+        res = _C.conv_pack_input(np(x.view(-1)), np(out), n, c, unit, h, w, stride, stride, 1, 1,
+                                 hq, wq, 2, **kw)
+        return out, res
+
+    x = torch.randn(n, c, h, w)
+    plain, res = pack(x)
+    assert res is None
+    checked, res = pack(x, check_finite=True)
+    assert res is True
+    torch.testing.assert_close(checked, plain, rtol=0, atol=0)
+    for bad in (float("nan"), float("inf"), float("-inf")):
+        for at in [(0, 0, 0, 0), (n - 1, c - 1, h - 1, w - 1), (n // 2, 1, 3, 17)]:
+            xb = x.clone()
+            xb[at] = bad
+            assert pack(xb, check_finite=True)[1] is False, (bad, at)

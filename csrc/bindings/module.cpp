@@ -11,6 +11,7 @@
 
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "dispatch/isa.h"
 #include "formats/csr.h"
@@ -261,15 +262,41 @@ void check_segments(int64_t seg_len, int64_t seg_stride) {
   if (seg_len > 0 && seg_len > seg_stride) bad("segment longer than its stride");
 }
 
+k::ConvInputLayout conv_input_layout(int64_t n, int64_t c, int64_t unit, int64_t h, int64_t w,
+                                     int64_t sh, int64_t sw, int64_t pt, int64_t pl, int64_t hq,
+                                     int64_t wq);
+
+// spmm_offsets' merge form: (h, w, sh, sw, pt, pl, hq, wq) of the strided input whose phase
+// planes the rows are; the result goes straight into `images` NCHW tensors of
+// rows / (sh * sw) channels, c_image_stride apart.
+k::ConvInputLayout merge_layout(py::object merge_o, int64_t rows, int64_t images, int64_t t_base,
+                                int64_t len, int64_t c_size, int64_t c_image_stride) {
+  const auto m = merge_o.cast<std::vector<int64_t>>();
+  if (m.size() != 8) bad("merge takes (h, w, sh, sw, pt, pl, hq, wq)");
+  const int64_t h = m[0], w = m[1], sh = m[2], sw = m[3];
+  if (sh < 1 || sw < 1) bad("bad convolution input layout");
+  if (rows % mul(sh, sw)) bad("merge: rows must be channels x stride phases");
+  const auto l = conv_input_layout(images, rows / (sh * sw), 1, h, w, sh, sw, m[4], m[5], m[6],
+                                   m[7]);
+  if (t_base < 0 || sum(t_base, len) > mul(l.hq, l.wq))
+    bad("merge: positions past the end of a phase plane");
+  check_extent("c", c_size, images, c_image_stride, 0, mul(l.c, h, w));
+  check_disjoint("c", images, c_image_stride, mul(l.c, h, w));
+  return l;
+}
+
 void spmm_offsets(py::array ptr_a, py::array off_a, py::array val_a, py::object pos_o,
                   py::object scratch_o, py::array b_a, int64_t b_image_stride, py::array c_a,
                   int64_t ldc, int64_t c_image_stride, int64_t len, int64_t images, int nthreads,
                   int64_t grid_w, int64_t t_base, int64_t row0, int64_t col0, int64_t plane_h,
                   int64_t plane_w, py::object bias_o, int64_t seg_len, int64_t seg_stride,
-                  int64_t unit, int64_t batch) {
+                  int64_t unit, int64_t batch, py::object merge_o) {
   const auto ix = offsets_index(ptr_a, off_a, len, images);
   check_segments(seg_len, seg_stride);
   if (unit != 1 && unit != 16) bad("unit must be 1 or 16");
+  const bool merging = !merge_o.is_none();
+  if (merging && (unit != 1 || grid_w > 0))
+    bad("merge writes NCHW planes itself: unit 1 and no grid_w");
   if (unit == 16) {  // planes of a batch-innermost B: whole grid points of 16 floats
     if (grid_w <= 0) bad("unit 16 writes planes: grid_w must be set");
     if (len % 16 || seg_len % 16 || seg_stride % 16)
@@ -300,14 +327,18 @@ void spmm_offsets(py::array ptr_a, py::array off_a, py::array val_a, py::object 
       if (bv.size() != rows) bad("bias length differs from the row count");
       bias = bv.data;
     }
-  } else {
+  }
+  k::ConvInputLayout merge;
+  if (merging) {
+    merge = merge_layout(merge_o, rows, images, t_base, len, c.size(), c_image_stride);
+  } else if (grid_w <= 0) {
     check_row_block("c", c.size(), images, c_image_stride, rows, ldc, len);
   }
   if (len == 0 || images == 0) return;  // nothing to compute (and nothing is written)
   k::SpmmOffsetsArgs args{ix.ptr.data, ix.off.data, val.data, sc.pos, sc.scratch, rows, b.data,
                           b_image_stride, c.data, ldc, c_image_stride, len, images, nthreads,
                           grid_w, t_base, row0, col0, plane_h, plane_w, bias, seg_len,
-                          seg_stride, unit, batch};
+                          seg_stride, unit, batch, merging ? &merge : nullptr};
   py::gil_scoped_release release;
   sparsetrain::kernel_table().spmm_offsets(args);
 }
@@ -341,21 +372,30 @@ k::ConvInputLayout conv_input_layout(int64_t n, int64_t c, int64_t unit, int64_t
   return {n, c, (n + unit - 1) / unit, unit, h, w, sh, sw, pt, pl, hq, wq};
 }
 
-void conv_input(bool pack, py::array x_a, py::array packed_a, int64_t n, int64_t c, int64_t unit,
-                int64_t h, int64_t w, int64_t sh, int64_t sw, int64_t pt, int64_t pl, int64_t hq,
-                int64_t wq, int nthreads) {
+// Packs (or unpacks) x; a pack with check_finite also returns whether every value of x is
+// finite (None otherwise).
+py::object conv_input(bool pack, py::array x_a, py::array packed_a, int64_t n, int64_t c,
+                      int64_t unit, int64_t h, int64_t w, int64_t sh, int64_t sw, int64_t pt,
+                      int64_t pl, int64_t hq, int64_t wq, int nthreads, bool check_finite) {
   auto x = view<float>(x_a, "x", 1, !pack);
   auto packed = view<float>(packed_a, "packed", 1, pack);
   const auto l = conv_input_layout(n, c, unit, h, w, sh, sw, pt, pl, hq, wq);
   if (x.size() != mul(n, c, h, w)) bad("x has the wrong size for the layout");
   if (packed.size() != mul(mul(l.groups, c, sh, sw), hq, wq, unit))
     bad("packed has the wrong size for the layout");
-  k::ConvInputArgs args{l, x.data, packed.data, nthreads};
-  py::gil_scoped_release release;
-  if (pack)
-    sparsetrain::kernel_table().conv_pack_input(args);
-  else
-    sparsetrain::kernel_table().conv_unpack_grad_input(args);
+  std::vector<unsigned char> finite(check_finite && pack ? mul(l.groups, c) : 0, 1);
+  k::ConvInputArgs args{l, x.data, packed.data, nthreads, finite.empty() ? nullptr : finite.data()};
+  {
+    py::gil_scoped_release release;
+    if (pack)
+      sparsetrain::kernel_table().conv_pack_input(args);
+    else
+      sparsetrain::kernel_table().conv_unpack_grad_input(args);
+  }
+  if (!(check_finite && pack)) return py::none();
+  for (unsigned char f : finite)
+    if (!f) return py::bool_(false);
+  return py::bool_(true);
 }
 
 void conv_pack_grad_output(py::array y_a, py::array grid_a, py::object sums_o, int64_t n,
@@ -535,20 +575,25 @@ PYBIND11_MODULE(_C, m) {
         py::arg("nthreads"), py::arg("grid_w") = 0, py::arg("t_base") = 0, py::arg("row0") = 0,
         py::arg("col0") = 0, py::arg("plane_h") = 0, py::arg("plane_w") = 0,
         py::arg("bias") = py::none(), py::arg("seg_len") = 0, py::arg("seg_stride") = 0,
-        py::arg("unit") = 1, py::arg("batch") = 0);
+        py::arg("unit") = 1, py::arg("batch") = 0, py::arg("merge") = py::none());
   m.def("sddmm_offsets", &sddmm_offsets, py::arg("ptr"), py::arg("offsets"), py::arg("a"),
         py::arg("lda"), py::arg("a_image_stride"), py::arg("b"), py::arg("b_image_stride"),
         py::arg("len"), py::arg("images"), py::arg("out"), py::arg("nthreads"),
         py::arg("seg_len") = 0, py::arg("seg_stride") = 0);
-  m.def("conv_pack_input", [](py::array x, py::array packed, int64_t n, int64_t c, int64_t unit,
-                              int64_t h, int64_t w, int64_t sh, int64_t sw, int64_t pt, int64_t pl,
-                              int64_t hq, int64_t wq, int nthreads) {
-    conv_input(true, x, packed, n, c, unit, h, w, sh, sw, pt, pl, hq, wq, nthreads);
-  });
+  m.def("conv_pack_input",
+        [](py::array x, py::array packed, int64_t n, int64_t c, int64_t unit, int64_t h,
+           int64_t w, int64_t sh, int64_t sw, int64_t pt, int64_t pl, int64_t hq, int64_t wq,
+           int nthreads, bool check_finite) {
+          return conv_input(true, x, packed, n, c, unit, h, w, sh, sw, pt, pl, hq, wq, nthreads,
+                            check_finite);
+        },
+        py::arg("x"), py::arg("packed"), py::arg("n"), py::arg("c"), py::arg("unit"), py::arg("h"),
+        py::arg("w"), py::arg("sh"), py::arg("sw"), py::arg("pt"), py::arg("pl"), py::arg("hq"),
+        py::arg("wq"), py::arg("nthreads"), py::arg("check_finite") = false);
   m.def("conv_unpack_grad_input", [](py::array x, py::array packed, int64_t n, int64_t c,
                                      int64_t unit, int64_t h, int64_t w, int64_t sh, int64_t sw,
                                      int64_t pt, int64_t pl, int64_t hq, int64_t wq, int nthreads) {
-    conv_input(false, x, packed, n, c, unit, h, w, sh, sw, pt, pl, hq, wq, nthreads);
+    conv_input(false, x, packed, n, c, unit, h, w, sh, sw, pt, pl, hq, wq, nthreads, false);
   });
   m.def("conv_pack_grad_output", &conv_pack_grad_output);
   m.def("conv_direct_spmm", &conv_direct_spmm);

@@ -7,6 +7,7 @@
 #include <cstring>
 
 #include "kernels/kernels.h"
+#include "kernels/phases.h"
 #include "kernels/rows.h"
 #include "kernels/vec.h"
 #include "threading/parallel.h"
@@ -92,37 +93,6 @@ inline void pack_phases(const float* x, const ConvInputLayout& l, float* out) {
   }
 }
 
-// The inverse for the input gradient: the real pixels of a channel's phase planes (in) back
-// into its NCHW plane (x). Stride 2 interleaves the two phases of a row a vector pair at a time.
-inline void merge_phases(const float* in, const ConvInputLayout& l, float* x) {
-  constexpr int64_t W = Vec::W;
-  const int64_t wq = l.wq, plane = l.hq * wq, sw = l.sw;
-  int64_t ph = l.pt % l.sh, qh = l.pt / l.sh;
-  for (int64_t ih = 0; ih < l.h; ++ih, x += l.w) {
-    const float* rows = in + ph * sw * plane + qh * wq;  // phase (ph, 0), row qh
-    int64_t iw = 0;
-    if (sw == 2) {
-      // Column iw = 2k + e comes from phase pw_e = (e + pl) % 2 at q = k + (e + pl - pw_e) / 2.
-      const int64_t pw0 = l.pl % 2, pw1 = (1 + l.pl) % 2;
-      const float* s0 = rows + pw0 * plane + (l.pl - pw0) / 2;
-      const float* s1 = rows + pw1 * plane + (1 + l.pl - pw1) / 2;
-      for (; iw + 2 * W <= l.w; iw += 2 * W)
-        store_interleaved(x + iw, Vec::load(s0 + iw / 2), Vec::load(s1 + iw / 2));
-    }
-    for (int64_t pw = (iw + l.pl) % sw, q = (iw + l.pl) / sw; iw < l.w; ++iw) {
-      x[iw] = rows[pw * plane + q];
-      if (++pw == sw) {
-        pw = 0;
-        ++q;
-      }
-    }
-    if (++ph == l.sh) {
-      ph = 0;
-      ++qh;
-    }
-  }
-}
-
 // unit = 16 tiles are staged through a row buffer: 16 image rows of up to kSeg floats each,
 // kStage apart. Transposing straight between 16 NCHW rows one channel*plane apart (often a
 // multiple of 4 KiB) lands every row in the same L1 set and thrashes it; the staging copies
@@ -193,102 +163,108 @@ class ChannelSum {
   double sum_ = 0.0;
 };
 
+// Packs channel i % c of group i / c (every position of its phase planes is written).
+inline void pack_channel(const ConvInputArgs& a, int64_t i, float* tmp, float* stage) {
+  // Locals, not references: vector stores may alias anything, so every value reached through
+  // a reference would be reloaded after each store.
+  const ConvInputLayout l = a.layout;
+  const int64_t hw = l.h * l.w, chw = l.c * hw;
+  const int64_t hp = l.hq * l.sh, wp = l.wq * l.sw;
+  const int64_t u = l.unit, pt = l.pt, pl = l.pl, wq = l.wq;
+  const int64_t g = i / l.c, c = i - g * l.c;
+  float* out = a.packed + g * group_pixels(l) * u;
+  const int64_t n0 = g * u;
+  const int64_t images = l.n - n0 < u ? l.n - n0 : u;
+  const float* x = a.x + n0 * chw + c * hw;
+  if (u == kU && l.sh == 1 && l.sw == 1) {
+    // Stride 1: zero the border, then move the contiguous NCHW plane in flat segments
+    // (short rows no longer pay a per-row overhead).
+    float* plane = out + c * l.hq * l.wq * kU;
+    for (int64_t ihp = 0; ihp < hp; ++ihp) {
+      float* r = plane + ihp * l.wq * kU;
+      if (ihp < pt || ihp >= pt + l.h) {
+        zero_row(r, wp * kU);
+      } else {
+        zero_row(r, pl * kU);
+        zero_row(r + (pl + l.w) * kU, (wp - pl - l.w) * kU);
+      }
+    }
+    for (int64_t seg = 0; seg < hw; seg += kSeg) {
+      const int64_t k = hw - seg < kSeg ? hw - seg : kSeg;
+      stage_rows(x + seg, chw, images, k, stage);
+      int64_t ih = seg / l.w, iw = seg - ih * l.w;
+      for (int64_t j0 = 0; j0 < k; j0 += kU) {
+        transpose16(stage + j0, kStage, tmp, kU);  // tmp[pixel][image]
+        const int64_t n = k - j0 < kU ? k - j0 : kU;
+        for (int64_t j = 0; j < n; ++j) {
+          copy16(plane + ((ih + pt) * wq + iw + pl) * kU, tmp + j * kU);
+          if (++iw == l.w) {
+            iw = 0;
+            ++ih;
+          }
+        }
+      }
+    }
+    return;
+  }
+  if (u == 1 && l.sh == 1 && l.sw == 1) {  // rows with zero borders, inline copies
+    float* r = out + c * l.hq * wq;
+    for (int64_t ihp = 0; ihp < hp; ++ihp, r += wq) {
+      const int64_t ih = ihp - pt;
+      if (ih < 0 || ih >= l.h) {
+        zero_row(r, wp);
+        continue;
+      }
+      zero_row(r, pl);
+      copy_row(x + ih * l.w, r + pl, l.w);
+      zero_row(r + pl + l.w, wp - pl - l.w);
+    }
+    return;
+  }
+  if (u == 1) {  // strided (stride 1 is above)
+    pack_phases(x, l, out + c * l.sh * l.sw * l.hq * wq);
+    return;
+  }
+  for (int64_t ihp = 0; ihp < hp; ++ihp) {
+    const PaddedRow row(l, c, ihp);
+    const int64_t ih = ihp - l.pt;
+    const auto zero = [&](int64_t, int64_t px) { zero_row(out + px * u, u); };
+    if (ih < 0 || ih >= l.h) {
+      walk_row(row, 0, wp, zero);
+      continue;
+    }
+    walk_row(row, 0, l.pl, zero);
+    walk_row(row, l.pl + l.w, wp, zero);
+    const float* xrow = x + ih * l.w;
+    for (int64_t seg = 0; seg < l.w; seg += kSeg) {
+      const int64_t k = l.w - seg < kSeg ? l.w - seg : kSeg;
+      stage_rows(xrow + seg, chw, images, k, stage);
+      for (int64_t j0 = 0; j0 < k; j0 += kU) {
+        const int64_t iwp0 = l.pl + seg + j0, n = k - j0 < kU ? k - j0 : kU;
+        if (l.sw == 1 && n == kU) {  // 16 consecutive pixels: transpose straight in place
+          transpose16(stage + j0, kStage, out + row.at(iwp0) * kU, kU);
+          continue;
+        }
+        transpose16(stage + j0, kStage, tmp, kU);  // tmp[pixel][image]
+        walk_row(row, iwp0, iwp0 + n, [&](int64_t iwp, int64_t px) {
+          copy16(out + px * kU, tmp + (iwp - iwp0) * kU);
+        });
+      }
+    }
+  }
+}
+
 }  // namespace
 
 void f32_conv_pack_input(const ConvInputArgs& a) {
   const ConvInputLayout& la = a.layout;
   const int64_t work = la.hq * la.sh * la.wq * la.sw * la.unit;
   parallel_uniform(a.nthreads, la.groups * la.c, work, [&](int64_t i0, int64_t i1) {
-    // Locals, not captures: vector stores may alias anything, so every value reached through
-    // the closure would be reloaded after each store.
-    const ConvInputLayout l = la;
-    const int64_t hw = l.h * l.w, chw = l.c * hw;
-    const int64_t hp = l.hq * l.sh, wp = l.wq * l.sw;
-    const int64_t u = l.unit, pt = l.pt, pl = l.pl, wq = l.wq;
     alignas(64) float tmp[kU * kU];
     alignas(64) float stage[kU * kStage];
     for (int64_t i = i0; i < i1; ++i) {
-      const int64_t g = i / l.c, c = i - g * l.c;
-      float* out = a.packed + g * group_pixels(l) * u;
-      const int64_t n0 = g * u;
-      const int64_t images = l.n - n0 < u ? l.n - n0 : u;
-      const float* x = a.x + n0 * chw + c * hw;
-      if (u == kU && l.sh == 1 && l.sw == 1) {
-        // Stride 1: zero the border, then move the contiguous NCHW plane in flat segments
-        // (short rows no longer pay a per-row overhead).
-        float* plane = out + c * l.hq * l.wq * kU;
-        for (int64_t ihp = 0; ihp < hp; ++ihp) {
-          float* r = plane + ihp * l.wq * kU;
-          if (ihp < pt || ihp >= pt + l.h) {
-            zero_row(r, wp * kU);
-          } else {
-            zero_row(r, pl * kU);
-            zero_row(r + (pl + l.w) * kU, (wp - pl - l.w) * kU);
-          }
-        }
-        for (int64_t seg = 0; seg < hw; seg += kSeg) {
-          const int64_t k = hw - seg < kSeg ? hw - seg : kSeg;
-          stage_rows(x + seg, chw, images, k, stage);
-          int64_t ih = seg / l.w, iw = seg - ih * l.w;
-          for (int64_t j0 = 0; j0 < k; j0 += kU) {
-            transpose16(stage + j0, kStage, tmp, kU);  // tmp[pixel][image]
-            const int64_t n = k - j0 < kU ? k - j0 : kU;
-            for (int64_t j = 0; j < n; ++j) {
-              copy16(plane + ((ih + pt) * wq + iw + pl) * kU, tmp + j * kU);
-              if (++iw == l.w) {
-                iw = 0;
-                ++ih;
-              }
-            }
-          }
-        }
-        continue;
-      }
-      if (u == 1 && l.sh == 1 && l.sw == 1) {  // rows with zero borders, inline copies
-        float* r = out + c * l.hq * wq;
-        for (int64_t ihp = 0; ihp < hp; ++ihp, r += wq) {
-          const int64_t ih = ihp - pt;
-          if (ih < 0 || ih >= l.h) {
-            zero_row(r, wp);
-            continue;
-          }
-          zero_row(r, pl);
-          copy_row(x + ih * l.w, r + pl, l.w);
-          zero_row(r + pl + l.w, wp - pl - l.w);
-        }
-        continue;
-      }
-      if (u == 1) {  // strided (stride 1 is above)
-        pack_phases(x, l, out + c * l.sh * l.sw * l.hq * wq);
-        continue;
-      }
-      for (int64_t ihp = 0; ihp < hp; ++ihp) {
-        const PaddedRow row(l, c, ihp);
-        const int64_t ih = ihp - l.pt;
-        const auto zero = [&](int64_t, int64_t px) { zero_row(out + px * u, u); };
-        if (ih < 0 || ih >= l.h) {
-          walk_row(row, 0, wp, zero);
-          continue;
-        }
-        walk_row(row, 0, l.pl, zero);
-        walk_row(row, l.pl + l.w, wp, zero);
-        const float* xrow = x + ih * l.w;
-        for (int64_t seg = 0; seg < l.w; seg += kSeg) {
-          const int64_t k = l.w - seg < kSeg ? l.w - seg : kSeg;
-          stage_rows(xrow + seg, chw, images, k, stage);
-          for (int64_t j0 = 0; j0 < k; j0 += kU) {
-            const int64_t iwp0 = l.pl + seg + j0, n = k - j0 < kU ? k - j0 : kU;
-            if (l.sw == 1 && n == kU) {  // 16 consecutive pixels: transpose straight in place
-              transpose16(stage + j0, kStage, out + row.at(iwp0) * kU, kU);
-              continue;
-            }
-            transpose16(stage + j0, kStage, tmp, kU);  // tmp[pixel][image]
-            walk_row(row, iwp0, iwp0 + n, [&](int64_t iwp, int64_t px) {
-              copy16(out + px * kU, tmp + (iwp - iwp0) * kU);
-            });
-          }
-        }
-      }
+      pack_channel(a, i, tmp, stage);
+      if (a.finite) a.finite[i] = finite_row(a.packed + i * work, work);
     }
   });
 }

@@ -105,6 +105,7 @@ struct UnpackArgs {
 // tail). The caller guarantees every B_n[off[j] + t], t < len, is inside its buffer.
 // With pos set, values are CSR-ordered and scattered into this index's order first (as in
 // SpmmArgs).
+struct ConvInputLayout;  // below
 struct SpmmOffsetsArgs {
   const int64_t* ptr;  // rows + 1
   const int64_t* off;  // ptr[rows]
@@ -135,6 +136,13 @@ struct SpmmOffsetsArgs {
   // segments are multiples of 16). Lane m of group n is image 16 n + m of `batch`; its planes
   // start at c + (16 n + m) * c_image_stride (NCHW). Lanes past `batch` are dropped.
   int64_t unit = 1, batch = 0;
+  // Optional (merge set; unit 1, no grid_w): the input gradient of a strided convolution
+  // written straight into NCHW. Rows are the merge->c channels x (sh * sw) stride phases of
+  // the padded input, channel-major; row position t is phase-plane pixel t_base + t. Each
+  // channel's phase planes are computed into a per-thread buffer (positions outside
+  // [t_base, t_base + len) read as zero) and interleaved into C_n's plane for that channel
+  // (h x w, channel planes contiguous): the phase planes never go through memory.
+  const ConvInputLayout* merge = nullptr;
 };
 
 //   out[j] = sum_n sum_{t < len} A_n[r, t] * B_n[off[j] + t]   for nonzero j of row r
@@ -173,6 +181,10 @@ struct ConvInputArgs {
   float* x;       // n * c * h * w
   float* packed;  // groups * c * sh * sw * hq * wq * unit
   int nthreads;
+  // pack only, optional (groups * c): finite[g * c + ch] = 1 iff every value channel ch of
+  // group g packed is finite (read back while it is in cache: the forward pass's NaN/Inf
+  // check without a pass of its own over x).
+  unsigned char* finite = nullptr;
 };
 
 // Output side: channel c of group g holds per_channel pixels; output pixel (oh, ow) is at

@@ -37,6 +37,24 @@ inline void zero_row(float* d, int64_t k) {
   if (j < k) Vec::store_n(d + j, Vec::zero(), static_cast<int>(k - j));
 }
 
+// True iff every float of p[0:k] is finite: x * 0 is NaN exactly when x is NaN or ±Inf.
+inline bool finite_row(const float* p, int64_t k) {
+  constexpr int64_t W = Vec::W;
+  const Vec z = Vec::zero();
+  Vec a = z, b = z;
+  int64_t j = 0;
+  for (; j + 2 * W <= k; j += 2 * W) {
+    a = fma(Vec::load(p + j), z, a);
+    b = fma(Vec::load(p + j + W), z, b);
+  }
+  for (; j < k; j += W) a = fma(Vec::load_n(p + j, k - j < W ? static_cast<int>(k - j) : W), z, a);
+  alignas(64) float lanes[W];
+  Vec::store(lanes, add(a, b));
+  bool finite = true;
+  for (int64_t i = 0; i < W; ++i) finite = finite && lanes[i] == 0.0f;  // NaN compares unequal
+  return finite;
+}
+
 // 16 x 16 transpose: dst[j * ldd + i] = src[i * lds + j], from W x W register transposes
 // (the pixel x image blocks of the batch-innermost convolution layout).
 inline void transpose16(const float* src, int64_t lds, float* dst, int64_t ldd) {

@@ -3,7 +3,11 @@
 // input plane starts) and its input gradient (rows = input channel phase planes, off into
 // the padded output gradient), vectorized along the flattened spatial grid.
 // Threads own disjoint (image, row) pairs, balanced by nonzero count.
+#include <cstddef>
+#include <vector>
+
 #include "kernels/kernels.h"
+#include "kernels/phases.h"
 #include "kernels/rows.h"
 #include "kernels/spmm_tiles.h"
 #include "threading/parallel.h"
@@ -55,6 +59,36 @@ inline void scatter_to_planes16(const SpmmOffsetsArgs& a, const float* buf, int6
   };
   for_each_plane_run(a, t0 / 16, (t1 - t0) / 16, copy);
 }
+// The merge form (see SpmmOffsetsArgs::merge): threads own (image, channel) pairs; each
+// channel's phase planes go through a per-thread buffer straight into its NCHW plane.
+void spmm_merge_phases(const SpmmOffsetsArgs& a, const float* values) {
+  const ConvInputLayout& l = *a.merge;
+  const int64_t phases = l.sh * l.sw, plane = l.hq * l.wq, hw = l.h * l.w;
+  const int64_t base = a.ptr[0], per_image = a.ptr[a.rows] - base + a.rows;
+  parallel_balanced(
+      a.nthreads, l.c * a.images, phases * a.len,
+      [&](int64_t i) {
+        const int64_t n = i / l.c, ch = i - n * l.c;
+        return n * per_image + a.ptr[ch * phases] - base + ch * phases;
+      },
+      [&](int64_t i0, int64_t i1) {
+        // Zero once: the kernel only ever writes [t_base, t_base + len) of each plane.
+        std::vector<float> planes(static_cast<std::size_t>(phases * plane), 0.0f);
+        float* const buf = planes.data() + a.t_base;
+        for (int64_t i = i0; i < i1; ++i) {
+          const int64_t n = i / l.c, ch = i - n * l.c;
+          const float* b = a.b + n * a.b_image_stride;
+          const auto src = [&](int64_t j) { return b + a.off[j]; };
+          for_each_span(a.len, a.seg_len, a.seg_stride, [&](int64_t t0, int64_t t1) {
+            for (int64_t p = 0; p < phases; ++p) {
+              const int64_t r = ch * phases + p;
+              spmm_span(a.ptr[r], a.ptr[r + 1], src, values, t0, t1, buf + p * plane);
+            }
+          });
+          merge_phases(planes.data(), l, a.c + n * a.c_image_stride + ch * hw);
+        }
+      });
+}
 }  // namespace
 
 void f32_spmm_csr_offsets(const SpmmOffsetsArgs& a) {
@@ -62,6 +96,10 @@ void f32_spmm_csr_offsets(const SpmmOffsetsArgs& a) {
   const float* values = a.val;
   const int64_t nnz = a.ptr[a.rows] - a.ptr[0];
   if (a.pos != nullptr) values = scatter_values(a.val, a.pos, nnz, a.scratch, a.nthreads);
+  if (a.merge != nullptr) {
+    spmm_merge_phases(a, values);
+    return;
+  }
   const int64_t base = a.ptr[0];
   const int64_t per_image = nnz + a.rows;
   parallel_balanced(

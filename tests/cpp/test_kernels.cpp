@@ -336,6 +336,55 @@ TEST_P(Kernels, SpmmOffsetsUnit16IntoPlanes) {
   }
 }
 
+// The input gradient of a strided convolution straight into NCHW: rows are channels x
+// stride phases, each channel's phase planes interleaved into its plane. Positions of a
+// phase plane outside [t_base, t_base + len) count as zero; the gap between images is never
+// written.
+TEST_P(Kernels, SpmmOffsetsMergesPhasesIntoNchw) {
+  const auto& table = st::kernel_table(GetParam());
+  const auto& scalar = st::kernel_table(st::Isa::scalar);
+  std::mt19937 rng(12);
+  struct G { int64_t c, h, w, sh, sw, pt, pl, t_base, tail; };
+  for (const G& g : {G{3, 7, 9, 2, 2, 1, 1, 0, 0}, G{2, 6, 75, 2, 2, 1, 1, 4, 3},
+                     G{2, 5, 64, 2, 2, 0, 3, 0, 0}, G{1, 5, 33, 2, 2, 1, 0, 2, 40},
+                     G{2, 7, 8, 3, 2, 2, 1, 1, 1}, G{1, 4, 40, 1, 3, 0, 2, 0, 0}}) {
+    const int64_t hq = (g.h + 2 * g.pt + g.sh - 1) / g.sh, wq = (g.w + 2 * g.pl + g.sw - 1) / g.sw;
+    const int64_t phases = g.sh * g.sw, plane = hq * wq, rows = g.c * phases, images = 3;
+    const int64_t len = plane - g.t_base - g.tail, max_off = 50;
+    const k::ConvInputLayout l{images, g.c, images, 1, g.h, g.w, g.sh, g.sw, g.pt, g.pl, hq, wq};
+    OffsetCsr a = random_offsets(rows, 5, max_off, rng);
+    const int64_t b_image = max_off + len + 3, hw = g.h * g.w, c_image = g.c * hw + 5;
+    std::vector<float> b = random_vec(images * b_image, rng);
+    // The phase planes, then interleaved by the definition of the packed layout.
+    std::vector<float> ref(images * c_image, -7.f);
+    for (int64_t n = 0; n < images; ++n) {
+      std::vector<float> planes(rows * plane, 0.f);
+      for (int64_t r = 0; r < rows; ++r)
+        for (int64_t j = a.ptr[r]; j < a.ptr[r + 1]; ++j)
+          for (int64_t t = 0; t < len; ++t)
+            planes[r * plane + g.t_base + t] += a.val[j] * b[n * b_image + a.off[j] + t];
+      for (int64_t ch = 0; ch < g.c; ++ch)
+        for (int64_t ih = 0; ih < g.h; ++ih)
+          for (int64_t iw = 0; iw < g.w; ++iw) {
+            const int64_t hp = ih + g.pt, wp = iw + g.pl;
+            const int64_t r = ch * phases + (hp % g.sh) * g.sw + wp % g.sw;
+            ref[n * c_image + ch * hw + ih * g.w + iw] =
+                planes[r * plane + (hp / g.sh) * wq + wp / g.sw];
+          }
+    }
+    for (const auto* t : {&table, &scalar}) {
+      std::vector<float> c(images * c_image, -7.f);
+      k::SpmmOffsetsArgs args{a.ptr.data(), a.off.data(), a.val.data(), nullptr, nullptr, rows,
+                              b.data(), b_image, c.data(), 0, c_image, len, images, 2};
+      args.t_base = g.t_base;
+      args.merge = &l;
+      t->spmm_offsets(args);
+      expect_close(c, ref, 1e-5f, std::string(t == &scalar ? "scalar" : "isa") +
+                                      " merge, width " + std::to_string(g.w));
+    }
+  }
+}
+
 TEST_P(Kernels, SddmmOffsetsMatchesNaiveAndScalar) {
   const auto& table = st::kernel_table(GetParam());
   const auto& scalar = st::kernel_table(st::Isa::scalar);
@@ -445,6 +494,27 @@ TEST_P(Kernels, ConvLayoutsRoundTripAndMatchScalar) {
       for (size_t i = 0; i < p.size(); ++i) ASSERT_EQ(p[i], ps[i]) << "pack_input at " << i;
       table.conv_unpack_grad_input({l, back.data(), p.data(), 2});
       for (size_t i = 0; i < x.size(); ++i) ASSERT_EQ(back[i], x[i]) << "input round trip at " << i;
+      // Finite flags per (group, channel): all set for finite x; a NaN, +Inf or -Inf clears
+      // exactly the flag of the channel (and group) holding it.
+      const size_t flags_n = static_cast<size_t>(l.groups * g.c);
+      std::vector<unsigned char> flags(flags_n, 7);
+      table.conv_pack_input({l, x.data(), p.data(), 2, flags.data()});
+      for (size_t i = 0; i < flags_n; ++i) ASSERT_EQ(flags[i], 1) << "finite flag " << i;
+      const float bad[] = {NAN, INFINITY, -INFINITY};
+      for (int b = 0; b < 3; ++b) {
+        std::vector<float> xb = x;
+        const size_t at = (x.size() * (2 * b + 1)) / 6;  // spread over images and channels
+        xb[at] = bad[b];
+        const int64_t n = static_cast<int64_t>(at) / (g.c * g.h * g.w);
+        const int64_t c = static_cast<int64_t>(at) / (g.h * g.w) % g.c;
+        for (const auto* t : {&table, &scalar}) {
+          std::fill(flags.begin(), flags.end(), 7);
+          t->conv_pack_input({l, xb.data(), p.data(), 2, flags.data()});
+          for (size_t i = 0; i < flags_n; ++i)
+            ASSERT_EQ(flags[i], static_cast<int64_t>(i) == (n / unit) * g.c + c ? 0 : 1)
+                << "finite flag " << i << " with a non-finite value at " << at;
+        }
+      }
 
       // Output side: a grid with offset and row stride wider than the output.
       const int64_t ho = g.h, wo = g.w, owq = g.w + 2, offset = 5, per = offset + ho * owq + 3;

@@ -18,7 +18,8 @@ from the kernels' in three ways: it multiplies the pruned (zero) weights too (0 
 it skips the zero padding (an Inf weight next to the border gives Inf, not Inf · 0 = NaN),
 and it never touches the grid columns past the output width that the offset kernels compute
 and drop. So, after a cheap sound pre-check (a tensor's sum is finite only if all its
-elements are; see functional/linear.py), whatever a non-finite number reaches is computed
+elements are; see functional/linear.py; x is checked by the pack kernel as it packs it, with no
+pass of its own), whatever a non-finite number reaches is computed
 with the dense weight by PyTorch's own convolution: the images of x holding one (forward),
 every image when a weight is non-finite (forward and input gradient), the images of dy
 holding one (input gradient), and the values gradient when x or dy holds one. Finite inputs
@@ -92,12 +93,15 @@ class _Layout:
         return (self.n, g.in_channels, self.unit, s.H, s.W, g.stride[0], g.stride[1], pt, pl,
                 s.Hq, s.Wq)
 
-    def pack_x(self, x):
+    def pack_x(self, x, check_finite=False):
+        """The packed input, and (if asked) whether x is all finite, read back while packing;
+        None where not asked or where there is no pack (then check x itself)."""
         if self.direct:
-            return x.reshape(-1)
+            return x.reshape(-1), None
         out = _workspace.empty(self.images * self.x_image * self.unit)
-        _C.conv_pack_input(_np(x.reshape(-1)), _np(out), *self._input_args(), get_num_threads())
-        return out
+        finite = _C.conv_pack_input(_np(x.reshape(-1)), _np(out), *self._input_args(),
+                                    get_num_threads(), check_finite=check_finite)
+        return out, finite
 
     def unpack_dx(self, dxq):
         g, s = self.g, self.s
@@ -170,6 +174,17 @@ class _Layout:
                             grid_w=s.Wq, t_base=s.dx_start, row0=pt, col0=pl, plane_h=s.H,
                             plane_w=s.W, **self.dx_segments, **self.lanes)
             return dx
+        if u == 1 and not self.direct:
+            # Strided, one image per vector: each channel's phase planes are interleaved into
+            # dx by the kernel while they are still in cache (no packed dx, no unpacking pass).
+            g = self.g
+            dx = _workspace.empty(self.n, g.in_channels, s.H, s.W)
+            scratch = _workspace.empty(values.numel())
+            _C.spmm_offsets(self.t_ptr, self.t_off, _np(values), self.t_pos, _np(scratch),
+                            _np(dyq), self.dy_image, _np(dx.view(-1)), s.plane,
+                            g.in_channels * s.H * s.W, s.dx_len, self.images, nthreads,
+                            t_base=s.dx_start, merge=self._input_args()[3:])
+            return dx
         if self.direct:
             dxq = _workspace.empty(self.n, self.g.in_channels, s.H, s.W)
         else:
@@ -197,8 +212,8 @@ class _DirectLayout:
         self.bwd = tuple(map(np_, (i.t_ptr, i.t_plane, i.t_dy, i.t_slot, i.t_shift_w)))
         self.t_pos = i.t_pos.numpy()
 
-    def pack_x(self, x):
-        return x
+    def pack_x(self, x, check_finite=False):
+        return x, None
 
     def unpack_x(self, xq):
         return xq
@@ -306,10 +321,11 @@ class SparseConv2dFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, values, bias, row_ptr, layout, col_idx=None):
         nthreads = get_num_threads()
-        xq = layout.pack_x(x)
         check = col_idx is not None
+        xq, x_finite = layout.pack_x(x, check_finite=check)
         w_finite = not check or all_finite(values)
-        x_finite = not check or all_finite(x)
+        if x_finite is None:
+            x_finite = not check or all_finite(x)
         dense = None
         if w_finite:
             y = layout.forward(row_ptr, values, xq, bias, nthreads)
@@ -339,7 +355,7 @@ class SparseConv2dFunction(torch.autograd.Function):
         xq, values, x = ctx.saved_tensors
         layout, row_ptr, col_idx = ctx.layout, ctx.row_ptr, ctx.col_idx
         if ctx.repack:
-            xq = layout.pack_x(x)
+            xq, _ = layout.pack_x(x)
         need_x, need_v, need_b = ctx.needs_input_grad[:3]
         nthreads = get_num_threads()
         dx = dv = db = None
@@ -384,7 +400,7 @@ def time_layouts(layouts, x, values, bias, row_ptr, repeats: int = 3) -> dict:
         for rep in range(repeats + 1):  # the first round only warms up (allocations, caches)
             for layout in layouts:
                 t = time.perf_counter()
-                xq = layout.pack_x(x)
+                xq, _ = layout.pack_x(x)
                 y = layout.forward(row_ptr, values, xq, bias, nthreads)
                 dyq, _ = layout.pack_dy(y, want_bias_grad=bias is not None)
                 layout.values_grad(row_ptr, dyq, xq, values.numel(), nthreads)
