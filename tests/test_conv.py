@@ -61,9 +61,22 @@ def _channels(groups):
     return 4 * g // 2 + 2, 6, g  # (in, out, groups) divisible
 
 
-@pytest.mark.parametrize("strategy", ["direct", "plane", "batch"])
+@pytest.fixture
+def layout_strategy(request, monkeypatch):
+    """The strategy to ask for; "plane" runs with the kernels packing each image themselves,
+    "plane-prepacked" with the input packed beforehand (what small batches get)."""
+    from sparsetrain.functional import conv as fconv
+    name = request.param
+    if name.startswith("plane"):
+        monkeypatch.setattr(fconv, "FUSED_PACK", name == "plane")
+    return name.split("-")[0]
+
+
+@pytest.mark.parametrize("layout_strategy", ["direct", "plane", "plane-prepacked", "batch"],
+                         indirect=True)
 @pytest.mark.parametrize("k,stride,padding,dilation,groups", _grid())
-def test_matches_nn_conv2d(isa, strategy, k, stride, padding, dilation, groups):
+def test_matches_nn_conv2d(isa, layout_strategy, k, stride, padding, dilation, groups):
+    strategy = layout_strategy
     cin, cout, g = _channels(groups)
     if groups == "2":
         cin, cout = 4, 6
@@ -75,9 +88,11 @@ def test_matches_nn_conv2d(isa, strategy, k, stride, padding, dilation, groups):
     run_both(conv, x, strategy)
 
 
-@pytest.mark.parametrize("strategy", ["direct", "plane", "batch"])
+@pytest.mark.parametrize("layout_strategy", ["direct", "plane", "plane-prepacked", "batch"],
+                         indirect=True)
 @pytest.mark.parametrize("batch", [1, 5, 17, 33])
-def test_batch_sizes(isa, strategy, batch):
+def test_batch_sizes(isa, layout_strategy, batch):
+    strategy = layout_strategy
     conv = pruned_conv(5, 7, 3, 0.7, stride=1, padding=1)
     run_both(conv, torch.randn(batch, 5, 9, 19), strategy)
 

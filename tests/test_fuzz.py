@@ -658,6 +658,44 @@ def test_offset_bindings_reject_bad_merge(change, message):
         call(**change)
 
 
+@pytest.mark.parametrize("change, message", [
+    (dict(pack=(1, 2, 2, 1, 1, 0, 0, 2)), "pack takes"),
+    (dict(pack=(1, 2, 2, 1, 1, 0, 0, 1, 2)), "phase planes smaller"),
+    (dict(b_stride=3), "one NCHW image of b"),
+    (dict(b_size=7), "buffer too small"),
+    (dict(length=4), "past a packed image"),
+    (dict(pack=None, check_finite=True), "check_finite needs pack"),
+    (dict(unit=16), "grid_w must be set|unit must be 1"),
+])
+def test_offset_bindings_reject_bad_pack(change, message):
+    """The fused-pack form (b is NCHW x, packed image by image): a layout of 9 numbers, b's
+    image stride one NCHW image, every image inside b, offsets inside a packed image (checked
+    against calls that are accepted as given, forward and values gradient)."""
+    from sparsetrain import _C
+    ptr = np.array([0, 1], dtype=np.int64)
+    offs = np.array([1], dtype=np.int64)
+    val = np.full(1, 2.0, dtype=np.float32)
+
+    def call(pack=(1, 2, 2, 1, 1, 0, 0, 2, 2), b_stride=4, b_size=8, length=3, unit=1,
+             check_finite=False):
+        b = np.arange(b_size, dtype=np.float32)  # 2 images of 1 x 2 x 2, packed as they are
+        c = np.zeros(2 * length, dtype=np.float32)
+        dv = np.zeros(1, dtype=np.float32)
+        kw = dict(unit=unit, batch=2) if unit != 1 else {}
+        res = _C.spmm_offsets(ptr, offs, val, None, None, b, b_stride, c, length, length,
+                              length, 2, 1, pack=pack, check_finite=check_finite, **kw)
+        _C.sddmm_offsets(ptr, offs, np.ones(2 * length, dtype=np.float32), length, length, b,
+                         b_stride, length, 2, dv, 1, pack=pack)
+        return c, dv, res
+
+    c, dv, res = call(check_finite=True)
+    np.testing.assert_array_equal(c, [2, 4, 6, 10, 12, 14])  # 2 * b[n * 4 + 1 + t]
+    np.testing.assert_array_equal(dv, [1 + 2 + 3 + 5 + 6 + 7])
+    assert res is True
+    with pytest.raises(ValueError, match=message):
+        call(**change)
+
+
 def test_offset_segments_skip_the_columns_between():
     """seg_len of every seg_stride positions: the rest of C keeps what it held."""
     from sparsetrain import _C

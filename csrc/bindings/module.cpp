@@ -285,18 +285,40 @@ k::ConvInputLayout merge_layout(py::object merge_o, int64_t rows, int64_t images
   return l;
 }
 
-void spmm_offsets(py::array ptr_a, py::array off_a, py::array val_a, py::object pos_o,
+// The offsets kernels' fused-pack form: b is the NCHW input (images x c x h x w, image stride
+// b_image_stride = c * h * w), packed image by image into phase planes per
+// pack = (c, h, w, sh, sw, pt, pl, hq, wq); the offsets index a packed image.
+k::ConvInputLayout pack_layout(py::object pack_o, int64_t images, int64_t b_size,
+                               int64_t b_image_stride, const OffsetsExtent& e, int64_t nnz,
+                               int64_t len) {
+  const auto m = pack_o.cast<std::vector<int64_t>>();
+  if (m.size() != 9) bad("pack takes (c, h, w, sh, sw, pt, pl, hq, wq)");
+  const auto l = conv_input_layout(images, m[0], 1, m[1], m[2], m[3], m[4], m[5], m[6], m[7],
+                                   m[8]);
+  if (b_image_stride != mul(l.c, l.h, l.w))
+    bad("pack: b_image_stride must be one NCHW image of b (c * h * w)");
+  check_extent("b", b_size, images, b_image_stride, 0, b_image_stride);
+  if (nnz > 0 && len > 0 && sum(e.max_off, len) > mul(mul(l.c, l.sh, l.sw), l.hq, l.wq))
+    bad("pack: offsets and length reach past a packed image");
+  return l;
+}
+
+py::object spmm_offsets(py::array ptr_a, py::array off_a, py::array val_a, py::object pos_o,
                   py::object scratch_o, py::array b_a, int64_t b_image_stride, py::array c_a,
                   int64_t ldc, int64_t c_image_stride, int64_t len, int64_t images, int nthreads,
                   int64_t grid_w, int64_t t_base, int64_t row0, int64_t col0, int64_t plane_h,
                   int64_t plane_w, py::object bias_o, int64_t seg_len, int64_t seg_stride,
-                  int64_t unit, int64_t batch, py::object merge_o) {
+                  int64_t unit, int64_t batch, py::object merge_o, py::object pack_o,
+                  bool check_finite) {
   const auto ix = offsets_index(ptr_a, off_a, len, images);
   check_segments(seg_len, seg_stride);
   if (unit != 1 && unit != 16) bad("unit must be 1 or 16");
   const bool merging = !merge_o.is_none();
   if (merging && (unit != 1 || grid_w > 0))
     bad("merge writes NCHW planes itself: unit 1 and no grid_w");
+  const bool packing = !pack_o.is_none();
+  if (packing && unit != 1) bad("pack: unit must be 1");
+  if (check_finite && !packing) bad("check_finite needs pack (the kernel reads x itself)");
   if (unit == 16) {  // planes of a batch-innermost B: whole grid points of 16 floats
     if (grid_w <= 0) bad("unit 16 writes planes: grid_w must be set");
     if (len % 16 || seg_len % 16 || seg_stride % 16)
@@ -310,7 +332,11 @@ void spmm_offsets(py::array ptr_a, py::array off_a, py::array val_a, py::object 
   auto c = view<float>(c_a, "c", 1, true);
   if (val.size() != nnz) bad("values and offsets differ in length");
   const Scatter sc = scatter_args(pos_o, scratch_o, nnz);
-  if (nnz > 0) check_extent("b", b.size(), images, b_image_stride, ix.extent.max_off, len);
+  k::ConvInputLayout pack;
+  if (packing)
+    pack = pack_layout(pack_o, images, b.size(), b_image_stride, ix.extent, nnz, len);
+  else if (nnz > 0)
+    check_extent("b", b.size(), images, b_image_stride, ix.extent.max_off, len);
   const float* bias = nullptr;
   if (grid_w > 0) {  // written into plane_h x plane_w planes, ldc apart
     if (t_base < 0 || row0 < 0 || col0 < 0 || plane_h < 0 || plane_w < 0)
@@ -334,29 +360,43 @@ void spmm_offsets(py::array ptr_a, py::array off_a, py::array val_a, py::object 
   } else if (grid_w <= 0) {
     check_row_block("c", c.size(), images, c_image_stride, rows, ldc, len);
   }
-  if (len == 0 || images == 0) return;  // nothing to compute (and nothing is written)
+  if (len == 0 || images == 0) return check_finite ? py::object(py::bool_(true)) : py::none();
+  std::vector<unsigned char> finite(check_finite ? images : 0, 1);
   k::SpmmOffsetsArgs args{ix.ptr.data, ix.off.data, val.data, sc.pos, sc.scratch, rows, b.data,
                           b_image_stride, c.data, ldc, c_image_stride, len, images, nthreads,
                           grid_w, t_base, row0, col0, plane_h, plane_w, bias, seg_len,
-                          seg_stride, unit, batch, merging ? &merge : nullptr};
-  py::gil_scoped_release release;
-  sparsetrain::kernel_table().spmm_offsets(args);
+                          seg_stride, unit, batch, merging ? &merge : nullptr,
+                          packing ? &pack : nullptr, check_finite ? finite.data() : nullptr};
+  {
+    py::gil_scoped_release release;
+    sparsetrain::kernel_table().spmm_offsets(args);
+  }
+  if (!check_finite) return py::none();
+  for (unsigned char f : finite)
+    if (!f) return py::bool_(false);
+  return py::bool_(true);
 }
 
 void sddmm_offsets(py::array ptr_a, py::array off_a, py::array a_a, int64_t lda,
                    int64_t a_image_stride, py::array b_a, int64_t b_image_stride, int64_t len,
                    int64_t images, py::array out_a, int nthreads, int64_t seg_len,
-                   int64_t seg_stride) {
+                   int64_t seg_stride, py::object pack_o) {
   const auto ix = offsets_index(ptr_a, off_a, len, images);
   check_segments(seg_len, seg_stride);
   auto a = view<float>(a_a, "a", 1);
   auto b = view<float>(b_a, "b", 1);
   auto out = view<float>(out_a, "out", 1, true);
   if (out.size() != ix.nnz) bad("out and offsets differ in length");
-  if (ix.nnz > 0) check_extent("b", b.size(), images, b_image_stride, ix.extent.max_off, len);
+  k::ConvInputLayout pack;
+  const bool packing = !pack_o.is_none();
+  if (packing)
+    pack = pack_layout(pack_o, images, b.size(), b_image_stride, ix.extent, ix.nnz, len);
+  else if (ix.nnz > 0)
+    check_extent("b", b.size(), images, b_image_stride, ix.extent.max_off, len);
   check_row_block("a", a.size(), images, a_image_stride, ix.rows, lda, len);
   k::SddmmOffsetsArgs args{ix.ptr.data, ix.off.data, ix.rows, a.data, lda, a_image_stride, b.data,
-                           b_image_stride, len, images, out.data, nthreads, seg_len, seg_stride};
+                           b_image_stride, len, images, out.data, nthreads, seg_len, seg_stride,
+                           packing ? &pack : nullptr};
   py::gil_scoped_release release;
   sparsetrain::kernel_table().sddmm_offsets(args);
 }
@@ -575,11 +615,12 @@ PYBIND11_MODULE(_C, m) {
         py::arg("nthreads"), py::arg("grid_w") = 0, py::arg("t_base") = 0, py::arg("row0") = 0,
         py::arg("col0") = 0, py::arg("plane_h") = 0, py::arg("plane_w") = 0,
         py::arg("bias") = py::none(), py::arg("seg_len") = 0, py::arg("seg_stride") = 0,
-        py::arg("unit") = 1, py::arg("batch") = 0, py::arg("merge") = py::none());
+        py::arg("unit") = 1, py::arg("batch") = 0, py::arg("merge") = py::none(), py::arg("pack") = py::none(),
+        py::arg("check_finite") = false);
   m.def("sddmm_offsets", &sddmm_offsets, py::arg("ptr"), py::arg("offsets"), py::arg("a"),
         py::arg("lda"), py::arg("a_image_stride"), py::arg("b"), py::arg("b_image_stride"),
         py::arg("len"), py::arg("images"), py::arg("out"), py::arg("nthreads"),
-        py::arg("seg_len") = 0, py::arg("seg_stride") = 0);
+        py::arg("seg_len") = 0, py::arg("seg_stride") = 0, py::arg("pack") = py::none());
   m.def("conv_pack_input",
         [](py::array x, py::array packed, int64_t n, int64_t c, int64_t unit, int64_t h,
            int64_t w, int64_t sh, int64_t sw, int64_t pt, int64_t pl, int64_t hq, int64_t wq,

@@ -6,6 +6,7 @@
 // over (group, channel) pairs: disjoint writes.
 #include <cstring>
 
+#include "kernels/conv_pack.h"
 #include "kernels/kernels.h"
 #include "kernels/phases.h"
 #include "kernels/rows.h"
@@ -267,6 +268,21 @@ void f32_conv_pack_input(const ConvInputArgs& a) {
       if (a.finite) a.finite[i] = finite_row(a.packed + i * work, work);
     }
   });
+}
+
+void pack_image(const ConvInputLayout& l, const float* x, float* out, unsigned char* finite) {
+  ConvInputLayout one = l;
+  one.n = one.groups = one.unit = 1;
+  const ConvInputArgs a{one, const_cast<float*>(x), out, 1};  // read only: packing
+  alignas(64) float tmp[kU * kU];
+  alignas(64) float stage[kU * kStage];
+  const int64_t work = one.sh * one.sw * one.hq * one.wq;
+  bool all = true;
+  for (int64_t c = 0; c < one.c; ++c) {
+    pack_channel(a, c, tmp, stage);
+    if (finite) all = finite_row(out + c * work, work) && all;
+  }
+  if (finite) *finite = all ? 1 : 0;
 }
 
 void f32_conv_unpack_grad_input(const ConvInputArgs& a) {

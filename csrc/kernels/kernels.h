@@ -143,6 +143,12 @@ struct SpmmOffsetsArgs {
   // [t_base, t_base + len) read as zero) and interleaved into C_n's plane for that channel
   // (h x w, channel planes contiguous): the phase planes never go through memory.
   const ConvInputLayout* merge = nullptr;
+  // Optional (pack set; unit 1): B_n is image n of the NCHW input b (b_image_stride =
+  // c * h * w) packed per `pack`, by the thread that uses it right before it does (threads
+  // own whole images): the packed tensor never goes through memory. finite (optional,
+  // images) = 1 where the image is all finite.
+  const ConvInputLayout* pack = nullptr;
+  unsigned char* finite = nullptr;
 };
 
 //   out[j] = sum_n sum_{t < len} A_n[r, t] * B_n[off[j] + t]   for nonzero j of row r
@@ -161,6 +167,9 @@ struct SddmmOffsetsArgs {
   int nthreads;
   // Optional (seg_len > 0): sum only over t with t % seg_stride < seg_len.
   int64_t seg_len = 0, seg_stride = 0;
+  // Optional: B_n packed from the NCHW input b image by image, as in SpmmOffsetsArgs (threads
+  // then own images and sum their own partial results, added up in a fixed order).
+  const ConvInputLayout* pack = nullptr;
 };
 
 // Convolution layouts: (groups, channels, stride phases sh x sw, hq, wq, unit) with the batch

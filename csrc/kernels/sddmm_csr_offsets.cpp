@@ -1,6 +1,11 @@
 // f32_sddmm_csr_offsets: out[j] = sum over images n and t < len of A_n[r, t] * B_n[off[j] + t].
 // The gradient of a convolution's nonzero weights: A = output gradient on the grid, B = the
-// packed input, summed over the batch. Threads own disjoint rows (output channels).
+// packed input, summed over the batch. Threads own disjoint rows (output channels), or, when
+// the kernel packs B itself image by image, disjoint images with partial sums of their own.
+#include <cstddef>
+#include <vector>
+
+#include "kernels/conv_pack.h"
 #include "kernels/kernels.h"
 #include "kernels/sddmm_tiles.h"
 #include "threading/parallel.h"
@@ -8,6 +13,53 @@
 namespace sparsetrain {
 namespace kernels {
 namespace ST_ISA {
+namespace {
+
+// Adds (accumulate) or stores image n's products of rows [r0, r1) into out, with b = B_n.
+void image_rows(const SddmmOffsetsArgs& a, int64_t n, int64_t r0, int64_t r1, const float* b,
+                float* out, bool accumulate) {
+  const float* an = a.a + n * a.a_image_stride;
+  const auto src = [&](int64_t j) { return b + a.off[j]; };
+  for_each_span(a.len, a.seg_len, a.seg_stride, [&](int64_t c0, int64_t c1) {
+    for (int64_t r = r0; r < r1; ++r)
+      sddmm_span(a.ptr[r], a.ptr[r + 1], src, an + r * a.lda, c0, c1, out, accumulate || c0 > 0);
+  });
+}
+
+// Threads own images: the batch in `parts` fixed slices, each packing its images one at a
+// time and summing into its own copy of out; the copies are then added in slice order. The
+// slices depend on the batch and the nonzero count only, so the result is the same for any
+// thread count (as with threads owning rows).
+constexpr int64_t kMaxParts = 16;                      // at most this many threads busy
+constexpr int64_t kPartialBudget = int64_t{8} << 20;  // floats of partial sums (32 MiB)
+void packed_by_image(const SddmmOffsetsArgs& a) {
+  const int64_t base = a.ptr[0], end = a.ptr[a.rows], nnz = end - base;
+  int64_t parts = a.images < kMaxParts ? a.images : kMaxParts;
+  const int64_t cap = 1 + kPartialBudget / (end > 0 ? end : 1);
+  if (parts > cap) parts = cap;
+  // Slice p's sums, indexed by nonzero number as out is (slice 0 sums into out itself).
+  std::vector<float> partial(static_cast<std::size_t>((parts - 1) * end));
+  const auto part_out = [&](int64_t p) { return p == 0 ? a.out : partial.data() + (p - 1) * end; };
+  parallel_uniform(a.nthreads, parts, (nnz + a.rows) * a.len * (a.images / parts + 1),
+                   [&](int64_t p0, int64_t p1) {
+    std::vector<float> packed(static_cast<std::size_t>(packed_image_size(*a.pack)));
+    for (int64_t p = p0; p < p1; ++p) {
+      float* out = part_out(p);
+      const int64_t n0 = a.images * p / parts, n1 = a.images * (p + 1) / parts;
+      for (int64_t n = n0; n < n1; ++n) {
+        pack_image(*a.pack, a.b + n * a.b_image_stride, packed.data(), nullptr);
+        image_rows(a, n, 0, a.rows, packed.data(), out, n > n0);
+      }
+    }
+  });
+  for (int64_t p = 1; p < parts; ++p) {
+    const float* q = part_out(p);
+    for (int64_t j = base; j < end; ++j) a.out[j] += q[j];
+  }
+}
+
+}  // namespace
+
 void f32_sddmm_csr_offsets(const SddmmOffsetsArgs& a) {
   if (a.rows <= 0) return;
   const int64_t base = a.ptr[0];
@@ -15,19 +67,15 @@ void f32_sddmm_csr_offsets(const SddmmOffsetsArgs& a) {
     for (int64_t j = base; j < a.ptr[a.rows]; ++j) a.out[j] = 0.0f;
     return;
   }
+  if (a.pack != nullptr) {
+    packed_by_image(a);
+    return;
+  }
   parallel_balanced(
       a.nthreads, a.rows, a.len * a.images, [&](int64_t r) { return a.ptr[r] - base + r; },
       [&](int64_t r0, int64_t r1) {
-        for (int64_t n = 0; n < a.images; ++n) {
-          const float* b = a.b + n * a.b_image_stride;
-          const float* an = a.a + n * a.a_image_stride;
-          const auto src = [&](int64_t j) { return b + a.off[j]; };
-          for_each_span(a.len, a.seg_len, a.seg_stride, [&](int64_t c0, int64_t c1) {
-            for (int64_t r = r0; r < r1; ++r)
-              sddmm_span(a.ptr[r], a.ptr[r + 1], src, an + r * a.lda, c0, c1, a.out,
-                         n > 0 || c0 > 0);
-          });
-        }
+        for (int64_t n = 0; n < a.images; ++n)
+          image_rows(a, n, r0, r1, a.b + n * a.b_image_stride, a.out, n > 0);
       });
 }
 

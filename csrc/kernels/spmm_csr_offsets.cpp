@@ -6,6 +6,7 @@
 #include <cstddef>
 #include <vector>
 
+#include "kernels/conv_pack.h"
 #include "kernels/kernels.h"
 #include "kernels/phases.h"
 #include "kernels/rows.h"
@@ -89,6 +90,38 @@ void spmm_merge_phases(const SpmmOffsetsArgs& a, const float* values) {
         }
       });
 }
+
+// Rows [r0, r1) of image n, with b = B_n.
+void image_rows(const SpmmOffsetsArgs& a, const float* values, int64_t n, int64_t r0, int64_t r1,
+                const float* b) {
+  float* c = a.c + n * a.c_image_stride;
+  const auto src = [&](int64_t j) { return b + a.off[j]; };
+  if (a.grid_w <= 0) {
+    for_each_span(a.len, a.seg_len, a.seg_stride, [&](int64_t t0, int64_t t1) {
+      for (int64_t r = r0; r < r1; ++r)
+        spmm_span(a.ptr[r], a.ptr[r + 1], src, values, t0, t1, c + r * a.ldc);
+    });
+    return;
+  }
+  alignas(64) float buf[kGridChunk];
+  const bool lanes = a.unit == 16;
+  float* planes = lanes ? a.c + n * 16 * a.c_image_stride : c;
+  const int64_t images = lanes ? (a.batch - n * 16 < 16 ? a.batch - n * 16 : 16) : 1;
+  for_each_span(a.len, a.seg_len, a.seg_stride, [&](int64_t s0, int64_t s1) {
+    for (int64_t c0 = s0; c0 < s1; c0 += kGridChunk) {
+      const int64_t c1 = c0 + kGridChunk < s1 ? c0 + kGridChunk : s1;
+      const auto src_chunk = [&](int64_t j) { return b + a.off[j] + c0; };
+      for (int64_t r = r0; r < r1; ++r) {
+        spmm_span(a.ptr[r], a.ptr[r + 1], src_chunk, values, 0, c1 - c0, buf);
+        const float* bias = a.bias ? a.bias + r : nullptr;
+        if (lanes)
+          scatter_to_planes16(a, buf, c0, c1, planes + r * a.ldc, images, bias);
+        else
+          scatter_to_plane(a, buf, c0, c1, c + r * a.ldc, bias);
+      }
+    }
+  });
+}
 }  // namespace
 
 void f32_spmm_csr_offsets(const SpmmOffsetsArgs& a) {
@@ -98,6 +131,17 @@ void f32_spmm_csr_offsets(const SpmmOffsetsArgs& a) {
   if (a.pos != nullptr) values = scatter_values(a.val, a.pos, nnz, a.scratch, a.nthreads);
   if (a.merge != nullptr) {
     spmm_merge_phases(a, values);
+    return;
+  }
+  if (a.pack != nullptr) {  // threads own images, each packed just before its rows run
+    parallel_uniform(a.nthreads, a.images, (nnz + a.rows) * a.len, [&](int64_t i0, int64_t i1) {
+      std::vector<float> packed(static_cast<std::size_t>(packed_image_size(*a.pack)));
+      for (int64_t n = i0; n < i1; ++n) {
+        pack_image(*a.pack, a.b + n * a.b_image_stride, packed.data(),
+                   a.finite ? a.finite + n : nullptr);
+        image_rows(a, values, n, 0, a.rows, packed.data());
+      }
+    });
     return;
   }
   const int64_t base = a.ptr[0];
@@ -112,34 +156,7 @@ void f32_spmm_csr_offsets(const SpmmOffsetsArgs& a) {
         for (int64_t n = i0 / a.rows; n * a.rows < i1; ++n) {
           const int64_t r0 = i0 > n * a.rows ? i0 - n * a.rows : 0;
           const int64_t r1 = i1 < (n + 1) * a.rows ? i1 - n * a.rows : a.rows;
-          const float* b = a.b + n * a.b_image_stride;
-          float* c = a.c + n * a.c_image_stride;
-          const auto src = [&](int64_t j) { return b + a.off[j]; };
-          if (a.grid_w <= 0) {
-            for_each_span(a.len, a.seg_len, a.seg_stride, [&](int64_t t0, int64_t t1) {
-              for (int64_t r = r0; r < r1; ++r)
-                spmm_span(a.ptr[r], a.ptr[r + 1], src, values, t0, t1, c + r * a.ldc);
-            });
-            continue;
-          }
-          alignas(64) float buf[kGridChunk];
-          const bool lanes = a.unit == 16;
-          float* planes = lanes ? a.c + n * 16 * a.c_image_stride : c;
-          const int64_t images = lanes ? (a.batch - n * 16 < 16 ? a.batch - n * 16 : 16) : 1;
-          for_each_span(a.len, a.seg_len, a.seg_stride, [&](int64_t s0, int64_t s1) {
-            for (int64_t c0 = s0; c0 < s1; c0 += kGridChunk) {
-              const int64_t c1 = c0 + kGridChunk < s1 ? c0 + kGridChunk : s1;
-              const auto src_chunk = [&](int64_t j) { return b + a.off[j] + c0; };
-              for (int64_t r = r0; r < r1; ++r) {
-                spmm_span(a.ptr[r], a.ptr[r + 1], src_chunk, values, 0, c1 - c0, buf);
-                const float* bias = a.bias ? a.bias + r : nullptr;
-                if (lanes)
-                  scatter_to_planes16(a, buf, c0, c1, planes + r * a.ldc, images, bias);
-                else
-                  scatter_to_plane(a, buf, c0, c1, c + r * a.ldc, bias);
-              }
-            }
-          });
+          image_rows(a, values, n, r0, r1, a.b + n * a.b_image_stride);
         }
       });
 }

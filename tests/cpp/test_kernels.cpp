@@ -385,6 +385,65 @@ TEST_P(Kernels, SpmmOffsetsMergesPhasesIntoNchw) {
   }
 }
 
+// The fused-pack forms (the kernel packs each image of an NCHW b itself): the same results as
+// conv_pack_input followed by the kernel on the packed tensor (bitwise for the products; the
+// values gradient sums images in another order, so within rounding), for 1 and 3 threads,
+// with the per-image finite flags of the forward form.
+TEST_P(Kernels, OffsetsKernelsPackImagesThemselves) {
+  const auto& table = st::kernel_table(GetParam());
+  std::mt19937 rng(13);
+  struct G { int64_t n, c, h, w, sh, sw, pt, pl; };
+  for (const G& g : {G{5, 3, 9, 11, 1, 1, 1, 1}, G{19, 2, 12, 40, 2, 2, 1, 1}, G{2, 4, 7, 5, 2, 1, 0, 2}}) {
+    const int64_t hq = (g.h + 2 * g.pt + g.sh - 1) / g.sh + 1, wq = (g.w + 2 * g.pl + g.sw - 1) / g.sw;
+    const k::ConvInputLayout l{g.n, g.c, g.n, 1, g.h, g.w, g.sh, g.sw, g.pt, g.pl, hq, wq};
+    const int64_t image = g.c * g.sh * g.sw * hq * wq, len = (hq - 1) * wq - 1, rows = 6;
+    OffsetCsr a = random_offsets(rows, 7, image - len, rng);
+    std::vector<float> x = random_vec(g.n * g.c * g.h * g.w, rng);
+    std::vector<float> packed(g.n * image);
+    table.conv_pack_input({l, x.data(), packed.data(), 1});
+    const int64_t ph = hq - 2, pw = wq - 1;  // planes: a window of the grid
+    std::vector<float> ref(g.n * rows * ph * pw, -7.f);
+    k::SpmmOffsetsArgs args{a.ptr.data(), a.off.data(), a.val.data(), nullptr, nullptr, rows,
+                            packed.data(), image, ref.data(), ph * pw, rows * ph * pw, len, g.n, 2};
+    set_planes(args, wq, 0, 0, 0, ph, pw, nullptr);
+    table.spmm_offsets(args);
+    std::vector<float> dv_ref(a.off.size()), a_grid = random_vec(g.n * rows * len, rng);
+    table.sddmm_offsets({a.ptr.data(), a.off.data(), rows, a_grid.data(), len, rows * len,
+                         packed.data(), image, len, g.n, dv_ref.data(), 2});
+    std::vector<float> dv_first;
+    for (int threads : {1, 3}) {
+      const std::string what = " from NCHW, n " + std::to_string(g.n) + ", threads " +
+                               std::to_string(threads);
+      std::vector<float> y(ref.size(), -7.f);
+      std::vector<unsigned char> finite(g.n, 7);
+      auto f = args;
+      f.b = x.data();
+      f.b_image_stride = g.c * g.h * g.w;
+      f.c = y.data();
+      f.nthreads = threads;
+      f.pack = &l;
+      f.finite = finite.data();
+      table.spmm_offsets(f);
+      for (size_t i = 0; i < y.size(); ++i) ASSERT_EQ(y[i], ref[i]) << "spmm_offsets" << what << " at " << i;
+      for (int64_t n = 0; n < g.n; ++n) ASSERT_EQ(finite[n], 1) << "finite flag of image " << n;
+      std::vector<float> xb = x;
+      xb[(g.n - 1) * g.c * g.h * g.w + 3] = NAN;  // the last image only
+      f.b = xb.data();
+      table.spmm_offsets(f);
+      for (int64_t n = 0; n < g.n; ++n) ASSERT_EQ(finite[n], n == g.n - 1 ? 0 : 1) << "image " << n;
+      std::vector<float> dv(a.off.size(), NAN);
+      k::SddmmOffsetsArgs s{a.ptr.data(), a.off.data(), rows, a_grid.data(), len, rows * len,
+                            x.data(), g.c * g.h * g.w, len, g.n, dv.data(), threads};
+      s.pack = &l;
+      table.sddmm_offsets(s);
+      expect_close(dv, dv_ref, 1e-5f, "sddmm_offsets" + what);
+      if (dv_first.empty()) dv_first = dv;
+      for (size_t j = 0; j < dv.size(); ++j)  // the same sums whatever the thread count
+        ASSERT_EQ(dv[j], dv_first[j]) << "sddmm_offsets" << what << " at " << j;
+    }
+  }
+}
+
 TEST_P(Kernels, SddmmOffsetsMatchesNaiveAndScalar) {
   const auto& table = st::kernel_table(GetParam());
   const auto& scalar = st::kernel_table(st::Isa::scalar);
