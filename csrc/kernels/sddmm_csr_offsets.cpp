@@ -40,15 +40,16 @@ void packed_by_image(const SddmmOffsetsArgs& a) {
   // Slice p's sums, indexed by nonzero number as out is (slice 0 sums into out itself).
   std::vector<float> partial(static_cast<std::size_t>((parts - 1) * end));
   const auto part_out = [&](int64_t p) { return p == 0 ? a.out : partial.data() + (p - 1) * end; };
+  const ThreadScratch scratch(a.nthreads, packed_image_size(*a.pack));
   parallel_uniform(a.nthreads, parts, (nnz + a.rows) * a.len * (a.images / parts + 1),
                    [&](int64_t p0, int64_t p1) {
-    std::vector<float> packed(static_cast<std::size_t>(packed_image_size(*a.pack)));
+    float* const packed = scratch.mine();
     for (int64_t p = p0; p < p1; ++p) {
       float* out = part_out(p);
       const int64_t n0 = a.images * p / parts, n1 = a.images * (p + 1) / parts;
       for (int64_t n = n0; n < n1; ++n) {
-        pack_image(*a.pack, a.b + n * a.b_image_stride, packed.data(), nullptr);
-        image_rows(a, n, 0, a.rows, packed.data(), out, n > n0);
+        pack_image(*a.pack, a.b + n * a.b_image_stride, packed, nullptr);
+        image_rows(a, n, 0, a.rows, packed, out, n > n0);
       }
     }
   });

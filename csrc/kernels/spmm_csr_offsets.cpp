@@ -3,9 +3,6 @@
 // input plane starts) and its input gradient (rows = input channel phase planes, off into
 // the padded output gradient), vectorized along the flattened spatial grid.
 // Threads own disjoint (image, row) pairs, balanced by nonzero count.
-#include <cstddef>
-#include <vector>
-
 #include "kernels/conv_pack.h"
 #include "kernels/kernels.h"
 #include "kernels/phases.h"
@@ -66,6 +63,8 @@ void spmm_merge_phases(const SpmmOffsetsArgs& a, const float* values) {
   const ConvInputLayout& l = *a.merge;
   const int64_t phases = l.sh * l.sw, plane = l.hq * l.wq, hw = l.h * l.w;
   const int64_t base = a.ptr[0], per_image = a.ptr[a.rows] - base + a.rows;
+  // Zeroed once: the kernel only ever writes [t_base, t_base + len) of each plane.
+  const ThreadScratch scratch(a.nthreads, phases * plane);
   parallel_balanced(
       a.nthreads, l.c * a.images, phases * a.len,
       [&](int64_t i) {
@@ -73,9 +72,8 @@ void spmm_merge_phases(const SpmmOffsetsArgs& a, const float* values) {
         return n * per_image + a.ptr[ch * phases] - base + ch * phases;
       },
       [&](int64_t i0, int64_t i1) {
-        // Zero once: the kernel only ever writes [t_base, t_base + len) of each plane.
-        std::vector<float> planes(static_cast<std::size_t>(phases * plane), 0.0f);
-        float* const buf = planes.data() + a.t_base;
+        float* const planes = scratch.mine();
+        float* const buf = planes + a.t_base;
         for (int64_t i = i0; i < i1; ++i) {
           const int64_t n = i / l.c, ch = i - n * l.c;
           const float* b = a.b + n * a.b_image_stride;
@@ -86,7 +84,7 @@ void spmm_merge_phases(const SpmmOffsetsArgs& a, const float* values) {
               spmm_span(a.ptr[r], a.ptr[r + 1], src, values, t0, t1, buf + p * plane);
             }
           });
-          merge_phases(planes.data(), l, a.c + n * a.c_image_stride + ch * hw);
+          merge_phases(planes, l, a.c + n * a.c_image_stride + ch * hw);
         }
       });
 }
@@ -134,12 +132,12 @@ void f32_spmm_csr_offsets(const SpmmOffsetsArgs& a) {
     return;
   }
   if (a.pack != nullptr) {  // threads own images, each packed just before its rows run
+    const ThreadScratch scratch(a.nthreads, packed_image_size(*a.pack));
     parallel_uniform(a.nthreads, a.images, (nnz + a.rows) * a.len, [&](int64_t i0, int64_t i1) {
-      std::vector<float> packed(static_cast<std::size_t>(packed_image_size(*a.pack)));
+      float* const packed = scratch.mine();
       for (int64_t n = i0; n < i1; ++n) {
-        pack_image(*a.pack, a.b + n * a.b_image_stride, packed.data(),
-                   a.finite ? a.finite + n : nullptr);
-        image_rows(a, values, n, 0, a.rows, packed.data());
+        pack_image(*a.pack, a.b + n * a.b_image_stride, packed, a.finite ? a.finite + n : nullptr);
+        image_rows(a, values, n, 0, a.rows, packed);
       }
     });
     return;

@@ -8,6 +8,7 @@
 // for the scalar path.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <omp.h>
 
@@ -56,6 +57,26 @@ inline void parallel_balanced(int nthreads, int64_t n, int64_t work_per_weight, 
     if (b < e) body(b, e);
   }
 }
+
+// Per-thread scratch: `size` floats for each thread a parallel_* call with `nthreads` may
+// start, allocated by the calling thread before the region (an allocation failure then
+// reaches the caller as an exception instead of ending the process inside the region).
+// Inside a body, mine() is the calling thread's slice.
+class ThreadScratch {
+ public:
+  ThreadScratch(int nthreads, int64_t size, float fill = 0.0f)
+      : size_(size), data_(new float[static_cast<std::size_t>((nthreads < 1 ? 1 : nthreads) * size)]) {
+    for (int64_t i = 0, n = (nthreads < 1 ? 1 : nthreads) * size; i < n; ++i) data_[i] = fill;
+  }
+  ~ThreadScratch() { delete[] data_; }
+  ThreadScratch(const ThreadScratch&) = delete;
+  ThreadScratch& operator=(const ThreadScratch&) = delete;
+  float* mine() const { return data_ + omp_get_thread_num() * size_; }
+
+ private:
+  int64_t size_;
+  float* data_;
+};
 
 // Uniform-weight convenience.
 template <class Body>
