@@ -696,6 +696,56 @@ def test_offset_bindings_reject_bad_pack(change, message):
         call(**change)
 
 
+@pytest.mark.parametrize("change, message", [
+    (dict(grid=(1, 1, 2, 3, 4)), "pack_grid takes"),
+    (dict(grid=(1, 1, 4, 3, 4, 1)), "bad convolution output layout"),
+    (dict(grid=(1, 1, 2, 3, 2, 1)), "per_channel too small"),
+    (dict(b_stride=3), "image stride of b must be one NCHW image"),
+    (dict(b_size=3), "buffer too small"),
+    (dict(length=4), "past a packed image"),
+    (dict(both=True), "one of them at most"),
+    (dict(sddmm_length=4), "rows of a reach past"),
+])
+def test_offset_bindings_reject_bad_pack_grid(change, message):
+    """The fused output-gradient form (NCHW dy packed onto its bordered grid by the kernel):
+    a layout of 6 numbers, dy's image stride one NCHW image, every image inside dy, offsets
+    (spmm) and rows (sddmm) inside a packed image (checked against calls accepted as given)."""
+    from sparsetrain import _C
+    ptr = np.array([0, 1], dtype=np.int64)
+    val = np.full(1, 2.0, dtype=np.float32)
+
+    def call(grid=(1, 1, 2, 3, 4, 1), b_stride=2, b_size=4, length=2, both=False,
+             sddmm_length=2):
+        y = np.arange(b_size, dtype=np.float32)  # 2 images of 1 x 1 x 2: grids [0, y0, y1, 0]
+        c = np.zeros(2 * length, dtype=np.float32)
+        pack = dict(pack=(1, 1, 2, 1, 1, 0, 0, 1, 4)) if both else {}
+        _C.spmm_offsets(ptr, np.array([1], dtype=np.int64), val, None, None, y, b_stride, c,
+                        length, length, length, 2, 1, pack_grid=grid, **pack)
+        dv = np.zeros(1, dtype=np.float32)
+        _C.sddmm_offsets(ptr, np.zeros(1, dtype=np.int64), y, 4, b_stride,
+                         np.ones(8, dtype=np.float32), 4, sddmm_length, 2, dv, 1, pack_grid=grid)
+        return c, dv
+
+    c, dv = call()
+    np.testing.assert_array_equal(c, [0, 2, 4, 6])  # 2 * grid[1 + t]
+    np.testing.assert_array_equal(dv, [0 + 1 + 2 + 3])
+    with pytest.raises(ValueError, match=message):
+        call(**change)
+
+
+def test_channel_sums_without_a_grid():
+    """conv_pack_grad_output with grid=None: the channel sums only (unit 1), as with a grid."""
+    from sparsetrain import _C
+    rng = np.random.default_rng(1)
+    y = rng.standard_normal(3 * 4 * 5 * 7).astype(np.float32)
+    sums = np.zeros(12)
+    _C.conv_pack_grad_output(y, None, sums, 3, 4, 1, 5, 7, 9, 60, 2, 1)
+    planes = y.astype(np.float64).reshape(12, -1)
+    assert (np.abs(sums - planes.sum(1)) <= 2e-6 * np.abs(planes).sum(1)).all()
+    with pytest.raises(ValueError, match="only channel sums"):
+        _C.conv_pack_grad_output(y, None, None, 3, 4, 1, 5, 7, 9, 60, 2, 1)
+
+
 def test_offset_segments_skip_the_columns_between():
     """seg_len of every seg_stride positions: the rest of C keeps what it held."""
     from sparsetrain import _C

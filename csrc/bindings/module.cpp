@@ -303,21 +303,40 @@ k::ConvInputLayout pack_layout(py::object pack_o, int64_t images, int64_t b_size
   return l;
 }
 
+// The same for an output gradient: the NCHW tensor (images x c x ho x wo, image stride
+// c * ho * wo) goes onto the bordered grid of pack_grid = (c, ho, wo, wq, per_channel, offset)
+// image by image.
+k::ConvOutputLayout grid_layout(py::object grid_o, int64_t images, int64_t size,
+                                int64_t image_stride, const std::string& name) {
+  const auto m = grid_o.cast<std::vector<int64_t>>();
+  if (m.size() != 6) bad("pack_grid takes (c, ho, wo, wq, per_channel, offset)");
+  const int64_t c = m[0], ho = m[1], wo = m[2], wq = m[3], per = m[4], offset = m[5];
+  if (c < 0 || ho < 0 || wo < 0 || wo > wq || offset < 0 || per < 0)
+    bad("bad convolution output layout");
+  if (ho > 0 && wo > 0 && sum(offset, mul(ho - 1, wq), wo) > per)
+    bad("per_channel too small for the output pixels");
+  if (image_stride != mul(c, ho, wo))
+    bad("pack_grid: the image stride of " + name + " must be one NCHW image (c * ho * wo)");
+  check_extent(name.c_str(), size, images, image_stride, 0, image_stride);
+  return {images, c, images, 1, ho, wo, wq, per, offset};
+}
+
 py::object spmm_offsets(py::array ptr_a, py::array off_a, py::array val_a, py::object pos_o,
                   py::object scratch_o, py::array b_a, int64_t b_image_stride, py::array c_a,
                   int64_t ldc, int64_t c_image_stride, int64_t len, int64_t images, int nthreads,
                   int64_t grid_w, int64_t t_base, int64_t row0, int64_t col0, int64_t plane_h,
                   int64_t plane_w, py::object bias_o, int64_t seg_len, int64_t seg_stride,
                   int64_t unit, int64_t batch, py::object merge_o, py::object pack_o,
-                  bool check_finite) {
+                  bool check_finite, py::object pack_grid_o) {
   const auto ix = offsets_index(ptr_a, off_a, len, images);
   check_segments(seg_len, seg_stride);
   if (unit != 1 && unit != 16) bad("unit must be 1 or 16");
   const bool merging = !merge_o.is_none();
   if (merging && (unit != 1 || grid_w > 0))
     bad("merge writes NCHW planes itself: unit 1 and no grid_w");
-  const bool packing = !pack_o.is_none();
-  if (packing && unit != 1) bad("pack: unit must be 1");
+  const bool packing = !pack_o.is_none(), gridding = !pack_grid_o.is_none();
+  if ((packing || gridding) && unit != 1) bad("pack: unit must be 1");
+  if (packing && gridding) bad("pack and pack_grid: one of them at most");
   if (check_finite && !packing) bad("check_finite needs pack (the kernel reads x itself)");
   if (unit == 16) {  // planes of a batch-innermost B: whole grid points of 16 floats
     if (grid_w <= 0) bad("unit 16 writes planes: grid_w must be set");
@@ -333,10 +352,16 @@ py::object spmm_offsets(py::array ptr_a, py::array off_a, py::array val_a, py::o
   if (val.size() != nnz) bad("values and offsets differ in length");
   const Scatter sc = scatter_args(pos_o, scratch_o, nnz);
   k::ConvInputLayout pack;
-  if (packing)
+  k::ConvOutputLayout grid;
+  if (packing) {
     pack = pack_layout(pack_o, images, b.size(), b_image_stride, ix.extent, nnz, len);
-  else if (nnz > 0)
+  } else if (gridding) {
+    grid = grid_layout(pack_grid_o, images, b.size(), b_image_stride, "b");
+    if (nnz > 0 && len > 0 && sum(ix.extent.max_off, len) > mul(grid.c, grid.per_channel))
+      bad("pack_grid: offsets and length reach past a packed image");
+  } else if (nnz > 0) {
     check_extent("b", b.size(), images, b_image_stride, ix.extent.max_off, len);
+  }
   const float* bias = nullptr;
   if (grid_w > 0) {  // written into plane_h x plane_w planes, ldc apart
     if (t_base < 0 || row0 < 0 || col0 < 0 || plane_h < 0 || plane_w < 0)
@@ -366,7 +391,8 @@ py::object spmm_offsets(py::array ptr_a, py::array off_a, py::array val_a, py::o
                           b_image_stride, c.data, ldc, c_image_stride, len, images, nthreads,
                           grid_w, t_base, row0, col0, plane_h, plane_w, bias, seg_len,
                           seg_stride, unit, batch, merging ? &merge : nullptr,
-                          packing ? &pack : nullptr, check_finite ? finite.data() : nullptr};
+                          packing ? &pack : nullptr, check_finite ? finite.data() : nullptr,
+                          gridding ? &grid : nullptr};
   {
     py::gil_scoped_release release;
     sparsetrain::kernel_table().spmm_offsets(args);
@@ -380,7 +406,7 @@ py::object spmm_offsets(py::array ptr_a, py::array off_a, py::array val_a, py::o
 void sddmm_offsets(py::array ptr_a, py::array off_a, py::array a_a, int64_t lda,
                    int64_t a_image_stride, py::array b_a, int64_t b_image_stride, int64_t len,
                    int64_t images, py::array out_a, int nthreads, int64_t seg_len,
-                   int64_t seg_stride, py::object pack_o) {
+                   int64_t seg_stride, py::object pack_o, py::object pack_grid_o) {
   const auto ix = offsets_index(ptr_a, off_a, len, images);
   check_segments(seg_len, seg_stride);
   auto a = view<float>(a_a, "a", 1);
@@ -393,10 +419,21 @@ void sddmm_offsets(py::array ptr_a, py::array off_a, py::array a_a, int64_t lda,
     pack = pack_layout(pack_o, images, b.size(), b_image_stride, ix.extent, ix.nnz, len);
   else if (ix.nnz > 0)
     check_extent("b", b.size(), images, b_image_stride, ix.extent.max_off, len);
-  check_row_block("a", a.size(), images, a_image_stride, ix.rows, lda, len);
+  k::ConvOutputLayout grid;
+  const bool gridding = !pack_grid_o.is_none();
+  if (gridding) {  // rows of len from the packed image's offset on, lda apart
+    grid = grid_layout(pack_grid_o, images, a.size(), a_image_stride, "a");
+    if (ix.rows > 0 && len > 0) {
+      if (lda < len) bad("lda is smaller than len");
+      if (sum(grid.offset, mul(ix.rows - 1, lda), len) > mul(grid.c, grid.per_channel))
+        bad("pack_grid: rows of a reach past a packed image");
+    }
+  } else {
+    check_row_block("a", a.size(), images, a_image_stride, ix.rows, lda, len);
+  }
   k::SddmmOffsetsArgs args{ix.ptr.data, ix.off.data, ix.rows, a.data, lda, a_image_stride, b.data,
                            b_image_stride, len, images, out.data, nthreads, seg_len, seg_stride,
-                           packing ? &pack : nullptr};
+                           packing ? &pack : nullptr, gridding ? &grid : nullptr};
   py::gil_scoped_release release;
   sparsetrain::kernel_table().sddmm_offsets(args);
 }
@@ -438,27 +475,32 @@ py::object conv_input(bool pack, py::array x_a, py::array packed_a, int64_t n, i
   return py::bool_(true);
 }
 
-void conv_pack_grad_output(py::array y_a, py::array grid_a, py::object sums_o, int64_t n,
+void conv_pack_grad_output(py::array y_a, py::object grid_o, py::object sums_o, int64_t n,
                            int64_t c, int64_t unit, int64_t ho, int64_t wo, int64_t wq,
                            int64_t per_channel, int64_t offset, int nthreads) {
   auto y = view<float>(y_a, "y", 1);
-  auto grid = view<float>(grid_a, "grid", 1, true);
+  const bool sums_only = grid_o.is_none();
+  View<float> grid{};
+  if (!sums_only) grid = view<float>(grid_o.cast<py::array>(), "grid", 1, true);
   if (unit != 1 && unit != 16) bad("unit must be 1 or 16");
+  if (sums_only && (unit != 1 || sums_o.is_none()))
+    bad("without a grid only channel sums are computed: unit 1 and channel_sums needed");
   if (n < 0 || c < 0 || ho < 0 || wo < 0 || wo > wq || offset < 0 || per_channel < 0)
     bad("bad convolution output layout");
   if (ho > 0 && wo > 0 && sum(offset, mul(ho - 1, wq), wo) > per_channel)
     bad("per_channel too small for the output pixels");
   const int64_t groups = (n + unit - 1) / unit;
   if (y.size() != mul(n, c, ho, wo)) bad("y has the wrong size for the layout");
-  if (grid.size() < mul(groups, c, per_channel, unit)) bad("grid is too small for the layout");
+  if (!sums_only && grid.size() < mul(groups, c, per_channel, unit))
+    bad("grid is too small for the layout");
   double* sums = nullptr;
   if (!sums_o.is_none()) {
     auto sv = view<double>(sums_o.cast<py::array>(), "channel_sums", 1, true);
     if (sv.size() != mul(groups, c)) bad("channel_sums must hold groups * channels values");
     sums = sv.data;
   }
-  k::ConvOutputArgs args{{n, c, groups, unit, ho, wo, wq, per_channel, offset}, y.data, grid.data,
-                         sums, nthreads};
+  k::ConvOutputArgs args{{n, c, groups, unit, ho, wo, wq, per_channel, offset}, y.data,
+                         sums_only ? nullptr : grid.data, sums, nthreads};
   py::gil_scoped_release release;
   sparsetrain::kernel_table().conv_pack_grad_output(args);
 }
@@ -616,11 +658,12 @@ PYBIND11_MODULE(_C, m) {
         py::arg("col0") = 0, py::arg("plane_h") = 0, py::arg("plane_w") = 0,
         py::arg("bias") = py::none(), py::arg("seg_len") = 0, py::arg("seg_stride") = 0,
         py::arg("unit") = 1, py::arg("batch") = 0, py::arg("merge") = py::none(), py::arg("pack") = py::none(),
-        py::arg("check_finite") = false);
+        py::arg("check_finite") = false, py::arg("pack_grid") = py::none());
   m.def("sddmm_offsets", &sddmm_offsets, py::arg("ptr"), py::arg("offsets"), py::arg("a"),
         py::arg("lda"), py::arg("a_image_stride"), py::arg("b"), py::arg("b_image_stride"),
         py::arg("len"), py::arg("images"), py::arg("out"), py::arg("nthreads"),
-        py::arg("seg_len") = 0, py::arg("seg_stride") = 0, py::arg("pack") = py::none());
+        py::arg("seg_len") = 0, py::arg("seg_stride") = 0, py::arg("pack") = py::none(),
+        py::arg("pack_grid") = py::none());
   m.def("conv_pack_input",
         [](py::array x, py::array packed, int64_t n, int64_t c, int64_t unit, int64_t h,
            int64_t w, int64_t sh, int64_t sw, int64_t pt, int64_t pl, int64_t hq, int64_t wq,

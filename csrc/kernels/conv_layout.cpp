@@ -352,6 +352,44 @@ void f32_conv_unpack_grad_input(const ConvInputArgs& a) {
   });
 }
 
+namespace {
+
+// The output rows of one channel (unit 1) into its grid (out: the channel's first pixel),
+// summed into *sum if given. The zeros between them are written by the caller.
+inline void grid_rows(const ConvOutputLayout& l, const float* y, float* out, ChannelSum* sum) {
+  for (int64_t oh = 0; oh < l.ho; ++oh) {
+    copy_row(y + oh * l.wo, out + l.offset + oh * l.wq, l.wo);
+    if (sum) sum->add_row(y + oh * l.wo, l.wo);
+  }
+}
+
+// The zeros of one channel's grid: before, between and after the output rows.
+inline void grid_zeros(const ConvOutputLayout& l, float* out, int64_t unit) {
+  if (l.ho <= 0 || l.wo <= 0) {  // no output pixels: all zeros
+    zero_row(out, l.per_channel * unit);
+    return;
+  }
+  zero_row(out, l.offset * unit);
+  for (int64_t oh = 0; oh + 1 < l.ho; ++oh)
+    zero_row(out + (l.offset + oh * l.wq + l.wo) * unit, (l.wq - l.wo) * unit);
+  const int64_t end = l.offset + (l.ho - 1) * l.wq + l.wo;
+  zero_row(out + end * unit, (l.per_channel - end) * unit);
+}
+
+}  // namespace
+
+void pack_grid_image(const ConvOutputLayout& o, const float* y, float* out) {
+  const ConvOutputLayout l = o;  // locals: stores may alias anything
+  for (int64_t c = 0; c < l.c; ++c) {
+    float* grid = out + c * l.per_channel;
+    grid_zeros(l, grid, 1);
+    grid_rows(l, y + c * l.ho * l.wo, grid, nullptr);
+  }
+}
+
+// A contiguous plane is summed in pieces of this many floats (ChannelSum's rows).
+constexpr int64_t kSumRow = 32 * Vec::W;
+
 // Output side: channel c of group g holds `per_channel` pixels; output pixel (oh, ow) sits at
 // offset + oh * wq + ow; every other pixel of the channel is zero (pack) or ignored (unpack).
 void f32_conv_pack_grad_output(const ConvOutputArgs& a) {
@@ -364,20 +402,17 @@ void f32_conv_pack_grad_output(const ConvOutputArgs& a) {
     alignas(64) float stage[kU * kStage];
     for (int64_t i = i0; i < i1; ++i) {
       const int64_t g = i / l.c, c = i - g * l.c;
-      float* out = a.grid + (g * l.c + c) * l.per_channel * l.unit;
-      // Zeros everywhere but the output pixels: before, between rows, after.
-      zero_row(out, offset * l.unit);
-      for (int64_t oh = 0; oh + 1 < l.ho; ++oh)
-        zero_row(out + (offset + oh * wq + l.wo) * l.unit, (wq - l.wo) * l.unit);
-      const int64_t end = offset + (l.ho - 1) * wq + l.wo;
-      zero_row(out + end * l.unit, (l.per_channel - end) * l.unit);
       ChannelSum sum;
-      if (l.unit == 1) {
+      if (a.grid == nullptr) {  // sums only (unit 1)
         const float* y = a.y + g * chw + c * hw;
-        for (int64_t oh = 0; oh < l.ho; ++oh) {
-          copy_row(y + oh * l.wo, out + offset + oh * wq, l.wo);
-          if (channel_sums) sum.add_row(y + oh * l.wo, l.wo);
-        }
+        for (int64_t k = 0; k < hw; k += kSumRow) sum.add_row(y + k, hw - k < kSumRow ? hw - k : kSumRow);
+        if (channel_sums) channel_sums[i] = sum.total();
+        continue;
+      }
+      float* out = a.grid + (g * l.c + c) * l.per_channel * l.unit;
+      grid_zeros(l, out, l.unit);  // zeros everywhere but the output pixels
+      if (l.unit == 1) {
+        grid_rows(l, a.y + g * chw + c * hw, out, channel_sums ? &sum : nullptr);
         if (channel_sums) channel_sums[i] = sum.total();
         continue;
       }

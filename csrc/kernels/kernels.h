@@ -106,6 +106,7 @@ struct UnpackArgs {
 // With pos set, values are CSR-ordered and scattered into this index's order first (as in
 // SpmmArgs).
 struct ConvInputLayout;  // below
+struct ConvOutputLayout;  // below
 struct SpmmOffsetsArgs {
   const int64_t* ptr;  // rows + 1
   const int64_t* off;  // ptr[rows]
@@ -149,6 +150,9 @@ struct SpmmOffsetsArgs {
   // images) = 1 where the image is all finite.
   const ConvInputLayout* pack = nullptr;
   unsigned char* finite = nullptr;
+  // Optional (pack_grid set, pack not; unit 1): the same for an output gradient: B_n is image
+  // n of the NCHW b (b_image_stride = c * ho * wo) on the bordered grid of pack_grid.
+  const ConvOutputLayout* pack_grid = nullptr;
 };
 
 //   out[j] = sum_n sum_{t < len} A_n[r, t] * B_n[off[j] + t]   for nonzero j of row r
@@ -170,6 +174,10 @@ struct SddmmOffsetsArgs {
   // Optional: B_n packed from the NCHW input b image by image, as in SpmmOffsetsArgs (threads
   // then own images and sum their own partial results, added up in a fixed order).
   const ConvInputLayout* pack = nullptr;
+  // Optional: A_n packed the same way from the NCHW output gradient a (a_image_stride =
+  // c * ho * wo): A_n[r, t] = grid position t of channel r, i.e. the packed image from
+  // pack_grid->offset on, rows lda = pack_grid->per_channel apart.
+  const ConvOutputLayout* pack_grid = nullptr;
 };
 
 // Convolution layouts: (groups, channels, stride phases sh x sw, hq, wq, unit) with the batch
@@ -206,12 +214,13 @@ struct ConvOutputLayout {
 
 // The output gradient: NCHW y -> grid, zeros at every non-output pixel, and, when
 // channel_sums is given, channel_sums[g * c + ch] = the sum of group g's values of channel ch
-// (the bias gradient, in the same pass). (The forward pass needs no way back: the offsets
+// (the bias gradient, in the same pass). grid == nullptr (unit 1): the sums only, for the
+// layouts whose kernels pack y themselves. (The forward pass needs no way back: the offsets
 // kernel writes NCHW outputs itself.)
 struct ConvOutputArgs {
   ConvOutputLayout layout;
   const float* y;  // n * c * ho * wo
-  float* grid;     // groups * c * per_channel * unit
+  float* grid;     // groups * c * per_channel * unit, or nullptr
   double* channel_sums;  // groups * c, or nullptr
   int nthreads;
 };

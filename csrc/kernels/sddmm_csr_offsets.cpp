@@ -1,7 +1,7 @@
 // f32_sddmm_csr_offsets: out[j] = sum over images n and t < len of A_n[r, t] * B_n[off[j] + t].
 // The gradient of a convolution's nonzero weights: A = output gradient on the grid, B = the
 // packed input, summed over the batch. Threads own disjoint rows (output channels), or, when
-// the kernel packs B itself image by image, disjoint images with partial sums of their own.
+// the kernel packs B or A itself image by image, disjoint images with partial sums of their own.
 #include <cstddef>
 #include <vector>
 
@@ -15,10 +15,10 @@ namespace kernels {
 namespace ST_ISA {
 namespace {
 
-// Adds (accumulate) or stores image n's products of rows [r0, r1) into out, with b = B_n.
-void image_rows(const SddmmOffsetsArgs& a, int64_t n, int64_t r0, int64_t r1, const float* b,
-                float* out, bool accumulate) {
-  const float* an = a.a + n * a.a_image_stride;
+// Adds (accumulate) or stores one image's products of rows [r0, r1) into out, with
+// an = A_n and b = B_n.
+void image_rows(const SddmmOffsetsArgs& a, const float* an, int64_t r0, int64_t r1,
+                const float* b, float* out, bool accumulate) {
   const auto src = [&](int64_t j) { return b + a.off[j]; };
   for_each_span(a.len, a.seg_len, a.seg_stride, [&](int64_t c0, int64_t c1) {
     for (int64_t r = r0; r < r1; ++r)
@@ -26,8 +26,8 @@ void image_rows(const SddmmOffsetsArgs& a, int64_t n, int64_t r0, int64_t r1, co
   });
 }
 
-// Threads own images: the batch in `parts` fixed slices, each packing its images one at a
-// time and summing into its own copy of out; the copies are then added in slice order. The
+// Threads own images: the batch in `parts` fixed slices, each packing its images (B, A or
+// both) one at a time and summing into its own copy of out; the copies are then added in slice order. The
 // slices depend on the batch and the nonzero count only, so the result is the same for any
 // thread count (as with threads owning rows).
 constexpr int64_t kMaxParts = 16;                      // at most this many threads busy
@@ -40,16 +40,26 @@ void packed_by_image(const SddmmOffsetsArgs& a) {
   // Slice p's sums, indexed by nonzero number as out is (slice 0 sums into out itself).
   std::vector<float> partial(static_cast<std::size_t>((parts - 1) * end));
   const auto part_out = [&](int64_t p) { return p == 0 ? a.out : partial.data() + (p - 1) * end; };
-  const ThreadScratch scratch(a.nthreads, packed_image_size(*a.pack));
+  const ThreadScratch packed_b(a.pack ? a.nthreads : 0, a.pack ? packed_image_size(*a.pack) : 0);
+  const ThreadScratch packed_a(a.pack_grid ? a.nthreads : 0,
+                               a.pack_grid ? packed_grid_size(*a.pack_grid) : 0);
   parallel_uniform(a.nthreads, parts, (nnz + a.rows) * a.len * (a.images / parts + 1),
                    [&](int64_t p0, int64_t p1) {
-    float* const packed = scratch.mine();
     for (int64_t p = p0; p < p1; ++p) {
       float* out = part_out(p);
       const int64_t n0 = a.images * p / parts, n1 = a.images * (p + 1) / parts;
       for (int64_t n = n0; n < n1; ++n) {
-        pack_image(*a.pack, a.b + n * a.b_image_stride, packed, nullptr);
-        image_rows(a, n, 0, a.rows, packed, out, n > n0);
+        const float* b = a.b + n * a.b_image_stride;
+        if (a.pack) {
+          pack_image(*a.pack, b, packed_b.mine(), nullptr);
+          b = packed_b.mine();
+        }
+        const float* an = a.a + n * a.a_image_stride;
+        if (a.pack_grid) {
+          pack_grid_image(*a.pack_grid, an, packed_a.mine());
+          an = packed_a.mine() + a.pack_grid->offset;
+        }
+        image_rows(a, an, 0, a.rows, b, out, n > n0);
       }
     }
   });
@@ -68,7 +78,7 @@ void f32_sddmm_csr_offsets(const SddmmOffsetsArgs& a) {
     for (int64_t j = base; j < a.ptr[a.rows]; ++j) a.out[j] = 0.0f;
     return;
   }
-  if (a.pack != nullptr) {
+  if (a.pack != nullptr || a.pack_grid != nullptr) {
     packed_by_image(a);
     return;
   }
@@ -76,7 +86,8 @@ void f32_sddmm_csr_offsets(const SddmmOffsetsArgs& a) {
       a.nthreads, a.rows, a.len * a.images, [&](int64_t r) { return a.ptr[r] - base + r; },
       [&](int64_t r0, int64_t r1) {
         for (int64_t n = 0; n < a.images; ++n)
-          image_rows(a, n, r0, r1, a.b + n * a.b_image_stride, a.out, n > 0);
+          image_rows(a, a.a + n * a.a_image_stride, r0, r1, a.b + n * a.b_image_stride, a.out,
+                     n > 0);
       });
 }
 

@@ -57,14 +57,31 @@ inline void scatter_to_planes16(const SpmmOffsetsArgs& a, const float* buf, int6
   };
   for_each_plane_run(a, t0 / 16, (t1 - t0) / 16, copy);
 }
-// The merge form (see SpmmOffsetsArgs::merge): threads own (image, channel) pairs; each
-// channel's phase planes go through a per-thread buffer straight into its NCHW plane.
+// The merge form (see SpmmOffsetsArgs::merge): channel ch of image n (b = B_n), its phase
+// planes computed into `planes` (phases x plane, zero outside [t_base, t_base + len)) and
+// interleaved straight into its NCHW plane.
+void merge_channel(const SpmmOffsetsArgs& a, const float* values, int64_t n, int64_t ch,
+                   const float* b, float* planes) {
+  const ConvInputLayout& l = *a.merge;
+  const int64_t phases = l.sh * l.sw, plane = l.hq * l.wq;
+  float* const buf = planes + a.t_base;
+  const auto src = [&](int64_t j) { return b + a.off[j]; };
+  for_each_span(a.len, a.seg_len, a.seg_stride, [&](int64_t t0, int64_t t1) {
+    for (int64_t p = 0; p < phases; ++p) {
+      const int64_t r = ch * phases + p;
+      spmm_span(a.ptr[r], a.ptr[r + 1], src, values, t0, t1, buf + p * plane);
+    }
+  });
+  merge_phases(planes, l, a.c + n * a.c_image_stride + ch * l.h * l.w);
+}
+
+// The merge form over B as given: threads own (image, channel) pairs.
 void spmm_merge_phases(const SpmmOffsetsArgs& a, const float* values) {
   const ConvInputLayout& l = *a.merge;
-  const int64_t phases = l.sh * l.sw, plane = l.hq * l.wq, hw = l.h * l.w;
+  const int64_t phases = l.sh * l.sw;
   const int64_t base = a.ptr[0], per_image = a.ptr[a.rows] - base + a.rows;
   // Zeroed once: the kernel only ever writes [t_base, t_base + len) of each plane.
-  const ThreadScratch scratch(a.nthreads, phases * plane);
+  const ThreadScratch planes(a.nthreads, phases * l.hq * l.wq);
   parallel_balanced(
       a.nthreads, l.c * a.images, phases * a.len,
       [&](int64_t i) {
@@ -72,19 +89,9 @@ void spmm_merge_phases(const SpmmOffsetsArgs& a, const float* values) {
         return n * per_image + a.ptr[ch * phases] - base + ch * phases;
       },
       [&](int64_t i0, int64_t i1) {
-        float* const planes = scratch.mine();
-        float* const buf = planes + a.t_base;
         for (int64_t i = i0; i < i1; ++i) {
           const int64_t n = i / l.c, ch = i - n * l.c;
-          const float* b = a.b + n * a.b_image_stride;
-          const auto src = [&](int64_t j) { return b + a.off[j]; };
-          for_each_span(a.len, a.seg_len, a.seg_stride, [&](int64_t t0, int64_t t1) {
-            for (int64_t p = 0; p < phases; ++p) {
-              const int64_t r = ch * phases + p;
-              spmm_span(a.ptr[r], a.ptr[r + 1], src, values, t0, t1, buf + p * plane);
-            }
-          });
-          merge_phases(planes, l, a.c + n * a.c_image_stride + ch * hw);
+          merge_channel(a, values, n, ch, a.b + n * a.b_image_stride, planes.mine());
         }
       });
 }
@@ -127,19 +134,31 @@ void f32_spmm_csr_offsets(const SpmmOffsetsArgs& a) {
   const float* values = a.val;
   const int64_t nnz = a.ptr[a.rows] - a.ptr[0];
   if (a.pos != nullptr) values = scatter_values(a.val, a.pos, nnz, a.scratch, a.nthreads);
-  if (a.merge != nullptr) {
-    spmm_merge_phases(a, values);
-    return;
-  }
-  if (a.pack != nullptr) {  // threads own images, each packed just before its rows run
-    const ThreadScratch scratch(a.nthreads, packed_image_size(*a.pack));
+  if (a.pack != nullptr || a.pack_grid != nullptr) {
+    // Threads own images, each packed just before its rows run.
+    const ThreadScratch packed(a.nthreads, a.pack ? packed_image_size(*a.pack)
+                                                  : packed_grid_size(*a.pack_grid));
+    const ThreadScratch planes(a.merge ? a.nthreads : 0,
+                               a.merge ? a.merge->sh * a.merge->sw * a.merge->hq * a.merge->wq : 0);
     parallel_uniform(a.nthreads, a.images, (nnz + a.rows) * a.len, [&](int64_t i0, int64_t i1) {
-      float* const packed = scratch.mine();
+      float* const b = packed.mine();
       for (int64_t n = i0; n < i1; ++n) {
-        pack_image(*a.pack, a.b + n * a.b_image_stride, packed, a.finite ? a.finite + n : nullptr);
-        image_rows(a, values, n, 0, a.rows, packed);
+        const float* image = a.b + n * a.b_image_stride;
+        if (a.pack)
+          pack_image(*a.pack, image, b, a.finite ? a.finite + n : nullptr);
+        else
+          pack_grid_image(*a.pack_grid, image, b);
+        if (a.merge) {
+          for (int64_t ch = 0; ch < a.merge->c; ++ch) merge_channel(a, values, n, ch, b, planes.mine());
+        } else {
+          image_rows(a, values, n, 0, a.rows, b);
+        }
       }
     });
+    return;
+  }
+  if (a.merge != nullptr) {
+    spmm_merge_phases(a, values);
     return;
   }
   const int64_t base = a.ptr[0];

@@ -444,6 +444,83 @@ TEST_P(Kernels, OffsetsKernelsPackImagesThemselves) {
   }
 }
 
+// The output-gradient side of the fused forms: B (spmm, plain and phase-merging) or A (sddmm)
+// packed onto its bordered grid by the kernel from NCHW dy, against conv_pack_grad_output
+// followed by the kernel on the packed tensor; the channel sums without a grid.
+TEST_P(Kernels, OffsetsKernelsPackGridsThemselves) {
+  const auto& table = st::kernel_table(GetParam());
+  std::mt19937 rng(14);
+  const int64_t n = 7, c = 3, ho = 5, wo = 9, wq = 11, offset = 13;
+  const int64_t per = offset + (ho - 1) * wq + wo + 4, image = c * per, len = per - offset;
+  const k::ConvOutputLayout o{n, c, n, 1, ho, wo, wq, per, offset};
+  std::vector<float> y = random_vec(n * c * ho * wo, rng), grid(n * image);
+  std::vector<double> sums(n * c), sums_only(n * c);
+  table.conv_pack_grad_output({o, y.data(), grid.data(), sums.data(), 2});
+  table.conv_pack_grad_output({o, y.data(), nullptr, sums_only.data(), 2});
+  for (int64_t i = 0; i < n * c; ++i) {  // both against exact sums (their float lanes differ)
+    double exact = 0.0, mag = 0.0;
+    for (int64_t k = 0; k < ho * wo; ++k) {
+      exact += y[i * ho * wo + k];
+      mag += std::fabs(y[i * ho * wo + k]);
+    }
+    ASSERT_NEAR(sums[i], exact, 2e-6 * mag) << "channel sum " << i;
+    ASSERT_NEAR(sums_only[i], exact, 2e-6 * mag) << "channel sum without grid " << i;
+  }
+  // spmm: rows of a transposed product (phase planes of a 2 x 2 strided input, 2 channels)
+  // reading the grid at offsets; into rows, and merged into NCHW.
+  const int64_t rows = 8, t_len = len - 20;
+  OffsetCsr a = random_offsets(rows, 6, image - t_len, rng);
+  const k::ConvInputLayout merge{n, 2, n, 1, 7, 6, 2, 2, 1, 1, 4, 4};  // planes of 16
+  const int64_t plane = 16, hw = 7 * 6;
+  std::vector<float> ref(n * rows * t_len, -7.f);
+  k::SpmmOffsetsArgs args{a.ptr.data(), a.off.data(), a.val.data(), nullptr, nullptr, rows,
+                          grid.data(), image, ref.data(), t_len, rows * t_len, t_len, n, 2};
+  table.spmm_offsets(args);
+  auto merged_args = args;
+  merged_args.len = plane;
+  merged_args.merge = &merge;
+  merged_args.c_image_stride = 2 * hw;
+  std::vector<float> merged_ref(n * 2 * hw, -7.f), merged(merged_ref.size(), -7.f);
+  merged_args.c = merged_ref.data();
+  OffsetCsr am = random_offsets(rows, 6, image - plane, rng);
+  merged_args.ptr = am.ptr.data();
+  merged_args.off = am.off.data();
+  merged_args.val = am.val.data();
+  table.spmm_offsets(merged_args);
+  for (int threads : {1, 3}) {
+    const std::string what = ", threads " + std::to_string(threads);
+    std::vector<float> out(ref.size(), -7.f);
+    auto f = args;
+    f.b = y.data();
+    f.b_image_stride = c * ho * wo;
+    f.c = out.data();
+    f.nthreads = threads;
+    f.pack_grid = &o;
+    table.spmm_offsets(f);
+    for (size_t i = 0; i < out.size(); ++i) ASSERT_EQ(out[i], ref[i]) << "spmm_offsets" << what << " at " << i;
+    auto fm = merged_args;
+    fm.b = y.data();
+    fm.b_image_stride = c * ho * wo;
+    fm.c = merged.data();
+    fm.nthreads = threads;
+    fm.pack_grid = &o;
+    table.spmm_offsets(fm);
+    for (size_t i = 0; i < merged.size(); ++i)
+      ASSERT_EQ(merged[i], merged_ref[i]) << "merged spmm_offsets" << what << " at " << i;
+  }
+  // sddmm: A from the grid (rows = channels from `offset` on), B a plain tensor.
+  const int64_t b_image = 300, s_len = len - 3;
+  OffsetCsr as = random_offsets(c, 5, b_image - s_len, rng);
+  std::vector<float> b = random_vec(n * b_image, rng), dv_ref(as.off.size()), dv(as.off.size());
+  table.sddmm_offsets({as.ptr.data(), as.off.data(), c, grid.data() + offset, per, image,
+                       b.data(), b_image, s_len, n, dv_ref.data(), 2});
+  k::SddmmOffsetsArgs sa{as.ptr.data(), as.off.data(), c, y.data(), per, c * ho * wo, b.data(),
+                         b_image, s_len, n, dv.data(), 2};
+  sa.pack_grid = &o;
+  table.sddmm_offsets(sa);
+  expect_close(dv, dv_ref, 1e-5f, "sddmm_offsets with A packed from NCHW");
+}
+
 TEST_P(Kernels, SddmmOffsetsMatchesNaiveAndScalar) {
   const auto& table = st::kernel_table(GetParam());
   const auto& scalar = st::kernel_table(st::Isa::scalar);

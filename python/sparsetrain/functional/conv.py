@@ -97,6 +97,10 @@ class _Layout:
         pt, _, pl, _ = g.padding
         self.pack_args = dict(pack=(g.in_channels, s.H, s.W, g.stride[0], g.stride[1], pt, pl,
                                     s.Hq, s.Wq)) if self.fused else {}
+        # ... and the output gradient onto its bordered grid the same way (what pack_dy does).
+        self.fused_dy = self.fused
+        self.grid_args = dict(pack_grid=(g.out_channels, s.Ho, s.Wo, s.Wq, s.dy_len,
+                                         s.margin)) if self.fused_dy else {}
         if u != 1:
             self.out_segments = dict(seg_len=s.Wo * u, seg_stride=s.Wq * u)
             if s.phases == 1:
@@ -134,12 +138,18 @@ class _Layout:
         s, c = self.s, self.g.out_channels
         if self.direct:
             return dy.reshape(-1), (dy.sum((0, 2, 3)) if want_bias_grad else None)
-        buf = _workspace.empty(self.images * self.dy_image * self.unit)
+        if self.fused_dy and not want_bias_grad:  # the kernels pack dy themselves (grid_args)
+            return dy.reshape(-1), None
+        # The packed gradient (or, fused, none: the channel sums only, the kernel's being
+        # faster than a reduction over dims (0, 2, 3)).
+        buf = None if self.fused_dy else _workspace.empty(self.images * self.dy_image * self.unit)
         sums = torch.empty(self.images, c, dtype=torch.float64) if want_bias_grad else None
-        _C.conv_pack_grad_output(_np(dy.reshape(-1)), _np(buf), None if sums is None else
-                                 sums.numpy().reshape(-1), self.n, c, self.unit, s.Ho, s.Wo,
-                                 s.Wq, s.dy_len, s.margin, get_num_threads())
-        return buf, (sums.sum(0).to(torch.float32) if want_bias_grad else None)
+        _C.conv_pack_grad_output(_np(dy.reshape(-1)), None if buf is None else _np(buf),
+                                 None if sums is None else sums.numpy().reshape(-1), self.n, c,
+                                 self.unit, s.Ho, s.Wo, s.Wq, s.dy_len, s.margin,
+                                 get_num_threads())
+        db = sums.sum(0).to(torch.float32) if want_bias_grad else None
+        return (dy.reshape(-1) if buf is None else buf), db
 
     # -- the three products ----------------------------------------------------------------
     def forward(self, row_ptr, values, xq, bias, nthreads, check_finite=False):
@@ -174,12 +184,17 @@ class _Layout:
         return (y if bias is None else y.add_(bias.view(1, -1, 1, 1))), None
 
     def values_grad(self, row_ptr, dyq, xq, nnz, nthreads):
-        s, u = self.s, self.unit
+        s, u, g = self.s, self.unit, self.g
         dv = torch.empty(nnz)
-        x_image = self.g.in_channels * s.H * s.W if self.fused else self.x_image * u
-        _C.sddmm_offsets(row_ptr, self.off, _np(dyq)[s.margin * u:], s.dy_len * u,
-                         self.dy_image * u, _np(xq), x_image, s.grid_len * u,
-                         self.images, _np(dv), nthreads, **self.out_segments, **self.pack_args)
+        # x and dy as packed tensors, or (fused) NCHW ones the kernel packs image by image.
+        if self.fused_dy:
+            a, a_image = _np(dyq), g.out_channels * s.Ho * s.Wo
+        else:
+            a, a_image = _np(dyq)[s.margin * u:], self.dy_image * u
+        x_image = g.in_channels * s.H * s.W if self.fused else self.x_image * u
+        _C.sddmm_offsets(row_ptr, self.off, a, s.dy_len * u, a_image, _np(xq), x_image,
+                         s.grid_len * u, self.images, _np(dv), nthreads, **self.out_segments,
+                         **self.pack_args, **self.grid_args)
         return dv
 
     def unpack_x(self, xq):
@@ -191,6 +206,8 @@ class _Layout:
 
     def input_grad(self, values, dyq, nthreads):
         s, u = self.s, self.unit
+        # dy's images: packed ones, or NCHW ones the kernel packs itself (fused).
+        dy_image = self.g.out_channels * s.Ho * s.Wo if self.fused_dy else self.dy_image * u
         if not self.direct and s.phases == 1:
             # Stride 1: the padded plane's interior is dx itself; the kernel writes it there.
             g = self.g
@@ -198,10 +215,10 @@ class _Layout:
             dx = _workspace.empty(self.n, g.in_channels, s.H, s.W)
             scratch = _workspace.empty(values.numel())
             _C.spmm_offsets(self.t_ptr, self.t_off, _np(values), self.t_pos, _np(scratch),
-                            _np(dyq), self.dy_image * u, _np(dx.view(-1)), s.H * s.W,
+                            _np(dyq), dy_image, _np(dx.view(-1)), s.H * s.W,
                             g.in_channels * s.H * s.W, s.dx_len * u, self.images, nthreads,
                             grid_w=s.Wq, t_base=s.dx_start, row0=pt, col0=pl, plane_h=s.H,
-                            plane_w=s.W, **self.dx_segments, **self.lanes)
+                            plane_w=s.W, **self.dx_segments, **self.lanes, **self.grid_args)
             return dx
         if u == 1 and not self.direct:
             # Strided, one image per vector: each channel's phase planes are interleaved into
@@ -210,9 +227,9 @@ class _Layout:
             dx = _workspace.empty(self.n, g.in_channels, s.H, s.W)
             scratch = _workspace.empty(values.numel())
             _C.spmm_offsets(self.t_ptr, self.t_off, _np(values), self.t_pos, _np(scratch),
-                            _np(dyq), self.dy_image, _np(dx.view(-1)), s.plane,
+                            _np(dyq), dy_image, _np(dx.view(-1)), s.plane,
                             g.in_channels * s.H * s.W, s.dx_len, self.images, nthreads,
-                            t_base=s.dx_start, merge=self._input_args()[3:])
+                            t_base=s.dx_start, merge=self._input_args()[3:], **self.grid_args)
             return dx
         if self.direct:
             dxq = _workspace.empty(self.n, self.g.in_channels, s.H, s.W)
