@@ -71,6 +71,8 @@ def measure(family, shape, sparsities, repeats):
         rows.append({"sparsity": sparsity, "dense_ms": dense_s * 1e3, "sparse_ms": sparse_s * 1e3,
                      "speedup": dense_s / sparse_s,
                      "nnz_gflops": B.nnz_flops(sparse, x) / sparse_s / 1e9})
+        if family == "conv":  # the layout "auto" settled on for this input
+            rows[-1]["strategy"] = next(iter(sparse._chosen.values()), sparse.strategy)
     return rows
 
 

@@ -440,7 +440,7 @@ class SparseConv2dFunction(torch.autograd.Function):
         return dx, dv, db, None, None, None
 
 
-def time_layouts(layouts, x, values, bias, row_ptr, repeats: int = 3) -> dict:
+def time_layouts(layouts, x, values, bias, row_ptr, repeats: int = 5) -> dict:
     """Seconds per forward + both gradients (layout changes included) for each layout: the
     best of `repeats` runs after one warm-up run. The layouts take turns, so a burst of noise
     from the rest of the machine (a shared VM's neighbours) hits all of them alike."""
