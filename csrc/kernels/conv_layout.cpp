@@ -71,6 +71,7 @@ struct PhaseColumns {
 // them lie inside the input row); other strides and the ends go element by element.
 inline void pack_phases(const float* x, const ConvInputLayout& l, float* out) {
   constexpr int64_t W = Vec::W;
+  alignas(64) float tail[2 * W] = {};
   const int64_t wq = l.wq, plane = l.hq * wq, sw = l.sw;
   for (int64_t ph = 0; ph < l.sh; ++ph) {
     for (int64_t pw = 0; pw < sw; ++pw) {
@@ -85,9 +86,16 @@ inline void pack_phases(const float* x, const ConvInputLayout& l, float* out) {
         zero_row(r + cols.q1, wq - cols.q1);
         const float* s = x + ih * l.w + pw - l.pl;  // s[q * sw]: column q
         int64_t q = cols.q0;
-        if (sw == 2)  // the last float a vector reads, s[2q + 2W - 1], must be in the row
+        if (sw == 2) {  // the last float a vector reads, s[2q + 2W - 1], must be in the row
           for (; q + W <= cols.q1 && 2 * (q + W) - 1 + pw - l.pl < l.w; q += W)
             Vec::store(r + q, load_even(s + 2 * q));
+          // The rest (short rows: all of it) through a copy of just the floats it needs.
+          for (int64_t m; q < cols.q1; q += m) {
+            m = cols.q1 - q < W ? cols.q1 - q : W;
+            copy_row(s + 2 * q, tail, 2 * m - 1);
+            Vec::store_n(r + q, load_even(tail), static_cast<int>(m));
+          }
+        }
         for (; q < cols.q1; ++q) r[q] = s[q * sw];
       }
     }

@@ -7,6 +7,7 @@
 #include <cstdint>
 
 #include "kernels/kernels.h"
+#include "kernels/rows.h"
 #include "kernels/vec.h"
 
 namespace sparsetrain {
@@ -29,6 +30,14 @@ inline void merge_phases(const float* in, const ConvInputLayout& l, float* x) {
       const float* s1 = rows + pw1 * plane + (1 + l.pl - pw1) / 2;
       for (; iw + 2 * W <= l.w; iw += 2 * W)
         store_interleaved(x + iw, Vec::load(s0 + iw / 2), Vec::load(s1 + iw / 2));
+      if (iw < l.w) {  // the rest (short rows: all of it) through a buffer of 2W
+        const int64_t n = l.w - iw;
+        alignas(64) float tail[2 * W];
+        store_interleaved(tail, Vec::load_n(s0 + iw / 2, static_cast<int>((n + 1) / 2)),
+                          Vec::load_n(s1 + iw / 2, static_cast<int>(n / 2)));
+        copy_row(tail, x + iw, n);
+        iw = l.w;
+      }
     }
     for (int64_t pw = (iw + l.pl) % sw, q = (iw + l.pl) / sw; iw < l.w; ++iw) {
       x[iw] = rows[pw * plane + q];
