@@ -118,6 +118,29 @@ def test_deepcopy_and_pickle_after_use(strategy):
     assert torch.equal(torch.load(buf, weights_only=False)(x), y)
 
 
+@pytest.mark.parametrize("batch", [3, 5, 17])
+def test_fresh_layers_agree_for_any_thread_count(batch):
+    """A layer first called under 1 thread and an identical one first called under 2 give
+    bitwise equal results (the plane layout's choice to pack inside its kernels depends on the
+    batch only, and its values gradient sums the batch in fixed slices)."""
+    torch.manual_seed(0)
+    conv = nn.Conv2d(6, 8, 3, stride=2, padding=1)
+    x = torch.randn(batch, 6, 11, 12, requires_grad=True)
+    g = torch.randn(batch, 8, 6, 6)
+    out = []
+    try:
+        for n in (1, 2):
+            st.set_num_threads(n)
+            sp = st.SparseConv2d.from_dense(conv, strategy="plane")
+            x.grad = None
+            sp(x).backward(g)
+            out.append((sp(x).detach(), x.grad.clone(), sp.values.grad.clone()))
+    finally:
+        st.set_num_threads(None)
+    for a, b in zip(*out):
+        assert torch.equal(a, b)
+
+
 @pytest.mark.parametrize("strategy", ["direct", "plane", "batch"])
 def test_threads_do_not_change_results(strategy):
     sp = st.SparseConv2d(8, 8, 3, padding=1, sparsity=0.8, strategy=strategy)

@@ -46,8 +46,11 @@ from .linear import all_finite, dense_weight, no_autocast, nonfinite_rows
 STRATEGIES = ("direct", "plane", "batch")
 # The plane layout's kernels pack the input themselves, image by image (see _Layout.fused):
 # 3x3 stride 2 64->128 @56, batch 32, 2 threads, 95% sparse: 20.2 -> 16.1 ms per step.
-# None: when the batch has at least two images per thread; True / False: always / never.
+# None: for batches of at least FUSED_MIN_BATCH images (their threads own whole images, so
+# a smaller batch leaves threads idle); True / False: always / never. The choice depends on
+# the batch only, never on the thread count: results stay the same for any thread count.
 FUSED_PACK = None
+FUSED_MIN_BATCH = 4
 _BATCH_UNIT = 16  # images per vector in the "batch" layout
 
 
@@ -91,8 +94,8 @@ class _Layout:
         # One image per vector and a layout change: the kernels that read the packed input
         # pack each image themselves right before using it (from cache; the packed tensor
         # never exists), so x itself stands for "the packed input" here. Their threads then
-        # own whole images: a batch smaller than twice the thread count packs beforehand.
-        fuse = FUSED_PACK if FUSED_PACK is not None else batch >= 2 * get_num_threads()
+        # own whole images: a small batch packs beforehand.
+        fuse = FUSED_PACK if FUSED_PACK is not None else batch >= FUSED_MIN_BATCH
         self.fused = u == 1 and not self.direct and fuse
         pt, _, pl, _ = g.padding
         self.pack_args = dict(pack=(g.in_channels, s.H, s.W, g.stride[0], g.stride[1], pt, pl,
