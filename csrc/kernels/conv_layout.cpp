@@ -413,7 +413,8 @@ void f32_conv_pack_grad_output(const ConvOutputArgs& a) {
       ChannelSum sum;
       if (a.grid == nullptr) {  // sums only (unit 1)
         const float* y = a.y + g * chw + c * hw;
-        for (int64_t k = 0; k < hw; k += kSumRow) sum.add_row(y + k, hw - k < kSumRow ? hw - k : kSumRow);
+        for (int64_t k = 0; k < hw; k += kSumRow)
+          sum.add_row(y + k, hw - k < kSumRow ? hw - k : kSumRow);
         if (channel_sums) channel_sums[i] = sum.total();
         continue;
       }

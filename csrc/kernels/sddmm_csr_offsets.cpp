@@ -27,9 +27,9 @@ void image_rows(const SddmmOffsetsArgs& a, const float* an, int64_t r0, int64_t 
 }
 
 // Threads own images: the batch in `parts` fixed slices, each packing its images (B, A or
-// both) one at a time and summing into its own copy of out; the copies are then added in slice order. The
-// slices depend on the batch and the nonzero count only, so the result is the same for any
-// thread count (as with threads owning rows).
+// both) one at a time and summing into its own copy of out; the copies are then added in
+// slice order. The slices depend on the batch and the nonzero count only, so the result is
+// the same for any thread count (as with threads owning rows).
 constexpr int64_t kMaxParts = 16;                      // at most this many threads busy
 constexpr int64_t kPartialBudget = int64_t{8} << 20;  // floats of partial sums (32 MiB)
 void packed_by_image(const SddmmOffsetsArgs& a) {

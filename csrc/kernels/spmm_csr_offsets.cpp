@@ -2,7 +2,8 @@
 // A convolution's forward pass (rows = output channels, off = where each nonzero's shifted
 // input plane starts) and its input gradient (rows = input channel phase planes, off into
 // the padded output gradient), vectorized along the flattened spatial grid.
-// Threads own disjoint (image, row) pairs, balanced by nonzero count.
+// Threads own disjoint (image, row) pairs, balanced by nonzero count; or whole images when
+// the kernel packs B itself (pack / pack_grid); or (image, channel) pairs of the phase merge.
 #include "kernels/conv_pack.h"
 #include "kernels/kernels.h"
 #include "kernels/phases.h"
@@ -57,6 +58,7 @@ inline void scatter_to_planes16(const SpmmOffsetsArgs& a, const float* buf, int6
   };
   for_each_plane_run(a, t0 / 16, (t1 - t0) / 16, copy);
 }
+
 // The merge form (see SpmmOffsetsArgs::merge): channel ch of image n (b = B_n), its phase
 // planes computed into `planes` (phases x plane, zero outside [t_base, t_base + len)) and
 // interleaved straight into its NCHW plane.
@@ -149,7 +151,8 @@ void f32_spmm_csr_offsets(const SpmmOffsetsArgs& a) {
         else
           pack_grid_image(*a.pack_grid, image, b);
         if (a.merge) {
-          for (int64_t ch = 0; ch < a.merge->c; ++ch) merge_channel(a, values, n, ch, b, planes.mine());
+          for (int64_t ch = 0; ch < a.merge->c; ++ch)
+            merge_channel(a, values, n, ch, b, planes.mine());
         } else {
           image_rows(a, values, n, 0, a.rows, b);
         }

@@ -58,23 +58,32 @@ inline void parallel_balanced(int nthreads, int64_t n, int64_t work_per_weight, 
   }
 }
 
-// Per-thread scratch: `size` floats for each thread a parallel_* call with `nthreads` may
-// start, allocated by the calling thread before the region (an allocation failure then
+// Per-thread scratch: `size` zeroed floats for each thread a parallel_* call with `nthreads`
+// may start, allocated by the calling thread before the region (an allocation failure then
 // reaches the caller as an exception instead of ending the process inside the region).
 // Inside a body, mine() is the calling thread's slice.
 class ThreadScratch {
  public:
-  ThreadScratch(int nthreads, int64_t size, float fill = 0.0f)
-      : size_(size), data_(new float[static_cast<std::size_t>((nthreads < 1 ? 1 : nthreads) * size)]) {
-    for (int64_t i = 0, n = (nthreads < 1 ? 1 : nthreads) * size; i < n; ++i) data_[i] = fill;
+  ThreadScratch(int nthreads, int64_t size)
+      : size_(size),
+        count_(teams(nthreads)),
+        data_(new float[static_cast<std::size_t>(teams(nthreads) * size)]) {
+    for (int64_t i = 0, n = teams(nthreads) * size; i < n; ++i) data_[i] = 0.0f;
   }
   ~ThreadScratch() { delete[] data_; }
   ThreadScratch(const ThreadScratch&) = delete;
   ThreadScratch& operator=(const ThreadScratch&) = delete;
-  float* mine() const { return data_ + omp_get_thread_num() * size_; }
+  // A thread number past the slots can only be the caller's own in an enclosing OpenMP team
+  // (a one-thread call runs the body on the caller): then no other thread shares this scratch.
+  float* mine() const {
+    const int t = omp_get_thread_num();
+    return data_ + (t < count_ ? t : 0) * size_;
+  }
 
  private:
+  static int64_t teams(int nthreads) { return nthreads < 1 ? 1 : nthreads; }
   int64_t size_;
+  int64_t count_ = 0;
   float* data_;
 };
 

@@ -521,6 +521,33 @@ TEST_P(Kernels, OffsetsKernelsPackGridsThemselves) {
   expect_close(dv, dv_ref, 1e-5f, "sddmm_offsets with A packed from NCHW");
 }
 
+// Called from inside an OpenMP team (the caller's own parallel region), one thread each: every
+// call still packs into its own scratch (thread numbers of the enclosing team are not slots).
+TEST_P(Kernels, FusedKernelsInsideAnOpenMPTeam) {
+  const auto& table = st::kernel_table(GetParam());
+  std::mt19937 rng(15);
+  const int64_t n = 2, c = 2, h = 6, w = 7, hq = 8, wq = 9, rows = 3, len = 40;
+  const k::ConvInputLayout l{n, c, n, 1, h, w, 1, 1, 1, 1, hq, wq};
+  const int64_t image = c * hq * wq;
+  OffsetCsr a = random_offsets(rows, 4, image - len, rng);
+  std::vector<float> x = random_vec(n * c * h * w, rng), packed(n * image);
+  table.conv_pack_input({l, x.data(), packed.data(), 1});
+  std::vector<float> ref(n * rows * len);
+  table.spmm_offsets({a.ptr.data(), a.off.data(), a.val.data(), nullptr, nullptr, rows,
+                      packed.data(), image, ref.data(), len, rows * len, len, n, 1});
+  constexpr int kCallers = 4;
+  std::vector<std::vector<float>> out(kCallers, std::vector<float>(ref.size(), -7.f));
+#pragma omp parallel for num_threads(kCallers)
+  for (int t = 0; t < kCallers; ++t) {
+    k::SpmmOffsetsArgs f{a.ptr.data(), a.off.data(), a.val.data(), nullptr, nullptr, rows,
+                         x.data(), c * h * w, out[t].data(), len, rows * len, len, n, 1};
+    f.pack = &l;
+    table.spmm_offsets(f);
+  }
+  for (int t = 0; t < kCallers; ++t)
+    for (size_t i = 0; i < ref.size(); ++i) ASSERT_EQ(out[t][i], ref[i]) << "caller " << t;
+}
+
 TEST_P(Kernels, SddmmOffsetsMatchesNaiveAndScalar) {
   const auto& table = st::kernel_table(GetParam());
   const auto& scalar = st::kernel_table(st::Isa::scalar);
