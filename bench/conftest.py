@@ -20,11 +20,13 @@ def pytest_terminal_summary(terminalreporter, config):
     by_group = {}
     peak = None
     threads = {}
-    memory = None
+    memory = pairs = None
     for b in session.benchmarks:
         info = b.extra_info
         if info.get("kind") == "memory":
             memory = info
+        elif info.get("kind") == "pairs":
+            pairs = info
         elif info.get("kind") == "threads":
             threads[info["when"]] = _median(b)
         elif info.get("kind") == "peak":
@@ -40,6 +42,11 @@ def pytest_terminal_summary(terminalreporter, config):
         a, f, d = threads["alone"], threads["after cache flush"], threads["after dense"]
         tr.write_line(f"alone {a * 1e3:.2f} ms, after 1-thread cache flush {f * 1e3:.2f} ms, "
                       f"after dense matmul {d * 1e3:.2f} ms; dense/flush ratio {d / f:.2f}")
+    if pairs:
+        tr.section("end to end, dense and sparse steps taking turns (medians)")
+        tr.write_line(f"dense {pairs['dense_ms']:.0f} ms, sparse {pairs['sparse_ms']:.0f} ms: "
+                      f"{pairs['dense_ms'] / pairs['sparse_ms']:.2f}x; per-pair ratios "
+                      f"{pairs['ratios']}")
     if memory:
         tr.section("peak resident memory of one training step (fresh process each)")
         for k in ("dense", "sparse"):
