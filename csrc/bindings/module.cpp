@@ -264,7 +264,39 @@ void check_segments(int64_t seg_len, int64_t seg_stride) {
 
 k::ConvInputLayout conv_input_layout(int64_t n, int64_t c, int64_t unit, int64_t h, int64_t w,
                                      int64_t sh, int64_t sw, int64_t pt, int64_t pl, int64_t hq,
-                                     int64_t wq);
+                                     int64_t wq) {
+  if (unit != 1 && unit != 16) bad("unit must be 1 or 16");
+  if (n < 0 || c < 0 || h < 0 || w < 0 || sh < 1 || sw < 1 || pt < 0 || pl < 0)
+    bad("bad convolution input layout");
+  if (hq < 0 || wq < 0 || mul(hq, sh) < sum(h, pt) || mul(wq, sw) < sum(w, pl))
+    bad("phase planes smaller than the padded input");
+  return {n, c, (n + unit - 1) / unit, unit, h, w, sh, sw, pt, pl, hq, wq};
+}
+
+// The output side: channel pixels on a grid of wq columns from `offset` on, per_channel apart.
+k::ConvOutputLayout conv_output_layout(int64_t n, int64_t c, int64_t unit, int64_t ho, int64_t wo,
+                                       int64_t wq, int64_t per_channel, int64_t offset) {
+  if (unit != 1 && unit != 16) bad("unit must be 1 or 16");
+  if (n < 0 || c < 0 || ho < 0 || wo < 0 || wo > wq || offset < 0 || per_channel < 0)
+    bad("bad convolution output layout");
+  if (ho > 0 && wo > 0 && sum(offset, mul(ho - 1, wq), wo) > per_channel)
+    bad("per_channel too small for the output pixels");
+  return {n, c, (n + unit - 1) / unit, unit, ho, wo, wq, per_channel, offset};
+}
+
+// The fused forms' offsets: every run [off, off + len) inside one packed image.
+void check_within_packed(const OffsetsExtent& e, int64_t nnz, int64_t len, int64_t image,
+                         const char* form) {
+  if (nnz > 0 && len > 0 && sum(e.max_off, len) > image)
+    bad(std::string(form) + ": offsets and length reach past a packed image");
+}
+
+// True when every per-image (or per-channel) flag a kernel set is 1.
+py::bool_ all_set(const std::vector<unsigned char>& flags) {
+  for (unsigned char f : flags)
+    if (!f) return py::bool_(false);
+  return py::bool_(true);
+}
 
 // spmm_offsets' merge form: (h, w, sh, sw, pt, pl, hq, wq) of the strided input whose phase
 // planes the rows are; the result goes straight into `images` NCHW tensors of
@@ -298,8 +330,7 @@ k::ConvInputLayout pack_layout(py::object pack_o, int64_t images, int64_t b_size
   if (b_image_stride != mul(l.c, l.h, l.w))
     bad("pack: b_image_stride must be one NCHW image of b (c * h * w)");
   check_extent("b", b_size, images, b_image_stride, 0, b_image_stride);
-  if (nnz > 0 && len > 0 && sum(e.max_off, len) > mul(mul(l.c, l.sh, l.sw), l.hq, l.wq))
-    bad("pack: offsets and length reach past a packed image");
+  check_within_packed(e, nnz, len, mul(mul(l.c, l.sh, l.sw), l.hq, l.wq), "pack");
   return l;
 }
 
@@ -310,15 +341,11 @@ k::ConvOutputLayout grid_layout(py::object grid_o, int64_t images, int64_t size,
                                 int64_t image_stride, const std::string& name) {
   const auto m = grid_o.cast<std::vector<int64_t>>();
   if (m.size() != 6) bad("pack_grid takes (c, ho, wo, wq, per_channel, offset)");
-  const int64_t c = m[0], ho = m[1], wo = m[2], wq = m[3], per = m[4], offset = m[5];
-  if (c < 0 || ho < 0 || wo < 0 || wo > wq || offset < 0 || per < 0)
-    bad("bad convolution output layout");
-  if (ho > 0 && wo > 0 && sum(offset, mul(ho - 1, wq), wo) > per)
-    bad("per_channel too small for the output pixels");
-  if (image_stride != mul(c, ho, wo))
+  const auto l = conv_output_layout(images, m[0], 1, m[1], m[2], m[3], m[4], m[5]);
+  if (image_stride != mul(l.c, l.ho, l.wo))
     bad("pack_grid: the image stride of " + name + " must be one NCHW image (c * ho * wo)");
   check_extent(name.c_str(), size, images, image_stride, 0, image_stride);
-  return {images, c, images, 1, ho, wo, wq, per, offset};
+  return l;
 }
 
 py::object spmm_offsets(py::array ptr_a, py::array off_a, py::array val_a, py::object pos_o,
@@ -357,8 +384,7 @@ py::object spmm_offsets(py::array ptr_a, py::array off_a, py::array val_a, py::o
     pack = pack_layout(pack_o, images, b.size(), b_image_stride, ix.extent, nnz, len);
   } else if (gridding) {
     grid = grid_layout(pack_grid_o, images, b.size(), b_image_stride, "b");
-    if (nnz > 0 && len > 0 && sum(ix.extent.max_off, len) > mul(grid.c, grid.per_channel))
-      bad("pack_grid: offsets and length reach past a packed image");
+    check_within_packed(ix.extent, nnz, len, mul(grid.c, grid.per_channel), "pack_grid");
   } else if (nnz > 0) {
     check_extent("b", b.size(), images, b_image_stride, ix.extent.max_off, len);
   }
@@ -397,10 +423,7 @@ py::object spmm_offsets(py::array ptr_a, py::array off_a, py::array val_a, py::o
     py::gil_scoped_release release;
     sparsetrain::kernel_table().spmm_offsets(args);
   }
-  if (!check_finite) return py::none();
-  for (unsigned char f : finite)
-    if (!f) return py::bool_(false);
-  return py::bool_(true);
+  return check_finite ? py::object(all_set(finite)) : py::none();
 }
 
 void sddmm_offsets(py::array ptr_a, py::array off_a, py::array a_a, int64_t lda,
@@ -438,17 +461,6 @@ void sddmm_offsets(py::array ptr_a, py::array off_a, py::array a_a, int64_t lda,
   sparsetrain::kernel_table().sddmm_offsets(args);
 }
 
-k::ConvInputLayout conv_input_layout(int64_t n, int64_t c, int64_t unit, int64_t h, int64_t w,
-                                     int64_t sh, int64_t sw, int64_t pt, int64_t pl, int64_t hq,
-                                     int64_t wq) {
-  if (unit != 1 && unit != 16) bad("unit must be 1 or 16");
-  if (n < 0 || c < 0 || h < 0 || w < 0 || sh < 1 || sw < 1 || pt < 0 || pl < 0)
-    bad("bad convolution input layout");
-  if (hq < 0 || wq < 0 || mul(hq, sh) < sum(h, pt) || mul(wq, sw) < sum(w, pl))
-    bad("phase planes smaller than the padded input");
-  return {n, c, (n + unit - 1) / unit, unit, h, w, sh, sw, pt, pl, hq, wq};
-}
-
 // Packs (or unpacks) x; a pack with check_finite also returns whether every value of x is
 // finite (None otherwise).
 py::object conv_input(bool pack, py::array x_a, py::array packed_a, int64_t n, int64_t c,
@@ -469,10 +481,7 @@ py::object conv_input(bool pack, py::array x_a, py::array packed_a, int64_t n, i
     else
       sparsetrain::kernel_table().conv_unpack_grad_input(args);
   }
-  if (!(check_finite && pack)) return py::none();
-  for (unsigned char f : finite)
-    if (!f) return py::bool_(false);
-  return py::bool_(true);
+  return check_finite && pack ? py::object(all_set(finite)) : py::none();
 }
 
 void conv_pack_grad_output(py::array y_a, py::object grid_o, py::object sums_o, int64_t n,
@@ -482,14 +491,10 @@ void conv_pack_grad_output(py::array y_a, py::object grid_o, py::object sums_o, 
   const bool sums_only = grid_o.is_none();
   View<float> grid{};
   if (!sums_only) grid = view<float>(grid_o.cast<py::array>(), "grid", 1, true);
-  if (unit != 1 && unit != 16) bad("unit must be 1 or 16");
+  const auto l = conv_output_layout(n, c, unit, ho, wo, wq, per_channel, offset);
   if (sums_only && (unit != 1 || sums_o.is_none()))
     bad("without a grid only channel sums are computed: unit 1 and channel_sums needed");
-  if (n < 0 || c < 0 || ho < 0 || wo < 0 || wo > wq || offset < 0 || per_channel < 0)
-    bad("bad convolution output layout");
-  if (ho > 0 && wo > 0 && sum(offset, mul(ho - 1, wq), wo) > per_channel)
-    bad("per_channel too small for the output pixels");
-  const int64_t groups = (n + unit - 1) / unit;
+  const int64_t groups = l.groups;
   if (y.size() != mul(n, c, ho, wo)) bad("y has the wrong size for the layout");
   if (!sums_only && grid.size() < mul(groups, c, per_channel, unit))
     bad("grid is too small for the layout");
@@ -499,8 +504,7 @@ void conv_pack_grad_output(py::array y_a, py::object grid_o, py::object sums_o, 
     if (sv.size() != mul(groups, c)) bad("channel_sums must hold groups * channels values");
     sums = sv.data;
   }
-  k::ConvOutputArgs args{{n, c, groups, unit, ho, wo, wq, per_channel, offset}, y.data,
-                         sums_only ? nullptr : grid.data, sums, nthreads};
+  k::ConvOutputArgs args{l, y.data, sums_only ? nullptr : grid.data, sums, nthreads};
   py::gil_scoped_release release;
   sparsetrain::kernel_table().conv_pack_grad_output(args);
 }

@@ -101,9 +101,8 @@ class _Layout:
         self.pack_args = dict(pack=(g.in_channels, s.H, s.W, g.stride[0], g.stride[1], pt, pl,
                                     s.Hq, s.Wq)) if self.fused else {}
         # ... and the output gradient onto its bordered grid the same way (what pack_dy does).
-        self.fused_dy = self.fused
         self.grid_args = dict(pack_grid=(g.out_channels, s.Ho, s.Wo, s.Wq, s.dy_len,
-                                         s.margin)) if self.fused_dy else {}
+                                         s.margin)) if self.fused else {}
         if u != 1:
             self.out_segments = dict(seg_len=s.Wo * u, seg_stride=s.Wq * u)
             if s.phases == 1:
@@ -141,11 +140,11 @@ class _Layout:
         s, c = self.s, self.g.out_channels
         if self.direct:
             return dy.reshape(-1), (dy.sum((0, 2, 3)) if want_bias_grad else None)
-        if self.fused_dy and not want_bias_grad:  # the kernels pack dy themselves (grid_args)
+        if self.fused and not want_bias_grad:  # the kernels pack dy themselves (grid_args)
             return dy.reshape(-1), None
         # The packed gradient (or, fused, none: the channel sums only, the kernel's being
         # faster than a reduction over dims (0, 2, 3)).
-        buf = None if self.fused_dy else _workspace.empty(self.images * self.dy_image * self.unit)
+        buf = None if self.fused else _workspace.empty(self.images * self.dy_image * self.unit)
         sums = torch.empty(self.images, c, dtype=torch.float64) if want_bias_grad else None
         _C.conv_pack_grad_output(_np(dy.reshape(-1)), None if buf is None else _np(buf),
                                  None if sums is None else sums.numpy().reshape(-1), self.n, c,
@@ -190,7 +189,7 @@ class _Layout:
         s, u, g = self.s, self.unit, self.g
         dv = torch.empty(nnz)
         # x and dy as packed tensors, or (fused) NCHW ones the kernel packs image by image.
-        if self.fused_dy:
+        if self.fused:
             a, a_image = _np(dyq), g.out_channels * s.Ho * s.Wo
         else:
             a, a_image = _np(dyq)[s.margin * u:], self.dy_image * u
@@ -210,7 +209,7 @@ class _Layout:
     def input_grad(self, values, dyq, nthreads):
         s, u = self.s, self.unit
         # dy's images: packed ones, or NCHW ones the kernel packs itself (fused).
-        dy_image = self.g.out_channels * s.Ho * s.Wo if self.fused_dy else self.dy_image * u
+        dy_image = self.g.out_channels * s.Ho * s.Wo if self.fused else self.dy_image * u
         if not self.direct and s.phases == 1:
             # Stride 1: the padded plane's interior is dx itself; the kernel writes it there.
             g = self.g
