@@ -20,13 +20,14 @@ def pytest_terminal_summary(terminalreporter, config):
     by_group = {}
     peak = None
     threads = {}
-    memory = pairs = None
+    memory = None
+    pairs = []
     for b in session.benchmarks:
         info = b.extra_info
         if info.get("kind") == "memory":
             memory = info
         elif info.get("kind") == "pairs":
-            pairs = info
+            pairs.append(info)
         elif info.get("kind") == "threads":
             threads[info["when"]] = _median(b)
         elif info.get("kind") == "peak":
@@ -44,15 +45,17 @@ def pytest_terminal_summary(terminalreporter, config):
                       f"after dense matmul {d * 1e3:.2f} ms; dense/flush ratio {d / f:.2f}")
     if pairs:
         tr.section("end to end, dense and sparse steps taking turns (medians)")
-        tr.write_line(f"dense {pairs['dense_ms']:.0f} ms, sparse {pairs['sparse_ms']:.0f} ms: "
-                      f"{pairs['dense_ms'] / pairs['sparse_ms']:.2f}x; per-pair ratios "
-                      f"{pairs['ratios']}")
+        for p in pairs:
+            tr.write_line(f"malloc {p['malloc']:<18}: dense {p['dense_ms']:.0f} ms, sparse "
+                          f"{p['sparse_ms']:.0f} ms: {p['dense_ms'] / p['sparse_ms']:.2f}x; "
+                          f"per-pair ratios {p['ratios']}")
     if memory:
         tr.section("peak resident memory of one training step (fresh process each)")
-        for k in ("dense", "sparse"):
-            tr.write_line(f"{k:<7} RSS before {memory[k + '_rss_before_mb']:8.0f} MB, peak "
-                          f"{memory[k + '_peak_mb']:8.0f} MB, step adds "
-                          f"{memory[k + '_step_mb']:8.0f} MB")
+        for k in ("dense", "sparse", "dense_kept", "sparse_kept"):
+            if k + "_peak_mb" in memory:
+                tr.write_line(f"{k:<12} RSS before {memory[k + '_rss_before_mb']:8.0f} MB, peak "
+                              f"{memory[k + '_peak_mb']:8.0f} MB, step adds "
+                              f"{memory[k + '_step_mb']:8.0f} MB")
     if not by_group:
         return
     tr.section(f"sparse vs dense, fwd+bwd, {THREADS} threads (medians)")

@@ -3,12 +3,12 @@ model has its convolutions (all but the first) 95% sparse and swapped in by `spa
 (per-layer timing), the dense model holds the same zeros. Also the peak resident memory of a
 step of each, each measured in a fresh process.
 
-Also the two models' steps taking turns in one loop (the steadiest ratio on a noisy machine).
+Also the two models' steps taking turns in one loop (the steadiest ratio on a noisy machine),
+in a fresh process, with glibc malloc as it is and under `sparsetrain.keep_freed_memory()`.
 
 Run: python -m pytest bench/test_resnet.py --benchmark-only
 """
 import copy
-import time
 
 import pytest
 import torch
@@ -51,41 +51,36 @@ def test_sparse_step(benchmark, setup):
     _run(benchmark, model, x, y)
 
 
-def test_alternating_steps(benchmark, setup):
-    """Dense and sparse steps taking turns in one loop (7 pairs, after warm-up): both see the
-    same machine noise and the same allocator state, which separate tests in one process do
-    not (the one measured second inherits the other's heap). The summary prints both medians;
-    the timing pytest-benchmark keeps is of whole pairs."""
-    import statistics
+@pytest.mark.parametrize("malloc", ["system", "keep"])
+def test_alternating_steps(benchmark, malloc):
+    """Dense and sparse steps taking turns in one loop (7 pairs, after warm-up), in a fresh
+    process: both see the same machine noise and the same allocator state, which separate
+    tests in one process do not (the one measured second inherits the other's heap). Once
+    with glibc malloc as it is, once under keep_freed_memory() (freed memory kept for the
+    next step, as a caching allocator does; both models alike). The summary prints both
+    medians; the timing pytest-benchmark keeps is of the whole subprocess."""
+    result = {}
 
-    model, x, y = setup
-    dense = copy.deepcopy(model)
-    sparse = copy.deepcopy(model)
-    st.sparsify(sparse, example_inputs=x, min_sparsity=0.5)
-    opts = {m: torch.optim.SGD(m.parameters(), lr=0.01, momentum=0.9) for m in (dense, sparse)}
-    times = {dense: [], sparse: []}
+    def run():
+        result.update(B.run_in_subprocess("alternating_steps", malloc == "keep", rounds=7,
+                                          warmup=2, batch=BATCH, image_size=SIZE,
+                                          sparsity=SPARSITY))
 
-    def pair():
-        for m in (dense, sparse):
-            t = time.perf_counter()
-            B.train_step(m, opts[m], x, y)
-            times[m].append(time.perf_counter() - t)
-
-    benchmark.pedantic(pair, rounds=7, iterations=1, warmup_rounds=2)
-    td, ts = (statistics.median(times[m][2:]) for m in (dense, sparse))
-    ratios = sorted(a / b for a, b in zip(times[dense][2:], times[sparse][2:]))
-    benchmark.extra_info.update(kind="pairs", dense_ms=td * 1e3, sparse_ms=ts * 1e3,
-                                ratios=[round(r, 2) for r in ratios])
+    benchmark.pedantic(run, rounds=1, iterations=1)
+    benchmark.extra_info.update(kind="pairs", **result)
 
 
 def test_peak_memory(benchmark):
-    """Not a timing: the summary prints the peak RSS of a dense and a sparse step."""
+    """Not a timing: the summary prints the peak RSS of a dense and a sparse step, with glibc
+    malloc returning freed memory at once and with keep_freed_memory()."""
     mem = {}
 
     def measure():
-        mem["dense"] = B.step_memory_in_subprocess(False)
-        mem["sparse"] = B.step_memory_in_subprocess(True)
+        for keep in (False, True):
+            for sparse in (False, True):
+                key = ("sparse" if sparse else "dense") + ("_kept" if keep else "")
+                mem[key] = B.step_memory_in_subprocess(sparse, keep_freed_memory=keep)
 
     benchmark.pedantic(measure, rounds=1, iterations=1)
     benchmark.extra_info.update(kind="memory", **{f"{k}_{m}": v for k, d in mem.items()
-                                                   for m, v in d.items()})
+                                                   for m, v in d.items() if m != "malloc"})

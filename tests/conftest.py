@@ -15,6 +15,18 @@ def isa(request):
     st.set_isa(before)
 
 
+@pytest.fixture
+def malloc_calls(monkeypatch):
+    """The `sparsetrain` command keeps freed memory unless told not to: for tests that run
+    it in this process, the calls are recorded instead of changing the test process's
+    allocator (tests/test_runtime.py checks the setting itself, in fresh processes)."""
+    import sparsetrain._runtime
+    calls = []
+    monkeypatch.setattr(sparsetrain._runtime, "keep_freed_memory",
+                        lambda enable=True: calls.append(enable) or True)
+    return calls
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)

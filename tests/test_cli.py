@@ -8,6 +8,14 @@ import pytest
 
 from sparsetrain.cli import main
 
+pytestmark = pytest.mark.usefixtures("malloc_calls")  # see conftest
+
+
+@pytest.mark.parametrize("extra, expected", [([], [True]), (["--system-malloc"], [])])
+def test_commands_keep_freed_memory_unless_told_not_to(extra, expected, malloc_calls, capsys):
+    assert main(["demo", "--image-size", "8", *extra]) == 2  # stops right after the setting
+    assert malloc_calls == expected
+
 
 def test_demo_runs_and_reports_both_runs(capsys):
     rc = main(["demo", "--image-size", "32", "--batch-size", "4", "--steps", "2", "--warmup",

@@ -12,6 +12,8 @@ from torch import nn
 
 import sparsetrain as st
 from sparsetrain import surgery
+
+pytestmark = pytest.mark.usefixtures("malloc_calls")  # see conftest
 from sparsetrain.cli import main, train as train_cmd
 from sparsetrain.models import MODELS, small_cnn
 from sparsetrain.surgery import sparsify_like

@@ -1,4 +1,5 @@
-"""Threads, ISA selection and runtime_info."""
+"""Threads, ISA selection, the allocator setting and runtime_info."""
+import json
 import os
 import subprocess
 import sys
@@ -129,3 +130,45 @@ def test_advise_hugepages_never_fails_loudly():
     t = torch.empty(1 << 22)
     expect = sys.platform.startswith("linux") and _thp_mode() is not None
     assert _C.advise_hugepages(t.data_ptr(), 4 * t.numel()) is expect
+
+
+_REUSE_PROBE = """
+import json, resource, sys, torch, sparsetrain as st
+def faults_of_a_later_use(mb):
+    for _ in range(3):  # first uses: faulted in either way (and the heap grows to fit)
+        t = torch.empty(mb << 18); t.fill_(1.0); del t
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    t = torch.empty(mb << 18); t.fill_(1.0); del t
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+keep = sys.argv[1] == "keep"
+applied = st.keep_freed_memory() if keep else False
+out = [applied, st.runtime_info()["malloc"], faults_of_a_later_use(64)]
+out += [st.keep_freed_memory(False), st.runtime_info()["malloc"]]
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc malloc settings")
+@pytest.mark.parametrize("mode", ["system", "keep"])
+def test_keep_freed_memory_reuses_instead_of_faulting(mode):
+    """A fresh process (the setting is process-wide): a 64 MB tensor freed and allocated again
+    page-faults all of its 16384 pages in again by default, and none of them when freed
+    memory is kept (once the heap holds it: a small allocation landing in a freed block can
+    make the next big one extend the heap); keep_freed_memory(False) goes back."""
+    r = subprocess.run([sys.executable, "-c", _REUSE_PROBE, mode], capture_output=True,
+                       text=True)
+    assert r.returncode == 0, r.stderr
+    applied, label, faults, restored, label_after = json.loads(r.stdout)
+    if mode == "keep":
+        assert applied and label == "keep freed memory"
+        assert faults < 1000
+    else:
+        assert label == "system default"
+        assert faults > 8000
+    assert restored and label_after == "system default"
+
+
+@pytest.mark.parametrize("bad", [1, None, "yes"])
+def test_keep_freed_memory_rejects_non_bools(bad):
+    with pytest.raises(ValueError, match="keep_freed_memory"):
+        st.keep_freed_memory(bad)

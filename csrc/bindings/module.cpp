@@ -17,6 +17,7 @@
 #include "formats/csr.h"
 #include "kernels/kernels.h"
 #include "memory/hugepages.h"
+#include "memory/malloc_reuse.h"
 
 namespace py = pybind11;
 namespace k = sparsetrain::kernels;
@@ -701,5 +702,6 @@ PYBIND11_MODULE(_C, m) {
   });
   m.def("advise_hugepages", &sparsetrain::memory::advise_hugepages, py::arg("address"),
         py::arg("nbytes"));
+  m.def("set_malloc_reuse", &sparsetrain::memory::set_malloc_reuse, py::arg("keep"));
   m.def("openmp_max_threads", [] { return omp_get_max_threads(); });
 }

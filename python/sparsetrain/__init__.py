@@ -2,8 +2,8 @@
 import torch  # noqa: F401  (must load first: our kernels share torch's OpenMP runtime)
 
 from . import _C, formats, models
-from ._runtime import (get_isa, get_num_threads, runtime_info, set_isa, set_num_threads,
-                       supported_isas)
+from ._runtime import (get_isa, get_num_threads, keep_freed_memory, runtime_info, set_isa,
+                       set_num_threads, supported_isas)
 from .functional import sparse_linear
 from .nn import SparseConv2d, SparseLinear
 from .pruning import GradualMagnitudePruner, cubic_sparsity, hold_masks, magnitude_prune
@@ -31,5 +31,6 @@ __all__ = [
     "get_num_threads",
     "set_num_threads",
     "runtime_info",
+    "keep_freed_memory",
     "__version__",
 ]

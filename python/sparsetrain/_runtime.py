@@ -1,4 +1,4 @@
-"""Run-time settings of the native kernels: threads and instruction set."""
+"""Run-time settings: the native kernels' threads and instruction set, and the C allocator."""
 from __future__ import annotations
 
 import torch
@@ -6,6 +6,7 @@ import torch
 from . import _C
 
 _num_threads: int | None = None
+_malloc_kept = False
 
 
 def set_num_threads(n: int | None) -> None:
@@ -51,8 +52,37 @@ def set_isa(name: str) -> None:
     _C.set_isa(name)
 
 
+def keep_freed_memory(enable: bool = True) -> bool:
+    """Have the C allocator (glibc malloc) keep the memory that tensors free for the next
+    tensors, instead of returning it to the system. Returns whether the setting took effect
+    (False, and nothing changed, where the C library is not glibc).
+
+    A training step allocates its activations and gradients afresh and frees them by its
+    end. By default glibc unmaps large freed blocks, and the next step page-faults the same
+    memory in again, 4 KiB at a time (an add into a fresh 26 MB tensor: 7.5 ms here, into an
+    existing one: 2 ms). A sparse step spends most of its time in memory-bound work, so the
+    faults weigh on it most: ResNet-18 (batch 32, 95% sparse) steps ~15% faster with this,
+    the dense model's ~5% (README, Results). It is what a caching allocator (jemalloc,
+    tcmalloc; PyTorch's CPU performance guide suggests one) does, with the same price: the
+    process stays at its peak resident memory between steps.
+
+    Process-wide: it covers every allocation, PyTorch's own included, so dense and sparse
+    models alike. The ``sparsetrain`` command turns it on unless given ``--system-malloc``.
+    ``keep_freed_memory(False)`` sets glibc's defaults again (fixed 128 KiB mmap and trim
+    thresholds; glibc's adaptive threshold is not restored) and trims the free heap.
+    """
+    global _malloc_kept
+    if not isinstance(enable, bool):
+        raise ValueError(f"keep_freed_memory: expected True or False, got {enable!r}")
+    done = bool(_C.set_malloc_reuse(enable))
+    if done:
+        _malloc_kept = enable
+    return done
+
+
 def runtime_info() -> dict:
-    """Version, instruction set in use and supported, and thread count of the kernels."""
+    """Version, instruction set in use and supported, thread count of the kernels, and
+    whether freed memory is kept (``keep_freed_memory``)."""
     return {
         "version": _C.__version__,
         "isa": get_isa(),
@@ -60,4 +90,5 @@ def runtime_info() -> dict:
         "threads": get_num_threads(),
         "torch": torch.__version__,
         "openmp_max_threads": _C.openmp_max_threads(),
+        "malloc": "keep freed memory" if _malloc_kept else "system default",
     }

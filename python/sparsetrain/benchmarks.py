@@ -162,20 +162,61 @@ def measure_step_memory(sparse: bool, name: str = "resnet18", batch: int = 32,
     return {"rss_before_mb": before, "peak_mb": peak, "step_mb": peak - before}
 
 
-def step_memory_in_subprocess(sparse: bool, **kwargs) -> dict:
-    """measure_step_memory in a fresh interpreter, so one run's freed memory and allocator
-    state do not blur the other's."""
+def alternating_steps(name: str = "resnet18", batch: int = 32, image_size: int = 224,
+                      sparsity: float = 0.95, rounds: int = 7, warmup: int = 2) -> dict:
+    """Dense and sparse training steps of one pruned model taking turns in one loop, so both
+    see the same machine noise and allocator state; medians (ms) of the rounds after
+    `warmup` and the per-round dense/sparse ratios, sorted."""
+    import copy
+    import statistics
+
+    from . import sparsify
+
+    dense = pruned_resnet(name, sparsity)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(batch, 3, image_size, image_size, generator=g)
+    y = torch.randint(0, 1000, (batch,), generator=g)
+    sparse = copy.deepcopy(dense)
+    sparsify(sparse, example_inputs=x, min_sparsity=0.5)
+    models = (dense, sparse)
+    opts = [torch.optim.SGD(m.parameters(), lr=0.01, momentum=0.9) for m in models]
+    times = ([], [])
+    for _ in range(warmup + rounds):
+        for m, opt, t in zip(models, opts, times):
+            start = time.perf_counter()
+            train_step(m, opt, x, y)
+            t.append(time.perf_counter() - start)
+    td, ts = (statistics.median(t[warmup:]) for t in times)
+    ratios = sorted(a / b for a, b in zip(times[0][warmup:], times[1][warmup:]))
+    return {"dense_ms": td * 1e3, "sparse_ms": ts * 1e3, "ratios": [round(r, 2) for r in ratios]}
+
+
+def run_in_subprocess(function: str, keep_freed_memory: bool = False, threads: int = 2,
+                      env: dict | None = None, **kwargs) -> dict:
+    """``function(**kwargs)`` of this module in a fresh interpreter (`threads` threads, extra
+    environment variables `env`), so one measurement's freed memory and allocator state do
+    not blur another's; with `keep_freed_memory`, the child runs under
+    ``sparsetrain.keep_freed_memory()``."""
     import json
     import os
     import subprocess
     import sys
 
-    code = ("import json, torch, sparsetrain.benchmarks as B; torch.set_num_threads(2); "
-            f"print(json.dumps(B.measure_step_memory({sparse!r}, **{kwargs!r})))")
-    # A fixed mmap threshold makes glibc return every large freed block at once (by default
-    # it raises the threshold after a free and keeps later blocks in its heap), so resident
-    # memory follows the memory really in use, for both runs alike.
-    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="131072")
+    code = ("import json, torch, sparsetrain, sparsetrain.benchmarks as B; "
+            f"torch.set_num_threads({threads}); "
+            f"{'sparsetrain.keep_freed_memory(); ' if keep_freed_memory else ''}"
+            f"r = B.{function}(**{kwargs!r}); "
+            "r['malloc'] = sparsetrain.runtime_info()['malloc']; print(json.dumps(r))")
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
-                         text=True, env=env)
+                         text=True, env={**os.environ, **(env or {})})
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def step_memory_in_subprocess(sparse: bool, keep_freed_memory: bool = False, **kwargs) -> dict:
+    """measure_step_memory in a fresh interpreter. Without `keep_freed_memory`, glibc gets a
+    fixed mmap threshold: it then returns every large freed block at once (by default it
+    raises the threshold after a free and keeps later blocks in its heap), so resident memory
+    follows the memory really in use, for dense and sparse runs alike."""
+    env = None if keep_freed_memory else {"MALLOC_MMAP_THRESHOLD_": "131072"}
+    return run_in_subprocess("measure_step_memory", keep_freed_memory, env=env, sparse=sparse,
+                             **kwargs)

@@ -48,7 +48,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="{demo,bench,train}",
                                 parser_class=_Parser)
     for module in (demo, bench, train):
-        module.add_parser(sub)
+        module.add_parser(sub).add_argument(
+            "--system-malloc", action="store_true",
+            help="leave glibc malloc as it is: return freed memory to the system after every "
+                 "step instead of keeping it for the next (sparsetrain.keep_freed_memory)")
     return parser
 
 
@@ -63,6 +66,9 @@ def main(argv=None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
+    if not args.system_malloc:
+        from .._runtime import keep_freed_memory
+        keep_freed_memory()  # dense and sparse runs alike; see its docstring
     try:
         return int(args.func(args) or 0)
     except CLIError as e:

@@ -26,6 +26,7 @@ def add_parser(sub):
                    help="folder for results.json and speedup.png (default: %(default)s)")
     p.add_argument("--no-plot", action="store_true", help="skip the PNG (no matplotlib needed)")
     p.set_defaults(func=run)
+    return p
 
 
 def _sparsities(text: str) -> list:

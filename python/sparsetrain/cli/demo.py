@@ -26,6 +26,7 @@ def add_parser(sub):
     p.add_argument("--threads", type=positive_int, default=2)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=run)
+    return p
 
 
 # Profiler event name fragments -> the layer type they belong to (first match wins).
@@ -84,7 +85,7 @@ def _train(label, model, batches, warmup, steps):
 
 
 def run(args) -> int:
-    from .. import hold_masks, set_num_threads, sparsify
+    from .. import hold_masks, runtime_info, set_num_threads, sparsify
     from ..benchmarks import pruned_resnet
     from ..models import MODELS
 
@@ -98,7 +99,8 @@ def run(args) -> int:
     set_num_threads(args.threads)
     n, s = args.batch_size, args.image_size
     print(f"{args.model}, convolutions {args.sparsity:.0%} sparse (first conv and classifier "
-          f"dense), batch {n}, {s}x{s} synthetic images, {args.threads} threads")
+          f"dense), batch {n}, {s}x{s} synthetic images, {args.threads} threads, malloc: "
+          f"{runtime_info()['malloc']}")
 
     dense = pruned_resnet(args.model, args.sparsity, seed=args.seed)
     sparse = copy.deepcopy(dense)

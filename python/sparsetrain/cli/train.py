@@ -120,6 +120,7 @@ def add_parser(sub):
     c.add_argument("--overwrite", action="store_true",
                    help="start a new run in an --out that holds one")
     p.set_defaults(func=run)
+    return p
 
 
 # -- the command ------------------------------------------------------------------------------
