@@ -113,3 +113,17 @@ def test_a_bare_layer_is_reported_not_swapped():
     lin = prune_(nn.Linear(8, 8), 0.9)
     report = st.sparsify(lin, only_if_faster=False)
     assert report.swapped == [] and "model itself" in report.layers[0].reason
+
+
+@pytest.mark.parametrize("kept", [False, True])
+def test_sparsify_returns_its_timing_temporaries_when_memory_is_kept(kept, monkeypatch):
+    """Under keep_freed_memory the heap would hold sparsify's timing temporaries for good:
+    sparsify gives the free heap back once it has timed the layers (and only then)."""
+    import sparsetrain._runtime as rt
+    calls = []
+    monkeypatch.setattr(rt, "_malloc_kept", kept)
+    monkeypatch.setattr(rt._C, "release_free_memory", lambda: calls.append(1) or True)
+    model = prune_(nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 10)), 0.9)
+    st.sparsify(model, example_inputs=(torch.randn(8, 64),))
+    st.sparsify(prune_(nn.Sequential(nn.Linear(64, 64)), 0.9))  # no timing: nothing to return
+    assert calls == ([1] if kept else [])

@@ -703,5 +703,6 @@ PYBIND11_MODULE(_C, m) {
   m.def("advise_hugepages", &sparsetrain::memory::advise_hugepages, py::arg("address"),
         py::arg("nbytes"));
   m.def("set_malloc_reuse", &sparsetrain::memory::set_malloc_reuse, py::arg("keep"));
+  m.def("release_free_memory", &sparsetrain::memory::release_free_memory);
   m.def("openmp_max_threads", [] { return omp_get_max_threads(); });
 }

@@ -34,5 +34,13 @@ bool set_malloc_reuse(bool keep) {
 #endif
 }
 
+bool release_free_memory() {
+#if defined(__GLIBC__)
+  return malloc_trim(0) == 1;
+#else
+  return false;
+#endif
+}
+
 }  // namespace memory
 }  // namespace sparsetrain

@@ -11,5 +11,10 @@ namespace memory {
 // Returns false (and changes nothing) where the C library is not glibc.
 bool set_malloc_reuse(bool keep);
 
+// Gives the free memory of glibc's heap back to the system now (malloc_trim): for one-off
+// temporaries a kept heap would otherwise hold for good. False where not glibc or nothing
+// could be released.
+bool release_free_memory();
+
 }  // namespace memory
 }  // namespace sparsetrain

@@ -80,6 +80,14 @@ def keep_freed_memory(enable: bool = True) -> bool:
     return done
 
 
+def release_kept_memory() -> None:
+    """Under keep_freed_memory, give the heap's free memory back to the system now: for the
+    one-off temporaries of a setup step (sparsify's timing) that the kept heap would
+    otherwise hold for the rest of the run. Does nothing when freed memory is not kept."""
+    if _malloc_kept:
+        _C.release_free_memory()
+
+
 def runtime_info() -> dict:
     """Version, instruction set in use and supported, thread count of the kernels, and
     whether freed memory is kept (``keep_freed_memory``)."""
