@@ -143,7 +143,7 @@ def faults_per_use(mb, uses):
     return out
 keep = sys.argv[1] == "keep"
 applied = st.keep_freed_memory() if keep else False
-out = [applied, st.runtime_info()["malloc"], faults_per_use(64, 9)]
+out = [applied, st.runtime_info()["malloc"], faults_per_use(64, 14)]
 out += [st.keep_freed_memory(False), st.runtime_info()["malloc"]]
 print(json.dumps(out))
 """
@@ -154,14 +154,14 @@ print(json.dumps(out))
 def test_keep_freed_memory_reuses_instead_of_faulting(mode):
     """A fresh process (the setting is process-wide): a 64 MB tensor freed and allocated again
     page-faults all of its 16384 pages in again every time by default, and none of them when
-    freed memory is kept, once the heap holds it (the first uses fault either way, and a
-    small allocation landing in the freed block can make the next big one take a second
-    block: the heap then holds two); keep_freed_memory(False) goes back."""
+    freed memory is kept, once the heap holds it: the first uses fault either way, and while
+    small allocations land in a freed block the next big one takes a new block (here up to
+    five uses before the heap settles); keep_freed_memory(False) goes back."""
     r = subprocess.run([sys.executable, "-c", _REUSE_PROBE, mode], capture_output=True,
                        text=True)
     assert r.returncode == 0, r.stderr
     applied, label, faults, restored, label_after = json.loads(r.stdout)
-    later = sorted(faults[3:])
+    later = sorted(faults[8:])
     if mode == "keep":
         assert applied and label == "keep freed memory"
         assert later[len(later) // 2] < 1000, faults  # most later uses fault nothing
