@@ -40,8 +40,8 @@ void packed_by_image(const SddmmOffsetsArgs& a) {
   // Slice p's sums, indexed by nonzero number as out is (slice 0 sums into out itself).
   std::vector<float> partial(static_cast<std::size_t>((parts - 1) * end));
   const auto part_out = [&](int64_t p) { return p == 0 ? a.out : partial.data() + (p - 1) * end; };
-  const ThreadScratch packed_b(a.pack ? a.nthreads : 0, a.pack ? packed_image_size(*a.pack) : 0);
-  const ThreadScratch packed_a(a.pack_grid ? a.nthreads : 0,
+  ThreadScratch packed_b(a.pack ? a.nthreads : 0, a.pack ? packed_image_size(*a.pack) : 0);
+  ThreadScratch packed_a(a.pack_grid ? a.nthreads : 0,
                                a.pack_grid ? packed_grid_size(*a.pack_grid) : 0);
   parallel_uniform(a.nthreads, parts, (nnz + a.rows) * a.len * (a.images / parts + 1),
                    [&](int64_t p0, int64_t p1) {

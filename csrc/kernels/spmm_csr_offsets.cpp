@@ -83,7 +83,7 @@ void spmm_merge_phases(const SpmmOffsetsArgs& a, const float* values) {
   const int64_t phases = l.sh * l.sw;
   const int64_t base = a.ptr[0], per_image = a.ptr[a.rows] - base + a.rows;
   // Zeroed once: the kernel only ever writes [t_base, t_base + len) of each plane.
-  const ThreadScratch planes(a.nthreads, phases * l.hq * l.wq);
+  ThreadScratch planes(a.nthreads, phases * l.hq * l.wq);
   parallel_balanced(
       a.nthreads, l.c * a.images, phases * a.len,
       [&](int64_t i) {
@@ -138,9 +138,9 @@ void f32_spmm_csr_offsets(const SpmmOffsetsArgs& a) {
   if (a.pos != nullptr) values = scatter_values(a.val, a.pos, nnz, a.scratch, a.nthreads);
   if (a.pack != nullptr || a.pack_grid != nullptr) {
     // Threads own images, each packed just before its rows run.
-    const ThreadScratch packed(a.nthreads, a.pack ? packed_image_size(*a.pack)
+    ThreadScratch packed(a.nthreads, a.pack ? packed_image_size(*a.pack)
                                                   : packed_grid_size(*a.pack_grid));
-    const ThreadScratch planes(a.merge ? a.nthreads : 0,
+    ThreadScratch planes(a.merge ? a.nthreads : 0,
                                a.merge ? a.merge->sh * a.merge->sw * a.merge->hq * a.merge->wq : 0);
     parallel_uniform(a.nthreads, a.images, (nnz + a.rows) * a.len, [&](int64_t i0, int64_t i1) {
       float* const b = packed.mine();

@@ -10,6 +10,8 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <vector>
+
 #include <omp.h>
 
 namespace sparsetrain {
@@ -66,25 +68,19 @@ class ThreadScratch {
  public:
   ThreadScratch(int nthreads, int64_t size)
       : size_(size),
-        count_(teams(nthreads)),
-        data_(new float[static_cast<std::size_t>(teams(nthreads) * size)]) {
-    for (int64_t i = 0, n = teams(nthreads) * size; i < n; ++i) data_[i] = 0.0f;
-  }
-  ~ThreadScratch() { delete[] data_; }
-  ThreadScratch(const ThreadScratch&) = delete;
-  ThreadScratch& operator=(const ThreadScratch&) = delete;
+        count_(nthreads < 1 ? 1 : nthreads),
+        data_(static_cast<std::size_t>(count_ * size), 0.0f) {}
   // A thread number past the slots can only be the caller's own in an enclosing OpenMP team
   // (a one-thread call runs the body on the caller): then no other thread shares this scratch.
-  float* mine() const {
+  float* mine() {
     const int t = omp_get_thread_num();
-    return data_ + (t < count_ ? t : 0) * size_;
+    return data_.data() + (t < count_ ? t : 0) * size_;
   }
 
  private:
-  static int64_t teams(int nthreads) { return nthreads < 1 ? 1 : nthreads; }
   int64_t size_;
-  int64_t count_ = 0;
-  float* data_;
+  int64_t count_;
+  std::vector<float> data_;
 };
 
 // Uniform-weight convenience.
