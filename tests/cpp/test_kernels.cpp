@@ -489,22 +489,19 @@ TEST_P(Kernels, OffsetsKernelsPackGridsThemselves) {
   table.spmm_offsets(merged_args);
   for (int threads : {1, 3}) {
     const std::string what = ", threads " + std::to_string(threads);
+    // The same call, B packed by the kernel from NCHW y.
+    const auto from_nchw = [&](k::SpmmOffsetsArgs f, float* out) {
+      f.b = y.data();
+      f.b_image_stride = c * ho * wo;
+      f.c = out;
+      f.nthreads = threads;
+      f.pack_grid = &o;
+      return f;
+    };
     std::vector<float> out(ref.size(), -7.f);
-    auto f = args;
-    f.b = y.data();
-    f.b_image_stride = c * ho * wo;
-    f.c = out.data();
-    f.nthreads = threads;
-    f.pack_grid = &o;
-    table.spmm_offsets(f);
+    table.spmm_offsets(from_nchw(args, out.data()));
     for (size_t i = 0; i < out.size(); ++i) ASSERT_EQ(out[i], ref[i]) << "spmm_offsets" << what << " at " << i;
-    auto fm = merged_args;
-    fm.b = y.data();
-    fm.b_image_stride = c * ho * wo;
-    fm.c = merged.data();
-    fm.nthreads = threads;
-    fm.pack_grid = &o;
-    table.spmm_offsets(fm);
+    table.spmm_offsets(from_nchw(merged_args, merged.data()));
     for (size_t i = 0; i < merged.size(); ++i)
       ASSERT_EQ(merged[i], merged_ref[i]) << "merged spmm_offsets" << what << " at " << i;
   }
