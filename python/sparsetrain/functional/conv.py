@@ -207,15 +207,14 @@ class _Layout:
         return self.unpack_dx(xq)
 
     def input_grad(self, values, dyq, nthreads):
-        s, u = self.s, self.unit
+        s, u, g = self.s, self.unit, self.g
+        scratch = _workspace.empty(values.numel())  # the values in the transposed index's order
         # dy's images: packed ones, or NCHW ones the kernel packs itself (fused).
-        dy_image = self.g.out_channels * s.Ho * s.Wo if self.fused else self.dy_image * u
+        dy_image = g.out_channels * s.Ho * s.Wo if self.fused else self.dy_image * u
         if not self.direct and s.phases == 1:
             # Stride 1: the padded plane's interior is dx itself; the kernel writes it there.
-            g = self.g
             pt, _, pl, _ = g.padding
             dx = _workspace.empty(self.n, g.in_channels, s.H, s.W)
-            scratch = _workspace.empty(values.numel())
             _C.spmm_offsets(self.t_ptr, self.t_off, _np(values), self.t_pos, _np(scratch),
                             _np(dyq), dy_image, _np(dx.view(-1)), s.H * s.W,
                             g.in_channels * s.H * s.W, s.dx_len * u, self.images, nthreads,
@@ -225,19 +224,16 @@ class _Layout:
         if u == 1 and not self.direct:
             # Strided, one image per vector: each channel's phase planes are interleaved into
             # dx by the kernel while they are still in cache (no packed dx, no unpacking pass).
-            g = self.g
             dx = _workspace.empty(self.n, g.in_channels, s.H, s.W)
-            scratch = _workspace.empty(values.numel())
             _C.spmm_offsets(self.t_ptr, self.t_off, _np(values), self.t_pos, _np(scratch),
                             _np(dyq), dy_image, _np(dx.view(-1)), s.plane,
                             g.in_channels * s.H * s.W, s.dx_len, self.images, nthreads,
                             t_base=s.dx_start, merge=self._input_args()[3:], **self.grid_args)
             return dx
         if self.direct:
-            dxq = _workspace.empty(self.n, self.g.in_channels, s.H, s.W)
+            dxq = _workspace.empty(self.n, g.in_channels, s.H, s.W)
         else:
             dxq = _workspace.empty(self.images * self.x_image * u)
-        scratch = _workspace.empty(values.numel())
         # Only [dx_start, dx_start + dx_len) of each plane holds real pixels: skip the rest.
         _C.spmm_offsets(self.t_ptr, self.t_off, _np(values), self.t_pos, _np(scratch),
                         _np(dyq), self.dy_image * u, _np(dxq.view(-1))[s.dx_start * u:],
