@@ -22,11 +22,7 @@ CASE = f"resnet18 train step, {SIZE}px, batch {BATCH}, convs @{SPARSITY:.2f}"
 
 @pytest.fixture(scope="module")
 def setup():
-    model = B.pruned_resnet("resnet18", SPARSITY)
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(BATCH, 3, SIZE, SIZE, generator=g)
-    y = torch.randint(0, 1000, (BATCH,), generator=g)
-    return model, x, y
+    return (B.pruned_resnet("resnet18", SPARSITY), *B.synthetic_batch(BATCH, SIZE))
 
 
 def _run(benchmark, model, x, y):

@@ -107,6 +107,14 @@ def pruned_resnet(name: str = "resnet18", sparsity: float = 0.95, num_classes: i
     return model
 
 
+def synthetic_batch(batch: int = 32, image_size: int = 224, num_classes: int = 1000,
+                    seed: int = 0) -> tuple:
+    """Random images (batch, 3, image_size, image_size) and labels, the same for a seed."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(batch, 3, image_size, image_size, generator=g)
+    return x, torch.randint(0, num_classes, (batch,), generator=g)
+
+
 def train_step(model: nn.Module, optimizer, x: torch.Tensor, y: torch.Tensor) -> float:
     """One SGD training step (forward, loss, backward, optimizer step); returns the loss."""
     optimizer.zero_grad(set_to_none=True)
@@ -146,8 +154,7 @@ def measure_step_memory(sparse: bool, name: str = "resnet18", batch: int = 32,
     """Resident memory of one training step in this process (Linux): RSS before the step and
     the peak during it (VmHWM, reset just before through /proc/self/clear_refs)."""
     model = pruned_resnet(name, sparsity)
-    x = torch.randn(batch, 3, image_size, image_size)
-    y = torch.randint(0, 1000, (batch,))
+    x, y = synthetic_batch(batch, image_size)
     if sparse:
         from . import sparsify
         sparsify(model, example_inputs=x, min_sparsity=0.5)
@@ -173,9 +180,7 @@ def alternating_steps(name: str = "resnet18", batch: int = 32, image_size: int =
     from . import sparsify
 
     dense = pruned_resnet(name, sparsity)
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(batch, 3, image_size, image_size, generator=g)
-    y = torch.randint(0, 1000, (batch,), generator=g)
+    x, y = synthetic_batch(batch, image_size)
     sparse = copy.deepcopy(dense)
     sparsify(sparse, example_inputs=x, min_sparsity=0.5)
     models = (dense, sparse)
