@@ -733,6 +733,22 @@ def test_offset_bindings_reject_bad_pack_grid(change, message):
         call(**change)
 
 
+@pytest.mark.parametrize("bad", [None, float("nan"), float("inf"), float("-inf")])
+def test_offsets_kernel_checks_the_grid_it_packs(bad):
+    """spmm_offsets(pack_grid=..., check_finite=True): whether dy (NCHW) was all finite,
+    read while the kernel packs it; None when not asked."""
+    from sparsetrain import _C
+    y = np.arange(4, dtype=np.float32)  # 2 images of 1 x 1 x 2
+    if bad is not None:
+        y[3] = bad
+    args = (np.array([0, 1], dtype=np.int64), np.array([1], dtype=np.int64),
+            np.full(1, 2.0, dtype=np.float32), None, None, y, 2, np.zeros(4, dtype=np.float32),
+            2, 2, 2, 2, 1)
+    grid = (1, 1, 2, 3, 4, 1)
+    assert _C.spmm_offsets(*args, pack_grid=grid, check_finite=True) is (bad is None)
+    assert _C.spmm_offsets(*args, pack_grid=grid) is None
+
+
 def test_channel_sums_without_a_grid():
     """conv_pack_grad_output with grid=None: the channel sums only (unit 1), as with a grid."""
     from sparsetrain import _C

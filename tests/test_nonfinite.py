@@ -145,6 +145,34 @@ def test_conv_without_bias_and_unbatched(where):
     compare(sp, sp.to_dense(), x, g, where)
 
 
+@pytest.mark.parametrize("strategy", ["plane", "batch"])
+@pytest.mark.parametrize("cfg", ["3x3", "3x3-stride2", "1x1-stride2"])
+def test_conv_without_bias_checks_grad_output_as_it_packs(isa, strategy, cfg, monkeypatch):
+    """No bias gradient proves dy finite here: the plane layout's input-gradient kernel
+    checks dy image by image as it packs it, the batch layout's packing pass sums its
+    channels; for a finite dy neither makes a pass over dy of its own (the plane layout
+    never does). A NaN or Inf in dy still reaches the dense fallback, and a finite dy whose
+    sum overflows stays on the sparse result."""
+    from sparsetrain.functional import conv as fconv
+
+    for value in VALUES + [1e36, 1.0]:
+        sp = conv_pair(cfg, strategy, bias=False)
+        x = torch.randn(9, 4, 9, 8)  # 9 images: the plane layout packs them in its kernels
+        g = torch.randn(sp(x).shape)
+        g[1, 2, 0, 0] = value  # output channel without nonzeros, at the border
+        g[8, 3, -1, -1] = value
+        if value == 1e36:
+            g[0].fill_(value)  # finite, but the sum of dy overflows
+        checked = []
+        monkeypatch.setattr(fconv, "all_finite", lambda t: checked.append(t.shape) or
+                            bool(torch.isfinite(t).all()))
+        compare(sp, sp.to_dense(), x, g, f"{cfg}/{strategy}/grad_output={value}")
+        # (A 1x1 stride-1 product reads the subsampled NCHW dy as it is: no packing to check in.)
+        direct = cfg == "1x1-stride2" and strategy == "plane"
+        if not direct and (strategy == "plane" or value == 1.0):
+            assert tuple(g.shape) not in checked, "a pass of its own over dy"
+
+
 def test_conv_auto_strategy():
     sp = conv_pair("3x3", "auto")
     x, g = torch.randn(16, 4, 8, 8), torch.randn(16, 6, 8, 8)

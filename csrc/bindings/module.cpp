@@ -365,7 +365,8 @@ py::object spmm_offsets(py::array ptr_a, py::array off_a, py::array val_a, py::o
   const bool packing = !pack_o.is_none(), gridding = !pack_grid_o.is_none();
   if ((packing || gridding) && unit != 1) bad("pack: unit must be 1");
   if (packing && gridding) bad("pack and pack_grid: one of them at most");
-  if (check_finite && !packing) bad("check_finite needs pack (the kernel reads x itself)");
+  if (check_finite && !packing && !gridding)
+    bad("check_finite needs pack or pack_grid (the kernel reads b itself)");
   if (unit == 16) {  // planes of a batch-innermost B: whole grid points of 16 floats
     if (grid_w <= 0) bad("unit 16 writes planes: grid_w must be set");
     if (len % 16 || seg_len % 16 || seg_stride % 16)

@@ -22,8 +22,9 @@ inline int64_t packed_image_size(const ConvInputLayout& l) {
 }
 
 // out = image y (NCHW, o.c channels of ho x wo) on the bordered grid, as conv_pack_grad_output
-// writes one image (unit 1; zeros at every non-output position). Defined in conv_layout.cpp.
-void pack_grid_image(const ConvOutputLayout& o, const float* y, float* out);
+// writes one image (unit 1; zeros at every non-output position). With finite set, *finite = 1
+// iff every value of y is finite. Defined in conv_layout.cpp.
+void pack_grid_image(const ConvOutputLayout& o, const float* y, float* out, unsigned char* finite);
 
 inline int64_t packed_grid_size(const ConvOutputLayout& o) { return o.c * o.per_channel; }
 

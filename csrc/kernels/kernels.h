@@ -151,7 +151,8 @@ struct SpmmOffsetsArgs {
   const ConvInputLayout* pack = nullptr;
   unsigned char* finite = nullptr;
   // Optional (pack_grid set, pack not; unit 1): the same for an output gradient: B_n is image
-  // n of the NCHW b (b_image_stride = c * ho * wo) on the bordered grid of pack_grid.
+  // n of the NCHW b (b_image_stride = c * ho * wo) on the bordered grid of pack_grid; finite
+  // (optional) then flags the images of the output gradient.
   const ConvOutputLayout* pack_grid = nullptr;
 };
 

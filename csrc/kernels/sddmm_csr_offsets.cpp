@@ -56,7 +56,7 @@ void packed_by_image(const SddmmOffsetsArgs& a) {
         }
         const float* an = a.a + n * a.a_image_stride;
         if (a.pack_grid) {
-          pack_grid_image(*a.pack_grid, an, packed_a.mine());
+          pack_grid_image(*a.pack_grid, an, packed_a.mine(), nullptr);
           an = packed_a.mine() + a.pack_grid->offset;
         }
         image_rows(a, an, 0, a.rows, b, out, n > n0);

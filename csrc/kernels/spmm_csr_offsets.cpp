@@ -146,10 +146,11 @@ void f32_spmm_csr_offsets(const SpmmOffsetsArgs& a) {
       float* const b = packed.mine();
       for (int64_t n = i0; n < i1; ++n) {
         const float* image = a.b + n * a.b_image_stride;
+        unsigned char* const finite = a.finite ? a.finite + n : nullptr;
         if (a.pack)
-          pack_image(*a.pack, image, b, a.finite ? a.finite + n : nullptr);
+          pack_image(*a.pack, image, b, finite);
         else
-          pack_grid_image(*a.pack_grid, image, b);
+          pack_grid_image(*a.pack_grid, image, b, finite);
         if (a.merge) {
           for (int64_t ch = 0; ch < a.merge->c; ++ch)
             merge_channel(a, values, n, ch, b, planes.mine());

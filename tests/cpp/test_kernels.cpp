@@ -504,6 +504,25 @@ TEST_P(Kernels, OffsetsKernelsPackGridsThemselves) {
     table.spmm_offsets(from_nchw(merged_args, merged.data()));
     for (size_t i = 0; i < merged.size(); ++i)
       ASSERT_EQ(merged[i], merged_ref[i]) << "merged spmm_offsets" << what << " at " << i;
+    // Per-image finite flags of y, read while packing: all set, then cleared for exactly the
+    // image holding a NaN, +Inf or -Inf (plain and merging forms).
+    for (auto* form : {&args, &merged_args}) {
+      std::vector<unsigned char> finite(n, 7);
+      auto f = from_nchw(*form, form == &args ? out.data() : merged.data());
+      f.finite = finite.data();
+      table.spmm_offsets(f);
+      for (int64_t i = 0; i < n; ++i) ASSERT_EQ(finite[i], 1) << "finite flag of image " << i << what;
+      int64_t image_with = 0;
+      for (float bad : {NAN, INFINITY, -INFINITY}) {
+        std::vector<float> yb = y;
+        yb[image_with * c * ho * wo + (c * ho * wo) / 2 + image_with] = bad;
+        f.b = yb.data();
+        table.spmm_offsets(f);
+        for (int64_t i = 0; i < n; ++i)
+          ASSERT_EQ(finite[i], i == image_with ? 0 : 1) << "image " << i << " with " << bad << what;
+        image_with += 3;
+      }
+    }
   }
   // sddmm: A from the grid (rows = channels from `offset` on), B a plain tensor.
   const int64_t b_image = 300, s_len = len - 3;

@@ -206,30 +206,40 @@ class _Layout:
             return xq.view(self.n, self.g.in_channels, s.H, s.W)
         return self.unpack_dx(xq)
 
-    def input_grad(self, values, dyq, nthreads):
+    @property
+    def packs_dy(self):
+        """Whether pack_dy makes a pass over dy of its own (which sums dy's channels for free)."""
+        return not (self.direct or self.fused)
+
+    def input_grad(self, values, dyq, nthreads, check_finite=False):
+        """dx, and whether dy is all finite if asked and the kernel read dy itself (fused: it
+        checks each image as it packs it, with no pass of its own), else None."""
         s, u, g = self.s, self.unit, self.g
         scratch = _workspace.empty(values.numel())  # the values in the transposed index's order
+        check = dict(check_finite=True) if check_finite and self.fused else {}
         # dy's images: packed ones, or NCHW ones the kernel packs itself (fused).
         dy_image = g.out_channels * s.Ho * s.Wo if self.fused else self.dy_image * u
         if not self.direct and s.phases == 1:
             # Stride 1: the padded plane's interior is dx itself; the kernel writes it there.
             pt, _, pl, _ = g.padding
             dx = _workspace.empty(self.n, g.in_channels, s.H, s.W)
-            _C.spmm_offsets(self.t_ptr, self.t_off, _np(values), self.t_pos, _np(scratch),
-                            _np(dyq), dy_image, _np(dx.view(-1)), s.H * s.W,
-                            g.in_channels * s.H * s.W, s.dx_len * u, self.images, nthreads,
-                            grid_w=s.Wq, t_base=s.dx_start, row0=pt, col0=pl, plane_h=s.H,
-                            plane_w=s.W, **self.dx_segments, **self.lanes, **self.grid_args)
-            return dx
+            seen = _C.spmm_offsets(self.t_ptr, self.t_off, _np(values), self.t_pos, _np(scratch),
+                                   _np(dyq), dy_image, _np(dx.view(-1)), s.H * s.W,
+                                   g.in_channels * s.H * s.W, s.dx_len * u, self.images,
+                                   nthreads, grid_w=s.Wq, t_base=s.dx_start, row0=pt, col0=pl,
+                                   plane_h=s.H, plane_w=s.W, **self.dx_segments, **self.lanes,
+                                   **self.grid_args, **check)
+            return dx, seen
         if u == 1 and not self.direct:
             # Strided, one image per vector: each channel's phase planes are interleaved into
             # dx by the kernel while they are still in cache (no packed dx, no unpacking pass).
             dx = _workspace.empty(self.n, g.in_channels, s.H, s.W)
-            _C.spmm_offsets(self.t_ptr, self.t_off, _np(values), self.t_pos, _np(scratch),
-                            _np(dyq), dy_image, _np(dx.view(-1)), s.plane,
-                            g.in_channels * s.H * s.W, s.dx_len, self.images, nthreads,
-                            t_base=s.dx_start, merge=self._input_args()[3:], **self.grid_args)
-            return dx
+            seen = _C.spmm_offsets(self.t_ptr, self.t_off, _np(values), self.t_pos, _np(scratch),
+                                   _np(dyq), dy_image, _np(dx.view(-1)), s.plane,
+                                   g.in_channels * s.H * s.W, s.dx_len, self.images, nthreads,
+                                   t_base=s.dx_start, merge=self._input_args()[3:],
+                                   **self.grid_args, **check)
+            return dx, seen
         if self.direct:
             dxq = _workspace.empty(self.n, g.in_channels, s.H, s.W)
         else:
@@ -239,7 +249,7 @@ class _Layout:
                         _np(dyq), self.dy_image * u, _np(dxq.view(-1))[s.dx_start * u:],
                         s.plane * u, self.x_image * u, s.dx_len * u, self.images, nthreads,
                         **self.dx_segments)
-        return self.unpack_dx(dxq)
+        return self.unpack_dx(dxq), None
 
 
 class _DirectLayout:
@@ -262,6 +272,8 @@ class _DirectLayout:
     def unpack_x(self, xq):
         return xq
 
+    packs_dy = False
+
     def pack_dy(self, dy, want_bias_grad=False):
         return dy, (dy.sum((0, 2, 3)) if want_bias_grad else None)
 
@@ -280,7 +292,7 @@ class _DirectLayout:
                              g.in_channels * i.H * i.W, i.H, i.W, self.n, _np(dv), nthreads)
         return dv
 
-    def input_grad(self, values, dy, nthreads):
+    def input_grad(self, values, dy, nthreads, check_finite=False):
         g, i = self.g, self.i
         dx = _workspace.empty(self.n, g.in_channels, i.H, i.W)
         scratch = _workspace.empty(values.numel())
@@ -288,7 +300,7 @@ class _DirectLayout:
         _C.conv_direct_spmm(t_ptr, plane, dyy, slot, shift, _np(values), self.t_pos, _np(scratch),
                             _np(dy.view(-1)), g.out_channels * i.Ho * i.Wo, i.Ho, i.Wo,
                             _np(dx.view(-1)), i.H, i.W, None, self.n, nthreads)
-        return dx
+        return dx, None
 
 
 class Subsample(torch.autograd.Function):
@@ -409,11 +421,21 @@ class SparseConv2dFunction(torch.autograd.Function):
         dx = dv = db = None
         dy = dy.contiguous()
         if need_x or need_v:
-            dyq, db = layout.pack_dy(dy, want_bias_grad=need_b)
-            dy_finite = True
-            if col_idx is not None:
-                # A finite bias gradient (a sum of all of dy) proves dy finite for free.
-                dy_finite = (db is not None and math.isfinite(db.sum().item())) or all_finite(dy)
+            check = col_idx is not None
+            # dy's NaN/Inf check, cheapest first: a finite sum of dy's channels proves it (the
+            # bias gradient, or summed by a packing pass at no extra cost); else the input
+            # gradient's kernel checks each image as it packs it (fused layouts); else a
+            # pass of its own.
+            want_sums = need_b or (check and layout.packs_dy)
+            dyq, sums = layout.pack_dy(dy, want_bias_grad=want_sums)
+            db = sums if need_b else None
+            dy_finite = not check or (sums is not None and math.isfinite(sums.sum().item())) or None
+            if need_x and ctx.w_finite:
+                dx, seen = layout.input_grad(values, dyq, nthreads,
+                                             check_finite=dy_finite is None)
+                dy_finite = seen if dy_finite is None else dy_finite
+            if dy_finite is None:
+                dy_finite = all_finite(dy)
             dense = None
             if not (dy_finite and ctx.w_finite and ctx.x_finite):
                 dense = _Dense(layout.g, row_ptr, col_idx, values)
@@ -427,12 +449,10 @@ class SparseConv2dFunction(torch.autograd.Function):
             if need_x:
                 if not ctx.w_finite:
                     dx = dense.input_grad(ctx.x_shape, dy)
-                else:
-                    dx = layout.input_grad(values, dyq, nthreads)
-                    if not dy_finite:
-                        # Images of dy holding a NaN or Inf: dense (pruned weights meet them).
-                        imgs = nonfinite_rows(dy)
-                        dx[imgs] = dense.input_grad((len(imgs),) + ctx.x_shape[1:], dy[imgs])
+                elif not dy_finite:
+                    # Images of dy holding a NaN or Inf: dense (pruned weights meet them).
+                    imgs = nonfinite_rows(dy)
+                    dx[imgs] = dense.input_grad((len(imgs),) + ctx.x_shape[1:], dy[imgs])
         elif need_b:
             db = dy.sum((0, 2, 3))
         return dx, dv, db, None, None, None
