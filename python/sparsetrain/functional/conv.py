@@ -21,8 +21,9 @@ from the kernels' in three ways: it multiplies the pruned (zero) weights too (0 
 it skips the zero padding (an Inf weight next to the border gives Inf, not Inf · 0 = NaN),
 and it never touches the grid columns past the output width that the offset kernels compute
 and drop. So, after a cheap sound pre-check (a tensor's sum is finite only if all its
-elements are; see functional/linear.py; x is checked by the pack kernel as it packs it, with no
-pass of its own), whatever a non-finite number reaches is computed
+elements are; see functional/linear.py; x and dy are checked by the kernels that pack them,
+as they pack them, or summed by a packing pass anyway: no pass of their own where the layout
+packs them), whatever a non-finite number reaches is computed
 with the dense weight by PyTorch's own convolution: the images of x holding one (forward),
 every image when a weight is non-finite (forward and input gradient), the images of dy
 holding one (input gradient), and the values gradient when x or dy holds one. Finite inputs
