@@ -355,7 +355,7 @@ py::object spmm_offsets(py::array ptr_a, py::array off_a, py::array val_a, py::o
                   int64_t grid_w, int64_t t_base, int64_t row0, int64_t col0, int64_t plane_h,
                   int64_t plane_w, py::object bias_o, int64_t seg_len, int64_t seg_stride,
                   int64_t unit, int64_t batch, py::object merge_o, py::object pack_o,
-                  bool check_finite, py::object pack_grid_o) {
+                  bool check_finite, py::object pack_grid_o, py::object stats_o) {
   const auto ix = offsets_index(ptr_a, off_a, len, images);
   check_segments(seg_len, seg_stride);
   if (unit != 1 && unit != 16) bad("unit must be 1 or 16");
@@ -413,6 +413,13 @@ py::object spmm_offsets(py::array ptr_a, py::array off_a, py::array val_a, py::o
   } else if (grid_w <= 0) {
     check_row_block("c", c.size(), images, c_image_stride, rows, ldc, len);
   }
+  View<double> stats{};
+  if (!stats_o.is_none()) {
+    if (grid_w <= 0) bad("stats are summed as planes are written: grid_w must be set");
+    stats = view<double>(stats_o.cast<py::array>(), "stats", 1, true);
+    if (stats.size() != mul(images, rows, 2)) bad("stats must hold images * rows * 2 values");
+    for (int64_t i = 0; i < stats.size(); ++i) stats.data[i] = 0.0;  // also when nothing runs
+  }
   if (len == 0 || images == 0) return check_finite ? py::object(py::bool_(true)) : py::none();
   std::vector<unsigned char> finite(check_finite ? images : 0, 1);
   k::SpmmOffsetsArgs args{ix.ptr.data, ix.off.data, val.data, sc.pos, sc.scratch, rows, b.data,
@@ -420,7 +427,7 @@ py::object spmm_offsets(py::array ptr_a, py::array off_a, py::array val_a, py::o
                           grid_w, t_base, row0, col0, plane_h, plane_w, bias, seg_len,
                           seg_stride, unit, batch, merging ? &merge : nullptr,
                           packing ? &pack : nullptr, check_finite ? finite.data() : nullptr,
-                          gridding ? &grid : nullptr};
+                          gridding ? &grid : nullptr, stats.data};
   {
     py::gil_scoped_release release;
     sparsetrain::kernel_table().spmm_offsets(args);
@@ -664,7 +671,8 @@ PYBIND11_MODULE(_C, m) {
         py::arg("col0") = 0, py::arg("plane_h") = 0, py::arg("plane_w") = 0,
         py::arg("bias") = py::none(), py::arg("seg_len") = 0, py::arg("seg_stride") = 0,
         py::arg("unit") = 1, py::arg("batch") = 0, py::arg("merge") = py::none(), py::arg("pack") = py::none(),
-        py::arg("check_finite") = false, py::arg("pack_grid") = py::none());
+        py::arg("check_finite") = false, py::arg("pack_grid") = py::none(),
+        py::arg("stats") = py::none());
   m.def("sddmm_offsets", &sddmm_offsets, py::arg("ptr"), py::arg("offsets"), py::arg("a"),
         py::arg("lda"), py::arg("a_image_stride"), py::arg("b"), py::arg("b_image_stride"),
         py::arg("len"), py::arg("images"), py::arg("out"), py::arg("nthreads"),

@@ -37,26 +37,63 @@ inline void copy_run(const float* s, float* d, int64_t n, const float* bias) {
   if (bias) copy_row_add(s, d, n, *bias); else copy_row(s, d, n);
 }
 
-// Copies grid positions [t0, t1) of one row, computed into buf, to their plane positions.
+// Output statistics (SpmmOffsetsArgs::stats): the values one chunk writes to a row, summed
+// in float vectors while they are in cache, then added to the row's double sums.
+struct ChunkStats {
+  Vec s = Vec::zero(), q = Vec::zero();
+  void add_run(const float* d, int64_t n) {
+    constexpr int W = Vec::W;
+    int64_t k = 0;
+    for (; k + W <= n; k += W) {
+      const Vec v = Vec::load(d + k);
+      s = add(s, v);
+      q = fma(v, v, q);
+    }
+    if (k < n) {
+      const Vec v = Vec::load_n(d + k, static_cast<int>(n - k));
+      s = add(s, v);
+      q = fma(v, v, q);
+    }
+  }
+  void flush(double* st) const {
+    alignas(64) float out[4];
+    reduce4(s, q, Vec::zero(), Vec::zero(), out);
+    st[0] += out[0];
+    st[1] += out[1];
+  }
+};
+
+// Copies grid positions [t0, t1) of one row, computed into buf, to their plane positions
+// (and sums what it wrote into st, if given).
 inline void scatter_to_plane(const SpmmOffsetsArgs& a, const float* buf, int64_t t0, int64_t t1,
-                             float* plane, const float* bias) {
+                             float* plane, const float* bias, double* st) {
+  ChunkStats cs;
   for_each_plane_run(a, t0, t1 - t0, [&](int64_t k, int64_t row, int64_t col, int64_t n) {
-    copy_run(buf + k, plane + row * a.plane_w + col, n, bias);
+    float* d = plane + row * a.plane_w + col;
+    copy_run(buf + k, d, n, bias);
+    if (st) cs.add_run(d, n);
   });
+  if (st) cs.flush(st);
 }
 
 // The unit-16 form: buf holds grid points [t0 / 16, t1 / 16) of one row, 16 images each.
 // Transposed to image-major, each image's runs land in its own NCHW plane.
 static_assert(kGridChunk == 256, "one unit-16 chunk is a 16 x 16 transpose");
 inline void scatter_to_planes16(const SpmmOffsetsArgs& a, const float* buf, int64_t t0,
-                                int64_t t1, float* plane0, int64_t images, const float* bias) {
+                                int64_t t1, float* plane0, int64_t images, const float* bias,
+                                double* st) {
   alignas(64) float tmp[16 * 16];  // tmp[m * 16 + k]: image m, grid point k
   transpose16(buf, 16, tmp, 16);
+  ChunkStats cs;
   const auto copy = [&](int64_t k, int64_t row, int64_t col, int64_t n) {
-    for (int64_t m = 0; m < images; ++m)
-      copy_run(tmp + m * 16 + k, plane0 + m * a.c_image_stride + row * a.plane_w + col, n, bias);
+    for (int64_t m = 0; m < images; ++m) {
+      float* d = plane0 + m * a.c_image_stride + row * a.plane_w + col;
+      copy_run(tmp + m * 16 + k, d, n, bias);
+      if (st) cs.add_run(d, n);
+    }
   };
   for_each_plane_run(a, t0 / 16, (t1 - t0) / 16, copy);
+  if (st) cs.flush(st);
 }
 
 // The merge form (see SpmmOffsetsArgs::merge): channel ch of image n (b = B_n), its phase
@@ -114,6 +151,9 @@ void image_rows(const SpmmOffsetsArgs& a, const float* values, int64_t n, int64_
   const bool lanes = a.unit == 16;
   float* planes = lanes ? a.c + n * 16 * a.c_image_stride : c;
   const int64_t images = lanes ? (a.batch - n * 16 < 16 ? a.batch - n * 16 : 16) : 1;
+  double* const stats = a.stats ? a.stats + 2 * n * a.rows : nullptr;
+  if (stats)
+    for (int64_t r = r0; r < r1; ++r) stats[2 * r] = stats[2 * r + 1] = 0.0;
   for_each_span(a.len, a.seg_len, a.seg_stride, [&](int64_t s0, int64_t s1) {
     for (int64_t c0 = s0; c0 < s1; c0 += kGridChunk) {
       const int64_t c1 = c0 + kGridChunk < s1 ? c0 + kGridChunk : s1;
@@ -121,10 +161,11 @@ void image_rows(const SpmmOffsetsArgs& a, const float* values, int64_t n, int64_
       for (int64_t r = r0; r < r1; ++r) {
         spmm_span(a.ptr[r], a.ptr[r + 1], src_chunk, values, 0, c1 - c0, buf);
         const float* bias = a.bias ? a.bias + r : nullptr;
+        double* const st = stats ? stats + 2 * r : nullptr;
         if (lanes)
-          scatter_to_planes16(a, buf, c0, c1, planes + r * a.ldc, images, bias);
+          scatter_to_planes16(a, buf, c0, c1, planes + r * a.ldc, images, bias, st);
         else
-          scatter_to_plane(a, buf, c0, c1, c + r * a.ldc, bias);
+          scatter_to_plane(a, buf, c0, c1, c + r * a.ldc, bias, st);
       }
     }
   });

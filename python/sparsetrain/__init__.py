@@ -5,9 +5,9 @@ from . import _C, formats, models
 from ._runtime import (get_isa, get_num_threads, keep_freed_memory, runtime_info, set_isa,
                        set_num_threads, supported_isas)
 from .functional import sparse_linear
-from .nn import SparseConv2d, SparseLinear
+from .nn import FusedBatchNorm2d, SparseConv2d, SparseLinear
 from .pruning import GradualMagnitudePruner, cubic_sparsity, hold_masks, magnitude_prune
-from .surgery import SparsifyReport, densify, sparsify, sparsify_like
+from .surgery import SparsifyReport, densify, fuse_batch_norm, sparsify, sparsify_like
 
 __version__ = _C.__version__
 
@@ -17,6 +17,8 @@ __all__ = [
     "sparsify",
     "densify",
     "sparsify_like",
+    "fuse_batch_norm",
+    "FusedBatchNorm2d",
     "SparsifyReport",
     "magnitude_prune",
     "GradualMagnitudePruner",

@@ -17,6 +17,7 @@ from torch import nn
 
 from ._runtime import release_kept_memory
 from .nn import SparseConv2d, SparseLinear
+from .nn.batchnorm import FusedBatchNorm2d
 
 _SPARSE_OF = {nn.Linear: SparseLinear, nn.Conv2d: SparseConv2d}
 
@@ -38,13 +39,16 @@ class SparsifyReport:
     """One row per candidate layer; ``str(report)`` is a table, ``to_dict()`` is for programs."""
 
     layers: list = field(default_factory=list)
+    # (convolution, batch norm) names fused by fuse_batch_norm.
+    fused_batch_norms: list = field(default_factory=list)
 
     @property
     def swapped(self) -> list:
         return [row.name for row in self.layers if row.swapped]
 
     def to_dict(self) -> dict:
-        return {"layers": [asdict(row) for row in self.layers], "swapped": self.swapped}
+        return {"layers": [asdict(row) for row in self.layers], "swapped": self.swapped,
+                "fused_batch_norms": [list(p) for p in self.fused_batch_norms]}
 
     def __str__(self) -> str:
         def ms(v):
@@ -98,6 +102,23 @@ def _time_step(module: nn.Module, x: torch.Tensor, repeats: int = 5) -> float:
     return times[len(times) // 2] * 1e3
 
 
+def _run_once(model: nn.Module, example_inputs, hooks: list) -> None:
+    """Runs the model once on example_inputs in inference mode without gradients (so batch
+    norms keep their running statistics), then removes `hooks` and restores every module's
+    training flag."""
+    modes = {m: m.training for m in model.modules()}
+    try:
+        model.eval()
+        inputs = example_inputs if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
+        with torch.no_grad():
+            model(*inputs)
+    finally:
+        for h in hooks:
+            h.remove()
+        for m, training in modes.items():
+            m.training = training
+
+
 def _input_shapes(model: nn.Module, modules: list, example_inputs) -> dict:
     """The input shape each candidate module sees (first call) when the model runs once."""
     shapes, hooks = {}, []
@@ -106,13 +127,7 @@ def _input_shapes(model: nn.Module, modules: list, example_inputs) -> dict:
             if args and isinstance(args[0], torch.Tensor):
                 shapes.setdefault(_key, tuple(args[0].shape))
         hooks.append(module.register_forward_pre_hook(hook))
-    try:
-        inputs = example_inputs if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
-        with torch.no_grad():
-            model(*inputs)
-    finally:
-        for h in hooks:
-            h.remove()
+    _run_once(model, example_inputs, hooks)
     return shapes
 
 
@@ -133,9 +148,51 @@ def _replace(model: nn.Module, old: nn.Module, new: nn.Module) -> None:
                 setattr(parent, child_name, new)
 
 
+def _conv_batch_norm_pairs(model: nn.Module, example_inputs) -> list:
+    """(convolution, batch norm) pairs where the batch norm's input is the convolution's
+    output as it is, seen by running the model once (_run_once: nothing about it changes)."""
+    outputs, pairs, hooks = {}, [], []
+    convs = [m for m in model.modules() if isinstance(m, (nn.Conv2d, SparseConv2d))]
+    norms = [m for m in model.modules() if type(m) in (nn.BatchNorm2d, FusedBatchNorm2d)]
+
+    def after_conv(mod, args, out):
+        if isinstance(out, torch.Tensor):
+            outputs[id(out)] = (out, mod)  # the tensor is kept: its id stays unique
+
+    def before_norm(mod, args):
+        if args and isinstance(args[0], torch.Tensor):
+            found = outputs.get(id(args[0]))
+            if found is not None and found[0] is args[0] and (found[1], mod) not in pairs:
+                pairs.append((found[1], mod))
+
+    hooks += [m.register_forward_hook(after_conv) for m in convs]
+    hooks += [m.register_forward_pre_hook(before_norm) for m in norms]
+    _run_once(model, example_inputs, hooks)
+    return pairs
+
+
+def fuse_batch_norm(model: nn.Module, example_inputs) -> list:
+    """Let every ``nn.BatchNorm2d`` that takes a :class:`SparseConv2d`'s output as it is
+    use the statistics the convolution sums while writing it (training mode; see
+    :class:`sparsetrain.nn.FusedBatchNorm2d`): the batch norm becomes a FusedBatchNorm2d
+    (the same object, parameters, buffers and state_dict) and the convolution sums its
+    output's channel statistics. The pairs are found by running the model once on
+    ``example_inputs`` (inference mode, no gradients). Returns the (convolution, batch norm)
+    module names fused. :func:`sparsify` calls this when given ``example_inputs``."""
+    names = {m: n for n, m in model.named_modules()}
+    fused = []
+    for conv, norm in _conv_batch_norm_pairs(model, example_inputs):
+        if not isinstance(conv, SparseConv2d):
+            continue
+        conv.batch_norm_stats = True
+        norm.__class__ = FusedBatchNorm2d
+        fused.append((names.get(conv, ""), names.get(norm, "")))
+    return fused
+
+
 def sparsify(model: nn.Module, example_inputs=None, *, min_sparsity: float = 0.8,
              only_if_faster: bool = True, include=None, exclude=None,
-             inplace: bool = True) -> SparsifyReport:
+             inplace: bool = True, batch_norm: bool = True) -> SparsifyReport:
     """Replace ``nn.Linear`` / ``nn.Conv2d`` layers whose weight has at least ``min_sparsity``
     zeros with :class:`SparseLinear` / :class:`SparseConv2d` holding the same numbers.
 
@@ -145,6 +202,9 @@ def sparsify(model: nn.Module, example_inputs=None, *, min_sparsity: float = 0.8
     ``f(name, module) -> bool``. Layers whose weight is shared with another module stay dense
     (with a warning). Returns a :class:`SparsifyReport` whose ``model`` attribute is the model
     changed in place, or with ``inplace=False`` a changed copy (the original stays as it was).
+    With ``example_inputs`` and ``batch_norm``, batch norms that take a sparse convolution's
+    output are fused with it (:func:`fuse_batch_norm`); ``report.fused_batch_norms`` lists
+    them.
     """
     if not 0.0 <= float(min_sparsity) <= 1.0:
         raise ValueError(f"sparsify: min_sparsity must be in [0, 1], got {min_sparsity!r}")
@@ -200,6 +260,8 @@ def sparsify(model: nn.Module, example_inputs=None, *, min_sparsity: float = 0.8
             row.reason = f"sparsity >= {min_sparsity}"
         _replace(model, module, sparse)
         row.swapped = True
+    if example_inputs is not None and batch_norm and report.swapped:
+        report.fused_batch_norms = fuse_batch_norm(model, example_inputs)
     if shapes:
         # The timing's temporaries (every layout of every layer): a heap that keeps freed
         # memory (keep_freed_memory) would hold them at its peak for the rest of the run.
@@ -213,6 +275,9 @@ def densify(model: nn.Module) -> nn.Module:
     torch module; returns the model (or the dense module, if ``model`` itself is sparse)."""
     if isinstance(model, (SparseLinear, SparseConv2d)):
         return _dense_twin(model)
+    for module in model.modules():  # plain batch norms again (nothing fills in statistics)
+        if type(module) is FusedBatchNorm2d:
+            module.__class__ = nn.BatchNorm2d
     done = set()
     for module in list(model.modules()):
         if isinstance(module, (SparseLinear, SparseConv2d)) and module not in done:

@@ -242,6 +242,28 @@ void set_planes(k::SpmmOffsetsArgs& args, int64_t grid_w, int64_t t_base, int64_
   args.bias = bias;
 }
 
+// The batch-norm statistics a plane-writing spmm_offsets call sums (SpmmOffsetsArgs::stats):
+// against exact double sums of what it should write (exp: sum, sum of squares, sum of |v|
+// per image x row), and the same bits for 1 and 3 threads.
+void expect_output_stats(const st::KernelTable& table, k::SpmmOffsetsArgs args,
+                         const std::vector<double>& exp, const std::string& what) {
+  const size_t n = exp.size() / 3 * 2;
+  std::vector<double> one(n, NAN), three(n, NAN);
+  args.stats = one.data();
+  args.nthreads = 1;
+  table.spmm_offsets(args);
+  args.stats = three.data();
+  args.nthreads = 3;
+  table.spmm_offsets(args);
+  for (size_t i = 0; i < n / 2; ++i) {
+    const double sum = exp[3 * i], sq = exp[3 * i + 1], mag = exp[3 * i + 2];
+    EXPECT_NEAR(one[2 * i], sum, 1e-5 * mag + 1e-6) << what << ": sum of image x row " << i;
+    EXPECT_NEAR(one[2 * i + 1], sq, 1e-5 * sq + 1e-6) << what << ": squares of image x row " << i;
+    ASSERT_EQ(one[2 * i], three[2 * i]) << what << ": thread count changed the sum " << i;
+    ASSERT_EQ(one[2 * i + 1], three[2 * i + 1]) << what << ": thread count changed the squares " << i;
+  }
+}
+
 }  // namespace
 
 TEST_P(Kernels, SpmmOffsetsMatchesNaiveAndScalar) {
@@ -272,12 +294,17 @@ TEST_P(Kernels, SpmmOffsetsMatchesNaiveAndScalar) {
     const int64_t ph = (len + t_base) / grid_w - row0 + 1 > 0 ? (len + t_base) / grid_w - row0 + 1 : 1;
     std::vector<float> planes(images * rows * ph * pw, -7.f), pref(planes.size(), -7.f);
     std::vector<float> bias = random_vec(rows, rng);
+    std::vector<double> exp_stats(images * rows * 3, 0.0);
     for (int64_t n = 0; n < images; ++n)
       for (int64_t r = 0; r < rows; ++r)
         for (int64_t t = 0; t < len; ++t) {
           const int64_t p = t + t_base, row = p / grid_w - row0, col = p % grid_w - col0;
-          if (row >= 0 && row < ph && col >= 0 && col < pw)
-            pref[(n * rows + r) * ph * pw + row * pw + col] = ref[n * c_image + r * ldc + t] + bias[r];
+          if (row >= 0 && row < ph && col >= 0 && col < pw) {
+            const float v = ref[n * c_image + r * ldc + t] + bias[r];
+            pref[(n * rows + r) * ph * pw + row * pw + col] = v;
+            double* e = &exp_stats[(n * rows + r) * 3];
+            e[0] += v, e[1] += double(v) * v, e[2] += std::fabs(v);
+          }
         }
     auto args_p = args;
     args_p.c = planes.data();
@@ -286,6 +313,7 @@ TEST_P(Kernels, SpmmOffsetsMatchesNaiveAndScalar) {
     set_planes(args_p, grid_w, t_base, row0, col0, ph, pw, bias.data());
     table.spmm_offsets(args_p);
     expect_close(planes, pref, 1e-5f, "spmm_offsets into planes, len " + std::to_string(len));
+    expect_output_stats(table, args_p, exp_stats, "plane stats, len " + std::to_string(len));
   }
 }
 
@@ -306,6 +334,7 @@ TEST_P(Kernels, SpmmOffsetsUnit16IntoPlanes) {
       const int64_t b_group = (max_pt + points + 1) * U, plane = ph * pw, c_img = rows * plane;
       std::vector<float> b = random_vec(groups * b_group, rng), bias = random_vec(rows, rng);
       std::vector<float> c(batch * c_img, -7.f), sc(c.size(), -7.f), ref(c.size(), -7.f);
+      std::vector<double> exp_stats(groups * rows * 3, 0.0);  // per group of 16 images
       for (int64_t n = 0; n < groups; ++n)
         for (int64_t m = 0; m < U && n * U + m < batch; ++m)
           for (int64_t r = 0; r < rows; ++r)
@@ -317,6 +346,9 @@ TEST_P(Kernels, SpmmOffsetsUnit16IntoPlanes) {
               for (int64_t j = a.ptr[r]; j < a.ptr[r + 1]; ++j)
                 v += a.val[j] * b[n * b_group + a.off[j] + q * U + m];
               ref[(n * U + m) * c_img + r * plane + row * pw + col] = v + bias[r];
+              double* e = &exp_stats[(n * rows + r) * 3];
+              const double w = double(v + bias[r]);
+              e[0] += w, e[1] += w * w, e[2] += std::fabs(w);
             }
       k::SpmmOffsetsArgs args{a.ptr.data(), a.off.data(), a.val.data(), nullptr, nullptr, rows,
                               b.data(), b_group, c.data(), plane, c_img, points * U, groups, 2};
@@ -332,6 +364,7 @@ TEST_P(Kernels, SpmmOffsetsUnit16IntoPlanes) {
       const std::string what = ", points " + std::to_string(points) + ", seg " + std::to_string(seg);
       expect_close(c, ref, 1e-5f, "unit-16 planes vs naive" + what);
       expect_close(c, sc, 1e-5f, "unit-16 planes vs scalar" + what);
+      expect_output_stats(table, args, exp_stats, "unit-16 stats" + what);
     }
   }
 }

@@ -34,6 +34,7 @@ from __future__ import annotations
 import math
 import time
 
+import numpy as np
 import torch
 from torch.autograd.function import once_differentiable
 
@@ -57,6 +58,14 @@ _BATCH_UNIT = 16  # images per vector in the "batch" layout
 
 def _np(t: torch.Tensor):
     return t.detach().numpy()
+
+
+def _channel_stats(sums, channels: int):
+    """(channels, 2) float64 sums over images of the kernel's per-(image, channel) output
+    sums and sums of squares, or None."""
+    if sums is None:
+        return None
+    return torch.from_numpy(sums).view(-1, channels, 2).sum(0)
 
 
 class _Layout:
@@ -155,36 +164,39 @@ class _Layout:
         return (dy.reshape(-1) if buf is None else buf), db
 
     # -- the three products ----------------------------------------------------------------
-    def forward(self, row_ptr, values, xq, bias, nthreads, check_finite=False):
-        """y, and whether x is all finite if asked and the kernel saw x (else None)."""
-        s, u = self.s, self.unit
+    def forward(self, row_ptr, values, xq, bias, nthreads, check_finite=False, stats=False):
+        """y; whether x is all finite if asked and the kernel saw x (else None); and, if
+        asked and the kernel writes y's planes itself, y's per-channel sum and sum of squares
+        (channels x 2, float64) summed as it writes them (else None)."""
+        s, u, c = self.s, self.unit, self.g.out_channels
+        sums = np.empty(self.images * c * 2) if stats and not self.direct else None
+        out_stats = {} if sums is None else dict(stats=sums)
         if self.fused:
-            c, g = self.g.out_channels, self.g
+            g = self.g
             y = _workspace.empty(self.n, c, s.Ho, s.Wo)
             finite = _C.spmm_offsets(row_ptr, self.off, _np(values), None, None, _np(xq),
                                      g.in_channels * s.H * s.W, _np(y.view(-1)), s.Ho * s.Wo,
                                      c * s.Ho * s.Wo, s.grid_len, self.images, nthreads,
                                      grid_w=s.Wq, plane_h=s.Ho, plane_w=s.Wo,
                                      bias=None if bias is None else _np(bias),
-                                     check_finite=check_finite, **self.pack_args)
-            return y, finite
+                                     check_finite=check_finite, **self.pack_args, **out_stats)
+            return y, finite, _channel_stats(sums, c)
         if not self.direct:
             # The kernel writes y's NCHW planes itself (bias included; with unit 16 through a
             # register-block transpose): no grid, no unpacking pass.
-            c = self.g.out_channels
             y = _workspace.empty(self.n, c, s.Ho, s.Wo)
             _C.spmm_offsets(row_ptr, self.off, _np(values), None, None, _np(xq), self.x_image * u,
                             _np(y.view(-1)), s.Ho * s.Wo, c * s.Ho * s.Wo, s.grid_len * u,
                             self.images, nthreads, grid_w=s.Wq, plane_h=s.Ho, plane_w=s.Wo,
                             bias=None if bias is None else _np(bias), **self.out_segments,
-                            **self.lanes)
-            return y, None
+                            **self.lanes, **out_stats)
+            return y, None, _channel_stats(sums, c)
         # Direct (1x1, stride 1, unpadded): the grid is y itself.
-        y = _workspace.empty(self.n, self.g.out_channels, s.Ho, s.Wo)
+        y = _workspace.empty(self.n, c, s.Ho, s.Wo)
         _C.spmm_offsets(row_ptr, self.off, _np(values), None, None, _np(xq), self.x_image,
                         _np(y.view(-1)), s.grid_len, self.y_image, s.grid_len, self.images,
                         nthreads)
-        return (y if bias is None else y.add_(bias.view(1, -1, 1, 1))), None
+        return (y if bias is None else y.add_(bias.view(1, -1, 1, 1))), None, None
 
     def values_grad(self, row_ptr, dyq, xq, nnz, nthreads):
         s, u, g = self.s, self.unit, self.g
@@ -278,13 +290,13 @@ class _DirectLayout:
     def pack_dy(self, dy, want_bias_grad=False):
         return dy, (dy.sum((0, 2, 3)) if want_bias_grad else None)
 
-    def forward(self, row_ptr, values, x, bias, nthreads, check_finite=False):
+    def forward(self, row_ptr, values, x, bias, nthreads, check_finite=False, stats=False):
         g, i = self.g, self.i
         y = _workspace.empty(self.n, g.out_channels, i.Ho, i.Wo)
         _C.conv_direct_spmm(row_ptr, *self.fwd, _np(values), None, None, _np(x.view(-1)),
                             g.in_channels * i.H * i.W, i.H, i.W, _np(y.view(-1)), i.Ho, i.Wo,
                             None if bias is None else _np(bias), self.n, nthreads)
-        return y, None
+        return y, None, None
 
     def values_grad(self, row_ptr, dy, x, nnz, nthreads):
         g, i = self.g, self.i
@@ -377,15 +389,16 @@ class SparseConv2dFunction(torch.autograd.Function):
     numbers go through the sparse kernels unchecked)."""
 
     @staticmethod
-    def forward(ctx, x, values, bias, row_ptr, layout, col_idx=None):
+    def forward(ctx, x, values, bias, row_ptr, layout, col_idx=None, stats_out=None):
         nthreads = get_num_threads()
         check = col_idx is not None
         xq, x_finite = layout.pack_x(x, check_finite=check)
         w_finite = not check or all_finite(values)
-        dense = None
+        dense = stats = None
         if w_finite:
-            y, seen = layout.forward(row_ptr, values, xq, bias, nthreads,
-                                     check_finite=check and x_finite is None)
+            y, seen, stats = layout.forward(row_ptr, values, xq, bias, nthreads,
+                                            check_finite=check and x_finite is None,
+                                            stats=stats_out is not None)
             x_finite = seen if x_finite is None else x_finite
         if x_finite is None:
             x_finite = not check or all_finite(x)
@@ -398,6 +411,10 @@ class SparseConv2dFunction(torch.autograd.Function):
         else:
             dense = _Dense(layout.g, row_ptr, col_idx, values)
             y = dense.forward(x, bias)
+        if stats_out is not None and stats is not None and dense is None:
+            # y's channel statistics as the kernel wrote it (images recomputed densely are
+            # not in them, so then there are none).
+            stats_out.append(stats)
         need_v = ctx.needs_input_grad[1]
         # The values gradient needs the packed input. Keeping the packed copy would hold a
         # second copy of every layer's input until backward (x itself stays alive anyway, as
@@ -456,7 +473,7 @@ class SparseConv2dFunction(torch.autograd.Function):
                     dx[imgs] = dense.input_grad((len(imgs),) + ctx.x_shape[1:], dy[imgs])
         elif need_b:
             db = dy.sum((0, 2, 3))
-        return dx, dv, db, None, None, None
+        return dx, dv, db, None, None, None, None
 
 
 def time_layouts(layouts, x, values, bias, row_ptr, repeats: int = 5) -> dict:
@@ -470,7 +487,7 @@ def time_layouts(layouts, x, values, bias, row_ptr, repeats: int = 5) -> dict:
             for layout in layouts:
                 t = time.perf_counter()
                 xq, _ = layout.pack_x(x)
-                y, _ = layout.forward(row_ptr, values, xq, bias, nthreads)
+                y, _, _ = layout.forward(row_ptr, values, xq, bias, nthreads)
                 dyq, _ = layout.pack_dy(y, want_bias_grad=bias is not None)
                 layout.values_grad(row_ptr, dyq, xq, values.numel(), nthreads)
                 layout.input_grad(values, dyq, nthreads)

@@ -15,6 +15,7 @@ from ..functional.conv import (STRATEGIES, SparseConv2dFunction, Subsample, _Dir
                                _Layout, time_layouts)
 from . import _args
 from ._sparse_weight import SparseWeightModule
+from .batchnorm import attach_batch_norm_stats
 
 _PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
 
@@ -74,6 +75,9 @@ class SparseConv2d(SparseWeightModule):
             raise ValueError(f"SparseConv2d: strategy must be 'auto' or one of {STRATEGIES}, "
                              f"got {strategy!r}")
         self.strategy = strategy
+        # Set by fuse_batch_norm when a batch norm takes this layer's output: training-mode
+        # forwards then also sum the output's channel statistics (see nn/batchnorm.py).
+        self.batch_norm_stats = False
         try:
             pads = resolve_padding(self.padding, self.kernel_size, self.dilation, self.stride)
         except ValueError as e:
@@ -206,6 +210,10 @@ class SparseConv2d(SparseWeightModule):
             layout = self._layout(x)
         except ValueError as e:  # e.g. an input smaller than the kernel: name the layer
             raise ValueError(f"SparseConv2d({self._describe()}): {e}") from None
+        fuse = getattr(self, "batch_norm_stats", False)  # (absent in modules pickled before)
+        stats = [] if fuse and self.training and not unbatched else None
         y = SparseConv2dFunction.apply(x, self.values, self.bias, self._row_ptr_np, layout,
-                                       self.col_idx)
+                                       self.col_idx, stats)
+        if stats:
+            attach_batch_norm_stats(y, stats[0])
         return y.squeeze(0) if unbatched else y

@@ -1,0 +1,213 @@
+"""Batch norm fused with the sparse convolution in front of it (sparsetrain/nn/batchnorm.py):
+the same outputs, gradients and running statistics as nn.Conv2d + nn.BatchNorm2d, and a
+plain nn.BatchNorm2d computation whenever the statistics cannot be trusted."""
+import copy
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import sparsetrain as st
+from helpers import assert_close
+
+
+class ConvBN(nn.Module):
+    def __init__(self, conv, bn, between=None):
+        super().__init__()
+        self.conv, self.bn, self.between = conv, bn, between
+
+    def forward(self, x):
+        y = self.conv(x)
+        if self.between is not None:
+            y = self.between(y)
+        return torch.relu(self.bn(y))
+
+
+def pruned_pair(stride=1, bias=False, affine=True, momentum=0.1, track=True, cin=5, cout=7):
+    conv = nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=bias)
+    with torch.no_grad():
+        conv.weight.mul_(torch.rand_like(conv.weight) > 0.7)
+    bn = nn.BatchNorm2d(cout, affine=affine, momentum=momentum, track_running_stats=track)
+    if affine:
+        with torch.no_grad():
+            bn.weight.uniform_(0.5, 1.5)
+            bn.bias.uniform_(-0.5, 0.5)
+    return ConvBN(conv, bn)
+
+
+def fused_twin(dense: ConvBN, x, strategy="auto"):
+    sparse = copy.deepcopy(dense)
+    sparse.conv = st.SparseConv2d.from_dense(dense.conv, strategy=strategy)
+    assert st.fuse_batch_norm(sparse, x) == [("conv", "bn")]
+    assert type(sparse.bn) is st.FusedBatchNorm2d and sparse.conv.batch_norm_stats
+    return sparse
+
+
+def step(model, x, g):
+    x = x.detach().clone().requires_grad_()
+    model.zero_grad(set_to_none=True)
+    y = model(x)
+    y.backward(g)
+    return y.detach(), x.grad
+
+
+def compare(sparse, dense, x, g, what):
+    ys, dxs = step(sparse, x, g)
+    yd, dxd = step(dense, x, g)
+    assert_close(ys, yd, f"{what}: output")
+    assert_close(dxs, dxd, f"{what}: input gradient")
+    mask = dense.conv.weight.detach() != 0
+    assert_close(sparse.conv.values.grad, dense.conv.weight.grad[mask], f"{what}: values gradient")
+    for name in ("weight", "bias"):
+        ps, pd = getattr(sparse.bn, name), getattr(dense.bn, name)
+        if pd is not None:
+            assert_close(ps.grad, pd.grad, f"{what}: batch norm {name} gradient")
+    for name in ("running_mean", "running_var", "num_batches_tracked"):
+        bs, bd = getattr(sparse.bn, name), getattr(dense.bn, name)
+        if bd is not None:
+            assert_close(bs.float(), bd.float(), f"{what}: {name}", rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("strategy", ["plane", "batch"])
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("batch", [3, 17])
+@pytest.mark.parametrize("bias", [False, True])
+def test_fused_matches_conv_and_batchnorm(isa, strategy, stride, batch, bias):
+    """Three training steps and an inference step: every output, gradient and running
+    statistic as nn.Conv2d + nn.BatchNorm2d (plane layout with and without the kernels'
+    own packing, the 16-image batch layout with a partial group, strided)."""
+    dense = pruned_pair(stride=stride, bias=bias)
+    x = torch.randn(batch, 5, 9, 11)
+    sparse = fused_twin(dense, x, strategy)
+    used = []
+    orig = st.nn.batchnorm._NormalizeWithStats.apply
+    st.nn.batchnorm._NormalizeWithStats.apply = lambda *a: used.append(1) or orig(*a)
+    try:
+        for i in range(3):
+            x = torch.randn(batch, 5, 9, 11) * (1 + i) + i  # a mean far from 0 too
+            g = torch.randn(dense.conv(x).shape)  # (the convolution alone: no BN update)
+            compare(sparse, dense, x, g, f"step {i}")
+    finally:
+        st.nn.batchnorm._NormalizeWithStats.apply = orig
+    assert len(used) >= 3, "the fused path was not taken"
+    sparse.eval(), dense.eval()
+    with torch.no_grad():
+        assert_close(sparse(x), dense(x), "inference with the running statistics")
+
+
+@pytest.mark.parametrize("affine, momentum, track", [(False, 0.1, True), (True, None, True),
+                                                     (True, 0.1, False)])
+def test_fused_batchnorm_options(affine, momentum, track):
+    """No affine parameters, a cumulative moving average (momentum None), no running
+    statistics at all: as nn.BatchNorm2d."""
+    dense = pruned_pair(affine=affine, momentum=momentum, track=track)
+    x = torch.randn(6, 5, 8, 8)
+    sparse = fused_twin(dense, x, "plane")
+    for i in range(3):
+        x = torch.randn(6, 5, 8, 8) + i
+        compare(sparse, dense, x, torch.randn(6, 7, 8, 8), f"step {i}")
+
+
+def test_in_place_change_between_conv_and_norm_is_seen():
+    """The statistics describe the output as the kernel wrote it: an in-place change before
+    the batch norm (version counter) makes it compute them itself."""
+    dense = pruned_pair()
+    dense.between = lambda y: y.mul_(2.0).add_(3.0)
+    x = torch.randn(8, 5, 9, 9)
+    sparse = fused_twin(dense, x, "plane")
+    compare(sparse, dense, x, torch.randn(8, 7, 9, 9), "changed in place")
+
+
+def test_stats_need_a_finite_batch():
+    """A NaN in x takes the convolution's dense fallback; the batch norm then computes its
+    statistics itself (NaN, as nn.BatchNorm2d gives)."""
+    dense = pruned_pair()
+    x = torch.randn(8, 5, 9, 9)
+    sparse = fused_twin(dense, x, "plane")
+    x[2, 1, 4, 4] = float("nan")
+    with torch.no_grad():
+        ys, yd = sparse(x), dense(x)
+    assert torch.equal(torch.isnan(ys), torch.isnan(yd))
+    assert_close(sparse.bn.running_mean.nan_to_num(7.0), dense.bn.running_mean.nan_to_num(7.0),
+                 "running mean after a NaN batch")
+
+
+def test_unbatched_and_eval_inputs_use_plain_batchnorm():
+    dense = pruned_pair()
+    x = torch.randn(4, 5, 9, 9)
+    sparse = fused_twin(dense, x, "plane")
+    compare(sparse, dense, x, torch.randn(4, 7, 9, 9), "batched")
+    sparse.conv.eval()  # the convolution sums nothing outside training mode
+    compare(sparse, dense, x, torch.randn(4, 7, 9, 9), "convolution in eval mode")
+
+
+def test_same_bits_for_any_thread_count():
+    """Each (image, channel) sum comes from one thread in a fixed order, and images are
+    added in order: the fused output does not depend on the thread count."""
+    dense = pruned_pair(cin=16, cout=24)
+    x = torch.randn(20, 16, 12, 12)
+    sparse = fused_twin(dense, x, "batch")
+    outs = []
+    before = st.get_num_threads()
+    try:
+        for threads in (1, 2, 3):
+            st.set_num_threads(threads)
+            model = copy.deepcopy(sparse)
+            outs.append(step(model, x, torch.ones(20, 24, 12, 12)))
+    finally:
+        st.set_num_threads(before)
+    for y, dx in outs[1:]:
+        assert torch.equal(y, outs[0][0]) and torch.equal(dx, outs[0][1])
+
+
+def test_sparsify_fuses_resnet_and_leaves_running_statistics_alone():
+    """sparsify with example inputs fuses every batch norm behind a sparse convolution (the
+    ResNet-18 stem's stays plain), keeps the batch-norm state_dict keys, and its own
+    example run changes no running statistic; densify makes them plain again."""
+    from sparsetrain.benchmarks import pruned_resnet
+    model = pruned_resnet(sparsity=0.9, num_classes=10)
+    before = copy.deepcopy(model.state_dict())
+    x = torch.randn(2, 3, 32, 32)
+    report = st.sparsify(model, example_inputs=x, min_sparsity=0.5, only_if_faster=False)
+    assert len(report.fused_batch_norms) == 19
+    assert ("layer1.0.conv1", "layer1.0.bn1") in report.fused_batch_norms
+    assert report.to_dict()["fused_batch_norms"][0] == ["layer1.0.conv1", "layer1.0.bn1"]
+    assert type(model.bn1) is nn.BatchNorm2d
+    assert type(model.layer3[0].downsample[1]) is st.FusedBatchNorm2d
+    after = model.state_dict()
+    for k, v in before.items():
+        if ".bn" in k or "downsample.1" in k or k.startswith("bn1"):
+            assert torch.equal(after[k], v), k
+    st.densify(model)
+    assert not any(type(m) is st.FusedBatchNorm2d for m in model.modules())
+    assert st.sparsify(pruned_resnet(sparsity=0.9, num_classes=10), example_inputs=x,
+                       min_sparsity=0.5, only_if_faster=False,
+                       batch_norm=False).fused_batch_norms == []
+
+
+def test_stats_binding_checks():
+    from sparsetrain import _C
+    ptr = np.array([0, 1], dtype=np.int64)
+    off = np.array([0], dtype=np.int64)
+    val = np.ones(1, dtype=np.float32)
+    b = np.arange(8, dtype=np.float32)
+    c = np.zeros(8, dtype=np.float32)
+
+    def call(**kw):
+        return _C.spmm_offsets(ptr, off, val, None, None, b, 4, c, 4, 4, 4, 2, 1, **kw)
+
+    stats = np.full(4, 7.0)
+    call(grid_w=2, plane_h=2, plane_w=2, stats=stats)  # 2 images x 1 row, 2 x 2 planes
+    np.testing.assert_allclose(stats, [0 + 1 + 2 + 3, 0 + 1 + 4 + 9, 4 + 5 + 6 + 7,
+                                       16 + 25 + 36 + 49])
+    with pytest.raises(ValueError, match="grid_w must be set"):
+        call(stats=stats)
+    with pytest.raises(ValueError, match="images \\* rows \\* 2"):
+        call(grid_w=2, plane_h=2, plane_w=2, stats=np.zeros(3))
+    with pytest.raises(ValueError, match="float64"):
+        call(grid_w=2, plane_h=2, plane_w=2, stats=np.zeros(4, dtype=np.float32))
+    empty = np.full(4, 7.0)
+    _C.spmm_offsets(ptr, off, val, None, None, b, 4, c, 4, 4, 0, 2, 1, grid_w=2, plane_h=2,
+                    plane_w=2, stats=empty)
+    np.testing.assert_array_equal(empty, 0.0)  # nothing written: zero sums
