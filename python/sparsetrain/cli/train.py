@@ -129,6 +129,7 @@ def run(args) -> int:
     import sparsetrain as st
 
     from ..models import MODELS
+    from ..surgery import fuse_batch_norm
     from .data import load_dataset, split
 
     def say(*a):
@@ -187,6 +188,9 @@ def run(args) -> int:
         run_state = _start_scratch(model, cfg, steps_per_epoch, say)
     model, optimizer, pruner = run_state.model, run_state.optimizer, run_state.pruner
     masks, masked, pruner_cfg = run_state.masks, run_state.masked, run_state.pruner_cfg
+    example = data.batch(train_idx[:bs])
+    if ckpt is not None:  # (sparsify fuses the batch norms of a new transfer run itself)
+        fuse_batch_norm(model, example)
     start_epoch, best, best_epoch = run_state.epoch, run_state.best, run_state.best_epoch
     history = run_state.history
     weights = sum(_layer_size(m) for _, m in _prunable(model))
@@ -205,8 +209,8 @@ def run(args) -> int:
             + f"; continuing with epoch {start_epoch + 1}")
 
     def after_step():
-        if pruner is not None:
-            pruner.step()
+        if pruner is not None and pruner.step():
+            fuse_batch_norm(model, example)  # layers it just made sparse
         if masks is not None:
             masks()
 
