@@ -24,8 +24,9 @@ class ConvBN(nn.Module):
         return torch.relu(self.bn(y))
 
 
-def pruned_pair(stride=1, bias=False, affine=True, momentum=0.1, track=True, cin=5, cout=7):
-    conv = nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=bias)
+def pruned_pair(stride=1, bias=False, affine=True, momentum=0.1, track=True, cin=5, cout=7,
+                kernel=3):
+    conv = nn.Conv2d(cin, cout, kernel, stride=stride, padding=kernel // 2, bias=bias)
     with torch.no_grad():
         conv.weight.mul_(torch.rand_like(conv.weight) > 0.7)
     bn = nn.BatchNorm2d(cout, affine=affine, momentum=momentum, track_running_stats=track)
@@ -96,6 +97,26 @@ def test_fused_matches_conv_and_batchnorm(isa, strategy, stride, batch, bias):
         assert_close(sparse(x), dense(x), "inference with the running statistics")
 
 
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("bias", [False, True])
+def test_fused_after_1x1(isa, stride, bias):
+    """A 1x1 convolution (strided: on the subsampled input) is a product on NCHW as it is;
+    its kernel sums the rows it writes, and the bias added afterwards is added to the sums."""
+    dense = pruned_pair(stride=stride, bias=bias, kernel=1)
+    x = torch.randn(6, 5, 8, 8)
+    sparse = fused_twin(dense, x, "plane")
+    used = []
+    orig = st.nn.batchnorm._NormalizeWithStats.apply
+    st.nn.batchnorm._NormalizeWithStats.apply = lambda *a: used.append(1) or orig(*a)
+    try:
+        for i in range(2):
+            x = torch.randn(6, 5, 8, 8) + i
+            compare(sparse, dense, x, torch.randn(dense.conv(x).shape), f"step {i}")
+    finally:
+        st.nn.batchnorm._NormalizeWithStats.apply = orig
+    assert len(used) == 2, "the fused path was not taken"
+
+
 @pytest.mark.parametrize("affine, momentum, track", [(False, 0.1, True), (True, None, True),
                                                      (True, 0.1, False)])
 def test_fused_batchnorm_options(affine, momentum, track):
@@ -131,6 +152,24 @@ def test_stats_need_a_finite_batch():
     assert torch.equal(torch.isnan(ys), torch.isnan(yd))
     assert_close(sparse.bn.running_mean.nan_to_num(7.0), dense.bn.running_mean.nan_to_num(7.0),
                  "running mean after a NaN batch")
+
+
+def test_channel_far_from_zero_uses_plain_statistics():
+    """Sums of squares cancel when a channel's mean dwarfs its spread: then the batch norm
+    computes the statistics itself, and the result still matches nn.BatchNorm2d."""
+    dense = pruned_pair(bias=True)
+    with torch.no_grad():
+        dense.conv.bias[3] = 1000.0
+    x = torch.randn(8, 5, 9, 9)
+    sparse = fused_twin(dense, x, "plane")
+    used = []
+    orig = st.nn.batchnorm._NormalizeWithStats.apply
+    st.nn.batchnorm._NormalizeWithStats.apply = lambda *a: used.append(1) or orig(*a)
+    try:
+        compare(sparse, dense, x, torch.randn(8, 7, 9, 9), "mean 1000")
+    finally:
+        st.nn.batchnorm._NormalizeWithStats.apply = orig
+    assert not used
 
 
 def test_unbatched_and_eval_inputs_use_plain_batchnorm():
@@ -201,8 +240,11 @@ def test_stats_binding_checks():
     call(grid_w=2, plane_h=2, plane_w=2, stats=stats)  # 2 images x 1 row, 2 x 2 planes
     np.testing.assert_allclose(stats, [0 + 1 + 2 + 3, 0 + 1 + 4 + 9, 4 + 5 + 6 + 7,
                                        16 + 25 + 36 + 49])
-    with pytest.raises(ValueError, match="grid_w must be set"):
-        call(stats=stats)
+    rows = np.full(4, 7.0)
+    call(stats=rows)  # into rows (no planes): the same values, the same sums
+    np.testing.assert_array_equal(rows, stats)
+    with pytest.raises(ValueError, match="not with merge"):
+        call(merge=(1, 1, 1, 2, 2, 1, 1, 0, 0, 2, 2), stats=stats)
     with pytest.raises(ValueError, match="images \\* rows \\* 2"):
         call(grid_w=2, plane_h=2, plane_w=2, stats=np.zeros(3))
     with pytest.raises(ValueError, match="float64"):

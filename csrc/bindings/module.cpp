@@ -360,6 +360,8 @@ py::object spmm_offsets(py::array ptr_a, py::array off_a, py::array val_a, py::o
   check_segments(seg_len, seg_stride);
   if (unit != 1 && unit != 16) bad("unit must be 1 or 16");
   const bool merging = !merge_o.is_none();
+  if (merging && !stats_o.is_none())
+    bad("stats: not with merge (an input gradient has no batch norm)");
   if (merging && (unit != 1 || grid_w > 0))
     bad("merge writes NCHW planes itself: unit 1 and no grid_w");
   const bool packing = !pack_o.is_none(), gridding = !pack_grid_o.is_none();
@@ -415,7 +417,6 @@ py::object spmm_offsets(py::array ptr_a, py::array off_a, py::array val_a, py::o
   }
   View<double> stats{};
   if (!stats_o.is_none()) {
-    if (grid_w <= 0) bad("stats are summed as planes are written: grid_w must be set");
     stats = view<double>(stats_o.cast<py::array>(), "stats", 1, true);
     if (stats.size() != mul(images, rows, 2)) bad("stats must hold images * rows * 2 values");
     for (int64_t i = 0; i < stats.size(); ++i) stats.data[i] = 0.0;  // also when nothing runs

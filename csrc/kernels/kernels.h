@@ -154,8 +154,9 @@ struct SpmmOffsetsArgs {
   // n of the NCHW b (b_image_stride = c * ho * wo) on the bordered grid of pack_grid; finite
   // (optional) then flags the images of the output gradient.
   const ConvOutputLayout* pack_grid = nullptr;
-  // Optional (grid_w > 0): stats[(n * rows + r) * 2 + {0, 1}] = the sum and the sum of squares
-  // of the values written to row r's plane of image n (group n with unit 16), bias included:
+  // Optional (no merge): stats[(n * rows + r) * 2 + {0, 1}] = the sum and the sum of squares
+  // of the values written to row r of image n (its plane with grid_w; group n with unit 16;
+  // bias included):
   // a batch norm's statistics of the output, summed while each chunk is still in cache
   // (float within a chunk, double across chunks). Each (n, r) is summed by one thread, in
   // chunk order: the same for any thread count.

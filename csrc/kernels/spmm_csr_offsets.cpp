@@ -140,10 +140,20 @@ void image_rows(const SpmmOffsetsArgs& a, const float* values, int64_t n, int64_
                 const float* b) {
   float* c = a.c + n * a.c_image_stride;
   const auto src = [&](int64_t j) { return b + a.off[j]; };
+  double* const stats = a.stats ? a.stats + 2 * n * a.rows : nullptr;
+  if (stats)
+    for (int64_t r = r0; r < r1; ++r) stats[2 * r] = stats[2 * r + 1] = 0.0;
   if (a.grid_w <= 0) {
     for_each_span(a.len, a.seg_len, a.seg_stride, [&](int64_t t0, int64_t t1) {
-      for (int64_t r = r0; r < r1; ++r)
-        spmm_span(a.ptr[r], a.ptr[r + 1], src, values, t0, t1, c + r * a.ldc);
+      for (int64_t r = r0; r < r1; ++r) {
+        float* row = c + r * a.ldc;
+        spmm_span(a.ptr[r], a.ptr[r + 1], src, values, t0, t1, row);
+        if (stats) {
+          ChunkStats cs;
+          cs.add_run(row + t0, t1 - t0);
+          cs.flush(stats + 2 * r);
+        }
+      }
     });
     return;
   }
@@ -151,9 +161,6 @@ void image_rows(const SpmmOffsetsArgs& a, const float* values, int64_t n, int64_
   const bool lanes = a.unit == 16;
   float* planes = lanes ? a.c + n * 16 * a.c_image_stride : c;
   const int64_t images = lanes ? (a.batch - n * 16 < 16 ? a.batch - n * 16 : 16) : 1;
-  double* const stats = a.stats ? a.stats + 2 * n * a.rows : nullptr;
-  if (stats)
-    for (int64_t r = r0; r < r1; ++r) stats[2 * r] = stats[2 * r + 1] = 0.0;
   for_each_span(a.len, a.seg_len, a.seg_stride, [&](int64_t s0, int64_t s1) {
     for (int64_t c0 = s0; c0 < s1; c0 += kGridChunk) {
       const int64_t c1 = c0 + kGridChunk < s1 ? c0 + kGridChunk : s1;

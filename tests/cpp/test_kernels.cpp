@@ -289,6 +289,13 @@ TEST_P(Kernels, SpmmOffsetsMatchesNaiveAndScalar) {
     scalar.spmm_offsets(args_s);
     expect_close(c, ref, 1e-5f, "spmm_offsets vs naive, len " + std::to_string(len));
     expect_close(c, sc, 1e-5f, "spmm_offsets vs scalar, len " + std::to_string(len));
+    std::vector<double> row_stats(images * rows * 3, 0.0);  // rows of len values, no planes
+    for (int64_t i = 0; i < images * rows; ++i)
+      for (int64_t t = 0; t < len; ++t) {
+        const double v = ref[(i / rows) * c_image + (i % rows) * ldc + t];
+        row_stats[3 * i] += v, row_stats[3 * i + 1] += v * v, row_stats[3 * i + 2] += std::fabs(v);
+      }
+    expect_output_stats(table, args, row_stats, "row stats, len " + std::to_string(len));
     // Written straight into planes: grid rows of grid_w, a ph x pw window at (row0, col0).
     const int64_t grid_w = 13, t_base = 3, row0 = 1, col0 = 2, pw = 9;
     const int64_t ph = (len + t_base) / grid_w - row0 + 1 > 0 ? (len + t_base) / grid_w - row0 + 1 : 1;

@@ -169,7 +169,7 @@ class _Layout:
         asked and the kernel writes y's planes itself, y's per-channel sum and sum of squares
         (channels x 2, float64) summed as it writes them (else None)."""
         s, u, c = self.s, self.unit, self.g.out_channels
-        sums = np.empty(self.images * c * 2) if stats and not self.direct else None
+        sums = np.empty(self.images * c * 2) if stats else None
         out_stats = {} if sums is None else dict(stats=sums)
         if self.fused:
             g = self.g
@@ -195,8 +195,15 @@ class _Layout:
         y = _workspace.empty(self.n, c, s.Ho, s.Wo)
         _C.spmm_offsets(row_ptr, self.off, _np(values), None, None, _np(xq), self.x_image,
                         _np(y.view(-1)), s.grid_len, self.y_image, s.grid_len, self.images,
-                        nthreads)
-        return (y if bias is None else y.add_(bias.view(1, -1, 1, 1))), None, None
+                        nthreads, **out_stats)
+        stats = _channel_stats(sums, c)
+        if bias is None:
+            return y, None, stats
+        if stats is not None:  # the kernel summed y before the bias: add its share
+            b, count = bias.detach().double(), float(self.n * s.grid_len)
+            stats = torch.stack([stats[:, 0] + b * count,
+                                 stats[:, 1] + 2 * b * stats[:, 0] + b * b * count], 1)
+        return y.add_(bias.view(1, -1, 1, 1)), None, stats
 
     def values_grad(self, row_ptr, dyq, xq, nnz, nthreads):
         s, u, g = self.s, self.unit, self.g
