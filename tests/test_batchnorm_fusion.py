@@ -253,3 +253,17 @@ def test_stats_binding_checks():
     _C.spmm_offsets(ptr, off, val, None, None, b, 4, c, 4, 4, 0, 2, 1, grid_w=2, plane_h=2,
                     plane_w=2, stats=empty)
     np.testing.assert_array_equal(empty, 0.0)  # nothing written: zero sums
+
+
+def test_autocast_takes_plain_batchnorm():
+    """Under CPU autocast the batch norm is nn.BatchNorm2d's, as in the unfused model."""
+    dense = pruned_pair()
+    x = torch.randn(6, 5, 8, 8)
+    sparse = fused_twin(dense, x, "plane")
+    plain = copy.deepcopy(sparse)
+    plain.bn.__class__ = nn.BatchNorm2d
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        a, b = sparse(x), plain(x)
+    assert a.dtype == b.dtype
+    assert torch.equal(a, b)
+    assert torch.equal(sparse.bn.running_mean, plain.bn.running_mean)
