@@ -134,9 +134,9 @@ def test_in_place_change_between_conv_and_norm_is_seen():
     """The statistics describe the output as the kernel wrote it: an in-place change before
     the batch norm (version counter) makes it compute them itself."""
     dense = pruned_pair()
-    dense.between = lambda y: y.mul_(2.0).add_(3.0)
     x = torch.randn(8, 5, 9, 9)
-    sparse = fused_twin(dense, x, "plane")
+    sparse = fused_twin(dense, x, "plane")  # (fuse_batch_norm itself would not pair them)
+    dense.between = sparse.between = lambda y: y.mul_(2.0).add_(3.0)
     compare(sparse, dense, x, torch.randn(8, 7, 9, 9), "changed in place")
 
 
@@ -267,3 +267,17 @@ def test_autocast_takes_plain_batchnorm():
     assert a.dtype == b.dtype
     assert torch.equal(a, b)
     assert torch.equal(sparse.bn.running_mean, plain.bn.running_mean)
+
+
+@pytest.mark.parametrize("inplace", [False, True])
+def test_only_direct_pairs_are_fused(inplace):
+    """A batch norm that sees the convolution's output through another op (even an in-place
+    one, which hands on the same tensor) is left as it is."""
+    conv = nn.Conv2d(4, 6, 3, padding=1, bias=False)
+    with torch.no_grad():
+        conv.weight.mul_(torch.rand_like(conv.weight) > 0.7)
+    model = nn.Sequential(st.SparseConv2d.from_dense(conv), nn.ReLU(inplace=inplace),
+                          nn.BatchNorm2d(6), st.SparseConv2d.from_dense(
+                              nn.Conv2d(6, 6, 1, bias=False)), nn.BatchNorm2d(6))
+    assert st.fuse_batch_norm(model, torch.randn(2, 4, 5, 5)) == [("3", "4")]
+    assert type(model[2]) is nn.BatchNorm2d and not model[0].batch_norm_stats

@@ -10,6 +10,7 @@ import copy
 import fnmatch
 import time
 import warnings
+import weakref
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -157,12 +158,15 @@ def _conv_batch_norm_pairs(model: nn.Module, example_inputs) -> list:
 
     def after_conv(mod, args, out):
         if isinstance(out, torch.Tensor):
-            outputs[id(out)] = (out, mod)  # the tensor is kept: its id stays unique
+            # A weak reference: the outputs are not held for the whole run, and an id reused
+            # by a later tensor cannot match (the dead reference gives None).
+            outputs[id(out)] = (weakref.ref(out), mod, out._version)
 
     def before_norm(mod, args):
         if args and isinstance(args[0], torch.Tensor):
             found = outputs.get(id(args[0]))
-            if found is not None and found[0] is args[0] and (found[1], mod) not in pairs:
+            if (found is not None and found[0]() is args[0] and found[2] == args[0]._version
+                    and (found[1], mod) not in pairs):  # unchanged since (no in-place op)
                 pairs.append((found[1], mod))
 
     hooks += [m.register_forward_hook(after_conv) for m in convs]
