@@ -25,7 +25,7 @@ def test_demo_runs_and_reports_both_runs(capsys):
     assert "images/s" in out.out and "speedup" in out.out and "final loss" in out.out
     assert "sparse conv" in out.out and "batch norm" in out.out  # time per layer type
     assert "2/2" in out.err  # progress bars
-    assert "made sparse" in out.out
+    assert "made sparse" in out.out and "batch norms fused with them" in out.out
 
 
 def test_bench_writes_table_json_and_plot(tmp_path, capsys):

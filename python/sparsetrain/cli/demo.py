@@ -110,7 +110,8 @@ def run(args) -> int:
     t = time.perf_counter()
     report = sparsify(sparse, example_inputs=batches[0][0], min_sparsity=0.5)
     print(f"sparsify: {len(report.swapped)} of {len(report.layers)} layers made sparse "
-          f"(each timed dense vs sparse, {time.perf_counter() - t:.1f} s)")
+          f"(each timed dense vs sparse, {time.perf_counter() - t:.1f} s), "
+          f"{len(report.fused_batch_norms)} batch norms fused with them")
     # The dense run computes what the sparse one does (their losses start equal); pruned
     # layers that stayed dense in the sparse model keep their zeros too.
     hold_masks(dense)
