@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 import sparsetrain as st
-from helpers import assert_close
+from helpers import assert_close, forward_backward
 
 
 class ConvBN(nn.Module):
@@ -45,17 +45,20 @@ def fused_twin(dense: ConvBN, x, strategy="auto"):
     return sparse
 
 
-def step(model, x, g):
-    x = x.detach().clone().requires_grad_()
-    model.zero_grad(set_to_none=True)
-    y = model(x)
-    y.backward(g)
-    return y.detach(), x.grad
+@pytest.fixture
+def fused_calls(monkeypatch):
+    """A list that grows by one each time a batch norm normalizes with the convolution's
+    statistics (the fused path)."""
+    calls = []
+    orig = st.nn.batchnorm._NormalizeWithStats.apply
+    monkeypatch.setattr(st.nn.batchnorm._NormalizeWithStats, "apply",
+                        lambda *a: calls.append(1) or orig(*a))
+    return calls
 
 
 def compare(sparse, dense, x, g, what):
-    ys, dxs = step(sparse, x, g)
-    yd, dxd = step(dense, x, g)
+    ys, dxs = forward_backward(sparse, x, g)
+    yd, dxd = forward_backward(dense, x, g)
     assert_close(ys, yd, f"{what}: output")
     assert_close(dxs, dxd, f"{what}: input gradient")
     mask = dense.conv.weight.detach() != 0
@@ -74,24 +77,18 @@ def compare(sparse, dense, x, g, what):
 @pytest.mark.parametrize("stride", [1, 2])
 @pytest.mark.parametrize("batch", [3, 17])
 @pytest.mark.parametrize("bias", [False, True])
-def test_fused_matches_conv_and_batchnorm(isa, strategy, stride, batch, bias):
+def test_fused_matches_conv_and_batchnorm(isa, strategy, stride, batch, bias, fused_calls):
     """Three training steps and an inference step: every output, gradient and running
     statistic as nn.Conv2d + nn.BatchNorm2d (plane layout with and without the kernels'
     own packing, the 16-image batch layout with a partial group, strided)."""
     dense = pruned_pair(stride=stride, bias=bias)
     x = torch.randn(batch, 5, 9, 11)
     sparse = fused_twin(dense, x, strategy)
-    used = []
-    orig = st.nn.batchnorm._NormalizeWithStats.apply
-    st.nn.batchnorm._NormalizeWithStats.apply = lambda *a: used.append(1) or orig(*a)
-    try:
-        for i in range(3):
-            x = torch.randn(batch, 5, 9, 11) * (1 + i) + i  # a mean far from 0 too
-            g = torch.randn(dense.conv(x).shape)  # (the convolution alone: no BN update)
-            compare(sparse, dense, x, g, f"step {i}")
-    finally:
-        st.nn.batchnorm._NormalizeWithStats.apply = orig
-    assert len(used) >= 3, "the fused path was not taken"
+    for i in range(3):
+        x = torch.randn(batch, 5, 9, 11) * (1 + i) + i  # a mean far from 0 too
+        g = torch.randn(dense.conv(x).shape)  # (the convolution alone: no BN update)
+        compare(sparse, dense, x, g, f"step {i}")
+    assert len(fused_calls) >= 3, "the fused path was not taken"
     sparse.eval(), dense.eval()
     with torch.no_grad():
         assert_close(sparse(x), dense(x), "inference with the running statistics")
@@ -99,22 +96,16 @@ def test_fused_matches_conv_and_batchnorm(isa, strategy, stride, batch, bias):
 
 @pytest.mark.parametrize("stride", [1, 2])
 @pytest.mark.parametrize("bias", [False, True])
-def test_fused_after_1x1(isa, stride, bias):
+def test_fused_after_1x1(isa, stride, bias, fused_calls):
     """A 1x1 convolution (strided: on the subsampled input) is a product on NCHW as it is;
     its kernel sums the rows it writes, and the bias added afterwards is added to the sums."""
     dense = pruned_pair(stride=stride, bias=bias, kernel=1)
     x = torch.randn(6, 5, 8, 8)
     sparse = fused_twin(dense, x, "plane")
-    used = []
-    orig = st.nn.batchnorm._NormalizeWithStats.apply
-    st.nn.batchnorm._NormalizeWithStats.apply = lambda *a: used.append(1) or orig(*a)
-    try:
-        for i in range(2):
-            x = torch.randn(6, 5, 8, 8) + i
-            compare(sparse, dense, x, torch.randn(dense.conv(x).shape), f"step {i}")
-    finally:
-        st.nn.batchnorm._NormalizeWithStats.apply = orig
-    assert len(used) == 2, "the fused path was not taken"
+    for i in range(2):
+        x = torch.randn(6, 5, 8, 8) + i
+        compare(sparse, dense, x, torch.randn(dense.conv(x).shape), f"step {i}")
+    assert len(fused_calls) == 2, "the fused path was not taken"
 
 
 @pytest.mark.parametrize("affine, momentum, track", [(False, 0.1, True), (True, None, True),
@@ -154,7 +145,7 @@ def test_stats_need_a_finite_batch():
                  "running mean after a NaN batch")
 
 
-def test_channel_far_from_zero_uses_plain_statistics():
+def test_channel_far_from_zero_uses_plain_statistics(fused_calls):
     """Sums of squares cancel when a channel's mean dwarfs its spread: then the batch norm
     computes the statistics itself, and the result still matches nn.BatchNorm2d."""
     dense = pruned_pair(bias=True)
@@ -162,14 +153,8 @@ def test_channel_far_from_zero_uses_plain_statistics():
         dense.conv.bias[3] = 1000.0
     x = torch.randn(8, 5, 9, 9)
     sparse = fused_twin(dense, x, "plane")
-    used = []
-    orig = st.nn.batchnorm._NormalizeWithStats.apply
-    st.nn.batchnorm._NormalizeWithStats.apply = lambda *a: used.append(1) or orig(*a)
-    try:
-        compare(sparse, dense, x, torch.randn(8, 7, 9, 9), "mean 1000")
-    finally:
-        st.nn.batchnorm._NormalizeWithStats.apply = orig
-    assert not used
+    compare(sparse, dense, x, torch.randn(8, 7, 9, 9), "mean 1000")
+    assert not fused_calls
 
 
 def test_unbatched_and_eval_inputs_use_plain_batchnorm():
@@ -193,7 +178,7 @@ def test_same_bits_for_any_thread_count():
         for threads in (1, 2, 3):
             st.set_num_threads(threads)
             model = copy.deepcopy(sparse)
-            outs.append(step(model, x, torch.ones(20, 24, 12, 12)))
+            outs.append(forward_backward(model, x, torch.ones(20, 24, 12, 12)))
     finally:
         st.set_num_threads(before)
     for y, dx in outs[1:]:

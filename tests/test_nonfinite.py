@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 import sparsetrain as st
-from helpers import assert_close
+from helpers import assert_close, forward_backward
 
 VALUES = [float("inf"), float("-inf"), float("nan")]
 WHERE = ["input", "grad_output", "weight"]
@@ -27,17 +27,9 @@ def assert_same(actual, expected, what):
     assert_close(actual[finite], expected[finite], what)
 
 
-def run(layer, x, g):
-    x = x.detach().clone().requires_grad_()
-    layer.zero_grad()
-    y = layer(x)
-    y.backward(g)
-    return y.detach(), x.grad
-
-
 def compare(sp, dense, x, g, where):
-    ys, dxs = run(sp, x, g)
-    yd, dxd = run(dense, x, g)
+    ys, dxs = forward_backward(sp, x, g)
+    yd, dxd = forward_backward(dense, x, g)
     assert_same(ys, yd, f"{where}: output")
     assert_same(dxs, dxd, f"{where}: input gradient")
     mask = sp.weight.detach() != 0  # the stored positions (NaN counts as stored)
