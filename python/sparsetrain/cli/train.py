@@ -188,8 +188,10 @@ def run(args) -> int:
         run_state = _start_scratch(model, cfg, steps_per_epoch, say)
     model, optimizer, pruner = run_state.model, run_state.optimizer, run_state.pruner
     masks, masked, pruner_cfg = run_state.masks, run_state.masked, run_state.pruner_cfg
-    example = data.batch(train_idx[:bs])
-    if ckpt is not None:  # (sparsify fuses the batch norms of a new transfer run itself)
+    # A batch to find conv -> batch-norm pairs with, where sparse layers appear without
+    # sparsify (which fuses a new transfer run's itself): a resumed model, the pruner's swaps.
+    example = data.batch(train_idx[:bs]) if ckpt is not None or pruner is not None else None
+    if ckpt is not None:
         fuse_batch_norm(model, example)
     start_epoch, best, best_epoch = run_state.epoch, run_state.best, run_state.best_epoch
     history = run_state.history
