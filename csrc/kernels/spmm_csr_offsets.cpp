@@ -33,35 +33,68 @@ inline void for_each_plane_run(const SpmmOffsetsArgs& a, int64_t p0, int64_t poi
   }
 }
 
-inline void copy_run(const float* s, float* d, int64_t n, const float* bias) {
-  if (bias) copy_row_add(s, d, n, *bias); else copy_row(s, d, n);
-}
-
 // Output statistics (SpmmOffsetsArgs::stats): the values one chunk writes to a row, summed
-// in float vectors while they are in cache, then added to the row's double sums.
+// in float vectors as they are stored (two accumulator pairs, so consecutive vectors do not
+// wait on each other's adds), then added to the row's double sums.
 struct ChunkStats {
-  Vec s = Vec::zero(), q = Vec::zero();
-  void add_run(const float* d, int64_t n) {
+  Vec s0 = Vec::zero(), q0 = Vec::zero(), s1 = Vec::zero(), q1 = Vec::zero();
+  void add2(Vec a, Vec b) {
+    s0 = add(s0, a);
+    q0 = fma(a, a, q0);
+    s1 = add(s1, b);
+    q1 = fma(b, b, q1);
+  }
+  void add1(Vec a) {  // alternates pairs: short runs (one vector per image) chain less
+    const Vec s = add(s0, a), q = fma(a, a, q0);
+    s0 = s1;
+    q0 = q1;
+    s1 = s;
+    q1 = q;
+  }
+  void add_run(const float* d, int64_t n) {  // sums only
     constexpr int W = Vec::W;
     int64_t k = 0;
-    for (; k + W <= n; k += W) {
-      const Vec v = Vec::load(d + k);
-      s = add(s, v);
-      q = fma(v, v, q);
-    }
-    if (k < n) {
-      const Vec v = Vec::load_n(d + k, static_cast<int>(n - k));
-      s = add(s, v);
-      q = fma(v, v, q);
-    }
+    for (; k + 2 * W <= n; k += 2 * W) add2(Vec::load(d + k), Vec::load(d + k + W));
+    for (; k < n; k += W) add1(Vec::load_n(d + k, n - k < W ? static_cast<int>(n - k) : W));
   }
   void flush(double* st) const {
     alignas(64) float out[4];
-    reduce4(s, q, Vec::zero(), Vec::zero(), out);
+    reduce4(add(s0, s1), add(q0, q1), Vec::zero(), Vec::zero(), out);
     st[0] += out[0];
     st[1] += out[1];
   }
 };
+
+// d[0:n] = s[0:n] (+ *bias), and, with cs, the stored values summed into cs.
+inline void copy_run(const float* s, float* d, int64_t n, const float* bias, ChunkStats* cs) {
+  if (cs == nullptr) {
+    if (bias) copy_row_add(s, d, n, *bias); else copy_row(s, d, n);
+    return;
+  }
+  constexpr int W = Vec::W;
+  const Vec b = Vec::bcast(bias ? *bias : 0.0f);
+  const auto value = [&](Vec v) { return bias ? add(v, b) : v; };
+  int64_t k = 0;
+  for (; k + 2 * W <= n; k += 2 * W) {
+    const Vec v0 = value(Vec::load(s + k)), v1 = value(Vec::load(s + k + W));
+    Vec::store(d + k, v0);
+    Vec::store(d + k + W, v1);
+    cs->add2(v0, v1);
+  }
+  if (k + W <= n) {
+    const Vec v = value(Vec::load(s + k));
+    Vec::store(d + k, v);
+    cs->add1(v);
+    k += W;
+  }
+  if (k < n) {
+    const int m = static_cast<int>(n - k);
+    const Vec v = value(Vec::load_n(s + k, m));
+    Vec::store_n(d + k, v, m);
+    // Only the stored lanes count: load_n zeroes the others, but a bias would fill them.
+    cs->add1(bias ? Vec::load_n(d + k, m) : v);
+  }
+}
 
 // Copies grid positions [t0, t1) of one row, computed into buf, to their plane positions
 // (and sums what it wrote into st, if given).
@@ -69,9 +102,7 @@ inline void scatter_to_plane(const SpmmOffsetsArgs& a, const float* buf, int64_t
                              float* plane, const float* bias, double* st) {
   ChunkStats cs;
   for_each_plane_run(a, t0, t1 - t0, [&](int64_t k, int64_t row, int64_t col, int64_t n) {
-    float* d = plane + row * a.plane_w + col;
-    copy_run(buf + k, d, n, bias);
-    if (st) cs.add_run(d, n);
+    copy_run(buf + k, plane + row * a.plane_w + col, n, bias, st ? &cs : nullptr);
   });
   if (st) cs.flush(st);
 }
@@ -87,9 +118,8 @@ inline void scatter_to_planes16(const SpmmOffsetsArgs& a, const float* buf, int6
   ChunkStats cs;
   const auto copy = [&](int64_t k, int64_t row, int64_t col, int64_t n) {
     for (int64_t m = 0; m < images; ++m) {
-      float* d = plane0 + m * a.c_image_stride + row * a.plane_w + col;
-      copy_run(tmp + m * 16 + k, d, n, bias);
-      if (st) cs.add_run(d, n);
+      copy_run(tmp + m * 16 + k, plane0 + m * a.c_image_stride + row * a.plane_w + col, n, bias,
+               st ? &cs : nullptr);
     }
   };
   for_each_plane_run(a, t0 / 16, (t1 - t0) / 16, copy);
