@@ -48,7 +48,8 @@ def pytest_terminal_summary(terminalreporter, config):
         for p in pairs:
             tr.write_line(f"malloc {p['malloc']:<18}: dense {p['dense_ms']:.0f} ms, sparse "
                           f"{p['sparse_ms']:.0f} ms: {p['dense_ms'] / p['sparse_ms']:.2f}x; "
-                          f"per-pair ratios {p['ratios']}")
+                          f"per-pair ratios {p['ratios']} (after {p['warmup_rounds']} warm-up "
+                          "rounds)")
     if memory:
         tr.section("peak resident memory of one training step (fresh process each)")
         for k in ("dense", "sparse", "dense_kept", "sparse_kept"):

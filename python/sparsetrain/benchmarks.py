@@ -169,11 +169,33 @@ def measure_step_memory(sparse: bool, name: str = "resnet18", batch: int = 32,
     return {"rss_before_mb": before, "peak_mb": peak, "step_mb": peak - before}
 
 
+def _minor_faults() -> int:
+    """Page faults of this process so far that mapped memory in (no disk read): how often a
+    step touched memory the process had not used before."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
+# A round whose two steps page-fault fewer times than this (4 MiB of 4 KiB pages) no longer
+# grows the heap: steady state.
+_STEADY_FAULTS = 1024
+
+
 def alternating_steps(name: str = "resnet18", batch: int = 32, image_size: int = 224,
-                      sparsity: float = 0.95, rounds: int = 7, warmup: int = 2) -> dict:
+                      sparsity: float = 0.95, rounds: int = 7, warmup: int = 2,
+                      max_warmup: int = 10) -> dict:
     """Dense and sparse training steps of one pruned model taking turns in one loop, so both
-    see the same machine noise and allocator state; medians (ms) of the rounds after
-    `warmup` and the per-round dense/sparse ratios, sorted."""
+    see the same machine noise and allocator state; medians (ms) of the `rounds` rounds after
+    warm-up and the per-round dense/sparse ratios, sorted.
+
+    Warm-up is at least `warmup` rounds and lasts until a round in which the two steps
+    together page-fault fewer than _STEADY_FAULTS times (at most `max_warmup` rounds): until
+    then the shared heap is still growing, and a step that maps fresh memory in is timed with
+    its page faults, which a long training run pays only at its start. Which model's step
+    still faults depends on how the two fragment the heap (here the sparse one, ~100 MB in
+    each of rounds 2 and 3, after the dense one has stopped); `warmup_rounds` in the result
+    says how many rounds it took."""
     import copy
     import statistics
 
@@ -185,15 +207,31 @@ def alternating_steps(name: str = "resnet18", batch: int = 32, image_size: int =
     sparsify(sparse, example_inputs=x, min_sparsity=0.5)
     models = (dense, sparse)
     opts = [torch.optim.SGD(m.parameters(), lr=0.01, momentum=0.9) for m in models]
-    times = ([], [])
-    for _ in range(warmup + rounds):
-        for m, opt, t in zip(models, opts, times):
+
+    def one_round():
+        out = []
+        for m, opt in zip(models, opts):
             start = time.perf_counter()
             train_step(m, opt, x, y)
-            t.append(time.perf_counter() - start)
-    td, ts = (statistics.median(t[warmup:]) for t in times)
-    ratios = sorted(a / b for a, b in zip(times[0][warmup:], times[1][warmup:]))
-    return {"dense_ms": td * 1e3, "sparse_ms": ts * 1e3, "ratios": [round(r, 2) for r in ratios]}
+            out.append(time.perf_counter() - start)
+        return out
+
+    done = 0
+    while done < max_warmup:
+        faults = _minor_faults()
+        one_round()
+        done += 1
+        steady = _minor_faults() - faults < _STEADY_FAULTS
+        if steady and done >= warmup:
+            break
+    times = ([], [])
+    for _ in range(rounds):
+        for t, seconds in zip(times, one_round()):
+            t.append(seconds)
+    td, ts = (statistics.median(t) for t in times)
+    ratios = sorted(a / b for a, b in zip(*times))
+    return {"dense_ms": td * 1e3, "sparse_ms": ts * 1e3, "ratios": [round(r, 2) for r in ratios],
+            "warmup_rounds": done}
 
 
 def run_in_subprocess(function: str, keep_freed_memory: bool = False, threads: int = 2,

@@ -1,0 +1,42 @@
+"""The end-to-end benchmark's measuring loop (sparsetrain.benchmarks.alternating_steps), on a
+tiny ResNet-18 run: what it returns, and when its warm-up stops."""
+import pytest
+
+from sparsetrain import benchmarks as B
+
+TINY = dict(name="resnet18", batch=2, image_size=32)
+
+
+def _fake_faults(monkeypatch, per_round):
+    """_minor_faults as a counter that grows by per_round[k] during warm-up round k (read
+    before and after each round), then stays put."""
+    state = {"reads": 0, "total": 0}
+
+    def faults():
+        k = state["reads"] // 2  # two reads per warm-up round
+        if state["reads"] % 2 == 1 and k < len(per_round):
+            state["total"] += per_round[k]
+        state["reads"] += 1
+        return state["total"]
+
+    monkeypatch.setattr(B, "_minor_faults", faults)
+
+
+def test_result_shape():
+    r = B.alternating_steps(rounds=3, warmup=1, max_warmup=4, **TINY)
+    assert r["dense_ms"] > 0 and r["sparse_ms"] > 0
+    assert len(r["ratios"]) == 3 and r["ratios"] == sorted(r["ratios"])
+    assert 1 <= r["warmup_rounds"] <= 4
+
+
+@pytest.mark.parametrize("per_round, warmup, max_warmup, expected", [
+    ([200_000, 30_000, 25_000, 10, 0], 2, 10, 4),   # the heap stops growing in round 4
+    ([200_000, 0, 0], 2, 10, 2),                    # steady early: the minimum still holds
+    ([200_000] * 20, 2, 5, 5),                      # never steady: capped
+    ([B._STEADY_FAULTS, B._STEADY_FAULTS - 1], 1, 10, 2),  # the threshold is exclusive
+])
+def test_warmup_lasts_until_the_heap_stops_growing(monkeypatch, per_round, warmup, max_warmup,
+                                                   expected):
+    _fake_faults(monkeypatch, per_round)
+    r = B.alternating_steps(rounds=1, warmup=warmup, max_warmup=max_warmup, **TINY)
+    assert r["warmup_rounds"] == expected
