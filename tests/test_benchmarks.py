@@ -7,19 +7,19 @@ from sparsetrain import benchmarks as B
 TINY = dict(name="resnet18", batch=2, image_size=32)
 
 
-def _fake_faults(monkeypatch, per_round):
-    """_minor_faults as a counter that grows by per_round[k] during warm-up round k (read
+def _fake_peak(monkeypatch, per_round):
+    """_peak_rss_kb as a counter that grows by per_round[k] during warm-up round k (read
     before and after each round), then stays put."""
     state = {"reads": 0, "total": 0}
 
-    def faults():
+    def peak():
         k = state["reads"] // 2  # two reads per warm-up round
         if state["reads"] % 2 == 1 and k < len(per_round):
             state["total"] += per_round[k]
         state["reads"] += 1
         return state["total"]
 
-    monkeypatch.setattr(B, "_minor_faults", faults)
+    monkeypatch.setattr(B, "_peak_rss_kb", peak)
 
 
 def test_result_shape():
@@ -30,13 +30,13 @@ def test_result_shape():
 
 
 @pytest.mark.parametrize("per_round, warmup, max_warmup, expected", [
-    ([200_000, 30_000, 25_000, 10, 0], 2, 10, 4),   # the heap stops growing in round 4
-    ([200_000, 0, 0], 2, 10, 2),                    # steady early: the minimum still holds
-    ([200_000] * 20, 2, 5, 5),                      # never steady: capped
-    ([B._STEADY_FAULTS, B._STEADY_FAULTS - 1], 1, 10, 2),  # the threshold is exclusive
+    ([600_000, 230_000, 60_000, 10, 0], 2, 10, 4),  # the process stops growing in round 4
+    ([600_000, 0, 0], 2, 10, 2),                    # steady early: the minimum still holds
+    ([100_000] * 20, 2, 5, 5),                      # never steady: capped
+    ([B._STEADY_GROWTH_KB, B._STEADY_GROWTH_KB - 1], 1, 10, 2),  # the threshold is exclusive
 ])
-def test_warmup_lasts_until_the_heap_stops_growing(monkeypatch, per_round, warmup, max_warmup,
+def test_warmup_lasts_until_the_process_stops_growing(monkeypatch, per_round, warmup, max_warmup,
                                                    expected):
-    _fake_faults(monkeypatch, per_round)
+    _fake_peak(monkeypatch, per_round)
     r = B.alternating_steps(rounds=1, warmup=warmup, max_warmup=max_warmup, **TINY)
     assert r["warmup_rounds"] == expected

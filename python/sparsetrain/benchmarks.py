@@ -169,17 +169,18 @@ def measure_step_memory(sparse: bool, name: str = "resnet18", batch: int = 32,
     return {"rss_before_mb": before, "peak_mb": peak, "step_mb": peak - before}
 
 
-def _minor_faults() -> int:
-    """Page faults of this process so far that mapped memory in (no disk read): how often a
-    step touched memory the process had not used before."""
+def _peak_rss_kb() -> int:
+    """The process's peak resident memory so far, KiB."""
     import resource
+    import sys
 
-    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak // 1024 if sys.platform == "darwin" else peak  # bytes there, KiB elsewhere
 
 
-# A round whose two steps page-fault fewer times than this (4 MiB of 4 KiB pages) no longer
-# grows the heap: steady state.
-_STEADY_FAULTS = 1024
+# A round that raises the peak resident memory by less than this (KiB) no longer grows the
+# process: steady state.
+_STEADY_GROWTH_KB = 4096
 
 
 def alternating_steps(name: str = "resnet18", batch: int = 32, image_size: int = 224,
@@ -189,13 +190,14 @@ def alternating_steps(name: str = "resnet18", batch: int = 32, image_size: int =
     see the same machine noise and allocator state; medians (ms) of the `rounds` rounds after
     warm-up and the per-round dense/sparse ratios, sorted.
 
-    Warm-up is at least `warmup` rounds and lasts until a round in which the two steps
-    together page-fault fewer than _STEADY_FAULTS times (at most `max_warmup` rounds): until
-    then the shared heap is still growing, and a step that maps fresh memory in is timed with
-    its page faults, which a long training run pays only at its start. Which model's step
-    still faults depends on how the two fragment the heap (here the sparse one, ~100 MB in
-    each of rounds 2 and 3, after the dense one has stopped); `warmup_rounds` in the result
-    says how many rounds it took."""
+    Warm-up is at least `warmup` rounds and lasts until a round that does not raise the
+    process's peak resident memory (by _STEADY_GROWTH_KB; at most `max_warmup` rounds): until
+    then the process is still growing to its working size, and a step that maps fresh memory
+    in is timed with its page faults, which a long training run pays only at its start. With
+    freed memory kept that takes 3-5 rounds here (the heap the two models share grows by
+    50-230 MB in each); with glibc returning memory, every step page-faults anyway and the
+    peak stops rising after 1-2.
+    `warmup_rounds` in the result says how many rounds it took."""
     import copy
     import statistics
 
@@ -218,10 +220,10 @@ def alternating_steps(name: str = "resnet18", batch: int = 32, image_size: int =
 
     done = 0
     while done < max_warmup:
-        faults = _minor_faults()
+        peak = _peak_rss_kb()
         one_round()
         done += 1
-        steady = _minor_faults() - faults < _STEADY_FAULTS
+        steady = _peak_rss_kb() - peak < _STEADY_GROWTH_KB
         if steady and done >= warmup:
             break
     times = ([], [])
