@@ -50,8 +50,9 @@ def test_sparse_step(benchmark, setup):
 @pytest.mark.parametrize("malloc", ["system", "keep"])
 def test_alternating_steps(benchmark, malloc):
     """Dense and sparse steps taking turns in one loop (7 pairs, after warm-up: at least 2
-    rounds, then until the heap stops growing), in a fresh process: both see the same machine noise and the same allocator state, which separate
-    tests in one process do not (the one measured second inherits the other's heap). Once
+    rounds, then until the process stops growing), in a fresh process: both see the same
+    machine noise and the same allocator state, which separate tests in one process do not
+    (the one measured second inherits the other's heap). Once
     with glibc malloc as it is, once under keep_freed_memory() (freed memory kept for the
     next step, as a caching allocator does; both models alike). The summary prints both
     medians; the timing pytest-benchmark keeps is of the whole subprocess."""
