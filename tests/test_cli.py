@@ -17,15 +17,16 @@ def test_commands_keep_freed_memory_unless_told_not_to(extra, expected, malloc_c
     assert malloc_calls == expected
 
 
-def test_demo_runs_and_reports_both_runs(capsys):
+def test_demo_runs_and_reports_both_runs(capfd):
     rc = main(["demo", "--image-size", "32", "--batch-size", "4", "--steps", "2", "--warmup",
                "1", "--threads", "1"])
-    out = capsys.readouterr()
+    out = capfd.readouterr()  # file-descriptor level: what PyTorch's C++ prints, too
     assert rc == 0
     assert "images/s" in out.out and "speedup" in out.out and "final loss" in out.out
     assert "sparse conv" in out.out and "batch norm" in out.out  # time per layer type
     assert "2/2" in out.err  # progress bars
     assert "made sparse" in out.out and "batch norms fused with them" in out.out
+    assert "profiler_st" not in out.err  # the profiler's own start/stop lines stay out
 
 
 def test_bench_writes_table_json_and_plot(tmp_path, capsys):

@@ -2,7 +2,10 @@
 synthetic images: images/s, speedup, where the time goes, and the loss of both runs."""
 from __future__ import annotations
 
+import contextlib
 import copy
+import os
+import sys
 import time
 
 import torch
@@ -49,12 +52,34 @@ def _category(name: str) -> str:
     return "other"
 
 
+@contextlib.contextmanager
+def _native_stderr_silenced():
+    """File descriptor 2 pointed at /dev/null: PyTorch's profiler prints a line from C++ when
+    it starts and when it stops ("USDT: ... profiler_start"), which would land in the
+    middle of the demo's output."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def time_by_layer_type(step) -> dict:
     """Self CPU ms of one profiled step, grouped by layer type."""
     from torch.profiler import ProfilerActivity, profile
 
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
+    prof = profile(activities=[ProfilerActivity.CPU])
+    with _native_stderr_silenced():  # only around start and stop: the step's own warnings show
+        prof.start()
+    try:
         step()
+    finally:
+        with _native_stderr_silenced():
+            prof.stop()
     out = {}
     for event in prof.key_averages():
         if event.key.startswith(("ProfilerStep", "autograd::engine")):
