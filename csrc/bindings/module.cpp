@@ -471,6 +471,26 @@ void sddmm_offsets(py::array ptr_a, py::array off_a, py::array a_a, int64_t lda,
   sparsetrain::kernel_table().sddmm_offsets(args);
 }
 
+// x[:, :, ::sh, ::sw] of `planes` NCHW planes of h x w (grad = false: src = x, dst = the
+// subsampled planes), or its gradient (grad = true: src = g, dst = dx).
+void subsample(py::array src_a, py::array dst_a, int64_t planes, int64_t h, int64_t w,
+               int64_t sh, int64_t sw, int nthreads, bool grad) {
+  if (planes < 0 || h < 0 || w < 0) bad("subsample: negative size");
+  if (sh < 1 || sw < 1) bad("subsample: strides must be >= 1");
+  auto src = view<float>(src_a, "src", 1);
+  auto dst = view<float>(dst_a, "dst", 1, true);
+  const int64_t full = mul(planes, h, w), sampled = mul(planes, (h + sh - 1) / sh, (w + sw - 1) / sw);
+  if (src.size() != (grad ? sampled : full) || dst.size() != (grad ? full : sampled))
+    bad("subsample: src / dst sizes do not match planes x h x w and its subsampling");
+  if (src.data == dst.data && src.size() > 0) bad("subsample: src and dst must not overlap");
+  const k::SubsampleArgs args{src.data, dst.data, planes, h, w, sh, sw, nthreads};
+  py::gil_scoped_release release;
+  if (grad)
+    sparsetrain::kernel_table().subsample_grad(args);
+  else
+    sparsetrain::kernel_table().subsample(args);
+}
+
 // Packs (or unpacks) x; a pack with check_finite also returns whether every value of x is
 // finite (None otherwise).
 py::object conv_input(bool pack, py::array x_a, py::array packed_a, int64_t n, int64_t c,
@@ -697,6 +717,8 @@ PYBIND11_MODULE(_C, m) {
   m.def("conv_pack_grad_output", &conv_pack_grad_output);
   m.def("conv_direct_spmm", &conv_direct_spmm);
   m.def("conv_direct_sddmm", &conv_direct_sddmm);
+  m.def("subsample", &subsample, py::arg("src"), py::arg("dst"), py::arg("planes"), py::arg("h"),
+        py::arg("w"), py::arg("sh"), py::arg("sw"), py::arg("nthreads"), py::arg("grad") = false);
   m.def("validate_csr", &validate_csr, py::arg("ptr"), py::arg("idx"), py::arg("rows"),
         py::arg("cols"));
   m.def("csr_transpose", &csr_transpose, py::arg("ptr"), py::arg("idx"), py::arg("cols"),

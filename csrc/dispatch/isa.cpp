@@ -14,8 +14,8 @@ namespace {
         kernels::ns::f32_sddmm_csr_offsets, kernels::ns::f32_pack_bmajor,                \
         kernels::ns::f32_unpack_bmajor, kernels::ns::f32_conv_pack_input,                \
         kernels::ns::f32_conv_unpack_grad_input, kernels::ns::f32_conv_pack_grad_output, \
-        kernels::ns::f32_conv_direct_spmm,                                               \
-        kernels::ns::f32_conv_direct_sddmm                                               \
+        kernels::ns::f32_conv_direct_spmm, kernels::ns::f32_conv_direct_sddmm,           \
+        kernels::ns::f32_subsample, kernels::ns::f32_subsample_grad                      \
   }
 
 const KernelTable kScalar = ST_TABLE(scalar);

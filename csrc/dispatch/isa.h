@@ -24,6 +24,8 @@ struct KernelTable {
   void (*conv_pack_grad_output)(const kernels::ConvOutputArgs&);
   void (*conv_direct_spmm)(const kernels::ConvDirectArgs&);
   void (*conv_direct_sddmm)(const kernels::ConvDirectArgs&);
+  void (*subsample)(const kernels::SubsampleArgs&);
+  void (*subsample_grad)(const kernels::SubsampleArgs&);
 };
 
 const char* isa_name(Isa isa);

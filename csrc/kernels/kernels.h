@@ -261,6 +261,16 @@ struct ConvDirectArgs {
   int nthreads;
 };
 
+// out = x[:, :, ::sh, ::sw] of `planes` NCHW planes (h x w in, ho x wo out, ho = ceil(h / sh),
+// wo = ceil(w / sw)); and its gradient: src = g (ho x wo planes), dst = dx (h x w planes), the
+// sampled pixels from g and zeros elsewhere.
+struct SubsampleArgs {
+  const float* src;
+  float* dst;
+  int64_t planes, h, w, sh, sw;  // sh, sw >= 1
+  int nthreads;
+};
+
 #define SPARSETRAIN_KERNEL_DECLS                  \
   void f32_spmm_csr_bmajor(const SpmmArgs& args);   \
   void f32_spmmt_csr_bmajor(const SpmmTArgs& args); \
@@ -271,6 +281,8 @@ struct ConvDirectArgs {
   void f32_conv_pack_input(const ConvInputArgs& args);         \
   void f32_conv_direct_spmm(const ConvDirectArgs& args);       \
   void f32_conv_direct_sddmm(const ConvDirectArgs& args);      \
+  void f32_subsample(const SubsampleArgs& args);               \
+  void f32_subsample_grad(const SubsampleArgs& args);          \
   void f32_conv_unpack_grad_input(const ConvInputArgs& args);  \
   void f32_conv_pack_grad_output(const ConvOutputArgs& args);  \
   void f32_unpack_bmajor(const UnpackArgs& args);
