@@ -64,3 +64,9 @@ def test_native_call_refuses_bad_arguments(kwargs, match):
     src, dst = np.zeros(2 * 16, np.float32), np.zeros(2 * 4, np.float32)
     with pytest.raises(ValueError, match=match):
         _C.subsample(src, dst, args["planes"], args["h"], args["w"], args["sh"], args["sw"], 1)
+
+
+def test_native_call_refuses_overlapping_buffers():
+    buf = np.zeros(2 * 16 + 2 * 4, np.float32)
+    with pytest.raises(ValueError, match="overlap"):  # dst starts inside src
+        _C.subsample(buf[:32], buf[28:36], 2, 4, 4, 2, 2, 1)

@@ -419,9 +419,11 @@ py::object spmm_offsets(py::array ptr_a, py::array off_a, py::array val_a, py::o
   if (!stats_o.is_none()) {
     stats = view<double>(stats_o.cast<py::array>(), "stats", 1, true);
     if (stats.size() != mul(images, rows, 2)) bad("stats must hold images * rows * 2 values");
-    for (int64_t i = 0; i < stats.size(); ++i) stats.data[i] = 0.0;  // also when nothing runs
   }
-  if (len == 0 || images == 0) return check_finite ? py::object(py::bool_(true)) : py::none();
+  if (len == 0 || images == 0) {  // no kernel call: its sums are of nothing (it zeroes its own)
+    for (int64_t i = 0; i < stats.size(); ++i) stats.data[i] = 0.0;
+    return check_finite ? py::object(py::bool_(true)) : py::none();
+  }
   std::vector<unsigned char> finite(check_finite ? images : 0, 1);
   k::SpmmOffsetsArgs args{ix.ptr.data, ix.off.data, val.data, sc.pos, sc.scratch, rows, b.data,
                           b_image_stride, c.data, ldc, c_image_stride, len, images, nthreads,
@@ -482,7 +484,8 @@ void subsample(py::array src_a, py::array dst_a, int64_t planes, int64_t h, int6
   const int64_t full = mul(planes, h, w), sampled = mul(planes, (h + sh - 1) / sh, (w + sw - 1) / sw);
   if (src.size() != (grad ? sampled : full) || dst.size() != (grad ? full : sampled))
     bad("subsample: src / dst sizes do not match planes x h x w and its subsampling");
-  if (src.data == dst.data && src.size() > 0) bad("subsample: src and dst must not overlap");
+  if (src.data < dst.data + dst.size() && dst.data < src.data + src.size())
+    bad("subsample: src and dst must not overlap");
   const k::SubsampleArgs args{src.data, dst.data, planes, h, w, sh, sw, nthreads};
   py::gil_scoped_release release;
   if (grad)

@@ -150,10 +150,11 @@ def _replace(model: nn.Module, old: nn.Module, new: nn.Module) -> None:
 
 
 def _conv_batch_norm_pairs(model: nn.Module, example_inputs) -> list:
-    """(convolution, batch norm) pairs where the batch norm's input is the convolution's
-    output as it is, seen by running the model once (_run_once: nothing about it changes)."""
+    """(sparse convolution, batch norm) pairs where the batch norm's input is the
+    convolution's output as it is, seen by running the model once (_run_once: nothing about
+    it changes)."""
     outputs, pairs, hooks = {}, [], []
-    convs = [m for m in model.modules() if isinstance(m, (nn.Conv2d, SparseConv2d))]
+    convs = [m for m in model.modules() if isinstance(m, SparseConv2d)]
     norms = [m for m in model.modules() if type(m) in (nn.BatchNorm2d, FusedBatchNorm2d)]
 
     def after_conv(mod, args, out):
@@ -186,8 +187,6 @@ def fuse_batch_norm(model: nn.Module, example_inputs) -> list:
     names = {m: n for n, m in model.named_modules()}
     fused = []
     for conv, norm in _conv_batch_norm_pairs(model, example_inputs):
-        if not isinstance(conv, SparseConv2d):
-            continue
         conv.batch_norm_stats = True
         norm.__class__ = FusedBatchNorm2d
         fused.append((names.get(conv, ""), names.get(norm, "")))
