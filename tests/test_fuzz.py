@@ -733,6 +733,76 @@ def test_offset_bindings_reject_bad_pack_grid(change, message):
         call(**change)
 
 
+def _grads_call(**change):
+    """conv_grads_offsets' two argument dicts for 2 images of a 1-channel 2 x 2 x (1 x 2)
+    toy convolution (dy: 1 x 1 x 2 per image, grids [0, y0, y1, 0]; x: 1 x 2 x 2), with
+    `change` applied: key "dx.name" / "dv.name" sets (or, with None, drops) one argument."""
+    y = np.arange(1, 5, dtype=np.float32)
+    dx = dict(ptr=np.array([0, 1], dtype=np.int64), offsets=np.array([1], dtype=np.int64),
+              values=np.full(1, 2.0, dtype=np.float32), b=y, b_image_stride=2,
+              c=np.zeros(4, dtype=np.float32), ldc=2, c_image_stride=2, len=2, images=2,
+              nthreads=1, pack_grid=(1, 1, 2, 3, 4, 1), check_finite=True)
+    dv = dict(ptr=np.array([0, 1], dtype=np.int64), offsets=np.array([1], dtype=np.int64), a=y,
+              lda=4, a_image_stride=2, b=np.arange(8, dtype=np.float32), b_image_stride=4,
+              len=2, images=2, out=np.zeros(1, dtype=np.float32), nthreads=1,
+              pack=(1, 2, 2, 1, 1, 0, 0, 2, 2), pack_grid=(1, 1, 2, 3, 4, 1))
+    for key, value in change.items():
+        side, name = key.split(".")
+        d = dx if side == "dx" else dv
+        if value is None:
+            d.pop(name)
+        else:
+            d[name] = value
+    return dx, dv
+
+
+def test_conv_grads_offsets_matches_the_two_kernels():
+    """Both gradients from one packing of dy: the same numbers as spmm_offsets and
+    sddmm_offsets called with the same arguments, and dy's finite check."""
+    from sparsetrain import _C
+    dx, dv = _grads_call()
+    assert _C.conv_grads_offsets(dx, dv) is True
+    c, out = dx["c"].copy(), dv["out"].copy()
+    np.testing.assert_array_equal(c, [2, 4, 6, 8])  # 2 * grid[1 + t]
+    # sum over images of <grid row from offset 1, packed x from offset 1>: 1*1 + 2*2 + 3*5 + 4*6
+    np.testing.assert_array_equal(out, [44])
+    dx["c"][:] = 0
+    dv["out"][:] = 0
+    assert _C.spmm_offsets(pos=None, scratch=None, **dx) is True
+    _C.sddmm_offsets(**dv)
+    np.testing.assert_array_equal(dx["c"], c)
+    np.testing.assert_array_equal(dv["out"], out)
+    bad_y = np.array([1, 2, np.nan, 4], dtype=np.float32)
+    dx, dv = _grads_call(**{"dx.b": bad_y, "dv.a": bad_y})
+    assert _C.conv_grads_offsets(dx, dv) is False
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"dx.colour": 1}, "unexpected argument 'colour'"),
+    ({"dv.out": None}, "missing argument 'out'"),
+    ({"dv.b": [0.0] * 8}, "'b' must be a NumPy array"),
+    ({"dv.pack": None}, "must both pack"),
+    ({"dx.pack_grid": None}, "must both pack"),
+    ({"dv.a": np.arange(1, 5, dtype=np.float32)}, "share the output gradient"),
+    ({"dv.nthreads": 2}, "thread count"),
+    ({"dv.pack_grid": (1, 1, 2, 3, 5, 1), "dv.lda": 5}, "pack the output gradient alike"),
+    ({"dx.len": 4}, "past a packed image"),
+    ({"dv.len": 4}, "past a packed image|rows of a reach past"),
+])
+def test_conv_grads_offsets_rejects_bad_arguments(change, message):
+    from sparsetrain import _C
+    with pytest.raises(ValueError, match=message):
+        _C.conv_grads_offsets(*_grads_call(**change))
+
+
+def test_conv_grads_offsets_rejects_overlapping_outputs():
+    from sparsetrain import _C
+    dx, dv = _grads_call()
+    dv["out"] = dx["c"][3:]
+    with pytest.raises(ValueError, match="overlap"):
+        _C.conv_grads_offsets(dx, dv)
+
+
 @pytest.mark.parametrize("bad", [None, float("nan"), float("inf"), float("-inf")])
 def test_offsets_kernel_checks_the_grid_it_packs(bad):
     """spmm_offsets(pack_grid=..., check_finite=True): whether dy (NCHW) was all finite,

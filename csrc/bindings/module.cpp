@@ -349,13 +349,31 @@ k::ConvOutputLayout grid_layout(py::object grid_o, int64_t images, int64_t size,
   return l;
 }
 
-py::object spmm_offsets(py::array ptr_a, py::array off_a, py::array val_a, py::object pos_o,
-                  py::object scratch_o, py::array b_a, int64_t b_image_stride, py::array c_a,
-                  int64_t ldc, int64_t c_image_stride, int64_t len, int64_t images, int nthreads,
-                  int64_t grid_w, int64_t t_base, int64_t row0, int64_t col0, int64_t plane_h,
-                  int64_t plane_w, py::object bias_o, int64_t seg_len, int64_t seg_stride,
-                  int64_t unit, int64_t batch, py::object merge_o, py::object pack_o,
-                  bool check_finite, py::object pack_grid_o, py::object stats_o) {
+// The checked arguments of one spmm_offsets call, with the layouts and flags they point to.
+// Filled in place (args points into the struct), so it is never copied or moved.
+struct SpmmOffsetsCall {
+  k::SpmmOffsetsArgs args{};
+  k::ConvInputLayout pack{}, merge{};
+  k::ConvOutputLayout grid{};
+  std::vector<unsigned char> finite;
+  bool check_finite = false;
+  bool empty = false;  // len or images 0: no kernel to run (its sums zeroed here)
+  SpmmOffsetsCall() = default;
+  SpmmOffsetsCall(const SpmmOffsetsCall&) = delete;
+  SpmmOffsetsCall& operator=(const SpmmOffsetsCall&) = delete;
+  // check_finite: whether every image of b the kernel packed was finite; else None.
+  py::object result() const { return check_finite ? py::object(all_set(finite)) : py::none(); }
+};
+
+void prepare_spmm_offsets(SpmmOffsetsCall& call, py::array ptr_a, py::array off_a,
+                          py::array val_a, py::object pos_o, py::object scratch_o, py::array b_a,
+                          int64_t b_image_stride, py::array c_a, int64_t ldc,
+                          int64_t c_image_stride, int64_t len, int64_t images, int nthreads,
+                          int64_t grid_w, int64_t t_base, int64_t row0, int64_t col0,
+                          int64_t plane_h, int64_t plane_w, py::object bias_o, int64_t seg_len,
+                          int64_t seg_stride, int64_t unit, int64_t batch, py::object merge_o,
+                          py::object pack_o, bool check_finite, py::object pack_grid_o,
+                          py::object stats_o) {
   const auto ix = offsets_index(ptr_a, off_a, len, images);
   check_segments(seg_len, seg_stride);
   if (unit != 1 && unit != 16) bad("unit must be 1 or 16");
@@ -382,8 +400,8 @@ py::object spmm_offsets(py::array ptr_a, py::array off_a, py::array val_a, py::o
   auto c = view<float>(c_a, "c", 1, true);
   if (val.size() != nnz) bad("values and offsets differ in length");
   const Scatter sc = scatter_args(pos_o, scratch_o, nnz);
-  k::ConvInputLayout pack;
-  k::ConvOutputLayout grid;
+  k::ConvInputLayout& pack = call.pack;
+  k::ConvOutputLayout& grid = call.grid;
   if (packing) {
     pack = pack_layout(pack_o, images, b.size(), b_image_stride, ix.extent, nnz, len);
   } else if (gridding) {
@@ -409,7 +427,7 @@ py::object spmm_offsets(py::array ptr_a, py::array off_a, py::array val_a, py::o
       bias = bv.data;
     }
   }
-  k::ConvInputLayout merge;
+  k::ConvInputLayout& merge = call.merge;
   if (merging) {
     merge = merge_layout(merge_o, rows, images, t_base, len, c.size(), c_image_stride);
   } else if (grid_w <= 0) {
@@ -420,41 +438,70 @@ py::object spmm_offsets(py::array ptr_a, py::array off_a, py::array val_a, py::o
     stats = view<double>(stats_o.cast<py::array>(), "stats", 1, true);
     if (stats.size() != mul(images, rows, 2)) bad("stats must hold images * rows * 2 values");
   }
+  call.check_finite = check_finite;
   if (len == 0 || images == 0) {  // no kernel call: its sums are of nothing (it zeroes its own)
     for (int64_t i = 0; i < stats.size(); ++i) stats.data[i] = 0.0;
-    return check_finite ? py::object(py::bool_(true)) : py::none();
+    call.empty = true;
+    return;
   }
-  std::vector<unsigned char> finite(check_finite ? images : 0, 1);
-  k::SpmmOffsetsArgs args{ix.ptr.data, ix.off.data, val.data, sc.pos, sc.scratch, rows, b.data,
-                          b_image_stride, c.data, ldc, c_image_stride, len, images, nthreads,
-                          grid_w, t_base, row0, col0, plane_h, plane_w, bias, seg_len,
-                          seg_stride, unit, batch, merging ? &merge : nullptr,
-                          packing ? &pack : nullptr, check_finite ? finite.data() : nullptr,
-                          gridding ? &grid : nullptr, stats.data};
-  {
-    py::gil_scoped_release release;
-    sparsetrain::kernel_table().spmm_offsets(args);
-  }
-  return check_finite ? py::object(all_set(finite)) : py::none();
+  call.finite.assign(check_finite ? images : 0, 1);
+  call.args = k::SpmmOffsetsArgs{ix.ptr.data, ix.off.data, val.data, sc.pos, sc.scratch, rows,
+                                 b.data, b_image_stride, c.data, ldc, c_image_stride, len, images,
+                                 nthreads, grid_w, t_base, row0, col0, plane_h, plane_w, bias,
+                                 seg_len, seg_stride, unit, batch, merging ? &merge : nullptr,
+                                 packing ? &pack : nullptr,
+                                 check_finite ? call.finite.data() : nullptr,
+                                 gridding ? &grid : nullptr, stats.data};
 }
 
-void sddmm_offsets(py::array ptr_a, py::array off_a, py::array a_a, int64_t lda,
-                   int64_t a_image_stride, py::array b_a, int64_t b_image_stride, int64_t len,
-                   int64_t images, py::array out_a, int nthreads, int64_t seg_len,
-                   int64_t seg_stride, py::object pack_o, py::object pack_grid_o) {
+py::object spmm_offsets(py::array ptr_a, py::array off_a, py::array val_a, py::object pos_o,
+                        py::object scratch_o, py::array b_a, int64_t b_image_stride,
+                        py::array c_a, int64_t ldc, int64_t c_image_stride, int64_t len,
+                        int64_t images, int nthreads, int64_t grid_w, int64_t t_base,
+                        int64_t row0, int64_t col0, int64_t plane_h, int64_t plane_w,
+                        py::object bias_o, int64_t seg_len, int64_t seg_stride, int64_t unit,
+                        int64_t batch, py::object merge_o, py::object pack_o, bool check_finite,
+                        py::object pack_grid_o, py::object stats_o) {
+  SpmmOffsetsCall call;
+  prepare_spmm_offsets(call, ptr_a, off_a, val_a, pos_o, scratch_o, b_a, b_image_stride, c_a,
+                       ldc, c_image_stride, len, images, nthreads, grid_w, t_base, row0, col0,
+                       plane_h, plane_w, bias_o, seg_len, seg_stride, unit, batch, merge_o,
+                       pack_o, check_finite, pack_grid_o, stats_o);
+  if (!call.empty) {
+    py::gil_scoped_release release;
+    sparsetrain::kernel_table().spmm_offsets(call.args);
+  }
+  return call.result();
+}
+
+// The same for sddmm_offsets.
+struct SddmmOffsetsCall {
+  k::SddmmOffsetsArgs args{};
+  k::ConvInputLayout pack{};
+  k::ConvOutputLayout grid{};
+  SddmmOffsetsCall() = default;
+  SddmmOffsetsCall(const SddmmOffsetsCall&) = delete;
+  SddmmOffsetsCall& operator=(const SddmmOffsetsCall&) = delete;
+};
+
+void prepare_sddmm_offsets(SddmmOffsetsCall& call, py::array ptr_a, py::array off_a,
+                           py::array a_a, int64_t lda, int64_t a_image_stride, py::array b_a,
+                           int64_t b_image_stride, int64_t len, int64_t images, py::array out_a,
+                           int nthreads, int64_t seg_len, int64_t seg_stride, py::object pack_o,
+                           py::object pack_grid_o) {
   const auto ix = offsets_index(ptr_a, off_a, len, images);
   check_segments(seg_len, seg_stride);
   auto a = view<float>(a_a, "a", 1);
   auto b = view<float>(b_a, "b", 1);
   auto out = view<float>(out_a, "out", 1, true);
   if (out.size() != ix.nnz) bad("out and offsets differ in length");
-  k::ConvInputLayout pack;
+  k::ConvInputLayout& pack = call.pack;
   const bool packing = !pack_o.is_none();
   if (packing)
     pack = pack_layout(pack_o, images, b.size(), b_image_stride, ix.extent, ix.nnz, len);
   else if (ix.nnz > 0)
     check_extent("b", b.size(), images, b_image_stride, ix.extent.max_off, len);
-  k::ConvOutputLayout grid;
+  k::ConvOutputLayout& grid = call.grid;
   const bool gridding = !pack_grid_o.is_none();
   if (gridding) {  // rows of len from the packed image's offset on, lda apart
     grid = grid_layout(pack_grid_o, images, a.size(), a_image_stride, "a");
@@ -466,11 +513,122 @@ void sddmm_offsets(py::array ptr_a, py::array off_a, py::array a_a, int64_t lda,
   } else {
     check_row_block("a", a.size(), images, a_image_stride, ix.rows, lda, len);
   }
-  k::SddmmOffsetsArgs args{ix.ptr.data, ix.off.data, ix.rows, a.data, lda, a_image_stride, b.data,
-                           b_image_stride, len, images, out.data, nthreads, seg_len, seg_stride,
-                           packing ? &pack : nullptr, gridding ? &grid : nullptr};
+  call.args = k::SddmmOffsetsArgs{ix.ptr.data, ix.off.data, ix.rows, a.data, lda,
+                                  a_image_stride, b.data, b_image_stride, len, images, out.data,
+                                  nthreads, seg_len, seg_stride, packing ? &pack : nullptr,
+                                  gridding ? &grid : nullptr};
+}
+
+void sddmm_offsets(py::array ptr_a, py::array off_a, py::array a_a, int64_t lda,
+                   int64_t a_image_stride, py::array b_a, int64_t b_image_stride, int64_t len,
+                   int64_t images, py::array out_a, int nthreads, int64_t seg_len,
+                   int64_t seg_stride, py::object pack_o, py::object pack_grid_o) {
+  SddmmOffsetsCall call;
+  prepare_sddmm_offsets(call, ptr_a, off_a, a_a, lda, a_image_stride, b_a, b_image_stride, len,
+                        images, out_a, nthreads, seg_len, seg_stride, pack_o, pack_grid_o);
   py::gil_scoped_release release;
-  sparsetrain::kernel_table().sddmm_offsets(args);
+  sparsetrain::kernel_table().sddmm_offsets(call.args);
+}
+
+// Keyword arguments of spmm_offsets / sddmm_offsets given as a dict (conv_grads_offsets takes
+// one of each): a missing required one, or a name the call does not take, is an error.
+class Kwargs {
+ public:
+  Kwargs(const py::dict& d, const char* call, std::initializer_list<const char*> names)
+      : d_(d), call_(call) {
+    for (auto item : d) {
+      const auto key = item.first.cast<std::string>();
+      bool known = false;
+      for (const char* n : names) known = known || key == n;
+      if (!known) bad(std::string(call) + ": unexpected argument '" + key + "'");
+    }
+  }
+  py::array array(const char* name) const {
+    if (!d_.contains(name)) bad(std::string(call_) + ": missing argument '" + name + "'");
+    py::object o = d_[name];
+    if (!py::isinstance<py::array>(o))
+      bad(std::string(call_) + ": '" + name + "' must be a NumPy array");
+    return o.cast<py::array>();
+  }
+  py::object object(const char* name) const {
+    return d_.contains(name) ? py::object(d_[name]) : py::object(py::none());
+  }
+  template <class T>
+  T get(const char* name) const {
+    if (!d_.contains(name)) bad(std::string(call_) + ": missing argument '" + name + "'");
+    return d_[name].cast<T>();
+  }
+  template <class T>
+  T get(const char* name, T fallback) const {
+    return d_.contains(name) ? d_[name].cast<T>() : fallback;
+  }
+
+ private:
+  const py::dict& d_;
+  const char* call_;
+};
+
+// Both gradients of a convolution in one pass over the images (f32_conv_grads_offsets): dx
+// holds spmm_offsets' arguments for the input gradient, dv sddmm_offsets' for the values
+// gradient, both packing the same NCHW output gradient (dx["b"] is dv["a"]) with the same
+// pack_grid. Returns what spmm_offsets returns.
+py::object conv_grads_offsets(const py::dict& dx, const py::dict& dv) {
+  const Kwargs x(dx, "conv_grads_offsets dx",
+                 {"ptr", "offsets", "values", "pos", "scratch", "b", "b_image_stride", "c", "ldc",
+                  "c_image_stride", "len", "images", "nthreads", "grid_w", "t_base", "row0",
+                  "col0", "plane_h", "plane_w", "seg_len", "seg_stride", "merge", "check_finite",
+                  "pack_grid"});
+  const Kwargs v(dv, "conv_grads_offsets dv",
+                 {"ptr", "offsets", "a", "lda", "a_image_stride", "b", "b_image_stride", "len",
+                  "images", "out", "nthreads", "seg_len", "seg_stride", "pack", "pack_grid"});
+  if (x.object("pack_grid").is_none() || v.object("pack_grid").is_none() ||
+      v.object("pack").is_none())
+    bad("conv_grads_offsets: dx and dv must both pack the output gradient (pack_grid), and dv "
+        "the input (pack)");
+  SpmmOffsetsCall cx;
+  prepare_spmm_offsets(cx, x.array("ptr"), x.array("offsets"), x.array("values"),
+                       x.object("pos"), x.object("scratch"), x.array("b"),
+                       x.get<int64_t>("b_image_stride"), x.array("c"), x.get<int64_t>("ldc"),
+                       x.get<int64_t>("c_image_stride"), x.get<int64_t>("len"),
+                       x.get<int64_t>("images"), x.get<int>("nthreads"),
+                       x.get<int64_t>("grid_w", 0), x.get<int64_t>("t_base", 0),
+                       x.get<int64_t>("row0", 0), x.get<int64_t>("col0", 0),
+                       x.get<int64_t>("plane_h", 0), x.get<int64_t>("plane_w", 0), py::none(),
+                       x.get<int64_t>("seg_len", 0), x.get<int64_t>("seg_stride", 0), 1, 0,
+                       x.object("merge"), py::none(), x.get<bool>("check_finite", false),
+                       x.object("pack_grid"), py::none());
+  SddmmOffsetsCall cv;
+  prepare_sddmm_offsets(cv, v.array("ptr"), v.array("offsets"), v.array("a"),
+                        v.get<int64_t>("lda"), v.get<int64_t>("a_image_stride"), v.array("b"),
+                        v.get<int64_t>("b_image_stride"), v.get<int64_t>("len"),
+                        v.get<int64_t>("images"), v.array("out"), v.get<int>("nthreads"),
+                        v.get<int64_t>("seg_len", 0), v.get<int64_t>("seg_stride", 0),
+                        v.object("pack"), v.object("pack_grid"));
+  const auto xb = view<float>(x.array("b"), "b", 1);
+  const auto va = view<float>(v.array("a"), "a", 1);
+  if (xb.data != va.data || xb.size() != va.size() ||
+      x.get<int64_t>("images") != v.get<int64_t>("images") ||
+      x.get<int64_t>("nthreads") != v.get<int64_t>("nthreads"))
+    bad("conv_grads_offsets: dx and dv must share the output gradient (dx['b'] and dv['a']), "
+        "the image count and the thread count");
+  const auto& g = cx.grid;
+  const auto& h = cv.grid;
+  if (g.c != h.c || g.ho != h.ho || g.wo != h.wo || g.wq != h.wq ||
+      g.per_channel != h.per_channel || g.offset != h.offset)
+    bad("conv_grads_offsets: dx and dv must pack the output gradient alike (pack_grid)");
+  // The two outputs are written at once by different threads: they must not overlap.
+  const auto xc = view<float>(x.array("c"), "c", 1, true);
+  const auto vo = view<float>(v.array("out"), "out", 1, true);
+  if (xc.data < vo.data + vo.size() && vo.data < xc.data + xc.size())
+    bad("conv_grads_offsets: dx's c and dv's out overlap");
+  if (cx.empty) {  // no images or positions: dv alone
+    py::gil_scoped_release release;
+    sparsetrain::kernel_table().sddmm_offsets(cv.args);
+  } else {
+    py::gil_scoped_release release;
+    sparsetrain::kernel_table().conv_grads_offsets(cx.args, cv.args);
+  }
+  return cx.result();
 }
 
 // x[:, :, ::sh, ::sw] of `planes` NCHW planes of h x w (grad = false: src = x, dst = the
@@ -702,6 +860,7 @@ PYBIND11_MODULE(_C, m) {
         py::arg("len"), py::arg("images"), py::arg("out"), py::arg("nthreads"),
         py::arg("seg_len") = 0, py::arg("seg_stride") = 0, py::arg("pack") = py::none(),
         py::arg("pack_grid") = py::none());
+  m.def("conv_grads_offsets", &conv_grads_offsets, py::arg("dx"), py::arg("dv"));
   m.def("conv_pack_input",
         [](py::array x, py::array packed, int64_t n, int64_t c, int64_t unit, int64_t h,
            int64_t w, int64_t sh, int64_t sw, int64_t pt, int64_t pl, int64_t hq, int64_t wq,

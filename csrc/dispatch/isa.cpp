@@ -11,7 +11,8 @@ namespace {
   KernelTable {                                                                          \
     Isa::ns, kernels::ns::f32_spmm_csr_bmajor, kernels::ns::f32_spmmt_csr_bmajor,        \
         kernels::ns::f32_sddmm_csr_bmajor, kernels::ns::f32_spmm_csr_offsets,            \
-        kernels::ns::f32_sddmm_csr_offsets, kernels::ns::f32_pack_bmajor,                \
+        kernels::ns::f32_sddmm_csr_offsets, kernels::ns::f32_conv_grads_offsets,         \
+        kernels::ns::f32_pack_bmajor,                                                    \
         kernels::ns::f32_unpack_bmajor, kernels::ns::f32_conv_pack_input,                \
         kernels::ns::f32_conv_unpack_grad_input, kernels::ns::f32_conv_pack_grad_output, \
         kernels::ns::f32_conv_direct_spmm, kernels::ns::f32_conv_direct_sddmm,           \

@@ -17,6 +17,8 @@ struct KernelTable {
   void (*sddmm)(const kernels::SddmmArgs&);
   void (*spmm_offsets)(const kernels::SpmmOffsetsArgs&);
   void (*sddmm_offsets)(const kernels::SddmmOffsetsArgs&);
+  // Both gradients of a convolution in the pack_grid forms, dy packed once per image.
+  void (*conv_grads_offsets)(const kernels::SpmmOffsetsArgs&, const kernels::SddmmOffsetsArgs&);
   void (*pack)(const kernels::PackArgs&);
   void (*unpack)(const kernels::UnpackArgs&);
   void (*conv_pack_input)(const kernels::ConvInputArgs&);

@@ -188,6 +188,12 @@ struct SddmmOffsetsArgs {
   const ConvOutputLayout* pack_grid = nullptr;
 };
 
+// f32_conv_grads_offsets(dx, dv): both gradients of a convolution whose kernels pack the output
+// gradient themselves (dx.pack_grid and dv.pack_grid the same layout, dx.b == dv.a: the same
+// NCHW dy), each image of dy packed once and used by both while in cache: the same results as
+// f32_spmm_csr_offsets(dx) then f32_sddmm_csr_offsets(dv). Arguments that share nothing run
+// as those two calls.
+
 // Convolution layouts: (groups, channels, stride phases sh x sw, hq, wq, unit) with the batch
 // in groups of `unit` (1 or 16) images, each pixel a vector of `unit` floats.
 struct ConvInputLayout {
@@ -277,6 +283,7 @@ struct SubsampleArgs {
   void f32_sddmm_csr_bmajor(const SddmmArgs& args); \
   void f32_spmm_csr_offsets(const SpmmOffsetsArgs& args);   \
   void f32_sddmm_csr_offsets(const SddmmOffsetsArgs& args); \
+  void f32_conv_grads_offsets(const SpmmOffsetsArgs& dx, const SddmmOffsetsArgs& dv); \
   void f32_pack_bmajor(const PackArgs& args);       \
   void f32_conv_pack_input(const ConvInputArgs& args);         \
   void f32_conv_direct_spmm(const ConvDirectArgs& args);       \

@@ -7,6 +7,8 @@
 
 #include "kernels/conv_pack.h"
 #include "kernels/kernels.h"
+#include "kernels/offsets_image.h"
+#include "kernels/spmm_tiles.h"
 #include "kernels/sddmm_tiles.h"
 #include "threading/parallel.h"
 
@@ -30,9 +32,13 @@ void image_rows(const SddmmOffsetsArgs& a, const float* an, int64_t r0, int64_t 
 // both) one at a time and summing into its own copy of out; the copies are then added in
 // slice order. The slices depend on the batch and the nonzero count only, so the result is
 // the same for any thread count (as with threads owning rows).
+// With_packed_a(n, packed) runs right after A_n is packed (packed: the start of the packed
+// image), before the products: another kernel's use of the same packed A_n, while in cache.
 constexpr int64_t kMaxParts = 16;                      // at most this many threads busy
 constexpr int64_t kPartialBudget = int64_t{8} << 20;  // floats of partial sums (32 MiB)
-void packed_by_image(const SddmmOffsetsArgs& a) {
+template <class WithPackedA>
+void packed_by_image(const SddmmOffsetsArgs& a, int64_t extra_work_per_image,
+                     unsigned char* a_finite, const WithPackedA& with_packed_a) {
   const int64_t base = a.ptr[0], end = a.ptr[a.rows], nnz = end - base;
   int64_t parts = a.images < kMaxParts ? a.images : kMaxParts;
   const int64_t cap = 1 + kPartialBudget / (end > 0 ? end : 1);
@@ -43,7 +49,8 @@ void packed_by_image(const SddmmOffsetsArgs& a) {
   ThreadScratch packed_b(a.pack ? a.nthreads : 0, a.pack ? packed_image_size(*a.pack) : 0);
   ThreadScratch packed_a(a.pack_grid ? a.nthreads : 0,
                                a.pack_grid ? packed_grid_size(*a.pack_grid) : 0);
-  parallel_uniform(a.nthreads, parts, (nnz + a.rows) * a.len * (a.images / parts + 1),
+  parallel_uniform(a.nthreads, parts,
+                   ((nnz + a.rows) * a.len + extra_work_per_image) * (a.images / parts + 1),
                    [&](int64_t p0, int64_t p1) {
     for (int64_t p = p0; p < p1; ++p) {
       float* out = part_out(p);
@@ -56,7 +63,8 @@ void packed_by_image(const SddmmOffsetsArgs& a) {
         }
         const float* an = a.a + n * a.a_image_stride;
         if (a.pack_grid) {
-          pack_grid_image(*a.pack_grid, an, packed_a.mine(), nullptr);
+          pack_grid_image(*a.pack_grid, an, packed_a.mine(), a_finite ? a_finite + n : nullptr);
+          with_packed_a(n, packed_a.mine());
           an = packed_a.mine() + a.pack_grid->offset;
         }
         image_rows(a, an, 0, a.rows, b, out, n > n0);
@@ -69,6 +77,11 @@ void packed_by_image(const SddmmOffsetsArgs& a) {
   }
 }
 
+bool same_layout(const ConvOutputLayout& p, const ConvOutputLayout& q) {
+  return p.n == q.n && p.c == q.c && p.groups == q.groups && p.unit == q.unit && p.ho == q.ho &&
+         p.wo == q.wo && p.wq == q.wq && p.per_channel == q.per_channel && p.offset == q.offset;
+}
+
 }  // namespace
 
 void f32_sddmm_csr_offsets(const SddmmOffsetsArgs& a) {
@@ -79,7 +92,7 @@ void f32_sddmm_csr_offsets(const SddmmOffsetsArgs& a) {
     return;
   }
   if (a.pack != nullptr || a.pack_grid != nullptr) {
-    packed_by_image(a);
+    packed_by_image(a, 0, nullptr, [](int64_t, const float*) {});
     return;
   }
   parallel_balanced(
@@ -89,6 +102,26 @@ void f32_sddmm_csr_offsets(const SddmmOffsetsArgs& a) {
           image_rows(a, a.a + n * a.a_image_stride, r0, r1, a.b + n * a.b_image_stride, a.out,
                      n > 0);
       });
+}
+
+void f32_conv_grads_offsets(const SpmmOffsetsArgs& dx, const SddmmOffsetsArgs& dv) {
+  const bool shared = dx.pack_grid != nullptr && dv.pack_grid != nullptr && dx.b == dv.a &&
+                      dx.b_image_stride == dv.a_image_stride && dx.images == dv.images &&
+                      same_layout(*dx.pack_grid, *dv.pack_grid);
+  if (!shared || dx.rows <= 0 || dx.len <= 0 || dv.rows <= 0 || dv.len <= 0 ||
+      dv.images <= 0) {  // nothing to share: one after the other
+    f32_spmm_csr_offsets(dx);
+    f32_sddmm_csr_offsets(dv);
+    return;
+  }
+  const int64_t nnz = dx.ptr[dx.rows] - dx.ptr[0];
+  const float* values = dx.val;
+  if (dx.pos != nullptr) values = scatter_values(dx.val, dx.pos, nnz, dx.scratch, dx.nthreads);
+  // Sized for the team packed_by_image starts (dv's), so no two threads share a buffer.
+  ThreadScratch planes(dx.merge ? dv.nthreads : 0, merge_planes_size(dx));
+  packed_by_image(dv, (nnz + dx.rows) * dx.len, dx.finite, [&](int64_t n, const float* packed) {
+    spmm_offsets_image(dx, values, n, packed, planes.mine());
+  });
 }
 
 }  // namespace ST_ISA

@@ -5,6 +5,7 @@
 // Threads own disjoint (image, row) pairs, balanced by nonzero count; or whole images when
 // the kernel packs B itself (pack / pack_grid); or (image, channel) pairs of the phase merge.
 #include "kernels/conv_pack.h"
+#include "kernels/offsets_image.h"
 #include "kernels/kernels.h"
 #include "kernels/phases.h"
 #include "kernels/rows.h"
@@ -209,6 +210,15 @@ void image_rows(const SpmmOffsetsArgs& a, const float* values, int64_t n, int64_
 }
 }  // namespace
 
+void spmm_offsets_image(const SpmmOffsetsArgs& a, const float* values, int64_t n, const float* b,
+                        float* planes) {
+  if (a.merge) {
+    for (int64_t ch = 0; ch < a.merge->c; ++ch) merge_channel(a, values, n, ch, b, planes);
+  } else {
+    image_rows(a, values, n, 0, a.rows, b);
+  }
+}
+
 void f32_spmm_csr_offsets(const SpmmOffsetsArgs& a) {
   if (a.rows <= 0 || a.images <= 0) return;
   const float* values = a.val;
@@ -218,8 +228,7 @@ void f32_spmm_csr_offsets(const SpmmOffsetsArgs& a) {
     // Threads own images, each packed just before its rows run.
     ThreadScratch packed(a.nthreads, a.pack ? packed_image_size(*a.pack)
                                                   : packed_grid_size(*a.pack_grid));
-    ThreadScratch planes(a.merge ? a.nthreads : 0,
-                               a.merge ? a.merge->sh * a.merge->sw * a.merge->hq * a.merge->wq : 0);
+    ThreadScratch planes(a.merge ? a.nthreads : 0, merge_planes_size(a));
     parallel_uniform(a.nthreads, a.images, (nnz + a.rows) * a.len, [&](int64_t i0, int64_t i1) {
       float* const b = packed.mine();
       for (int64_t n = i0; n < i1; ++n) {
@@ -229,12 +238,7 @@ void f32_spmm_csr_offsets(const SpmmOffsetsArgs& a) {
           pack_image(*a.pack, image, b, finite);
         else
           pack_grid_image(*a.pack_grid, image, b, finite);
-        if (a.merge) {
-          for (int64_t ch = 0; ch < a.merge->c; ++ch)
-            merge_channel(a, values, n, ch, b, planes.mine());
-        } else {
-          image_rows(a, values, n, 0, a.rows, b);
-        }
+        spmm_offsets_image(a, values, n, b, planes.mine());
       }
     });
     return;

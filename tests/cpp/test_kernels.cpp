@@ -577,6 +577,77 @@ TEST_P(Kernels, OffsetsKernelsPackGridsThemselves) {
   expect_close(dv, dv_ref, 1e-5f, "sddmm_offsets with A packed from NCHW");
 }
 
+// Both gradients from one packing of dy per image: the same numbers as the two kernels one
+// after the other (input gradient into rows and merged into NCHW, values gradient with x and
+// dy packed by the kernel), the same finite flags of dy, for 1 and 3 threads.
+TEST_P(Kernels, ConvGradsOffsetsMatchTheTwoKernels) {
+  const auto& table = st::kernel_table(GetParam());
+  std::mt19937 rng(16);
+  const int64_t n = 7, c = 3, ho = 5, wo = 9, wq = 11, offset = 13;
+  const int64_t per = offset + (ho - 1) * wq + wo + 4, image = c * per, len = per - offset;
+  const k::ConvOutputLayout o{n, c, n, 1, ho, wo, wq, per, offset};
+  std::vector<float> y = random_vec(n * c * ho * wo, rng);
+  // dx: 8 rows (2 channels x 2 x 2 phases) reading dy's grid.
+  const int64_t rows = 8, t_len = len - 20, plane = 16, hw = 7 * 6;
+  const k::ConvInputLayout merge{n, 2, n, 1, 7, 6, 2, 2, 1, 1, 4, 4};
+  OffsetCsr a = random_offsets(rows, 6, image - t_len, rng);
+  OffsetCsr am = random_offsets(rows, 6, image - plane, rng);
+  std::vector<int64_t> pos(a.off.size());
+  for (size_t j = 0; j < pos.size(); ++j) pos[j] = static_cast<int64_t>(pos.size() - 1 - j);
+  std::vector<float> scratch(pos.size());
+  // dv: rows = dy's channels, B = x (2 channels of 6 x 7, padded 1) packed by the kernel.
+  const k::ConvInputLayout xl{n, 2, n, 1, 6, 7, 1, 1, 1, 1, 8, 9};
+  const int64_t x_image = 2 * 8 * 9, s_len = 40;
+  std::vector<float> x = random_vec(n * 2 * 6 * 7, rng);
+  OffsetCsr as = random_offsets(c, 5, x_image - s_len, rng);
+  for (int threads : {1, 3}) {
+    for (bool merged : {false, true}) {
+      const std::string what = std::string(merged ? "merged" : "rows") + ", threads " +
+                               std::to_string(threads);
+      const OffsetCsr& ax = merged ? am : a;
+      const int64_t out_size = merged ? n * 2 * hw : n * rows * t_len;
+      std::vector<float> dx_ref(out_size, -7.f), dx(out_size, -7.f);
+      k::SpmmOffsetsArgs fx{ax.ptr.data(), ax.off.data(), ax.val.data(), nullptr, nullptr, rows,
+                            y.data(), c * ho * wo, dx_ref.data(), t_len, rows * t_len, t_len, n,
+                            threads};
+      fx.pack_grid = &o;
+      if (merged) {
+        fx.len = plane;
+        fx.merge = &merge;
+        fx.c_image_stride = 2 * hw;
+      } else {
+        fx.pos = pos.data();
+        fx.scratch = scratch.data();
+      }
+      std::vector<float> dv_ref(as.off.size(), -7.f), dv(as.off.size(), -7.f);
+      k::SddmmOffsetsArgs fv{as.ptr.data(), as.off.data(), c, y.data(), per, c * ho * wo,
+                             x.data(), 2 * 6 * 7, s_len, n, dv_ref.data(), threads};
+      fv.pack = &xl;
+      fv.pack_grid = &o;
+      table.spmm_offsets(fx);
+      table.sddmm_offsets(fv);
+      for (float bad : {0.0f, NAN, INFINITY}) {
+        std::vector<float> yb = y;
+        const int64_t image_with = 2;
+        if (bad != 0.0f) yb[image_with * c * ho * wo + 17] = bad;
+        std::vector<unsigned char> finite(n, 7);
+        auto gx = fx;
+        auto gv = fv;
+        gx.b = gv.a = yb.data();
+        gx.c = dx.data();
+        gv.out = dv.data();
+        gx.finite = finite.data();
+        table.conv_grads_offsets(gx, gv);
+        for (int64_t i = 0; i < n; ++i)
+          ASSERT_EQ(finite[i], bad != 0.0f && i == image_with ? 0 : 1) << "image " << i << what;
+        if (bad != 0.0f) continue;  // only the flags are defined with a NaN or Inf in dy
+        for (int64_t i = 0; i < out_size; ++i) ASSERT_EQ(dx[i], dx_ref[i]) << "dx " << what << " at " << i;
+        for (size_t j = 0; j < dv.size(); ++j) ASSERT_EQ(dv[j], dv_ref[j]) << "dv " << what << " at " << j;
+      }
+    }
+  }
+}
+
 // Called from inside an OpenMP team (the caller's own parallel region), one thread each: every
 // call still packs into its own scratch (thread numbers of the enclosing team are not slots).
 TEST_P(Kernels, FusedKernelsInsideAnOpenMPTeam) {

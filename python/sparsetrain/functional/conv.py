@@ -205,18 +205,22 @@ class _Layout:
                                  stats[:, 1] + 2 * b * stats[:, 0] + b * b * count], 1)
         return y.add_(bias.view(1, -1, 1, 1)), None, stats
 
-    def values_grad(self, row_ptr, dyq, xq, nnz, nthreads):
+    def _values_grad_args(self, row_ptr, dyq, xq, dv, nthreads):
         s, u, g = self.s, self.unit, self.g
-        dv = torch.empty(nnz)
         # x and dy as packed tensors, or (fused) NCHW ones the kernel packs image by image.
         if self.fused:
             a, a_image = _np(dyq), g.out_channels * s.Ho * s.Wo
         else:
             a, a_image = _np(dyq)[s.margin * u:], self.dy_image * u
         x_image = g.in_channels * s.H * s.W if self.fused else self.x_image * u
-        _C.sddmm_offsets(row_ptr, self.off, a, s.dy_len * u, a_image, _np(xq), x_image,
-                         s.grid_len * u, self.images, _np(dv), nthreads, **self.out_segments,
-                         **self.pack_args, **self.grid_args)
+        return dict(ptr=row_ptr, offsets=self.off, a=a, lda=s.dy_len * u, a_image_stride=a_image,
+                    b=_np(xq), b_image_stride=x_image, len=s.grid_len * u, images=self.images,
+                    out=_np(dv), nthreads=nthreads, **self.out_segments, **self.pack_args,
+                    **self.grid_args)
+
+    def values_grad(self, row_ptr, dyq, xq, nnz, nthreads):
+        dv = torch.empty(nnz)
+        _C.sddmm_offsets(**self._values_grad_args(row_ptr, dyq, xq, dv, nthreads))
         return dv
 
     def unpack_x(self, xq):
@@ -231,45 +235,64 @@ class _Layout:
         """Whether pack_dy makes a pass over dy of its own (which sums dy's channels for free)."""
         return not (self.direct or self.fused)
 
-    def input_grad(self, values, dyq, nthreads, check_finite=False):
-        """dx, and whether dy is all finite if asked and the kernel read dy itself (fused: it
-        checks each image as it packs it, with no pass of its own), else None."""
+    def _input_grad_args(self, values, dyq, nthreads, check_finite):
+        """(out, the input gradient's spmm_offsets arguments writing out, whether out is the
+        packed gradient, to be unpacked into dx afterwards)."""
         s, u, g = self.s, self.unit, self.g
         scratch = _workspace.empty(values.numel())  # the values in the transposed index's order
         check = dict(check_finite=True) if check_finite and self.fused else {}
         # dy's images: packed ones, or NCHW ones the kernel packs itself (fused).
         dy_image = g.out_channels * s.Ho * s.Wo if self.fused else self.dy_image * u
+        common = dict(ptr=self.t_ptr, offsets=self.t_off, values=_np(values), pos=self.t_pos,
+                      scratch=_np(scratch), b=_np(dyq), b_image_stride=dy_image,
+                      images=self.images, nthreads=nthreads)
         if not self.direct and s.phases == 1:
             # Stride 1: the padded plane's interior is dx itself; the kernel writes it there.
             pt, _, pl, _ = g.padding
             dx = _workspace.empty(self.n, g.in_channels, s.H, s.W)
-            seen = _C.spmm_offsets(self.t_ptr, self.t_off, _np(values), self.t_pos, _np(scratch),
-                                   _np(dyq), dy_image, _np(dx.view(-1)), s.H * s.W,
-                                   g.in_channels * s.H * s.W, s.dx_len * u, self.images,
-                                   nthreads, grid_w=s.Wq, t_base=s.dx_start, row0=pt, col0=pl,
-                                   plane_h=s.H, plane_w=s.W, **self.dx_segments, **self.lanes,
-                                   **self.grid_args, **check)
-            return dx, seen
+            return dx, dict(common, c=_np(dx.view(-1)), ldc=s.H * s.W,
+                            c_image_stride=g.in_channels * s.H * s.W, len=s.dx_len * u,
+                            grid_w=s.Wq, t_base=s.dx_start, row0=pt, col0=pl, plane_h=s.H,
+                            plane_w=s.W, **self.dx_segments, **self.lanes, **self.grid_args,
+                            **check), False
         if u == 1 and not self.direct:
             # Strided, one image per vector: each channel's phase planes are interleaved into
             # dx by the kernel while they are still in cache (no packed dx, no unpacking pass).
             dx = _workspace.empty(self.n, g.in_channels, s.H, s.W)
-            seen = _C.spmm_offsets(self.t_ptr, self.t_off, _np(values), self.t_pos, _np(scratch),
-                                   _np(dyq), dy_image, _np(dx.view(-1)), s.plane,
-                                   g.in_channels * s.H * s.W, s.dx_len, self.images, nthreads,
-                                   t_base=s.dx_start, merge=self._input_args()[3:],
-                                   **self.grid_args, **check)
-            return dx, seen
+            return dx, dict(common, c=_np(dx.view(-1)), ldc=s.plane,
+                            c_image_stride=g.in_channels * s.H * s.W, len=s.dx_len,
+                            t_base=s.dx_start, merge=self._input_args()[3:], **self.grid_args,
+                            **check), False
         if self.direct:
             dxq = _workspace.empty(self.n, g.in_channels, s.H, s.W)
         else:
             dxq = _workspace.empty(self.images * self.x_image * u)
         # Only [dx_start, dx_start + dx_len) of each plane holds real pixels: skip the rest.
-        _C.spmm_offsets(self.t_ptr, self.t_off, _np(values), self.t_pos, _np(scratch),
-                        _np(dyq), self.dy_image * u, _np(dxq.view(-1))[s.dx_start * u:],
-                        s.plane * u, self.x_image * u, s.dx_len * u, self.images, nthreads,
-                        **self.dx_segments)
-        return self.unpack_dx(dxq), None
+        return dxq, dict(common, c=_np(dxq.view(-1))[s.dx_start * u:], ldc=s.plane * u,
+                         c_image_stride=self.x_image * u, len=s.dx_len * u,
+                         **self.dx_segments), not self.direct
+
+    def input_grad(self, values, dyq, nthreads, check_finite=False):
+        """dx, and whether dy is all finite if asked and the kernel read dy itself (fused: it
+        checks each image as it packs it, with no pass of its own), else None."""
+        out, args, packed = self._input_grad_args(values, dyq, nthreads, check_finite)
+        seen = _C.spmm_offsets(**args)
+        return (self.unpack_dx(out), None) if packed else (out, seen)
+
+    @property
+    def fuses_grads(self):
+        """Whether grads() computes both gradients with one packing of dy per image."""
+        return self.fused
+
+    def grads(self, values, row_ptr, dyq, xq, nthreads, check_finite=False):
+        """(dx, dv, whether dy is all finite if asked, else None) in one kernel call: each
+        image of dy is packed once for both gradients (fused layouts only)."""
+        dx, dx_args, _ = self._input_grad_args(values, dyq, nthreads, check_finite)
+        dv = torch.empty(values.numel())
+        dv_args = self._values_grad_args(row_ptr, dyq, xq, dv, nthreads)
+        dv_args["a"] = dx_args["b"]  # one NumPy view of dy for both
+        seen = _C.conv_grads_offsets(dx_args, dv_args)
+        return dx, dv, seen
 
 
 class _DirectLayout:
@@ -293,6 +316,7 @@ class _DirectLayout:
         return xq
 
     packs_dy = False
+    fuses_grads = False
 
     def pack_dy(self, dy, want_bias_grad=False):
         return dy, (dy.sum((0, 2, 3)) if want_bias_grad else None)
@@ -477,8 +501,14 @@ class SparseConv2dFunction(torch.autograd.Function):
             db = sums if need_b else None
             dy_finite = not check or (sums is not None and math.isfinite(sums.sum().item())) or None
             if need_x and ctx.w_finite:
-                dx, seen = layout.input_grad(values, dyq, nthreads,
-                                             check_finite=dy_finite is None)
+                if need_v and ctx.x_finite and layout.fuses_grads:
+                    # Both gradients from one packing of each image of dy (dv is recomputed
+                    # below if dy turns out to hold a NaN or Inf).
+                    dx, dv, seen = layout.grads(values, row_ptr, dyq, xq, nthreads,
+                                                check_finite=dy_finite is None)
+                else:
+                    dx, seen = layout.input_grad(values, dyq, nthreads,
+                                                 check_finite=dy_finite is None)
                 dy_finite = seen if dy_finite is None else dy_finite
             if dy_finite is None:
                 dy_finite = all_finite(dy)
@@ -487,7 +517,8 @@ class SparseConv2dFunction(torch.autograd.Function):
                 dense = _Dense(layout.g, row_ptr, col_idx, values)
             if need_v:
                 if dy_finite and ctx.x_finite:
-                    dv = layout.values_grad(row_ptr, dyq, xq, values.numel(), nthreads)
+                    if dv is None:
+                        dv = layout.values_grad(row_ptr, dyq, xq, values.numel(), nthreads)
                 else:
                     # Products of x and dy, over the output positions only, as nn.Conv2d forms them.
                     x = x if x is not None else layout.unpack_x(xq)

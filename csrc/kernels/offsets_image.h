@@ -1,0 +1,27 @@
+// One image of the offsets products, for kernels that run several of them per packed image
+// (the fused gradients: the input gradient and the values gradient from one packing of dy).
+#pragma once
+
+#include <cstdint>
+
+#include "kernels/kernels.h"
+
+namespace sparsetrain {
+namespace kernels {
+namespace ST_ISA {
+
+// Floats of the merge form's per-thread phase-plane buffer (0 without merge).
+inline int64_t merge_planes_size(const SpmmOffsetsArgs& a) {
+  return a.merge ? a.merge->sh * a.merge->sw * a.merge->hq * a.merge->wq : 0;
+}
+
+// Image n of f32_spmm_csr_offsets with B_n already packed at b (the pack / pack_grid forms):
+// all its rows, or with merge all its channels (planes: a zeroed merge_planes_size buffer the
+// calling thread owns). values are in the index's order (scattered already where pos is set).
+// Defined in spmm_csr_offsets.cpp.
+void spmm_offsets_image(const SpmmOffsetsArgs& a, const float* values, int64_t n, const float* b,
+                        float* planes);
+
+}  // namespace ST_ISA
+}  // namespace kernels
+}  // namespace sparsetrain
