@@ -548,8 +548,11 @@ def time_layouts(layouts, x, values, bias, row_ptr, repeats: int = 5) -> dict:
                 xq, _ = layout.pack_x(x)
                 y, _, _ = layout.forward(row_ptr, values, xq, bias, nthreads)
                 dyq, _ = layout.pack_dy(y, want_bias_grad=bias is not None)
-                layout.values_grad(row_ptr, dyq, xq, values.numel(), nthreads)
-                layout.input_grad(values, dyq, nthreads)
+                if layout.fuses_grads:  # as backward runs it
+                    layout.grads(values, row_ptr, dyq, xq, nthreads)
+                else:
+                    layout.values_grad(row_ptr, dyq, xq, values.numel(), nthreads)
+                    layout.input_grad(values, dyq, nthreads)
                 if rep:
                     out[layout.name] = min(out[layout.name], time.perf_counter() - t)
     return out
