@@ -194,7 +194,7 @@ def alternating_steps(name: str = "resnet18", batch: int = 32, image_size: int =
     process's peak resident memory (by _STEADY_GROWTH_KB; at most `max_warmup` rounds): until
     then the process is still growing to its working size, and a step that maps fresh memory
     in is timed with its page faults, which a long training run pays only at its start. With
-    freed memory kept that takes 3-6 rounds here (the heap the two models share grows by
+    freed memory kept that takes 3-8 rounds here (the heap the two models share grows by
     50-230 MB in each); with glibc returning memory, every step page-faults anyway and the
     peak stops rising after 1-2.
     `warmup_rounds` in the result says how many rounds it took."""
