@@ -532,11 +532,13 @@ void sddmm_offsets(py::array ptr_a, py::array off_a, py::array a_a, int64_t lda,
 
 // Keyword arguments of spmm_offsets / sddmm_offsets given as a dict (conv_grads_offsets takes
 // one of each): a missing required one, or a name the call does not take, is an error.
+// Held as a copy of the dict: its buffers stay referenced while the kernel runs without the
+// GIL, even if another thread changes the caller's dict meanwhile.
 class Kwargs {
  public:
   Kwargs(const py::dict& d, const char* call, std::initializer_list<const char*> names)
-      : d_(d), call_(call) {
-    for (auto item : d) {
+      : d_(d.attr("copy")().cast<py::dict>()), call_(call) {
+    for (auto item : d_) {
       const auto key = item.first.cast<std::string>();
       bool known = false;
       for (const char* n : names) known = known || key == n;
@@ -564,7 +566,7 @@ class Kwargs {
   }
 
  private:
-  const py::dict& d_;
+  py::dict d_;
   const char* call_;
 };
 
