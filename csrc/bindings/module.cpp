@@ -11,6 +11,7 @@
 
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "dispatch/isa.h"
@@ -558,14 +559,31 @@ class Kwargs {
   template <class T>
   T get(const char* name) const {
     if (!d_.contains(name)) bad(std::string(call_) + ": missing argument '" + name + "'");
-    return d_[name].cast<T>();
+    return cast<T>(name);
   }
   template <class T>
   T get(const char* name, T fallback) const {
-    return d_.contains(name) ? d_[name].cast<T>() : fallback;
+    return d_.contains(name) ? cast<T>(name) : fallback;
   }
 
  private:
+  template <class T>
+  T cast(const char* name) const {
+    py::object o = d_[name];
+    if constexpr (std::is_same_v<T, bool>) {
+      if (!py::isinstance<py::bool_>(o))
+        bad(std::string(call_) + ": '" + name + "' must be True or False");
+    } else {
+      if (!py::isinstance<py::int_>(o) || py::isinstance<py::bool_>(o))
+        bad(std::string(call_) + ": '" + name + "' must be an integer");
+    }
+    try {
+      return o.cast<T>();
+    } catch (const py::cast_error&) {
+      bad(std::string(call_) + ": '" + name + "' is out of range");
+    }
+  }
+
   py::dict d_;
   const char* call_;
 };
