@@ -673,6 +673,38 @@ TEST_P(Kernels, FusedKernelsInsideAnOpenMPTeam) {
   }
   for (int t = 0; t < kCallers; ++t)
     for (size_t i = 0; i < ref.size(); ++i) ASSERT_EQ(out[t][i], ref[i]) << "caller " << t;
+  // Both gradients at once (dy packed by the kernel, 2 threads asked for), from every caller:
+  // each call still has scratch of its own.
+  const int64_t ho = 6, wo = 7, per = 80, offset = 10, dlen = 40;
+  const k::ConvOutputLayout o{n, rows, n, 1, ho, wo, wq, per, offset};
+  std::vector<float> dy = random_vec(n * rows * ho * wo, rng);
+  OffsetCsr at = random_offsets(c, 3, rows * per - dlen, rng);
+  k::SpmmOffsetsArgs gx{at.ptr.data(), at.off.data(), at.val.data(), nullptr, nullptr, c,
+                        dy.data(), rows * ho * wo, nullptr, dlen, c * dlen, dlen, n, 2};
+  gx.pack_grid = &o;
+  k::SddmmOffsetsArgs gv{a.ptr.data(), a.off.data(), rows, dy.data(), per, rows * ho * wo,
+                         x.data(), c * h * w, len, n, nullptr, 2};
+  gv.pack = &l;
+  gv.pack_grid = &o;
+  std::vector<float> dx_ref(n * c * dlen), dv_ref(a.off.size());
+  gx.c = dx_ref.data();
+  gv.out = dv_ref.data();
+  table.spmm_offsets(gx);
+  table.sddmm_offsets(gv);
+  std::vector<std::vector<float>> dxs(kCallers, std::vector<float>(dx_ref.size(), -7.f));
+  std::vector<std::vector<float>> dvs(kCallers, std::vector<float>(dv_ref.size(), -7.f));
+#pragma omp parallel for num_threads(kCallers)
+  for (int t = 0; t < kCallers; ++t) {
+    auto fx = gx;
+    auto fv = gv;
+    fx.c = dxs[t].data();
+    fv.out = dvs[t].data();
+    table.conv_grads_offsets(fx, fv);
+  }
+  for (int t = 0; t < kCallers; ++t) {
+    for (size_t i = 0; i < dx_ref.size(); ++i) ASSERT_EQ(dxs[t][i], dx_ref[i]) << "dx, caller " << t;
+    for (size_t j = 0; j < dv_ref.size(); ++j) ASSERT_EQ(dvs[t][j], dv_ref[j]) << "dv, caller " << t;
+  }
 }
 
 TEST_P(Kernels, SddmmOffsetsMatchesNaiveAndScalar) {
