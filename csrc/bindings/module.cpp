@@ -9,6 +9,7 @@
 
 #include <omp.h>
 
+#include <cstdint>
 #include <stdexcept>
 #include <string>
 #include <type_traits>
@@ -92,6 +93,14 @@ int64_t check_csr_ends(const View<int64_t>& ptr, int64_t rows, int64_t idx_len, 
 }
 
 // The optional (pos, scratch) pair of the transposed products: pos must index [0, nnz).
+// Whether two buffers share any element.
+template <class T, class U>
+bool overlap(const View<T>& p, const View<U>& q) {
+  const auto a = reinterpret_cast<std::uintptr_t>(p.data);
+  const auto b = reinterpret_cast<std::uintptr_t>(q.data);
+  return a < b + q.size() * sizeof(U) && b < a + p.size() * sizeof(T);
+}
+
 struct Scatter {
   const int64_t* pos = nullptr;
   float* scratch = nullptr;
@@ -631,22 +640,17 @@ py::object conv_grads_offsets(const py::dict& dx, const py::dict& dv) {
       x.get<int64_t>("nthreads") != v.get<int64_t>("nthreads"))
     bad("conv_grads_offsets: dx and dv must share the output gradient (dx['b'] and dv['a']), "
         "the image count and the thread count");
-  const auto& g = cx.grid;
-  const auto& h = cv.grid;
-  if (g.c != h.c || g.ho != h.ho || g.wo != h.wo || g.wq != h.wq ||
-      g.per_channel != h.per_channel || g.offset != h.offset)
+  if (!(cx.grid == cv.grid))
     bad("conv_grads_offsets: dx and dv must pack the output gradient alike (pack_grid)");
   // The two outputs are written at once by different threads: they must not overlap.
-  const auto xc = view<float>(x.array("c"), "c", 1, true);
-  const auto vo = view<float>(v.array("out"), "out", 1, true);
-  if (xc.data < vo.data + vo.size() && vo.data < xc.data + xc.size())
+  if (overlap(view<float>(x.array("c"), "c", 1, true), view<float>(v.array("out"), "out", 1, true)))
     bad("conv_grads_offsets: dx's c and dv's out overlap");
-  if (cx.empty) {  // no images or positions: dv alone
+  {
     py::gil_scoped_release release;
-    sparsetrain::kernel_table().sddmm_offsets(cv.args);
-  } else {
-    py::gil_scoped_release release;
-    sparsetrain::kernel_table().conv_grads_offsets(cx.args, cv.args);
+    if (cx.empty)  // no images or positions: dv alone
+      sparsetrain::kernel_table().sddmm_offsets(cv.args);
+    else
+      sparsetrain::kernel_table().conv_grads_offsets(cx.args, cv.args);
   }
   return cx.result();
 }
@@ -662,8 +666,7 @@ void subsample(py::array src_a, py::array dst_a, int64_t planes, int64_t h, int6
   const int64_t full = mul(planes, h, w), sampled = mul(planes, (h + sh - 1) / sh, (w + sw - 1) / sw);
   if (src.size() != (grad ? sampled : full) || dst.size() != (grad ? full : sampled))
     bad("subsample: src / dst sizes do not match planes x h x w and its subsampling");
-  if (src.data < dst.data + dst.size() && dst.data < src.data + src.size())
-    bad("subsample: src and dst must not overlap");
+  if (overlap(src, dst)) bad("subsample: src and dst must not overlap");
   const k::SubsampleArgs args{src.data, dst.data, planes, h, w, sh, sw, nthreads};
   py::gil_scoped_release release;
   if (grad)

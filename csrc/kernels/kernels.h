@@ -226,6 +226,11 @@ struct ConvOutputLayout {
   int64_t per_channel, offset;
 };
 
+inline bool operator==(const ConvOutputLayout& p, const ConvOutputLayout& q) {
+  return p.n == q.n && p.c == q.c && p.groups == q.groups && p.unit == q.unit && p.ho == q.ho &&
+         p.wo == q.wo && p.wq == q.wq && p.per_channel == q.per_channel && p.offset == q.offset;
+}
+
 // The output gradient: NCHW y -> grid, zeros at every non-output pixel, and, when
 // channel_sums is given, channel_sums[g * c + ch] = the sum of group g's values of channel ch
 // (the bias gradient, in the same pass). grid == nullptr (unit 1): the sums only, for the

@@ -77,11 +77,6 @@ void packed_by_image(const SddmmOffsetsArgs& a, int64_t extra_work_per_image,
   }
 }
 
-bool same_layout(const ConvOutputLayout& p, const ConvOutputLayout& q) {
-  return p.n == q.n && p.c == q.c && p.groups == q.groups && p.unit == q.unit && p.ho == q.ho &&
-         p.wo == q.wo && p.wq == q.wq && p.per_channel == q.per_channel && p.offset == q.offset;
-}
-
 }  // namespace
 
 void f32_sddmm_csr_offsets(const SddmmOffsetsArgs& a) {
@@ -107,7 +102,7 @@ void f32_sddmm_csr_offsets(const SddmmOffsetsArgs& a) {
 void f32_conv_grads_offsets(const SpmmOffsetsArgs& dx, const SddmmOffsetsArgs& dv) {
   const bool shared = dx.pack_grid != nullptr && dv.pack_grid != nullptr && dx.b == dv.a &&
                       dx.b_image_stride == dv.a_image_stride && dx.images == dv.images &&
-                      same_layout(*dx.pack_grid, *dv.pack_grid);
+                      *dx.pack_grid == *dv.pack_grid;
   if (!shared || dx.rows <= 0 || dx.len <= 0 || dv.rows <= 0 || dv.len <= 0 ||
       dv.images <= 0) {  // nothing to share: one after the other
     f32_spmm_csr_offsets(dx);
