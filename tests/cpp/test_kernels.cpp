@@ -484,16 +484,28 @@ TEST_P(Kernels, OffsetsKernelsPackImagesThemselves) {
   }
 }
 
+// An output gradient y (NCHW, n x c x ho x wo) and the bordered grid it packs onto: channel
+// rows per floats apart from `offset` on, wq columns, `len` positions from the offset.
+struct GridCase {
+  int64_t n = 7, c = 3, ho = 5, wo = 9, wq = 11, offset = 13;
+  int64_t per = offset + (ho - 1) * wq + wo + 4, image = c * per, len = per - offset;
+  k::ConvOutputLayout o{n, c, n, 1, ho, wo, wq, per, offset};
+  std::vector<float> y;
+  explicit GridCase(std::mt19937& rng) : y(random_vec(n * c * ho * wo, rng)) {}
+};
+
 // The output-gradient side of the fused forms: B (spmm, plain and phase-merging) or A (sddmm)
 // packed onto its bordered grid by the kernel from NCHW dy, against conv_pack_grad_output
 // followed by the kernel on the packed tensor; the channel sums without a grid.
 TEST_P(Kernels, OffsetsKernelsPackGridsThemselves) {
   const auto& table = st::kernel_table(GetParam());
   std::mt19937 rng(14);
-  const int64_t n = 7, c = 3, ho = 5, wo = 9, wq = 11, offset = 13;
-  const int64_t per = offset + (ho - 1) * wq + wo + 4, image = c * per, len = per - offset;
-  const k::ConvOutputLayout o{n, c, n, 1, ho, wo, wq, per, offset};
-  std::vector<float> y = random_vec(n * c * ho * wo, rng), grid(n * image);
+  const GridCase g(rng);
+  const int64_t n = g.n, c = g.c, ho = g.ho, wo = g.wo, per = g.per, offset = g.offset;
+  const int64_t image = g.image, len = g.len;
+  const k::ConvOutputLayout& o = g.o;
+  const std::vector<float>& y = g.y;
+  std::vector<float> grid(n * image);
   std::vector<double> sums(n * c), sums_only(n * c);
   table.conv_pack_grad_output({o, y.data(), grid.data(), sums.data(), 2});
   table.conv_pack_grad_output({o, y.data(), nullptr, sums_only.data(), 2});
@@ -583,10 +595,11 @@ TEST_P(Kernels, OffsetsKernelsPackGridsThemselves) {
 TEST_P(Kernels, ConvGradsOffsetsMatchTheTwoKernels) {
   const auto& table = st::kernel_table(GetParam());
   std::mt19937 rng(16);
-  const int64_t n = 7, c = 3, ho = 5, wo = 9, wq = 11, offset = 13;
-  const int64_t per = offset + (ho - 1) * wq + wo + 4, image = c * per, len = per - offset;
-  const k::ConvOutputLayout o{n, c, n, 1, ho, wo, wq, per, offset};
-  std::vector<float> y = random_vec(n * c * ho * wo, rng);
+  const GridCase g(rng);
+  const int64_t n = g.n, c = g.c, ho = g.ho, wo = g.wo, per = g.per;
+  const int64_t image = g.image, len = g.len;
+  const k::ConvOutputLayout& o = g.o;
+  const std::vector<float>& y = g.y;
   // dx: 8 rows (2 channels x 2 x 2 phases) reading dy's grid.
   const int64_t rows = 8, t_len = len - 20, plane = 16, hw = 7 * 6;
   const k::ConvInputLayout merge{n, 2, n, 1, 7, 6, 2, 2, 1, 1, 4, 4};
