@@ -7,7 +7,7 @@ import torch
 import sparsetrain as st
 
 KERNELS = ["spmm", "spmmt", "sddmm", "pack", "unpack", "spmm_offsets", "sddmm_offsets",
-           "conv_grads_offsets",
+           "conv_grads_offsets", "conv_grads_one_pass",
            "conv_pack_input", "conv_unpack_grad_input", "conv_pack_grad_output",
            "conv_direct_spmm", "conv_direct_sddmm"]
 

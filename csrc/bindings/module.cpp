@@ -17,6 +17,7 @@
 
 #include "dispatch/isa.h"
 #include "formats/csr.h"
+#include "kernels/conv_grads_form.h"
 #include "kernels/kernels.h"
 #include "memory/hugepages.h"
 #include "memory/malloc_reuse.h"
@@ -597,62 +598,82 @@ class Kwargs {
   const char* call_;
 };
 
-// Both gradients of a convolution in one pass over the images (f32_conv_grads_offsets): dx
-// holds spmm_offsets' arguments for the input gradient, dv sddmm_offsets' for the values
-// gradient, both packing the same NCHW output gradient (dx["b"] is dv["a"]) with the same
-// pack_grid. Returns what spmm_offsets returns.
-py::object conv_grads_offsets(const py::dict& dx, const py::dict& dv) {
-  const Kwargs x(dx, "conv_grads_offsets dx",
-                 {"ptr", "offsets", "values", "pos", "scratch", "b", "b_image_stride", "c", "ldc",
-                  "c_image_stride", "len", "images", "nthreads", "grid_w", "t_base", "row0",
-                  "col0", "plane_h", "plane_w", "seg_len", "seg_stride", "merge", "check_finite",
-                  "pack_grid"});
-  const Kwargs v(dv, "conv_grads_offsets dv",
-                 {"ptr", "offsets", "a", "lda", "a_image_stride", "b", "b_image_stride", "len",
-                  "images", "out", "nthreads", "seg_len", "seg_stride", "pack", "pack_grid"});
-  if (x.object("pack_grid").is_none() || v.object("pack_grid").is_none() ||
-      v.object("pack").is_none())
-    bad("conv_grads_offsets: dx and dv must both pack the output gradient (pack_grid), and dv "
-        "the input (pack)");
+// The arguments of f32_conv_grads_offsets: dx holds spmm_offsets' arguments for the input
+// gradient, dv sddmm_offsets' for the values gradient, both packing the same NCHW output
+// gradient (dx["b"] is dv["a"]) with the same pack_grid.
+struct ConvGradsCall {
+  Kwargs x, v;
   SpmmOffsetsCall cx;
-  prepare_spmm_offsets(cx, x.array("ptr"), x.array("offsets"), x.array("values"),
-                       x.object("pos"), x.object("scratch"), x.array("b"),
-                       x.get<int64_t>("b_image_stride"), x.array("c"), x.get<int64_t>("ldc"),
-                       x.get<int64_t>("c_image_stride"), x.get<int64_t>("len"),
-                       x.get<int64_t>("images"), x.get<int>("nthreads"),
-                       x.get<int64_t>("grid_w", 0), x.get<int64_t>("t_base", 0),
-                       x.get<int64_t>("row0", 0), x.get<int64_t>("col0", 0),
-                       x.get<int64_t>("plane_h", 0), x.get<int64_t>("plane_w", 0), py::none(),
-                       x.get<int64_t>("seg_len", 0), x.get<int64_t>("seg_stride", 0), 1, 0,
-                       x.object("merge"), py::none(), x.get<bool>("check_finite", false),
-                       x.object("pack_grid"), py::none());
   SddmmOffsetsCall cv;
-  prepare_sddmm_offsets(cv, v.array("ptr"), v.array("offsets"), v.array("a"),
-                        v.get<int64_t>("lda"), v.get<int64_t>("a_image_stride"), v.array("b"),
-                        v.get<int64_t>("b_image_stride"), v.get<int64_t>("len"),
-                        v.get<int64_t>("images"), v.array("out"), v.get<int>("nthreads"),
-                        v.get<int64_t>("seg_len", 0), v.get<int64_t>("seg_stride", 0),
-                        v.object("pack"), v.object("pack_grid"));
-  const auto xb = view<float>(x.array("b"), "b", 1);
-  const auto va = view<float>(v.array("a"), "a", 1);
-  if (xb.data != va.data || xb.size() != va.size() ||
-      x.get<int64_t>("images") != v.get<int64_t>("images") ||
-      x.get<int64_t>("nthreads") != v.get<int64_t>("nthreads"))
-    bad("conv_grads_offsets: dx and dv must share the output gradient (dx['b'] and dv['a']), "
-        "the image count and the thread count");
-  if (!(cx.grid == cv.grid))
-    bad("conv_grads_offsets: dx and dv must pack the output gradient alike (pack_grid)");
-  // The two outputs are written at once by different threads: they must not overlap.
-  if (overlap(view<float>(x.array("c"), "c", 1, true), view<float>(v.array("out"), "out", 1, true)))
-    bad("conv_grads_offsets: dx's c and dv's out overlap");
+  // call: the binding's name (for messages); call_dx / call_dv: it with " dx" / " dv".
+  ConvGradsCall(const py::dict& dx, const py::dict& dv, const std::string& call,
+                const char* call_dx, const char* call_dv)
+      : x(dx, call_dx,
+          {"ptr", "offsets", "values", "pos", "scratch", "b", "b_image_stride", "c", "ldc",
+           "c_image_stride", "len", "images", "nthreads", "grid_w", "t_base", "row0", "col0",
+           "plane_h", "plane_w", "seg_len", "seg_stride", "merge", "check_finite",
+           "pack_grid"}),
+        v(dv, call_dv,
+          {"ptr", "offsets", "a", "lda", "a_image_stride", "b", "b_image_stride", "len",
+           "images", "out", "nthreads", "seg_len", "seg_stride", "pack", "pack_grid"}) {
+    if (x.object("pack_grid").is_none() || v.object("pack_grid").is_none() ||
+        v.object("pack").is_none())
+      bad(call + ": dx and dv must both pack the output gradient (pack_grid), and dv the input "
+          "(pack)");
+    prepare_spmm_offsets(cx, x.array("ptr"), x.array("offsets"), x.array("values"),
+                         x.object("pos"), x.object("scratch"), x.array("b"),
+                         x.get<int64_t>("b_image_stride"), x.array("c"), x.get<int64_t>("ldc"),
+                         x.get<int64_t>("c_image_stride"), x.get<int64_t>("len"),
+                         x.get<int64_t>("images"), x.get<int>("nthreads"),
+                         x.get<int64_t>("grid_w", 0), x.get<int64_t>("t_base", 0),
+                         x.get<int64_t>("row0", 0), x.get<int64_t>("col0", 0),
+                         x.get<int64_t>("plane_h", 0), x.get<int64_t>("plane_w", 0), py::none(),
+                         x.get<int64_t>("seg_len", 0), x.get<int64_t>("seg_stride", 0), 1, 0,
+                         x.object("merge"), py::none(), x.get<bool>("check_finite", false),
+                         x.object("pack_grid"), py::none());
+    prepare_sddmm_offsets(cv, v.array("ptr"), v.array("offsets"), v.array("a"),
+                          v.get<int64_t>("lda"), v.get<int64_t>("a_image_stride"), v.array("b"),
+                          v.get<int64_t>("b_image_stride"), v.get<int64_t>("len"),
+                          v.get<int64_t>("images"), v.array("out"), v.get<int>("nthreads"),
+                          v.get<int64_t>("seg_len", 0), v.get<int64_t>("seg_stride", 0),
+                          v.object("pack"), v.object("pack_grid"));
+    const auto xb = view<float>(x.array("b"), "b", 1);
+    const auto va = view<float>(v.array("a"), "a", 1);
+    if (xb.data != va.data || xb.size() != va.size() ||
+        x.get<int64_t>("images") != v.get<int64_t>("images") ||
+        x.get<int64_t>("nthreads") != v.get<int64_t>("nthreads"))
+      bad(call + ": dx and dv must share the output gradient (dx['b'] and dv['a']), the image "
+          "count and the thread count");
+    if (!(cx.grid == cv.grid))
+      bad(call + ": dx and dv must pack the output gradient alike (pack_grid)");
+    // The two outputs are written at once by different threads: they must not overlap.
+    if (overlap(view<float>(x.array("c"), "c", 1, true),
+                view<float>(v.array("out"), "out", 1, true)))
+      bad(call + ": dx's c and dv's out overlap");
+  }
+};
+
+// Both gradients of a convolution in one pass over the images (f32_conv_grads_offsets).
+// Returns what spmm_offsets returns.
+py::object conv_grads_offsets(const py::dict& dx, const py::dict& dv) {
+  const ConvGradsCall c(dx, dv, "conv_grads_offsets", "conv_grads_offsets dx",
+                        "conv_grads_offsets dv");
   {
     py::gil_scoped_release release;
-    if (cx.empty)  // no images or positions: dv alone
-      sparsetrain::kernel_table().sddmm_offsets(cv.args);
+    if (c.cx.empty)  // no images or positions: dv alone
+      sparsetrain::kernel_table().sddmm_offsets(c.cv.args);
     else
-      sparsetrain::kernel_table().conv_grads_offsets(cx.args, cv.args);
+      sparsetrain::kernel_table().conv_grads_offsets(c.cx.args, c.cv.args);
   }
-  return cx.result();
+  return c.cx.result();
+}
+
+// Whether conv_grads_offsets(dx, dv) loads each window of dy once for both gradients (the
+// stride-1 plane form, conv_grads_form.h). Checks the arguments as conv_grads_offsets does.
+bool conv_grads_one_pass(const py::dict& dx, const py::dict& dv) {
+  const ConvGradsCall c(dx, dv, "conv_grads_one_pass", "conv_grads_one_pass dx",
+                        "conv_grads_one_pass dv");
+  return !c.cx.empty && k::conv_grads_one_pass_plane(c.cx.args, c.cv.args) > 0;
 }
 
 // x[:, :, ::sh, ::sw] of `planes` NCHW planes of h x w (grad = false: src = x, dst = the
@@ -884,6 +905,7 @@ PYBIND11_MODULE(_C, m) {
         py::arg("seg_len") = 0, py::arg("seg_stride") = 0, py::arg("pack") = py::none(),
         py::arg("pack_grid") = py::none());
   m.def("conv_grads_offsets", &conv_grads_offsets, py::arg("dx"), py::arg("dv"));
+  m.def("conv_grads_one_pass", &conv_grads_one_pass, py::arg("dx"), py::arg("dv"));
   m.def("conv_pack_input",
         [](py::array x, py::array packed, int64_t n, int64_t c, int64_t unit, int64_t h,
            int64_t w, int64_t sh, int64_t sw, int64_t pt, int64_t pl, int64_t hq, int64_t wq,

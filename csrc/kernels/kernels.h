@@ -190,9 +190,10 @@ struct SddmmOffsetsArgs {
 
 // f32_conv_grads_offsets(dx, dv): both gradients of a convolution whose kernels pack the output
 // gradient themselves (dx.pack_grid and dv.pack_grid the same layout, dx.b == dv.a: the same
-// NCHW dy), each image of dy packed once and used by both while in cache: the same results as
-// f32_spmm_csr_offsets(dx) then f32_sddmm_csr_offsets(dv). Arguments that share nothing run
-// as those two calls.
+// NCHW dy), each image of dy packed once and used by both while in cache: the results of
+// f32_spmm_csr_offsets(dx) then f32_sddmm_csr_offsets(dv), bitwise. In the stride-1 plane form
+// (conv_grads_form.h) every window of dy is loaded once for both gradients instead: the same
+// products, summed in another order. Arguments that share nothing run as those two calls.
 
 // Convolution layouts: (groups, channels, stride phases sh x sw, hq, wq, unit) with the batch
 // in groups of `unit` (1 or 16) images, each pixel a vector of `unit` floats.

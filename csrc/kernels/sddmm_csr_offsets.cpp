@@ -5,6 +5,7 @@
 #include <cstddef>
 #include <vector>
 
+#include "kernels/conv_grads_form.h"
 #include "kernels/conv_pack.h"
 #include "kernels/kernels.h"
 #include "kernels/offsets_image.h"
@@ -29,31 +30,30 @@ void image_rows(const SddmmOffsetsArgs& a, const float* an, int64_t r0, int64_t 
 }
 
 // Threads own images: the batch in `parts` fixed slices, each packing its images (B, A or
-// both) one at a time and summing into its own copy of out; the copies are then added in
-// slice order. The slices depend on the batch and the nonzero count only, so the result is
-// the same for any thread count (as with threads owning rows).
-// With_packed_a(n, packed) runs right after A_n is packed (packed: the start of the packed
-// image), before the products: another kernel's use of the same packed A_n, while in cache.
+// both) one at a time and summing into its own partial results; the partials are then added
+// in slice order. The slices depend on the batch and the nonzero count only, so the result
+// is the same for any thread count (as with threads owning rows).
 constexpr int64_t kMaxParts = 16;                      // at most this many threads busy
 constexpr int64_t kPartialBudget = int64_t{8} << 20;  // floats of partial sums (32 MiB)
-template <class WithPackedA>
-void packed_by_image(const SddmmOffsetsArgs& a, int64_t extra_work_per_image,
-                     unsigned char* a_finite, const WithPackedA& with_packed_a) {
-  const int64_t base = a.ptr[0], end = a.ptr[a.rows], nnz = end - base;
-  int64_t parts = a.images < kMaxParts ? a.images : kMaxParts;
+int64_t image_slices(const SddmmOffsetsArgs& a) {
+  const int64_t end = a.ptr[a.rows];
+  const int64_t parts = a.images < kMaxParts ? a.images : kMaxParts;
   const int64_t cap = 1 + kPartialBudget / (end > 0 ? end : 1);
-  if (parts > cap) parts = cap;
-  // Slice p's sums, indexed by nonzero number as out is (slice 0 sums into out itself).
-  std::vector<float> partial(static_cast<std::size_t>((parts - 1) * end));
-  const auto part_out = [&](int64_t p) { return p == 0 ? a.out : partial.data() + (p - 1) * end; };
+  return parts > cap ? cap : parts;
+}
+
+// body(p, n, first, packed_a, an, b) for each image n of each slice p, in order within a
+// slice: b = B_n (packed if a.pack), an = A_n (packed if a.pack_grid: packed_a is then the
+// start of the packed image, else nullptr); first: n is the slice's first image.
+template <class Body>
+void for_each_packed_image(const SddmmOffsetsArgs& a, int64_t parts, int64_t work_per_image,
+                           unsigned char* a_finite, const Body& body) {
   ThreadScratch packed_b(a.pack ? a.nthreads : 0, a.pack ? packed_image_size(*a.pack) : 0);
   ThreadScratch packed_a(a.pack_grid ? a.nthreads : 0,
-                               a.pack_grid ? packed_grid_size(*a.pack_grid) : 0);
-  parallel_uniform(a.nthreads, parts,
-                   ((nnz + a.rows) * a.len + extra_work_per_image) * (a.images / parts + 1),
+                         a.pack_grid ? packed_grid_size(*a.pack_grid) : 0);
+  parallel_uniform(a.nthreads, parts, work_per_image * (a.images / parts + 1),
                    [&](int64_t p0, int64_t p1) {
     for (int64_t p = p0; p < p1; ++p) {
-      float* out = part_out(p);
       const int64_t n0 = a.images * p / parts, n1 = a.images * (p + 1) / parts;
       for (int64_t n = n0; n < n1; ++n) {
         const float* b = a.b + n * a.b_image_stride;
@@ -62,18 +62,59 @@ void packed_by_image(const SddmmOffsetsArgs& a, int64_t extra_work_per_image,
           b = packed_b.mine();
         }
         const float* an = a.a + n * a.a_image_stride;
+        const float* packed = nullptr;
         if (a.pack_grid) {
           pack_grid_image(*a.pack_grid, an, packed_a.mine(), a_finite ? a_finite + n : nullptr);
-          with_packed_a(n, packed_a.mine());
-          an = packed_a.mine() + a.pack_grid->offset;
+          packed = packed_a.mine();
+          an = packed + a.pack_grid->offset;
         }
-        image_rows(a, an, 0, a.rows, b, out, n > n0);
+        body(p, n, n == n0, packed, an, b);
       }
     }
+  });
+}
+
+// The products image by image (see for_each_packed_image), summed per slice in out's order.
+// With_packed_a(n, packed) runs right after A_n is packed (packed: the start of the packed
+// image), before the products: another kernel's use of the same packed A_n, while in cache.
+template <class WithPackedA>
+void packed_by_image(const SddmmOffsetsArgs& a, int64_t extra_work_per_image,
+                     unsigned char* a_finite, const WithPackedA& with_packed_a) {
+  const int64_t base = a.ptr[0], end = a.ptr[a.rows], nnz = end - base;
+  const int64_t parts = image_slices(a);
+  // Slice p's sums, indexed by nonzero number as out is (slice 0 sums into out itself).
+  std::vector<float> partial(static_cast<std::size_t>((parts - 1) * end));
+  const auto part_out = [&](int64_t p) { return p == 0 ? a.out : partial.data() + (p - 1) * end; };
+  for_each_packed_image(a, parts, (nnz + a.rows) * a.len + extra_work_per_image, a_finite,
+                        [&](int64_t p, int64_t n, bool first, const float* packed,
+                            const float* an, const float* b) {
+    if (packed) with_packed_a(n, packed);
+    image_rows(a, an, 0, a.rows, b, part_out(p), !first);
   });
   for (int64_t p = 1; p < parts; ++p) {
     const float* q = part_out(p);
     for (int64_t j = base; j < end; ++j) a.out[j] += q[j];
+  }
+}
+
+// Both gradients in one pass over each image (conv_grads_one_pass_plane): every slice sums the
+// values gradient in the transposed index's order; out[j] gathers entry pos[j] of each
+// slice, in slice order.
+void grads_one_pass(const SpmmOffsetsArgs& dx, const float* values, const SddmmOffsetsArgs& dv,
+                    int64_t plane) {
+  const int64_t nnz = dv.ptr[dv.rows];
+  const int64_t parts = image_slices(dv);
+  std::vector<float> sums(static_cast<std::size_t>(parts * nnz), 0.0f);
+  for_each_packed_image(dv, parts, 2 * (nnz + dx.rows) * dx.len, dx.finite,
+                        [&](int64_t p, int64_t n, bool, const float* packed, const float*,
+                            const float* x) {
+    grads_offsets_image(dx, values, n, packed, x, plane, sums.data() + p * nnz);
+  });
+  for (int64_t j = 0; j < nnz; ++j) {
+    const int64_t k = dx.pos[j];
+    float s = sums[k];
+    for (int64_t p = 1; p < parts; ++p) s += sums[p * nnz + k];
+    dv.out[j] = s;
   }
 }
 
@@ -110,8 +151,13 @@ void f32_conv_grads_offsets(const SpmmOffsetsArgs& dx, const SddmmOffsetsArgs& d
     return;
   }
   const int64_t nnz = dx.ptr[dx.rows] - dx.ptr[0];
+  const int64_t plane = conv_grads_one_pass_plane(dx, dv);
   const float* values = dx.val;
   if (dx.pos != nullptr) values = scatter_values(dx.val, dx.pos, nnz, dx.scratch, dx.nthreads);
+  if (plane > 0) {
+    grads_one_pass(dx, values, dv, plane);
+    return;
+  }
   // Sized for the team packed_by_image starts (dv's), so no two threads share a buffer.
   ThreadScratch planes(dx.merge ? dv.nthreads : 0, merge_planes_size(dx));
   packed_by_image(dv, (nnz + dx.rows) * dx.len, dx.finite, [&](int64_t n, const float* packed) {

@@ -5,6 +5,7 @@
 // Threads own disjoint (image, row) pairs, balanced by nonzero count; or whole images when
 // the kernel packs B itself (pack / pack_grid); or (image, channel) pairs of the phase merge.
 #include "kernels/conv_pack.h"
+#include "kernels/grads_tiles.h"
 #include "kernels/offsets_image.h"
 #include "kernels/kernels.h"
 #include "kernels/phases.h"
@@ -217,6 +218,20 @@ void spmm_offsets_image(const SpmmOffsetsArgs& a, const float* values, int64_t n
   } else {
     image_rows(a, values, n, 0, a.rows, b);
   }
+}
+
+void grads_offsets_image(const SpmmOffsetsArgs& a, const float* values, int64_t n, const float* b,
+                         const float* x, int64_t x_plane, float* dvt) {
+  float* c = a.c + n * a.c_image_stride;
+  alignas(64) float buf[kGridChunk];
+  for_each_span(a.len, 0, 0, [&](int64_t c0, int64_t c1) {
+    const auto src_chunk = [&](int64_t j) { return b + a.off[j] + c0; };
+    for (int64_t r = 0; r < a.rows; ++r) {
+      const float* xr = x + r * x_plane + a.t_base + c0;
+      grads_span(a.ptr[r], a.ptr[r + 1], src_chunk, values, xr, 0, c1 - c0, buf, dvt);
+      scatter_to_plane(a, buf, c0, c1, c + r * a.ldc, nullptr, nullptr);
+    }
+  });
 }
 
 void f32_spmm_csr_offsets(const SpmmOffsetsArgs& a) {

@@ -50,6 +50,12 @@ struct Vec {
   static inline void store_mask(float* p, Vec a, Mask m) { _mm512_mask_storeu_ps(p, m, a.v); }
 };
 inline Vec fma(Vec a, Vec b, Vec c) { return {_mm512_fmadd_ps(a.v, b.v, c.v)}; }
+// a, pinned in a register: the compiler may not fold its load into each instruction that
+// uses it (two uses would then load it twice).
+inline Vec in_register(Vec a) {
+  __asm__("" : "+v"(a.v));
+  return a;
+}
 inline Vec add(Vec a, Vec b) { return {_mm512_add_ps(a.v, b.v)}; }
 // out[k] = horizontal sum of a_k.
 inline void reduce4(Vec a0, Vec a1, Vec a2, Vec a3, float* out) {
@@ -142,6 +148,10 @@ struct Vec {
   static inline void store_mask(float* p, Vec a, Mask m) { _mm256_maskstore_ps(p, m, a.v); }
 };
 inline Vec fma(Vec a, Vec b, Vec c) { return {_mm256_fmadd_ps(a.v, b.v, c.v)}; }
+inline Vec in_register(Vec a) {  // as in the AVX-512 Vec
+  __asm__("" : "+x"(a.v));
+  return a;
+}
 inline Vec add(Vec a, Vec b) { return {_mm256_add_ps(a.v, b.v)}; }
 inline void reduce4(Vec a0, Vec a1, Vec a2, Vec a3, float* out) {
   __m256 h = _mm256_hadd_ps(_mm256_hadd_ps(a0.v, a1.v), _mm256_hadd_ps(a2.v, a3.v));
@@ -205,6 +215,7 @@ struct Vec {
   }
 };
 inline Vec fma(Vec a, Vec b, Vec c) { return {a.v * b.v + c.v}; }
+inline Vec in_register(Vec a) { return a; }
 inline Vec add(Vec a, Vec b) { return {a.v + b.v}; }
 inline void reduce4(Vec a0, Vec a1, Vec a2, Vec a3, float* out) {
   out[0] = a0.v;

@@ -10,6 +10,7 @@
 
 #include "dispatch/isa.h"
 #include "formats/csr.h"
+#include "kernels/conv_grads_form.h"
 #include "kernels/kernels.h"
 
 namespace st = sparsetrain;
@@ -658,6 +659,110 @@ TEST_P(Kernels, ConvGradsOffsetsMatchTheTwoKernels) {
         for (size_t j = 0; j < dv.size(); ++j) ASSERT_EQ(dv[j], dv_ref[j]) << "dv " << what << " at " << j;
       }
     }
+  }
+}
+
+// A real stride-1 convolution (3 x 3, padding 1, 3 -> 4 channels, 9 x 21 images), indexed as
+// the Python layout indexes it: conv_grads_offsets takes the one-pass form (each window of
+// dy loaded once for both gradients). Against a double-precision direct convolution, the
+// two kernels, and itself on another thread count (bitwise).
+TEST_P(Kernels, ConvGradsOnePassMatchesTheConvolution) {
+  const auto& table = st::kernel_table(GetParam());
+  std::mt19937 rng(17);
+  const int64_t n = 5, cin = 3, cout = 4, h = 9, w = 21, hq = h + 2, wq = w + 2;
+  const int64_t plane = hq * wq, margin = 2 * wq + 2, grid_len = (h - 1) * wq + w;
+  const int64_t dy_len = margin + plane, dx_start = wq + 1, dx_len = (h - 1) * wq + w;
+  const k::ConvOutputLayout o{n, cout, n, 1, h, w, wq, dy_len, margin};
+  const k::ConvInputLayout xl{n, cin, n, 1, h, w, 1, 1, 1, 1, hq, wq};
+  // Pattern over (cout, cin * 9), about half the weights.
+  std::vector<int64_t> ptr{0}, col;
+  for (int64_t r = 0; r < cout; ++r) {
+    for (int64_t c = 0; c < cin * 9; ++c)
+      if (rng() % 2) col.push_back(c);
+    ptr.push_back(static_cast<int64_t>(col.size()));
+  }
+  const int64_t nnz = ptr.back();
+  std::vector<float> val = random_vec(nnz, rng);
+  std::vector<int64_t> off(nnz), ci(nnz), shift(nnz), row(nnz);
+  for (int64_t r = 0; r < cout; ++r)
+    for (int64_t j = ptr[r]; j < ptr[r + 1]; ++j) {
+      row[j] = r;
+      ci[j] = col[j] / 9;
+      shift[j] = (col[j] / 3 % 3) * wq + col[j] % 3;
+      off[j] = ci[j] * plane + shift[j];
+    }
+  // Transposed: by input channel, CSR order within one.
+  std::vector<int64_t> t_ptr(cin + 1, 0), t_off(nnz), t_pos(nnz);
+  for (int64_t j = 0; j < nnz; ++j) ++t_ptr[ci[j] + 1];
+  for (int64_t c = 0; c < cin; ++c) t_ptr[c + 1] += t_ptr[c];
+  std::vector<int64_t> fill(t_ptr.begin(), t_ptr.end() - 1);
+  for (int64_t j = 0; j < nnz; ++j) {
+    const int64_t kk = fill[ci[j]]++;
+    t_pos[j] = kk;
+    t_off[kk] = row[j] * dy_len + margin - shift[j] + dx_start;
+  }
+  const std::vector<float> x = random_vec(n * cin * h * w, rng);
+  const std::vector<float> dy = random_vec(n * cout * h * w, rng);
+  // Double-precision references, with the sums of absolute products for the tolerances.
+  std::vector<double> ref_dx(n * cin * h * w, 0.0), mag_dx(ref_dx.size(), 0.0);
+  std::vector<double> ref_dv(nnz, 0.0), mag_dv(nnz, 0.0);
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t j = 0; j < nnz; ++j)
+      for (int64_t oh = 0; oh < h; ++oh)
+        for (int64_t ow = 0; ow < w; ++ow) {
+          const int64_t ih = oh + col[j] / 3 % 3 - 1, iw = ow + col[j] % 3 - 1;
+          if (ih < 0 || ih >= h || iw < 0 || iw >= w) continue;
+          const double g = dy[((i * cout + row[j]) * h + oh) * w + ow];
+          const int64_t xi = ((i * cin + ci[j]) * h + ih) * w + iw;
+          ref_dx[xi] += val[j] * g;
+          mag_dx[xi] += std::fabs(val[j] * g);
+          ref_dv[j] += g * x[xi];
+          mag_dv[j] += std::fabs(g * x[xi]);
+        }
+  std::vector<float> scratch(nnz);
+  std::vector<float> first_dx, first_dv;
+  for (int threads : {1, 3}) {
+    std::vector<float> dx(ref_dx.size(), -7.f), dv(nnz, -7.f);
+    k::SpmmOffsetsArgs fx{t_ptr.data(), t_off.data(), val.data(), t_pos.data(), scratch.data(),
+                          cin, dy.data(), cout * h * w, dx.data(), h * w, cin * h * w, dx_len,
+                          n, threads};
+    fx.grid_w = wq;
+    fx.t_base = dx_start;
+    fx.row0 = fx.col0 = 1;
+    fx.plane_h = h;
+    fx.plane_w = w;
+    fx.pack_grid = &o;
+    k::SddmmOffsetsArgs fv{ptr.data(), off.data(), cout, dy.data(), dy_len, cout * h * w,
+                           x.data(), cin * h * w, grid_len, n, dv.data(), threads};
+    fv.pack = &xl;
+    fv.pack_grid = &o;
+    ASSERT_EQ(k::conv_grads_one_pass_plane(fx, fv), plane);
+    table.conv_grads_offsets(fx, fv);
+    for (size_t i = 0; i < dx.size(); ++i)
+      ASSERT_NEAR(dx[i], ref_dx[i], 1e-5 * mag_dx[i] + 1e-6) << "dx at " << i;
+    for (int64_t j = 0; j < nnz; ++j)
+      ASSERT_NEAR(dv[j], ref_dv[j], 1e-5 * mag_dv[j] + 1e-6) << "dv at " << j;
+    if (first_dx.empty()) {
+      first_dx = dx;
+      first_dv = dv;
+    } else {
+      ASSERT_EQ(dx, first_dx) << "dx depends on the thread count";
+      ASSERT_EQ(dv, first_dv) << "dv depends on the thread count";
+    }
+    // The two kernels: the same products.
+    std::vector<float> dx2(dx.size(), -7.f), dv2(nnz, -7.f);
+    fx.c = dx2.data();
+    fv.out = dv2.data();
+    table.spmm_offsets(fx);
+    table.sddmm_offsets(fv);
+    for (size_t i = 0; i < dx.size(); ++i)
+      ASSERT_NEAR(dx[i], dx2[i], 2e-5 * mag_dx[i] + 1e-6) << "dx vs spmm at " << i;
+    for (int64_t j = 0; j < nnz; ++j)
+      ASSERT_NEAR(dv[j], dv2[j], 2e-5 * mag_dv[j] + 1e-6) << "dv vs sddmm at " << j;
+    // One entry of the transposed index moved: not the one-pass form any more.
+    ++t_off[0];
+    EXPECT_EQ(k::conv_grads_one_pass_plane(fx, fv), 0);
+    --t_off[0];
   }
 }
 

@@ -1,0 +1,18 @@
+// Which form f32_conv_grads_offsets can run in. Compiled once (not per ISA): the checks are
+// scalar bookkeeping, and every ISA's kernel must take the same decision.
+#pragma once
+
+#include <cstdint>
+
+#include "kernels/kernels.h"
+
+namespace sparsetrain {
+namespace kernels {
+
+// The pixels of one packed input plane when both gradients can come from one load of each
+// window of dy (the stride-1 plane form: dx written into NCHW planes from its transposed
+// index, dv packing the input itself, and dx's index listing exactly dv's nonzeros); else 0.
+int64_t conv_grads_one_pass_plane(const SpmmOffsetsArgs& dx, const SddmmOffsetsArgs& dv);
+
+}  // namespace kernels
+}  // namespace sparsetrain
