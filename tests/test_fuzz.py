@@ -809,64 +809,77 @@ def test_conv_grads_offsets_rejects_overlapping_outputs(binding):
         getattr(_C, binding)(dx, dv)
 
 
-# Stride-1 plane convolutions (both gradients from one load of each window of dy) and a
-# strided one (the two kernels' products, one packing of dy): in_channels, out_channels,
-# kernel, dilation, padding, groups, (H, W), batch.
+# Stride-1 convolutions (both gradients from one load of each window of dy) and strided ones
+# (the two kernels' products): in_channels, out_channels, kernel, dilation, padding, groups,
+# (H, W), batch.
 ONE_PASS_CASES = [
     (8, 6, (3, 3), (1, 1), (1, 1), 1, (13, 21), 16),
     (5, 7, (5, 3), (2, 1), (2, 0), 1, (11, 9), 5),
     (6, 4, (2, 2), (1, 1), (0, 1), 2, (7, 35), 17),
     (3, 5, (1, 1), (1, 1), (1, 1), 1, (9, 9), 4),
 ]
+# Layouts: the plane layout packing x and dy inside the kernel (a batch of 4 or more), the
+# plane layout packed beforehand (2 images), the batch layout (16 images per vector).
+ONE_PASS_LAYOUTS = [("plane", None), ("plane", 2), ("batch", None)]
 
 
-def _plane_grads_args(case, stride, isa_threads, seed=0):
-    """The dicts SparseConv2dFunction.backward gives conv_grads_offsets for one case."""
-    from sparsetrain.functional.conv import _Layout
+def _grads_args(case, stride, layout_kind, threads, seed=0):
+    """The layout, dx, dv and the dicts SparseConv2dFunction.backward gives
+    conv_grads_offsets for one case (and the dense layer, x and dy)."""
+    strategy, batch = layout_kind
     cin, cout, k, d, p, groups, hw, n = case
+    n = batch or n
     gen = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng():  # the same weights on every call
         torch.manual_seed(seed)
         conv = nn.Conv2d(cin, cout, k, stride=stride, padding=p, dilation=d, groups=groups,
                          bias=False)
     dense = prune_(conv, 0.6, gen)
-    sp = st.SparseConv2d.from_dense(dense, strategy="plane")
+    sp = st.SparseConv2d.from_dense(dense, strategy=strategy)
     x = torch.randn(n, cin, *hw, generator=gen)
     layout = sp._layout(x)
-    assert isinstance(layout, _Layout) and layout.fuses_grads
+    assert layout.name == strategy
     dy = torch.randn(dense(x).shape, generator=gen)
     values = sp.values.detach()
-    dx, dx_args, _ = layout._input_grad_args(values, dy.reshape(-1), isa_threads, True)
+    xq, _ = layout.pack_x(x)
+    dyq, _ = layout.pack_dy(dy)
+    dx, dx_args, packed = layout._input_grad_args(values, dyq, threads, layout.fused)
     dv = torch.empty(values.numel())
-    dv_args = layout._values_grad_args(sp._row_ptr_np, dy.reshape(-1), x.reshape(-1), dv,
-                                       isa_threads)
-    dv_args["a"] = dx_args["b"]
-    return dx, dx_args, dv, dv_args, (dense, x, dy)
+    dv_args = layout._values_grad_args(sp._row_ptr_np, dyq, xq, dv, threads)
+    if layout.fused:
+        dv_args["a"] = dx_args["b"]
+    return layout, (dx, packed), dv, dx_args, dv_args, (dense, x, dy)
 
 
 @pytest.mark.parametrize("case", ONE_PASS_CASES)
 @pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("layout_kind", ONE_PASS_LAYOUTS)
 @pytest.mark.parametrize("isa", st.supported_isas())
-def test_conv_grads_one_pass_matches_the_two_kernels(case, stride, isa):
-    """The stride-1 plane form loads each window of dy once for both gradients (checked with
+def test_conv_grads_one_pass_matches_the_two_kernels(case, stride, layout_kind, isa):
+    """Stride 1 loads each window of dy once for both gradients (checked with
     conv_grads_one_pass): the same products as spmm_offsets and sddmm_offsets summed in
     another order, the same for any thread count, and nn.Conv2d's gradients."""
     from sparsetrain import _C
     with Runtime(isa, 1):
         results = []
         for threads in (1, 3):
-            dx, dx_args, dv, dv_args, (dense, x, dy) = _plane_grads_args(case, stride, threads)
+            layout, (dx, packed), dv, dx_args, dv_args, (dense, x, dy) = _grads_args(
+                case, stride, layout_kind, threads)
             assert _C.conv_grads_one_pass(dx_args, dv_args) is (stride == 1)
-            assert _C.conv_grads_offsets(dx_args, dv_args) is True
-            results.append((dx.clone(), dv.clone()))
-        (dx, dv), (dx3, dv3) = results
-        assert torch.equal(dx, dx3) and torch.equal(dv, dv3)
-        # The two kernels on the same arguments.
-        ref_dx, ref_dv = torch.empty_like(dx), torch.empty_like(dv)
-        dx_args["c"] = ref_dx.view(-1).numpy()
+            assert layout.fuses_grads is (stride == 1 or layout.fused)
+            _C.conv_grads_offsets(dx_args, dv_args)
+            # (A packed dx is defined only where the kernels write: compare it unpacked.)
+            results.append((layout.unpack_dx(dx.view(-1)) if packed else dx.clone(),
+                            dv.clone()))
+        (dx_got, dv), (dx3, dv3) = results
+        assert torch.equal(dx_got, dx3) and torch.equal(dv, dv3)
+        # The two kernels on the same arguments (the last call's, writing its dx and dv).
+        ref_dv = dv.clone()
         dv_args["out"] = ref_dv.numpy()
         _C.spmm_offsets(**dx_args)
         _C.sddmm_offsets(**dv_args)
+        ref_dx = layout.unpack_dx(dx.view(-1)) if packed else dx
+        dx = dx_got
         torch.testing.assert_close(dx, ref_dx, rtol=1e-5, atol=1e-5)
         torch.testing.assert_close(dv, ref_dv, rtol=1e-4, atol=1e-3)
         xg = x.clone().requires_grad_(True)
@@ -882,18 +895,17 @@ def test_conv_grads_one_pass_needs_a_matching_transposed_index():
     """dx's transposed index must list dv's nonzeros (where each window of dy starts): one
     entry off and the kernel takes the two kernels' path, bitwise as before."""
     from sparsetrain import _C
-    dx, dx_args, dv, dv_args, _ = _plane_grads_args(ONE_PASS_CASES[0], 1, 2)
-    assert _C.conv_grads_one_pass(dx_args, dv_args)
-    dx_args["offsets"] = dx_args["offsets"].copy()
-    dx_args["offsets"][3] += 1
-    assert not _C.conv_grads_one_pass(dx_args, dv_args)
-    _C.conv_grads_offsets(dx_args, dv_args)
-    got_dx, got_dv = dx.clone(), dv.clone()
-    dx_args["c"] = dx.view(-1).numpy()
-    dv_args["out"] = dv.numpy()
-    _C.spmm_offsets(**dx_args)
-    _C.sddmm_offsets(**dv_args)
-    assert torch.equal(got_dx, dx) and torch.equal(got_dv, dv)
+    for kind in ONE_PASS_LAYOUTS:
+        _, (dx, _), dv, dx_args, dv_args, _ = _grads_args(ONE_PASS_CASES[0], 1, kind, 2)
+        assert _C.conv_grads_one_pass(dx_args, dv_args)
+        dx_args["offsets"] = dx_args["offsets"].copy()
+        dx_args["offsets"][3] += 1
+        assert not _C.conv_grads_one_pass(dx_args, dv_args)
+        _C.conv_grads_offsets(dx_args, dv_args)
+        got_dx, got_dv = dx.clone(), dv.clone()
+        _C.spmm_offsets(**dx_args)
+        _C.sddmm_offsets(**dv_args)
+        assert torch.equal(got_dx, dx) and torch.equal(got_dv, dv)
 
 
 @pytest.mark.parametrize("bad", [None, float("nan"), float("inf"), float("-inf")])

@@ -611,15 +611,15 @@ struct ConvGradsCall {
       : x(dx, call_dx,
           {"ptr", "offsets", "values", "pos", "scratch", "b", "b_image_stride", "c", "ldc",
            "c_image_stride", "len", "images", "nthreads", "grid_w", "t_base", "row0", "col0",
-           "plane_h", "plane_w", "seg_len", "seg_stride", "merge", "check_finite",
-           "pack_grid"}),
+           "plane_h", "plane_w", "seg_len", "seg_stride", "unit", "batch", "merge",
+           "check_finite", "pack_grid"}),
         v(dv, call_dv,
           {"ptr", "offsets", "a", "lda", "a_image_stride", "b", "b_image_stride", "len",
            "images", "out", "nthreads", "seg_len", "seg_stride", "pack", "pack_grid"}) {
-    if (x.object("pack_grid").is_none() || v.object("pack_grid").is_none() ||
-        v.object("pack").is_none())
+    const bool packs = !x.object("pack_grid").is_none();
+    if (packs == v.object("pack_grid").is_none() || packs == v.object("pack").is_none())
       bad(call + ": dx and dv must both pack the output gradient (pack_grid), and dv the input "
-          "(pack)");
+          "(pack), or none of them (all packed beforehand)");
     prepare_spmm_offsets(cx, x.array("ptr"), x.array("offsets"), x.array("values"),
                          x.object("pos"), x.object("scratch"), x.array("b"),
                          x.get<int64_t>("b_image_stride"), x.array("c"), x.get<int64_t>("ldc"),
@@ -628,7 +628,8 @@ struct ConvGradsCall {
                          x.get<int64_t>("grid_w", 0), x.get<int64_t>("t_base", 0),
                          x.get<int64_t>("row0", 0), x.get<int64_t>("col0", 0),
                          x.get<int64_t>("plane_h", 0), x.get<int64_t>("plane_w", 0), py::none(),
-                         x.get<int64_t>("seg_len", 0), x.get<int64_t>("seg_stride", 0), 1, 0,
+                         x.get<int64_t>("seg_len", 0), x.get<int64_t>("seg_stride", 0),
+                         x.get<int64_t>("unit", 1), x.get<int64_t>("batch", 0),
                          x.object("merge"), py::none(), x.get<bool>("check_finite", false),
                          x.object("pack_grid"), py::none());
     prepare_sddmm_offsets(cv, v.array("ptr"), v.array("offsets"), v.array("a"),
@@ -637,14 +638,18 @@ struct ConvGradsCall {
                           v.get<int64_t>("images"), v.array("out"), v.get<int>("nthreads"),
                           v.get<int64_t>("seg_len", 0), v.get<int64_t>("seg_stride", 0),
                           v.object("pack"), v.object("pack_grid"));
+    // The same dy: the same NCHW tensor, or (packed beforehand) dv's rows a view into dx's.
     const auto xb = view<float>(x.array("b"), "b", 1);
     const auto va = view<float>(v.array("a"), "a", 1);
-    if (xb.data != va.data || xb.size() != va.size() ||
-        x.get<int64_t>("images") != v.get<int64_t>("images") ||
+    const auto at = [](const float* p) { return reinterpret_cast<std::uintptr_t>(p); };
+    const bool inside = va.size() == 0 || (at(va.data) >= at(xb.data) &&
+                                           at(va.data + va.size()) <= at(xb.data + xb.size()));
+    const bool same_dy = packs ? xb.data == va.data && xb.size() == va.size() : inside;
+    if (!same_dy || x.get<int64_t>("images") != v.get<int64_t>("images") ||
         x.get<int64_t>("nthreads") != v.get<int64_t>("nthreads"))
       bad(call + ": dx and dv must share the output gradient (dx['b'] and dv['a']), the image "
           "count and the thread count");
-    if (!(cx.grid == cv.grid))
+    if (packs && !(cx.grid == cv.grid))
       bad(call + ": dx and dv must pack the output gradient alike (pack_grid)");
     // The two outputs are written at once by different threads: they must not overlap.
     if (overlap(view<float>(x.array("c"), "c", 1, true),

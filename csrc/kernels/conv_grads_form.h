@@ -9,9 +9,10 @@
 namespace sparsetrain {
 namespace kernels {
 
-// The pixels of one packed input plane when both gradients can come from one load of each
-// window of dy (the stride-1 plane form: dx written into NCHW planes from its transposed
-// index, dv packing the input itself, and dx's index listing exactly dv's nonzeros); else 0.
+// The floats of one packed input plane when both gradients can come from one load of each
+// window of dy (a stride-1 convolution whose input gradient is written into NCHW planes from
+// its transposed index, dx's index listing exactly dv's nonzeros), with x and dy packed by
+// the kernel image by image (unit 1) or beforehand (unit 1 or 16); else 0.
 int64_t conv_grads_one_pass_plane(const SpmmOffsetsArgs& dx, const SddmmOffsetsArgs& dv);
 
 }  // namespace kernels

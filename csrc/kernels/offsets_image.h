@@ -22,11 +22,12 @@ inline int64_t merge_planes_size(const SpmmOffsetsArgs& a) {
 void spmm_offsets_image(const SpmmOffsetsArgs& a, const float* values, int64_t n, const float* b,
                         float* planes);
 
-// Both gradients of image n of a stride-1 convolution from one load of each window of its
-// packed output gradient b: the input gradient as spmm_offsets_image writes it (grid form,
-// unit 1: a.grid_w > 0, no merge, no segments), and every nonzero's products with the packed
-// input x (channel r's plane at x + r * x_plane, position t of the row at t_base + t) added
-// into dvt, indexed as the transposed index (a.ptr / a.off). Defined in spmm_csr_offsets.cpp.
+// Both gradients of image n (with unit 16: group n) of a stride-1 convolution from one load of
+// each window of its packed output gradient b: the input gradient as spmm_offsets_image
+// writes it (the grid form, a.grid_w > 0; no merge), and every nonzero's products with the
+// packed input x (row r's plane x_plane floats apart, position t of the row at
+// unit * t_base + t) added into dvt, indexed as the transposed index (a.ptr / a.off) is.
+// Defined in spmm_csr_offsets.cpp.
 void grads_offsets_image(const SpmmOffsetsArgs& a, const float* values, int64_t n, const float* b,
                          const float* x, int64_t x_plane, float* dvt);
 

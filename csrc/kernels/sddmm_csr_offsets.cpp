@@ -101,14 +101,15 @@ void packed_by_image(const SddmmOffsetsArgs& a, int64_t extra_work_per_image,
 // values gradient in the transposed index's order; out[j] gathers entry pos[j] of each
 // slice, in slice order.
 void grads_one_pass(const SpmmOffsetsArgs& dx, const float* values, const SddmmOffsetsArgs& dv,
-                    int64_t plane) {
+                    int64_t x_plane) {
   const int64_t nnz = dv.ptr[dv.rows];
   const int64_t parts = image_slices(dv);
   std::vector<float> sums(static_cast<std::size_t>(parts * nnz), 0.0f);
   for_each_packed_image(dv, parts, 2 * (nnz + dx.rows) * dx.len, dx.finite,
                         [&](int64_t p, int64_t n, bool, const float* packed, const float*,
                             const float* x) {
-    grads_offsets_image(dx, values, n, packed, x, plane, sums.data() + p * nnz);
+    const float* dy = packed ? packed : dx.b + n * dx.b_image_stride;
+    grads_offsets_image(dx, values, n, dy, x, x_plane, sums.data() + p * nnz);
   });
   for (int64_t j = 0; j < nnz; ++j) {
     const int64_t k = dx.pos[j];
@@ -141,21 +142,21 @@ void f32_sddmm_csr_offsets(const SddmmOffsetsArgs& a) {
 }
 
 void f32_conv_grads_offsets(const SpmmOffsetsArgs& dx, const SddmmOffsetsArgs& dv) {
+  const int64_t x_plane = conv_grads_one_pass_plane(dx, dv);
   const bool shared = dx.pack_grid != nullptr && dv.pack_grid != nullptr && dx.b == dv.a &&
                       dx.b_image_stride == dv.a_image_stride && dx.images == dv.images &&
                       *dx.pack_grid == *dv.pack_grid;
-  if (!shared || dx.rows <= 0 || dx.len <= 0 || dv.rows <= 0 || dv.len <= 0 ||
-      dv.images <= 0) {  // nothing to share: one after the other
+  if (x_plane <= 0 && (!shared || dx.rows <= 0 || dx.len <= 0 || dv.rows <= 0 || dv.len <= 0 ||
+                       dv.images <= 0)) {  // nothing to share: one after the other
     f32_spmm_csr_offsets(dx);
     f32_sddmm_csr_offsets(dv);
     return;
   }
   const int64_t nnz = dx.ptr[dx.rows] - dx.ptr[0];
-  const int64_t plane = conv_grads_one_pass_plane(dx, dv);
   const float* values = dx.val;
   if (dx.pos != nullptr) values = scatter_values(dx.val, dx.pos, nnz, dx.scratch, dx.nthreads);
-  if (plane > 0) {
-    grads_one_pass(dx, values, dv, plane);
+  if (x_plane > 0) {
+    grads_one_pass(dx, values, dv, x_plane);
     return;
   }
   // Sized for the team packed_by_image starts (dv's), so no two threads share a buffer.

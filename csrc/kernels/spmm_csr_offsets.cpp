@@ -167,6 +167,34 @@ void spmm_merge_phases(const SpmmOffsetsArgs& a, const float* values) {
       });
 }
 
+// The grid form (a.grid_w > 0) of rows [r0, r1) of image n, chunk by chunk:
+// product(r, c0, c1, buf) computes positions [c0, c1) of row r into buf, which then land in
+// their planes (NCHW, or with unit 16 each lane in its image's plane), bias added and
+// statistics summed (stats: the image's, or nullptr) as they are stored.
+template <class Product>
+void grid_rows(const SpmmOffsetsArgs& a, int64_t n, int64_t r0, int64_t r1, double* stats,
+               const Product& product) {
+  alignas(64) float buf[kGridChunk];
+  float* c = a.c + n * a.c_image_stride;
+  const bool lanes = a.unit == 16;
+  float* planes = lanes ? a.c + n * 16 * a.c_image_stride : c;
+  const int64_t images = lanes ? (a.batch - n * 16 < 16 ? a.batch - n * 16 : 16) : 1;
+  for_each_span(a.len, a.seg_len, a.seg_stride, [&](int64_t s0, int64_t s1) {
+    for (int64_t c0 = s0; c0 < s1; c0 += kGridChunk) {
+      const int64_t c1 = c0 + kGridChunk < s1 ? c0 + kGridChunk : s1;
+      for (int64_t r = r0; r < r1; ++r) {
+        product(r, c0, c1, buf);
+        const float* bias = a.bias ? a.bias + r : nullptr;
+        double* const st = stats ? stats + 2 * r : nullptr;
+        if (lanes)
+          scatter_to_planes16(a, buf, c0, c1, planes + r * a.ldc, images, bias, st);
+        else
+          scatter_to_plane(a, buf, c0, c1, c + r * a.ldc, bias, st);
+      }
+    }
+  });
+}
+
 // Rows [r0, r1) of image n, with b = B_n.
 void image_rows(const SpmmOffsetsArgs& a, const float* values, int64_t n, int64_t r0, int64_t r1,
                 const float* b) {
@@ -189,24 +217,9 @@ void image_rows(const SpmmOffsetsArgs& a, const float* values, int64_t n, int64_
     });
     return;
   }
-  alignas(64) float buf[kGridChunk];
-  const bool lanes = a.unit == 16;
-  float* planes = lanes ? a.c + n * 16 * a.c_image_stride : c;
-  const int64_t images = lanes ? (a.batch - n * 16 < 16 ? a.batch - n * 16 : 16) : 1;
-  for_each_span(a.len, a.seg_len, a.seg_stride, [&](int64_t s0, int64_t s1) {
-    for (int64_t c0 = s0; c0 < s1; c0 += kGridChunk) {
-      const int64_t c1 = c0 + kGridChunk < s1 ? c0 + kGridChunk : s1;
-      const auto src_chunk = [&](int64_t j) { return b + a.off[j] + c0; };
-      for (int64_t r = r0; r < r1; ++r) {
-        spmm_span(a.ptr[r], a.ptr[r + 1], src_chunk, values, 0, c1 - c0, buf);
-        const float* bias = a.bias ? a.bias + r : nullptr;
-        double* const st = stats ? stats + 2 * r : nullptr;
-        if (lanes)
-          scatter_to_planes16(a, buf, c0, c1, planes + r * a.ldc, images, bias, st);
-        else
-          scatter_to_plane(a, buf, c0, c1, c + r * a.ldc, bias, st);
-      }
-    }
+  grid_rows(a, n, r0, r1, stats, [&](int64_t r, int64_t c0, int64_t c1, float* buf) {
+    const auto src_chunk = [&](int64_t j) { return b + a.off[j] + c0; };
+    spmm_span(a.ptr[r], a.ptr[r + 1], src_chunk, values, 0, c1 - c0, buf);
   });
 }
 }  // namespace
@@ -222,15 +235,11 @@ void spmm_offsets_image(const SpmmOffsetsArgs& a, const float* values, int64_t n
 
 void grads_offsets_image(const SpmmOffsetsArgs& a, const float* values, int64_t n, const float* b,
                          const float* x, int64_t x_plane, float* dvt) {
-  float* c = a.c + n * a.c_image_stride;
-  alignas(64) float buf[kGridChunk];
-  for_each_span(a.len, 0, 0, [&](int64_t c0, int64_t c1) {
+  const float* x0 = x + a.t_base * a.unit;  // position 0 of each row
+  grid_rows(a, n, 0, a.rows, nullptr, [&](int64_t r, int64_t c0, int64_t c1, float* buf) {
     const auto src_chunk = [&](int64_t j) { return b + a.off[j] + c0; };
-    for (int64_t r = 0; r < a.rows; ++r) {
-      const float* xr = x + r * x_plane + a.t_base + c0;
-      grads_span(a.ptr[r], a.ptr[r + 1], src_chunk, values, xr, 0, c1 - c0, buf, dvt);
-      scatter_to_plane(a, buf, c0, c1, c + r * a.ldc, nullptr, nullptr);
-    }
+    grads_span(a.ptr[r], a.ptr[r + 1], src_chunk, values, x0 + r * x_plane + c0, 0, c1 - c0, buf,
+               dvt);
   });
 }
 

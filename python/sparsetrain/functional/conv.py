@@ -281,16 +281,19 @@ class _Layout:
 
     @property
     def fuses_grads(self):
-        """Whether grads() computes both gradients with one packing of dy per image."""
-        return self.fused
+        """Whether grads() computes both gradients in one kernel call: with one packing of dy
+        per image (fused layouts), and for stride 1 (the input gradient then written into
+        dx's planes) from one load of each window of dy."""
+        return self.fused or (self.s.phases == 1 and not self.direct)
 
     def grads(self, values, row_ptr, dyq, xq, nthreads, check_finite=False):
-        """(dx, dv, whether dy is all finite if asked, else None) in one kernel call: each
-        image of dy is packed once for both gradients (fused layouts only)."""
+        """(dx, dv, whether dy is all finite if asked and the kernel packed dy, else None) in
+        one kernel call (layouts that fuse_grads)."""
         dx, dx_args, _ = self._input_grad_args(values, dyq, nthreads, check_finite)
         dv = torch.empty(values.numel())
         dv_args = self._values_grad_args(row_ptr, dyq, xq, dv, nthreads)
-        dv_args["a"] = dx_args["b"]  # one NumPy view of dy for both
+        if self.fused:
+            dv_args["a"] = dx_args["b"]  # one NumPy view of dy for both
         seen = _C.conv_grads_offsets(dx_args, dv_args)
         return dx, dv, seen
 
