@@ -952,3 +952,25 @@ def test_offset_segments_skip_the_columns_between():
     t = np.arange(40)
     np.testing.assert_allclose(c[t % 10 < 6], full[t % 10 < 6], rtol=1e-6)
     assert (c[t % 10 >= 6] == 7.0).all()
+
+
+@pytest.mark.parametrize("binding", ["conv_grads_offsets", "conv_grads_one_pass"])
+def test_conv_grads_packed_beforehand_rejects_bad_arguments(binding):
+    """Packed beforehand: dv's rows of dy must lie in dx's packed dy, x must hold every plane
+    of every image (the one-pass form reads them all)."""
+    from sparsetrain import _C
+    _, _, _, dx_args, dv_args, _ = _grads_args(ONE_PASS_CASES[0], 1, ("batch", None), 2)
+    call = getattr(_C, binding)
+    # Images 16 floats further apart, the buffer long enough for every shifted run
+    # sddmm_offsets reads but not for the last image's whole stride.
+    images, stride = dv_args["images"], dv_args["b_image_stride"] + 16
+    reach = (images - 1) * stride + int(dv_args["offsets"].max()) + dv_args["len"]
+    assert reach < images * stride
+    short = dict(dv_args, b=np.zeros(reach, dtype=np.float32), b_image_stride=stride)
+    with pytest.raises(ValueError, match="must hold images x b_image_stride"):
+        call(dx_args, short)
+    elsewhere = dict(dv_args, a=dv_args["a"].copy())
+    with pytest.raises(ValueError, match="share the output gradient"):
+        call(dx_args, elsewhere)
+    with pytest.raises(ValueError, match="or none of them"):
+        call(dx_args, dict(dv_args, pack=(1, 2, 2, 1, 1, 0, 0, 2, 2)))

@@ -649,6 +649,11 @@ struct ConvGradsCall {
         x.get<int64_t>("nthreads") != v.get<int64_t>("nthreads"))
       bad(call + ": dx and dv must share the output gradient (dx['b'] and dv['a']), the image "
           "count and the thread count");
+    // Packed beforehand, the one-pass form reads every input plane of an image (not just the
+    // shifted runs sddmm_offsets checks): x must hold all of them.
+    if (!packs && view<float>(v.array("b"), "b", 1).size() <
+                      mul(v.get<int64_t>("images"), v.get<int64_t>("b_image_stride")))
+      bad(call + ": dv's b (x, packed beforehand) must hold images x b_image_stride floats");
     if (packs && !(cx.grid == cv.grid))
       bad(call + ": dx and dv must pack the output gradient alike (pack_grid)");
     // The two outputs are written at once by different threads: they must not overlap.

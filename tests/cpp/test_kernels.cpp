@@ -663,9 +663,10 @@ TEST_P(Kernels, ConvGradsOffsetsMatchTheTwoKernels) {
 }
 
 // A real stride-1 convolution (3 x 3, padding 1, 3 -> 4 channels, 9 x 21 images), indexed as
-// the Python layout indexes it: conv_grads_offsets takes the one-pass form (each window of
-// dy loaded once for both gradients). Against a double-precision direct convolution, the
-// two kernels, and itself on another thread count (bitwise).
+// the Python layouts index it: conv_grads_offsets takes the one-pass form (each window of
+// dy loaded once for both gradients), packing x and dy itself or given them packed (one
+// image or 16 per vector). Against a double-precision direct convolution, the two kernels,
+// and itself on another thread count (bitwise).
 TEST_P(Kernels, ConvGradsOnePassMatchesTheConvolution) {
   const auto& table = st::kernel_table(GetParam());
   std::mt19937 rng(17);
@@ -720,49 +721,80 @@ TEST_P(Kernels, ConvGradsOnePassMatchesTheConvolution) {
           mag_dv[j] += std::fabs(g * x[xi]);
         }
   std::vector<float> scratch(nnz);
-  std::vector<float> first_dx, first_dv;
-  for (int threads : {1, 3}) {
-    std::vector<float> dx(ref_dx.size(), -7.f), dv(nnz, -7.f);
-    k::SpmmOffsetsArgs fx{t_ptr.data(), t_off.data(), val.data(), t_pos.data(), scratch.data(),
-                          cin, dy.data(), cout * h * w, dx.data(), h * w, cin * h * w, dx_len,
-                          n, threads};
-    fx.grid_w = wq;
-    fx.t_base = dx_start;
-    fx.row0 = fx.col0 = 1;
-    fx.plane_h = h;
-    fx.plane_w = w;
-    fx.pack_grid = &o;
-    k::SddmmOffsetsArgs fv{ptr.data(), off.data(), cout, dy.data(), dy_len, cout * h * w,
-                           x.data(), cin * h * w, grid_len, n, dv.data(), threads};
-    fv.pack = &xl;
-    fv.pack_grid = &o;
-    ASSERT_EQ(k::conv_grads_one_pass_plane(fx, fv), plane);
-    table.conv_grads_offsets(fx, fv);
-    for (size_t i = 0; i < dx.size(); ++i)
-      ASSERT_NEAR(dx[i], ref_dx[i], 1e-5 * mag_dx[i] + 1e-6) << "dx at " << i;
-    for (int64_t j = 0; j < nnz; ++j)
-      ASSERT_NEAR(dv[j], ref_dv[j], 1e-5 * mag_dv[j] + 1e-6) << "dv at " << j;
-    if (first_dx.empty()) {
-      first_dx = dx;
-      first_dv = dv;
-    } else {
-      ASSERT_EQ(dx, first_dx) << "dx depends on the thread count";
-      ASSERT_EQ(dv, first_dv) << "dv depends on the thread count";
+  // Forms: the kernel packing x and dy (unit 1), both packed beforehand (unit 1 and 16).
+  for (int form = 0; form < 3; ++form) {
+    const bool packs = form == 0;
+    const int64_t u = form == 2 ? 16 : 1, groups = (n + u - 1) / u;
+    const k::ConvInputLayout xu{n, cin, groups, u, h, w, 1, 1, 1, 1, hq, wq};
+    const k::ConvOutputLayout ou{n, cout, groups, u, h, w, wq, dy_len, margin};
+    std::vector<float> xq(groups * cin * plane * u), dyq(groups * cout * dy_len * u);
+    table.conv_pack_input({xu, const_cast<float*>(x.data()), xq.data(), 2});
+    table.conv_pack_grad_output({ou, dy.data(), dyq.data(), nullptr, 2});
+    std::vector<int64_t> t_off_u(nnz), off_u(nnz);
+    for (int64_t j = 0; j < nnz; ++j) {
+      t_off_u[j] = t_off[j] * u;
+      off_u[j] = off[j] * u;
     }
-    // The two kernels: the same products.
-    std::vector<float> dx2(dx.size(), -7.f), dv2(nnz, -7.f);
-    fx.c = dx2.data();
-    fv.out = dv2.data();
-    table.spmm_offsets(fx);
-    table.sddmm_offsets(fv);
-    for (size_t i = 0; i < dx.size(); ++i)
-      ASSERT_NEAR(dx[i], dx2[i], 2e-5 * mag_dx[i] + 1e-6) << "dx vs spmm at " << i;
-    for (int64_t j = 0; j < nnz; ++j)
-      ASSERT_NEAR(dv[j], dv2[j], 2e-5 * mag_dv[j] + 1e-6) << "dv vs sddmm at " << j;
-    // One entry of the transposed index moved: not the one-pass form any more.
-    ++t_off[0];
-    EXPECT_EQ(k::conv_grads_one_pass_plane(fx, fv), 0);
-    --t_off[0];
+    std::vector<float> first_dx, first_dv;
+    for (int threads : {1, 3}) {
+      const std::string what = "form " + std::to_string(form) + ", threads " +
+                               std::to_string(threads);
+      std::vector<float> dx(ref_dx.size(), -7.f), dv(nnz, -7.f);
+      k::SpmmOffsetsArgs fx{t_ptr.data(), t_off_u.data(), val.data(), t_pos.data(),
+                            scratch.data(), cin, packs ? dy.data() : dyq.data(),
+                            packs ? cout * h * w : cout * dy_len * u, dx.data(), h * w,
+                            cin * h * w, dx_len * u, groups, threads};
+      fx.grid_w = wq;
+      fx.t_base = dx_start;
+      fx.row0 = fx.col0 = 1;
+      fx.plane_h = h;
+      fx.plane_w = w;
+      k::SddmmOffsetsArgs fv{ptr.data(), off_u.data(), cout,
+                             packs ? dy.data() : dyq.data() + margin * u, dy_len * u,
+                             packs ? cout * h * w : cout * dy_len * u,
+                             packs ? x.data() : xq.data(), packs ? cin * h * w : cin * plane * u,
+                             grid_len * u, groups, dv.data(), threads};
+      if (packs) {
+        fx.pack_grid = &o;
+        fv.pack = &xl;
+        fv.pack_grid = &o;
+      }
+      if (u == 16) {  // lanes into NCHW; only the real columns of each grid row
+        fx.unit = 16;
+        fx.batch = n;
+        fx.seg_len = w * 16;
+        fx.seg_stride = wq * 16;
+        fv.seg_len = w * 16;
+        fv.seg_stride = wq * 16;
+      }
+      ASSERT_EQ(k::conv_grads_one_pass_plane(fx, fv), plane * u) << what;
+      table.conv_grads_offsets(fx, fv);
+      for (size_t i = 0; i < dx.size(); ++i)
+        ASSERT_NEAR(dx[i], ref_dx[i], 1e-5 * mag_dx[i] + 1e-6) << "dx at " << i << ", " << what;
+      for (int64_t j = 0; j < nnz; ++j)
+        ASSERT_NEAR(dv[j], ref_dv[j], 1e-5 * mag_dv[j] + 1e-6) << "dv at " << j << ", " << what;
+      if (first_dx.empty()) {
+        first_dx = dx;
+        first_dv = dv;
+      } else {
+        ASSERT_EQ(dx, first_dx) << "dx depends on the thread count, " << what;
+        ASSERT_EQ(dv, first_dv) << "dv depends on the thread count, " << what;
+      }
+      // The two kernels: the same products.
+      std::vector<float> dx2(dx.size(), -7.f), dv2(nnz, -7.f);
+      fx.c = dx2.data();
+      fv.out = dv2.data();
+      table.spmm_offsets(fx);
+      table.sddmm_offsets(fv);
+      for (size_t i = 0; i < dx.size(); ++i)
+        ASSERT_NEAR(dx[i], dx2[i], 2e-5 * mag_dx[i] + 1e-6) << "dx vs spmm at " << i << ", " << what;
+      for (int64_t j = 0; j < nnz; ++j)
+        ASSERT_NEAR(dv[j], dv2[j], 2e-5 * mag_dv[j] + 1e-6) << "dv vs sddmm at " << j << ", " << what;
+      // One entry of the transposed index moved: not the one-pass form any more.
+      t_off_u[0] += u;
+      EXPECT_EQ(k::conv_grads_one_pass_plane(fx, fv), 0) << what;
+      t_off_u[0] -= u;
+    }
   }
 }
 
