@@ -21,14 +21,15 @@ namespace ST_ISA {
 constexpr int kGradsTile = Vec::kRegs >= 24 ? 8 : 4;
 constexpr int kGradsGroup = Vec::kRegs >= 24 ? 4 : 2;
 
+// dvt[g] += the lanes of d[g] summed, g < G (up to four sums from one reduction).
 template <int G>
 inline void grads_add_sums(const Vec* d, float* dvt) {
+  static_assert(G >= 1 && G <= 4, "reduce4 sums four vectors");
+  Vec v[4] = {Vec::zero(), Vec::zero(), Vec::zero(), Vec::zero()};
+#pragma GCC unroll 4
+  for (int g = 0; g < G; ++g) v[g] = d[g];
   float s[4];
-  if constexpr (G == 4) {
-    reduce4(d[0], d[1], d[2], d[3], s);
-  } else {
-    reduce4(d[0], G > 1 ? d[1] : Vec::zero(), Vec::zero(), Vec::zero(), s);
-  }
+  reduce4(v[0], v[1], v[2], v[3], s);
 #pragma GCC unroll 4
   for (int g = 0; g < G; ++g) dvt[g] += s[g];
 }
