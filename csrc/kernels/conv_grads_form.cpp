@@ -8,6 +8,8 @@ namespace sparsetrain {
 namespace kernels {
 namespace {
 
+constexpr int64_t kMaxPartials = int64_t{8} << 20;  // floats (32 MiB), as the sddmm kernel's
+
 // Whether dx's transposed index lists exactly dv's nonzeros: nonzero j of dv's row r, at
 // input plane ic and shift s (dv.off[j] = unit * (ic * plane + s)), is entry pos[j] of dx's
 // row ic, whose window of dy starts where dv's row r of A does (a_offset floats after dx's
@@ -50,7 +52,9 @@ int64_t conv_grads_one_pass_plane(const SpmmOffsetsArgs& dx, const SddmmOffsetsA
     x_plane = dv.pack->hq * dv.pack->wq;
     a_offset = dv.pack_grid->offset;
   } else {  // packed beforehand: dv's A is a view into dx's B, dv's B is x, plane by plane
+    // (and the values gradient summed per image: at most kMaxPartials floats of them)
     if (dx.pack_grid != nullptr || dv.pack_grid != nullptr ||
+        dv.images > kMaxPartials / (dx.ptr[dx.rows] > 0 ? dx.ptr[dx.rows] : 1) ||
         dx.b_image_stride != dv.a_image_stride || dv.b_image_stride % (dx.rows * u) != 0)
       return 0;
     const auto xb = reinterpret_cast<std::uintptr_t>(dx.b);

@@ -97,24 +97,45 @@ void packed_by_image(const SddmmOffsetsArgs& a, int64_t extra_work_per_image,
   }
 }
 
-// Both gradients in one pass over each image (conv_grads_one_pass_plane): every slice sums the
-// values gradient in the transposed index's order; out[j] gathers entry pos[j] of each
-// slice, in slice order.
+// Both gradients in one pass (conv_grads_one_pass_plane), the values gradient summed in the
+// transposed index's order and gathered into out (out[j] = entry pos[j]). The kernel packing
+// x and dy: threads own the fixed image slices of for_each_packed_image, each summing its
+// own copy. Packed beforehand: threads own (image, row) pairs, balanced by nonzeros (all of
+// them busy even for one image group), each image summing into its own copy. Either way the
+// copies are added in a fixed order: the same result for any thread count.
 void grads_one_pass(const SpmmOffsetsArgs& dx, const float* values, const SddmmOffsetsArgs& dv,
                     int64_t x_plane) {
-  const int64_t nnz = dv.ptr[dv.rows];
-  const int64_t parts = image_slices(dv);
-  std::vector<float> sums(static_cast<std::size_t>(parts * nnz), 0.0f);
-  for_each_packed_image(dv, parts, 2 * (nnz + dx.rows) * dx.len, dx.finite,
-                        [&](int64_t p, int64_t n, bool, const float* packed, const float*,
-                            const float* x) {
-    const float* dy = packed ? packed : dx.b + n * dx.b_image_stride;
-    grads_offsets_image(dx, values, n, dy, x, x_plane, sums.data() + p * nnz);
-  });
+  const int64_t nnz = dv.ptr[dv.rows], rows = dx.rows;
+  const bool packs = dv.pack != nullptr;
+  const int64_t copies = packs ? image_slices(dv) : dv.images;
+  std::vector<float> sums(static_cast<std::size_t>(copies * nnz), 0.0f);
+  if (packs) {
+    for_each_packed_image(dv, copies, 2 * (nnz + rows) * dx.len, dx.finite,
+                          [&](int64_t p, int64_t n, bool, const float* packed, const float*,
+                              const float* x) {
+      grads_offsets_image(dx, values, n, 0, rows, packed, x, x_plane, sums.data() + p * nnz);
+    });
+  } else {
+    const int64_t per_image = nnz + rows;
+    parallel_balanced(
+        dx.nthreads, rows * dv.images, 2 * dx.len,
+        [&](int64_t i) {
+          const int64_t n = i / rows, r = i - n * rows;
+          return n * per_image + dx.ptr[r] + r;
+        },
+        [&](int64_t i0, int64_t i1) {
+          for (int64_t n = i0 / rows; n * rows < i1; ++n) {
+            const int64_t r0 = i0 > n * rows ? i0 - n * rows : 0;
+            const int64_t r1 = i1 < (n + 1) * rows ? i1 - n * rows : rows;
+            grads_offsets_image(dx, values, n, r0, r1, dx.b + n * dx.b_image_stride,
+                                dv.b + n * dv.b_image_stride, x_plane, sums.data() + n * nnz);
+          }
+        });
+  }
   for (int64_t j = 0; j < nnz; ++j) {
     const int64_t k = dx.pos[j];
     float s = sums[k];
-    for (int64_t p = 1; p < parts; ++p) s += sums[p * nnz + k];
+    for (int64_t p = 1; p < copies; ++p) s += sums[p * nnz + k];
     dv.out[j] = s;
   }
 }

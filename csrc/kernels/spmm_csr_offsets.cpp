@@ -233,10 +233,11 @@ void spmm_offsets_image(const SpmmOffsetsArgs& a, const float* values, int64_t n
   }
 }
 
-void grads_offsets_image(const SpmmOffsetsArgs& a, const float* values, int64_t n, const float* b,
-                         const float* x, int64_t x_plane, float* dvt) {
+void grads_offsets_image(const SpmmOffsetsArgs& a, const float* values, int64_t n, int64_t r0,
+                         int64_t r1, const float* b, const float* x, int64_t x_plane,
+                         float* dvt) {
   const float* x0 = x + a.t_base * a.unit;  // position 0 of each row
-  grid_rows(a, n, 0, a.rows, nullptr, [&](int64_t r, int64_t c0, int64_t c1, float* buf) {
+  grid_rows(a, n, r0, r1, nullptr, [&](int64_t r, int64_t c0, int64_t c1, float* buf) {
     const auto src_chunk = [&](int64_t j) { return b + a.off[j] + c0; };
     grads_span(a.ptr[r], a.ptr[r + 1], src_chunk, values, x0 + r * x_plane + c0, 0, c1 - c0, buf,
                dvt);
