@@ -102,19 +102,10 @@ inline void grads_tail(int64_t begin, int64_t end, const Src& src, const float* 
 template <class Src>
 inline void grads_span(int64_t begin, int64_t end, const Src& src, const float* val,
                        const float* x, int64_t t0, int64_t t1, float* c, float* dvt) {
-  constexpr int W = Vec::W;
-  for (; t0 + W <= t1; t0 += int64_t{kGradsTile} * W) {
-    const int64_t left = (t1 - t0) / W;
-    const int nt = left < kGradsTile ? static_cast<int>(left) : kGradsTile;
-    with_tile<kGradsTile>(nt, [&](auto NT) {
-      grads_tile<NT()>(begin, end, src, val, x, t0, c, dvt);
-    });
-    if (nt < kGradsTile) {
-      t0 += int64_t{nt} * W;
-      break;
-    }
-  }
-  if (t0 < t1) grads_tail(begin, end, src, val, x, t0, static_cast<int>(t1 - t0), c, dvt);
+  for_each_tile<kGradsTile>(
+      t0, t1,
+      [&](int64_t t, auto NT) { grads_tile<NT()>(begin, end, src, val, x, t, c, dvt); },
+      [&](int64_t t, int n) { grads_tail(begin, end, src, val, x, t, n, c, dvt); });
 }
 
 }  // namespace ST_ISA

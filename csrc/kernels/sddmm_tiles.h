@@ -81,18 +81,13 @@ inline void sddmm_tail(int64_t begin, int64_t end, const Src& src, const float* 
 template <class Src>
 inline void sddmm_span(int64_t begin, int64_t end, const Src& src, const float* arow, int64_t t0,
                        int64_t t1, float* out, bool accumulate) {
-  constexpr int W = Vec::W;
-  for (; t0 + W <= t1; t0 += int64_t{kTileMax} * W) {
-    const int64_t left = (t1 - t0) / W;
-    const int nt = left < kTileMax ? static_cast<int>(left) : kTileMax;
-    with_tile(nt, [&](auto NT) { sddmm_tile<NT()>(begin, end, src, arow, t0, out, accumulate); });
-    accumulate = true;
-    if (nt < kTileMax) {
-      t0 += int64_t{nt} * W;
-      break;
-    }
-  }
-  if (t0 < t1) sddmm_tail(begin, end, src, arow, t0, static_cast<int>(t1 - t0), out, accumulate);
+  for_each_tile<kTileMax>(
+      t0, t1,
+      [&](int64_t t, auto NT) {
+        sddmm_tile<NT()>(begin, end, src, arow, t, out, accumulate);
+        accumulate = true;  // later tiles add to what the first stored
+      },
+      [&](int64_t t, int n) { sddmm_tail(begin, end, src, arow, t, n, out, accumulate); });
 }
 
 }  // namespace ST_ISA

@@ -79,17 +79,10 @@ constexpr int spmm_unroll() {
 template <class Src>
 inline void spmm_span(int64_t begin, int64_t end, const Src& src, const float* val, int64_t t0,
                       int64_t t1, float* c) {
-  constexpr int W = Vec::W;
-  for (; t0 + W <= t1; t0 += int64_t{kTileMax} * W) {
-    const int64_t left = (t1 - t0) / W;
-    const int nt = left < kTileMax ? static_cast<int>(left) : kTileMax;
-    with_tile(nt, [&](auto NT) { spmm_tile<NT(), spmm_unroll<NT()>()>(begin, end, src, val, t0, c); });
-    if (nt < kTileMax) {
-      t0 += int64_t{nt} * W;
-      break;
-    }
-  }
-  if (t0 < t1) spmm_tail(begin, end, src, val, t0, static_cast<int>(t1 - t0), c);
+  for_each_tile<kTileMax>(
+      t0, t1,
+      [&](int64_t t, auto NT) { spmm_tile<NT(), spmm_unroll<NT()>()>(begin, end, src, val, t, c); },
+      [&](int64_t t, int n) { spmm_tail(begin, end, src, val, t, n, c); });
 }
 
 }  // namespace ST_ISA

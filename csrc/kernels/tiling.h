@@ -1,4 +1,5 @@
-// Shared tiling constants and the compile-time tile dispatch used by the bmajor kernels.
+// Shared tiling constants, the compile-time tile dispatch and the row-span tiling loop of the
+// kernels' register-blocked products.
 #pragma once
 
 #include <cstdint>
@@ -55,6 +56,24 @@ inline void with_tile(int nt, const F& f) {
     }
     with_tile<NT - 1>(nt, f);
   }
+}
+
+// One row span [t0, t1) of a vectorized product: tile(t0, NT) for tiles of NT <= NTMax whole
+// vectors (NT a std::integral_constant), then tail(t0, n) for a last partial vector of
+// n < W floats. Tiles are NTMax wide until fewer vectors are left.
+template <int NTMax, class Tile, class Tail>
+inline void for_each_tile(int64_t t0, int64_t t1, const Tile& tile, const Tail& tail) {
+  constexpr int W = Vec::W;
+  for (; t0 + W <= t1; t0 += int64_t{NTMax} * W) {
+    const int64_t left = (t1 - t0) / W;
+    const int nt = left < NTMax ? static_cast<int>(left) : NTMax;
+    with_tile<NTMax>(nt, [&](auto NT) { tile(t0, NT); });
+    if (nt < NTMax) {
+      t0 += int64_t{nt} * W;
+      break;
+    }
+  }
+  if (t0 < t1) tail(t0, static_cast<int>(t1 - t0));
 }
 
 }  // namespace ST_ISA
