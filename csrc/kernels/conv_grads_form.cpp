@@ -1,8 +1,6 @@
 #include "kernels/conv_grads_form.h"
 
-#include <cstddef>
 #include <cstdint>
-#include <vector>
 
 namespace sparsetrain {
 namespace kernels {
@@ -15,19 +13,18 @@ constexpr int64_t kMaxPartials = int64_t{8} << 20;  // floats (32 MiB), as the s
 // row ic, whose window of dy starts where dv's row r of A does (a_offset floats after dx's
 // B), moved by t_base - s pixels. The sum over dx's positions is then dv's sum over its own:
 // the two ranges differ only by positions where the packed input or the bordered dy is zero.
-// O(nnz).
+// O(nnz), no allocation: it runs on every call.
 bool transposes(const SpmmOffsetsArgs& dx, const SddmmOffsetsArgs& dv, int64_t plane,
                 int64_t a_offset) {
-  const int64_t nnz = dx.ptr[dx.rows], u = dx.unit;
-  std::vector<int64_t> row_of(static_cast<std::size_t>(nnz));
-  for (int64_t ic = 0; ic < dx.rows; ++ic)
-    for (int64_t k = dx.ptr[ic]; k < dx.ptr[ic + 1]; ++k) row_of[k] = ic;
+  const int64_t u = dx.unit;
   for (int64_t r = 0; r < dv.rows; ++r) {
     for (int64_t j = dv.ptr[r]; j < dv.ptr[r + 1]; ++j) {
       const int64_t k = dx.pos[j], o = dv.off[j];
-      if (k < 0 || k >= nnz || o < 0 || o % u != 0) return false;
+      if (o < 0 || o % u != 0) return false;
       const int64_t ic = o / u / plane, shift = o / u - ic * plane;
-      if (row_of[k] != ic || dx.off[k] != a_offset + r * dv.lda + u * (dx.t_base - shift))
+      // Entry k in dx's row ic (its rows partition the entries: ptr is validated monotone).
+      if (ic >= dx.rows || k < dx.ptr[ic] || k >= dx.ptr[ic + 1] ||
+          dx.off[k] != a_offset + r * dv.lda + u * (dx.t_base - shift))
         return false;
     }
   }
