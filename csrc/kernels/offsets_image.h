@@ -24,9 +24,10 @@ void spmm_offsets_image(const SpmmOffsetsArgs& a, const float* values, int64_t n
 
 // Both gradients of rows [r0, r1) of image n (with unit 16: group n) of a stride-1
 // convolution from one load of each window of its packed output gradient b: the input
-// gradient as spmm_offsets_image writes it (the grid form, a.grid_w > 0; no merge), and every nonzero's products with the
-// packed input x (row r's plane x_plane floats apart, position t of the row at
-// unit * t_base + t) added into dvt, indexed as the transposed index (a.ptr / a.off) is.
+// gradient as spmm_offsets_image writes it (the grid form, a.grid_w > 0; no merge), and
+// every nonzero's products with the packed input x (row r's plane x_plane floats apart,
+// position t of the row at unit * t_base + t) added into dvt, indexed as the transposed
+// index (a.ptr / a.off) is.
 // Defined in spmm_csr_offsets.cpp.
 void grads_offsets_image(const SpmmOffsetsArgs& a, const float* values, int64_t n, int64_t r0,
                          int64_t r1, const float* b, const float* x, int64_t x_plane,

@@ -288,7 +288,7 @@ class _Layout:
 
     def grads(self, values, row_ptr, dyq, xq, nthreads, check_finite=False):
         """(dx, dv, whether dy is all finite if asked and the kernel packed dy, else None) in
-        one kernel call (layouts that fuse_grads)."""
+        one kernel call (layouts whose fuses_grads is True)."""
         dx, dx_args, _ = self._input_grad_args(values, dyq, nthreads, check_finite)
         dv = torch.empty(values.numel())
         dv_args = self._values_grad_args(row_ptr, dyq, xq, dv, nthreads)
