@@ -1,6 +1,12 @@
 """GradualMagnitudePruner: the cubic schedule, dense -> sparse hand-over, optimizer state."""
+import collections
+import warnings
+from unittest import mock
+
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as hst
 from torch import nn
 
 import sparsetrain as st
@@ -16,6 +22,8 @@ OPTIMIZERS = {
     "sgd": lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9, weight_decay=1e-3),
     "adam": lambda p: torch.optim.Adam(p, lr=0.01),
     "adamw": lambda p: torch.optim.AdamW(p, lr=0.01, weight_decay=0.1),
+    "adagrad": lambda p: torch.optim.Adagrad(p, lr=0.05),
+    "rmsprop": lambda p: torch.optim.RMSprop(p, lr=0.01, momentum=0.5),
 }
 
 
@@ -55,12 +63,12 @@ def test_prunes_on_schedule_and_swaps_past_min_sparsity():
     pruner = st.GradualMagnitudePruner(model, opt, 0.9, start_step=3, end_step=15, every=4,
                                        exclude="0")
     steps_seen = []
-    for step in range(1, 21):
+    for step in range(0, 20):  # steps count from 0: the first call is step 0
         before = [type(m).__name__ for m in model]
-        _, changed = train(model, opt, pruner, 1, seed=step)
+        _, changed = train(model, opt, pruner, 1, seed=step + 1)
         if changed[0]:
             steps_seen.append(step)
-        assert pruner.step_count == step
+        assert pruner.step_count == step + 1
         if step >= 15:
             assert pruner.sparsity == pytest.approx(0.9)
         assert before == [type(m).__name__ for m in model] or changed[0]
@@ -109,7 +117,7 @@ def test_bias_parameter_and_state_survive_the_swap():
     model = nn.Sequential(nn.Linear(20, 30))
     bias = model[0].bias
     opt = torch.optim.Adam(model.parameters(), lr=0.01)
-    pruner = st.GradualMagnitudePruner(model, opt, 0.9, start_step=1, end_step=1, every=1)
+    pruner = st.GradualMagnitudePruner(model, opt, 0.9, start_step=0, end_step=0, every=1)
     x = torch.randn(4, 20)
     model(x).sum().backward()
     opt.step()
@@ -174,3 +182,199 @@ def test_pruning_while_the_previous_graph_is_alive():
     assert sp.values.grad.shape == sp.values.shape
     opt.step()
     del loss
+
+
+# -- the schedule's step numbering -----------------------------------------------------------
+
+def test_start_and_end_zero_prune_at_the_first_call():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(20, 10))
+    pruner = st.GradualMagnitudePruner(model, None, 0.9, start_step=0, end_step=0,
+                                       min_sparsity=None)
+    assert pruner.step()
+    assert float((model[0].weight == 0).float().mean()) == pytest.approx(0.9)
+    assert not pruner.step()
+
+
+@settings(max_examples=80, deadline=None, database=None, derandomize=True)
+@given(start=hst.integers(0, 12), length=hst.integers(0, 15), every=hst.integers(1, 20),
+       initial=hst.sampled_from([0.0, 0.3]), final=hst.sampled_from([0.5, 0.9]))
+def test_schedule_prunes_exactly_at_the_scheduled_steps(start, length, every, initial, final):
+    """Step t is the (t + 1)-th call; pruning happens at start, start + every, ... up to end,
+    and at end, with the final sparsity reached at end and kept after it."""
+    end = start + length
+    torch.manual_seed(0)
+    layer = nn.Linear(20, 10, bias=False)
+    pruner = st.GradualMagnitudePruner(nn.Sequential(layer), None, final, start, end, every,
+                                       initial_sparsity=initial, min_sparsity=None)
+    expected = sorted({t for t in range(start, end + 1, every)} | {end})
+    real, calls = st.pruning.magnitude_prune, []
+
+    def spy(model, sparsity, *args):
+        calls.append((pruner.step_count - 1, sparsity))  # step_count counts this call
+        return real(model, sparsity, *args)
+
+    zeros_after = {}
+    with mock.patch.object(st.pruning, "magnitude_prune", spy):
+        for t in range(end + 5):
+            pruner.step()
+            zeros_after[t] = int((layer.weight == 0).sum())
+            if t < end:
+                assert pruner.sparsity < final
+    assert [t for t, _ in calls] == expected
+    for t, s in calls:
+        progress = (t - start) / (end - start) if end > start else 1.0
+        assert s == pytest.approx(final + (initial - final) * (1 - progress) ** 3)
+    assert calls[-1] == (end, final)
+    assert zeros_after[end] == 200 - round((1 - final) * 200)  # final sparsity at end_step
+    assert all(zeros_after[t] == zeros_after[end] for t in range(end, end + 5))
+    if start < end:
+        assert calls[0] == (start, pytest.approx(initial))
+
+
+# -- layers that stay dense: tied weights ------------------------------------------------------
+
+class TiedLM(nn.Module):
+    """An embedding tied to the output head, as language models do."""
+
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(50, 16)
+        self.body = nn.Linear(16, 16)
+        self.head = nn.Linear(16, 50, bias=False)
+        self.head.weight = self.emb.weight
+
+    def forward(self, tokens):
+        return self.head(torch.relu(self.body(self.emb(tokens))))
+
+
+def tied_lm():
+    model = TiedLM()
+
+    def loss(g):
+        tokens = torch.randint(0, 50, (8, 6), generator=g)
+        return nn.functional.cross_entropy(model(tokens).flatten(0, 1), tokens.flatten())
+    return model, loss, ["head"], "body"
+
+
+def tied_linears():
+    model = nn.Sequential(nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 16), nn.ReLU(),
+                          nn.Linear(16, 4))
+    model[2].weight = model[0].weight
+
+    def loss(g):
+        return model(torch.randn(8, 16, generator=g)).square().mean()
+    return model, loss, ["0", "2"], "4"
+
+
+def tied_convs():
+    model = nn.Sequential(nn.Conv2d(4, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 4, 3, padding=1),
+                          nn.ReLU(), nn.Flatten(), nn.Linear(4 * 5 * 5, 3))
+    model[2].weight = model[0].weight
+
+    def loss(g):
+        return model(torch.randn(8, 4, 5, 5, generator=g)).square().mean()
+    return model, loss, ["0", "2"], "5"
+
+
+@pytest.mark.parametrize("opt_name", ["sgd", "adam"])
+@pytest.mark.parametrize("build", [tied_lm, tied_linears, tied_convs])
+def test_tied_weights_stay_dense_and_keep_training(build, opt_name):
+    torch.manual_seed(0)
+    model, loss_fn, tied, untied = build()
+    weight = model.get_submodule(tied[0]).weight
+    opt = OPTIMIZERS[opt_name](model.parameters())
+    pruner = st.GradualMagnitudePruner(model, opt, 0.9, start_step=0, end_step=4, every=2,
+                                       min_sparsity=0.5)
+    g = torch.Generator().manual_seed(1)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for _ in range(8):
+            opt.zero_grad()
+            loss_fn(g).backward()
+            opt.step()
+            pruner.step()
+    assert isinstance(model.get_submodule(untied), (st.SparseLinear, st.SparseConv2d))
+    for name in tied:  # dense, still the one shared Parameter
+        assert type(model.get_submodule(name)) in (nn.Linear, nn.Conv2d)
+        assert model.get_submodule(name).weight is weight
+    held = {id(p) for group in opt.param_groups for p in group["params"]}
+    assert held == {id(p) for p in model.parameters()}  # nothing left out, nothing stale
+    zeros = weight.detach() == 0
+    assert float(zeros.float().mean()) == pytest.approx(0.9, abs=0.01)
+    before = weight.detach().clone()
+    opt.zero_grad()
+    loss_fn(g).backward()
+    opt.step()
+    pruner.step()
+    assert torch.all(weight.detach()[zeros] == 0)  # pruned under the mask
+    assert torch.any(weight.detach() != before)  # and still training
+    told = collections.Counter(str(w.message).split()[1] for w in caught
+                               if "shares its weight" in str(w.message))
+    assert told == {name: 1 for name in tied}  # warned once per layer, not per pruning step
+
+
+# -- optimizer state that cannot be carried over -----------------------------------------------
+
+HAND_OVER = dict(OPTIMIZERS, adafactor=lambda p: torch.optim.Adafactor(p, lr=0.01))
+
+
+@pytest.mark.parametrize("opt_name", sorted(HAND_OVER))
+def test_hand_over_carries_element_wise_state_and_restarts_the_rest(opt_name):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(20, 30))
+    opt = HAND_OVER[opt_name](model.parameters())
+    pruner = st.GradualMagnitudePruner(model, opt, 0.9, start_step=1, end_step=1)
+    x = torch.randn(4, 20)
+    for _ in range(2):
+        opt.zero_grad()
+        model(x).square().mean().backward()
+        opt.step()
+        pruner.step()
+    sp = model[0]
+    assert isinstance(sp, st.SparseLinear)
+    state = opt.state.get(sp.values, {})
+    if opt_name == "adafactor":  # a factored (row, column) second moment: restarts
+        assert not state
+    else:
+        assert state and all(v.shape == sp.values.shape for v in state.values()
+                             if isinstance(v, torch.Tensor) and v.dim())
+    for _ in range(2):  # Adafactor failed here: "variance should be defined ..."
+        opt.zero_grad()
+        model(x).square().mean().backward()
+        opt.step()
+    for v in opt.state[sp.values].values():
+        if isinstance(v, torch.Tensor) and v.dim():
+            assert v.shape == sp.values.shape
+    if "step" in opt.state[sp.values]:
+        assert float(opt.state[sp.values]["step"]) == (2 if opt_name == "adafactor" else 4)
+
+
+# -- swapping without the optimizer ------------------------------------------------------------
+
+@pytest.mark.parametrize("given_opt", ["none", "another"])
+@pytest.mark.parametrize("opt_name", ["sgd", "adam"])
+def test_a_swap_the_training_optimizer_was_not_told_of_fails_loudly(opt_name, given_opt):
+    torch.manual_seed(0)
+    model = small_cnn()
+    opt = OPTIMIZERS[opt_name](model.parameters())
+    other = torch.optim.SGD([model[0].bias], lr=0.1) if given_opt == "another" else None
+    pruner = st.GradualMagnitudePruner(model, other, 0.9, start_step=0, end_step=0,
+                                       exclude="0")
+    train(model, opt, pruner, 1)  # swaps every layer but the first
+    assert isinstance(model[2], st.SparseConv2d)
+    with pytest.raises(RuntimeError, match="pass this optimizer to GradualMagnitudePruner"):
+        train(model, opt, pruner, 1)
+    # No false alarm for an optimizer built over the new parameters.
+    fresh = OPTIMIZERS[opt_name](model.parameters())
+    train(model, fresh, pruner, 2)
+
+
+def test_no_optimizer_is_fine_while_layers_stay_dense():
+    torch.manual_seed(0)
+    model = small_cnn()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    pruner = st.GradualMagnitudePruner(model, None, 0.9, start_step=0, end_step=2, every=1,
+                                       min_sparsity=None)
+    train(model, opt, pruner, 5)
+    assert float((model[2].weight == 0).float().mean()) == pytest.approx(0.9, abs=0.01)

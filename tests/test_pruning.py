@@ -116,3 +116,135 @@ def test_hold_masks_keeps_zeros_of_dense_layers_through_training():
     for i, z in zip((0, 2), zeros):
         assert torch.all(model[i].weight.detach()[z] == 0)
         assert torch.any(model[i].weight.detach()[~z] != 0)
+
+
+# -- layers pruned with torch.nn.utils.prune ---------------------------------------------------
+
+def torch_pruned_model():
+    from torch.nn.utils import prune
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 4 * 4, 10))
+    for i in (0, 3):
+        prune.l1_unstructured(model[i], "weight", amount=0.3)
+    return model
+
+
+def effective_zeros(m):
+    return float((m.weight_orig * m.weight_mask == 0).float().mean())
+
+
+@pytest.mark.parametrize("scope", ["layer", "global"])
+def test_magnitude_prune_goes_through_torch_prune_masks(scope):
+    torch.manual_seed(0)
+    model = torch_pruned_model()
+    x = torch.randn(2, 3, 6, 6)
+    out = st.magnitude_prune(model, 0.8, scope=scope)
+    model(x)  # torch's pre-hook recomputes weight = weight_orig * weight_mask
+    total = sum(model[i].weight.numel() for i in (0, 3))
+    nz = sum(int((model[i].weight == 0).sum()) for i in (0, 3))
+    assert nz / total == pytest.approx(0.8, abs=0.01)  # was about 0.3 before: the hook undid it
+    for i in (0, 3):
+        assert out[str(i)] == pytest.approx(effective_zeros(model[i]))
+        assert out[str(i)] == pytest.approx(float((model[i].weight == 0).float().mean()))
+        if scope == "layer":
+            assert out[str(i)] == pytest.approx(0.8, abs=0.01)
+
+
+def test_gradual_pruner_and_hold_masks_with_torch_prune_masks():
+    torch.manual_seed(0)
+    model = torch_pruned_model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    pruner = st.GradualMagnitudePruner(model, opt, 0.9, start_step=0, end_step=2, every=1,
+                                       min_sparsity=0.5)
+    x = torch.randn(4, 3, 6, 6)
+    with pytest.warns(UserWarning, match="torch.nn.utils.prune") as caught:
+        for _ in range(6):
+            opt.zero_grad()
+            model(x).square().mean().backward()
+            opt.step()
+            pruner.step()
+    assert len([w for w in caught if "torch.nn.utils.prune" in str(w.message)]) == 2  # once each
+    for i in (0, 3):
+        assert type(model[i]) in (nn.Conv2d, nn.Linear)  # kept dense, torch's mask holds zeros
+        assert effective_zeros(model[i]) == pytest.approx(0.9, abs=0.01)
+    # hold_masks: zeros of weight_orig inside torch's mask join the mask
+    with torch.no_grad():  # five weights torch's mask keeps become zero
+        keep = model[3].weight_mask.bool().clone()
+        keep.view(-1)[keep.view(-1).nonzero()[:5]] = False
+        model[3].weight_orig.mul_(keep)
+    before = effective_zeros(model[3])
+    reapply = st.hold_masks(model)
+    for _ in range(3):
+        opt.zero_grad()
+        model(x).square().mean().backward()
+        opt.step()
+        reapply()
+    model(x)
+    assert effective_zeros(model[3]) == pytest.approx(before)
+    assert float((model[3].weight == 0).float().mean()) == pytest.approx(before)
+
+
+def test_weights_derived_otherwise_are_refused_naming_the_layer():
+    from torch.nn.utils import parametrize
+
+    class Scale(nn.Module):
+        def forward(self, w):
+            return 2 * w
+
+    model = nn.Sequential(nn.Linear(6, 6), nn.ReLU(), nn.Linear(6, 3))
+    parametrize.register_parametrization(model[2], "weight", Scale())
+    first = model[0].weight.detach().clone()
+    with pytest.raises(ValueError, match="'2'.*parametrization"):
+        st.magnitude_prune(model, 0.5)
+    assert torch.equal(model[0].weight, first)  # refused before pruning anything
+    with pytest.raises(ValueError, match="'2'"):
+        st.GradualMagnitudePruner(model, None, 0.9, 0, 10)
+    with pytest.raises(ValueError, match="'2'"):
+        st.hold_masks(model)
+
+
+# -- hold_masks on frozen weights --------------------------------------------------------------
+
+@pytest.mark.parametrize("frozen", ["weight", "module"])
+@pytest.mark.parametrize("make", [lambda: nn.Linear(12, 10), lambda: nn.Conv2d(3, 4, 3)],
+                         ids=["linear", "conv"])
+def test_hold_masks_on_frozen_weights(make, frozen):
+    torch.manual_seed(0)
+    layer = make()
+    st.magnitude_prune(layer, 0.6)
+    if frozen == "weight":
+        layer.weight.requires_grad_(False)
+    else:
+        layer.requires_grad_(False)
+    zeros = layer.weight.detach() == 0
+    reapply = st.hold_masks([layer])  # raised PyTorch's "cannot register a hook" before
+    with torch.no_grad():
+        layer.weight.add_(1.0)  # something moves the zeros
+    reapply()
+    assert torch.all(layer.weight[zeros] == 0) and torch.all(layer.weight[~zeros] != 0)
+
+
+# -- optimizer state that is not per value -----------------------------------------------------
+
+@pytest.mark.parametrize("opt_name", ["sgd", "adam", "adagrad", "rmsprop", "adafactor"])
+def test_prune_values_restarts_state_it_cannot_index(opt_name):
+    torch.manual_seed(0)
+    sp = st.SparseLinear(20, 10, sparsity=0.5)
+    make = {"sgd": lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9),
+            "adam": lambda p: torch.optim.Adam(p, lr=0.01),
+            "adagrad": lambda p: torch.optim.Adagrad(p, lr=0.05),
+            "rmsprop": lambda p: torch.optim.RMSprop(p, lr=0.01),
+            "adafactor": lambda p: torch.optim.Adafactor(p, lr=0.01)}[opt_name]
+    opt = make(sp.parameters())
+    sp(torch.randn(3, 20)).sum().backward()
+    opt.step()
+    state = opt.state[sp.values]
+    carried = {k: v.clone() for k, v in state.items() if isinstance(v, torch.Tensor) and v.dim()}
+    keep = sp.values.detach().abs() > sp.values.detach().abs().median()
+    sp.prune_values(keep, optimizer=opt)  # element-wise entries follow the survivors
+    for k, v in carried.items():
+        torch.testing.assert_close(opt.state[sp.values][k], v[keep])
+    opt.state[sp.values]["factored"] = torch.zeros(3, 1)  # as a factored optimizer might hold
+    sp.prune_values(torch.rand(sp.nnz) > 0.5, optimizer=opt)
+    assert not opt.state.get(sp.values)  # cannot follow the survivors: restarts
+    sp(torch.randn(3, 20)).sum().backward()
+    opt.step()

@@ -6,11 +6,16 @@ pattern-setting path, optimizer state remapped to the surviving weights).
 """
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch import nn
+from torch.nn.utils import prune as torch_prune
 
+from . import _optim_state
 from .formats import nonzero_positions
 from .nn import SparseConv2d, SparseLinear
+from .nn._sparse_weight import _resize_parameter
 from .surgery import _matches
 
 _DENSE = (nn.Linear, nn.Conv2d)
@@ -32,11 +37,45 @@ def prunable_layers(model: nn.Module, include=None, exclude=None) -> list:
     return out
 
 
+def _torch_pruned(module) -> bool:
+    """Whether ``torch.nn.utils.prune`` manages the weight: then ``weight`` is only
+    ``weight_orig * weight_mask``, recomputed by a forward pre-hook before every forward, so
+    only the mask can prune it."""
+    return any(isinstance(h, torch_prune.BasePruningMethod) and h._tensor_name == "weight"
+               for h in module._forward_pre_hooks.values())
+
+
+def _check_prunable(name: str, module, who: str) -> None:
+    """Refuse layers whose weight is derived from another tensor some other way (a
+    parametrization, weight_norm): zeros written into it would be undone at the next forward."""
+    attr = "values" if isinstance(module, _SPARSE) else "weight"
+    if attr in module._parameters or (attr == "weight" and _torch_pruned(module)):
+        return
+    raise ValueError(f"{who}: the {attr} of layer {name or type(module).__name__!r} is not a "
+                     f"Parameter of the layer but derived (a parametrization or a hook such as "
+                     f"weight_norm's), so pruning it would be undone at the next forward; remove "
+                     f"that first (layers pruned with torch.nn.utils.prune are supported)")
+
+
+def _weight(module) -> torch.Tensor:
+    """A dense layer's weight as its next forward will see it (detached)."""
+    if _torch_pruned(module):  # module.weight is stale once weight_orig has trained
+        return (module.weight_orig * module.weight_mask).detach()
+    return module.weight.detach()
+
+
+def _trained(module) -> nn.Parameter:
+    """The Parameter an optimizer trains for this layer's weight."""
+    if isinstance(module, _SPARSE):
+        return module.values
+    return module.weight_orig if _torch_pruned(module) else module.weight
+
+
 def _magnitudes(module) -> torch.Tensor:
     """|weight| of the entries that are still alive (nonzero positions of sparse layers)."""
     if isinstance(module, _SPARSE):
         return module.values.detach().abs()
-    return module.weight.detach().abs().reshape(-1)
+    return _weight(module).abs().reshape(-1)
 
 
 def _total(module) -> int:
@@ -57,13 +96,20 @@ def _apply(module, keep_mask: torch.Tensor, optimizer) -> None:
         if not bool(keep_mask.all()):
             module.prune_values(keep_mask, optimizer=optimizer)
         return
+    param = _trained(module)
     with torch.no_grad():
-        module.weight.mul_(keep_mask.view_as(module.weight))
+        if _torch_pruned(module):
+            # `weight` is recomputed from the mask before every forward: prune the mask.
+            module.weight_mask.mul_(keep_mask.view_as(module.weight_mask))
+        else:
+            param.mul_(keep_mask.view_as(param))
         if optimizer is not None:  # pruned entries restart with empty optimizer state
-            state = optimizer.state.get(module.weight, {})
+            state = optimizer.state.get(param, {})
             for v in state.values():
-                if isinstance(v, torch.Tensor) and v.shape == module.weight.shape:
+                if isinstance(v, torch.Tensor) and v.shape == param.shape:
                     v.mul_(keep_mask.view_as(v))
+    if _torch_pruned(module):  # what its pre-hook computes, so `weight` is right before then
+        module.weight = module.weight_orig * module.weight_mask
 
 
 def hold_masks(modules):
@@ -71,16 +117,28 @@ def hold_masks(modules):
     train (dense layers fine-tuned with fixed masks). ``modules``: a model or an iterable of
     modules; sparse layers and weights without zeros are left alone. Their gradients are
     masked, so optimizer state stays zero there too; the returned function re-applies the
-    masks (call it after ``optimizer.step()``, against anything else that could move a zero)."""
+    masks (call it after ``optimizer.step()``, against anything else that could move a zero).
+    A weight frozen at this call (``requires_grad`` False) gets no gradient hook; its mask is
+    still re-applied. Layers pruned with ``torch.nn.utils.prune`` get their zeros added to
+    ``weight_mask``, which then holds them; a weight derived otherwise (parametrization,
+    weight_norm) raises ValueError."""
     held, seen = [], set()
-    for m in (modules.modules() if isinstance(modules, nn.Module) else modules):
+    named = (modules.named_modules() if isinstance(modules, nn.Module)
+             else (("", m) for m in modules))
+    for name, m in named:
         if not isinstance(m, _DENSE) or m in seen:
             continue
         seen.add(m)
-        mask = m.weight.detach() != 0
-        if not bool(mask.all()):
+        _check_prunable(name, m, "hold_masks")
+        mask = _weight(m) != 0
+        if bool(mask.all()):
+            continue
+        if _torch_pruned(m):
+            _apply(m, mask.reshape(-1), None)
+            continue
+        if m.weight.requires_grad:  # a frozen leaf takes no hook (and gets no gradient)
             m.weight.register_hook(lambda g, mask=mask: g * mask)
-            held.append((m.weight, mask))
+        held.append((m.weight, mask))
 
     def reapply() -> None:
         with torch.no_grad():
@@ -97,13 +155,21 @@ def magnitude_prune(model: nn.Module, sparsity: float, scope: str = "global", in
     chosen layers (their overall sparsity is `sparsity`). Dense layers get zeros, sparse layers
     lose nonzeros (repacked; `optimizer` state, if given, follows the surviving weights).
     Weights are only ever removed: a layer already sparser than asked is left alone.
-    Returns {layer name: sparsity after pruning}.
+    Layers pruned with ``torch.nn.utils.prune`` are pruned through their ``weight_mask``; a
+    weight derived otherwise (parametrization, weight_norm) raises ValueError. A weight shared
+    by several layers counts once. Returns {layer name: sparsity after pruning}.
     """
     if not 0.0 <= float(sparsity) <= 1.0:
         raise ValueError(f"magnitude_prune: sparsity must be in [0, 1], got {sparsity!r}")
     if scope not in ("global", "layer"):
         raise ValueError(f"magnitude_prune: scope must be 'global' or 'layer', got {scope!r}")
-    layers = prunable_layers(model, include, exclude)
+    named = prunable_layers(model, include, exclude)
+    layers, weights = [], set()
+    for name, module in named:
+        _check_prunable(name, module, "magnitude_prune")
+        if id(_trained(module)) not in weights:  # a tied weight once, not once per user
+            weights.add(id(_trained(module)))
+            layers.append((name, module))
     if not layers:
         return {}
     if scope == "layer":
@@ -121,13 +187,13 @@ def magnitude_prune(model: nn.Module, sparsity: float, scope: str = "global", in
         for (_, module), m in zip(layers, mags):
             _apply(module, mask[start:start + m.numel()], optimizer)
             start += m.numel()
-    return {name: _sparsity(module) for name, module in layers}
+    return {name: _sparsity(module) for name, module in named}
 
 
 def _sparsity(module) -> float:
     if isinstance(module, _SPARSE):
         return module.sparsity
-    w = module.weight.detach()
+    w = _weight(module)
     return float((w == 0).sum()) / max(1, w.numel())
 
 
@@ -155,16 +221,33 @@ class GradualMagnitudePruner:
             optimizer.step(); optimizer.zero_grad()
             pruner.step()
 
-    The k-th call is step k. At ``start_step`` and every ``every`` steps up to ``end_step``
-    the chosen layers are magnitude-pruned to the cubic schedule's sparsity (see
-    :func:`cubic_sparsity`; ``scope`` as in :func:`magnitude_prune`, per layer by default
-    like the paper). Pruned weights of dense layers stay zero: their gradients are masked
+    Steps count from 0, like training steps: the first call is step 0, the k-th call is
+    step k - 1 (``step_count`` is the number of calls made). At ``start_step`` and every
+    ``every`` steps after it, and at ``end_step``, the chosen layers are magnitude-pruned to
+    the cubic schedule's sparsity (see :func:`cubic_sparsity`: ``initial_sparsity`` at
+    ``start_step``, ``final_sparsity`` from ``end_step`` on; ``scope`` as in
+    :func:`magnitude_prune`, per layer by default like the paper). So
+    ``start_step=end_step=0`` prunes to ``final_sparsity`` at the first call, and
+    ``start_step=200, end_step=2000, every=100`` at steps 200, 300, ..., 2000 (the 201st,
+    301st, ..., 2001st call); ``every`` past ``end_step - start_step`` prunes at the two ends.
+    Pruned weights of dense layers stay zero: their gradients are masked
     and the mask is re-applied at every step. A dense layer whose sparsity reaches
     ``min_sparsity`` is swapped for a :class:`SparseLinear` / :class:`SparseConv2d` in the
     model (pass ``min_sparsity=None`` to keep layers dense); the optimizer then holds the
     sparse layer's ``values`` in the dense weight's place, with its state (momentum, Adam
-    moments and step) carried over, and keeps the same bias Parameter. From then on pruning
-    removes nonzeros for good.
+    moments and step) carried over, and keeps the same bias Parameter. State that is not
+    element-wise (Adafactor's factored second moment) cannot be carried over: that layer's
+    state restarts. From then on pruning removes nonzeros for good.
+
+    Layers are never swapped, only pruned under a mask as dense layers (with a warning, once),
+    when their weight is shared with another module (tied embeddings: swapping would take
+    the shared weight away from the other module and the optimizer), or when
+    ``torch.nn.utils.prune`` manages it (its ``weight_mask`` then holds the zeros).
+
+    Swapped layers need the optimizer that trains the model: with ``optimizer=None`` (or
+    another optimizer) nothing can put the new ``values`` into the optimizer that trains the
+    dense weight, so that optimizer's next ``step()`` raises RuntimeError instead of silently
+    training a weight that is no longer in the model.
 
     :meth:`step` returns True when it changed a pattern or swapped a module. Wrappers that
     register parameters once, such as ``DistributedDataParallel``, must then be built anew
@@ -196,26 +279,31 @@ class GradualMagnitudePruner:
         if scope not in ("global", "layer"):
             raise ValueError(f"GradualMagnitudePruner: scope must be 'global' or 'layer', "
                              f"got {scope!r}")
+        for name, module in prunable_layers(model, include, exclude):
+            _check_prunable(name, module, "GradualMagnitudePruner")
         self.model, self.optimizer = model, optimizer
         self.final_sparsity, self.initial_sparsity = float(final_sparsity), float(initial_sparsity)
         self.start_step, self.end_step, self.every = start_step, end_step, every
         self.scope, self.include, self.exclude = scope, include, exclude
         self.min_sparsity = None if min_sparsity is None else float(min_sparsity)
-        self.step_count = 0
+        self.step_count = 0  # calls made so far: the next call is step `step_count`
         self.sparsity = 0.0  # the schedule's value at the last pruning
         self._masks = {}  # id(dense weight) -> (weight, keep mask, gradient hook handle)
+        self._warned = set()  # layers told once why they stay dense
 
     def is_pruning_step(self, step: int) -> bool:
+        """Whether step ``step`` (counted from 0: the ``step + 1``-th call) prunes."""
         if step < self.start_step or step > self.end_step:
             return False
         return (step - self.start_step) % self.every == 0 or step == self.end_step
 
     def step(self) -> bool:
         """Advance one training step; prune if the schedule says so. True if a pattern changed."""
+        step = self.step_count
         self.step_count += 1
         changed = False
-        if self.is_pruning_step(self.step_count):
-            self.sparsity = cubic_sparsity(self.step_count, self.final_sparsity, self.start_step,
+        if self.is_pruning_step(step):
+            self.sparsity = cubic_sparsity(step, self.final_sparsity, self.start_step,
                                            self.end_step, self.initial_sparsity)
             before = {m: _alive(m) for _, m in prunable_layers(self.model, self.include,
                                                                 self.exclude)}
@@ -230,8 +318,8 @@ class GradualMagnitudePruner:
     # -- dense layers: keep their pruned weights at zero ------------------------------------
     def _update_masks(self) -> None:
         for _, module in prunable_layers(self.model, self.include, self.exclude):
-            if isinstance(module, _SPARSE):
-                continue
+            if isinstance(module, _SPARSE) or _torch_pruned(module):
+                continue  # sparse: no zeros to hold; torch-pruned: weight_mask holds them
             w = module.weight
             mask = w.detach() != 0
             if id(w) in self._masks:
@@ -249,38 +337,59 @@ class GradualMagnitudePruner:
     def _swap_sparse(self) -> bool:
         if self.min_sparsity is None:
             return False
-        from .surgery import _SPARSE_OF, _replace
+        from .surgery import _SPARSE_OF, _replace, _shared_weights
+        shared = _shared_weights(self.model)
         swapped = False
-        for _, module in prunable_layers(self.model, self.include, self.exclude):
+        for name, module in prunable_layers(self.model, self.include, self.exclude):
             if isinstance(module, _SPARSE) or type(module) not in _SPARSE_OF:
                 continue
             if _sparsity(module) < self.min_sparsity:
                 continue
+            if _torch_pruned(module):
+                self._warn_once(name, "is pruned with torch.nn.utils.prune (call "
+                                      "torch.nn.utils.prune.remove on it to let it become sparse)")
+                continue
+            if id(module.weight) in shared:
+                self._warn_once(name, "shares its weight with another module")
+                continue
             sparse = _SPARSE_OF[type(module)].from_dense(module).train(module.training)
             if module.bias is not None:
                 sparse.bias = module.bias  # the same Parameter stays with the optimizer
-            self._hand_over(module.weight, sparse)
+            self._hand_over(module.weight, sparse, name)
             _replace(self.model, module, sparse)
             swapped = True
         return swapped
 
-    def _hand_over(self, weight: nn.Parameter, sparse) -> None:
+    def _warn_once(self, name: str, why: str) -> None:
+        if name not in self._warned:
+            self._warned.add(name)
+            warnings.warn(f"GradualMagnitudePruner: {name} {why}; left dense (pruned under a "
+                          f"mask)")
+
+    def _hand_over(self, weight: nn.Parameter, sparse, name: str) -> None:
         """Put the sparse ``values`` in the optimizer where the dense weight was, with the
         optimizer state of the surviving entries."""
         _, _, handle = self._masks.pop(id(weight), (None, None, None))
         if handle is not None:
             handle.remove()
-        if self.optimizer is None:
+        groups = self.optimizer.param_groups if self.optimizer is not None else []
+        if not any(p is weight for group in groups for p in group["params"]):
+            # Whatever optimizer trains this weight (if one does) cannot be told: make its
+            # next step fail rather than train a weight the model no longer has.
+            _optim_state.note_replaced(
+                weight, f"GradualMagnitudePruner swapped layer {name!r} for a "
+                        f"{type(sparse).__name__}, but this optimizer still holds the old dense "
+                        f"weight (the new `values` would never train): pass this optimizer to "
+                        f"GradualMagnitudePruner, or min_sparsity=None to keep layers dense")
             return
-        flat = nonzero_positions(sparse.row_ptr, sparse.col_idx, sparse._rows, sparse._cols)
-        for group in self.optimizer.param_groups:
+        for group in groups:
             group["params"] = [sparse.values if p is weight else p for p in group["params"]]
         state = self.optimizer.state.pop(weight, None)
         if state:
-            self.optimizer.state[sparse.values] = {
-                k: (v.reshape(-1)[flat].clone() if isinstance(v, torch.Tensor)
-                    and v.shape == weight.shape else v)
-                for k, v in state.items()}
+            flat = nonzero_positions(sparse.row_ptr, sparse.col_idx, sparse._rows, sparse._cols)
+            state = _optim_state.carried(state, weight.shape, flat)
+            if state is not None:  # else not element-wise: restarts as for a new parameter
+                self.optimizer.state[sparse.values] = state
 
     def state_dict(self) -> dict:
         return {"step_count": self.step_count, "sparsity": self.sparsity}
@@ -290,11 +399,85 @@ class GradualMagnitudePruner:
         layers are taken from their zeros)."""
         self.step_count = int(state["step_count"])
         self.sparsity = float(state["sparsity"])
-        if self.step_count >= self.start_step:
+        if self.step_count > self.start_step:  # step start_step has run: pruning began
             self._update_masks()
 
 
 def _alive(module) -> int:
     if isinstance(module, _SPARSE):
         return module.nnz
-    return int((module.weight.detach() != 0).sum())
+    return int((_weight(module) != 0).sum())
+
+
+def follow_pattern(copy: nn.Module, model: nn.Module) -> None:
+    """Give ``copy`` the layer types and sparsity patterns ``model`` has now, keeping the
+    copy's numbers for the weights that survive: for averaged copies after a pruning step.
+
+    ``copy``: a ``torch.optim.swa_utils.AveragedModel`` of ``model`` (SWA, or EMA with
+    ``get_ema_multi_avg_fn``), its ``.module``, or another copy of the same architecture.
+    Its ``update_parameters(model)`` fails once pruning changed a layer's number of nonzeros
+    or swapped a layer; call this first whenever ``pruner.step()`` returned True (or after
+    :func:`magnitude_prune` / ``prune_values`` on the model)::
+
+        if pruner.step():
+            sparsetrain.pruning.follow_pattern(averaged, model)
+        averaged.update_parameters(model)
+
+    Sparse layers of ``model`` get the same layer in the copy on the same pattern, holding the
+    copy's (averaged) weight at each surviving position (a position new to the pattern starts
+    at the model's value); dense layers keep the copy's weight with zeros where the model's
+    weight is zero, so averages of pruned weights are dropped, not decayed.
+    """
+    from torch.optim.swa_utils import AveragedModel
+
+    from .surgery import _SPARSE_OF, _replace
+    holder = copy if isinstance(copy, AveragedModel) else None
+    root = copy.module if holder is not None else copy
+    for name, layer in prunable_layers(model):
+        try:
+            twin = root.get_submodule(name)
+        except AttributeError:
+            raise ValueError(f"follow_pattern: the copy has no layer {name!r}") from None
+        if isinstance(layer, _SPARSE):
+            if isinstance(twin, _SPARSE):
+                if (twin.nnz == layer.nnz and torch.equal(twin.row_ptr, layer.row_ptr)
+                        and torch.equal(twin.col_idx, layer.col_idx)):
+                    continue
+                averaged = twin._dense_matrix().detach().reshape(-1)
+                present = torch.zeros(averaged.numel(), dtype=torch.bool)
+                present[nonzero_positions(twin.row_ptr, twin.col_idx, twin._rows,
+                                          twin._cols)] = True
+                new = twin
+            elif type(twin) in _SPARSE_OF and type(layer) is _SPARSE_OF[type(twin)]:
+                averaged = _weight(twin).reshape(-1)
+                present = torch.ones(averaged.numel(), dtype=torch.bool)
+                new = type(layer).from_dense(twin).train(twin.training)
+            else:
+                raise ValueError(f"follow_pattern: layer {name!r} is a "
+                                 f"{type(twin).__name__} in the copy but a "
+                                 f"{type(layer).__name__} in the model")
+            flat = nonzero_positions(layer.row_ptr, layer.col_idx, layer._rows, layer._cols)
+            values = torch.where(present[flat], averaged[flat], layer.values.detach())
+            with torch.no_grad():
+                _resize_parameter(new.values, values.contiguous())
+            new.row_ptr, new.col_idx = layer.row_ptr.clone(), layer.col_idx.clone()
+            new._rebuild_index()
+        else:
+            # The model was densified: so is the copy.
+            new = twin.to_dense().train(twin.training) if isinstance(twin, _SPARSE) else twin
+            if not isinstance(new, _DENSE):
+                raise ValueError(f"follow_pattern: layer {name!r} is a {type(twin).__name__} "
+                                 f"in the copy but a {type(layer).__name__} in the model")
+            keep = _weight(layer) != 0
+            if not bool(keep.all()):
+                _check_prunable(name, new, "follow_pattern")
+                _apply(new, keep.reshape(-1), None)
+        if new is twin:
+            continue
+        if twin is root:
+            if holder is None:
+                raise ValueError("follow_pattern: the copy is itself the layer that changed "
+                                 "type; pass the AveragedModel, or a model holding the layer")
+            holder.module = root = new
+        else:
+            _replace(root, twin, new)
