@@ -180,3 +180,56 @@ def test_strategy_rule_picks_measured_winners():
     assert pick(4096, 4096, 1677722, 64) == "csc"
     assert pick(4096, 4096, 1677722, 128) == "csc"
     assert pick(1024, 1024, 104858, 16) == "csc"
+
+
+@pytest.mark.parametrize("nonfinite", [None, "x unread column", "x read column", "dy"])
+def test_many_empty_columns_run_on_the_read_features_only(isa, input_grad_strategy, nonfinite):
+    # 2000 inputs, 30 nonzeros: the kernels see only the columns a nonzero reads, and the
+    # results (NaN / Inf included) are nn.Linear's.
+    lin = pruned_linear(2000, 6, 0.9975)
+    sp = st.SparseLinear.from_dense(lin)
+    assert sp._index.in_cols is not None and sp._index.kernel_cols < 2000
+    x = torch.randn(9, 2000)
+    read = int(sp._index.in_cols[0])
+    unread = next(c for c in range(2000) if c not in set(sp._index.in_cols.tolist()))
+    if nonfinite == "x unread column":
+        x[3, unread] = float("nan")
+    elif nonfinite == "x read column":
+        x[4, read] = float("inf")
+    g = torch.randn(9, 6)
+    if nonfinite == "dy":
+        g[2, 1] = float("nan")
+    xd, xs = x.clone().requires_grad_(), x.clone().requires_grad_()
+    yd, ys = lin(xd), sp(xs)
+    torch.testing.assert_close(ys, yd, equal_nan=True, rtol=1e-4, atol=1e-5)
+    yd.backward(g)
+    ys.backward(g)
+    torch.testing.assert_close(xs.grad, xd.grad, equal_nan=True, rtol=1e-4, atol=1e-5)
+    mask = lin.weight.detach() != 0
+    torch.testing.assert_close(sp.values.grad, lin.weight.grad[mask], equal_nan=True,
+                               rtol=1e-4, atol=1e-5)
+
+
+def test_building_a_wide_layer_costs_memory_for_its_nonzeros_not_its_inputs():
+    # 2^26 inputs and 7 nonzeros: the pattern and its transpose are tiny, and so is a forward
+    # + backward of one sample beyond the input and its gradient (2 x 256 MB).
+    import subprocess
+    import sys
+    code = """
+import resource, torch, sparsetrain as st
+def peak(): return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+n = 2 ** 26
+x = torch.zeros(1, n, requires_grad=True)
+torch.zeros(1, n)  # the input gradient's size, touched once
+before = peak()
+layer = st.SparseLinear(n, 1024, sparsity=1 - 7 / (n * 1024))
+built = peak() - before
+layer(x).sum().backward()
+print(layer.nnz, built, peak() - before)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.split()
+    nnz, built, trained = (int(v) for v in out)
+    assert nnz == 7
+    assert built < 32 << 20, f"building took {built >> 20} MB"
+    assert trained < (256 << 20) + (64 << 20), f"a step took {trained >> 20} MB"

@@ -63,7 +63,7 @@ def test_state_dict_round_trip_including_different_nnz():
     assert torch.equal(b.weight, a.weight)
     x = torch.randn(3, 50)
     assert torch.equal(b(x), a(x))
-    assert set(a.state_dict()) == {"values", "bias", "row_ptr", "col_idx"}
+    assert set(a.state_dict()) == {"values", "bias", "row_ptr", "col_idx", "weight_shape"}
 
 
 @pytest.mark.parametrize("corrupt,match", [

@@ -6,7 +6,8 @@ from ._runtime import (get_isa, get_num_threads, keep_freed_memory, runtime_info
                        set_num_threads, supported_isas)
 from .functional import sparse_linear
 from .nn import FusedBatchNorm2d, SparseConv2d, SparseLinear
-from .pruning import GradualMagnitudePruner, cubic_sparsity, hold_masks, magnitude_prune
+from .pruning import (GradualMagnitudePruner, cubic_sparsity, follow_pattern, hold_masks,
+                      magnitude_prune)
 from .surgery import SparsifyReport, densify, fuse_batch_norm, sparsify, sparsify_like
 
 __version__ = _C.__version__
@@ -24,6 +25,7 @@ __all__ = [
     "GradualMagnitudePruner",
     "cubic_sparsity",
     "hold_masks",
+    "follow_pattern",
     "sparse_linear",
     "formats",
     "models",

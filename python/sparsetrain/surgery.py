@@ -142,11 +142,53 @@ def _shared_weights(model: nn.Module) -> set:
 
 
 def _replace(model: nn.Module, old: nn.Module, new: nn.Module) -> None:
-    """Point every parent slot that holds `old` at `new` (modules used twice move together)."""
+    """Point every parent slot that holds `old` at `new` (modules used twice move together),
+    and hand `old`'s hooks to `new` (_carry_hooks)."""
+    _carry_hooks(old, new)
     for parent in model.modules():
         for child_name, child in list(parent._modules.items()):
             if child is old:
                 setattr(parent, child_name, new)
+
+
+# A module's hook tables, as nn.Module keeps them. Forward (pre-)hooks and full backward hooks
+# see the module's inputs and outputs, which a swap keeps: they move to the new module. The
+# tables themselves move (not copies), so the handles their registration returned still
+# remove them. State-dict hooks move too; they see the new module's keys.
+_HOOK_TABLES = ("_forward_pre_hooks", "_forward_pre_hooks_with_kwargs", "_forward_hooks",
+                "_forward_hooks_with_kwargs", "_forward_hooks_always_called",
+                "_backward_pre_hooks", "_state_dict_hooks", "_state_dict_pre_hooks",
+                "_load_state_dict_pre_hooks", "_load_state_dict_post_hooks")
+
+
+def _carry_hooks(old: nn.Module, new: nn.Module) -> None:
+    """Move `old`'s module hooks to `new`; warn about the hooks whose meaning a swap ends."""
+    from torch.nn.utils.prune import BasePruningMethod
+
+    what = type(old).__name__
+    # torch.nn.utils.prune's mask is in the copied weight already; its hook would look for
+    # weight_orig on the new module.
+    pruning = [k for k, h in old._forward_pre_hooks.items() if isinstance(h, BasePruningMethod)]
+    for k in pruning:
+        del old._forward_pre_hooks[k]
+        old._forward_pre_hooks_with_kwargs.pop(k, None)
+    for table in _HOOK_TABLES:
+        if getattr(old, table, None):
+            setattr(new, table, getattr(old, table))
+    if old._backward_hooks:
+        if old._is_full_backward_hook:
+            new._backward_hooks, new._is_full_backward_hook = old._backward_hooks, True
+        else:
+            # register_backward_hook (not _full_) sees the last autograd node's gradients,
+            # which are another layer's after the swap.
+            warnings.warn(f"{what} replaced by {type(new).__name__}: its register_backward_hook "
+                          f"hooks cannot follow (use register_full_backward_hook); dropped")
+    for pname, other in (("weight", "values"), ("weight_orig", "values"), ("values", "weight")):
+        p = old._parameters.get(pname)
+        if p is not None and (p._backward_hooks or getattr(p, "_post_accumulate_grad_hooks", None)):
+            warnings.warn(f"{what} replaced by {type(new).__name__}: the gradient hooks on its "
+                          f"{pname} cannot follow (the new layer trains {other}, of another "
+                          f"shape); register them on the new layer's {other}")
 
 
 def _conv_batch_norm_pairs(model: nn.Module, example_inputs) -> list:
@@ -261,6 +303,8 @@ def sparsify(model: nn.Module, example_inputs=None, *, min_sparsity: float = 0.8
             row.reason = f"{row.dense_ms / row.sparse_ms:.1f}x faster"
         else:
             row.reason = f"sparsity >= {min_sparsity}"
+        if module.bias is not None:
+            sparse.bias = module.bias  # the same Parameter: its hooks and identity stay
         _replace(model, module, sparse)
         row.swapped = True
     if example_inputs is not None and batch_norm and report.swapped:
@@ -277,7 +321,7 @@ def densify(model: nn.Module) -> nn.Module:
     """Replace every SparseLinear / SparseConv2d in ``model`` (in place) by the equal plain
     torch module; returns the model (or the dense module, if ``model`` itself is sparse)."""
     if isinstance(model, (SparseLinear, SparseConv2d)):
-        return _dense_twin(model)
+        return _dense_twin(model, share_bias=False)  # the layer itself stays usable
     for module in model.modules():  # plain batch norms again (nothing fills in statistics)
         if type(module) is FusedBatchNorm2d:
             module.__class__ = nn.BatchNorm2d
@@ -289,11 +333,14 @@ def densify(model: nn.Module) -> nn.Module:
     return model
 
 
-def _dense_twin(module) -> nn.Module:
+def _dense_twin(module, share_bias: bool = True) -> nn.Module:
     dense = module.to_dense().train(module.training)
     dense.weight.requires_grad_(module.values.requires_grad)
     if module.bias is not None:
-        dense.bias.requires_grad_(module.bias.requires_grad)
+        if share_bias:  # the same Parameter: its hooks and place in an optimizer stay
+            dense.bias = module.bias
+        else:
+            dense.bias.requires_grad_(module.bias.requires_grad)
     return dense
 
 
@@ -314,17 +361,32 @@ def sparsify_like(model: nn.Module, state_dict, *, strict: bool = True) -> nn.Mo
     for name, module in model.named_modules(remove_duplicate=False):
         if type(module) in _SPARSE_OF or isinstance(module, (SparseLinear, SparseConv2d)):
             names.setdefault(module, []).append(name)
-    root = model
+    root, swaps, errors = model, [], []
     for module, module_names in names.items():
         prefixes = [f"{n}." if n else "" for n in module_names]
         sparse_there = any(p + "col_idx" in state_dict for p in prefixes)
         dense_there = not sparse_there and any(p + "weight" in state_dict for p in prefixes)
         if type(module) in _SPARSE_OF and sparse_there:
-            new = _SPARSE_OF[type(module)].from_dense(module).train(module.training)
+            swaps.append((module, lambda m=module: _SPARSE_OF[type(m)].from_dense(m)))
+            key, found = "weight_shape", lambda t: tuple(int(v) for v in t.tolist())
         elif isinstance(module, (SparseLinear, SparseConv2d)) and dense_there:
-            new = _dense_twin(module)
+            swaps.append((module, lambda m=module: _dense_twin(m)))
+            key, found = "weight", lambda t: tuple(t.shape)
         else:
             continue
+        # A weight of another shape is refused before any layer is swapped (as
+        # load_state_dict refuses it), so a failed call leaves the model as it was.
+        mine = tuple(module.weight.shape)
+        for p in prefixes:
+            t = state_dict.get(p + key)
+            if isinstance(t, torch.Tensor) and found(t) != mine:
+                errors.append(f"size mismatch for {p}weight: the checkpoint's weight has shape "
+                              f"{found(t)}, the model's {module_names[0] or 'model'} {mine}")
+                break
+    if errors:
+        raise RuntimeError("sparsify_like: " + "; ".join(errors))
+    for module, make in swaps:
+        new = make().train(module.training)
         if module is model:
             root = new
         else:

@@ -24,25 +24,45 @@ _PERMUTATION_LIMIT = 1 << 24
 
 class KernelIndex(NamedTuple):
     """A validated pattern in the form the kernels take: NumPy views (zero-copy, they keep
-    the tensors alive) of the CSR index and of its transpose. Built only by build_index."""
+    the tensors alive) of the CSR index and of its transpose. Built only by build_index.
+
+    When most columns are empty (fewer nonzeros than half the columns), the kernels run on
+    the columns that hold a nonzero only: ``in_cols`` lists them, ``col_idx`` / ``t_*``
+    count in that list, and the caller gathers those input features (and scatters the input
+    gradient back), so that memory grows with the nonzeros and rows, not with ``cols``."""
 
     rows: int
     cols: int
     nnz: int
     row_ptr: object  # np.ndarray int64 (rows + 1)
-    col_idx: object  # np.ndarray int32 (nnz)
-    t_ptr: object  # np.ndarray int64 (cols + 1): nonzeros per column, cumulative
+    col_idx: object  # np.ndarray int32 (nnz): column, or position in in_cols
+    t_ptr: object  # np.ndarray int64 (kernel columns + 1): nonzeros per column, cumulative
     t_idx: object  # np.ndarray int32 (nnz)
     t_pos: object  # np.ndarray int64 (nnz): CSC position of each CSR nonzero
+    in_cols: torch.Tensor | None = None  # int64, sorted: the columns the kernels see
+
+    @property
+    def kernel_cols(self) -> int:
+        return self.cols if self.in_cols is None else self.in_cols.numel()
+
+    def dense_col_idx(self) -> torch.Tensor:
+        """Column indices of the nonzeros in the full (rows, cols) matrix."""
+        idx = torch.from_numpy(self.col_idx)
+        return idx if self.in_cols is None else self.in_cols[idx.to(torch.int64)].to(INDEX_DTYPE)
 
 
 def build_index(row_ptr: torch.Tensor, col_idx: torch.Tensor, rows: int, cols: int) -> KernelIndex:
     """Validate a CSR pattern and derive everything the kernels need from it."""
     validate_csr(row_ptr, col_idx, rows, cols)
     row_ptr, col_idx = row_ptr.contiguous(), col_idx.contiguous()
-    t = csr_transpose(row_ptr, col_idx, cols)
+    in_cols, kernel_cols = None, cols
+    if cols > 2 * col_idx.numel():
+        in_cols = torch.unique(col_idx.to(torch.int64), sorted=True)
+        col_idx = torch.searchsorted(in_cols, col_idx.to(torch.int64)).to(INDEX_DTYPE)
+        kernel_cols = in_cols.numel()
+    t = csr_transpose(row_ptr, col_idx, kernel_cols)
     return KernelIndex(rows, cols, col_idx.numel(), row_ptr.numpy(), col_idx.numpy(),
-                       t.ptr.numpy(), t.idx.numpy(), t.pos.numpy())
+                       t.ptr.numpy(), t.idx.numpy(), t.pos.numpy(), in_cols)
 
 
 class Transposed(NamedTuple):

@@ -43,7 +43,8 @@ from .._runtime import get_num_threads
 from .. import _workspace
 from ..formats.conv import ConvGeometry, ConvIndex
 from ..formats.csr import nonzero_positions
-from .linear import all_finite, dense_weight, no_autocast, nonfinite_rows
+from .linear import (all_finite, check_saved_values, dense_weight, no_autocast,
+                     nonfinite_rows)
 
 STRATEGIES = ("direct", "plane", "batch")
 # The plane layout's kernels pack the input themselves, image by image (see _Layout.fused):
@@ -444,7 +445,8 @@ class SparseConv2dFunction(torch.autograd.Function):
     numbers go through the sparse kernels unchecked)."""
 
     @staticmethod
-    def forward(ctx, x, values, bias, row_ptr, layout, col_idx=None, stats_out=None):
+    def forward(ctx, x, values, bias, row_ptr, layout, col_idx=None, stats_out=None,
+                pattern=None, name="SparseConv2d"):
         nthreads = get_num_threads()
         check = col_idx is not None
         xq, x_finite = layout.pack_x(x, check_finite=check)
@@ -475,8 +477,12 @@ class SparseConv2dFunction(torch.autograd.Function):
         # second copy of every layer's input until backward (x itself stays alive anyway, as
         # nn.Conv2d keeps it too); packing again in backward costs one pass over x instead.
         repack = need_v and REPACK_IN_BACKWARD and xq.data_ptr() != x.data_ptr()
+        # The pattern's buffers only for autograd's version check (the kernels run on the
+        # private pattern the layout was derived from).
         ctx.save_for_backward(xq if need_v and not repack else None, values,
-                              x if need_v and (repack or not x_finite) else None)
+                              x if need_v and (repack or not x_finite) else None,
+                              *(pattern or ()))
+        ctx.name = name
         ctx.repack = repack
         ctx.row_ptr, ctx.layout, ctx.col_idx = row_ptr, layout, col_idx
         ctx.x_shape, ctx.x_finite, ctx.w_finite = tuple(x.shape), x_finite, w_finite
@@ -485,8 +491,9 @@ class SparseConv2dFunction(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, dy):
-        xq, values, x = ctx.saved_tensors
+        xq, values, x = ctx.saved_tensors[:3]
         layout, row_ptr, col_idx = ctx.layout, ctx.row_ptr, ctx.col_idx
+        check_saved_values(ctx.name, values, int(row_ptr[-1]))
         if ctx.repack:
             xq, _ = layout.pack_x(x)
         need_x, need_v, need_b = ctx.needs_input_grad[:3]
@@ -535,7 +542,7 @@ class SparseConv2dFunction(torch.autograd.Function):
                     dx[imgs] = dense.input_grad((len(imgs),) + ctx.x_shape[1:], dy[imgs])
         elif need_b:
             db = dy.sum((0, 2, 3))
-        return dx, dv, db, None, None, None, None
+        return dx, dv, db, None, None, None, None, None, None
 
 
 def time_layouts(layouts, x, values, bias, row_ptr, repeats: int = 5) -> dict:

@@ -127,30 +127,35 @@ class SparseLinearFunction(torch.autograd.Function):
     pattern as a KernelIndex (validated by sparsetrain.formats.build_index)."""
 
     @staticmethod
-    def forward(ctx, x, values, bias, index):
+    def forward(ctx, x, values, bias, index, pattern=None, name="SparseLinear"):
         nthreads = get_num_threads()
         batch = x.shape[0]
-        xt = _to_batch_major(x, nthreads)
+        # (Only the features a nonzero reads, where the index lists them.)
+        xk = x if index.in_cols is None else x.index_select(1, index.in_cols)
+        xt = _to_batch_major(xk, nthreads)
         yt = _workspace.empty(index.rows * xt.shape[1]).view(index.rows, xt.shape[1])
         _C.spmm(index.row_ptr, index.col_idx, _np(values), None, None, _np(xt), _np(yt), nthreads)
         y = _from_batch_major(yt, batch, bias, nthreads)
         if not all_finite(x):
             # Rows with a NaN or Inf: dense, so pruned weights meet them as in nn.Linear.
             rows = nonfinite_rows(x)
-            w = dense_weight(index.row_ptr, index.col_idx, values, index.rows, index.cols)
+            w = _dense_weight_of(index, values)
             with no_autocast():
                 y[rows] = torch.nn.functional.linear(x[rows], w, bias)
-        # Keep xt (not x) only when the values gradient will need it.
-        ctx.save_for_backward(xt if ctx.needs_input_grad[1] else None, values)
-        ctx.index = index
+        # Keep xt (not x) only when the values gradient will need it. The pattern's buffers
+        # are saved only for autograd's version check: the kernels run on `index`.
+        ctx.save_for_backward(xt if ctx.needs_input_grad[1] else None, values,
+                              *(pattern or ()))
+        ctx.index, ctx.name = index, name
         ctx.batch = batch
         return y
 
     @staticmethod
     @once_differentiable
     def backward(ctx, dy):
-        xt, values = ctx.saved_tensors
+        xt, values = ctx.saved_tensors[:2]
         index = ctx.index
+        check_saved_values(ctx.name, values, index.nnz)
         need_x, need_v, need_b = ctx.needs_input_grad[:3]
         nthreads = get_num_threads()
         dx = dv = db = None
@@ -163,8 +168,9 @@ class SparseLinearFunction(torch.autograd.Function):
                 dv = torch.empty_like(values)
                 _C.sddmm(index.row_ptr, index.col_idx, _np(dyt), _np(xt), _np(dv), nthreads)
             if need_x:
-                dxt = _workspace.empty(index.cols * dyt.shape[1]).view(index.cols, dyt.shape[1])
-                strategy = input_grad_strategy(index.cols, index.rows, index.nnz, dyt.shape[1])
+                kcols = index.kernel_cols
+                dxt = _workspace.empty(kcols * dyt.shape[1]).view(kcols, dyt.shape[1])
+                strategy = input_grad_strategy(kcols, index.rows, index.nnz, dyt.shape[1])
                 if strategy == "scatter":
                     _C.spmmt(index.row_ptr, index.col_idx, _np(values), index.t_ptr, _np(dyt),
                              _np(dxt), nthreads)
@@ -173,23 +179,44 @@ class SparseLinearFunction(torch.autograd.Function):
                     _C.spmm(index.t_ptr, index.t_idx, _np(values), index.t_pos, _np(scratch),
                             _np(dyt), _np(dxt), nthreads)
                 dx = _from_batch_major(dxt, ctx.batch, None, nthreads)
+                if index.in_cols is not None:  # the features no nonzero reads get zeros
+                    dx = dx.new_zeros(ctx.batch, index.cols).index_copy_(1, index.in_cols, dx)
                 # A finite bias gradient (a sum of all of dy) proves dy finite for free.
                 if not ((db is not None and math.isfinite(db.sum().item())) or all_finite(dy)):
                     # Rows of dy with a NaN or Inf: dense, as nn.Linear's dx = dy W. (The
                     # values gradient needs no fix: it forms exactly the dense products.)
                     rows = nonfinite_rows(dy)
-                    w = dense_weight(index.row_ptr, index.col_idx, values, index.rows, index.cols)
+                    w = _dense_weight_of(index, values)
                     with no_autocast():
                         dx[rows] = dy[rows] @ w
-        return dx, dv, db, None
+        return dx, dv, db, None, None, None
 
 
-def sparse_linear(x: torch.Tensor, values: torch.Tensor, bias, index) -> torch.Tensor:
+def _dense_weight_of(index, values: torch.Tensor) -> torch.Tensor:
+    return dense_weight(index.row_ptr, index.dense_col_idx(), values, index.rows, index.cols)
+
+
+def check_saved_values(name: str, values: torch.Tensor, nnz: int) -> None:
+    """Backward's guard: a Parameter's data replaced (``values.data = ...``) between forward and
+    backward, which autograd's version counter does not see, must not reach the kernels."""
+    if values.dim() != 1 or values.numel() != nnz or not values.is_contiguous():
+        raise RuntimeError(f"{name}: values was replaced between forward and backward (shape "
+                           f"{tuple(values.shape)}, the forward pass had ({nnz},)); run the "
+                           f"forward pass again")
+
+
+def sparse_linear(x: torch.Tensor, values: torch.Tensor, bias, index, pattern=None, *,
+                  name: str = "SparseLinear") -> torch.Tensor:
     """y = x Wᵀ + b for x of shape ``(*, in_features)``; W is given by ``values`` on the
-    pattern ``index`` (a KernelIndex from sparsetrain.formats.build_index)."""
+    pattern ``index`` (a KernelIndex from sparsetrain.formats.build_index). ``pattern``: the
+    tensors the index was derived from, checked by autograd for in-place changes before
+    backward; ``name`` names the layer in errors."""
+    if values.dim() != 1 or values.numel() != index.nnz:
+        raise ValueError(f"{name}: values has shape {tuple(values.shape)}, expected "
+                         f"({index.nnz},)")
     lead = x.shape[:-1]
     x2d = x.reshape(math.prod(lead), index.cols)  # not -1: in_features may be 0
     if not x2d.is_contiguous():
         x2d = x2d.contiguous()
-    y = SparseLinearFunction.apply(x2d, values, bias, index)
+    y = SparseLinearFunction.apply(x2d, values, bias, index, pattern, name)
     return y.view(*lead, index.rows)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 
-_MAX = 2 ** 31 - 1  # column indices are int32
+MAX_INDEX = _MAX = 2 ** 31 - 1  # column indices are int32
 
 
 def size(layer: str, name: str, v, minimum: int = 0) -> int:

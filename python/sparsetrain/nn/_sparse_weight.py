@@ -22,6 +22,9 @@ class SparseWeightModule(nn.Module):
     def _set_weight(self, row_ptr, col_idx, values, bias, *, values_grad=True, bias_grad=True):
         self.register_buffer("row_ptr", row_ptr)
         self.register_buffer("col_idx", col_idx)
+        # The dense weight's shape, saved so that a checkpoint of another shape is refused on
+        # load (the pattern alone cannot tell 16 -> 8 from 10 -> 8, or 3x3 from 1x9).
+        self.register_buffer("weight_shape", torch.tensor(self._weight_shape(), dtype=torch.int64))
         self.values = nn.Parameter(values.to(torch.float32).contiguous(), requires_grad=values_grad)
         if bias is not None:
             self.bias = nn.Parameter(bias.detach().to(torch.float32).clone(), requires_grad=bias_grad)
@@ -61,9 +64,15 @@ class SparseWeightModule(nn.Module):
         return dense
 
     # -- inspection ------------------------------------------------------------------------
+    def _weight_shape(self) -> tuple:
+        """The dense weight's shape (subclasses with more than two dimensions override it)."""
+        return (self._rows, self._cols)
+
     def _dense_matrix(self) -> torch.Tensor:
-        return formats.csr_to_dense(self.row_ptr, self.col_idx, self.values, self._rows,
-                                    self._cols)
+        self._ensure_index()
+        row_ptr, col_idx = self._pattern
+        self._check_values()
+        return formats.csr_to_dense(row_ptr, col_idx, self.values, self._rows, self._cols)
 
     @property
     def nnz(self) -> int:
@@ -75,50 +84,93 @@ class SparseWeightModule(nn.Module):
         return 1.0 - self.nnz / total if total else 0.0
 
     # -- pattern bookkeeping ---------------------------------------------------------------
+    # The kernels never read the buffers row_ptr / col_idx: they run on a private copy of the
+    # pattern, validated when it was taken (self._pattern, and the indices derived from it).
+    # Whatever Python does to the buffers (in place, through .data or .numpy(), set_, resize_)
+    # can therefore not send a kernel out of bounds. Changes PyTorch's version counter sees are
+    # taken up (validated) at the next forward; writes it does not see (.data, .numpy()) reach
+    # the layer only when the buffers are assigned or loaded again.
+    def _layer_name(self) -> str:
+        return f"{type(self).__name__}({self._describe()})"
+
     def _index_stamp(self):
-        return (self.row_ptr.data_ptr(), self.row_ptr._version, self.col_idx.data_ptr(),
-                self.col_idx._version, self.col_idx.numel())
+        return (self.row_ptr.data_ptr(), _version(self.row_ptr), self.col_idx.data_ptr(),
+                _version(self.col_idx), self.col_idx.numel())
 
     def _derive(self) -> None:
-        """Build what the kernels need from the (validated) pattern."""
+        """Build what the kernels need from the private, validated ``self._pattern``."""
 
     def _rebuild_index(self) -> None:
-        """Validate the pattern buffers and derive the kernels' indices (the one place that does)."""
-        formats.validate_csr(self.row_ptr, self.col_idx, self._rows, self._cols)
-        if self.values.numel() != self.col_idx.numel():
-            raise ValueError(f"{type(self).__name__}: {self.values.numel()} values for "
-                             f"{self.col_idx.numel()} column indices")
-        self._derive()
+        """Take a private copy of the pattern buffers, validate it and derive the kernels'
+        indices from it (the one place that does)."""
+        self._stamp = None
+        # Ordinary (not inference) tensors, so the layer also trains after being built or
+        # loaded inside torch.inference_mode().
+        with torch.inference_mode(False):
+            row_ptr, col_idx = self.row_ptr, self.col_idx
+            if isinstance(row_ptr, torch.Tensor):
+                row_ptr = row_ptr.detach().clone(memory_format=torch.contiguous_format)
+            if isinstance(col_idx, torch.Tensor):
+                col_idx = col_idx.detach().clone(memory_format=torch.contiguous_format)
+            try:
+                formats.validate_csr(row_ptr, col_idx, self._rows, self._cols)
+            except ValueError as e:
+                raise ValueError(f"{self._layer_name()}: {e}") from None
+            if self.values.numel() != col_idx.numel():
+                raise ValueError(f"{self._layer_name()}: {self.values.numel()} values for "
+                                 f"{col_idx.numel()} column indices")
+            self._pattern = (row_ptr, col_idx)
+            self._derive()
         self._stamp = self._index_stamp()
-        # What the indices were derived from: a buffer rewritten with the same numbers (as
-        # DistributedDataParallel's buffer broadcast does before every forward) keeps them.
-        self._pattern = (self.row_ptr.clone(), self.col_idx.clone())
 
     def __setstate__(self, state):
         # Unpickled or deep-copied: derive the kernels' indices afresh from the pattern.
         super().__setstate__(state)
+        if "weight_shape" not in self._buffers:  # pickled before the shape was saved
+            self.register_buffer("weight_shape",
+                                 torch.tensor(self._weight_shape(), dtype=torch.int64))
         self._stamp = self._pattern = None
 
     def _ensure_index(self) -> None:
         stamp = self._index_stamp()
         if self._stamp == stamp:
             return
-        # The pattern buffers were replaced or written in place.
+        # The pattern buffers were replaced or written in place: the same numbers (as
+        # DistributedDataParallel's buffer broadcast writes before every forward) keep the
+        # derived indices, anything else is validated and derived afresh.
         row_ptr, col_idx = self._pattern or (None, None)
-        if (self._pattern is not None and self.row_ptr.shape == row_ptr.shape and self.col_idx.shape == col_idx.shape
-                and self.row_ptr.dtype == row_ptr.dtype and self.col_idx.dtype == col_idx.dtype
-                and torch.equal(self.row_ptr, row_ptr) and torch.equal(self.col_idx, col_idx)
-                and self.values.numel() == col_idx.numel()):
+        if (self._pattern is not None and _same(self.row_ptr, row_ptr)
+                and _same(self.col_idx, col_idx) and self.values.numel() == col_idx.numel()):
             self._stamp = stamp
             return
         self._rebuild_index()
+
+    def _check_values(self) -> None:
+        """``values`` must fit the pattern the kernels run on (checked on every call: a
+        Parameter's data can be replaced behind autograd's back)."""
+        v = self.values
+        nnz = self._pattern[1].numel()
+        if v.dim() != 1 or v.numel() != nnz or not v.is_contiguous():
+            raise ValueError(f"{self._layer_name()}: values has shape {tuple(v.shape)}"
+                             f"{'' if v.is_contiguous() else ' (not contiguous)'}, expected a "
+                             f"contiguous ({nnz},) for the pattern's {nnz} nonzeros")
+
+    def _saved_pattern(self):
+        """The pattern buffers, for autograd to check that they are not changed in place
+        between forward and backward (PyTorch's version error, as a dense layer's weight
+        gives). Inference tensors track no versions: nothing to check then."""
+        if self.row_ptr.is_inference() or self.col_idx.is_inference():
+            return None
+        return (self.row_ptr, self.col_idx)
 
     def prune_values(self, keep: torch.Tensor, optimizer=None) -> None:
         """Remove the nonzeros where ``keep`` is False, for good.
 
         Values and index are repacked (the same ``values`` Parameter object, resized, so it
-        stays registered with any optimizer), its gradient and the optimizer's per-value
-        state (SGD momentum, Adam/AdamW moments; ``step`` is kept) follow the survivors.
+        stays registered with any optimizer), its gradient and the ``optimizer``'s per-value
+        state (SGD momentum, Adam/AdamW moments; ``step`` is kept) follow the survivors. State
+        that is not per value cannot follow: it restarts, as does the state of any optimizer
+        not passed here (at its next step).
         """
         keep = torch.as_tensor(keep, dtype=torch.bool).reshape(-1)
         if keep.numel() != self.nnz:
@@ -126,16 +178,19 @@ class SparseWeightModule(nn.Module):
         rows = formats.nonzero_rows(self.row_ptr, self._rows)
         row_ptr = torch.zeros_like(self.row_ptr)
         torch.cumsum(torch.bincount(rows[keep], minlength=self._rows), 0, out=row_ptr[1:])
-        old_nnz = self.nnz
+        from .. import _optim_state
+        old_shape, grad = self.values.shape, self.values.grad
         with torch.no_grad():
             _resize_parameter(self.values, self.values.data[keep].contiguous())
-            if self.values.grad is not None:
-                self.values.grad = self.values.grad[keep].contiguous()
-        if optimizer is not None:
-            state = optimizer.state.get(self.values, {})
-            for k, v in list(state.items()):
-                if isinstance(v, torch.Tensor) and v.dim() == 1 and v.numel() == old_nnz:
-                    state[k] = v[keep].contiguous()
+            if grad is not None:
+                self.values.grad = grad[keep].contiguous()
+        state = optimizer.state.get(self.values) if optimizer is not None else None
+        if state:
+            new_state = _optim_state.carried(state, old_shape, keep)
+            if new_state is None:
+                del optimizer.state[self.values]  # not element-wise: restarts
+            else:
+                optimizer.state[self.values] = new_state
         self.row_ptr = row_ptr
         self.col_idx = self.col_idx[keep].contiguous()
         self._rebuild_index()
@@ -149,9 +204,19 @@ class SparseWeightModule(nn.Module):
             missing = [k for k, p in zip(keys, present) if not p]
             raise ValueError(f"{prefix or type(self).__name__}: the checkpoint holds part of a "
                              f"sparse weight; missing {', '.join(missing)}")
+        shape_key = prefix + "weight_shape"
+        if all(present) and shape_key in state_dict:
+            mismatch = self._shape_mismatch(state_dict[shape_key])
+            if mismatch:
+                # As nn.Linear refuses a weight of another shape (load_state_dict raises).
+                error_msgs.append(f"size mismatch for {prefix}weight: {mismatch}")
+                return
         if all(present):
             row_ptr, col_idx, values = (state_dict[k] for k in keys)
-            formats.validate_csr(row_ptr, col_idx, self._rows, self._cols)
+            try:
+                formats.validate_csr(row_ptr, col_idx, self._rows, self._cols)
+            except ValueError as e:
+                raise ValueError(f"{self._layer_name()} ({prefix or 'state_dict'}): {e}") from None
             if (not isinstance(values, torch.Tensor) or values.dim() != 1
                     or values.numel() != col_idx.numel()):
                 got = (f"shape {tuple(values.shape)}" if isinstance(values, torch.Tensor)
@@ -160,11 +225,28 @@ class SparseWeightModule(nn.Module):
             # A checkpoint may hold a different number of nonzeros: resize in place so the
             # same Parameter object stays registered with any optimizer.
             if col_idx.numel() != self.col_idx.numel():
-                self.col_idx = torch.empty_like(col_idx)
-                _resize_parameter(self.values, torch.empty(values.numel(), dtype=self.values.dtype))
+                # Ordinary tensors even inside torch.inference_mode(), as nn.Linear's loaded
+                # weight stays one: the layer must train afterwards.
+                with torch.inference_mode(False):
+                    self.col_idx = torch.empty_like(col_idx)
+                    _resize_parameter(self.values,
+                                      torch.empty(values.numel(), dtype=self.values.dtype))
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
                                       unexpected_keys, error_msgs)
+        if shape_key in missing_keys and all(present):
+            missing_keys.remove(shape_key)  # a checkpoint saved before the shape was
         self._rebuild_index()
+
+    def _shape_mismatch(self, saved) -> str:
+        """Why a checkpoint's saved weight shape does not fit this layer ('' if it does)."""
+        mine = tuple(self._weight_shape())
+        if not isinstance(saved, torch.Tensor) or saved.dim() != 1:
+            return f"weight_shape must be a 1-D tensor, got {saved!r}"
+        theirs = tuple(int(v) for v in saved.tolist())
+        if theirs != mine:
+            return (f"copying a sparse weight of shape {theirs} into {self._layer_name()}, "
+                    f"whose weight has shape {mine}")
+        return ""
 
     def _check_input(self, x: torch.Tensor, what: str) -> None:
         name = f"{type(self).__name__}({self._describe()})"
@@ -189,6 +271,25 @@ def _resize_parameter(p: nn.Parameter, data: torch.Tensor) -> None:
     that used it is alive (a ``loss`` kept from the previous step is enough), and assigning
     ``.data`` drops that cache only when the dtype changes. Passing through another dtype
     makes the next forward create an accumulator with the new shape.
+
+    The state of a resized Parameter restarts in every optimizer whose state no longer fits
+    it (at that optimizer's next step; see ``sparsetrain._optim_state``), and a gradient of
+    the old shape is dropped: the next backward would fail on it.
     """
     p.data = torch.empty(0, dtype=torch.float64 if data.dtype != torch.float64 else torch.float32)
+    from .. import _optim_state
     p.data = data
+    if p.grad is not None and p.grad.shape != p.shape:
+        p.grad = None
+    _optim_state.note_resized(p)
+
+
+def _version(t: torch.Tensor):
+    # Inference tensors track no version; their data pointer and length still tell a swap.
+    return None if t.is_inference() else t._version
+
+
+def _same(t, ref: torch.Tensor) -> bool:
+    """Whether buffer ``t`` holds exactly the private pattern ``ref``."""
+    return (isinstance(t, torch.Tensor) and t.shape == ref.shape and t.dtype == ref.dtype
+            and t.device == ref.device and torch.equal(t, ref))

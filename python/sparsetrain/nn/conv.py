@@ -90,6 +90,10 @@ class SparseConv2d(SparseWeightModule):
             pads = (0, 0, 0, 0)
         self._geometry = ConvGeometry(in_channels, out_channels, self.kernel_size, self.stride,
                                       self.dilation, pads, groups)
+        if self._geometry.cols > _args.MAX_INDEX:  # column indices are int32
+            raise ValueError(
+                f"SparseConv2d({self._describe()}): a filter holds in_channels / groups * kh * kw"
+                f" = {self._geometry.cols} weights; at most 2^31 - 1 are supported")
         # A 1x1 unpadded strided convolution is a 1x1 stride-1 one on the subsampled input.
         self._subsample = None
         if self.kernel_size == (1, 1) and pads == (0, 0, 0, 0) and self.stride != (1, 1):
@@ -146,8 +150,11 @@ class SparseConv2d(SparseWeightModule):
         return s + f", nnz={self.nnz}, sparsity={self.sparsity:.4f}, strategy={self.strategy!r}"
 
     # -- per-shape plans ---------------------------------------------------------------------
+    def _weight_shape(self) -> tuple:
+        return (self.out_channels, self.in_channels // self.groups, *self.kernel_size)
+
     def _derive(self) -> None:
-        self._row_ptr_np = self.row_ptr.numpy()
+        self._row_ptr_np = self._pattern[0].numpy()
         self._indices = {}  # (H, W) -> ConvIndex
         self._layouts = {}  # (N, H, W, strategy) -> _Layout
         self._chosen = {}  # (N, H, W, threads, isa) -> strategy
@@ -156,8 +163,8 @@ class SparseConv2d(SparseWeightModule):
         n, _, h, w = x.shape
         index = self._indices.get((h, w))
         if index is None:
-            index = self._indices[(h, w)] = conv_index(self._geometry, self.row_ptr,
-                                                       self.col_idx, h, w)
+            index = self._indices[(h, w)] = conv_index(self._geometry, *self._pattern,
+                                                       h, w)
         name = self.strategy
         direct_ok = self._geometry.stride == (1, 1)
         if name == "direct" and not direct_ok:
@@ -182,7 +189,7 @@ class SparseConv2d(SparseWeightModule):
         layout = self._layouts.get((n, h, w, name))
         if layout is None:
             if name == "direct":
-                di = direct_index(self._geometry, self.row_ptr, self.col_idx, h, w)
+                di = direct_index(self._geometry, *self._pattern, h, w)
                 layout = _DirectLayout(self._geometry, di, n)
             else:
                 layout = _Layout(self._geometry, index, n, name)
@@ -198,6 +205,7 @@ class SparseConv2d(SparseWeightModule):
                              f"(N, {self.in_channels}, H, W) or ({self.in_channels}, H, W), "
                              f"got {tuple(x.shape)}")
         self._ensure_index()
+        self._check_values()
         unbatched = x.dim() == 3
         if unbatched:
             x = x.unsqueeze(0)
@@ -213,7 +221,8 @@ class SparseConv2d(SparseWeightModule):
         fuse = getattr(self, "batch_norm_stats", False)  # (absent in modules pickled before)
         stats = [] if fuse and self.training and not unbatched else None
         y = SparseConv2dFunction.apply(x, self.values, self.bias, self._row_ptr_np, layout,
-                                       self.col_idx, stats)
+                                       self._pattern[1], stats, self._saved_pattern(),
+                                       self._layer_name())
         if stats:
             attach_batch_norm_stats(y, stats[0])
         return y.squeeze(0) if unbatched else y

@@ -74,8 +74,7 @@ class SparseLinear(SparseWeightModule):
 
     def _derive(self) -> None:
         # Derived from the pattern, so not part of the state_dict.
-        self._index = formats.build_index(self.row_ptr, self.col_idx, self.out_features,
-                                          self.in_features)
+        self._index = formats.build_index(*self._pattern, self.out_features, self.in_features)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = prepare_input(self, x)  # autocast's cast to float32; dense tensors only
@@ -84,4 +83,6 @@ class SparseLinear(SparseWeightModule):
             raise ValueError(f"SparseLinear({self._describe()}): expected input of shape "
                              f"(*, {self.in_features}), got {tuple(x.shape)}")
         self._ensure_index()
-        return sparse_linear(x, self.values, self.bias, self._index)
+        self._check_values()
+        return sparse_linear(x, self.values, self.bias, self._index, self._saved_pattern(),
+                             name=self._layer_name())
