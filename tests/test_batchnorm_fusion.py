@@ -153,7 +153,19 @@ def test_channel_far_from_zero_uses_plain_statistics(fused_calls):
         dense.conv.bias[3] = 1000.0
     x = torch.randn(8, 5, 9, 9)
     sparse = fused_twin(dense, x, "plane")
-    compare(sparse, dense, x, torch.randn(8, 7, 9, 9), "mean 1000")
+    g = torch.randn(8, 7, 9, 9)
+    # The fused batch norm falls back to the statistics nn.BatchNorm2d computes: the same
+    # numbers as the plain batch norm on the same sparse convolution. (Against the dense
+    # model only loosely: the convolutions round a channel near 1000 differently, and the
+    # ReLU after the normalization can flip for an element sitting on its kink.)
+    plain = copy.deepcopy(dense)
+    plain.conv = copy.deepcopy(sparse.conv)
+    plain.conv.batch_norm_stats = False
+    ys, dxs = forward_backward(sparse, x, g)
+    yp, dxp = forward_backward(plain, x, g)
+    assert torch.equal(ys, yp) and torch.equal(dxs, dxp)
+    yd, _ = forward_backward(dense, x, g)
+    assert_close(ys, yd, "mean 1000: output", rtol=1e-3, atol=1e-3)
     assert not fused_calls
 
 

@@ -75,10 +75,12 @@ def test_two_threads_share_layers_and_match_the_single_threaded_results(strategy
     run_in_two_threads(worker)
 
 
-def test_concurrent_first_calls_with_auto_strategy():
-    """Two threads hitting a fresh 'auto' layer at once both time the candidates; whichever
-    strategy wins, results agree with the dense layer and nothing breaks."""
-    conv = conv_layer("auto", padding=1)
+@pytest.mark.parametrize("strategy", ["auto", "timed"])
+def test_concurrent_first_calls_agree_on_the_layout(strategy):
+    """Two threads hitting a fresh layer at once: one decides (a timing waits for the other's
+    to end), both run the same layout, so their results are bitwise equal and agree with the
+    dense layer."""
+    conv = conv_layer(strategy, padding=1)
     dense = conv.to_dense()
     x = torch.randn(16, 8, 12, 12)
     out = [None, None]
@@ -88,6 +90,8 @@ def test_concurrent_first_calls_with_auto_strategy():
 
     run_in_two_threads(worker)
     ref = dense(x)
+    assert torch.equal(out[0], out[1])
+    assert len(set(conv._chosen.values())) == 1
     for y in out:
         torch.testing.assert_close(y, ref, rtol=1e-4, atol=1e-4)
 

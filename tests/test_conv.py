@@ -143,9 +143,8 @@ def test_only_needed_gradients():
     assert sp.values.grad is not None
 
 
-def test_auto_strategy_is_measured_once_per_shape():
-    sp = st.SparseConv2d(8, 8, 3, padding=1, sparsity=0.8)
-    assert sp.strategy == "auto"
+def test_timed_strategy_is_measured_once_per_shape():
+    sp = st.SparseConv2d(8, 8, 3, padding=1, sparsity=0.8, strategy="timed")
     x = torch.randn(4, 8, 12, 12)
     y1 = sp(x)
     assert len(sp._chosen) == 1
@@ -154,6 +153,8 @@ def test_auto_strategy_is_measured_once_per_shape():
     y2 = sp(x)
     assert len(sp._chosen) == 1
     assert torch.equal(y1, y2)
+    sp(torch.randn(3, 8, 12, 12))  # the same batch-size range (3-4): the same decision
+    assert len(sp._chosen) == 1
     sp(torch.randn(2, 8, 12, 12))
     assert len(sp._chosen) == 2
 

@@ -11,10 +11,12 @@ Two layouts ("strategies") feed the same kernels (see sparsetrain/formats/conv.p
 - ``batch``: the whole batch at once with the batch innermost (C, phases, Hq, Wq, N);
   vectorized along (grid position, image). Better when planes are small and batches large.
 
-Which one is faster depends on the layer and the input shape, so ``auto`` times both on the
-first call with a new input shape (forward and both gradients, layout changes included) and
-keeps the winner for that shape. The layout changes are native kernels (sparsetrain/csrc/kernels/
-conv_layout.cpp) and their cost is part of every timing.
+Which one is faster depends on the layer and the input shape. ``auto`` decides by a rule of
+the shapes alone (:func:`auto_strategy`), so it gives the same layout, and so the same bits,
+in every process and for any thread count; ``timed`` measures the candidates on the first
+call with a new input shape (forward and both gradients, layout changes included; see
+:func:`time_layouts`) and keeps the winner. The layout changes are native kernels
+(sparsetrain/csrc/kernels/conv_layout.cpp) and their cost is part of every timing.
 
 Non-finite numbers (NaN, ±Inf) propagate exactly as in ``nn.Conv2d``, whose products differ
 from the kernels' in three ways: it multiplies the pruned (zero) weights too (0 · Inf = NaN),
@@ -47,6 +49,18 @@ from .linear import (all_finite, check_saved_values, dense_weight, no_autocast,
                      nonfinite_rows)
 
 STRATEGIES = ("direct", "plane", "batch")
+# Interleaving 16 images per pixel pays where an image's output plane is too small to fill
+# the vectors of long row runs: 14 x 14 and below (ResNet's last two stages).
+_BATCH_MAX_PLANE = 14 * 14
+
+
+def auto_strategy(g: ConvGeometry, s, batch: int) -> str:
+    """The layout ``strategy="auto"`` takes for an input of shape ``s`` (a ConvShape) and
+    ``batch`` images: a function of the shapes only, never of the thread count or of a
+    timing, so results are reproducible everywhere. (``"timed"`` measures instead.)"""
+    if batch >= _BATCH_UNIT and s.Ho * s.Wo <= _BATCH_MAX_PLANE:
+        return "batch"
+    return "plane"
 # The plane layout's kernels pack the input themselves, image by image (see _Layout.fused):
 # 3x3 stride 2 64->128 @56, batch 32, 2 threads, 95% sparse: 20.2 -> 16.1 ms per step.
 # None: for batches of at least FUSED_MIN_BATCH images (their threads own whole images, so

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import math
+import threading
+from collections import OrderedDict
 
 import torch
 import torch.nn.functional as F
@@ -12,12 +14,45 @@ from .._runtime import get_isa, get_num_threads
 from ..formats.conv import ConvGeometry, conv_index, direct_index, resolve_padding
 from ..functional.linear import prepare_input
 from ..functional.conv import (STRATEGIES, SparseConv2dFunction, Subsample, _DirectLayout,
-                               _Layout, time_layouts)
+                               _Layout, auto_strategy, time_layouts)
 from . import _args
 from ._sparse_weight import SparseWeightModule
 from .batchnorm import attach_batch_norm_stats
 
 _PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
+# "auto": a rule of the shapes (reproducible); "timed": measure on the first call per shape.
+CHOICES = ("auto", "timed") + STRATEGIES
+# Input shapes a layer keeps its per-shape plans for (indices, layouts, timed choices): the
+# least recently used goes first, so a layer fed ever new shapes does not grow without bound.
+PLAN_CACHE_SIZE = 8
+# One timing at a time: concurrent first calls then agree on the layout (the second waits and
+# reuses the first's choice), and two timings never share the cores.
+_TIMING_LOCK = threading.Lock()
+
+
+class _Plans(OrderedDict):
+    """A bounded least-recently-used map (per-shape plans of one layer)."""
+
+    def get(self, key, default=None):
+        try:
+            self.move_to_end(key)
+            return self[key]
+        except KeyError:
+            return default
+
+    def put(self, key, value):
+        self[key] = value
+        while len(self) > PLAN_CACHE_SIZE:
+            try:
+                self.popitem(last=False)
+            except KeyError:  # emptied by another thread meanwhile
+                break
+        return value
+
+
+def _batch_bucket(n: int) -> int:
+    """Batch sizes that share a timed decision: the same power-of-two range."""
+    return 1 << max(0, n - 1).bit_length()
 
 
 class SparseConv2d(SparseWeightModule):
@@ -28,9 +63,10 @@ class SparseConv2d(SparseWeightModule):
     buffers ``row_ptr`` / ``col_idx``. Build one with :meth:`from_dense` from a pruned
     ``nn.Conv2d``, or with ``sparsity=`` for training from scratch.
 
-    ``strategy`` picks the kernel layout: ``"auto"`` (default) times the candidates on the
-    first call with each new input shape and keeps the faster; ``"plane"`` or ``"batch"``
-    force one (see sparsetrain.functional.conv).
+    ``strategy`` picks the kernel layout: ``"auto"`` (default) by a rule of the shapes
+    (the same in every process and for any thread count); ``"timed"`` times the candidates on
+    the first call with each new input shape and keeps the fastest; ``"plane"``,
+    ``"batch"`` or ``"direct"`` force one (see sparsetrain.functional.conv).
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0,
@@ -71,9 +107,8 @@ class SparseConv2d(SparseWeightModule):
             raise ValueError(f"SparseConv2d: padding_mode must be one of {_PADDING_MODES}, "
                              f"got {padding_mode!r}")
         self.padding_mode = padding_mode
-        if strategy not in ("auto",) + STRATEGIES:
-            raise ValueError(f"SparseConv2d: strategy must be 'auto' or one of {STRATEGIES}, "
-                             f"got {strategy!r}")
+        if strategy not in CHOICES:
+            raise ValueError(f"SparseConv2d: strategy must be one of {CHOICES}, got {strategy!r}")
         self.strategy = strategy
         # Set by fuse_batch_norm when a batch norm takes this layer's output: training-mode
         # forwards then also sum the output's channel statistics (see nn/batchnorm.py).
@@ -155,35 +190,47 @@ class SparseConv2d(SparseWeightModule):
 
     def _derive(self) -> None:
         self._row_ptr_np = self._pattern[0].numpy()
-        self._indices = {}  # (H, W) -> ConvIndex
-        self._layouts = {}  # (N, H, W, strategy) -> _Layout
-        self._chosen = {}  # (N, H, W, threads, isa) -> strategy
+        self._indices = _Plans()  # (H, W) -> ConvIndex
+        self._layouts = _Plans()  # (N, H, W, strategy) -> _Layout
+        self._chosen = _Plans()  # (N, H, W) -> strategy ("timed": (batch bucket, H, W, isa))
 
     def _layout(self, x: torch.Tensor) -> _Layout:
         n, _, h, w = x.shape
         index = self._indices.get((h, w))
         if index is None:
-            index = self._indices[(h, w)] = conv_index(self._geometry, *self._pattern,
-                                                       h, w)
+            index = self._indices.put((h, w), conv_index(self._geometry, *self._pattern, h, w))
         name = self.strategy
         direct_ok = self._geometry.stride == (1, 1)
         if name == "direct" and not direct_ok:
             name = "plane"  # the direct kernels are stride-1 only
         if name == "auto":
-            key = (n, h, w, get_num_threads(), get_isa())
-            name = self._chosen.get(key)
+            name = self._chosen.get((n, h, w)) or self._chosen.put(
+                (n, h, w), auto_strategy(self._geometry, index.shape, n))
+        elif name == "timed":
+            name = self._timed(index, x, direct_ok)
+        return self._layout_for(index, n, h, w, name)
+
+    def _timed(self, index, x, direct_ok: bool) -> str:
+        """The measured layout for x's shape, decided once per batch-size range and plane size
+        (not per thread count: a layer keeps one layout, and so its bits, while threads vary)."""
+        n, _, h, w = x.shape
+        key = (_batch_bucket(n), h, w, get_isa())
+        name = self._chosen.get(key)
+        if name is not None:
+            return name
+        with _TIMING_LOCK:
+            name = self._chosen.get(key)  # decided by a concurrent first call meanwhile
             if name is None:
                 # The batch layout works in groups of 16 images: never worth it for fewer.
                 names = [s for s in STRATEGIES if (direct_ok or s != "direct")
                          and (n >= 16 or s != "batch")]
                 candidates = [self._layout_for(index, n, h, w, s) for s in names]
                 times = time_layouts(candidates, x, self.values, self.bias, self._row_ptr_np)
-                name = self._chosen[key] = min(times, key=times.get)
-                # Keep only the winner's index.
-                for other in names:
+                name = self._chosen.put(key, min(times, key=times.get))
+                for other in names:  # keep only the winner's plan
                     if other != name:
                         self._layouts.pop((n, h, w, other), None)
-        return self._layout_for(index, n, h, w, name)
+        return name
 
     def _layout_for(self, index, n, h, w, name):
         layout = self._layouts.get((n, h, w, name))
@@ -193,7 +240,7 @@ class SparseConv2d(SparseWeightModule):
                 layout = _DirectLayout(self._geometry, di, n)
             else:
                 layout = _Layout(self._geometry, index, n, name)
-            self._layouts[(n, h, w, name)] = layout
+            self._layouts.put((n, h, w, name), layout)
         return layout
 
     # -- compute ---------------------------------------------------------------------------

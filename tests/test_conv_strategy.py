@@ -1,0 +1,118 @@
+"""How a SparseConv2d picks its kernel layout: "auto" by a rule of the shapes (the same
+layout, so the same bits, for any thread count, ISA timing or process), "timed" by measuring
+once per batch-size range and plane size; per-shape plans are bounded."""
+import threading
+
+import pytest
+import torch
+
+import sparsetrain as st
+import sparsetrain.nn.conv as conv_module
+from sparsetrain.formats.conv import conv_shape
+from sparsetrain.functional import conv as fconv
+
+
+def _layer(strategy="auto", **kw):
+    torch.manual_seed(0)
+    return st.SparseConv2d(8, 8, 3, padding=1, sparsity=0.8, strategy=strategy, **kw)
+
+
+@pytest.fixture
+def count_timings(monkeypatch):
+    calls = []
+    real = conv_module.time_layouts
+
+    def counting(layouts, *a, **k):
+        calls.append(tuple(layout.name for layout in layouts))
+        return real(layouts, *a, **k)
+    monkeypatch.setattr(conv_module, "time_layouts", counting)
+    return calls
+
+
+@pytest.mark.parametrize("batch,hw,stride", [(32, 56, 1), (32, 14, 1), (32, 7, 1), (8, 7, 1),
+                                             (16, 28, 2), (32, 28, 2), (1, 5, 1)])
+def test_auto_layout_and_bits_do_not_depend_on_the_thread_count(batch, hw, stride, count_timings):
+    layer = _layer(stride=stride)
+    x = torch.randn(batch, 8, hw, hw, requires_grad=True)
+    before = st.get_num_threads()
+    results, chosen = [], []
+    try:
+        for threads in (1, 2, 3):
+            st.set_num_threads(threads)
+            fresh = _layer(stride=stride)  # a first call at each thread count
+            y = fresh(x)
+            y.backward(torch.ones_like(y))
+            results.append((y.detach(), x.grad.clone(), fresh.values.grad.clone()))
+            chosen.append(dict(fresh._chosen))
+            x.grad = None
+    finally:
+        st.set_num_threads(before)
+    assert chosen[0] == chosen[1] == chosen[2]
+    for r in results[1:]:
+        for a, b in zip(results[0], r):
+            assert torch.equal(a, b)
+    assert count_timings == []  # nothing was timed
+    s = conv_shape(layer._geometry, hw, hw)
+    expected = fconv.auto_strategy(layer._geometry, s, batch)
+    assert next(iter(chosen[0].values())) == expected
+    assert expected == ("batch" if batch >= 16 and s.Ho * s.Wo <= 196 else "plane")
+
+
+def test_timed_decides_once_per_batch_range_whatever_the_thread_count(count_timings):
+    layer = _layer("timed")
+    before = st.get_num_threads()
+    try:
+        st.set_num_threads(1)
+        layer(torch.randn(32, 8, 10, 10))
+        st.set_num_threads(3)
+        layer(torch.randn(32, 8, 10, 10))
+        layer(torch.randn(30, 8, 10, 10))  # 17-32: the same range
+        assert len(count_timings) == 1
+        layer(torch.randn(33, 8, 10, 10))
+        assert len(count_timings) == 2
+    finally:
+        st.set_num_threads(before)
+
+
+def test_concurrent_first_timed_calls_time_once(count_timings):
+    layer = _layer("timed")
+    x = torch.randn(16, 8, 9, 9)
+    out = [None] * 4
+    go = threading.Barrier(4)
+
+    def worker(i):
+        go.wait()
+        out[i] = layer(x)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(count_timings) == 1
+    for y in out[1:]:
+        assert torch.equal(y, out[0])
+
+
+@pytest.mark.parametrize("strategy", ["auto", "timed", "plane"])
+def test_plans_are_bounded_for_inputs_of_varying_shape(strategy, count_timings):
+    layer = _layer(strategy)
+    for i in range(40):
+        layer(torch.randn(1 + i % 5, 8, 6 + i, 7))
+        assert len(layer._indices) <= conv_module.PLAN_CACHE_SIZE
+        assert len(layer._layouts) <= conv_module.PLAN_CACHE_SIZE
+        assert len(layer._chosen) <= conv_module.PLAN_CACHE_SIZE
+    # The most recent shape's plan is kept and reused.
+    x = torch.randn(5, 8, 45, 7)
+    layer(x)
+    index = layer._indices.get((45, 7))
+    layer(x)
+    assert layer._indices.get((45, 7)) is index
+    if strategy == "timed":
+        # One timing per (batch range, plane size): 40 plane sizes here.
+        assert len(count_timings) <= 41
+
+
+def test_strategy_is_checked():
+    with pytest.raises(ValueError, match="strategy must be one of"):
+        _layer("fastest")
