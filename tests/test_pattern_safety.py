@@ -319,3 +319,11 @@ def test_layers_work_inside_inference_mode_and_train_after():
     # Outside inference mode the loaded layer still trains.
     layer(x).sum().backward()
     assert layer.values.grad.shape == (src.nnz,)
+
+
+@pytest.mark.parametrize("layer_kind", list(LAYERS))
+def test_a_bias_of_another_shape_is_refused_naming_the_layer(layer_kind):
+    layer = LAYERS[layer_kind]()
+    layer.bias.data = torch.zeros(2)
+    with pytest.raises(ValueError, match=rf"{type(layer).__name__}\(.*bias has shape \(2,\)"):
+        layer(_input(layer))

@@ -174,7 +174,8 @@ class SparseWeightModule(nn.Module):
         """
         keep = torch.as_tensor(keep, dtype=torch.bool).reshape(-1)
         if keep.numel() != self.nnz:
-            raise ValueError(f"prune_values: keep has {keep.numel()} entries for {self.nnz} nonzeros")
+            raise ValueError(f"{self._layer_name()}.prune_values: keep has {keep.numel()} entries "
+                             f"for {self.nnz} nonzeros")
         rows = formats.nonzero_rows(self.row_ptr, self._rows)
         row_ptr = torch.zeros_like(self.row_ptr)
         torch.cumsum(torch.bincount(rows[keep], minlength=self._rows), 0, out=row_ptr[1:])
@@ -259,6 +260,9 @@ class SparseWeightModule(nn.Module):
         if self.values.dtype != torch.float32 or (self.bias is not None
                                                   and self.bias.dtype != torch.float32):
             raise TypeError(f"{name}: parameters must be float32 (was .double()/.half() called?)")
+        if self.bias is not None and tuple(self.bias.shape) != (self._rows,):
+            raise ValueError(f"{name}: bias has shape {tuple(self.bias.shape)}, expected "
+                             f"({self._rows},)")
 
     def _describe(self) -> str:
         return ""
