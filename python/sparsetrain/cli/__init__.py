@@ -31,6 +31,32 @@ positive_int = checked(int, lambda v: v >= 1, "a positive integer")
 fraction = checked(float, lambda v: 0.0 <= v < 1.0, "a number in [0, 1)")
 
 
+def conv_strategies() -> tuple:
+    """The ``strategy`` values SparseConv2d accepts, read from nn/conv.py (its CHOICES, else
+    "auto" and the layouts), so the option follows the layer when it learns a new one."""
+    from ..functional.conv import STRATEGIES
+    from ..nn import conv
+
+    return tuple(getattr(conv, "CHOICES", ("auto",) + tuple(STRATEGIES)))
+
+
+def add_strategy_option(parser) -> None:
+    parser.add_argument("--strategy", choices=conv_strategies(), default="auto",
+                        help="kernel layout of every sparse convolution (SparseConv2d "
+                             "strategy), set after sparsify has chosen which layers become "
+                             "sparse (default: %(default)s)")
+
+
+def set_conv_strategy(model, strategy: str) -> None:
+    """``strategy`` on every SparseConv2d in ``model`` (the value was checked by argparse
+    against conv_strategies(); the layer reads it on every forward)."""
+    from ..nn.conv import SparseConv2d
+
+    for m in model.modules():
+        if isinstance(m, SparseConv2d):
+            m.strategy = strategy
+
+
 class _Parser(argparse.ArgumentParser):
     """Option errors as one line (no usage block), exit status 2."""
 

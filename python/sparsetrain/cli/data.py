@@ -1,6 +1,18 @@
 """Data sets for ``sparsetrain train``: a folder of class subfolders of images, or an ``.npz``
-with ``x`` (images) and ``y`` (integer labels). Everything is read into memory once; images
-stay uint8 until a batch is taken (``Dataset.batch`` gives float32 in [0, 1])."""
+with ``x`` (images) and ``y`` (integer labels). Everything is read into memory once; 8-bit
+images stay uint8 until a batch is taken (``Dataset.batch`` gives float32 in [0, 1]).
+
+Pixels: 8-bit values are divided by 255 and 16-bit ones (uint16, Pillow's "I;16" and "I"
+modes) by 65535; float pixels are taken as they are, NaN or infinite ones are an error.
+
+Labels are 0, 1, ..., K - 1 with every class used: a gap ({0, 1000}) is an error naming the
+unused labels, not a thousand empty classes.
+
+Symbolic links in an image folder are followed, and every real folder and image is read
+once: a link back into a folder already read (a loop such as ``cat/up -> ..``) and a second
+path to an image of the same class are skipped; a folder or image reached from two classes
+(``dog -> cat``, ``cat/more -> ../dog``, a hard link) is an error, since it would have two
+labels and land in training and validation alike."""
 from __future__ import annotations
 
 import os
@@ -14,11 +26,15 @@ import torch
 from . import CLIError
 
 _GRAY_MODES = {"1", "L", "LA", "I", "I;16", "I;16L", "I;16B", "I;16N", "F"}
+# One-channel modes deeper than 8 bits: read as numbers, not through convert("L"), which
+# clips them to 255. "I" (32-bit) is what older Pillow makes of a 16-bit PNG.
+_16BIT_MODES = {"I;16", "I;16L", "I;16B", "I;16N", "I"}
+_DEEP_MODES = _16BIT_MODES | {"F"}
 
 
 @dataclass
 class Dataset:
-    x: torch.Tensor      # (N, C, H, W), uint8 (scaled to [0, 1] per batch) or float32
+    x: torch.Tensor      # (N, C, H, W), uint8 (scaled to [0, 1] per batch) or float32 (as is)
     y: torch.Tensor      # (N,) int64
     classes: list        # class names; label i is classes[i]
     source: str          # what was read, for messages
@@ -84,19 +100,87 @@ def _pillow():
     return Image
 
 
-def _image_files(folder: pathlib.Path, extensions: set) -> tuple:
-    """(image files, number of other files) under ``folder``, sorted, hidden entries skipped."""
-    images, others = [], 0
-    for root, dirs, files in os.walk(folder, followlinks=True):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        for name in sorted(files):
-            if name.startswith("."):
+def _identity(path) -> tuple | None:
+    """(device, inode) of what ``path`` leads to, links followed; None if that fails."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+class _Walk:
+    """Walks the class folders of one data set, links followed, every real folder and
+    image taken once (see the module docstring for the rule)."""
+
+    def __init__(self, root: pathlib.Path, extensions: set):
+        self.extensions = extensions
+        # identity -> (class name, the path it was first reached by). The data folder and
+        # the folders above it belong to no class: a link to one of them is a loop (it
+        # would walk every class again).
+        self.dirs = {}
+        real = pathlib.Path(os.path.realpath(root))
+        for d in (real, *real.parents):
+            key = _identity(d)
+            if key is not None:
+                self.dirs[key] = (None, d)
+        self.files = {}  # identity -> (class name, path)
+        self.repeats = 0  # folders and images reached a second time, skipped
+
+    def images(self, class_dir: pathlib.Path) -> tuple:
+        """(image files, number of other files) under ``class_dir``, in sorted depth-first
+        order (os.walk's), hidden entries skipped."""
+        name = class_dir.name
+        images, others = [], 0
+        stack = [class_dir]
+        while stack:
+            d = stack.pop()
+            key = _identity(d)
+            if key is not None and key in self.dirs:
+                owner, first = self.dirs[key]
+                if d == class_dir:
+                    where = (f"was already read as {first} in class '{owner}'"
+                             if owner is not None else "leads back to the data folder")
+                    raise CLIError(f"{d}: class folder '{name}' {where} (a symbolic link?); "
+                                   f"every class needs its own folder")
+                if owner is not None and owner != name:
+                    raise CLIError(f"{d}: reached from class '{name}' but already read as "
+                                   f"{first} in class '{owner}' (a symbolic link?); an "
+                                   f"image can have one class only")
+                self.repeats += 1  # a loop, or a second link to a folder of this class
                 continue
-            if os.path.splitext(name)[1].lower() in extensions:
-                images.append(pathlib.Path(root) / name)
-            else:
-                others += 1
-    return images, others
+            if key is not None:
+                self.dirs[key] = (name, d)
+            try:
+                entries = sorted((e for e in os.scandir(d) if not e.name.startswith(".")),
+                                 key=lambda e: e.name)
+            except OSError as e:
+                raise CLIError(f"{d}: cannot list the folder ({e.strerror})") from None
+            subdirs = []
+            for e in entries:
+                path = pathlib.Path(d) / e.name
+                if e.is_dir():  # follows links
+                    subdirs.append(path)
+                elif os.path.splitext(e.name)[1].lower() not in self.extensions:
+                    others += 1
+                elif self._first_time(path, name):
+                    images.append(path)  # a broken link too: reading it names the file
+            stack += reversed(subdirs)
+        return images, others
+
+    def _first_time(self, path: pathlib.Path, name: str) -> bool:
+        key = _identity(path)
+        if key is None:
+            return True
+        if key in self.files:
+            owner, first = self.files[key]
+            if owner != name:
+                raise CLIError(f"{path}: the same image as {first} of class '{owner}' (a "
+                               f"symbolic or hard link?); an image can have one class only")
+            self.repeats += 1
+            return False
+        self.files[key] = (name, path)
+        return True
 
 
 def _load_folder(folder: pathlib.Path, image_size, channels, say) -> Dataset:
@@ -109,10 +193,10 @@ def _load_folder(folder: pathlib.Path, image_size, channels, say) -> Dataset:
     if not class_dirs:
         raise CLIError(f"{folder}: no class subfolders (expected one subfolder of images per "
                        f"class, or an .npz file)")
-    extensions = {e.lower() for e in Image.registered_extensions()}
+    walk = _Walk(folder, {e.lower() for e in Image.registered_extensions()})
     files, labels, skipped = [], [], 0
     for label, d in enumerate(class_dirs):
-        found, others = _image_files(d, extensions)
+        found, others = walk.images(d)
         if not found:
             raise CLIError(f"{d}: no images in class folder '{d.name}'")
         files += found
@@ -122,15 +206,15 @@ def _load_folder(folder: pathlib.Path, image_size, channels, say) -> Dataset:
         raise CLIError(f"{folder}: found only one class ('{class_dirs[0].name}'); training a "
                        f"classifier needs at least 2 class subfolders")
     # First pass: headers only (size, mode), no decoding.
-    sizes, gray = [], True
+    sizes, modes = [], []
     for f in files:
         try:
             with Image.open(f) as im:
                 sizes.append(im.size)  # (W, H)
-                gray = gray and im.mode in _GRAY_MODES
+                modes.append(im.mode)
         except Exception as e:  # noqa: BLE001  (any failure to read names the file)
             raise CLIError(f"{f}: cannot read image ({_reason(e)})") from None
-    c = channels or (1 if gray else 3)
+    c = channels or (1 if all(m in _GRAY_MODES for m in modes) else 3)
     if image_size is not None:
         w = h = int(image_size)
     elif len(set(sizes)) == 1:
@@ -139,21 +223,51 @@ def _load_folder(folder: pathlib.Path, image_size, channels, say) -> Dataset:
         (w0, h0), i = sizes[0], next(i for i, s in enumerate(sizes) if s != sizes[0])
         raise CLIError(f"images have different sizes ({files[0]} is {w0}x{h0}, {files[i]} is "
                        f"{sizes[i][0]}x{sizes[i][1]}); pass --image-size N to resize all to NxN")
+    extra = [f"{skipped} other files skipped"] if skipped else []
+    if walk.repeats:
+        extra.append(f"{walk.repeats} folders or images reached again through links skipped")
     say(f"reading {len(files)} images from {folder} ({len(class_dirs)} classes"
-        + (f"; {skipped} other files skipped" if skipped else "") + ")")
-    x = np.empty((len(files), c, h, w), dtype=np.uint8)
+        + "".join(f"; {e}" for e in extra) + ")")
+    # 8-bit images stay uint8 (a quarter of the memory); any deeper one makes all float32.
+    deep = any(m in _DEEP_MODES for m in modes)
+    x = np.empty((len(files), c, h, w), dtype=np.float32 if deep else np.uint8)
+    resample = getattr(Image, "Resampling", Image).BILINEAR
     for i, f in enumerate(files):
         try:
             with Image.open(f) as im:
-                im = im.convert("L" if c == 1 else "RGB")
-                if im.size != (w, h):
-                    im = im.resize((w, h), getattr(Image, "Resampling", Image).BILINEAR)
-                a = np.asarray(im, dtype=np.uint8)
+                if im.mode in _DEEP_MODES:
+                    a = _deep_pixels(Image, im, f, (w, h), resample)
+                else:
+                    im = im.convert("L" if c == 1 else "RGB")
+                    if im.size != (w, h):
+                        im = im.resize((w, h), resample)
+                    a = np.asarray(im, dtype=np.uint8)
+                    if deep:
+                        a = a.astype(np.float32) / 255.0
+        except CLIError:
+            raise
         except Exception as e:  # noqa: BLE001
             raise CLIError(f"{f}: cannot read image ({_reason(e)})") from None
-        x[i] = a[None] if c == 1 else a.transpose(2, 0, 1)
+        x[i] = a[None] if a.ndim == 2 else a.transpose(2, 0, 1)  # gray into 3 channels: repeated
     return Dataset(torch.from_numpy(x), torch.tensor(labels, dtype=torch.int64),
                    [d.name for d in class_dirs], str(folder))
+
+
+def _deep_pixels(Image, im, path, size, resample) -> np.ndarray:
+    """A one-channel image deeper than 8 bits as float32 (H, W): 16-bit values / 65535,
+    float ones as they are."""
+    a = np.asarray(im).astype(np.float32)
+    if im.mode in _16BIT_MODES:
+        lo, hi = float(a.min()), float(a.max())
+        if lo < 0 or hi > 65535:  # a 32-bit "I" image beyond 16 bits: no scale to assume
+            raise CLIError(f"{path}: 32-bit integer pixels from {lo:g} to {hi:g}; expected "
+                           f"8-bit, 16-bit (0..65535) or float images")
+        a /= 65535.0
+    elif not np.isfinite(a).all():
+        raise CLIError(f"{path}: the image has NaN or infinite pixel values")
+    if a.shape[::-1] != size:
+        a = np.asarray(Image.fromarray(a).resize(size, resample))  # float32 -> mode "F"
+    return a
 
 
 def _reason(e: Exception) -> str:
@@ -200,40 +314,8 @@ def _load_npz(path: pathlib.Path, image_size, channels) -> Dataset:
     n = x.shape[0]
     if n == 0 or min(x.shape[1:]) == 0:
         raise CLIError(f"{path}: x holds no images (shape {x.shape})")
-    if y.ndim != 1:
-        raise CLIError(f"{path}: y must be one label per image, shape (N,), got shape {y.shape}")
-    if len(y) != n:
-        raise CLIError(f"{path}: x has {n} images but y has {len(y)} labels")
-    if np.issubdtype(y.dtype, np.floating):
-        if not (np.isfinite(y).all() and (y == np.round(y)).all()):
-            raise CLIError(f"{path}: y must hold integer class labels, got non-integer values")
-    elif not np.issubdtype(y.dtype, np.integer) or y.dtype == bool:
-        raise CLIError(f"{path}: y must hold integer class labels, got dtype {y.dtype}")
-    if (y < 0).any():
-        raise CLIError(f"{path}: y has negative labels (e.g. {int(y[y < 0][0])}); labels are "
-                       f"0, 1, ..., classes - 1")
-    y = torch.from_numpy(y.astype(np.int64))
-    num_classes = int(y.max()) + 1
-    if len(torch.unique(y)) < 2:
-        raise CLIError(f"{path}: all labels are {int(y[0])}; training a classifier needs at "
-                       f"least 2 classes")
-    if np.issubdtype(x.dtype, np.floating) and not np.isfinite(x).all():
-        bad = int(np.nonzero(~np.isfinite(x.reshape(n, -1)).all(1))[0][0])
-        raise CLIError(f"{path}: x contains NaN or infinite values (first in image {bad})")
-
-    if names is not None:
-        names = [str(s) for s in np.asarray(names).reshape(-1).tolist()]
-        if len(names) < num_classes:
-            raise CLIError(f"{path}: 'classes' names {len(names)} classes but y has labels up to "
-                           f"{num_classes - 1}")
-        classes = names
-    else:
-        classes = [str(i) for i in range(num_classes)]
-
-    if x.dtype == np.uint8:
-        xt = torch.from_numpy(np.ascontiguousarray(x))
-    else:
-        xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+    y, classes = _labels(path, y, n, names)
+    xt = torch.from_numpy(_pixels(path, x))
     if channels is not None and channels != xt.shape[1]:
         if xt.shape[1] == 1 and channels == 3:
             xt = xt.expand(-1, 3, -1, -1).contiguous()
@@ -251,3 +333,89 @@ def _load_npz(path: pathlib.Path, image_size, channels) -> Dataset:
                                                   align_corners=False, antialias=True)
         xt = resized.round_().clamp_(0, 255).to(torch.uint8) if dtype == torch.uint8 else resized
     return Dataset(xt, y, classes, str(path))
+
+
+def _labels(path, y: np.ndarray, n: int, names) -> tuple:
+    """(int64 labels, class names): y must be one label per image, integers (floats that
+    are whole numbers too), 0 .. K - 1 with every class used."""
+    if y.ndim != 1:
+        raise CLIError(f"{path}: y must be one label per image, shape (N,), got shape {y.shape}")
+    if len(y) != n:
+        raise CLIError(f"{path}: x has {n} images but y has {len(y)} labels")
+    if np.issubdtype(y.dtype, np.floating):
+        if not (np.isfinite(y).all() and (y == np.round(y)).all()):
+            raise CLIError(f"{path}: y must hold integer class labels, got non-integer values")
+    elif not np.issubdtype(y.dtype, np.integer) or y.dtype == bool:
+        raise CLIError(f"{path}: y must hold integer class labels, got dtype {y.dtype}")
+    if (y < 0).any():
+        raise CLIError(f"{path}: y has negative labels (e.g. {int(y[y < 0][0])}); labels are "
+                       f"0, 1, ..., classes - 1")
+    # Everything below works on the labels present, never on range(max label): one label
+    # of 2**40 must be an error, not 2**40 class names.
+    used = [int(v) for v in np.unique(y).tolist()]
+    if names is not None:
+        names = [str(s) for s in np.asarray(names).reshape(-1).tolist()]
+        if used[-1] >= len(names):
+            raise CLIError(f"{path}: 'classes' names {len(names)} classes but y has label "
+                           f"{_big(used[-1])}")
+    k = len(names) if names is not None else used[-1] + 1
+    if len(used) == 1 and k == 1:
+        raise CLIError(f"{path}: all labels are {used[0]}; training a classifier needs at "
+                       f"least 2 classes")
+    if len(used) < k:
+        if used[-1] >= n:  # n images cannot fill more than n classes
+            detail = f"has label {_big(used[-1])} with only {n} images"
+        else:
+            missing = _first_missing(used, k)
+            detail = ("has no images of label " + ", ".join(map(str, missing))
+                      + (", ..." if k - len(used) > len(missing) else "")
+                      + (f" ({', '.join(repr(names[m]) for m in missing)})" if names else "")
+                      + f": {k - len(used)} of the labels 0..{k - 1} unused")
+        raise CLIError(f"{path}: labels must be 0, 1, ..., K - 1 with every class used, but y "
+                       f"{detail} (renumber them, e.g. np.unique(y, return_inverse=True)[1])")
+    return (torch.from_numpy(y.astype(np.int64)),
+            names if names is not None else [str(i) for i in range(k)])
+
+
+def _big(v: int) -> str:
+    return str(v) if v < 10**20 else f"{v:.3g}"  # a label of 1e300 in one short line
+
+
+def _first_missing(used: list, k: int, limit: int = 3) -> list:
+    """Up to ``limit`` of the labels 0..k-1 absent from the sorted list ``used``."""
+    missing, expect = [], 0
+    for v in used + [k]:
+        while expect < v and len(missing) < limit:
+            missing.append(expect)
+            expect += 1
+        if len(missing) == limit:
+            break
+        expect = v + 1
+    return missing
+
+
+def _pixels(path, x: np.ndarray) -> np.ndarray:
+    """x as uint8 (scaled per batch) or float32: uint16 divided by 65535, other integer
+    types taken as 8-bit when their values fit 0..255, floats as they are."""
+    if x.dtype == np.uint8:
+        return np.ascontiguousarray(x)
+    if x.dtype == np.uint16:
+        xf = np.ascontiguousarray(x, dtype=np.float32)
+        xf /= 65535.0
+        return xf
+    if np.issubdtype(x.dtype, np.integer):
+        # int32 / int64 arrays are mostly 8-bit images built from Python ints; beyond
+        # 0..255 their dtype says nothing about the scale, so guessing one is refused.
+        lo, hi = int(x.min()), int(x.max())
+        if lo < 0 or hi > 255:
+            raise CLIError(f"{path}: x is {x.dtype} with pixels from {lo} to {hi}; integer "
+                           f"pixels are 8-bit (0..255, divided by 255) unless x is uint16 "
+                           f"(0..65535, divided by 65535); store floats to give your own scale")
+        return np.ascontiguousarray(x, dtype=np.uint8)
+    with np.errstate(over="ignore"):  # float64 beyond float32's range: inf, refused below
+        xf = np.ascontiguousarray(x, dtype=np.float32)
+    if not np.isfinite(xf).all():
+        bad = int(np.nonzero(~np.isfinite(xf.reshape(len(xf), -1)).all(1))[0][0])
+        raise CLIError(f"{path}: x contains NaN or infinite values, or values beyond float32 "
+                       f"(first in image {bad})")
+    return xf

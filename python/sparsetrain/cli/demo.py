@@ -11,7 +11,7 @@ import time
 import torch
 from torch import nn
 
-from . import CLIError, fraction, positive_int
+from . import CLIError, add_strategy_option, fraction, positive_int, set_conv_strategy
 from ._progress import Progress
 
 
@@ -28,6 +28,7 @@ def add_parser(sub):
                    help="untimed steps first (the sparse layers pick their kernels)")
     p.add_argument("--threads", type=positive_int, default=2)
     p.add_argument("--seed", type=int, default=0)
+    add_strategy_option(p)
     p.set_defaults(func=run)
     return p
 
@@ -125,7 +126,7 @@ def run(args) -> int:
     n, s = args.batch_size, args.image_size
     print(f"{args.model}, convolutions {args.sparsity:.0%} sparse (first conv and classifier "
           f"dense), batch {n}, {s}x{s} synthetic images, {args.threads} threads, malloc: "
-          f"{runtime_info()['malloc']}")
+          f"{runtime_info()['malloc']}, sparse conv strategy {args.strategy}")
 
     dense = pruned_resnet(args.model, args.sparsity, seed=args.seed)
     sparse = copy.deepcopy(dense)
@@ -134,6 +135,7 @@ def run(args) -> int:
                for _ in range(args.warmup + args.steps)]
     t = time.perf_counter()
     report = sparsify(sparse, example_inputs=batches[0][0], min_sparsity=0.5)
+    set_conv_strategy(sparse, args.strategy)
     print(f"sparsify: {len(report.swapped)} of {len(report.layers)} layers made sparse "
           f"(each timed dense vs sparse, {time.perf_counter() - t:.1f} s), "
           f"{len(report.fused_batch_norms)} batch norms fused with them")

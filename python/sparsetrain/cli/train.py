@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from . import CLIError, checked, fraction, positive_int
+from . import CLIError, add_strategy_option, checked, fraction, positive_int, set_conv_strategy
 
 FORMAT = "sparsetrain-train"
 FORMAT_VERSION = 1
@@ -51,7 +51,15 @@ validation accuracy improved); --resume continues such a run with its next epoch
 
 Data (--data): a folder with one subfolder of images per class (read with Pillow), or an
 .npz with x: images (N,H,W), (N,C,H,W) or (N,H,W,C), uint8 (scaled to [0, 1]) or float,
-and y: integer labels (N,); an optional 'classes' array names the labels."""
+and y: integer labels (N,); an optional 'classes' array names the labels.
+Labels are 0..K-1 with every class used (a gap is an error). Pixels: 8-bit / 255, 16-bit
+(uint16, 16-bit PNG) / 65535, other integer types only with values 0..255; floats as they
+are, never NaN or infinite. Symbolic links in a folder are followed, each real folder and
+image read once; one reached from two classes is an error.
+
+Checkpoints are checked field by field on --resume / --init: a damaged one (a value of the
+wrong type or range, optimizer state that does not fit, non-finite weights) is refused in
+one line naming the field. --strategy is not saved: give it again when resuming."""
 
 EPILOG = """\
 examples:
@@ -110,6 +118,7 @@ def add_parser(sub):
                    help="CPU threads for sparse kernels and PyTorch (default: PyTorch's)")
     t.add_argument("--seed", type=nonnegative_int, metavar="N",
                    help="seeds weights, validation split and data order (default 0)")
+    add_strategy_option(t)  # a speed setting like --threads: not saved, give it on resume too
     c = p.add_argument_group("checkpoints")
     c.add_argument("--out", metavar="DIR",
                    help="where last.pt and best.pt go (default ./sparsetrain-out; when "
@@ -187,6 +196,7 @@ def run(args) -> int:
     else:
         run_state = _start_scratch(model, cfg, steps_per_epoch, say)
     model, optimizer, pruner = run_state.model, run_state.optimizer, run_state.pruner
+    set_conv_strategy(model, args.strategy)
     masks, masked, pruner_cfg = run_state.masks, run_state.masked, run_state.pruner_cfg
     # A batch to find conv -> batch-norm pairs with, where sparse layers appear without
     # sparsify (which fuses a new transfer run's itself): a resumed model, the pruner's swaps.
@@ -213,6 +223,7 @@ def run(args) -> int:
     def after_step():
         if pruner is not None and pruner.step():
             fuse_batch_norm(model, example)  # layers it just made sparse
+            set_conv_strategy(model, args.strategy)
         if masks is not None:
             masks()
 
@@ -395,10 +406,12 @@ def _resume(model, ckpt, path, cfg, args):
 
     model = _restore_model(model, ckpt, path)
     optimizer = _make_optimizer(cfg, model)
+    fresh = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
     try:
         optimizer.load_state_dict(ckpt["optimizer"])
-    except (ValueError, KeyError, RuntimeError, TypeError, IndexError) as e:
+    except (ValueError, KeyError, RuntimeError, TypeError, IndexError, AttributeError) as e:
         raise CLIError(f"{path}: optimizer state does not fit the model ({_reason(e)})") from None
+    _check_optimizer(optimizer, fresh, model, f"--resume {path}")
     for group in optimizer.param_groups:
         if args.lr is not None:
             group["lr"] = args.lr
@@ -416,8 +429,8 @@ def _resume(model, ckpt, path, cfg, args):
             state.pruner.load_state_dict(state.pruner_cfg.pop("state"))
         except (KeyError, TypeError, ValueError) as e:
             raise CLIError(f"{path}: damaged pruning schedule ({_reason(e)})") from None
-    state.masked = [str(n) for n in ckpt.get("masked") or []]
-    state.masks = _hold_masks(model, state.masked)
+    state.masked = list(ckpt.get("masked") or [])
+    state.masks = _hold_masks(model, state.masked, f"--resume {path}: ")
     return state
 
 
@@ -490,9 +503,10 @@ def _make_pruner(cls, model, optimizer, cfg, pc):
                exclude=list(pc["exclude"]) or None, min_sparsity=pc["min_sparsity"])
 
 
-def _hold_masks(model, names):
+def _hold_masks(model, names, where=""):
     """Keep the zeros of these dense layers (sparsetrain.hold_masks); returns the function
-    that re-applies the masks after every optimizer step."""
+    that re-applies the masks after every optimizer step. ``where`` starts an error message
+    (the checkpoint that named the layers)."""
     from ..pruning import hold_masks
 
     modules = []
@@ -500,7 +514,7 @@ def _hold_masks(model, names):
         try:
             modules.append(model.get_submodule(name))
         except AttributeError:
-            raise CLIError(f"masked layer {name!r} is not in the model") from None
+            raise CLIError(f"{where}masked layer {name!r} is not in the model") from None
     return hold_masks(m for m in modules if type(m) in (nn.Linear, nn.Conv2d))
 
 
@@ -508,7 +522,10 @@ def _restore_model(model, ckpt, path):
     from ..surgery import sparsify_like
     try:
         return sparsify_like(model, ckpt["model"])
-    except (RuntimeError, ValueError, KeyError, TypeError) as e:
+    except ValueError as e:  # a layer's own check (a broken pattern): its message names it
+        raise CLIError(f"{path}: model state does not fit {ckpt['args'].get('model')}: "
+                       f"{_whole(e)}") from None
+    except (RuntimeError, KeyError, TypeError) as e:
         raise CLIError(f"{path}: model state does not fit {ckpt['args'].get('model')} "
                        f"({_reason(e)})") from None
 
@@ -544,9 +561,12 @@ def _apply_init(model, sd, path, cfg, first, classifier, say):
                         f"{own[k].shape[1]}: try --channels {v.shape[1]})")
             raise CLIError(f"{fits}: {k} has shape {tuple(v.shape)}, the model's is "
                            f"{tuple(own[k].shape)}{hint}")
+    _check_model_state(sd, f"--init {path}")  # after the classifier that starts afresh is gone
     try:
         model = sparsify_like(model, sd, strict=False)
-    except (RuntimeError, ValueError, KeyError, TypeError) as e:
+    except ValueError as e:  # a layer's own check (a broken pattern): its message names it
+        raise CLIError(f"{fits}: {_whole(e)}") from None
+    except (RuntimeError, KeyError, TypeError) as e:
         raise CLIError(f"{fits} ({_reason(e)})") from None
     keys = set(model.state_dict())
     missing = sorted(k for k in keys - set(sd) if not k.endswith("num_batches_tracked")
@@ -729,6 +749,202 @@ def _torch_load(path, what):
         raise CLIError(f"{what} {path}: cannot read it ({reason})") from None
 
 
+# -- what a checkpoint holds, checked on load -----------------------------------------------------
+# A damaged or hand-edited checkpoint must end in one line naming the field, not in a
+# traceback (or a "training diverged") epochs later. Each check: (accepts(value), expected).
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_num(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _int_at_least(lo):
+    return lambda v: _is_int(v) and v >= lo, f"an integer >= {lo}"
+
+
+def _num_in(lo, hi=None, *, above=False, below=False):
+    def ok(v):
+        return (_is_num(v) and (v > lo if above else v >= lo)
+                and (hi is None or (v < hi if below else v <= hi)))
+    text = (f"a number in {'(' if above else '['}{lo:g}, {hi:g}{')' if below else ']'}"
+            if hi is not None else f"a number {'>' if above else '>='} {lo:g}")
+    return ok, text
+
+
+def _optional(check):
+    ok, text = check
+    return lambda v: v is None or ok(v), f"{text} or None"
+
+
+def _one_of(*values):
+    return lambda v: isinstance(v, str) and v in values, "one of " + ", ".join(values)
+
+
+_STRINGS = (lambda v: isinstance(v, (list, tuple)) and all(isinstance(s, str) for s in v),
+            "a list of names")
+_SIZE = (lambda v: isinstance(v, (list, tuple)) and len(v) == 2 and all(
+         _is_int(s) and s >= 1 for s in v), "[height, width], positive integers")
+_ARGS_CHECKS = {
+    "model": None,  # one of MODELS: filled in by _arg_checks (the models import torch code)
+    "num_classes": _int_at_least(2), "in_channels": _int_at_least(1), "input_size": _SIZE,
+    "image_size": _optional(_int_at_least(1)),
+    "channels": (lambda v: v is None or (_is_int(v) and v in (1, 3)), "1, 3 or None"),
+    "mode": _one_of("transfer", "scratch"), "sparsity": _num_in(0, 1, below=True),
+    "prune_all": (lambda v: isinstance(v, bool), "true or false"), "exclude": _STRINGS,
+    "optimizer": _one_of(*DEFAULT_LR), "lr": _num_in(0, above=True),
+    "weight_decay": _num_in(0), "batch_size": _int_at_least(2), "epochs": _int_at_least(1),
+    "seed": _int_at_least(0), "val_fraction": _num_in(0, 1, below=True),
+    "init": (lambda v: v is None or isinstance(v, str), "a path or None"),
+}
+_TOP_CHECKS = {  # besides model, optimizer and args (checked on their own) and pruner
+    "epoch": _int_at_least(0),
+    "val_acc": _optional(_num_in(0, 100)), "best_acc": _optional(_num_in(0, 100)),
+    "best_epoch": _optional(_int_at_least(1)),
+    "history": (lambda v: isinstance(v, list) and all(isinstance(h, dict) for h in v),
+                "a list of one dict per epoch"),
+    "classes": _STRINGS, "masked": _STRINGS,
+}
+_PRUNER_CHECKS = {
+    "start_step": _int_at_least(0), "end_step": _int_at_least(0), "every": _int_at_least(1),
+    "exclude": _STRINGS, "min_sparsity": _optional(_num_in(0, 1)),
+    "state": (lambda v: isinstance(v, dict), "a dict"),
+}
+_PRUNER_STATE_CHECKS = {"step_count": _int_at_least(0), "sparsity": _num_in(0, 1)}
+
+
+def _show(v) -> str:
+    text = repr(v) if not isinstance(v, torch.Tensor) else f"a tensor of shape {tuple(v.shape)}"
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _check_fields(obj: dict, checks: dict, prefix: str, where: str, optional=()) -> None:
+    for key, (ok, expected) in checks.items():
+        if key not in obj:
+            if key in optional:
+                continue
+            raise CLIError(f"{where}: damaged checkpoint: no {prefix}{key}")
+        if not ok(obj[key]):
+            raise CLIError(f"{where}: damaged checkpoint: {prefix}{key} is {_show(obj[key])}, "
+                           f"expected {expected}")
+
+
+def _check_checkpoint(obj: dict, where: str) -> None:
+    """Type and range of every field train() reads back from a checkpoint ("data" and
+    "sparsetrain_version" are only informative: a resumed run writes its own)."""
+    from ..models import MODELS
+
+    checks = dict(_ARGS_CHECKS, model=_one_of(*sorted(MODELS)))
+    _check_fields(obj["args"], checks, "args.", where)
+    _check_fields(obj, _TOP_CHECKS, "", where,
+                  optional=("val_acc", "best_acc", "best_epoch", "history", "classes", "masked"))
+    best_epoch = obj.get("best_epoch")
+    if best_epoch is not None and best_epoch > obj["epoch"]:
+        raise CLIError(f"{where}: damaged checkpoint: best_epoch is {best_epoch}, after the "
+                       f"last epoch done ({obj['epoch']})")
+    classes = obj.get("classes")
+    if classes and len(classes) != obj["args"]["num_classes"]:
+        raise CLIError(f"{where}: damaged checkpoint: classes names {len(classes)} classes, "
+                       f"args.num_classes is {obj['args']['num_classes']}")
+    pruner = obj.get("pruner")
+    if pruner is not None:
+        if not isinstance(pruner, dict):
+            raise CLIError(f"{where}: damaged checkpoint: pruner is {_show(pruner)}, expected "
+                           f"a dict or None")
+        _check_fields(pruner, _PRUNER_CHECKS, "pruner.", where)
+        _check_fields(pruner["state"], _PRUNER_STATE_CHECKS, "pruner.state.", where)
+        if pruner["end_step"] < pruner["start_step"]:
+            raise CLIError(f"{where}: damaged checkpoint: pruner.end_step "
+                           f"{pruner['end_step']} is before pruner.start_step "
+                           f"{pruner['start_step']}")
+    opt = obj["optimizer"]
+    if not (isinstance(opt, dict) and isinstance(opt.get("state"), dict)
+            and isinstance(opt.get("param_groups"), list)
+            and all(isinstance(g, dict) and isinstance(g.get("params"), list)
+                    for g in opt["param_groups"])):
+        raise CLIError(f"{where}: damaged checkpoint: optimizer is not an optimizer's "
+                       f"state_dict (a dict of state and param_groups)")
+    for key, state in opt["state"].items():  # load_state_dict fails on these unnamed
+        if not isinstance(state, dict):
+            raise CLIError(f"{where}: damaged checkpoint: optimizer.state[{_show(key)}] is "
+                           f"{_show(state)}, expected a dict")
+    _check_model_state(obj["model"], where)
+
+
+def _check_model_state(sd, where: str) -> None:
+    """A dict of named tensors with finite numbers only: NaN or infinite weights would only
+    show later as a loss of nan, blamed on the learning rate."""
+    if not isinstance(sd, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                           for k, v in sd.items()):
+        raise CLIError(f"{where}: damaged checkpoint: model is not a state_dict (a dict of "
+                       f"named tensors)")
+    for key, v in sd.items():
+        if (v.is_floating_point() or v.is_complex()) and not bool(torch.isfinite(v).all()):
+            layer, _, field = key.rpartition(".")
+            bad = int((~torch.isfinite(v)).sum())
+            what = "weights" if field in ("weight", "bias", "values") else "values"
+            raise CLIError(f"{where}: the checkpoint holds non-finite {what} in layer "
+                           f"{layer or key} ({key}: {bad} of {v.numel()} NaN or infinite)")
+
+
+def _check_optimizer(optimizer, fresh_groups: list, model, where: str) -> None:
+    """After load_state_dict, which checks only the number of groups and parameters: every
+    hyperparameter of the kind the fresh optimizer had, and per-parameter state (momentum,
+    Adam moments) of the parameter's shape, finite. Else the first step fails, or trains on
+    garbage."""
+    name_of = {p: n for n, p in model.named_parameters()}
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+    for gi, (group, fresh) in enumerate(zip(optimizer.param_groups, fresh_groups)):
+        for key, default in fresh.items():
+            v, field = group.get(key), f"optimizer.param_groups[{gi}].{key}"
+            if default is None:  # foreach, fused: None means "PyTorch picks"
+                ok, expected = v is None or isinstance(v, bool), "true, false or None"
+            elif isinstance(default, bool):
+                ok, expected = isinstance(v, bool), "true or false"
+            elif _is_num(default):
+                ok = _is_num(v) and (v > 0 if key == "lr" else v >= 0)
+                expected = "a positive number" if key == "lr" else "a number >= 0"
+            elif isinstance(default, tuple):
+                ok = (isinstance(v, (tuple, list)) and len(v) == len(default)
+                      and all(_is_num(b) and 0 <= b < 1 for b in v))
+                expected = f"{len(default)} numbers in [0, 1)"
+            else:
+                ok, expected = type(v) is type(default), type(default).__name__
+            if not ok:
+                raise CLIError(f"{where}: damaged checkpoint: {field} is {_show(v)}, expected "
+                               f"{expected}")
+    index = {p: i for i, p in enumerate(params)}
+    for p, state in optimizer.state.items():
+        if p not in index:  # load_state_dict keeps entries of unknown ids as they are
+            raise CLIError(f"{where}: optimizer state does not fit the model: optimizer.state "
+                           f"has an entry for parameter {_show(p)}, the optimizer has "
+                           f"{len(params)} (0..{len(params) - 1})")
+        field = f"optimizer.state[{index[p]}]"
+        if not isinstance(state, dict):
+            raise CLIError(f"{where}: damaged checkpoint: {field} is {_show(state)}, expected "
+                           f"a dict")
+        for key, v in state.items():
+            if key == "step":
+                ok = (_is_num(v) or (isinstance(v, torch.Tensor) and v.numel() == 1
+                                     and bool(torch.isfinite(v).all()))) and float(v) >= 0
+                if not ok:
+                    raise CLIError(f"{where}: damaged checkpoint: {field}.step is {_show(v)}, "
+                                   f"expected a step count >= 0")
+            elif isinstance(v, torch.Tensor):
+                if tuple(v.shape) != tuple(p.shape):
+                    raise CLIError(f"{where}: optimizer state does not fit the model: "
+                                   f"{field}.{key} has shape {tuple(v.shape)}, parameter "
+                                   f"{name_of.get(p, index[p])} has {tuple(p.shape)}")
+                if v.is_floating_point() and not bool(torch.isfinite(v).all()):
+                    raise CLIError(f"{where}: the checkpoint holds non-finite optimizer state "
+                                   f"in {field}.{key} ({name_of.get(p, index[p])})")
+            elif v is not None:
+                raise CLIError(f"{where}: damaged checkpoint: {field}.{key} is {_show(v)}, "
+                               f"expected a tensor")
+
+
 def _read_checkpoint(path: pathlib.Path) -> dict:
     obj = _torch_load(path, "--resume")
     if not isinstance(obj, dict) or obj.get("format") != FORMAT:
@@ -741,12 +957,11 @@ def _read_checkpoint(path: pathlib.Path) -> dict:
     if missing:
         raise CLIError(f"--resume {path}: damaged checkpoint (no {', '.join(missing[:3])})")
     version = obj.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
-        raise CLIError(f"--resume {path}: format {version!r} is not one this sparsetrain "
-                       f"({FORMAT_VERSION}) reads; written by sparsetrain "
-                       f"{obj.get('sparsetrain_version')}")
-    if not isinstance(obj["model"], dict) or not isinstance(obj["epoch"], int):
-        raise CLIError(f"--resume {path}: damaged checkpoint")
+    if not _is_int(version) or not 1 <= version <= FORMAT_VERSION:
+        raise CLIError(f"--resume {path}: format_version {_show(version)} is not one this "
+                       f"sparsetrain reads (1 to {FORMAT_VERSION}); written by sparsetrain "
+                       f"{_show(obj.get('sparsetrain_version'))}")
+    _check_checkpoint(obj, f"--resume {path}")
     return obj
 
 
@@ -758,6 +973,15 @@ def _read_init(text):
         raise CLIError(f"--init {text}: no such file")
     obj = _torch_load(path, "--init")
     if isinstance(obj, dict) and obj.get("format") == FORMAT:
+        # Of such a checkpoint --init uses the model state and args.model (the architecture).
+        from ..models import MODELS
+        _check_model_state(obj.get("model"), f"--init {text}")
+        saved = obj.get("args")
+        if not isinstance(saved, dict):
+            raise CLIError(f"--init {text}: damaged checkpoint: args is {_show(saved)}, "
+                           f"expected a dict")
+        _check_fields(saved, {"model": _one_of(*sorted(MODELS))}, "args.", f"--init {text}",
+                      optional=("model",))
         return obj["model"], obj
     if isinstance(obj, dict):
         for key in ("state_dict", "model_state_dict", "model"):
@@ -779,6 +1003,14 @@ def _reason(e: BaseException) -> str:
     if text.startswith("Error(s) in loading state_dict") and len(lines) > 1:
         text = lines[1]
     return text if len(text) <= 240 else text[:237] + "..."
+
+
+def _whole(e: BaseException, limit: int = 1000) -> str:
+    """A layer's message in full, on one line (its lines joined): it names the layer and
+    what is wrong, which _reason's first line could cut off. The limit only guards against
+    a message that prints a whole tensor."""
+    text = " ".join(s.strip() for s in str(e).splitlines() if s.strip()) or type(e).__name__
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def _short_list(names, n=5) -> str:
