@@ -53,9 +53,18 @@ def test_auto_layout_and_bits_do_not_depend_on_the_thread_count(batch, hw, strid
             assert torch.equal(a, b)
     assert count_timings == []  # nothing was timed
     s = conv_shape(layer._geometry, hw, hw)
-    expected = fconv.auto_strategy(layer._geometry, s, batch)
+    isa = st.get_isa()
+    expected = fconv.auto_strategy(layer._geometry, s, batch, isa)
     assert next(iter(chosen[0].values())) == expected
-    assert expected == ("batch" if batch >= 16 and s.Ho * s.Wo <= 196 else "plane")
+    most = 196 if isa == "avx512" else 49
+    assert expected == ("batch" if batch >= 16 and s.Ho * s.Wo <= most else "plane")
+
+
+def test_auto_layout_follows_the_isa(isa):
+    layer = _layer()
+    x = torch.randn(32, 8, 14, 14)
+    layer(x)
+    assert list(layer._chosen.values()) == ["batch" if isa == "avx512" else "plane"]
 
 
 def test_timed_decides_once_per_batch_range_whatever_the_thread_count(count_timings):

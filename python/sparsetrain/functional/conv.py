@@ -50,15 +50,19 @@ from .linear import (all_finite, check_saved_values, dense_weight, no_autocast,
 
 STRATEGIES = ("direct", "plane", "batch")
 # Interleaving 16 images per pixel pays where an image's output plane is too small to fill
-# the vectors of long row runs: 14 x 14 and below (ResNet's last two stages).
-_BATCH_MAX_PLANE = 14 * 14
+# the vectors of long row runs. With 16-float vectors (AVX-512) a pixel of 16 images is one
+# aligned vector and the batch layout wins up to 14 x 14 (ResNet's last two stages); with
+# 8-float vectors only at 7 x 7 (measured end to end in a ResNet-18 step).
+_BATCH_MAX_PLANE = {"avx512": 14 * 14}
+_BATCH_MAX_PLANE_DEFAULT = 7 * 7
 
 
-def auto_strategy(g: ConvGeometry, s, batch: int) -> str:
+def auto_strategy(g: ConvGeometry, s, batch: int, isa: str) -> str:
     """The layout ``strategy="auto"`` takes for an input of shape ``s`` (a ConvShape) and
-    ``batch`` images: a function of the shapes only, never of the thread count or of a
-    timing, so results are reproducible everywhere. (``"timed"`` measures instead.)"""
-    if batch >= _BATCH_UNIT and s.Ho * s.Wo <= _BATCH_MAX_PLANE:
+    ``batch`` images on kernel path ``isa``: a function of the shapes only, never of the
+    thread count or of a timing, so results are reproducible. (``"timed"`` measures.)"""
+    most = _BATCH_MAX_PLANE.get(isa, _BATCH_MAX_PLANE_DEFAULT)
+    if batch >= _BATCH_UNIT and s.Ho * s.Wo <= most:
         return "batch"
     return "plane"
 # The plane layout's kernels pack the input themselves, image by image (see _Layout.fused):

@@ -192,7 +192,7 @@ class SparseConv2d(SparseWeightModule):
         self._row_ptr_np = self._pattern[0].numpy()
         self._indices = _Plans()  # (H, W) -> ConvIndex
         self._layouts = _Plans()  # (N, H, W, strategy) -> _Layout
-        self._chosen = _Plans()  # (N, H, W) -> strategy ("timed": (batch bucket, H, W, isa))
+        self._chosen = _Plans()  # (N, H, W, isa) -> strategy ("timed": (batch bucket, H, W, isa))
 
     def _layout(self, x: torch.Tensor) -> _Layout:
         n, _, h, w = x.shape
@@ -204,8 +204,9 @@ class SparseConv2d(SparseWeightModule):
         if name == "direct" and not direct_ok:
             name = "plane"  # the direct kernels are stride-1 only
         if name == "auto":
-            name = self._chosen.get((n, h, w)) or self._chosen.put(
-                (n, h, w), auto_strategy(self._geometry, index.shape, n))
+            isa = get_isa()
+            name = self._chosen.get((n, h, w, isa)) or self._chosen.put(
+                (n, h, w, isa), auto_strategy(self._geometry, index.shape, n, isa))
         elif name == "timed":
             name = self._timed(index, x, direct_ok)
         return self._layout_for(index, n, h, w, name)
