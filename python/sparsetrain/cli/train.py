@@ -25,6 +25,8 @@ import torch
 from torch import nn
 
 from . import CLIError, add_strategy_option, checked, fraction, positive_int, set_conv_strategy
+from .checkpoint_checks import (check_checkpoint, check_fields, check_model_state,
+                                check_optimizer, is_int, one_of, show)
 
 FORMAT = "sparsetrain-train"
 FORMAT_VERSION = 1
@@ -411,7 +413,7 @@ def _resume(model, ckpt, path, cfg, args):
         optimizer.load_state_dict(ckpt["optimizer"])
     except (ValueError, KeyError, RuntimeError, TypeError, IndexError, AttributeError) as e:
         raise CLIError(f"{path}: optimizer state does not fit the model ({_reason(e)})") from None
-    _check_optimizer(optimizer, fresh, model, f"--resume {path}")
+    check_optimizer(optimizer, fresh, model, f"--resume {path}")
     for group in optimizer.param_groups:
         if args.lr is not None:
             group["lr"] = args.lr
@@ -561,7 +563,7 @@ def _apply_init(model, sd, path, cfg, first, classifier, say):
                         f"{own[k].shape[1]}: try --channels {v.shape[1]})")
             raise CLIError(f"{fits}: {k} has shape {tuple(v.shape)}, the model's is "
                            f"{tuple(own[k].shape)}{hint}")
-    _check_model_state(sd, f"--init {path}")  # after the classifier that starts afresh is gone
+    check_model_state(sd, f"--init {path}")  # after the classifier that starts afresh is gone
     try:
         model = sparsify_like(model, sd, strict=False)
     except ValueError as e:  # a layer's own check (a broken pattern): its message names it
@@ -749,201 +751,6 @@ def _torch_load(path, what):
         raise CLIError(f"{what} {path}: cannot read it ({reason})") from None
 
 
-# -- what a checkpoint holds, checked on load -----------------------------------------------------
-# A damaged or hand-edited checkpoint must end in one line naming the field, not in a
-# traceback (or a "training diverged") epochs later. Each check: (accepts(value), expected).
-
-def _is_int(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _is_num(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
-def _int_at_least(lo):
-    return lambda v: _is_int(v) and v >= lo, f"an integer >= {lo}"
-
-
-def _num_in(lo, hi=None, *, above=False, below=False):
-    def ok(v):
-        return (_is_num(v) and (v > lo if above else v >= lo)
-                and (hi is None or (v < hi if below else v <= hi)))
-    text = (f"a number in {'(' if above else '['}{lo:g}, {hi:g}{')' if below else ']'}"
-            if hi is not None else f"a number {'>' if above else '>='} {lo:g}")
-    return ok, text
-
-
-def _optional(check):
-    ok, text = check
-    return lambda v: v is None or ok(v), f"{text} or None"
-
-
-def _one_of(*values):
-    return lambda v: isinstance(v, str) and v in values, "one of " + ", ".join(values)
-
-
-_STRINGS = (lambda v: isinstance(v, (list, tuple)) and all(isinstance(s, str) for s in v),
-            "a list of names")
-_SIZE = (lambda v: isinstance(v, (list, tuple)) and len(v) == 2 and all(
-         _is_int(s) and s >= 1 for s in v), "[height, width], positive integers")
-_ARGS_CHECKS = {
-    "model": None,  # one of MODELS: filled in by _arg_checks (the models import torch code)
-    "num_classes": _int_at_least(2), "in_channels": _int_at_least(1), "input_size": _SIZE,
-    "image_size": _optional(_int_at_least(1)),
-    "channels": (lambda v: v is None or (_is_int(v) and v in (1, 3)), "1, 3 or None"),
-    "mode": _one_of("transfer", "scratch"), "sparsity": _num_in(0, 1, below=True),
-    "prune_all": (lambda v: isinstance(v, bool), "true or false"), "exclude": _STRINGS,
-    "optimizer": _one_of(*DEFAULT_LR), "lr": _num_in(0, above=True),
-    "weight_decay": _num_in(0), "batch_size": _int_at_least(2), "epochs": _int_at_least(1),
-    "seed": _int_at_least(0), "val_fraction": _num_in(0, 1, below=True),
-    "init": (lambda v: v is None or isinstance(v, str), "a path or None"),
-}
-_TOP_CHECKS = {  # besides model, optimizer and args (checked on their own) and pruner
-    "epoch": _int_at_least(0),
-    "val_acc": _optional(_num_in(0, 100)), "best_acc": _optional(_num_in(0, 100)),
-    "best_epoch": _optional(_int_at_least(1)),
-    "history": (lambda v: isinstance(v, list) and all(isinstance(h, dict) for h in v),
-                "a list of one dict per epoch"),
-    "classes": _STRINGS, "masked": _STRINGS,
-}
-_PRUNER_CHECKS = {
-    "start_step": _int_at_least(0), "end_step": _int_at_least(0), "every": _int_at_least(1),
-    "exclude": _STRINGS, "min_sparsity": _optional(_num_in(0, 1)),
-    "state": (lambda v: isinstance(v, dict), "a dict"),
-}
-_PRUNER_STATE_CHECKS = {"step_count": _int_at_least(0), "sparsity": _num_in(0, 1)}
-
-
-def _show(v) -> str:
-    text = repr(v) if not isinstance(v, torch.Tensor) else f"a tensor of shape {tuple(v.shape)}"
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def _check_fields(obj: dict, checks: dict, prefix: str, where: str, optional=()) -> None:
-    for key, (ok, expected) in checks.items():
-        if key not in obj:
-            if key in optional:
-                continue
-            raise CLIError(f"{where}: damaged checkpoint: no {prefix}{key}")
-        if not ok(obj[key]):
-            raise CLIError(f"{where}: damaged checkpoint: {prefix}{key} is {_show(obj[key])}, "
-                           f"expected {expected}")
-
-
-def _check_checkpoint(obj: dict, where: str) -> None:
-    """Type and range of every field train() reads back from a checkpoint ("data" and
-    "sparsetrain_version" are only informative: a resumed run writes its own)."""
-    from ..models import MODELS
-
-    checks = dict(_ARGS_CHECKS, model=_one_of(*sorted(MODELS)))
-    _check_fields(obj["args"], checks, "args.", where)
-    _check_fields(obj, _TOP_CHECKS, "", where,
-                  optional=("val_acc", "best_acc", "best_epoch", "history", "classes", "masked"))
-    best_epoch = obj.get("best_epoch")
-    if best_epoch is not None and best_epoch > obj["epoch"]:
-        raise CLIError(f"{where}: damaged checkpoint: best_epoch is {best_epoch}, after the "
-                       f"last epoch done ({obj['epoch']})")
-    classes = obj.get("classes")
-    if classes and len(classes) != obj["args"]["num_classes"]:
-        raise CLIError(f"{where}: damaged checkpoint: classes names {len(classes)} classes, "
-                       f"args.num_classes is {obj['args']['num_classes']}")
-    pruner = obj.get("pruner")
-    if pruner is not None:
-        if not isinstance(pruner, dict):
-            raise CLIError(f"{where}: damaged checkpoint: pruner is {_show(pruner)}, expected "
-                           f"a dict or None")
-        _check_fields(pruner, _PRUNER_CHECKS, "pruner.", where)
-        _check_fields(pruner["state"], _PRUNER_STATE_CHECKS, "pruner.state.", where)
-        if pruner["end_step"] < pruner["start_step"]:
-            raise CLIError(f"{where}: damaged checkpoint: pruner.end_step "
-                           f"{pruner['end_step']} is before pruner.start_step "
-                           f"{pruner['start_step']}")
-    opt = obj["optimizer"]
-    if not (isinstance(opt, dict) and isinstance(opt.get("state"), dict)
-            and isinstance(opt.get("param_groups"), list)
-            and all(isinstance(g, dict) and isinstance(g.get("params"), list)
-                    for g in opt["param_groups"])):
-        raise CLIError(f"{where}: damaged checkpoint: optimizer is not an optimizer's "
-                       f"state_dict (a dict of state and param_groups)")
-    for key, state in opt["state"].items():  # load_state_dict fails on these unnamed
-        if not isinstance(state, dict):
-            raise CLIError(f"{where}: damaged checkpoint: optimizer.state[{_show(key)}] is "
-                           f"{_show(state)}, expected a dict")
-    _check_model_state(obj["model"], where)
-
-
-def _check_model_state(sd, where: str) -> None:
-    """A dict of named tensors with finite numbers only: NaN or infinite weights would only
-    show later as a loss of nan, blamed on the learning rate."""
-    if not isinstance(sd, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
-                                           for k, v in sd.items()):
-        raise CLIError(f"{where}: damaged checkpoint: model is not a state_dict (a dict of "
-                       f"named tensors)")
-    for key, v in sd.items():
-        if (v.is_floating_point() or v.is_complex()) and not bool(torch.isfinite(v).all()):
-            layer, _, field = key.rpartition(".")
-            bad = int((~torch.isfinite(v)).sum())
-            what = "weights" if field in ("weight", "bias", "values") else "values"
-            raise CLIError(f"{where}: the checkpoint holds non-finite {what} in layer "
-                           f"{layer or key} ({key}: {bad} of {v.numel()} NaN or infinite)")
-
-
-def _check_optimizer(optimizer, fresh_groups: list, model, where: str) -> None:
-    """After load_state_dict, which checks only the number of groups and parameters: every
-    hyperparameter of the kind the fresh optimizer had, and per-parameter state (momentum,
-    Adam moments) of the parameter's shape, finite. Else the first step fails, or trains on
-    garbage."""
-    name_of = {p: n for n, p in model.named_parameters()}
-    params = [p for g in optimizer.param_groups for p in g["params"]]
-    for gi, (group, fresh) in enumerate(zip(optimizer.param_groups, fresh_groups)):
-        for key, default in fresh.items():
-            v, field = group.get(key), f"optimizer.param_groups[{gi}].{key}"
-            if default is None:  # foreach, fused: None means "PyTorch picks"
-                ok, expected = v is None or isinstance(v, bool), "true, false or None"
-            elif isinstance(default, bool):
-                ok, expected = isinstance(v, bool), "true or false"
-            elif _is_num(default):
-                ok = _is_num(v) and (v > 0 if key == "lr" else v >= 0)
-                expected = "a positive number" if key == "lr" else "a number >= 0"
-            elif isinstance(default, tuple):
-                ok = (isinstance(v, (tuple, list)) and len(v) == len(default)
-                      and all(_is_num(b) and 0 <= b < 1 for b in v))
-                expected = f"{len(default)} numbers in [0, 1)"
-            else:
-                ok, expected = type(v) is type(default), type(default).__name__
-            if not ok:
-                raise CLIError(f"{where}: damaged checkpoint: {field} is {_show(v)}, expected "
-                               f"{expected}")
-    index = {p: i for i, p in enumerate(params)}
-    for p, state in optimizer.state.items():
-        if p not in index:  # load_state_dict keeps entries of unknown ids as they are
-            raise CLIError(f"{where}: optimizer state does not fit the model: optimizer.state "
-                           f"has an entry for parameter {_show(p)}, the optimizer has "
-                           f"{len(params)} (0..{len(params) - 1})")
-        field = f"optimizer.state[{index[p]}]"
-        if not isinstance(state, dict):
-            raise CLIError(f"{where}: damaged checkpoint: {field} is {_show(state)}, expected "
-                           f"a dict")
-        for key, v in state.items():
-            if key == "step":
-                ok = (_is_num(v) or (isinstance(v, torch.Tensor) and v.numel() == 1
-                                     and bool(torch.isfinite(v).all()))) and float(v) >= 0
-                if not ok:
-                    raise CLIError(f"{where}: damaged checkpoint: {field}.step is {_show(v)}, "
-                                   f"expected a step count >= 0")
-            elif isinstance(v, torch.Tensor):
-                if tuple(v.shape) != tuple(p.shape):
-                    raise CLIError(f"{where}: optimizer state does not fit the model: "
-                                   f"{field}.{key} has shape {tuple(v.shape)}, parameter "
-                                   f"{name_of.get(p, index[p])} has {tuple(p.shape)}")
-                if v.is_floating_point() and not bool(torch.isfinite(v).all()):
-                    raise CLIError(f"{where}: the checkpoint holds non-finite optimizer state "
-                                   f"in {field}.{key} ({name_of.get(p, index[p])})")
-            elif v is not None:
-                raise CLIError(f"{where}: damaged checkpoint: {field}.{key} is {_show(v)}, "
-                               f"expected a tensor")
-
 
 def _read_checkpoint(path: pathlib.Path) -> dict:
     obj = _torch_load(path, "--resume")
@@ -957,11 +764,11 @@ def _read_checkpoint(path: pathlib.Path) -> dict:
     if missing:
         raise CLIError(f"--resume {path}: damaged checkpoint (no {', '.join(missing[:3])})")
     version = obj.get("format_version")
-    if not _is_int(version) or not 1 <= version <= FORMAT_VERSION:
-        raise CLIError(f"--resume {path}: format_version {_show(version)} is not one this "
+    if not is_int(version) or not 1 <= version <= FORMAT_VERSION:
+        raise CLIError(f"--resume {path}: format_version {show(version)} is not one this "
                        f"sparsetrain reads (1 to {FORMAT_VERSION}); written by sparsetrain "
-                       f"{_show(obj.get('sparsetrain_version'))}")
-    _check_checkpoint(obj, f"--resume {path}")
+                       f"{show(obj.get('sparsetrain_version'))}")
+    check_checkpoint(obj, f"--resume {path}")
     return obj
 
 
@@ -975,12 +782,12 @@ def _read_init(text):
     if isinstance(obj, dict) and obj.get("format") == FORMAT:
         # Of such a checkpoint --init uses the model state and args.model (the architecture).
         from ..models import MODELS
-        _check_model_state(obj.get("model"), f"--init {text}")
+        check_model_state(obj.get("model"), f"--init {text}")
         saved = obj.get("args")
         if not isinstance(saved, dict):
-            raise CLIError(f"--init {text}: damaged checkpoint: args is {_show(saved)}, "
+            raise CLIError(f"--init {text}: damaged checkpoint: args is {show(saved)}, "
                            f"expected a dict")
-        _check_fields(saved, {"model": _one_of(*sorted(MODELS))}, "args.", f"--init {text}",
+        check_fields(saved, {"model": one_of(*sorted(MODELS))}, "args.", f"--init {text}",
                       optional=("model",))
         return obj["model"], obj
     if isinstance(obj, dict):
