@@ -93,9 +93,14 @@ class SparseWeightModule(nn.Module):
     def _layer_name(self) -> str:
         return f"{type(self).__name__}({self._describe()})"
 
+    # Inference tensors track no version; their data pointer and length still tell a swap.
     def _index_stamp(self):
-        return (self.row_ptr.data_ptr(), _version(self.row_ptr), self.col_idx.data_ptr(),
-                _version(self.col_idx), self.col_idx.numel())
+        # (Through _buffers: nn.Module's attribute lookup costs microseconds on every call.)
+        row_ptr, col_idx = self._buffers["row_ptr"], self._buffers["col_idx"]
+        if row_ptr.is_inference() or col_idx.is_inference():
+            return (row_ptr.data_ptr(), None, col_idx.data_ptr(), None, col_idx.numel())
+        return (row_ptr.data_ptr(), row_ptr._version, col_idx.data_ptr(), col_idx._version,
+                col_idx.numel())
 
     def _derive(self) -> None:
         """Build what the kernels need from the private, validated ``self._pattern``."""
@@ -148,7 +153,7 @@ class SparseWeightModule(nn.Module):
     def _check_values(self) -> None:
         """``values`` must fit the pattern the kernels run on (checked on every call: a
         Parameter's data can be replaced behind autograd's back)."""
-        v = self.values
+        v = self._parameters["values"]
         nnz = self._pattern[1].numel()
         if v.dim() != 1 or v.numel() != nnz or not v.is_contiguous():
             raise ValueError(f"{self._layer_name()}: values has shape {tuple(v.shape)}"
@@ -159,9 +164,10 @@ class SparseWeightModule(nn.Module):
         """The pattern buffers, for autograd to check that they are not changed in place
         between forward and backward (PyTorch's version error, as a dense layer's weight
         gives). Inference tensors track no versions: nothing to check then."""
-        if self.row_ptr.is_inference() or self.col_idx.is_inference():
+        row_ptr, col_idx = self._buffers["row_ptr"], self._buffers["col_idx"]
+        if row_ptr.is_inference() or col_idx.is_inference():
             return None
-        return (self.row_ptr, self.col_idx)
+        return (row_ptr, col_idx)
 
     def prune_values(self, keep: torch.Tensor, optimizer=None) -> None:
         """Remove the nonzeros where ``keep`` is False, for good.
@@ -286,11 +292,6 @@ def _resize_parameter(p: nn.Parameter, data: torch.Tensor) -> None:
     if p.grad is not None and p.grad.shape != p.shape:
         p.grad = None
     _optim_state.note_resized(p)
-
-
-def _version(t: torch.Tensor):
-    # Inference tensors track no version; their data pointer and length still tell a swap.
-    return None if t.is_inference() else t._version
 
 
 def _same(t, ref: torch.Tensor) -> bool:
