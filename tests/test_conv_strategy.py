@@ -60,6 +60,13 @@ def test_auto_layout_and_bits_do_not_depend_on_the_thread_count(batch, hw, strid
     assert expected == ("batch" if batch >= 16 and s.Ho * s.Wo <= most else "plane")
 
 
+@pytest.mark.parametrize("stride", [1, 2])
+def test_auto_keeps_1x1_convolutions_on_nchw_as_it_is(stride):
+    layer = st.SparseConv2d(8, 8, 1, stride=stride, sparsity=0.8)
+    layer(torch.randn(32, 8, 14, 14))  # 7x7 after a stride of 2: still in place
+    assert list(layer._chosen.values()) == ["plane"]
+
+
 def test_auto_layout_follows_the_isa(isa):
     layer = _layer()
     x = torch.randn(32, 8, 14, 14)

@@ -61,10 +61,17 @@ def auto_strategy(g: ConvGeometry, s, batch: int, isa: str) -> str:
     """The layout ``strategy="auto"`` takes for an input of shape ``s`` (a ConvShape) and
     ``batch`` images on kernel path ``isa``: a function of the shapes only, never of the
     thread count or of a timing, so results are reproducible. (``"timed"`` measures.)"""
+    if _in_place(s):
+        return "plane"  # a matrix product on the NCHW tensors themselves: no layout change
     most = _BATCH_MAX_PLANE.get(isa, _BATCH_MAX_PLANE_DEFAULT)
     if batch >= _BATCH_UNIT and s.Ho * s.Wo <= most:
         return "batch"
     return "plane"
+
+
+def _in_place(s) -> bool:
+    """A 1x1 / stride 1 / unpadded convolution: the plane layout is NCHW as it is."""
+    return s.phases == 1 and s.plane == s.H * s.W and s.grid_len == s.plane and s.margin == 0
 # The plane layout's kernels pack the input themselves, image by image (see _Layout.fused):
 # 3x3 stride 2 64->128 @56, batch 32, 2 threads, 95% sparse: 20.2 -> 16.1 ms per step.
 # None: for batches of at least FUSED_MIN_BATCH images (their threads own whole images, so
@@ -112,8 +119,7 @@ class _Layout:
         self.y_image = g.out_channels * s.grid_len
         self.dy_image = g.out_channels * s.dy_len
         # A 1x1 / stride 1 / unpadded convolution is a matrix product on NCHW as it is.
-        self.direct = (u == 1 and s.phases == 1 and s.plane == s.H * s.W
-                       and s.grid_len == s.plane and s.margin == 0)
+        self.direct = u == 1 and _in_place(s)
         # With whole vectors per pixel (unit 16) the kernels compute only the real columns of
         # each grid row (Wo of Wq for the output, W of Wq for a stride-1 input gradient)
         # instead of computing the padding columns and dropping them.
