@@ -327,3 +327,19 @@ def test_a_bias_of_another_shape_is_refused_naming_the_layer(layer_kind):
     layer.bias.data = torch.zeros(2)
     with pytest.raises(ValueError, match=rf"{type(layer).__name__}\(.*bias has shape \(2,\)"):
         layer(_input(layer))
+
+
+@pytest.mark.parametrize("layer_kind", list(LAYERS))
+def test_the_same_numbers_written_between_forward_and_backward_pass(layer_kind):
+    # DistributedDataParallel's buffer broadcast rewrites the pattern before every forward:
+    # a model run twice before one backward must still train.
+    layer = LAYERS[layer_kind]()
+    x = _input(layer).requires_grad_()
+    y1 = layer(x)
+    layer.row_ptr.copy_(layer.row_ptr.clone())
+    layer.col_idx.copy_(layer.col_idx.clone())
+    y2 = layer(x)
+    (y1.sum() + y2.sum()).backward()
+    x2 = x.detach().clone().requires_grad_()
+    (2 * layer(x2).sum()).backward()
+    torch.testing.assert_close(x.grad, x2.grad)

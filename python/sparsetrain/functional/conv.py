@@ -501,12 +501,11 @@ class SparseConv2dFunction(torch.autograd.Function):
         # second copy of every layer's input until backward (x itself stays alive anyway, as
         # nn.Conv2d keeps it too); packing again in backward costs one pass over x instead.
         repack = need_v and REPACK_IN_BACKWARD and xq.data_ptr() != x.data_ptr()
-        # The pattern's buffers only for autograd's version check (the kernels run on the
-        # private pattern the layout was derived from).
+        # `pattern` only guards the buffers (the kernels run on the private pattern the
+        # layout was derived from).
         ctx.save_for_backward(xq if need_v and not repack else None, values,
-                              x if need_v and (repack or not x_finite) else None,
-                              *(pattern or ()))
-        ctx.name = name
+                              x if need_v and (repack or not x_finite) else None)
+        ctx.name, ctx.pattern = name, pattern
         ctx.repack = repack
         ctx.row_ptr, ctx.layout, ctx.col_idx = row_ptr, layout, col_idx
         ctx.x_shape, ctx.x_finite, ctx.w_finite = tuple(x.shape), x_finite, w_finite
@@ -515,7 +514,9 @@ class SparseConv2dFunction(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, dy):
-        xq, values, x = ctx.saved_tensors[:3]
+        if ctx.pattern is not None:
+            ctx.pattern.check()
+        xq, values, x = ctx.saved_tensors
         layout, row_ptr, col_idx = ctx.layout, ctx.row_ptr, ctx.col_idx
         check_saved_values(ctx.name, values, int(row_ptr[-1]))
         if ctx.repack:

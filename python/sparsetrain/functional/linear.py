@@ -142,18 +142,19 @@ class SparseLinearFunction(torch.autograd.Function):
             w = _dense_weight_of(index, values)
             with no_autocast():
                 y[rows] = torch.nn.functional.linear(x[rows], w, bias)
-        # Keep xt (not x) only when the values gradient will need it. The pattern's buffers
-        # are saved only for autograd's version check: the kernels run on `index`.
-        ctx.save_for_backward(xt if ctx.needs_input_grad[1] else None, values,
-                              *(pattern or ()))
-        ctx.index, ctx.name = index, name
+        # Keep xt (not x) only when the values gradient will need it. `pattern` only guards
+        # the buffers (the kernels run on `index`).
+        ctx.save_for_backward(xt if ctx.needs_input_grad[1] else None, values)
+        ctx.index, ctx.name, ctx.pattern = index, name, pattern
         ctx.batch = batch
         return y
 
     @staticmethod
     @once_differentiable
     def backward(ctx, dy):
-        xt, values = ctx.saved_tensors[:2]
+        if ctx.pattern is not None:
+            ctx.pattern.check()
+        xt, values = ctx.saved_tensors
         index = ctx.index
         check_saved_values(ctx.name, values, index.nnz)
         need_x, need_v, need_b = ctx.needs_input_grad[:3]
@@ -208,9 +209,9 @@ def check_saved_values(name: str, values: torch.Tensor, nnz: int) -> None:
 def sparse_linear(x: torch.Tensor, values: torch.Tensor, bias, index, pattern=None, *,
                   name: str = "SparseLinear") -> torch.Tensor:
     """y = x Wᵀ + b for x of shape ``(*, in_features)``; W is given by ``values`` on the
-    pattern ``index`` (a KernelIndex from sparsetrain.formats.build_index). ``pattern``: the
-    tensors the index was derived from, checked by autograd for in-place changes before
-    backward; ``name`` names the layer in errors."""
+    pattern ``index`` (a KernelIndex from sparsetrain.formats.build_index). ``pattern``: a
+    guard of the buffers the index was derived from, checked before backward
+    (SparseWeightModule._saved_pattern); ``name`` names the layer in errors."""
     if values.dim() != 1 or values.numel() != index.nnz:
         raise ValueError(f"{name}: values has shape {tuple(values.shape)}, expected "
                          f"({index.nnz},)")

@@ -161,13 +161,13 @@ class SparseWeightModule(nn.Module):
                              f"contiguous ({nnz},) for the pattern's {nnz} nonzeros")
 
     def _saved_pattern(self):
-        """The pattern buffers, for autograd to check that they are not changed in place
-        between forward and backward (PyTorch's version error, as a dense layer's weight
-        gives). Inference tensors track no versions: nothing to check then."""
-        row_ptr, col_idx = self._buffers["row_ptr"], self._buffers["col_idx"]
-        if row_ptr.is_inference() or col_idx.is_inference():
-            return None
-        return (row_ptr, col_idx)
+        """A guard that backward checks: the pattern buffers written in place between forward
+        and backward with other numbers raise PyTorch's version error, as a dense layer's
+        weight does. (Rewritten with the same numbers, as DistributedDataParallel's buffer
+        broadcast does before every forward, they pass: a model may run twice before one
+        backward.)"""
+        return PatternGuard(self._layer_name(), self._buffers["row_ptr"],
+                            self._buffers["col_idx"], self._pattern)
 
     def prune_values(self, keep: torch.Tensor, optimizer=None) -> None:
         """Remove the nonzeros where ``keep`` is False, for good.
@@ -298,3 +298,26 @@ def _same(t, ref: torch.Tensor) -> bool:
     """Whether buffer ``t`` holds exactly the private pattern ``ref``."""
     return (isinstance(t, torch.Tensor) and t.shape == ref.shape and t.dtype == ref.dtype
             and t.device == ref.device and torch.equal(t, ref))
+
+
+class PatternGuard:
+    """The pattern buffers a forward pass ran with, and their versions then (see
+    SparseWeightModule._saved_pattern)."""
+
+    def __init__(self, name: str, row_ptr: torch.Tensor, col_idx: torch.Tensor, pattern):
+        self.name, self.buffers, self.pattern = name, (row_ptr, col_idx), pattern
+        # Inference tensors track no versions: nothing to check then.
+        self.versions = None if row_ptr.is_inference() or col_idx.is_inference() else (
+            row_ptr._version, col_idx._version)
+
+    def check(self) -> None:
+        if self.versions is None:
+            return
+        for what, buf, version, ref in zip(("row_ptr", "col_idx"), self.buffers, self.versions,
+                                           self.pattern):
+            if buf._version != version and not _same(buf, ref):
+                raise RuntimeError(
+                    f"{self.name}: one of the variables needed for gradient computation has "
+                    f"been modified by an inplace operation: {what} is at version "
+                    f"{buf._version}; expected version {version} instead (the pattern changed "
+                    f"between forward and backward)")
