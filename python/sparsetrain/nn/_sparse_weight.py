@@ -93,6 +93,13 @@ class SparseWeightModule(nn.Module):
     def _layer_name(self) -> str:
         return f"{type(self).__name__}({self._describe()})"
 
+    def _call_name(self) -> str:
+        """_layer_name, kept from the last index build (every call passes it on)."""
+        name = self.__dict__.get("_name")
+        if name is None:
+            name = self._name = self._layer_name()
+        return name
+
     # Inference tensors track no version; their data pointer and length still tell a swap.
     def _index_stamp(self):
         # (Through _buffers: nn.Module's attribute lookup costs microseconds on every call.)
@@ -108,7 +115,7 @@ class SparseWeightModule(nn.Module):
     def _rebuild_index(self) -> None:
         """Take a private copy of the pattern buffers, validate it and derive the kernels'
         indices from it (the one place that does)."""
-        self._stamp = None
+        self._stamp = self._name = None
         # Ordinary (not inference) tensors, so the layer also trains after being built or
         # loaded inside torch.inference_mode().
         with torch.inference_mode(False):
@@ -166,7 +173,7 @@ class SparseWeightModule(nn.Module):
         weight does. (Rewritten with the same numbers, as DistributedDataParallel's buffer
         broadcast does before every forward, they pass: a model may run twice before one
         backward.)"""
-        return PatternGuard(self._layer_name(), self._buffers["row_ptr"],
+        return PatternGuard(self._call_name(), self._buffers["row_ptr"],
                             self._buffers["col_idx"], self._pattern)
 
     def prune_values(self, keep: torch.Tensor, optimizer=None) -> None:

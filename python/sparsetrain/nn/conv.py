@@ -270,7 +270,7 @@ class SparseConv2d(SparseWeightModule):
         stats = [] if fuse and self.training and not unbatched else None
         y = SparseConv2dFunction.apply(x, self.values, self.bias, self._row_ptr_np, layout,
                                        self._pattern[1], stats, self._saved_pattern(),
-                                       self._layer_name())
+                                       self._call_name())
         if stats:
             attach_batch_norm_stats(y, stats[0])
         return y.squeeze(0) if unbatched else y

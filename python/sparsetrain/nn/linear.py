@@ -85,4 +85,4 @@ class SparseLinear(SparseWeightModule):
         self._ensure_index()
         self._check_values()
         return sparse_linear(x, self.values, self.bias, self._index, self._saved_pattern(),
-                             name=self._layer_name())
+                             name=self._call_name())
