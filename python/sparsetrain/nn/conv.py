@@ -22,9 +22,11 @@ from .batchnorm import attach_batch_norm_stats
 _PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
 # "auto": a rule of the shapes (reproducible); "timed": measure on the first call per shape.
 CHOICES = ("auto", "timed") + STRATEGIES
-# Input shapes a layer keeps its per-shape plans for (indices, layouts, timed choices): the
-# least recently used goes first, so a layer fed ever new shapes does not grow without bound.
+# Input shapes a layer keeps its per-shape plans for (indices, layouts): the least recently
+# used goes first, so a layer fed ever new shapes does not grow without bound. Layout choices
+# are a few bytes each: far more are kept, so shapes that come back are not timed again.
 PLAN_CACHE_SIZE = 8
+CHOICE_CACHE_SIZE = 4096
 # One timing at a time: concurrent first calls then agree on the layout (the second waits and
 # reuses the first's choice), and two timings never share the cores.
 _TIMING_LOCK = threading.Lock()
@@ -32,6 +34,13 @@ _TIMING_LOCK = threading.Lock()
 
 class _Plans(OrderedDict):
     """A bounded least-recently-used map (per-shape plans of one layer)."""
+
+    def __init__(self, limit: int = PLAN_CACHE_SIZE):
+        super().__init__()
+        self.limit = limit
+
+    def __reduce__(self):  # copies and pickles keep the bound (and drop the plans)
+        return (type(self), (self.limit,))
 
     def get(self, key, default=None):
         try:
@@ -42,7 +51,7 @@ class _Plans(OrderedDict):
 
     def put(self, key, value):
         self[key] = value
-        while len(self) > PLAN_CACHE_SIZE:
+        while len(self) > self.limit:
             try:
                 self.popitem(last=False)
             except KeyError:  # emptied by another thread meanwhile
@@ -192,7 +201,7 @@ class SparseConv2d(SparseWeightModule):
         self._row_ptr_np = self._pattern[0].numpy()
         self._indices = _Plans()  # (H, W) -> ConvIndex
         self._layouts = _Plans()  # (N, H, W, strategy) -> _Layout
-        self._chosen = _Plans()  # (N, H, W, isa) -> strategy ("timed": (batch bucket, H, W, isa))
+        self._chosen = _Plans(CHOICE_CACHE_SIZE)  # (N, H, W, isa) -> strategy ("timed": (batch bucket, H, W, isa))
 
     def _layout(self, x: torch.Tensor) -> _Layout:
         n, _, h, w = x.shape
