@@ -32,12 +32,11 @@ fraction = checked(float, lambda v: 0.0 <= v < 1.0, "a number in [0, 1)")
 
 
 def conv_strategies() -> tuple:
-    """The ``strategy`` values SparseConv2d accepts, read from nn/conv.py (its CHOICES, else
-    "auto" and the layouts), so the option follows the layer when it learns a new one."""
-    from ..functional.conv import STRATEGIES
-    from ..nn import conv
+    """The ``strategy`` values SparseConv2d accepts (nn/conv.py's CHOICES), so the option
+    follows the layer when it learns a new one."""
+    from ..nn.conv import CHOICES
 
-    return tuple(getattr(conv, "CHOICES", ("auto",) + tuple(STRATEGIES)))
+    return CHOICES
 
 
 def add_strategy_option(parser) -> None:

@@ -751,7 +751,6 @@ def _torch_load(path, what):
         raise CLIError(f"{what} {path}: cannot read it ({reason})") from None
 
 
-
 def _read_checkpoint(path: pathlib.Path) -> dict:
     obj = _torch_load(path, "--resume")
     if not isinstance(obj, dict) or obj.get("format") != FORMAT:

@@ -57,8 +57,9 @@ def build_index(row_ptr: torch.Tensor, col_idx: torch.Tensor, rows: int, cols: i
     row_ptr, col_idx = row_ptr.contiguous(), col_idx.contiguous()
     in_cols, kernel_cols = None, cols
     if cols > 2 * col_idx.numel():
-        in_cols = torch.unique(col_idx.to(torch.int64), sorted=True)
-        col_idx = torch.searchsorted(in_cols, col_idx.to(torch.int64)).to(INDEX_DTYPE)
+        cols64 = col_idx.to(torch.int64)
+        in_cols = torch.unique(cols64, sorted=True)
+        col_idx = torch.searchsorted(in_cols, cols64).to(INDEX_DTYPE)
         kernel_cols = in_cols.numel()
     t = csr_transpose(row_ptr, col_idx, kernel_cols)
     return KernelIndex(rows, cols, col_idx.numel(), row_ptr.numpy(), col_idx.numpy(),

@@ -72,6 +72,8 @@ def auto_strategy(g: ConvGeometry, s, batch: int, isa: str) -> str:
 def _in_place(s) -> bool:
     """A 1x1 / stride 1 / unpadded convolution: the plane layout is NCHW as it is."""
     return s.phases == 1 and s.plane == s.H * s.W and s.grid_len == s.plane and s.margin == 0
+
+
 # The plane layout's kernels pack the input themselves, image by image (see _Layout.fused):
 # 3x3 stride 2 64->128 @56, batch 32, 2 threads, 95% sparse: 20.2 -> 16.1 ms per step.
 # None: for batches of at least FUSED_MIN_BATCH images (their threads own whole images, so

@@ -197,13 +197,23 @@ def _dense_weight_of(index, values: torch.Tensor) -> torch.Tensor:
     return dense_weight(index.row_ptr, index.dense_col_idx(), values, index.rows, index.cols)
 
 
+def values_mismatch(values: torch.Tensor, nnz: int) -> str:
+    """Why ``values`` cannot go to kernels of a pattern with ``nnz`` nonzeros ('' if it can):
+    they take exactly one contiguous float per nonzero."""
+    if values.dim() == 1 and values.numel() == nnz and values.is_contiguous():
+        return ""
+    return (f"values has shape {tuple(values.shape)}"
+            f"{'' if values.is_contiguous() else ' (not contiguous)'}, expected a contiguous "
+            f"({nnz},) for the pattern's {nnz} nonzeros")
+
+
 def check_saved_values(name: str, values: torch.Tensor, nnz: int) -> None:
     """Backward's guard: a Parameter's data replaced (``values.data = ...``) between forward and
     backward, which autograd's version counter does not see, must not reach the kernels."""
-    if values.dim() != 1 or values.numel() != nnz or not values.is_contiguous():
-        raise RuntimeError(f"{name}: values was replaced between forward and backward (shape "
-                           f"{tuple(values.shape)}, the forward pass had ({nnz},)); run the "
-                           f"forward pass again")
+    mismatch = values_mismatch(values, nnz)
+    if mismatch:
+        raise RuntimeError(f"{name}: values was replaced between forward and backward "
+                           f"({mismatch}); run the forward pass again")
 
 
 def sparse_linear(x: torch.Tensor, values: torch.Tensor, bias, index, pattern=None, *,
@@ -212,9 +222,9 @@ def sparse_linear(x: torch.Tensor, values: torch.Tensor, bias, index, pattern=No
     pattern ``index`` (a KernelIndex from sparsetrain.formats.build_index). ``pattern``: a
     guard of the buffers the index was derived from, checked before backward
     (SparseWeightModule._saved_pattern); ``name`` names the layer in errors."""
-    if values.dim() != 1 or values.numel() != index.nnz:
-        raise ValueError(f"{name}: values has shape {tuple(values.shape)}, expected "
-                         f"({index.nnz},)")
+    mismatch = values_mismatch(values, index.nnz)
+    if mismatch:
+        raise ValueError(f"{name}: {mismatch}")
     lead = x.shape[:-1]
     x2d = x.reshape(math.prod(lead), index.cols)  # not -1: in_features may be 0
     if not x2d.is_contiguous():

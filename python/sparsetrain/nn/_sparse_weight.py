@@ -5,6 +5,7 @@ import torch
 from torch import nn
 
 from .. import formats
+from ..functional.linear import values_mismatch
 
 
 class SparseWeightModule(nn.Module):
@@ -100,9 +101,9 @@ class SparseWeightModule(nn.Module):
             name = self._name = self._layer_name()
         return name
 
-    # Inference tensors track no version; their data pointer and length still tell a swap.
     def _index_stamp(self):
-        # (Through _buffers: nn.Module's attribute lookup costs microseconds on every call.)
+        # Through _buffers: nn.Module's attribute lookup costs microseconds on every call.
+        # Inference tensors track no version; their data pointer and length still tell a swap.
         row_ptr, col_idx = self._buffers["row_ptr"], self._buffers["col_idx"]
         if row_ptr.is_inference() or col_idx.is_inference():
             return (row_ptr.data_ptr(), None, col_idx.data_ptr(), None, col_idx.numel())
@@ -160,12 +161,9 @@ class SparseWeightModule(nn.Module):
     def _check_values(self) -> None:
         """``values`` must fit the pattern the kernels run on (checked on every call: a
         Parameter's data can be replaced behind autograd's back)."""
-        v = self._parameters["values"]
-        nnz = self._pattern[1].numel()
-        if v.dim() != 1 or v.numel() != nnz or not v.is_contiguous():
-            raise ValueError(f"{self._layer_name()}: values has shape {tuple(v.shape)}"
-                             f"{'' if v.is_contiguous() else ' (not contiguous)'}, expected a "
-                             f"contiguous ({nnz},) for the pattern's {nnz} nonzeros")
+        mismatch = values_mismatch(self._parameters["values"], self._pattern[1].numel())
+        if mismatch:
+            raise ValueError(f"{self._call_name()}: {mismatch}")
 
     def _saved_pattern(self):
         """A guard that backward checks: the pattern buffers written in place between forward
@@ -263,7 +261,7 @@ class SparseWeightModule(nn.Module):
         return ""
 
     def _check_input(self, x: torch.Tensor, what: str) -> None:
-        name = f"{type(self).__name__}({self._describe()})"
+        name = self._call_name()
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"{name}: expected a tensor input, got {type(x).__name__}")
         if x.dtype != torch.float32:

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import formats
-from .._runtime import get_isa, get_num_threads
+from .._runtime import get_isa
 from ..formats.conv import ConvGeometry, conv_index, direct_index, resolve_padding
 from ..functional.linear import prepare_input
 from ..functional.conv import (STRATEGIES, SparseConv2dFunction, Subsample, _DirectLayout,
@@ -201,7 +201,8 @@ class SparseConv2d(SparseWeightModule):
         self._row_ptr_np = self._pattern[0].numpy()
         self._indices = _Plans()  # (H, W) -> ConvIndex
         self._layouts = _Plans()  # (N, H, W, strategy) -> _Layout
-        self._chosen = _Plans(CHOICE_CACHE_SIZE)  # (N, H, W, isa) -> strategy ("timed": (batch bucket, H, W, isa))
+        # (N, H, W, isa) -> strategy; "timed" keys by (batch-size range, H, W, isa).
+        self._chosen = _Plans(CHOICE_CACHE_SIZE)
 
     def _layout(self, x: torch.Tensor) -> _Layout:
         n, _, h, w = x.shape

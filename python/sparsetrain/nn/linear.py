@@ -83,6 +83,5 @@ class SparseLinear(SparseWeightModule):
             raise ValueError(f"SparseLinear({self._describe()}): expected input of shape "
                              f"(*, {self.in_features}), got {tuple(x.shape)}")
         self._ensure_index()
-        self._check_values()
         return sparse_linear(x, self.values, self.bias, self._index, self._saved_pattern(),
                              name=self._call_name())
