@@ -207,7 +207,7 @@ def test_a_link_loop_trains_on_each_image_once(tmp_path, capsys):
 # -- 3. --strategy ------------------------------------------------------------------------------
 
 def test_strategy_choices_are_what_sparse_conv2d_accepts():
-    from sparsetrain.functional.conv import STRATEGIES
+    from sparsetrain.functional.conv_layouts import STRATEGIES
     from sparsetrain.nn import conv as nn_conv
     choices = conv_strategies()
     assert choices[0] == "auto" and set(STRATEGIES) <= set(choices)

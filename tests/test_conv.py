@@ -65,10 +65,10 @@ def _channels(groups):
 def layout_strategy(request, monkeypatch):
     """The strategy to ask for; "plane" runs with the kernels packing each image themselves,
     "plane-prepacked" with the input packed beforehand (what small batches get)."""
-    from sparsetrain.functional import conv as fconv
+    from sparsetrain.functional import conv_layouts
     name = request.param
     if name.startswith("plane"):
-        monkeypatch.setattr(fconv, "FUSED_PACK", name == "plane")
+        monkeypatch.setattr(conv_layouts, "FUSED_PACK", name == "plane")
     return name.split("-")[0]
 
 

@@ -9,7 +9,7 @@ import torch
 import sparsetrain as st
 import sparsetrain.nn.conv as conv_module
 from sparsetrain.formats.conv import conv_shape
-from sparsetrain.functional import conv as fconv
+from sparsetrain.functional import conv_autotune
 
 
 def _layer(strategy="auto", **kw):
@@ -54,7 +54,7 @@ def test_auto_layout_and_bits_do_not_depend_on_the_thread_count(batch, hw, strid
     assert count_timings == []  # nothing was timed
     s = conv_shape(layer._geometry, hw, hw)
     isa = st.get_isa()
-    expected = fconv.auto_strategy(layer._geometry, s, batch, isa)
+    expected = conv_autotune.auto_strategy(layer._geometry, s, batch, isa)
     assert next(iter(chosen[0].values())) == expected
     most = 196 if isa == "avx512" else 49
     assert expected == ("batch" if batch >= 16 and s.Ho * s.Wo <= most else "plane")

@@ -529,14 +529,14 @@ def test_conv_index_offsets_beyond_2_to_31():
 
 def test_layout_strides_beyond_2_to_31_are_exact():
     """The kernels' strides for a batch of 64 such images: Python integers, passed as int64."""
-    from sparsetrain.functional.conv import _Layout
+    from sparsetrain.functional.conv_layouts import OffsetLayout
     g = ConvGeometry(64, 512, (3, 3), (1, 1), (1, 1), (1, 1, 1, 1), 1)
     ptr = torch.zeros(513, dtype=torch.int64)
     ptr[-1] = 1
     idx = torch.tensor([4], dtype=torch.int32)
     index = conv_index(g, ptr, idx, 4096, 4096)
     for name in ("plane", "batch"):
-        lay = _Layout(g, index, 64, name)
+        lay = OffsetLayout(g, index, 64, name)
         assert lay.x_image * lay.unit * lay.images > 2**36
         assert lay.x_image == 64 * 4098 * 4098 and lay.y_image == 512 * index.shape.grid_len
 

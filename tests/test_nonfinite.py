@@ -181,7 +181,7 @@ def test_finite_inputs_never_take_the_dense_fallback(monkeypatch):
         raise AssertionError("dense fallback used for finite inputs")
 
     monkeypatch.setattr(flinear, "dense_weight", boom)
-    monkeypatch.setattr(fconv, "_Dense", boom)
+    monkeypatch.setattr(fconv, "DenseConv", boom)
     for sp, x in ((linear_pair(), torch.randn(9, 40)),
                   (conv_pair("3x3", "plane"), torch.randn(3, 4, 8, 8)),
                   (conv_pair("3x3", "direct", bias=False), torch.randn(3, 4, 8, 8))):
@@ -192,7 +192,7 @@ def test_finite_inputs_never_take_the_dense_fallback(monkeypatch):
 
 
 def test_precheck_is_exact_when_the_sum_overflows():
-    from sparsetrain.functional.linear import all_finite
+    from sparsetrain.functional.common import all_finite
     big = torch.full((1000,), 3e38)
     assert not torch.isfinite(big.sum())
     assert all_finite(big)

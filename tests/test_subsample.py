@@ -7,7 +7,7 @@ import torch
 
 import sparsetrain as st
 from sparsetrain import _C
-from sparsetrain.functional.conv import Subsample
+from sparsetrain.functional.subsample import Subsample
 
 # Widths below and above Subsample's native minimum (28) for the forward direction.
 SHAPES = [(2, 3, 7, 9), (1, 1, 1, 1), (3, 2, 8, 40), (2, 2, 5, 33), (1, 4, 16, 64), (2, 1, 3, 28)]

@@ -25,7 +25,8 @@ from torch.autograd.function import once_differentiable
 from .. import _C
 from .._runtime import get_num_threads
 from .. import _workspace
-from ..formats.csr import csr_to_dense
+from .common import (all_finite, check_saved_values, dense_weight, no_autocast, nonfinite_rows,
+                     numpy_view as _np, values_mismatch)
 
 _ALIGN = _C.BATCH_ALIGN
 
@@ -47,62 +48,6 @@ def input_grad_strategy(in_features: int, out_features: int, nnz: int, padded_ba
     dx_bytes = 4 * in_features * padded_batch
     streamed_bytes = 4 * max(out_features * padded_batch, nnz)
     return "scatter" if dx_bytes < _CACHE_BYTES < streamed_bytes else "csc"
-
-
-def _np(t: torch.Tensor):
-    return t.detach().numpy()
-
-
-# -- non-finite numbers ----------------------------------------------------------------------
-def all_finite(t: torch.Tensor) -> bool:
-    """True iff every element of ``t`` is finite. A finite sum proves it (any NaN or ±Inf makes
-    the sum NaN or ±Inf) at the cost of one streaming reduction; only a non-finite sum (a
-    non-finite element, or finite ones overflowing) needs the exact element-wise check."""
-    return math.isfinite(t.sum().item()) or bool(torch.isfinite(t).all())
-
-
-def nonfinite_rows(t: torch.Tensor) -> torch.Tensor:
-    """Indices (int64) of the entries along dim 0 of ``t`` holding a NaN or ±Inf."""
-    return (~torch.isfinite(t.reshape(t.shape[0], -1))).any(dim=1).nonzero().view(-1)
-
-
-def dense_weight(row_ptr, col_idx, values: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
-    """The (rows, cols) dense weight of a CSR pattern (NumPy or tensor indices), zeros filled in."""
-    return csr_to_dense(torch.as_tensor(row_ptr), torch.as_tensor(col_idx), values.detach(),
-                        rows, cols)
-
-
-try:
-    torch.is_autocast_enabled("cpu")
-
-    def _autocast_cpu() -> bool:
-        return torch.is_autocast_enabled("cpu")
-except TypeError:  # torch < 2.4
-    _autocast_cpu = torch.is_autocast_cpu_enabled
-
-
-def prepare_input(layer, x):
-    """What a sparse layer's forward does before its input checks (SparseWeightModule._check_input).
-
-    Inside ``torch.autocast("cpu")`` the layer behaves like an op on autocast's float32 list:
-    a bfloat16 / float16 input is cast to float32 (and the output is float32); outside autocast
-    nothing is cast and the input check rejects such dtypes. Tensors that are not plain dense
-    (strided) ones are rejected here with the layer's name, before anything reshapes them.
-    """
-    if not isinstance(x, torch.Tensor):
-        return x  # the input check names the type
-    if x.layout != torch.strided or x.is_nested:
-        kind = "nested" if x.is_nested else str(x.layout)
-        raise TypeError(f"{type(layer).__name__}({layer._describe()}): expected a dense (strided) "
-                        f"tensor, got a {kind} tensor")
-    if x.dtype in (torch.bfloat16, torch.float16) and _autocast_cpu():
-        return x.float()
-    return x
-
-
-def no_autocast():
-    """The dense fallbacks compute in float32 like the sparse kernels, also inside autocast."""
-    return torch.autocast("cpu", enabled=False)
 
 
 def _padded(batch: int) -> int:
@@ -195,25 +140,6 @@ class SparseLinearFunction(torch.autograd.Function):
 
 def _dense_weight_of(index, values: torch.Tensor) -> torch.Tensor:
     return dense_weight(index.row_ptr, index.dense_col_idx(), values, index.rows, index.cols)
-
-
-def values_mismatch(values: torch.Tensor, nnz: int) -> str:
-    """Why ``values`` cannot go to kernels of a pattern with ``nnz`` nonzeros ('' if it can):
-    they take exactly one contiguous float per nonzero."""
-    if values.dim() == 1 and values.numel() == nnz and values.is_contiguous():
-        return ""
-    return (f"values has shape {tuple(values.shape)}"
-            f"{'' if values.is_contiguous() else ' (not contiguous)'}, expected a contiguous "
-            f"({nnz},) for the pattern's {nnz} nonzeros")
-
-
-def check_saved_values(name: str, values: torch.Tensor, nnz: int) -> None:
-    """Backward's guard: a Parameter's data replaced (``values.data = ...``) between forward and
-    backward, which autograd's version counter does not see, must not reach the kernels."""
-    mismatch = values_mismatch(values, nnz)
-    if mismatch:
-        raise RuntimeError(f"{name}: values was replaced between forward and backward "
-                           f"({mismatch}); run the forward pass again")
 
 
 def sparse_linear(x: torch.Tensor, values: torch.Tensor, bias, index, pattern=None, *,

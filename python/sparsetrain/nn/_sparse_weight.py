@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from .. import formats
-from ..functional.linear import values_mismatch
+from ..functional.common import values_mismatch
 
 
 class SparseWeightModule(nn.Module):

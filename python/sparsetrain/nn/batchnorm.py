@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from torch.autograd.function import once_differentiable
 
-from ..functional.linear import _autocast_cpu
+from ..functional.common import cpu_autocast_enabled
 
 _STATS = "_sparsetrain_batch_norm_stats"
 _MAX_MEAN_SQUARE_OVER_VAR = 100.0
@@ -70,7 +70,7 @@ class FusedBatchNorm2d(nn.BatchNorm2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         stats = batch_norm_stats(x) if self.training else None
         if (stats is None or x.dim() != 4 or x.shape[1] != self.num_features
-                or x.dtype != torch.float32 or _autocast_cpu()):
+                or x.dtype != torch.float32 or cpu_autocast_enabled()):
             return super().forward(x)
         count = x.numel() // self.num_features
         if count <= 1:  # nn.BatchNorm2d's error for a single value per channel

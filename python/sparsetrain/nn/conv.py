@@ -12,9 +12,11 @@ from torch import nn
 from .. import formats
 from .._runtime import get_isa
 from ..formats.conv import ConvGeometry, conv_index, direct_index, resolve_padding
-from ..functional.linear import prepare_input
-from ..functional.conv import (STRATEGIES, SparseConv2dFunction, Subsample, _DirectLayout,
-                               _Layout, auto_strategy, time_layouts)
+from ..functional.common import prepare_input
+from ..functional.conv import SparseConv2dFunction
+from ..functional.conv_autotune import auto_strategy, time_layouts
+from ..functional.conv_layouts import STRATEGIES, DirectLayout, OffsetLayout
+from ..functional.subsample import Subsample
 from . import _args
 from ._sparse_weight import SparseWeightModule
 from .batchnorm import attach_batch_norm_stats
@@ -75,7 +77,7 @@ class SparseConv2d(SparseWeightModule):
     ``strategy`` picks the kernel layout: ``"auto"`` (default) by a rule of the shapes
     (the same in every process and for any thread count); ``"timed"`` times the candidates on
     the first call with each new input shape and keeps the fastest; ``"plane"``,
-    ``"batch"`` or ``"direct"`` force one (see sparsetrain.functional.conv).
+    ``"batch"`` or ``"direct"`` force one (see sparsetrain.functional.conv_layouts).
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0,
@@ -200,11 +202,11 @@ class SparseConv2d(SparseWeightModule):
     def _derive(self) -> None:
         self._row_ptr_np = self._pattern[0].numpy()
         self._indices = _Plans()  # (H, W) -> ConvIndex
-        self._layouts = _Plans()  # (N, H, W, strategy) -> _Layout
+        self._layouts = _Plans()  # (N, H, W, strategy) -> OffsetLayout | DirectLayout
         # (N, H, W, isa) -> strategy; "timed" keys by (batch-size range, H, W, isa).
         self._chosen = _Plans(CHOICE_CACHE_SIZE)
 
-    def _layout(self, x: torch.Tensor) -> _Layout:
+    def _layout(self, x: torch.Tensor) -> OffsetLayout | DirectLayout:
         n, _, h, w = x.shape
         index = self._indices.get((h, w))
         if index is None:
@@ -248,9 +250,9 @@ class SparseConv2d(SparseWeightModule):
         if layout is None:
             if name == "direct":
                 di = direct_index(self._geometry, *self._pattern, h, w)
-                layout = _DirectLayout(self._geometry, di, n)
+                layout = DirectLayout(self._geometry, di, n)
             else:
-                layout = _Layout(self._geometry, index, n, name)
+                layout = OffsetLayout(self._geometry, index, n, name)
             self._layouts.put((n, h, w, name), layout)
         return layout
 

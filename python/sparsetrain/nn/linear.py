@@ -7,7 +7,8 @@ import torch
 from torch import nn
 
 from .. import formats
-from ..functional.linear import prepare_input, sparse_linear
+from ..functional.common import prepare_input
+from ..functional.linear import sparse_linear
 from . import _args
 from ._sparse_weight import SparseWeightModule
 

@@ -1,0 +1,90 @@
+"""What every sparse layer's autograd shares: the non-finite checks, the dense weight the
+fallbacks compute with, the autocast rules, and the values checks.
+
+Non-finite numbers are found by a cheap sound pre-check first: a tensor's sum is finite only
+if all its elements are; only a non-finite sum needs the exact element-wise check.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ..formats.csr import csr_to_dense
+
+
+def numpy_view(t: torch.Tensor):
+    """``t``'s data as a NumPy array (no copy), what the kernels take."""
+    return t.detach().numpy()
+
+
+def all_finite(t: torch.Tensor) -> bool:
+    """True iff every element of ``t`` is finite. A finite sum proves it (any NaN or ±Inf makes
+    the sum NaN or ±Inf) at the cost of one streaming reduction; only a non-finite sum (a
+    non-finite element, or finite ones overflowing) needs the exact element-wise check."""
+    return math.isfinite(t.sum().item()) or bool(torch.isfinite(t).all())
+
+
+def nonfinite_rows(t: torch.Tensor) -> torch.Tensor:
+    """Indices (int64) of the entries along dim 0 of ``t`` holding a NaN or ±Inf."""
+    return (~torch.isfinite(t.reshape(t.shape[0], -1))).any(dim=1).nonzero().view(-1)
+
+
+def dense_weight(row_ptr, col_idx, values: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
+    """The (rows, cols) dense weight of a CSR pattern (NumPy or tensor indices), zeros filled in."""
+    return csr_to_dense(torch.as_tensor(row_ptr), torch.as_tensor(col_idx), values.detach(),
+                        rows, cols)
+
+
+try:
+    torch.is_autocast_enabled("cpu")
+
+    def cpu_autocast_enabled() -> bool:
+        """Whether ``torch.autocast("cpu")`` is active."""
+        return torch.is_autocast_enabled("cpu")
+except TypeError:  # torch < 2.4
+    cpu_autocast_enabled = torch.is_autocast_cpu_enabled
+
+
+def prepare_input(layer, x):
+    """What a sparse layer's forward does before its input checks (SparseWeightModule._check_input).
+
+    Inside ``torch.autocast("cpu")`` the layer behaves like an op on autocast's float32 list:
+    a bfloat16 / float16 input is cast to float32 (and the output is float32); outside autocast
+    nothing is cast and the input check rejects such dtypes. Tensors that are not plain dense
+    (strided) ones are rejected here with the layer's name, before anything reshapes them.
+    """
+    if not isinstance(x, torch.Tensor):
+        return x  # the input check names the type
+    if x.layout != torch.strided or x.is_nested:
+        kind = "nested" if x.is_nested else str(x.layout)
+        raise TypeError(f"{type(layer).__name__}({layer._describe()}): expected a dense (strided) "
+                        f"tensor, got a {kind} tensor")
+    if x.dtype in (torch.bfloat16, torch.float16) and cpu_autocast_enabled():
+        return x.float()
+    return x
+
+
+def no_autocast():
+    """The dense fallbacks compute in float32 like the sparse kernels, also inside autocast."""
+    return torch.autocast("cpu", enabled=False)
+
+
+def values_mismatch(values: torch.Tensor, nnz: int) -> str:
+    """Why ``values`` cannot go to kernels of a pattern with ``nnz`` nonzeros ('' if it can):
+    they take exactly one contiguous float per nonzero."""
+    if values.dim() == 1 and values.numel() == nnz and values.is_contiguous():
+        return ""
+    return (f"values has shape {tuple(values.shape)}"
+            f"{'' if values.is_contiguous() else ' (not contiguous)'}, expected a contiguous "
+            f"({nnz},) for the pattern's {nnz} nonzeros")
+
+
+def check_saved_values(name: str, values: torch.Tensor, nnz: int) -> None:
+    """Backward's guard: a Parameter's data replaced (``values.data = ...``) between forward and
+    backward, which autograd's version counter does not see, must not reach the kernels."""
+    mismatch = values_mismatch(values, nnz)
+    if mismatch:
+        raise RuntimeError(f"{name}: values was replaced between forward and backward "
+                           f"({mismatch}); run the forward pass again")
+

@@ -1,0 +1,47 @@
+"""Subsample: the strided input of a 1x1 unpadded strided convolution, as one copy."""
+from __future__ import annotations
+
+import torch
+from torch.autograd.function import once_differentiable
+
+from .. import _C
+from .._runtime import get_num_threads
+from .. import _workspace
+from .common import numpy_view as _np
+
+_NATIVE_SUBSAMPLE_MIN_W = 28
+
+
+class Subsample(torch.autograd.Function):
+    """x[:, :, ::sh, ::sw] as one contiguous copy; backward writes the full-size gradient in
+    one pass, zeros included (slicing would zero-fill it and then copy into every sh-th row
+    again). Native for contiguous float32 (N, C, H, W); anything else is sliced, and so are
+    planes narrower than _NATIVE_SUBSAMPLE_MIN_W in the forward direction (measured, batch 32,
+    stride 2: 56 wide 1.87 -> 1.45 ms, 28 wide 0.54 -> 0.49, but 14 wide 0.27 -> 0.41; the
+    backward gains at every width: 2.62 -> 1.17, 0.87 -> 0.64, 0.37 -> 0.37)."""
+
+    @staticmethod
+    def forward(ctx, x, sh, sw):
+        ctx.shape, ctx.sh, ctx.sw = x.shape, sh, sw
+        if not (x.dtype == torch.float32 and x.dim() == 4 and x.is_contiguous()
+                and x.shape[3] >= _NATIVE_SUBSAMPLE_MIN_W):
+            return x[:, :, ::sh, ::sw].contiguous()
+        n, c, h, w = x.shape
+        out = _workspace.empty(n, c, -(-h // sh), -(-w // sw))
+        _C.subsample(_np(x.view(-1)), _np(out.view(-1)), n * c, h, w, sh, sw,
+                     get_num_threads())
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, g):
+        shape, sh, sw = ctx.shape, ctx.sh, ctx.sw
+        if g.dtype != torch.float32 or len(shape) != 4:
+            dx = torch.zeros(shape, dtype=g.dtype)
+            dx[:, :, ::sh, ::sw] = g
+            return dx, None, None
+        n, c, h, w = shape
+        dx = _workspace.empty(n, c, h, w)
+        _C.subsample(_np(g.contiguous().view(-1)), _np(dx.view(-1)), n * c, h, w, sh, sw,
+                     get_num_threads(), grad=True)
+        return dx, None, None
