@@ -3,16 +3,19 @@
 // runtime): a sparse layer right after a dense op reuses torch's warm worker threads instead
 // of a second pool competing with torch's spinning workers for the same cores.
 //
-// Included only by kernel sources, inside their per-ISA namespace build: no std algorithm
-// templates here, so no weak symbol compiled with AVX-512 flags can be picked by the linker
-// for the scalar path.
+// Included only by kernel sources, inside their per-ISA namespace build. Everything such a
+// source defines with vague linkage (inline and template functions, class members) must lie
+// inside its ISA's namespace: the linker keeps one copy of each weak symbol for the whole
+// library, so a std template instantiated in an AVX-512 object could be the copy the scalar
+// path runs. Hence no std containers or algorithms here: scratch memory comes from
+// threading/scratch.cpp, compiled without ISA flags. The ctest isa_weak_symbols checks it.
 #pragma once
 
-#include <cstddef>
 #include <cstdint>
-#include <vector>
 
 #include <omp.h>
+
+#include "threading/scratch.h"
 
 namespace sparsetrain {
 namespace kernels {
@@ -60,6 +63,19 @@ inline void parallel_balanced(int nthreads, int64_t n, int64_t work_per_weight, 
   }
 }
 
+// `count` zeroed floats, freed when this goes out of scope.
+class ZeroedFloats {
+ public:
+  explicit ZeroedFloats(int64_t count) : data_(threading::alloc_zeroed_floats(count)) {}
+  ~ZeroedFloats() { threading::free_floats(data_); }
+  ZeroedFloats(const ZeroedFloats&) = delete;
+  ZeroedFloats& operator=(const ZeroedFloats&) = delete;
+  float* data() const { return data_; }
+
+ private:
+  float* data_;
+};
+
 // Per-thread scratch: `size` zeroed floats for each thread a parallel_* call with `nthreads`
 // may start, allocated by the calling thread before the region (an allocation failure then
 // reaches the caller as an exception instead of ending the process inside the region).
@@ -67,9 +83,7 @@ inline void parallel_balanced(int nthreads, int64_t n, int64_t work_per_weight, 
 class ThreadScratch {
  public:
   ThreadScratch(int nthreads, int64_t size)
-      : size_(size),
-        count_(nthreads < 1 ? 1 : nthreads),
-        data_(static_cast<std::size_t>(count_ * size), 0.0f) {}
+      : size_(size), count_(nthreads < 1 ? 1 : nthreads), data_(count_ * size) {}
   // A thread number past the slots can only be the caller's own in an enclosing OpenMP team
   // (a one-thread call runs the body on the caller): then no other thread shares this scratch.
   float* mine() {
@@ -80,7 +94,7 @@ class ThreadScratch {
  private:
   int64_t size_;
   int64_t count_;
-  std::vector<float> data_;
+  ZeroedFloats data_;
 };
 
 // Uniform-weight convenience.
