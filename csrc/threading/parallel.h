@@ -71,6 +71,7 @@ class ZeroedFloats {
   ZeroedFloats(const ZeroedFloats&) = delete;
   ZeroedFloats& operator=(const ZeroedFloats&) = delete;
   float* data() const { return data_; }
+  float& operator[](int64_t i) const { return data_[i]; }
 
  private:
   float* data_;
