@@ -38,4 +38,4 @@ def test_sparse(benchmark, layer, sparsity):
     x = _run(benchmark, sp, layer, rounds=11)
     benchmark.extra_info.update(kind="sparse", case=_case(layer, sparsity),
                                 nnz_flops=B.nnz_flops(sp, x), isa=st.get_isa(),
-                                strategy=next(iter(sp._chosen.values()), sp.strategy))
+                                strategy=sp.strategy_for(x.shape))

@@ -208,10 +208,10 @@ def test_a_link_loop_trains_on_each_image_once(tmp_path, capsys):
 
 def test_strategy_choices_are_what_sparse_conv2d_accepts():
     from sparsetrain.functional.conv_layouts import STRATEGIES
-    from sparsetrain.nn import conv as nn_conv
+    from sparsetrain.nn import conv_plans
     choices = conv_strategies()
     assert choices[0] == "auto" and set(STRATEGIES) <= set(choices)
-    assert set(choices) == set(getattr(nn_conv, "CHOICES", choices))  # "timed", once it is
+    assert set(choices) == set(conv_plans.CHOICES)
     for name in choices:  # each one a layer takes
         st.SparseConv2d(2, 2, 3, strategy=name)
     sub = build_parser()._subparsers._group_actions[0].choices

@@ -91,7 +91,7 @@ def test_concurrent_first_calls_agree_on_the_layout(strategy):
     run_in_two_threads(worker)
     ref = dense(x)
     assert torch.equal(out[0], out[1])
-    assert len(set(conv._chosen.values())) == 1
+    assert len(set(conv._plans.chosen.values())) == 1
     for y in out:
         torch.testing.assert_close(y, ref, rtol=1e-4, atol=1e-4)
 

@@ -147,16 +147,16 @@ def test_timed_strategy_is_measured_once_per_shape():
     sp = st.SparseConv2d(8, 8, 3, padding=1, sparsity=0.8, strategy="timed")
     x = torch.randn(4, 8, 12, 12)
     y1 = sp(x)
-    assert len(sp._chosen) == 1
-    chosen = next(iter(sp._chosen.values()))
+    assert len(sp._plans.chosen) == 1
+    chosen = next(iter(sp._plans.chosen.values()))
     assert chosen in ("direct", "plane", "batch")
     y2 = sp(x)
-    assert len(sp._chosen) == 1
+    assert len(sp._plans.chosen) == 1
     assert torch.equal(y1, y2)
     sp(torch.randn(3, 8, 12, 12))  # the same batch-size range (3-4): the same decision
-    assert len(sp._chosen) == 1
+    assert len(sp._plans.chosen) == 1
     sp(torch.randn(2, 8, 12, 12))
-    assert len(sp._chosen) == 2
+    assert len(sp._plans.chosen) == 2
 
 
 def test_empty_batch():

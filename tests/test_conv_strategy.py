@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import sparsetrain as st
-import sparsetrain.nn.conv as conv_module
+import sparsetrain.nn.conv_plans as conv_plans
 from sparsetrain.formats.conv import conv_shape
 from sparsetrain.functional import conv_autotune
 
@@ -20,12 +20,12 @@ def _layer(strategy="auto", **kw):
 @pytest.fixture
 def count_timings(monkeypatch):
     calls = []
-    real = conv_module.time_layouts
+    real = conv_plans.time_layouts
 
     def counting(layouts, *a, **k):
         calls.append(tuple(layout.name for layout in layouts))
         return real(layouts, *a, **k)
-    monkeypatch.setattr(conv_module, "time_layouts", counting)
+    monkeypatch.setattr(conv_plans, "time_layouts", counting)
     return calls
 
 
@@ -43,7 +43,7 @@ def test_auto_layout_and_bits_do_not_depend_on_the_thread_count(batch, hw, strid
             y = fresh(x)
             y.backward(torch.ones_like(y))
             results.append((y.detach(), x.grad.clone(), fresh.values.grad.clone()))
-            chosen.append(dict(fresh._chosen))
+            chosen.append(dict(fresh._plans.chosen))
             x.grad = None
     finally:
         st.set_num_threads(before)
@@ -64,14 +64,14 @@ def test_auto_layout_and_bits_do_not_depend_on_the_thread_count(batch, hw, strid
 def test_auto_keeps_1x1_convolutions_on_nchw_as_it_is(stride):
     layer = st.SparseConv2d(8, 8, 1, stride=stride, sparsity=0.8)
     layer(torch.randn(32, 8, 14, 14))  # 7x7 after a stride of 2: still in place
-    assert list(layer._chosen.values()) == ["plane"]
+    assert list(layer._plans.chosen.values()) == ["plane"]
 
 
 def test_auto_layout_follows_the_isa(isa):
     layer = _layer()
     x = torch.randn(32, 8, 14, 14)
     layer(x)
-    assert list(layer._chosen.values()) == ["batch" if isa == "avx512" else "plane"]
+    assert list(layer._plans.chosen.values()) == ["batch" if isa == "avx512" else "plane"]
 
 
 def test_timed_decides_once_per_batch_range_whatever_the_thread_count(count_timings):
@@ -115,15 +115,15 @@ def test_plans_are_bounded_for_inputs_of_varying_shape(strategy, count_timings):
     layer = _layer(strategy)
     for i in range(40):
         layer(torch.randn(1 + i % 5, 8, 6 + i, 7))
-        assert len(layer._indices) <= conv_module.PLAN_CACHE_SIZE
-        assert len(layer._layouts) <= conv_module.PLAN_CACHE_SIZE
-        assert len(layer._chosen) <= 40
+        assert len(layer._plans.indices) <= conv_plans.PLAN_CACHE_SIZE
+        assert len(layer._plans.layouts) <= conv_plans.PLAN_CACHE_SIZE
+        assert len(layer._plans.chosen) <= 40
     # The most recent shape's plan is kept and reused.
     x = torch.randn(5, 8, 45, 7)
     layer(x)
-    index = layer._indices.get((45, 7))
+    index = layer._plans.indices.get((45, 7))
     layer(x)
-    assert layer._indices.get((45, 7)) is index
+    assert layer._plans.indices.get((45, 7)) is index
     if strategy == "timed":
         # One timing per (batch range, plane size): 40 plane sizes here, and shapes that come
         # back are not timed again although their plans were dropped.
@@ -137,3 +137,45 @@ def test_plans_are_bounded_for_inputs_of_varying_shape(strategy, count_timings):
 def test_strategy_is_checked():
     with pytest.raises(ValueError, match="strategy must be one of"):
         _layer("fastest")
+
+
+@pytest.mark.parametrize("kw,shape", [
+    (dict(), (32, 8, 14, 14)), (dict(), (4, 8, 9, 9)), (dict(stride=2), (32, 8, 28, 28)),
+    (dict(padding_mode="reflect"), (32, 8, 12, 12)), (dict(), (8, 14, 14))])
+def test_strategy_for_tells_what_auto_runs_before_and_after_the_call(kw, shape):
+    layer = _layer(**kw)
+    before = layer.strategy_for(shape)
+    layer(torch.randn(shape))
+    assert list(layer._plans.chosen.values()) == [before]
+    assert layer.strategy_for(torch.Size(shape)) == before
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_strategy_for_a_1x1_strided_layer_sees_the_subsampled_plane(stride):
+    layer = st.SparseConv2d(8, 8, 1, stride=stride, sparsity=0.8)
+    assert layer.strategy_for((32, 8, 14, 14)) == "plane"  # in place on NCHW
+    layer.strategy = "direct"  # stride 1 after subsampling: the direct kernels run it
+    assert layer.strategy_for((32, 8, 14, 14)) == "direct"
+    layer(torch.randn(32, 8, 14, 14))
+    assert list(layer._plans.layouts)[-1][-1] == "direct"
+
+
+def test_strategy_for_timed_is_known_once_timed(count_timings):
+    layer = _layer("timed")
+    assert layer.strategy_for((16, 8, 10, 10)) is None
+    layer(torch.randn(16, 8, 10, 10))
+    chosen = layer.strategy_for((16, 8, 10, 10))
+    assert chosen in ("direct", "plane", "batch") and len(count_timings) == 1
+    assert layer.strategy_for((12, 8, 10, 10)) == chosen  # the same batch-size range
+    assert layer.strategy_for((32, 8, 10, 10)) is None
+
+
+@pytest.mark.parametrize("strategy", ["direct", "plane", "batch"])
+def test_strategy_for_a_fixed_strategy_is_that_strategy(strategy):
+    assert _layer(strategy).strategy_for((2, 8, 10, 10)) == strategy
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 10, 10), (10, 10), (2, 8, 1, 1)])
+def test_strategy_for_refuses_shapes_the_layer_cannot_take(shape):
+    with pytest.raises(ValueError, match=r"SparseConv2d\(8->8, 3x3\)"):
+        st.SparseConv2d(8, 8, 3, sparsity=0.8).strategy_for(shape)

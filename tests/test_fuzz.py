@@ -837,7 +837,7 @@ def _grads_args(case, stride, layout_kind, threads, seed=0):
     dense = prune_(conv, 0.6, gen)
     sp = st.SparseConv2d.from_dense(dense, strategy=strategy)
     x = torch.randn(n, cin, *hw, generator=gen)
-    layout = sp._layout(x)
+    layout = sp._plans.layout(x, sp.strategy, sp.values, sp.bias)
     assert layout.name == strategy
     dy = torch.randn(dense(x).shape, generator=gen)
     values = sp.values.detach()

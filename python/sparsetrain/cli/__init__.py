@@ -32,9 +32,9 @@ fraction = checked(float, lambda v: 0.0 <= v < 1.0, "a number in [0, 1)")
 
 
 def conv_strategies() -> tuple:
-    """The ``strategy`` values SparseConv2d accepts (nn/conv.py's CHOICES), so the option
-    follows the layer when it learns a new one."""
-    from ..nn.conv import CHOICES
+    """The ``strategy`` values SparseConv2d accepts (nn/conv_plans.py's CHOICES), so the
+    option follows the layer when it learns a new one."""
+    from ..nn.conv_plans import CHOICES
 
     return CHOICES
 

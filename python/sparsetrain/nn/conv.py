@@ -2,68 +2,25 @@
 from __future__ import annotations
 
 import math
-import threading
-from collections import OrderedDict
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .. import formats
-from .._runtime import get_isa
-from ..formats.conv import ConvGeometry, conv_index, direct_index, resolve_padding
+from ..formats.conv import ConvGeometry, resolve_padding
 from ..functional.common import prepare_input
 from ..functional.conv import SparseConv2dFunction
-from ..functional.conv_autotune import auto_strategy, time_layouts
-from ..functional.conv_layouts import STRATEGIES, DirectLayout, OffsetLayout
 from ..functional.subsample import Subsample
 from . import _args
+from .conv_plans import CHOICES, ConvPlans, LRUMap
 from ._sparse_weight import SparseWeightModule
 from .batchnorm import attach_batch_norm_stats
 
 _PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
-# "auto": a rule of the shapes (reproducible); "timed": measure on the first call per shape.
-CHOICES = ("auto", "timed") + STRATEGIES
-# Input shapes a layer keeps its per-shape plans for (indices, layouts): the least recently
-# used goes first, so a layer fed ever new shapes does not grow without bound. Layout choices
-# are a few bytes each: far more are kept, so shapes that come back are not timed again.
-PLAN_CACHE_SIZE = 8
-CHOICE_CACHE_SIZE = 4096
-# One timing at a time: concurrent first calls then agree on the layout (the second waits and
-# reuses the first's choice), and two timings never share the cores.
-_TIMING_LOCK = threading.Lock()
-
-
-class _Plans(OrderedDict):
-    """A bounded least-recently-used map (per-shape plans of one layer)."""
-
-    def __init__(self, limit: int = PLAN_CACHE_SIZE):
-        super().__init__()
-        self.limit = limit
-
-    def __reduce__(self):  # copies and pickles keep the bound (and drop the plans)
-        return (type(self), (self.limit,))
-
-    def get(self, key, default=None):
-        try:
-            self.move_to_end(key)
-            return self[key]
-        except KeyError:
-            return default
-
-    def put(self, key, value):
-        self[key] = value
-        while len(self) > self.limit:
-            try:
-                self.popitem(last=False)
-            except KeyError:  # emptied by another thread meanwhile
-                break
-        return value
-
-
-def _batch_bucket(n: int) -> int:
-    """Batch sizes that share a timed decision: the same power-of-two range."""
-    return 1 << max(0, n - 1).bit_length()
+# Whole-module pickles name the plan maps' class by this path: it must keep resolving.
+_Plans = LRUMap
 
 
 class SparseConv2d(SparseWeightModule):
@@ -201,60 +158,38 @@ class SparseConv2d(SparseWeightModule):
 
     def _derive(self) -> None:
         self._row_ptr_np = self._pattern[0].numpy()
-        self._indices = _Plans()  # (H, W) -> ConvIndex
-        self._layouts = _Plans()  # (N, H, W, strategy) -> OffsetLayout | DirectLayout
-        # (N, H, W, isa) -> strategy; "timed" keys by (batch-size range, H, W, isa).
-        self._chosen = _Plans(CHOICE_CACHE_SIZE)
+        self._plans = ConvPlans(self._geometry, self._pattern)
 
-    def _layout(self, x: torch.Tensor) -> OffsetLayout | DirectLayout:
-        n, _, h, w = x.shape
-        index = self._indices.get((h, w))
-        if index is None:
-            index = self._indices.put((h, w), conv_index(self._geometry, *self._pattern, h, w))
-        name = self.strategy
-        direct_ok = self._geometry.stride == (1, 1)
-        if name == "direct" and not direct_ok:
-            name = "plane"  # the direct kernels are stride-1 only
-        if name == "auto":
-            isa = get_isa()
-            name = self._chosen.get((n, h, w, isa)) or self._chosen.put(
-                (n, h, w, isa), auto_strategy(self._geometry, index.shape, n, isa))
-        elif name == "timed":
-            name = self._timed(index, x, direct_ok)
-        return self._layout_for(index, n, h, w, name)
+    def _kernel_hw(self, h: int, w: int) -> tuple:
+        """The plane size the kernels see for an h x w input (after the explicit padding of
+        other padding modes and the subsampling of a 1x1 strided convolution)."""
+        if self._explicit_pad is not None:
+            pl, pr, pt, pb = self._explicit_pad
+            h, w = h + pt + pb, w + pl + pr
+        if self._subsample is not None:
+            sh, sw = self._subsample
+            h, w = -(-h // sh), -(-w // sw)
+        return h, w
 
-    def _timed(self, index, x, direct_ok: bool) -> str:
-        """The measured layout for x's shape, decided once per batch-size range and plane size
-        (not per thread count: a layer keeps one layout, and so its bits, while threads vary)."""
-        n, _, h, w = x.shape
-        key = (_batch_bucket(n), h, w, get_isa())
-        name = self._chosen.get(key)
-        if name is not None:
-            return name
-        with _TIMING_LOCK:
-            name = self._chosen.get(key)  # decided by a concurrent first call meanwhile
-            if name is None:
-                # The batch layout works in groups of 16 images: never worth it for fewer.
-                names = [s for s in STRATEGIES if (direct_ok or s != "direct")
-                         and (n >= 16 or s != "batch")]
-                candidates = [self._layout_for(index, n, h, w, s) for s in names]
-                times = time_layouts(candidates, x, self.values, self.bias, self._row_ptr_np)
-                name = self._chosen.put(key, min(times, key=times.get))
-                for other in names:  # keep only the winner's plan
-                    if other != name:
-                        self._layouts.pop((n, h, w, other), None)
-        return name
-
-    def _layout_for(self, index, n, h, w, name):
-        layout = self._layouts.get((n, h, w, name))
-        if layout is None:
-            if name == "direct":
-                di = direct_index(self._geometry, *self._pattern, h, w)
-                layout = DirectLayout(self._geometry, di, n)
-            else:
-                layout = OffsetLayout(self._geometry, index, n, name)
-            self._layouts.put((n, h, w, name), layout)
-        return layout
+    def strategy_for(self, input_shape: Sequence[int]) -> str | None:
+        """The layout (``"direct"``, ``"plane"`` or ``"batch"``) this layer runs an input of
+        ``input_shape`` ((N, C, H, W) or (C, H, W)) on under its ``strategy``: that layout
+        when it names one, the rule's choice for ``"auto"`` (known before any call), and for
+        ``"timed"`` the measured winner once a forward pass has timed that shape's batch-size
+        range, None before."""
+        shape = tuple(int(d) for d in input_shape)
+        if len(shape) == 3:
+            shape = (1,) + shape
+        if len(shape) != 4 or shape[1] != self.in_channels:
+            raise ValueError(f"SparseConv2d({self._describe()}): expected an input shape "
+                             f"(N, {self.in_channels}, H, W) or ({self.in_channels}, H, W), "
+                             f"got {tuple(input_shape)}")
+        self._ensure_index()
+        try:
+            return self._plans.strategy_for(shape[0], *self._kernel_hw(*shape[2:]),
+                                            self.strategy)
+        except ValueError as e:  # e.g. an input smaller than the kernel: name the layer
+            raise ValueError(f"SparseConv2d({self._describe()}): {e}") from None
 
     # -- compute ---------------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -275,7 +210,7 @@ class SparseConv2d(SparseWeightModule):
             x = Subsample.apply(x, *self._subsample)
         x = x.contiguous()
         try:
-            layout = self._layout(x)
+            layout = self._plans.layout(x, self.strategy, self.values, self.bias)
         except ValueError as e:  # e.g. an input smaller than the kernel: name the layer
             raise ValueError(f"SparseConv2d({self._describe()}): {e}") from None
         fuse = getattr(self, "batch_norm_stats", False)  # (absent in modules pickled before)
