@@ -7,26 +7,37 @@
 namespace sparsetrain {
 namespace {
 
-#define ST_TABLE(ns)                                                                    \
-  KernelTable {                                                                          \
-    Isa::ns, kernels::ns::f32_spmm_csr_bmajor, kernels::ns::f32_spmmt_csr_bmajor,        \
-        kernels::ns::f32_sddmm_csr_bmajor, kernels::ns::f32_spmm_csr_offsets,            \
-        kernels::ns::f32_sddmm_csr_offsets, kernels::ns::f32_conv_grads_offsets,         \
-        kernels::ns::f32_pack_bmajor,                                                    \
-        kernels::ns::f32_unpack_bmajor, kernels::ns::f32_conv_pack_input,                \
-        kernels::ns::f32_conv_unpack_grad_input, kernels::ns::f32_conv_pack_grad_output, \
-        kernels::ns::f32_conv_direct_spmm, kernels::ns::f32_conv_direct_sddmm,           \
-        kernels::ns::f32_subsample, kernels::ns::f32_subsample_grad                      \
-  }
-
-const KernelTable kScalar = ST_TABLE(scalar);
+// Each ISA's table, filled member by member from kernels/kernel_list.h at compile time.
+#define ST_TABLE_ENTRY(member, function, params) t.member = &kernels::ST_TABLE_NS::function;
+#define ST_TABLE_NS scalar
+constexpr KernelTable kScalar = [] {
+  KernelTable t{};
+  t.isa = Isa::scalar;
+  SPARSETRAIN_KERNELS(ST_TABLE_ENTRY)
+  return t;
+}();
+#undef ST_TABLE_NS
 #if SPARSETRAIN_HAVE_AVX2
-const KernelTable kAvx2 = ST_TABLE(avx2);
+#define ST_TABLE_NS avx2
+constexpr KernelTable kAvx2 = [] {
+  KernelTable t{};
+  t.isa = Isa::avx2;
+  SPARSETRAIN_KERNELS(ST_TABLE_ENTRY)
+  return t;
+}();
+#undef ST_TABLE_NS
 #endif
 #if SPARSETRAIN_HAVE_AVX512
-const KernelTable kAvx512 = ST_TABLE(avx512);
+#define ST_TABLE_NS avx512
+constexpr KernelTable kAvx512 = [] {
+  KernelTable t{};
+  t.isa = Isa::avx512;
+  SPARSETRAIN_KERNELS(ST_TABLE_ENTRY)
+  return t;
+}();
+#undef ST_TABLE_NS
 #endif
-#undef ST_TABLE
+#undef ST_TABLE_ENTRY
 
 bool cpu_has(Isa isa) {
 #if defined(__x86_64__) || defined(_M_X64)

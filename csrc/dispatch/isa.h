@@ -10,25 +10,16 @@ namespace sparsetrain {
 
 enum class Isa { scalar = 0, avx2 = 1, avx512 = 2 };
 
+namespace kernels {
+// One ISA's kernels: a member per row of kernels/kernel_list.h.
 struct KernelTable {
   Isa isa;
-  void (*spmm)(const kernels::SpmmArgs&);
-  void (*spmmt)(const kernels::SpmmTArgs&);
-  void (*sddmm)(const kernels::SddmmArgs&);
-  void (*spmm_offsets)(const kernels::SpmmOffsetsArgs&);
-  void (*sddmm_offsets)(const kernels::SddmmOffsetsArgs&);
-  // Both gradients of a convolution in the pack_grid forms, dy packed once per image.
-  void (*conv_grads_offsets)(const kernels::SpmmOffsetsArgs&, const kernels::SddmmOffsetsArgs&);
-  void (*pack)(const kernels::PackArgs&);
-  void (*unpack)(const kernels::UnpackArgs&);
-  void (*conv_pack_input)(const kernels::ConvInputArgs&);
-  void (*conv_unpack_grad_input)(const kernels::ConvInputArgs&);
-  void (*conv_pack_grad_output)(const kernels::ConvOutputArgs&);
-  void (*conv_direct_spmm)(const kernels::ConvDirectArgs&);
-  void (*conv_direct_sddmm)(const kernels::ConvDirectArgs&);
-  void (*subsample)(const kernels::SubsampleArgs&);
-  void (*subsample_grad)(const kernels::SubsampleArgs&);
+#define ST_TABLE_MEMBER(member, function, params) void(*member) params;
+  SPARSETRAIN_KERNELS(ST_TABLE_MEMBER)
+#undef ST_TABLE_MEMBER
 };
+}  // namespace kernels
+using kernels::KernelTable;
 
 const char* isa_name(Isa isa);
 // Throws std::invalid_argument for an unknown name.

@@ -1,6 +1,7 @@
 // The kernel interface: plain structs of raw pointers and sizes, no Python, no allocation.
 // Every kernel exists once per ISA (namespaces scalar / avx2 / avx512, one source compiled
-// with different flags); dispatch/ops.h picks one at run time.
+// with different flags); dispatch/isa.h picks one at run time. The list of kernels is
+// kernel_list.h.
 //
 // Layout ("batch-major", bmajor): a dense activation block is stored as rows of features,
 // each row holding the batch contiguously and zero-padded to a multiple of kBatchAlign
@@ -8,6 +9,8 @@
 #pragma once
 
 #include <cstdint>
+
+#include "kernels/kernel_list.h"
 
 namespace sparsetrain {
 namespace kernels {
@@ -283,28 +286,12 @@ struct SubsampleArgs {
   int nthreads;
 };
 
-#define SPARSETRAIN_KERNEL_DECLS                  \
-  void f32_spmm_csr_bmajor(const SpmmArgs& args);   \
-  void f32_spmmt_csr_bmajor(const SpmmTArgs& args); \
-  void f32_sddmm_csr_bmajor(const SddmmArgs& args); \
-  void f32_spmm_csr_offsets(const SpmmOffsetsArgs& args);   \
-  void f32_sddmm_csr_offsets(const SddmmOffsetsArgs& args); \
-  void f32_conv_grads_offsets(const SpmmOffsetsArgs& dx, const SddmmOffsetsArgs& dv); \
-  void f32_pack_bmajor(const PackArgs& args);       \
-  void f32_conv_pack_input(const ConvInputArgs& args);         \
-  void f32_conv_direct_spmm(const ConvDirectArgs& args);       \
-  void f32_conv_direct_sddmm(const ConvDirectArgs& args);      \
-  void f32_subsample(const SubsampleArgs& args);               \
-  void f32_subsample_grad(const SubsampleArgs& args);          \
-  void f32_conv_unpack_grad_input(const ConvInputArgs& args);  \
-  void f32_conv_pack_grad_output(const ConvOutputArgs& args);  \
-  void f32_unpack_bmajor(const UnpackArgs& args);
-
-namespace scalar { SPARSETRAIN_KERNEL_DECLS }
-namespace avx2 { SPARSETRAIN_KERNEL_DECLS }
-namespace avx512 { SPARSETRAIN_KERNEL_DECLS }
-
-#undef SPARSETRAIN_KERNEL_DECLS
+// Every kernel of kernel_list.h, declared once per ISA namespace.
+#define ST_DECLARE_KERNEL(member, function, params) void function params;
+namespace scalar { SPARSETRAIN_KERNELS(ST_DECLARE_KERNEL) }
+namespace avx2 { SPARSETRAIN_KERNELS(ST_DECLARE_KERNEL) }
+namespace avx512 { SPARSETRAIN_KERNELS(ST_DECLARE_KERNEL) }
+#undef ST_DECLARE_KERNEL
 
 }  // namespace kernels
 }  // namespace sparsetrain
