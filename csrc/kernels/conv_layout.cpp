@@ -8,8 +8,8 @@
 
 #include "kernels/conv_pack.h"
 #include "kernels/kernels.h"
-#include "kernels/phases.h"
-#include "kernels/rows.h"
+#include "kernels/phase_merge.h"
+#include "kernels/row_copy.h"
 #include "kernels/vec.h"
 #include "threading/parallel.h"
 

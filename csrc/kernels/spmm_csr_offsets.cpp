@@ -8,8 +8,8 @@
 #include "kernels/grads_tiles.h"
 #include "kernels/offsets_image.h"
 #include "kernels/kernels.h"
-#include "kernels/phases.h"
-#include "kernels/rows.h"
+#include "kernels/phase_merge.h"
+#include "kernels/row_copy.h"
 #include "kernels/spmm_tiles.h"
 #include "threading/parallel.h"
 

@@ -3,7 +3,7 @@
 // zero-filling and then copying into every sh-th row would write those rows twice).
 // A strided 1x1 convolution is this subsampling followed by a stride-1 one.
 #include "kernels/kernels.h"
-#include "kernels/rows.h"
+#include "kernels/row_copy.h"
 #include "threading/parallel.h"
 
 namespace sparsetrain {

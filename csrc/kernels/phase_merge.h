@@ -7,7 +7,7 @@
 #include <cstdint>
 
 #include "kernels/kernels.h"
-#include "kernels/rows.h"
+#include "kernels/row_copy.h"
 #include "kernels/vec.h"
 
 namespace sparsetrain {
