@@ -231,7 +231,9 @@ def test_stats_binding_checks():
     c = np.zeros(8, dtype=np.float32)
 
     def call(**kw):
-        return _C.spmm_offsets(ptr, off, val, None, None, b, 4, c, 4, 4, 4, 2, 1, **kw)
+        return _C.spmm_offsets(ptr=ptr, offsets=off, values=val, pos=None, scratch=None, b=b,
+                               b_image_stride=4, c=c, ldc=4, c_image_stride=4, len=4, images=2,
+                               nthreads=1, **kw)
 
     stats = np.full(4, 7.0)
     call(grid_w=2, plane_h=2, plane_w=2, stats=stats)  # 2 images x 1 row, 2 x 2 planes
@@ -241,14 +243,16 @@ def test_stats_binding_checks():
     call(stats=rows)  # into rows (no planes): the same values, the same sums
     np.testing.assert_array_equal(rows, stats)
     with pytest.raises(ValueError, match="not with merge"):
-        call(merge=(1, 1, 1, 2, 2, 1, 1, 0, 0, 2, 2), stats=stats)
+        call(merge=_C.ConvInputLayout(n=2, c=1, unit=1, h=2, w=2, sh=1, sw=1, pt=0, pl=0, hq=2,
+                                      wq=2), stats=stats)
     with pytest.raises(ValueError, match="images \\* rows \\* 2"):
         call(grid_w=2, plane_h=2, plane_w=2, stats=np.zeros(3))
     with pytest.raises(ValueError, match="float64"):
         call(grid_w=2, plane_h=2, plane_w=2, stats=np.zeros(4, dtype=np.float32))
     empty = np.full(4, 7.0)
-    _C.spmm_offsets(ptr, off, val, None, None, b, 4, c, 4, 4, 0, 2, 1, grid_w=2, plane_h=2,
-                    plane_w=2, stats=empty)
+    _C.spmm_offsets(ptr=ptr, offsets=off, values=val, pos=None, scratch=None, b=b,
+                    b_image_stride=4, c=c, ldc=4, c_image_stride=4, len=0, images=2, nthreads=1,
+                    grid_w=2, plane_h=2, plane_w=2, stats=empty)
     np.testing.assert_array_equal(empty, 0.0)  # nothing written: zero sums
 
 

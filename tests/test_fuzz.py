@@ -562,8 +562,9 @@ def test_offset_bindings_reject_what_does_not_fit(b_stride, c_stride, ldc, lengt
                np.ones(64, dtype=np.float32))
     plane = dict(grid_w=grid_w, t_base=t_base, plane_h=2, plane_w=2) if grid_w else {}
     try:
-        _C.spmm_offsets(ptr, offs, val, None, None, b, b_stride, c, ldc, c_stride, length,
-                        images, 1, **plane)
+        _C.spmm_offsets(ptr=ptr, offsets=offs, values=val, pos=None, scratch=None, b=b,
+                        b_image_stride=b_stride, c=c, ldc=ldc, c_image_stride=c_stride,
+                        len=length, images=images, nthreads=1, **plane)
     except (ValueError, TypeError):
         pass
     else:  # accepted: then it was in bounds (exact integer arithmetic)
@@ -572,7 +573,8 @@ def test_offset_bindings_reject_what_does_not_fit(b_stride, c_stride, ldc, lengt
             assert (images - 1) * c_stride + (length if not grid_w else 4) <= c.size
     out = np.zeros(1, dtype=np.float32)
     try:
-        _C.sddmm_offsets(ptr, offs, a, ldc, c_stride, b, b_stride, length, images, out, 1)
+        _C.sddmm_offsets(ptr=ptr, offsets=offs, a=a, lda=ldc, a_image_stride=c_stride, b=b,
+                         b_image_stride=b_stride, len=length, images=images, out=out, nthreads=1)
     except (ValueError, TypeError):
         pass
     else:
@@ -590,9 +592,13 @@ def test_offset_bindings_reject_bad_segments(seg_len, seg_stride):
                  np.zeros(64, dtype=np.float32))
     seg = dict(seg_len=seg_len, seg_stride=seg_stride)
     with pytest.raises(ValueError, match="segment"):
-        _C.spmm_offsets(ptr, offs, val, None, None, b, 0, c, 8, 8, 8, 1, 1, **seg)
+        _C.spmm_offsets(ptr=ptr, offsets=offs, values=val, pos=None, scratch=None, b=b,
+                        b_image_stride=0, c=c, ldc=8, c_image_stride=8, len=8, images=1,
+                        nthreads=1, **seg)
     with pytest.raises(ValueError, match="segment"):
-        _C.sddmm_offsets(ptr, offs, b, 8, 8, b, 0, 8, 1, np.zeros(1, dtype=np.float32), 1, **seg)
+        _C.sddmm_offsets(ptr=ptr, offsets=offs, a=b, lda=8, a_image_stride=8, b=b,
+                         b_image_stride=0, len=8, images=1, out=np.zeros(1, dtype=np.float32),
+                         nthreads=1, **seg)
 
 
 @pytest.mark.parametrize("change, message", [
@@ -616,8 +622,9 @@ def test_offset_bindings_reject_bad_lanes(change, message):
     def call(unit=16, grid_w=2, length=32, seg_len=0, seg_stride=0, batch=3, c_size=6,
              c_stride=2):
         c = np.zeros(c_size, dtype=np.float32)
-        _C.spmm_offsets(ptr, offs, val, None, None, b, 0, c, 2, c_stride, length, 1, 1,
-                        grid_w=grid_w, plane_h=1, plane_w=2, seg_len=seg_len,
+        _C.spmm_offsets(ptr=ptr, offsets=offs, values=val, pos=None, scratch=None, b=b,
+                        b_image_stride=0, c=c, ldc=2, c_image_stride=c_stride, len=length,
+                        images=1, nthreads=1, grid_w=grid_w, plane_h=1, plane_w=2, seg_len=seg_len,
                         seg_stride=seg_stride, unit=unit, batch=batch)
         return c
 
@@ -627,29 +634,34 @@ def test_offset_bindings_reject_bad_lanes(change, message):
 
 
 @pytest.mark.parametrize("change, message", [
-    (dict(merge=(2, 2, 2, 2, 0, 0, 1)), "merge takes"),
+    (dict(merge=dict(n=2)), "n = images"),
+    (dict(merge=dict(unit=16)), "unit 1"),
     (dict(grid_w=2), "unit 1 and no grid_w"),
     (dict(rows=3), "channels x stride phases"),
-    (dict(merge=(2, 2, 2, 2, 0, 0, 0, 1)), "phase planes smaller"),
-    (dict(merge=(2, 2, 2, 2, 1, 0, 1, 1)), "phase planes smaller"),
+    (dict(merge=dict(hq=0)), "phase planes smaller"),
+    (dict(merge=dict(pt=1)), "phase planes smaller"),
     (dict(t_base=1), "past the end"),
     (dict(c_size=3), "buffer too small"),
     (dict(images=2, c_stride=3, c_size=8), "images overlap"),
 ])
 def test_offset_bindings_reject_bad_merge(change, message):
-    """The merge form (phase planes straight into NCHW): a layout of 8 numbers, unit 1 without
-    grid_w, rows that are whole channels, positions inside a phase plane, and every image's
-    planes inside c (checked against a call that is accepted as given)."""
+    """The merge form (phase planes straight into NCHW): a layout of unit 1 and the call's
+    images, unit 1 without grid_w, rows that are the layout's channels x phases, positions
+    inside a phase plane, and every image's planes inside c (checked against a call that is
+    accepted as given; `merge` changes fields of the layout)."""
     from sparsetrain import _C
     val, b = np.ones(1, dtype=np.float32), np.full(64, 2.0, dtype=np.float32)
     offs = np.zeros(1, dtype=np.int64)
 
-    def call(merge=(2, 2, 2, 2, 0, 0, 1, 1), grid_w=0, rows=4, t_base=0, c_size=4, c_stride=4,
-             images=1):
+    def call(merge={}, grid_w=0, rows=4, t_base=0, c_size=4, c_stride=4, images=1):
         ptr = np.array([0] + [1] * rows, dtype=np.int64)
         c = np.full(c_size, 7.0, dtype=np.float32)
-        _C.spmm_offsets(ptr, offs, val, None, None, b, 1, c, 0, c_stride, 1, images, 1,
-                        grid_w=grid_w, plane_h=1, plane_w=1, t_base=t_base, merge=merge)
+        layout = _C.ConvInputLayout(**dict(dict(n=images, c=1, unit=1, h=2, w=2, sh=2, sw=2,
+                                                pt=0, pl=0, hq=1, wq=1), **merge))
+        _C.spmm_offsets(ptr=ptr, offsets=offs, values=val, pos=None, scratch=None, b=b,
+                        b_image_stride=1, c=c, ldc=0, c_image_stride=c_stride, len=1,
+                        images=images, nthreads=1, grid_w=grid_w, plane_h=1, plane_w=1,
+                        t_base=t_base, merge=layout)
         return c
 
     # One channel, 2x2 phases of one pixel each: phase (0, 0) (row 0) is pixel (0, 0).
@@ -659,8 +671,8 @@ def test_offset_bindings_reject_bad_merge(change, message):
 
 
 @pytest.mark.parametrize("change, message", [
-    (dict(pack=(1, 2, 2, 1, 1, 0, 0, 2)), "pack takes"),
-    (dict(pack=(1, 2, 2, 1, 1, 0, 0, 1, 2)), "phase planes smaller"),
+    (dict(pack=dict(n=1)), "n = images"),
+    (dict(pack=dict(hq=1)), "phase planes smaller"),
     (dict(b_stride=3), "one NCHW image of b"),
     (dict(b_size=7), "buffer too small"),
     (dict(length=4), "past a packed image"),
@@ -668,24 +680,29 @@ def test_offset_bindings_reject_bad_merge(change, message):
     (dict(unit=16), "grid_w must be set|unit must be 1"),
 ])
 def test_offset_bindings_reject_bad_pack(change, message):
-    """The fused-pack form (b is NCHW x, packed image by image): a layout of 9 numbers, b's
-    image stride one NCHW image, every image inside b, offsets inside a packed image (checked
-    against calls that are accepted as given, forward and values gradient)."""
+    """The fused-pack form (b is NCHW x, packed image by image): a layout of unit 1 and the
+    call's images, b's image stride one NCHW image, every image inside b, offsets inside a
+    packed image (checked against calls that are accepted as given, forward and values
+    gradient; `pack` changes fields of the layout)."""
     from sparsetrain import _C
     ptr = np.array([0, 1], dtype=np.int64)
     offs = np.array([1], dtype=np.int64)
     val = np.full(1, 2.0, dtype=np.float32)
 
-    def call(pack=(1, 2, 2, 1, 1, 0, 0, 2, 2), b_stride=4, b_size=8, length=3, unit=1,
-             check_finite=False):
+    def call(pack={}, b_stride=4, b_size=8, length=3, unit=1, check_finite=False):
         b = np.arange(b_size, dtype=np.float32)  # 2 images of 1 x 2 x 2, packed as they are
         c = np.zeros(2 * length, dtype=np.float32)
         dv = np.zeros(1, dtype=np.float32)
         kw = dict(unit=unit, batch=2) if unit != 1 else {}
-        res = _C.spmm_offsets(ptr, offs, val, None, None, b, b_stride, c, length, length,
-                              length, 2, 1, pack=pack, check_finite=check_finite, **kw)
-        _C.sddmm_offsets(ptr, offs, np.ones(2 * length, dtype=np.float32), length, length, b,
-                         b_stride, length, 2, dv, 1, pack=pack)
+        layout = None if pack is None else _C.ConvInputLayout(**dict(
+            dict(n=2, c=1, unit=1, h=2, w=2, sh=1, sw=1, pt=0, pl=0, hq=2, wq=2), **pack))
+        res = _C.spmm_offsets(ptr=ptr, offsets=offs, values=val, pos=None, scratch=None, b=b,
+                              b_image_stride=b_stride, c=c, ldc=length, c_image_stride=length,
+                              len=length, images=2, nthreads=1, pack=layout,
+                              check_finite=check_finite, **kw)
+        _C.sddmm_offsets(ptr=ptr, offsets=offs, a=np.ones(2 * length, dtype=np.float32),
+                         lda=length, a_image_stride=length, b=b, b_image_stride=b_stride,
+                         len=length, images=2, out=dv, nthreads=1, pack=layout)
         return c, dv, res
 
     c, dv, res = call(check_finite=True)
@@ -697,9 +714,9 @@ def test_offset_bindings_reject_bad_pack(change, message):
 
 
 @pytest.mark.parametrize("change, message", [
-    (dict(grid=(1, 1, 2, 3, 4)), "pack_grid takes"),
-    (dict(grid=(1, 1, 4, 3, 4, 1)), "bad convolution output layout"),
-    (dict(grid=(1, 1, 2, 3, 2, 1)), "per_channel too small"),
+    (dict(grid=dict(n=1)), "n = images"),
+    (dict(grid=dict(wo=4)), "bad convolution output layout"),
+    (dict(grid=dict(per_channel=2)), "per_channel too small"),
     (dict(b_stride=3), "image stride of b must be one NCHW image"),
     (dict(b_size=3), "buffer too small"),
     (dict(length=4), "past a packed image"),
@@ -708,22 +725,29 @@ def test_offset_bindings_reject_bad_pack(change, message):
 ])
 def test_offset_bindings_reject_bad_pack_grid(change, message):
     """The fused output-gradient form (NCHW dy packed onto its bordered grid by the kernel):
-    a layout of 6 numbers, dy's image stride one NCHW image, every image inside dy, offsets
-    (spmm) and rows (sddmm) inside a packed image (checked against calls accepted as given)."""
+    a layout of unit 1 and the call's images, dy's image stride one NCHW image, every image
+    inside dy, offsets (spmm) and rows (sddmm) inside a packed image (checked against calls
+    accepted as given; `grid` changes fields of the layout)."""
     from sparsetrain import _C
     ptr = np.array([0, 1], dtype=np.int64)
     val = np.full(1, 2.0, dtype=np.float32)
 
-    def call(grid=(1, 1, 2, 3, 4, 1), b_stride=2, b_size=4, length=2, both=False,
-             sddmm_length=2):
+    def call(grid={}, b_stride=2, b_size=4, length=2, both=False, sddmm_length=2):
         y = np.arange(b_size, dtype=np.float32)  # 2 images of 1 x 1 x 2: grids [0, y0, y1, 0]
         c = np.zeros(2 * length, dtype=np.float32)
-        pack = dict(pack=(1, 1, 2, 1, 1, 0, 0, 1, 4)) if both else {}
-        _C.spmm_offsets(ptr, np.array([1], dtype=np.int64), val, None, None, y, b_stride, c,
-                        length, length, length, 2, 1, pack_grid=grid, **pack)
+        layout = _C.ConvOutputLayout(**dict(dict(n=2, c=1, unit=1, ho=1, wo=2, wq=3,
+                                                 per_channel=4, offset=1), **grid))
+        pack = dict(pack=_C.ConvInputLayout(n=2, c=1, unit=1, h=1, w=2, sh=1, sw=1, pt=0, pl=0,
+                                            hq=1, wq=4)) if both else {}
+        _C.spmm_offsets(ptr=ptr, offsets=np.array([1], dtype=np.int64), values=val, pos=None,
+                        scratch=None, b=y, b_image_stride=b_stride, c=c, ldc=length,
+                        c_image_stride=length, len=length, images=2, nthreads=1,
+                        pack_grid=layout, **pack)
         dv = np.zeros(1, dtype=np.float32)
-        _C.sddmm_offsets(ptr, np.zeros(1, dtype=np.int64), y, 4, b_stride,
-                         np.ones(8, dtype=np.float32), 4, sddmm_length, 2, dv, 1, pack_grid=grid)
+        _C.sddmm_offsets(ptr=ptr, offsets=np.zeros(1, dtype=np.int64), a=y, lda=4,
+                         a_image_stride=b_stride, b=np.ones(8, dtype=np.float32),
+                         b_image_stride=4, len=sddmm_length, images=2, out=dv, nthreads=1,
+                         pack_grid=layout)
         return c, dv
 
     c, dv = call()
@@ -731,6 +755,42 @@ def test_offset_bindings_reject_bad_pack_grid(change, message):
     np.testing.assert_array_equal(dv, [0 + 1 + 2 + 3])
     with pytest.raises(ValueError, match=message):
         call(**change)
+
+
+def test_conv_layouts_are_checked_values():
+    """The layouts the conv bindings take: keyword-only, checked, read-only, compared and
+    pickled by their fields; a tuple in their place is refused."""
+    import pickle
+    from sparsetrain import _C
+    fields = dict(n=3, c=2, unit=16, h=5, w=7, sh=2, sw=1, pt=1, pl=0, hq=3, wq=7)
+    layout = _C.ConvInputLayout(**fields)
+    assert layout.groups == 1 and {k: getattr(layout, k) for k in fields} == fields
+    assert repr(layout) == f"ConvInputLayout({', '.join(f'{k}={v}' for k, v in fields.items())})"
+    assert pickle.loads(pickle.dumps(layout)) == layout != _C.ConvInputLayout(**dict(fields, n=2))
+    with pytest.raises(AttributeError):
+        layout.n = 4
+    with pytest.raises(TypeError):
+        _C.ConvInputLayout(*fields.values())
+    with pytest.raises(ValueError, match="unit must be 1 or 16"):
+        _C.ConvInputLayout(**dict(fields, unit=4))
+    grid = _C.ConvOutputLayout(n=17, c=2, unit=16, ho=1, wo=2, wq=3, per_channel=4, offset=1)
+    assert grid.groups == 2 and pickle.loads(pickle.dumps(grid)) == grid
+    with pytest.raises(ValueError, match="bad convolution output layout"):
+        _C.ConvOutputLayout(n=1, c=1, unit=1, ho=1, wo=2, wq=3, per_channel=4, offset=-1)
+    ptr, offs = np.array([0, 1], dtype=np.int64), np.zeros(1, dtype=np.int64)
+    buf = np.zeros(8, dtype=np.float32)
+    with pytest.raises(TypeError):
+        _C.spmm_offsets(ptr=ptr, offsets=offs, values=buf[:1], pos=None, scratch=None, b=buf,
+                        b_image_stride=4, c=buf, ldc=2, c_image_stride=2, len=2, images=2,
+                        nthreads=1, pack_grid=(1, 1, 2, 3, 4, 1))
+    with pytest.raises(TypeError):  # keyword arguments only
+        _C.sddmm_offsets(ptr, offs, buf, 2, 2, buf, 4, 2, 2, buf[:1], 1)
+
+
+# The toy convolution's layouts: dy (1 x 1 x 2 per image) on grids of 4, x (1 x 2 x 2).
+_GRADS_GRID = st._C.ConvOutputLayout(n=2, c=1, unit=1, ho=1, wo=2, wq=3, per_channel=4, offset=1)
+_GRADS_PACK = st._C.ConvInputLayout(n=2, c=1, unit=1, h=2, w=2, sh=1, sw=1, pt=0, pl=0, hq=2,
+                                    wq=2)
 
 
 def _grads_call(**change):
@@ -741,11 +801,11 @@ def _grads_call(**change):
     dx = dict(ptr=np.array([0, 1], dtype=np.int64), offsets=np.array([1], dtype=np.int64),
               values=np.full(1, 2.0, dtype=np.float32), b=y, b_image_stride=2,
               c=np.zeros(4, dtype=np.float32), ldc=2, c_image_stride=2, len=2, images=2,
-              nthreads=1, pack_grid=(1, 1, 2, 3, 4, 1), check_finite=True)
+              nthreads=1, pack_grid=_GRADS_GRID, check_finite=True)
     dv = dict(ptr=np.array([0, 1], dtype=np.int64), offsets=np.array([1], dtype=np.int64), a=y,
               lda=4, a_image_stride=2, b=np.arange(8, dtype=np.float32), b_image_stride=4,
               len=2, images=2, out=np.zeros(1, dtype=np.float32), nthreads=1,
-              pack=(1, 2, 2, 1, 1, 0, 0, 2, 2), pack_grid=(1, 1, 2, 3, 4, 1))
+              pack=_GRADS_PACK, pack_grid=_GRADS_GRID)
     for key, value in change.items():
         side, name = key.split(".")
         d = dx if side == "dx" else dv
@@ -789,7 +849,12 @@ def test_conv_grads_offsets_matches_the_two_kernels():
     ({"dx.pack_grid": None}, "must both pack"),
     ({"dv.a": np.arange(1, 5, dtype=np.float32)}, "share the output gradient"),
     ({"dv.nthreads": 2}, "thread count"),
-    ({"dv.pack_grid": (1, 1, 2, 3, 5, 1), "dv.lda": 5}, "pack the output gradient alike"),
+    ({"dv.pack_grid": st._C.ConvOutputLayout(n=2, c=1, unit=1, ho=1, wo=2, wq=3, per_channel=5,
+                                             offset=1), "dv.lda": 5},
+     "pack the output gradient alike"),
+    ({"dx.pack_grid": (1, 1, 2, 3, 4, 1)}, "'pack_grid' must be a ConvOutputLayout"),
+    ({"dv.pack": (1, 2, 2, 1, 1, 0, 0, 2, 2)}, "'pack' must be a ConvInputLayout"),
+    ({"dx.pos": [0]}, "'pos' must be a NumPy array"),
     ({"dx.len": 4}, "past a packed image"),
     ({"dv.len": 4}, "past a packed image|rows of a reach past"),
 ])
@@ -916,12 +981,13 @@ def test_offsets_kernel_checks_the_grid_it_packs(bad):
     y = np.arange(4, dtype=np.float32)  # 2 images of 1 x 1 x 2
     if bad is not None:
         y[3] = bad
-    args = (np.array([0, 1], dtype=np.int64), np.array([1], dtype=np.int64),
-            np.full(1, 2.0, dtype=np.float32), None, None, y, 2, np.zeros(4, dtype=np.float32),
-            2, 2, 2, 2, 1)
-    grid = (1, 1, 2, 3, 4, 1)
-    assert _C.spmm_offsets(*args, pack_grid=grid, check_finite=True) is (bad is None)
-    assert _C.spmm_offsets(*args, pack_grid=grid) is None
+    args = dict(ptr=np.array([0, 1], dtype=np.int64), offsets=np.array([1], dtype=np.int64),
+                values=np.full(1, 2.0, dtype=np.float32), pos=None, scratch=None, b=y,
+                b_image_stride=2, c=np.zeros(4, dtype=np.float32), ldc=2, c_image_stride=2,
+                len=2, images=2, nthreads=1)
+    grid = _C.ConvOutputLayout(n=2, c=1, unit=1, ho=1, wo=2, wq=3, per_channel=4, offset=1)
+    assert _C.spmm_offsets(**args, pack_grid=grid, check_finite=True) is (bad is None)
+    assert _C.spmm_offsets(**args, pack_grid=grid) is None
 
 
 def test_channel_sums_without_a_grid():
@@ -930,11 +996,12 @@ def test_channel_sums_without_a_grid():
     rng = np.random.default_rng(1)
     y = rng.standard_normal(3 * 4 * 5 * 7).astype(np.float32)
     sums = np.zeros(12)
-    _C.conv_pack_grad_output(y, None, sums, 3, 4, 1, 5, 7, 9, 60, 2, 1)
+    layout = _C.ConvOutputLayout(n=3, c=4, unit=1, ho=5, wo=7, wq=9, per_channel=60, offset=2)
+    _C.conv_pack_grad_output(y=y, grid=None, channel_sums=sums, layout=layout, nthreads=1)
     planes = y.astype(np.float64).reshape(12, -1)
     assert (np.abs(sums - planes.sum(1)) <= 2e-6 * np.abs(planes).sum(1)).all()
     with pytest.raises(ValueError, match="only channel sums"):
-        _C.conv_pack_grad_output(y, None, None, 3, 4, 1, 5, 7, 9, 60, 2, 1)
+        _C.conv_pack_grad_output(y=y, grid=None, channel_sums=None, layout=layout, nthreads=1)
 
 
 def test_offset_segments_skip_the_columns_between():
@@ -946,8 +1013,9 @@ def test_offset_segments_skip_the_columns_between():
     val = np.array([0.5, -2.0], dtype=np.float32)
     b = rng.standard_normal(64).astype(np.float32)
     c = np.full(40, 7.0, dtype=np.float32)
-    _C.spmm_offsets(ptr, offs, val, None, None, b, 0, c, 40, 40, 40, 1, 1, seg_len=6,
-                    seg_stride=10)
+    _C.spmm_offsets(ptr=ptr, offsets=offs, values=val, pos=None, scratch=None, b=b,
+                    b_image_stride=0, c=c, ldc=40, c_image_stride=40, len=40, images=1,
+                    nthreads=1, seg_len=6, seg_stride=10)
     full = 0.5 * b[0:40] - 2.0 * b[3:43]
     t = np.arange(40)
     np.testing.assert_allclose(c[t % 10 < 6], full[t % 10 < 6], rtol=1e-6)
@@ -973,4 +1041,4 @@ def test_conv_grads_packed_beforehand_rejects_bad_arguments(binding):
     with pytest.raises(ValueError, match="share the output gradient"):
         call(dx_args, elsewhere)
     with pytest.raises(ValueError, match="or none of them"):
-        call(dx_args, dict(dv_args, pack=(1, 2, 2, 1, 1, 0, 0, 2, 2)))
+        call(dx_args, dict(dv_args, pack=_GRADS_PACK))

@@ -28,7 +28,8 @@ def test_spmm(isa, rows, cols, nb, density):
     ptr, idx, val = random_pattern(rows, cols, density)
     b = torch.randn(cols, nb)
     c = torch.full((rows, nb), float("nan"))
-    _C.spmm(np(ptr), np(idx), np(val), None, None, np(b), np(c), 2)
+    _C.spmm(ptr=np(ptr), idx=np(idx), values=np(val), pos=None, scratch=None, b=np(b), c=np(c),
+            nthreads=2)
     ref = dense_of(ptr, idx, val, rows, cols) @ b
     torch.testing.assert_close(c, ref, rtol=1e-5, atol=1e-5)
 
@@ -41,7 +42,8 @@ def test_spmm_transposed_through_pos(isa, rows, cols, nb, density):
     t = formats.csr_transpose(ptr, idx, cols)
     b = torch.randn(rows, nb)
     c = torch.full((cols, nb), float("nan"))
-    _C.spmm(np(t.ptr), np(t.idx), np(val), np(t.pos), np(torch.empty(val.numel())), np(b), np(c), 2)
+    _C.spmm(ptr=np(t.ptr), idx=np(t.idx), values=np(val), pos=np(t.pos),
+            scratch=np(torch.empty(val.numel())), b=np(b), c=np(c), nthreads=2)
     ref = dense_of(ptr, idx, val, rows, cols).t() @ b
     torch.testing.assert_close(c, ref, rtol=1e-5, atol=1e-5)
 
@@ -55,7 +57,8 @@ def test_spmmt(isa, rows, cols, nb, density):
     t = formats.csr_transpose(ptr, idx, cols)
     b = torch.randn(rows, nb)
     c = torch.full((cols, nb), float("nan"))
-    _C.spmmt(np(ptr), np(idx), np(val), np(t.ptr), np(b), np(c), 2)
+    _C.spmmt(ptr=np(ptr), idx=np(idx), values=np(val), col_ptr=np(t.ptr), b=np(b), c=np(c),
+             nthreads=2)
     ref = dense_of(ptr, idx, val, rows, cols).t() @ b
     torch.testing.assert_close(c, ref, rtol=1e-5, atol=1e-5)
 
@@ -69,7 +72,7 @@ def test_sddmm(isa, rows, cols, nb, density):
     a = torch.randn(rows, nb)
     b = torch.randn(cols, nb)
     out = torch.full((idx.numel(),), float("nan"))
-    _C.sddmm(np(ptr), np(idx), np(a), np(b), np(out), 2)
+    _C.sddmm(ptr=np(ptr), idx=np(idx), a=np(a), b=np(b), out=np(out), nthreads=2)
     mask = dense_of(ptr, idx, torch.ones(idx.numel()), rows, cols) != 0
     ref = (a @ b.t())[mask]
     torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-4)
@@ -80,32 +83,37 @@ def test_pack_unpack_round_trip(isa, batch, features):
     x = torch.randn(batch, features)
     nb = (batch + ALIGN - 1) // ALIGN * ALIGN
     xt = torch.full((features, nb), float("nan"))
-    _C.pack(np(x), np(xt), 2)
+    _C.pack(src=np(x), dst=np(xt), nthreads=2)
     assert torch.equal(xt[:, :batch], x.t())
     assert torch.all(xt[:, batch:] == 0)  # pad lanes are zeros, not garbage
     bias = torch.randn(features)
     y = torch.empty(batch, features)
-    _C.unpack(np(xt), np(y), np(bias), 2)
+    _C.unpack(src=np(xt), dst=np(y), bias=np(bias), nthreads=2)
     assert torch.equal(y, x + bias)
-    _C.unpack(np(xt), np(y), None, 2)
+    _C.unpack(src=np(xt), dst=np(y), bias=None, nthreads=2)
     assert torch.equal(y, x)
 
 
 def test_bindings_reject_wrong_buffers():
     ptr, idx, val = random_pattern(4, 4, 0.5)
     b, c = torch.randn(4, 16), torch.empty(4, 16)
+
+    def spmm(ptr, idx, val, b, c):
+        _C.spmm(ptr=np(ptr), idx=np(idx), values=np(val), pos=None, scratch=None, b=np(b),
+                c=np(c), nthreads=1)
+
     with pytest.raises(ValueError, match="dtype"):
-        _C.spmm(np(ptr), np(idx), np(val.double()), None, None, np(b), np(c), 1)
+        spmm(ptr, idx, val.double(), b, c)
     with pytest.raises(ValueError, match="multiple of"):
-        _C.spmm(np(ptr), np(idx), np(val), None, None, np(torch.randn(4, 15)), np(torch.empty(4, 15)), 1)
+        spmm(ptr, idx, val, torch.randn(4, 15), torch.empty(4, 15))
     with pytest.raises(ValueError, match="row pointer"):
-        _C.spmm(np(ptr[:-1]), np(idx), np(val), None, None, np(b), np(c), 1)
+        spmm(ptr[:-1], idx, val, b, c)
     with pytest.raises(ValueError, match="shorter"):
-        _C.spmm(np(ptr), np(idx[:-1]), np(val), None, None, np(b), np(c), 1)
+        spmm(ptr, idx[:-1], val, b, c)
     with pytest.raises(ValueError, match="contiguous"):
-        _C.spmm(np(ptr), np(idx), np(val), None, None, np(torch.randn(16, 4).t()), np(c), 1)
+        spmm(ptr, idx, val, torch.randn(16, 4).t(), c)
     with pytest.raises(ValueError, match="narrower"):
-        _C.pack(np(torch.randn(20, 4)), np(torch.empty(4, 16)), 1)
+        _C.pack(src=np(torch.randn(20, 4)), dst=np(torch.empty(4, 16)), nthreads=1)
 
 
 def test_transpose_index():
@@ -148,8 +156,10 @@ def test_pack_input_reports_nonfinite_x(isa, unit, stride):
 
     def pack(x, **kw):
         out = torch.full((groups * c * stride * stride * hq * wq * unit,), float("nan"))
-        res = _C.conv_pack_input(np(x.view(-1)), np(out), n, c, unit, h, w, stride, stride, 1, 1,
-                                 hq, wq, 2, **kw)
+        layout = _C.ConvInputLayout(n=n, c=c, unit=unit, h=h, w=w, sh=stride, sw=stride, pt=1,
+                                    pl=1, hq=hq, wq=wq)
+        res = _C.conv_pack_input(x=np(x.view(-1)), packed=np(out), layout=layout, nthreads=2,
+                                 **kw)
         return out, res
 
     x = torch.randn(n, c, h, w)

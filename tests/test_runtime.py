@@ -124,12 +124,13 @@ def test_workspace_buffers_are_fresh_and_advised_huge_pages():
 
 def test_advise_hugepages_never_fails_loudly():
     from sparsetrain import _C
-    assert _C.advise_hugepages(0, 0) is False
-    assert _C.advise_hugepages(4096, 100) is False  # no whole huge page inside
-    assert _C.advise_hugepages(2 ** 64 - 4096, 2 ** 64 - 1) is False  # would wrap around
+    assert _C.advise_hugepages(address=0, nbytes=0) is False
+    assert _C.advise_hugepages(address=4096, nbytes=100) is False  # no whole huge page inside
+    # Would wrap around:
+    assert _C.advise_hugepages(address=2 ** 64 - 4096, nbytes=2 ** 64 - 1) is False
     t = torch.empty(1 << 22)
     expect = sys.platform.startswith("linux") and _thp_mode() is not None
-    assert _C.advise_hugepages(t.data_ptr(), 4 * t.numel()) is expect
+    assert _C.advise_hugepages(address=t.data_ptr(), nbytes=4 * t.numel()) is expect
 
 
 _REUSE_PROBE = """

@@ -63,10 +63,10 @@ def test_native_call_refuses_bad_arguments(kwargs, match):
     args.update(kwargs)
     src, dst = np.zeros(2 * 16, np.float32), np.zeros(2 * 4, np.float32)
     with pytest.raises(ValueError, match=match):
-        _C.subsample(src, dst, args["planes"], args["h"], args["w"], args["sh"], args["sw"], 1)
+        _C.subsample(src=src, dst=dst, nthreads=1, **args)
 
 
 def test_native_call_refuses_overlapping_buffers():
     buf = np.zeros(2 * 16 + 2 * 4, np.float32)
     with pytest.raises(ValueError, match="overlap"):  # dst starts inside src
-        _C.subsample(buf[:32], buf[28:36], 2, 4, 4, 2, 2, 1)
+        _C.subsample(src=buf[:32], dst=buf[28:36], planes=2, h=4, w=4, sh=2, sw=2, nthreads=1)

@@ -49,7 +49,7 @@ def set_isa(name: str) -> None:
             f"set_isa: ISA {name!r} is not supported on this machine "
             f"(supported: {', '.join(_C.supported_isas())})"
         )
-    _C.set_isa(name)
+    _C.set_isa(name=name)
 
 
 def keep_freed_memory(enable: bool = True) -> bool:
@@ -74,7 +74,7 @@ def keep_freed_memory(enable: bool = True) -> bool:
     global _malloc_kept
     if not isinstance(enable, bool):
         raise ValueError(f"keep_freed_memory: expected True or False, got {enable!r}")
-    done = bool(_C.set_malloc_reuse(enable))
+    done = bool(_C.set_malloc_reuse(keep=enable))
     if done:
         _malloc_kept = enable
     return done

@@ -23,5 +23,5 @@ def empty(*shape: int) -> torch.Tensor:
     t = torch.empty(shape, dtype=torch.float32)
     nbytes = 4 * t.numel()
     if nbytes >= _HUGE_MIN_BYTES:
-        _C.advise_hugepages(t.data_ptr(), nbytes)
+        _C.advise_hugepages(address=t.data_ptr(), nbytes=nbytes)
     return t

@@ -161,7 +161,8 @@ def validate_csr(row_ptr: torch.Tensor, col_idx: torch.Tensor, rows: int, cols: 
     if row_ptr.numel() != rows + 1:
         raise ValueError(f"row_ptr has length {row_ptr.numel()}, expected rows + 1 = {rows + 1}")
     try:
-        _C.validate_csr(row_ptr.contiguous().numpy(), col_idx.contiguous().numpy(), rows, cols)
+        _C.validate_csr(ptr=row_ptr.contiguous().numpy(), idx=col_idx.contiguous().numpy(),
+                        rows=rows, cols=cols)
     except ValueError as e:
         raise ValueError(f"malformed sparsity pattern: {e}") from None
 
@@ -178,8 +179,8 @@ def csr_transpose(row_ptr: torch.Tensor, col_idx: torch.Tensor, cols: int) -> Tr
     )
     try:
         _C.csr_transpose(
-            row_ptr.contiguous().numpy(), col_idx.contiguous().numpy(), cols,
-            t.ptr.numpy(), t.idx.numpy(), t.pos.numpy(),
+            ptr=row_ptr.contiguous().numpy(), idx=col_idx.contiguous().numpy(), cols=cols,
+            tptr=t.ptr.numpy(), tidx=t.idx.numpy(), pos=t.pos.numpy(),
         )
     except ValueError as e:
         raise ValueError(f"malformed sparsity pattern: {e}") from None

@@ -92,23 +92,23 @@ class OffsetLayout:
         fuse = FUSED_PACK if FUSED_PACK is not None else batch >= FUSED_MIN_BATCH
         self.fused = u == 1 and not self.direct and fuse
         pt, _, pl, _ = g.padding
-        self.pack_args = dict(pack=(g.in_channels, s.H, s.W, g.stride[0], g.stride[1], pt, pl,
-                                    s.Hq, s.Wq)) if self.fused else {}
+        # x's phase planes and dy's bordered grid, for the layout changes and (fused) for the
+        # products that pack each image themselves.
+        self.x_layout = _C.ConvInputLayout(n=batch, c=g.in_channels, unit=u, h=s.H, w=s.W,
+                                           sh=g.stride[0], sw=g.stride[1], pt=pt, pl=pl,
+                                           hq=s.Hq, wq=s.Wq)
+        self.dy_layout = _C.ConvOutputLayout(n=batch, c=g.out_channels, unit=u, ho=s.Ho,
+                                             wo=s.Wo, wq=s.Wq, per_channel=s.dy_len,
+                                             offset=s.margin)
+        self.pack_args = dict(pack=self.x_layout) if self.fused else {}
         # ... and the output gradient onto its bordered grid the same way (what pack_dy does).
-        self.grid_args = dict(pack_grid=(g.out_channels, s.Ho, s.Wo, s.Wq, s.dy_len,
-                                         s.margin)) if self.fused else {}
+        self.grid_args = dict(pack_grid=self.dy_layout) if self.fused else {}
         if u != 1:
             self.out_segments = dict(seg_len=s.Wo * u, seg_stride=s.Wq * u)
             if s.phases == 1:
                 self.dx_segments = dict(seg_len=s.W * u, seg_stride=s.Wq * u)
 
     # -- layout changes (native kernels; their cost is in every timing) ------------------
-    def _input_args(self):
-        g, s = self.g, self.s
-        pt, _, pl, _ = g.padding
-        return (self.n, g.in_channels, self.unit, s.H, s.W, g.stride[0], g.stride[1], pt, pl,
-                s.Hq, s.Wq)
-
     def pack_x(self, x, check_finite=False):
         """The packed input, and (if asked) whether x is all finite, read back while packing;
         None where not asked or where there is no pack (then check x itself). Layouts that
@@ -116,8 +116,8 @@ class OffsetLayout:
         if self.direct or self.fused:
             return x.reshape(-1), None
         out = _workspace.empty(self.images * self.x_image * self.unit)
-        finite = _C.conv_pack_input(_np(x.reshape(-1)), _np(out), *self._input_args(),
-                                    get_num_threads(), check_finite=check_finite)
+        finite = _C.conv_pack_input(x=_np(x.reshape(-1)), packed=_np(out), layout=self.x_layout,
+                                    nthreads=get_num_threads(), check_finite=check_finite)
         return out, finite
 
     def unpack_dx(self, dxq):
@@ -125,8 +125,8 @@ class OffsetLayout:
         if self.direct:  # already dx, allocated in its final shape
             return dxq
         dx = _workspace.empty(self.n, g.in_channels, s.H, s.W)
-        _C.conv_unpack_grad_input(_np(dx.view(-1)), _np(dxq), *self._input_args(),
-                                  get_num_threads())
+        _C.conv_unpack_grad_input(x=_np(dx.view(-1)), packed=_np(dxq), layout=self.x_layout,
+                                  nthreads=get_num_threads())
         return dx
 
     def pack_dy(self, dy, want_bias_grad=False):
@@ -140,10 +140,9 @@ class OffsetLayout:
         # faster than a reduction over dims (0, 2, 3)).
         buf = None if self.fused else _workspace.empty(self.images * self.dy_image * self.unit)
         sums = torch.empty(self.images, c, dtype=torch.float64) if want_bias_grad else None
-        _C.conv_pack_grad_output(_np(dy.reshape(-1)), None if buf is None else _np(buf),
-                                 None if sums is None else sums.numpy().reshape(-1), self.n, c,
-                                 self.unit, s.Ho, s.Wo, s.Wq, s.dy_len, s.margin,
-                                 get_num_threads())
+        _C.conv_pack_grad_output(y=_np(dy.reshape(-1)), grid=None if buf is None else _np(buf),
+                                 channel_sums=None if sums is None else sums.numpy().reshape(-1),
+                                 layout=self.dy_layout, nthreads=get_num_threads())
         db = sums.sum(0).to(torch.float32) if want_bias_grad else None
         return (dy.reshape(-1) if buf is None else buf), db
 
@@ -158,10 +157,13 @@ class OffsetLayout:
         if self.fused:
             g = self.g
             y = _workspace.empty(self.n, c, s.Ho, s.Wo)
-            finite = _C.spmm_offsets(row_ptr, self.off, _np(values), None, None, _np(xq),
-                                     g.in_channels * s.H * s.W, _np(y.view(-1)), s.Ho * s.Wo,
-                                     c * s.Ho * s.Wo, s.grid_len, self.images, nthreads,
-                                     grid_w=s.Wq, plane_h=s.Ho, plane_w=s.Wo,
+            finite = _C.spmm_offsets(ptr=row_ptr, offsets=self.off, values=_np(values),
+                                     pos=None, scratch=None, b=_np(xq),
+                                     b_image_stride=g.in_channels * s.H * s.W,
+                                     c=_np(y.view(-1)), ldc=s.Ho * s.Wo,
+                                     c_image_stride=c * s.Ho * s.Wo, len=s.grid_len,
+                                     images=self.images, nthreads=nthreads, grid_w=s.Wq,
+                                     plane_h=s.Ho, plane_w=s.Wo,
                                      bias=None if bias is None else _np(bias),
                                      check_finite=check_finite, **self.pack_args, **out_stats)
             return y, finite, _channel_stats(sums, c)
@@ -169,17 +171,20 @@ class OffsetLayout:
             # The kernel writes y's NCHW planes itself (bias included; with unit 16 through a
             # register-block transpose): no grid, no unpacking pass.
             y = _workspace.empty(self.n, c, s.Ho, s.Wo)
-            _C.spmm_offsets(row_ptr, self.off, _np(values), None, None, _np(xq), self.x_image * u,
-                            _np(y.view(-1)), s.Ho * s.Wo, c * s.Ho * s.Wo, s.grid_len * u,
-                            self.images, nthreads, grid_w=s.Wq, plane_h=s.Ho, plane_w=s.Wo,
+            _C.spmm_offsets(ptr=row_ptr, offsets=self.off, values=_np(values), pos=None,
+                            scratch=None, b=_np(xq), b_image_stride=self.x_image * u,
+                            c=_np(y.view(-1)), ldc=s.Ho * s.Wo, c_image_stride=c * s.Ho * s.Wo,
+                            len=s.grid_len * u, images=self.images, nthreads=nthreads,
+                            grid_w=s.Wq, plane_h=s.Ho, plane_w=s.Wo,
                             bias=None if bias is None else _np(bias), **self.out_segments,
                             **self.lanes, **out_stats)
             return y, None, _channel_stats(sums, c)
         # Direct (1x1, stride 1, unpadded): the grid is y itself.
         y = _workspace.empty(self.n, c, s.Ho, s.Wo)
-        _C.spmm_offsets(row_ptr, self.off, _np(values), None, None, _np(xq), self.x_image,
-                        _np(y.view(-1)), s.grid_len, self.y_image, s.grid_len, self.images,
-                        nthreads, **out_stats)
+        _C.spmm_offsets(ptr=row_ptr, offsets=self.off, values=_np(values), pos=None,
+                        scratch=None, b=_np(xq), b_image_stride=self.x_image, c=_np(y.view(-1)),
+                        ldc=s.grid_len, c_image_stride=self.y_image, len=s.grid_len,
+                        images=self.images, nthreads=nthreads, **out_stats)
         stats = _channel_stats(sums, c)
         if bias is None:
             return y, None, stats
@@ -245,7 +250,7 @@ class OffsetLayout:
             dx = _workspace.empty(self.n, g.in_channels, s.H, s.W)
             return dx, dict(common, c=_np(dx.view(-1)), ldc=s.plane,
                             c_image_stride=g.in_channels * s.H * s.W, len=s.dx_len,
-                            t_base=s.dx_start, merge=self._input_args()[3:], **self.grid_args,
+                            t_base=s.dx_start, merge=self.x_layout, **self.grid_args,
                             **check), False
         if self.direct:
             dxq = _workspace.empty(self.n, g.in_channels, s.H, s.W)
@@ -292,7 +297,8 @@ class DirectLayout:
         self.g, self.i, self.n = g, index, batch
         np_ = lambda t: t.numpy()  # noqa: E731
         i = index
-        self.fwd = tuple(map(np_, (i.plane, i.dy, i.slot, i.shift_w)))
+        self.fwd = dict(plane=np_(i.plane), dy=np_(i.dy), slot=np_(i.slot),
+                        shift_w=np_(i.shift_w))
         self.bwd = tuple(map(np_, (i.t_ptr, i.t_plane, i.t_dy, i.t_slot, i.t_shift_w)))
         self.t_pos = i.t_pos.numpy()
 
@@ -311,16 +317,19 @@ class DirectLayout:
     def forward(self, row_ptr, values, x, bias, nthreads, check_finite=False, stats=False):
         g, i = self.g, self.i
         y = _workspace.empty(self.n, g.out_channels, i.Ho, i.Wo)
-        _C.conv_direct_spmm(row_ptr, *self.fwd, _np(values), None, None, _np(x.view(-1)),
-                            g.in_channels * i.H * i.W, i.H, i.W, _np(y.view(-1)), i.Ho, i.Wo,
-                            None if bias is None else _np(bias), self.n, nthreads)
+        _C.conv_direct_spmm(ptr=row_ptr, **self.fwd, values=_np(values), pos=None, scratch=None,
+                            src=_np(x.view(-1)), src_image_stride=g.in_channels * i.H * i.W,
+                            sh=i.H, sw=i.W, out=_np(y.view(-1)), oh=i.Ho, ow=i.Wo,
+                            bias=None if bias is None else _np(bias), images=self.n,
+                            nthreads=nthreads)
         return y, None, None
 
     def values_grad(self, row_ptr, dy, x, nnz, nthreads):
         g, i = self.g, self.i
         dv = torch.empty(nnz)
-        _C.conv_direct_sddmm(row_ptr, *self.fwd, _np(dy.view(-1)), i.Ho, i.Wo, _np(x.view(-1)),
-                             g.in_channels * i.H * i.W, i.H, i.W, self.n, _np(dv), nthreads)
+        _C.conv_direct_sddmm(ptr=row_ptr, **self.fwd, grad=_np(dy.view(-1)), oh=i.Ho, ow=i.Wo,
+                             src=_np(x.view(-1)), src_image_stride=g.in_channels * i.H * i.W,
+                             sh=i.H, sw=i.W, images=self.n, out=_np(dv), nthreads=nthreads)
         return dv
 
     def input_grad(self, values, dy, nthreads, check_finite=False):
@@ -328,7 +337,9 @@ class DirectLayout:
         dx = _workspace.empty(self.n, g.in_channels, i.H, i.W)
         scratch = _workspace.empty(values.numel())
         t_ptr, plane, dyy, slot, shift = self.bwd
-        _C.conv_direct_spmm(t_ptr, plane, dyy, slot, shift, _np(values), self.t_pos, _np(scratch),
-                            _np(dy.view(-1)), g.out_channels * i.Ho * i.Wo, i.Ho, i.Wo,
-                            _np(dx.view(-1)), i.H, i.W, None, self.n, nthreads)
+        _C.conv_direct_spmm(ptr=t_ptr, plane=plane, dy=dyy, slot=slot, shift_w=shift,
+                            values=_np(values), pos=self.t_pos, scratch=_np(scratch),
+                            src=_np(dy.view(-1)), src_image_stride=g.out_channels * i.Ho * i.Wo,
+                            sh=i.Ho, sw=i.Wo, out=_np(dx.view(-1)), oh=i.H, ow=i.W, bias=None,
+                            images=self.n, nthreads=nthreads)
         return dx, None

@@ -57,13 +57,14 @@ def _padded(batch: int) -> int:
 def _to_batch_major(x2d: torch.Tensor, nthreads: int) -> torch.Tensor:
     shape = (x2d.shape[1], _padded(x2d.shape[0]))
     out = _workspace.empty(shape[0] * shape[1]).view(shape)
-    _C.pack(_np(x2d), _np(out), nthreads)
+    _C.pack(src=_np(x2d), dst=_np(out), nthreads=nthreads)
     return out
 
 
 def _from_batch_major(t: torch.Tensor, batch: int, bias, nthreads: int) -> torch.Tensor:
     out = _workspace.empty(batch, t.shape[0])
-    _C.unpack(_np(t), _np(out), None if bias is None else _np(bias), nthreads)
+    _C.unpack(src=_np(t), dst=_np(out), bias=None if bias is None else _np(bias),
+              nthreads=nthreads)
     return out
 
 
@@ -79,7 +80,8 @@ class SparseLinearFunction(torch.autograd.Function):
         xk = x if index.in_cols is None else x.index_select(1, index.in_cols)
         xt = _to_batch_major(xk, nthreads)
         yt = _workspace.empty(index.rows * xt.shape[1]).view(index.rows, xt.shape[1])
-        _C.spmm(index.row_ptr, index.col_idx, _np(values), None, None, _np(xt), _np(yt), nthreads)
+        _C.spmm(ptr=index.row_ptr, idx=index.col_idx, values=_np(values), pos=None, scratch=None,
+                b=_np(xt), c=_np(yt), nthreads=nthreads)
         y = _from_batch_major(yt, batch, bias, nthreads)
         if not all_finite(x):
             # Rows with a NaN or Inf: dense, so pruned weights meet them as in nn.Linear.
@@ -112,18 +114,19 @@ class SparseLinearFunction(torch.autograd.Function):
             dyt = _to_batch_major(dy, nthreads)
             if need_v:
                 dv = torch.empty_like(values)
-                _C.sddmm(index.row_ptr, index.col_idx, _np(dyt), _np(xt), _np(dv), nthreads)
+                _C.sddmm(ptr=index.row_ptr, idx=index.col_idx, a=_np(dyt), b=_np(xt), out=_np(dv),
+                         nthreads=nthreads)
             if need_x:
                 kcols = index.kernel_cols
                 dxt = _workspace.empty(kcols * dyt.shape[1]).view(kcols, dyt.shape[1])
                 strategy = input_grad_strategy(kcols, index.rows, index.nnz, dyt.shape[1])
                 if strategy == "scatter":
-                    _C.spmmt(index.row_ptr, index.col_idx, _np(values), index.t_ptr, _np(dyt),
-                             _np(dxt), nthreads)
+                    _C.spmmt(ptr=index.row_ptr, idx=index.col_idx, values=_np(values),
+                             col_ptr=index.t_ptr, b=_np(dyt), c=_np(dxt), nthreads=nthreads)
                 else:
                     scratch = _workspace.empty(values.numel())
-                    _C.spmm(index.t_ptr, index.t_idx, _np(values), index.t_pos, _np(scratch),
-                            _np(dyt), _np(dxt), nthreads)
+                    _C.spmm(ptr=index.t_ptr, idx=index.t_idx, values=_np(values), pos=index.t_pos,
+                            scratch=_np(scratch), b=_np(dyt), c=_np(dxt), nthreads=nthreads)
                 dx = _from_batch_major(dxt, ctx.batch, None, nthreads)
                 if index.in_cols is not None:  # the features no nonzero reads get zeros
                     dx = dx.new_zeros(ctx.batch, index.cols).index_copy_(1, index.in_cols, dx)

@@ -28,8 +28,8 @@ class Subsample(torch.autograd.Function):
             return x[:, :, ::sh, ::sw].contiguous()
         n, c, h, w = x.shape
         out = _workspace.empty(n, c, -(-h // sh), -(-w // sw))
-        _C.subsample(_np(x.view(-1)), _np(out.view(-1)), n * c, h, w, sh, sw,
-                     get_num_threads())
+        _C.subsample(src=_np(x.view(-1)), dst=_np(out.view(-1)), planes=n * c, h=h, w=w, sh=sh,
+                     sw=sw, nthreads=get_num_threads())
         return out
 
     @staticmethod
@@ -42,6 +42,6 @@ class Subsample(torch.autograd.Function):
             return dx, None, None
         n, c, h, w = shape
         dx = _workspace.empty(n, c, h, w)
-        _C.subsample(_np(g.contiguous().view(-1)), _np(dx.view(-1)), n * c, h, w, sh, sw,
-                     get_num_threads(), grad=True)
+        _C.subsample(src=_np(g.contiguous().view(-1)), dst=_np(dx.view(-1)), planes=n * c, h=h,
+                     w=w, sh=sh, sw=sw, nthreads=get_num_threads(), grad=True)
         return dx, None, None
