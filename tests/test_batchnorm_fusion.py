@@ -185,14 +185,13 @@ def test_same_bits_for_any_thread_count():
     x = torch.randn(20, 16, 12, 12)
     sparse = fused_twin(dense, x, "batch")
     outs = []
-    before = st.get_num_threads()
     try:
         for threads in (1, 2, 3):
             st.set_num_threads(threads)
             model = copy.deepcopy(sparse)
             outs.append(forward_backward(model, x, torch.ones(20, 24, 12, 12)))
     finally:
-        st.set_num_threads(before)
+        st.set_num_threads(None)  # follow torch again, as every test starts
     for y, dx in outs[1:]:
         assert torch.equal(y, outs[0][0]) and torch.equal(dx, outs[0][1])
 
