@@ -35,7 +35,7 @@ def _seed():
 @pytest.fixture(params=["csc", "scatter"])
 def input_grad_strategy(request):
     """Run the test with each input-gradient kernel forced."""
-    from sparsetrain.functional import linear
-    linear.INPUT_GRAD_STRATEGY = request.param
+    from sparsetrain import tuning
+    tuning.INPUT_GRAD_STRATEGY = request.param
     yield request.param
-    linear.INPUT_GRAD_STRATEGY = None
+    tuning.INPUT_GRAD_STRATEGY = None

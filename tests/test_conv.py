@@ -65,10 +65,10 @@ def _channels(groups):
 def layout_strategy(request, monkeypatch):
     """The strategy to ask for; "plane" runs with the kernels packing each image themselves,
     "plane-prepacked" with the input packed beforehand (what small batches get)."""
-    from sparsetrain.functional import conv_layouts
+    from sparsetrain import tuning
     name = request.param
     if name.startswith("plane"):
-        monkeypatch.setattr(conv_layouts, "FUSED_PACK", name == "plane")
+        monkeypatch.setattr(tuning, "FUSED_PACK", name == "plane")
     return name.split("-")[0]
 
 
@@ -167,3 +167,23 @@ def test_empty_batch():
     y.sum().backward()
     assert x.grad.shape == x.shape
     assert torch.all(sp.values.grad == 0)
+
+
+@pytest.mark.parametrize("repack", [True, False])
+def test_repacking_in_backward_or_keeping_the_packed_input_gives_the_same_bits(repack,
+                                                                               monkeypatch):
+    """tuning.REPACK_IN_BACKWARD, read at each call, trades memory for a pass: never bits."""
+    torch.manual_seed(0)
+    sp = st.SparseConv2d(8, 8, 3, padding=1, sparsity=0.8, strategy="batch")
+    x = torch.randn(16, 8, 7, 7, requires_grad=True)
+
+    def grads():
+        sp.values.grad = x.grad = None
+        sp(x).square().sum().backward()
+        return sp.values.grad.clone(), x.grad.clone()
+
+    monkeypatch.setattr(st.tuning, "REPACK_IN_BACKWARD", not repack)
+    expected = grads()
+    monkeypatch.setattr(st.tuning, "REPACK_IN_BACKWARD", repack)
+    for a, b in zip(expected, grads()):
+        assert torch.equal(a, b)

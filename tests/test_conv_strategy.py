@@ -115,8 +115,8 @@ def test_plans_are_bounded_for_inputs_of_varying_shape(strategy, count_timings):
     layer = _layer(strategy)
     for i in range(40):
         layer(torch.randn(1 + i % 5, 8, 6 + i, 7))
-        assert len(layer._plans.indices) <= conv_plans.PLAN_CACHE_SIZE
-        assert len(layer._plans.layouts) <= conv_plans.PLAN_CACHE_SIZE
+        assert len(layer._plans.indices) <= st.tuning.PLAN_CACHE_SIZE
+        assert len(layer._plans.layouts) <= st.tuning.PLAN_CACHE_SIZE
         assert len(layer._plans.chosen) <= 40
     # The most recent shape's plan is kept and reused.
     x = torch.randn(5, 8, 45, 7)

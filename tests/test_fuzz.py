@@ -82,18 +82,18 @@ SPARSITY = hst.sampled_from([0.0, 0.3, 0.7, 0.9, 0.97, 1.0])
        isa=ISAS, threads=hst.integers(1, 3),
        input_grad=hst.sampled_from([None, "csc", "scatter"]), seed=hst.integers(0, 2**31))
 def test_linear_matches_dense(in_f, out_f, lead, sparsity, bias, isa, threads, input_grad, seed):
-    from sparsetrain.functional import linear
+    from sparsetrain import tuning
     gen = torch.Generator().manual_seed(seed)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # nn.Linear warns about zero-element init
         dense = prune_(nn.Linear(in_f, out_f, bias=bias), sparsity, gen)
     sp = st.SparseLinear.from_dense(dense)
-    linear.INPUT_GRAD_STRATEGY = input_grad
+    tuning.INPUT_GRAD_STRATEGY = input_grad
     try:
         with Runtime(isa, threads):
             check_against_dense(sp, dense, torch.randn(*lead, in_f, generator=gen), gen)
     finally:
-        linear.INPUT_GRAD_STRATEGY = None
+        tuning.INPUT_GRAD_STRATEGY = None
 
 
 @pytest.mark.filterwarnings("ignore:Initializing zero-element tensors")

@@ -1,7 +1,7 @@
 """sparsetrain: fast training of unstructured-sparse networks on CPUs."""
 import torch  # noqa: F401  (must load first: our kernels share torch's OpenMP runtime)
 
-from . import _C, formats, models
+from . import _C, formats, models, tuning
 from ._runtime import (get_isa, get_num_threads, keep_freed_memory, runtime_info, set_isa,
                        set_num_threads, supported_isas)
 from .functional import sparse_linear
@@ -29,6 +29,7 @@ __all__ = [
     "sparse_linear",
     "formats",
     "models",
+    "tuning",
     "get_isa",
     "set_isa",
     "supported_isas",

@@ -20,16 +20,10 @@ import math
 import torch
 from torch.autograd.function import once_differentiable
 
+from .. import tuning
 from .._runtime import get_num_threads
 from .common import all_finite, check_saved_values, nonfinite_rows
 from .conv_fallback import DenseConv
-
-
-# Pack the input again in backward instead of keeping the packed copy from forward (x itself
-# stays alive anyway, as nn.Conv2d keeps it too). ResNet-18, batch 32, 224 px, 2 threads:
-# peak resident memory of a training step 1.51 -> 1.27 GB (dense: 1.12 GB), step time +5%.
-# (Only the batch layout has a packed copy to keep: the plane layout's kernels pack as they go.)
-REPACK_IN_BACKWARD = True
 
 
 class SparseConv2dFunction(torch.autograd.Function):
@@ -67,10 +61,9 @@ class SparseConv2dFunction(torch.autograd.Function):
             # not in them, so then there are none).
             stats_out.append(stats)
         need_v = ctx.needs_input_grad[1]
-        # The values gradient needs the packed input. Keeping the packed copy would hold a
-        # second copy of every layer's input until backward (x itself stays alive anyway, as
-        # nn.Conv2d keeps it too); packing again in backward costs one pass over x instead.
-        repack = need_v and REPACK_IN_BACKWARD and xq.data_ptr() != x.data_ptr()
+        # The values gradient needs the packed input: kept, or packed again from x (which
+        # stays alive anyway, as nn.Conv2d keeps it too); see tuning.REPACK_IN_BACKWARD.
+        repack = need_v and tuning.REPACK_IN_BACKWARD and xq.data_ptr() != x.data_ptr()
         # `pattern` only guards the buffers (the kernels run on the private pattern the
         # layout was derived from).
         ctx.save_for_backward(xq if need_v and not repack else None, values,

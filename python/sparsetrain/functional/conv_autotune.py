@@ -12,17 +12,10 @@ import time
 
 import torch
 
+from .. import tuning
 from .._runtime import get_num_threads
 from ..formats.conv import ConvGeometry
 from .conv_layouts import BATCH_UNIT, in_place
-
-# Interleaving 16 images per pixel pays where an image's output plane is too small to fill
-# the vectors of long row runs. With 16-float vectors (AVX-512) a pixel of 16 images is one
-# aligned vector and the batch layout wins up to 14 x 14 (ResNet's last two stages); with
-# 8-float vectors only at 7 x 7 (measured end to end in a ResNet-18 step).
-_BATCH_MAX_PLANE = {"avx512": 14 * 14}
-_BATCH_MAX_PLANE_DEFAULT = 7 * 7
-
 
 def auto_strategy(g: ConvGeometry, s, batch: int, isa: str) -> str:
     """The layout ``strategy="auto"`` takes for an input of shape ``s`` (a ConvShape) and
@@ -30,7 +23,9 @@ def auto_strategy(g: ConvGeometry, s, batch: int, isa: str) -> str:
     thread count or of a timing, so results are reproducible. (``"timed"`` measures.)"""
     if in_place(s):
         return "plane"  # a matrix product on the NCHW tensors themselves: no layout change
-    most = _BATCH_MAX_PLANE.get(isa, _BATCH_MAX_PLANE_DEFAULT)
+    # Interleaving 16 images per pixel pays where an image's output plane is too small to
+    # fill the vectors of long row runs (tuning.BATCH_MAX_PLANE).
+    most = tuning.BATCH_MAX_PLANE.get(isa, tuning.BATCH_MAX_PLANE_DEFAULT)
     if batch >= BATCH_UNIT and s.Ho * s.Wo <= most:
         return "batch"
     return "plane"

@@ -23,7 +23,7 @@ import torch
 
 from .. import _C
 from .._runtime import get_num_threads
-from .. import _workspace
+from .. import _workspace, tuning
 from ..formats.conv import ConvGeometry, ConvIndex
 from .common import numpy_view as _np
 
@@ -34,15 +34,6 @@ BATCH_UNIT = 16  # images per vector in the "batch" layout
 def in_place(s) -> bool:
     """A 1x1 / stride 1 / unpadded convolution: the plane layout is NCHW as it is."""
     return s.phases == 1 and s.plane == s.H * s.W and s.grid_len == s.plane and s.margin == 0
-
-
-# The plane layout's kernels pack the input themselves, image by image (see OffsetLayout.fused):
-# 3x3 stride 2 64->128 @56, batch 32, 2 threads, 95% sparse: 20.2 -> 16.1 ms per step.
-# None: for batches of at least FUSED_MIN_BATCH images (their threads own whole images, so
-# a smaller batch leaves threads idle); True / False: always / never. The choice depends on
-# the batch only, never on the thread count: results stay the same for any thread count.
-FUSED_PACK = None
-FUSED_MIN_BATCH = 4
 
 
 def _channel_stats(sums, channels: int):
@@ -89,7 +80,8 @@ class OffsetLayout:
         # pack each image themselves right before using it (from cache; the packed tensor
         # never exists), so x itself stands for "the packed input" here. Their threads then
         # own whole images: a small batch packs beforehand.
-        fuse = FUSED_PACK if FUSED_PACK is not None else batch >= FUSED_MIN_BATCH
+        fuse = tuning.FUSED_PACK
+        fuse = batch >= tuning.FUSED_MIN_BATCH if fuse is None else fuse
         self.fused = u == 1 and not self.direct and fuse
         pt, _, pl, _ = g.padding
         # x's phase planes and dy's bordered grid, for the layout changes and (fused) for the

@@ -24,30 +24,21 @@ from torch.autograd.function import once_differentiable
 
 from .. import _C
 from .._runtime import get_num_threads
-from .. import _workspace
+from .. import _workspace, tuning
 from .common import (all_finite, check_saved_values, dense_weight, no_autocast, nonfinite_rows,
                      numpy_view as _np, values_mismatch)
 
 _ALIGN = _C.BATCH_ALIGN
 
-# Input-gradient strategy. "csc": gather rows of dYᵀ through the transposed index (values
-# scattered into CSC order first, a random write per nonzero). "scatter": stream dYᵀ in W's
-# CSR order and accumulate into each thread's own slice of dXᵀ. Scatter wins when dXᵀ is
-# small enough to stay in cache while dYᵀ or the values are not (2 threads, ms, csc vs
-# scatter: (256, 768->3072) 0.65 vs 0.50, (32, 4096->4096) 2.4 vs 1.5), csc otherwise
-# ((64, 4096->4096) 3.9 vs 4.3, (128, 4096->4096) 6.4 vs 8.9, (16, 1024->1024) 0.05 vs 0.07). The rule ignores the
-# thread count on purpose: results stay bitwise identical for any number of threads.
-# Tests set INPUT_GRAD_STRATEGY to force one; None means pick by the rule.
-INPUT_GRAD_STRATEGY = None
-_CACHE_BYTES = 1 << 20
-
 
 def input_grad_strategy(in_features: int, out_features: int, nnz: int, padded_batch: int) -> str:
-    if INPUT_GRAD_STRATEGY is not None:
-        return INPUT_GRAD_STRATEGY
+    """The input gradient's kernel, "csc" or "scatter" (see tuning.INPUT_GRAD_STRATEGY): scatter
+    wins when dXᵀ is small enough to stay in cache while dYᵀ or the values are not."""
+    if tuning.INPUT_GRAD_STRATEGY is not None:
+        return tuning.INPUT_GRAD_STRATEGY
     dx_bytes = 4 * in_features * padded_batch
     streamed_bytes = 4 * max(out_features * padded_batch, nnz)
-    return "scatter" if dx_bytes < _CACHE_BYTES < streamed_bytes else "csc"
+    return "scatter" if dx_bytes < tuning.LINEAR_CACHE_BYTES < streamed_bytes else "csc"
 
 
 def _padded(batch: int) -> int:

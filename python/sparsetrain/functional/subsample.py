@@ -6,17 +6,14 @@ from torch.autograd.function import once_differentiable
 
 from .. import _C
 from .._runtime import get_num_threads
-from .. import _workspace
+from .. import _workspace, tuning
 from .common import numpy_view as _np
-
-_NATIVE_SUBSAMPLE_MIN_W = 28
-
 
 class Subsample(torch.autograd.Function):
     """x[:, :, ::sh, ::sw] as one contiguous copy; backward writes the full-size gradient in
     one pass, zeros included (slicing would zero-fill it and then copy into every sh-th row
     again). Native for contiguous float32 (N, C, H, W); anything else is sliced, and so are
-    planes narrower than _NATIVE_SUBSAMPLE_MIN_W in the forward direction (measured, batch 32,
+    planes narrower than tuning.NATIVE_SUBSAMPLE_MIN_W in the forward direction (measured, batch 32,
     stride 2: 56 wide 1.87 -> 1.45 ms, 28 wide 0.54 -> 0.49, but 14 wide 0.27 -> 0.41; the
     backward gains at every width: 2.62 -> 1.17, 0.87 -> 0.64, 0.37 -> 0.37)."""
 
@@ -24,7 +21,7 @@ class Subsample(torch.autograd.Function):
     def forward(ctx, x, sh, sw):
         ctx.shape, ctx.sh, ctx.sw = x.shape, sh, sw
         if not (x.dtype == torch.float32 and x.dim() == 4 and x.is_contiguous()
-                and x.shape[3] >= _NATIVE_SUBSAMPLE_MIN_W):
+                and x.shape[3] >= tuning.NATIVE_SUBSAMPLE_MIN_W):
             return x[:, :, ::sh, ::sw].contiguous()
         n, c, h, w = x.shape
         out = _workspace.empty(n, c, -(-h // sh), -(-w // sw))

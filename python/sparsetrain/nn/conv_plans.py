@@ -1,8 +1,8 @@
 """A SparseConv2d's per-shape plans: the kernels' index for each plane size, the layout for
 each input shape, and the strategy each input shape runs on (what "auto" or "timed" chose).
 
-Every map is a bounded least-recently-used one, so a layer fed ever new shapes does not grow
-without bound. Plans belong to one pattern: the layer builds new ones when it changes.
+Every map is a bounded least-recently-used one (sizes in tuning.py), so a layer fed ever new
+shapes does not grow without bound. Plans belong to one pattern: the layer builds new ones when it changes.
 """
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from collections import OrderedDict
 
 import torch
 
+from .. import tuning
 from .._runtime import get_isa
 from ..formats.conv import ConvGeometry, ConvIndex, conv_index, conv_shape, direct_index
 from ..functional.conv_autotune import auto_strategy, time_layouts
@@ -18,11 +19,6 @@ from ..functional.conv_layouts import STRATEGIES, DirectLayout, OffsetLayout
 
 # "auto": a rule of the shapes (reproducible); "timed": measure on the first call per shape.
 CHOICES = ("auto", "timed") + STRATEGIES
-# Input shapes a layer keeps its per-shape plans for (indices, layouts): the least recently
-# used goes first, so a layer fed ever new shapes does not grow without bound. Layout choices
-# are a few bytes each: far more are kept, so shapes that come back are not timed again.
-PLAN_CACHE_SIZE = 8
-CHOICE_CACHE_SIZE = 4096
 # One timing at a time: concurrent first calls then agree on the layout (the second waits and
 # reuses the first's choice), and two timings never share the cores.
 _TIMING_LOCK = threading.Lock()
@@ -31,9 +27,9 @@ _TIMING_LOCK = threading.Lock()
 class LRUMap(OrderedDict):
     """A bounded least-recently-used map (per-shape plans of one layer)."""
 
-    def __init__(self, limit: int = PLAN_CACHE_SIZE):
+    def __init__(self, limit: int | None = None):
         super().__init__()
-        self.limit = limit
+        self.limit = tuning.PLAN_CACHE_SIZE if limit is None else limit
 
     def __reduce__(self):  # copies and pickles keep the bound (and drop the plans)
         return (type(self), (self.limit,))
@@ -69,7 +65,7 @@ class ConvPlans:
         self.indices = LRUMap()  # (H, W) -> ConvIndex
         self.layouts = LRUMap()  # (N, H, W, strategy) -> OffsetLayout | DirectLayout
         # (N, H, W, isa) -> strategy; "timed" keys by (batch-size range, H, W, isa).
-        self.chosen = LRUMap(CHOICE_CACHE_SIZE)
+        self.chosen = LRUMap(tuning.CHOICE_CACHE_SIZE)
 
     def __reduce__(self):  # copies and pickles get fresh plans of the same pattern
         return (type(self), (self.geometry, self.pattern))
