@@ -1,0 +1,68 @@
+// The batch-major sparse products: spmm (C = A B, the forward pass), spmmt (C = Aᵀ B from
+// A's CSR index, the input gradient) and sddmm (A's nonzeros of G Bᵀ, the values gradient),
+// for a linear layer's weight (out x in) against a batch of `nb` columns.
+#include "harness.h"
+
+#include "formats/csr.h"
+
+namespace st_bench {
+namespace {
+
+struct Shape {
+  int64_t out, in, batch;
+  double sparsity;
+};
+
+std::string describe(const Shape& s) {
+  return std::to_string(s.out) + "x" + std::to_string(s.in) + " batch " + std::to_string(s.batch);
+}
+
+void bench(const Shape& s, const Options& o) {
+  std::mt19937 rng(7);
+  const Csr a = random_csr(s.out, s.in, s.sparsity, rng);
+  const int64_t nb = k::padded_batch(s.batch), nnz = a.nnz();
+  std::vector<int64_t> col_ptr(s.in + 1), pos(nnz);
+  std::vector<int32_t> t_idx(nnz);
+  sparsetrain::formats::csr_transpose(a.ptr.data(), a.idx.data(), s.out, s.in, col_ptr.data(),
+                                      t_idx.data(), pos.data());
+  const std::vector<float> x = random_vec(s.in * nb, rng);   // in x nb
+  const std::vector<float> g = random_vec(s.out * nb, rng);  // out x nb
+  std::vector<float> y(s.out * nb), dx(s.in * nb), dv(nnz);
+  const double flops = 2.0 * nnz * s.batch;
+  // Values + column indices + the dense rows read + the rows written, once each.
+  const double index_bytes = nnz * (4.0 + 4.0) + (s.out + 1) * 8.0;
+  for (st::Isa isa : o.isas) {
+    const auto& t = st::kernel_table(isa);
+    const k::SpmmArgs fwd{a.ptr.data(), a.idx.data(), a.val.data(), nullptr, nullptr, s.out,
+                          s.in, x.data(), nb, y.data(), nb, nb, o.threads};
+    report("spmm_csr_bmajor", isa, describe(s), a.sparsity(), o,
+           median_seconds([&] { t.spmm(fwd); }, o.repeats), flops,
+           index_bytes + 4.0 * (s.in + s.out) * nb);
+    const k::SpmmTArgs bwd{a.ptr.data(), a.idx.data(), a.val.data(), col_ptr.data(), s.out,
+                           s.in, g.data(), nb, dx.data(), nb, nb, o.threads};
+    report("spmmt_csr_bmajor", isa, describe(s), a.sparsity(), o,
+           median_seconds([&] { t.spmmt(bwd); }, o.repeats), flops,
+           index_bytes + (s.in + 1) * 8.0 + 4.0 * (s.out + s.in) * nb);
+    const k::SddmmArgs dvals{a.ptr.data(), a.idx.data(), s.out, s.in, g.data(), nb,
+                             x.data(), nb, nb, dv.data(), o.threads};
+    // The index, both dense blocks read and the nonzero values written.
+    report("sddmm_csr_bmajor", isa, describe(s), a.sparsity(), o,
+           median_seconds([&] { t.sddmm(dvals); }, o.repeats), flops,
+           index_bytes + 4.0 * (s.out + s.in) * nb);
+  }
+}
+
+}  // namespace
+}  // namespace st_bench
+
+int main(int argc, char** argv) {
+  using namespace st_bench;
+  const Options o = parse_options(argc, argv);
+  // A transformer MLP weight (768 -> 3072) at 90%: a training batch and a sequence of tokens.
+  const std::vector<Shape> shapes =
+      o.quick ? std::vector<Shape>{{48, 96, 20, 0.9}}
+              : std::vector<Shape>{{768, 3072, 256, 0.9}, {768, 3072, 2048, 0.9}};
+  print_header();
+  for (const Shape& s : shapes) bench(s, o);
+  return 0;
+}

@@ -1,0 +1,57 @@
+// The layout kernels: pack / unpack between PyTorch's (batch, features) and batch-major,
+// and conv_pack_input (NCHW into bordered planes). No arithmetic: GFLOP/s is 0 and GB/s
+// (the source read and the destination written, once each) is the figure to watch.
+#include "conv_case.h"
+
+namespace st_bench {
+namespace {
+
+void bench_pack(int64_t batch, int64_t features, const Options& o) {
+  std::mt19937 rng(17);
+  const int64_t nb = k::padded_batch(batch);
+  const std::vector<float> src = random_vec(batch * features, rng);
+  std::vector<float> packed(features * nb), back(batch * features);
+  const std::string shape = "batch " + std::to_string(batch) + " x " + std::to_string(features);
+  for (st::Isa isa : o.isas) {
+    const auto& t = st::kernel_table(isa);
+    const k::PackArgs p{src.data(), batch, features, features, packed.data(), nb, o.threads};
+    report("pack_bmajor", isa, shape, 0.0, o, median_seconds([&] { t.pack(p); }, o.repeats), 0.0,
+           4.0 * (batch + nb) * features);
+    const k::UnpackArgs u{packed.data(), nb, batch, features, back.data(), features, nullptr,
+                          o.threads};
+    report("unpack_bmajor", isa, shape, 0.0, o, median_seconds([&] { t.unpack(u); }, o.repeats),
+           0.0, 4.0 * (batch + nb) * features);
+  }
+}
+
+void bench_conv_pack(const ConvShape& s, const Options& o) {
+  std::mt19937 rng(19);
+  // Unit 1, stride 1, a one-pixel zero border.
+  const k::ConvInputLayout l{s.images, s.cin, s.images, 1, s.h, s.w, 1, 1, 1, 1, s.h + 2, s.w + 2};
+  std::vector<float> x = random_vec(s.images * s.cin * s.h * s.w, rng);
+  std::vector<float> packed(l.groups * l.c * l.hq * l.wq);
+  for (st::Isa isa : o.isas) {
+    const auto& t = st::kernel_table(isa);
+    const k::ConvInputArgs a{l, x.data(), packed.data(), o.threads};
+    report("conv_pack_input", isa, describe(s), 0.0, o,
+           median_seconds([&] { t.conv_pack_input(a); }, o.repeats), 0.0,
+           4.0 * (x.size() + packed.size()));
+  }
+}
+
+}  // namespace
+}  // namespace st_bench
+
+int main(int argc, char** argv) {
+  using namespace st_bench;
+  const Options o = parse_options(argc, argv);
+  print_header();
+  if (o.quick) {
+    bench_pack(20, 40, o);
+  } else {
+    bench_pack(256, 3072, o);
+    bench_pack(2048, 768, o);
+  }
+  for (const ConvShape& s : conv_shapes(o)) bench_conv_pack(s, o);
+  return 0;
+}
