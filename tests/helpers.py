@@ -26,3 +26,12 @@ def forward_backward(module, x, g):
     y = module(x)
     y.backward(g)
     return y.detach(), x.grad
+
+
+def direct_runs(kernel_size=3, stride=1, padding=0) -> bool:
+    """Whether strategy="direct" can run a convolution (SparseConv2d raises otherwise): stride
+    1, or a 1x1 unpadded strided one, which runs on its subsampled input."""
+    pair = lambda v: tuple(v) if isinstance(v, (tuple, list)) else (v, v)  # noqa: E731
+    if pair(stride) == (1, 1):
+        return True
+    return pair(kernel_size) == (1, 1) and (padding == "valid" or pair(padding) == (0, 0))

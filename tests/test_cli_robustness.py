@@ -14,7 +14,8 @@ from hypothesis import given, settings, strategies as hs
 
 import sparsetrain as st
 from sparsetrain import surgery
-from sparsetrain.cli import CLIError, build_parser, conv_strategies, data as data_mod, main
+from sparsetrain.cli import (CLIError, build_parser, conv_strategies, data as data_mod, main,
+                           set_conv_strategy, strategy_note)
 from sparsetrain.cli import demo as demo_cmd, train as train_cmd
 from sparsetrain.models import small_cnn
 
@@ -263,13 +264,27 @@ def test_train_strategy_in_scratch_mode_and_on_resume(npz, tmp_path, capsys, mon
     assert "strategy" not in load(tmp_path / "s" / "last.pt")["args"]
 
 
+def test_set_conv_strategy_gives_auto_where_the_strategy_cannot_run():
+    model = torch.nn.Sequential(st.SparseConv2d(4, 4, 3, padding=1),
+                                st.SparseConv2d(4, 4, 3, stride=2),
+                                st.SparseConv2d(4, 4, 1, stride=2))  # stride 1 once subsampled
+    assert set_conv_strategy(model, "direct") == ["1"]
+    assert [m.strategy for m in model] == ["direct", "auto", "direct"]
+    assert set_conv_strategy(model, "plane") == []
+    assert [m.strategy for m in model] == ["plane"] * 3
+    assert strategy_note("direct", ["1"]) == ("--strategy direct: 1 strided convolution cannot "
+                                              "run it (the direct kernels are stride-1 only) "
+                                              "and uses auto: 1")
+
+
 @pytest.mark.parametrize("strategy", ["plane", "direct"])
 def test_demo_strategy_reaches_every_sparse_conv(capsys, monkeypatch, strategy):
     seen = []
 
     def train(label, model, batches, warmup, steps):
         if label == "sparse":
-            seen.extend(m.strategy for m in model.modules() if isinstance(m, st.SparseConv2d))
+            seen.extend((m.strategy, m.kernel_size != (1, 1) and m.stride != (1, 1))
+                        for m in model.modules() if isinstance(m, st.SparseConv2d))
         return {"step_s": 1.0, "losses": [1.0], "profile": {}}
     monkeypatch.setattr(demo_cmd, "_train", train)
     monkeypatch.setattr(surgery, "_time_step",  # sparse "faster": every pruned conv swapped
@@ -277,8 +292,17 @@ def test_demo_strategy_reaches_every_sparse_conv(capsys, monkeypatch, strategy):
                         else 2.0)
     assert main(["demo", "--image-size", "32", "--batch-size", "2", "--steps", "1",
                  "--warmup", "0", "--threads", "1", "--strategy", strategy]) == 0
-    assert len(seen) > 10 and set(seen) == {strategy}
-    assert f"sparse conv strategy {strategy}" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert f"sparse conv strategy {strategy}" in out
+    assert len(seen) > 10
+    if strategy == "direct":  # strided ones cannot run it: they use auto, and the run says so
+        assert {s for s, strided in seen if not strided} == {"direct"}
+        assert {s for s, strided in seen if strided} == {"auto"}
+        others = sum(strided for _, strided in seen)
+        assert (f"--strategy direct: {others} strided convolutions cannot run it (the direct "
+                f"kernels are stride-1 only) and use auto: layer2.0.conv1") in out
+    else:
+        assert {s for s, _ in seen} == {strategy} and "--strategy" not in out
 
 
 # -- 4. damaged checkpoints ---------------------------------------------------------------------

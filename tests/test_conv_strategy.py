@@ -179,3 +179,40 @@ def test_strategy_for_a_fixed_strategy_is_that_strategy(strategy):
 def test_strategy_for_refuses_shapes_the_layer_cannot_take(shape):
     with pytest.raises(ValueError, match=r"SparseConv2d\(8->8, 3x3\)"):
         st.SparseConv2d(8, 8, 3, sparsity=0.8).strategy_for(shape)
+
+
+@pytest.mark.parametrize("kw", [dict(stride=2, padding=1), dict(stride=(1, 3))])
+def test_direct_on_a_strided_convolution_is_refused_naming_the_layer(kw):
+    """The direct kernels are stride-1 only: asking for them never runs another layout."""
+    match = r"SparseConv2d\(8->8, 3x3\): strategy 'direct' runs stride-1 convolutions only"
+    with pytest.raises(ValueError, match=match):
+        st.SparseConv2d(8, 8, 3, strategy="direct", **kw)
+    with pytest.raises(ValueError, match=match):
+        st.SparseConv2d.from_dense(torch.nn.Conv2d(8, 8, 3, **kw), strategy="direct")
+    layer = st.SparseConv2d(8, 8, 3, **kw)
+    assert "direct" not in layer.strategies and set(layer.strategies) == {
+        "auto", "timed", "plane", "batch"}
+    with pytest.raises(ValueError, match=match):
+        layer.strategy = "direct"
+    assert layer.strategy == "auto"  # unchanged
+
+
+@pytest.mark.parametrize("kw", [dict(), dict(kernel_size=1, stride=2)])
+def test_direct_runs_where_the_kernels_see_stride_1(kw):
+    kw = dict(dict(kernel_size=3, padding=1), **kw)
+    if kw["kernel_size"] == 1:
+        kw.pop("padding")
+    layer = st.SparseConv2d(8, 8, strategy="direct", sparsity=0.8, **kw)
+    assert "direct" in layer.strategies
+    x = torch.randn(2, 8, 9, 9)
+    layer(x)
+    assert [key[-1] for key in layer._plans.layouts] == ["direct"]
+    assert layer.strategy_for(x.shape) == "direct"
+
+
+def test_strategy_survives_copies_and_pickles():
+    import copy
+    import pickle
+    layer = _layer("batch")
+    for other in (copy.deepcopy(layer), pickle.loads(pickle.dumps(layer))):
+        assert other.strategy == "batch" and "strategy='batch'" in repr(other)

@@ -46,14 +46,30 @@ def add_strategy_option(parser) -> None:
                              "sparse (default: %(default)s)")
 
 
-def set_conv_strategy(model, strategy: str) -> None:
-    """``strategy`` on every SparseConv2d in ``model`` (the value was checked by argparse
-    against conv_strategies(); the layer reads it on every forward)."""
+def set_conv_strategy(model, strategy: str) -> list:
+    """``strategy`` on every SparseConv2d in ``model`` that can run it, ``"auto"`` on the
+    others (the direct kernels are stride-1 only); returns the names of those others. (The
+    value was checked by argparse against conv_strategies(); the layer reads it on every
+    forward.)"""
     from ..nn.conv import SparseConv2d
 
-    for m in model.modules():
+    others = []
+    for name, m in model.named_modules():
         if isinstance(m, SparseConv2d):
-            m.strategy = strategy
+            if strategy in m.strategies:
+                m.strategy = strategy
+            else:
+                m.strategy = "auto"
+                others.append(name or type(m).__name__)
+    return others
+
+
+def strategy_note(strategy: str, others: list) -> str:
+    """The line saying which layers set_conv_strategy gave "auto" instead of ``strategy``."""
+    return (f"--strategy {strategy}: {len(others)} strided convolution"
+            f"{'s' if len(others) != 1 else ''} cannot run it (the {strategy} kernels are "
+            f"stride-1 only) and use{'s' if len(others) == 1 else ''} auto: "
+            f"{', '.join(others)}")
 
 
 class _Parser(argparse.ArgumentParser):

@@ -11,7 +11,8 @@ import time
 import torch
 from torch import nn
 
-from . import CLIError, add_strategy_option, fraction, positive_int, set_conv_strategy
+from . import (CLIError, add_strategy_option, fraction, positive_int, set_conv_strategy,
+               strategy_note)
 from ._progress import Progress
 
 
@@ -135,7 +136,9 @@ def run(args) -> int:
                for _ in range(args.warmup + args.steps)]
     t = time.perf_counter()
     report = sparsify(sparse, example_inputs=batches[0][0], min_sparsity=0.5)
-    set_conv_strategy(sparse, args.strategy)
+    others = set_conv_strategy(sparse, args.strategy)
+    if others:
+        print(strategy_note(args.strategy, others))
     print(f"sparsify: {len(report.swapped)} of {len(report.layers)} layers made sparse "
           f"(each timed dense vs sparse, {time.perf_counter() - t:.1f} s), "
           f"{len(report.fused_batch_norms)} batch norms fused with them")

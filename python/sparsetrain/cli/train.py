@@ -24,7 +24,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from . import CLIError, add_strategy_option, checked, fraction, positive_int, set_conv_strategy
+from . import (CLIError, add_strategy_option, checked, fraction, positive_int, set_conv_strategy,
+               strategy_note)
 from .checkpoint_checks import (check_checkpoint, check_fields, check_model_state,
                                 check_optimizer, is_int, one_of, show)
 
@@ -198,7 +199,15 @@ def run(args) -> int:
     else:
         run_state = _start_scratch(model, cfg, steps_per_epoch, say)
     model, optimizer, pruner = run_state.model, run_state.optimizer, run_state.pruner
-    set_conv_strategy(model, args.strategy)
+    noted = set()
+
+    def apply_strategy():  # a note for each layer that cannot run it, once
+        others = [n for n in set_conv_strategy(model, args.strategy) if n not in noted]
+        if others:
+            noted.update(others)
+            say(strategy_note(args.strategy, others))
+
+    apply_strategy()
     masks, masked, pruner_cfg = run_state.masks, run_state.masked, run_state.pruner_cfg
     # A batch to find conv -> batch-norm pairs with, where sparse layers appear without
     # sparsify (which fuses a new transfer run's itself): a resumed model, the pruner's swaps.
@@ -225,7 +234,7 @@ def run(args) -> int:
     def after_step():
         if pruner is not None and pruner.step():
             fuse_batch_norm(model, example)  # layers it just made sparse
-            set_conv_strategy(model, args.strategy)
+            apply_strategy()
         if masks is not None:
             masks()
 

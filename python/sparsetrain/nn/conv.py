@@ -14,7 +14,7 @@ from ..functional.common import prepare_input
 from ..functional.conv import SparseConv2dFunction
 from ..functional.subsample import Subsample
 from . import _args
-from .conv_plans import CHOICES, ConvPlans, LRUMap
+from .conv_plans import CHOICES, ConvPlans, LRUMap, strategy_problem
 from ._sparse_weight import SparseWeightModule
 from .batchnorm import attach_batch_norm_stats
 
@@ -35,6 +35,9 @@ class SparseConv2d(SparseWeightModule):
     (the same in every process and for any thread count); ``"timed"`` times the candidates on
     the first call with each new input shape and keeps the fastest; ``"plane"``,
     ``"batch"`` or ``"direct"`` force one (see sparsetrain.functional.conv_layouts).
+    ``"direct"`` runs stride-1 convolutions only: asking it of a strided one raises
+    ValueError (``strategies`` lists what a layer can run; :meth:`strategy_for` tells which
+    layout an input shape runs on).
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0,
@@ -75,9 +78,6 @@ class SparseConv2d(SparseWeightModule):
             raise ValueError(f"SparseConv2d: padding_mode must be one of {_PADDING_MODES}, "
                              f"got {padding_mode!r}")
         self.padding_mode = padding_mode
-        if strategy not in CHOICES:
-            raise ValueError(f"SparseConv2d: strategy must be one of {CHOICES}, got {strategy!r}")
-        self.strategy = strategy
         # Set by fuse_batch_norm when a batch norm takes this layer's output: training-mode
         # forwards then also sum the output's channel statistics (see nn/batchnorm.py).
         self.batch_norm_stats = False
@@ -103,6 +103,29 @@ class SparseConv2d(SparseWeightModule):
             self._subsample = self.stride
             self._geometry = ConvGeometry(in_channels, out_channels, (1, 1), (1, 1),
                                           self.dilation, pads, groups)
+        self.strategy = strategy  # checked against the geometry the kernels see
+
+    @property
+    def strategy(self) -> str:
+        """How the kernel layout is picked (see the class docstring); read on every forward.
+        Setting a strategy the layer cannot run raises ValueError naming the layer."""
+        d = self.__dict__
+        return d["_strategy"] if "_strategy" in d else d.get("strategy", "auto")
+
+    @strategy.setter
+    def strategy(self, value: str) -> None:
+        problem = strategy_problem(self._geometry, value)
+        if problem:
+            raise ValueError(f"SparseConv2d({self._describe()}): {problem}")
+        self.__dict__["_strategy"] = value
+
+    @property
+    def strategies(self) -> tuple[str, ...]:
+        """The ``strategy`` values this layer can run: all of ``"auto"``, ``"timed"``,
+        ``"direct"``, ``"plane"``, ``"batch"`` but ``"direct"`` on a strided convolution (the
+        direct kernels are stride-1 only; a 1x1 unpadded strided one runs on its subsampled
+        input and takes it)."""
+        return tuple(s for s in CHOICES if not strategy_problem(self._geometry, s))
 
     @property
     def _rows(self) -> int:

@@ -2,7 +2,8 @@
 each input shape, and the strategy each input shape runs on (what "auto" or "timed" chose).
 
 Every map is a bounded least-recently-used one (sizes in tuning.py), so a layer fed ever new
-shapes does not grow without bound. Plans belong to one pattern: the layer builds new ones when it changes.
+shapes does not grow without bound. Plans belong to one pattern: the layer builds new ones
+when it changes.
 """
 from __future__ import annotations
 
@@ -51,6 +52,17 @@ class LRUMap(OrderedDict):
         return value
 
 
+def strategy_problem(geometry: ConvGeometry, strategy: str) -> str:
+    """Why a convolution of ``geometry`` (as the kernels see it) cannot run on ``strategy``
+    ('' if it can): the direct kernels are stride-1 only."""
+    if strategy not in CHOICES:
+        return f"strategy must be one of {CHOICES}, got {strategy!r}"
+    if strategy == "direct" and geometry.stride != (1, 1):
+        return (f"strategy 'direct' runs stride-1 convolutions only (and 1x1 unpadded strided "
+                f"ones, on the subsampled input), got stride {geometry.stride}")
+    return ""
+
+
 def batch_bucket(n: int) -> int:
     """Batch sizes that share a timed decision: the same power-of-two range."""
     return 1 << max(0, n - 1).bit_length()
@@ -94,7 +106,7 @@ class ConvPlans:
         name = strategy
         direct_ok = self.direct_ok
         if name == "direct" and not direct_ok:
-            name = "plane"  # the direct kernels are stride-1 only
+            raise ValueError(strategy_problem(self.geometry, name))
         if name == "auto":
             name = self._auto(n, h, w, index.shape)
         elif name == "timed":
@@ -111,7 +123,7 @@ class ConvPlans:
         if strategy == "timed":
             return self.chosen.get((batch_bucket(n), h, w, get_isa()))
         if strategy == "direct" and not self.direct_ok:
-            return "plane"
+            raise ValueError(strategy_problem(self.geometry, strategy))
         return strategy
 
     def _timed(self, index, x, direct_ok: bool, values, bias) -> str:
