@@ -15,8 +15,8 @@ from torch.nn.utils import prune as torch_prune
 from . import _optim_state
 from .formats import nonzero_positions
 from .nn import SparseConv2d, SparseLinear
-from .nn._sparse_weight import _resize_parameter
-from .surgery import _matches
+from .module_swap import SPARSE_OF, matches, replace_module, shared_weights
+from .nn._sparse_weight import resize_parameter
 
 _DENSE = (nn.Linear, nn.Conv2d)
 _SPARSE = (SparseLinear, SparseConv2d)
@@ -28,9 +28,9 @@ def prunable_layers(model: nn.Module, include=None, exclude=None) -> list:
     for name, module in model.named_modules():
         if not isinstance(module, _DENSE + _SPARSE) or module in seen:
             continue
-        if include is not None and not _matches(name, module, include):
+        if include is not None and not matches(name, module, include):
             continue
-        if _matches(name, module, exclude):
+        if matches(name, module, exclude):
             continue
         seen.add(module)
         out.append((name, module))
@@ -337,11 +337,10 @@ class GradualMagnitudePruner:
     def _swap_sparse(self) -> bool:
         if self.min_sparsity is None:
             return False
-        from .surgery import _SPARSE_OF, _replace, _shared_weights
-        shared = _shared_weights(self.model)
+        shared = shared_weights(self.model)
         swapped = False
         for name, module in prunable_layers(self.model, self.include, self.exclude):
-            if isinstance(module, _SPARSE) or type(module) not in _SPARSE_OF:
+            if isinstance(module, _SPARSE) or type(module) not in SPARSE_OF:
                 continue
             if _sparsity(module) < self.min_sparsity:
                 continue
@@ -352,11 +351,11 @@ class GradualMagnitudePruner:
             if id(module.weight) in shared:
                 self._warn_once(name, "shares its weight with another module")
                 continue
-            sparse = _SPARSE_OF[type(module)].from_dense(module).train(module.training)
+            sparse = SPARSE_OF[type(module)].from_dense(module).train(module.training)
             if module.bias is not None:
                 sparse.bias = module.bias  # the same Parameter stays with the optimizer
             self._hand_over(module.weight, sparse, name)
-            _replace(self.model, module, sparse)
+            replace_module(self.model, module, sparse)
             swapped = True
         return swapped
 
@@ -430,7 +429,6 @@ def follow_pattern(copy: nn.Module, model: nn.Module) -> None:
     """
     from torch.optim.swa_utils import AveragedModel
 
-    from .surgery import _SPARSE_OF, _replace
     holder = copy if isinstance(copy, AveragedModel) else None
     root = copy.module if holder is not None else copy
     for name, layer in prunable_layers(model):
@@ -448,7 +446,7 @@ def follow_pattern(copy: nn.Module, model: nn.Module) -> None:
                 present[nonzero_positions(twin.row_ptr, twin.col_idx, twin._rows,
                                           twin._cols)] = True
                 new = twin
-            elif type(twin) in _SPARSE_OF and type(layer) is _SPARSE_OF[type(twin)]:
+            elif type(twin) in SPARSE_OF and type(layer) is SPARSE_OF[type(twin)]:
                 averaged = _weight(twin).reshape(-1)
                 present = torch.ones(averaged.numel(), dtype=torch.bool)
                 new = type(layer).from_dense(twin).train(twin.training)
@@ -459,7 +457,7 @@ def follow_pattern(copy: nn.Module, model: nn.Module) -> None:
             flat = nonzero_positions(layer.row_ptr, layer.col_idx, layer._rows, layer._cols)
             values = torch.where(present[flat], averaged[flat], layer.values.detach())
             with torch.no_grad():
-                _resize_parameter(new.values, values.contiguous())
+                resize_parameter(new.values, values.contiguous())
             new.row_ptr, new.col_idx = layer.row_ptr.clone(), layer.col_idx.clone()
             new._rebuild_index()
         else:
@@ -480,4 +478,4 @@ def follow_pattern(copy: nn.Module, model: nn.Module) -> None:
                                  "type; pass the AveragedModel, or a model holding the layer")
             holder.module = root = new
         else:
-            _replace(root, twin, new)
+            replace_module(root, twin, new)

@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import copy
-import fnmatch
 import time
 import warnings
 import weakref
@@ -18,10 +17,8 @@ from torch import nn
 
 from ._runtime import release_kept_memory
 from .nn import SparseConv2d, SparseLinear
+from .module_swap import SPARSE_OF, matches, replace_module, shared_weights
 from .nn.batchnorm import FusedBatchNorm2d
-
-_SPARSE_OF = {nn.Linear: SparseLinear, nn.Conv2d: SparseConv2d}
-
 
 @dataclass
 class LayerDecision:
@@ -67,15 +64,6 @@ class SparsifyReport:
         return "\n".join(lines)
 
     __repr__ = __str__
-
-
-def _matches(name: str, module: nn.Module, spec) -> bool:
-    if spec is None:
-        return False
-    if callable(spec) and not isinstance(spec, str):
-        return bool(spec(name, module))
-    patterns = [spec] if isinstance(spec, str) else list(spec)
-    return any(name == p or fnmatch.fnmatchcase(name, p) for p in patterns)
 
 
 def _weight_sparsity(module: nn.Module) -> float:
@@ -130,65 +118,6 @@ def _input_shapes(model: nn.Module, modules: list, example_inputs) -> dict:
         hooks.append(module.register_forward_pre_hook(hook))
     _run_once(model, example_inputs, hooks)
     return shapes
-
-
-def _shared_weights(model: nn.Module) -> set:
-    """ids of weight Parameters that more than one module registers (tied weights)."""
-    owners = {}
-    for module in model.modules():
-        for name, p in module.named_parameters(recurse=False):
-            owners.setdefault(id(p), set()).add(id(module))
-    return {pid for pid, mods in owners.items() if len(mods) > 1}
-
-
-def _replace(model: nn.Module, old: nn.Module, new: nn.Module) -> None:
-    """Point every parent slot that holds `old` at `new` (modules used twice move together),
-    and hand `old`'s hooks to `new` (_carry_hooks)."""
-    _carry_hooks(old, new)
-    for parent in model.modules():
-        for child_name, child in list(parent._modules.items()):
-            if child is old:
-                setattr(parent, child_name, new)
-
-
-# A module's hook tables, as nn.Module keeps them. Forward (pre-)hooks and full backward hooks
-# see the module's inputs and outputs, which a swap keeps: they move to the new module. The
-# tables themselves move (not copies), so the handles their registration returned still
-# remove them. State-dict hooks move too; they see the new module's keys.
-_HOOK_TABLES = ("_forward_pre_hooks", "_forward_pre_hooks_with_kwargs", "_forward_hooks",
-                "_forward_hooks_with_kwargs", "_forward_hooks_always_called",
-                "_backward_pre_hooks", "_state_dict_hooks", "_state_dict_pre_hooks",
-                "_load_state_dict_pre_hooks", "_load_state_dict_post_hooks")
-
-
-def _carry_hooks(old: nn.Module, new: nn.Module) -> None:
-    """Move `old`'s module hooks to `new`; warn about the hooks whose meaning a swap ends."""
-    from torch.nn.utils.prune import BasePruningMethod
-
-    what = type(old).__name__
-    # torch.nn.utils.prune's mask is in the copied weight already; its hook would look for
-    # weight_orig on the new module.
-    pruning = [k for k, h in old._forward_pre_hooks.items() if isinstance(h, BasePruningMethod)]
-    for k in pruning:
-        del old._forward_pre_hooks[k]
-        old._forward_pre_hooks_with_kwargs.pop(k, None)
-    for table in _HOOK_TABLES:
-        if getattr(old, table, None):
-            setattr(new, table, getattr(old, table))
-    if old._backward_hooks:
-        if old._is_full_backward_hook:
-            new._backward_hooks, new._is_full_backward_hook = old._backward_hooks, True
-        else:
-            # register_backward_hook (not _full_) sees the last autograd node's gradients,
-            # which are another layer's after the swap.
-            warnings.warn(f"{what} replaced by {type(new).__name__}: its register_backward_hook "
-                          f"hooks cannot follow (use register_full_backward_hook); dropped")
-    for pname, other in (("weight", "values"), ("weight_orig", "values"), ("values", "weight")):
-        p = old._parameters.get(pname)
-        if p is not None and (p._backward_hooks or getattr(p, "_post_accumulate_grad_hooks", None)):
-            warnings.warn(f"{what} replaced by {type(new).__name__}: the gradient hooks on its "
-                          f"{pname} cannot follow (the new layer trains {other}, of another "
-                          f"shape); register them on the new layer's {other}")
 
 
 def _conv_batch_norm_pairs(model: nn.Module, example_inputs) -> list:
@@ -255,19 +184,19 @@ def sparsify(model: nn.Module, example_inputs=None, *, min_sparsity: float = 0.8
         raise ValueError(f"sparsify: min_sparsity must be in [0, 1], got {min_sparsity!r}")
     if not inplace:
         model = copy.deepcopy(model)
-    shared = _shared_weights(model)
+    shared = shared_weights(model)
     # A module used at several places is one candidate, reported under its first name.
     names: dict = {}
     for name, module in model.named_modules(remove_duplicate=False):
-        if type(module) in _SPARSE_OF:
+        if type(module) in SPARSE_OF:
             names.setdefault(module, []).append(name)
     report = SparsifyReport()
     candidates = []
     for module, module_names in names.items():
         name = module_names[0]
-        if include is not None and not any(_matches(n, module, include) for n in module_names):
+        if include is not None and not any(matches(n, module, include) for n in module_names):
             continue
-        if any(_matches(n, module, exclude) for n in module_names):
+        if any(matches(n, module, exclude) for n in module_names):
             continue
         row = LayerDecision(name, type(module).__name__, tuple(module.weight.shape),
                             _weight_sparsity(module), None, None, False, "")
@@ -287,7 +216,7 @@ def sparsify(model: nn.Module, example_inputs=None, *, min_sparsity: float = 0.8
     if example_inputs is not None and only_if_faster and candidates:
         shapes = _input_shapes(model, [m for m, _ in candidates], example_inputs)
     for module, row in candidates:
-        sparse = _SPARSE_OF[type(module)].from_dense(module)
+        sparse = SPARSE_OF[type(module)].from_dense(module)
         sparse.train(module.training)
         if example_inputs is not None and only_if_faster:
             shape = shapes.get(module)
@@ -305,7 +234,7 @@ def sparsify(model: nn.Module, example_inputs=None, *, min_sparsity: float = 0.8
             row.reason = f"sparsity >= {min_sparsity}"
         if module.bias is not None:
             sparse.bias = module.bias  # the same Parameter: its hooks and identity stay
-        _replace(model, module, sparse)
+        replace_module(model, module, sparse)
         row.swapped = True
     if example_inputs is not None and batch_norm and report.swapped:
         report.fused_batch_norms = fuse_batch_norm(model, example_inputs)
@@ -329,7 +258,7 @@ def densify(model: nn.Module) -> nn.Module:
     for module in list(model.modules()):
         if isinstance(module, (SparseLinear, SparseConv2d)) and module not in done:
             done.add(module)
-            _replace(model, module, _dense_twin(module))
+            replace_module(model, module, _dense_twin(module))
     return model
 
 
@@ -359,15 +288,15 @@ def sparsify_like(model: nn.Module, state_dict, *, strict: bool = True) -> nn.Mo
     """
     names: dict = {}
     for name, module in model.named_modules(remove_duplicate=False):
-        if type(module) in _SPARSE_OF or isinstance(module, (SparseLinear, SparseConv2d)):
+        if type(module) in SPARSE_OF or isinstance(module, (SparseLinear, SparseConv2d)):
             names.setdefault(module, []).append(name)
     root, swaps, errors = model, [], []
     for module, module_names in names.items():
         prefixes = [f"{n}." if n else "" for n in module_names]
         sparse_there = any(p + "col_idx" in state_dict for p in prefixes)
         dense_there = not sparse_there and any(p + "weight" in state_dict for p in prefixes)
-        if type(module) in _SPARSE_OF and sparse_there:
-            swaps.append((module, lambda m=module: _SPARSE_OF[type(m)].from_dense(m)))
+        if type(module) in SPARSE_OF and sparse_there:
+            swaps.append((module, lambda m=module: SPARSE_OF[type(m)].from_dense(m)))
             key, found = "weight_shape", lambda t: tuple(int(v) for v in t.tolist())
         elif isinstance(module, (SparseLinear, SparseConv2d)) and dense_there:
             swaps.append((module, lambda m=module: _dense_twin(m)))
@@ -390,6 +319,6 @@ def sparsify_like(model: nn.Module, state_dict, *, strict: bool = True) -> nn.Mo
         if module is model:
             root = new
         else:
-            _replace(model, module, new)
+            replace_module(model, module, new)
     root.load_state_dict(state_dict, strict=strict)
     return root

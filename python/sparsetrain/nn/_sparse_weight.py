@@ -193,7 +193,7 @@ class SparseWeightModule(nn.Module):
         from .. import _optim_state
         old_shape, grad = self.values.shape, self.values.grad
         with torch.no_grad():
-            _resize_parameter(self.values, self.values.data[keep].contiguous())
+            resize_parameter(self.values, self.values.data[keep].contiguous())
             if grad is not None:
                 self.values.grad = grad[keep].contiguous()
         state = optimizer.state.get(self.values) if optimizer is not None else None
@@ -241,7 +241,7 @@ class SparseWeightModule(nn.Module):
                 # weight stays one: the layer must train afterwards.
                 with torch.inference_mode(False):
                     self.col_idx = torch.empty_like(col_idx)
-                    _resize_parameter(self.values,
+                    resize_parameter(self.values,
                                       torch.empty(values.numel(), dtype=self.values.dtype))
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
                                       unexpected_keys, error_msgs)
@@ -279,7 +279,7 @@ class SparseWeightModule(nn.Module):
         return ""
 
 
-def _resize_parameter(p: nn.Parameter, data: torch.Tensor) -> None:
+def resize_parameter(p: nn.Parameter, data: torch.Tensor) -> None:
     """Give ``p`` new data of another length, keeping the Parameter object.
 
     Autograd caches a parameter's gradient accumulator, with the shape it had, while any graph
