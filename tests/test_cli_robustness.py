@@ -16,7 +16,7 @@ import sparsetrain as st
 from sparsetrain import surgery
 from sparsetrain.cli import (CLIError, build_parser, conv_strategies, data as data_mod, main,
                            set_conv_strategy, strategy_note)
-from sparsetrain.cli import demo as demo_cmd, train as train_cmd
+from sparsetrain.cli import demo as demo_cmd, train_loop
 from sparsetrain.models import small_cnn
 
 # helpers and fixtures shared with the main CLI tests (fixtures work where they are imported)
@@ -233,12 +233,12 @@ def test_unknown_strategy_is_one_line(command, capsys):
 def _record_strategies(monkeypatch):
     """The strategies of the SparseConv2d layers at every validation pass."""
     seen = []
-    real = train_cmd._accuracy
+    real = train_loop.accuracy
 
     def accuracy(model, *args):
         seen.append([m.strategy for m in model.modules() if isinstance(m, st.SparseConv2d)])
         return real(model, *args)
-    monkeypatch.setattr(train_cmd, "_accuracy", accuracy)
+    monkeypatch.setattr(train_loop, "accuracy", accuracy)
     return seen
 
 

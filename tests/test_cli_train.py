@@ -14,7 +14,8 @@ import sparsetrain as st
 from sparsetrain import surgery
 
 pytestmark = pytest.mark.usefixtures("malloc_calls")  # see conftest
-from sparsetrain.cli import main, train as train_cmd
+from sparsetrain.cli import CLIError, main
+from sparsetrain.cli.checkpoint_io import atomic_write
 from sparsetrain.models import MODELS, small_cnn
 from sparsetrain.surgery import sparsify_like
 
@@ -311,20 +312,20 @@ def test_resume_errors(npz, tmp_path, capsys, fixed_timing):
 
 def test_checkpoint_writes_are_atomic(tmp_path, monkeypatch):
     path = tmp_path / "last.pt"
-    train_cmd._atomic_write(path, b"old checkpoint")
+    atomic_write(path, b"old checkpoint")
 
     def crash(*args):
         raise KeyboardInterrupt  # the process dies between writing and renaming
     monkeypatch.setattr(os, "replace", crash)
     with pytest.raises(KeyboardInterrupt):
-        train_cmd._atomic_write(path, b"new checkpoint")
+        atomic_write(path, b"new checkpoint")
     assert path.read_bytes() == b"old checkpoint" and os.listdir(tmp_path) == ["last.pt"]
 
     def full_disk(*args):
         raise OSError(28, "No space left on device")
     monkeypatch.setattr(os, "fsync", full_disk)
-    with pytest.raises(train_cmd.CLIError, match="No space left"):
-        train_cmd._atomic_write(path, b"new checkpoint")
+    with pytest.raises(CLIError, match="No space left"):
+        atomic_write(path, b"new checkpoint")
     assert path.read_bytes() == b"old checkpoint" and os.listdir(tmp_path) == ["last.pt"]
 
 

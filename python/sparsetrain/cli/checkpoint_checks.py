@@ -94,7 +94,7 @@ def check_checkpoint(obj: dict, where: str) -> None:
     """Type and range of every field train() reads back from a checkpoint ("data" and
     "sparsetrain_version" are only informative: a resumed run writes its own)."""
     from ..models import MODELS
-    from .train import DEFAULT_LR
+    from .train_settings import DEFAULT_LR
 
     checks = dict(_ARGS_CHECKS, model=one_of(*sorted(MODELS)),
                   optimizer=one_of(*DEFAULT_LR))

@@ -9,7 +9,6 @@ import sys
 import time
 
 import torch
-from torch import nn
 
 from . import (CLIError, add_strategy_option, fraction, positive_int, set_conv_strategy,
                strategy_note)
