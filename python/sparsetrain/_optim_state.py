@@ -45,7 +45,8 @@ class _WeakIdMap:
 
 
 _resized = _WeakIdMap()   # Parameters whose shape changed: their optimizer state may not fit
-_replaced = _WeakIdMap()  # dense weights the pruner replaced -> message for an optimizer holding one
+# dense weights the pruner replaced -> the message for an optimizer holding one
+_replaced = _WeakIdMap()
 _hook = None
 
 

@@ -10,7 +10,8 @@ _malloc_kept = False
 
 
 def set_num_threads(n: int | None) -> None:
-    """Threads for sparsetrain's kernels. ``None`` (the default) follows ``torch.get_num_threads()``.
+    """Threads for sparsetrain's kernels. ``None`` (the default) follows
+    ``torch.get_num_threads()``.
 
     The kernels run on the same OpenMP runtime as PyTorch's CPU ops (the one torch ships and
     loads first), so sparse and dense layers share one pool of worker threads.

@@ -5,16 +5,20 @@ from __future__ import annotations
 
 import fnmatch
 import warnings
+from typing import Callable, Iterable, Union
 
 from torch import nn
 
 from .nn import SparseConv2d, SparseLinear
 
+# Which layers a call takes (include= / exclude=): a module name, a glob pattern, a list of
+# them, or a predicate f(name, module) -> bool; None takes none.
+LayerSpec = Union[str, Iterable[str], Callable[[str, nn.Module], bool], None]
 # The sparse layer each dense layer type becomes.
 SPARSE_OF = {nn.Linear: SparseLinear, nn.Conv2d: SparseConv2d}
 
 
-def matches(name: str, module: nn.Module, spec) -> bool:
+def matches(name: str, module: nn.Module, spec: LayerSpec) -> bool:
     """Whether a module of that name is picked by ``spec``: a module name, a glob pattern, a
     list of them, or a predicate ``f(name, module) -> bool``; None picks none."""
     if spec is None:

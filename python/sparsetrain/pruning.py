@@ -7,6 +7,7 @@ pattern-setting path, optimizer state remapped to the surviving weights).
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable, Iterable
 
 import torch
 from torch import nn
@@ -14,15 +15,16 @@ from torch.nn.utils import prune as torch_prune
 
 from . import _optim_state
 from .formats import nonzero_positions
+from .module_swap import SPARSE_OF, LayerSpec, matches, replace_module, shared_weights
 from .nn import SparseConv2d, SparseLinear
-from .module_swap import SPARSE_OF, matches, replace_module, shared_weights
 from .nn._sparse_weight import resize_parameter
 
 _DENSE = (nn.Linear, nn.Conv2d)
 _SPARSE = (SparseLinear, SparseConv2d)
 
 
-def prunable_layers(model: nn.Module, include=None, exclude=None) -> list:
+def prunable_layers(model: nn.Module, include: LayerSpec = None,
+                    exclude: LayerSpec = None) -> list:
     """(name, module) of every dense or sparse linear/conv layer, each module once."""
     out, seen = [], set()
     for name, module in model.named_modules():
@@ -112,7 +114,7 @@ def _apply(module, keep_mask: torch.Tensor, optimizer) -> None:
         module.weight = module.weight_orig * module.weight_mask
 
 
-def hold_masks(modules):
+def hold_masks(modules: nn.Module | Iterable[nn.Module]) -> Callable[[], None]:
     """Keep the present zeros of dense ``nn.Linear`` / ``nn.Conv2d`` weights at zero while they
     train (dense layers fine-tuned with fixed masks). ``modules``: a model or an iterable of
     modules; sparse layers and weights without zeros are left alone. Their gradients are
@@ -147,8 +149,9 @@ def hold_masks(modules):
     return reapply
 
 
-def magnitude_prune(model: nn.Module, sparsity: float, scope: str = "global", include=None,
-                    exclude=None, optimizer: torch.optim.Optimizer | None = None) -> dict:
+def magnitude_prune(model: nn.Module, sparsity: float, scope: str = "global",
+                    include: LayerSpec = None, exclude: LayerSpec = None,
+                    optimizer: torch.optim.Optimizer | None = None) -> dict:
     """Prune the smallest-magnitude weights until the chosen layers are `sparsity` zeros.
 
     scope="layer": every layer on its own; scope="global": one magnitude threshold across all
@@ -256,8 +259,9 @@ class GradualMagnitudePruner:
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer | None,
                  final_sparsity: float, start_step: int, end_step: int, every: int = 100, *,
-                 initial_sparsity: float = 0.0, scope: str = "layer", include=None,
-                 exclude=None, min_sparsity: float | None = 0.8):
+                 initial_sparsity: float = 0.0, scope: str = "layer",
+                 include: LayerSpec = None, exclude: LayerSpec = None,
+                 min_sparsity: float | None = 0.8):
         if isinstance(model, nn.parallel.DistributedDataParallel):
             raise TypeError("GradualMagnitudePruner: pass the model inside "
                             "DistributedDataParallel (ddp.module), then wrap it again after "

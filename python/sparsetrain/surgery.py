@@ -10,15 +10,20 @@ import copy
 import time
 import warnings
 import weakref
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from typing import Union
 
 import torch
 from torch import nn
 
 from ._runtime import release_kept_memory
+from .module_swap import SPARSE_OF, LayerSpec, matches, replace_module, shared_weights
 from .nn import SparseConv2d, SparseLinear
-from .module_swap import SPARSE_OF, matches, replace_module, shared_weights
 from .nn.batchnorm import FusedBatchNorm2d
+
+# What the model is called on: one tensor, or a tuple / list of its positional arguments.
+ExampleInputs = Union[torch.Tensor, Sequence[torch.Tensor]]
 
 @dataclass
 class LayerDecision:
@@ -147,7 +152,7 @@ def _conv_batch_norm_pairs(model: nn.Module, example_inputs) -> list:
     return pairs
 
 
-def fuse_batch_norm(model: nn.Module, example_inputs) -> list:
+def fuse_batch_norm(model: nn.Module, example_inputs: ExampleInputs) -> list:
     """Let every ``nn.BatchNorm2d`` that takes a :class:`SparseConv2d`'s output as it is
     use the statistics the convolution sums while writing it (training mode; see
     :class:`sparsetrain.nn.FusedBatchNorm2d`): the batch norm becomes a FusedBatchNorm2d
@@ -164,9 +169,10 @@ def fuse_batch_norm(model: nn.Module, example_inputs) -> list:
     return fused
 
 
-def sparsify(model: nn.Module, example_inputs=None, *, min_sparsity: float = 0.8,
-             only_if_faster: bool = True, include=None, exclude=None,
-             inplace: bool = True, batch_norm: bool = True) -> SparsifyReport:
+def sparsify(model: nn.Module, example_inputs: ExampleInputs | None = None, *,
+             min_sparsity: float = 0.8, only_if_faster: bool = True,
+             include: LayerSpec = None, exclude: LayerSpec = None, inplace: bool = True,
+             batch_norm: bool = True) -> SparsifyReport:
     """Replace ``nn.Linear`` / ``nn.Conv2d`` layers whose weight has at least ``min_sparsity``
     zeros with :class:`SparseLinear` / :class:`SparseConv2d` holding the same numbers.
 
@@ -273,7 +279,8 @@ def _dense_twin(module, share_bias: bool = True) -> nn.Module:
     return dense
 
 
-def sparsify_like(model: nn.Module, state_dict, *, strict: bool = True) -> nn.Module:
+def sparsify_like(model: nn.Module, state_dict: Mapping[str, torch.Tensor], *,
+                  strict: bool = True) -> nn.Module:
     """Give ``model`` the sparse / dense layers that ``state_dict`` has, then load it.
 
     For resuming from a checkpoint of a model that was partly sparsified: build the model as

@@ -7,13 +7,17 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import Callable, Sequence
+
+from torch import nn
 
 
 class CLIError(Exception):
     """A problem with what the user asked for; printed as one line."""
 
 
-def checked(convert, valid, expected: str):
+def checked(convert: Callable[[str], object], valid: Callable[[object], bool],
+            expected: str) -> Callable[[str], object]:
     """An argparse ``type``: ``convert(text)``, refused with "expected <expected>" unless
     ``valid(value)``."""
     def parse(text: str):
@@ -39,14 +43,14 @@ def conv_strategies() -> tuple:
     return CHOICES
 
 
-def add_strategy_option(parser) -> None:
+def add_strategy_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--strategy", choices=conv_strategies(), default="auto",
                         help="kernel layout of every sparse convolution (SparseConv2d "
                              "strategy), set after sparsify has chosen which layers become "
                              "sparse (default: %(default)s)")
 
 
-def set_conv_strategy(model, strategy: str) -> list:
+def set_conv_strategy(model: nn.Module, strategy: str) -> list[str]:
     """``strategy`` on every SparseConv2d in ``model`` that can run it, ``"auto"`` on the
     others (the direct kernels are stride-1 only); returns the names of those others. (The
     value was checked by argparse against conv_strategies(); the layer reads it on every
@@ -64,7 +68,7 @@ def set_conv_strategy(model, strategy: str) -> list:
     return others
 
 
-def strategy_note(strategy: str, others: list) -> str:
+def strategy_note(strategy: str, others: list[str]) -> str:
     """The line saying which layers set_conv_strategy gave "auto" instead of ``strategy``."""
     return (f"--strategy {strategy}: {len(others)} strided convolution"
             f"{'s' if len(others) != 1 else ''} cannot run it (the {strategy} kernels are "
@@ -101,7 +105,7 @@ def _version() -> str:
     return f"sparsetrain {__version__}"
 
 
-def main(argv=None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)  # option errors: one line, SystemExit(2)
     if args.command is None:

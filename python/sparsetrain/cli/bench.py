@@ -2,6 +2,7 @@
 sparse vs dense forward + backward, printed as a table, saved as JSON and as a PNG plot."""
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import sys
@@ -12,8 +13,9 @@ import torch
 from . import CLIError, positive_int
 
 
-def add_parser(sub):
-    p = sub.add_parser("bench", help="layer-wise speed of sparse vs dense layers (table, JSON, plot)",
+def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = sub.add_parser("bench",
+                       help="layer-wise speed of sparse vs dense layers (table, JSON, plot)",
                        description=__doc__)
     p.add_argument("--layers", choices=("all", "linear", "conv"), default="all")
     p.add_argument("--sparsities", default="0.8,0.9,0.95,0.98",
@@ -39,7 +41,7 @@ def _sparsities(text: str) -> list:
     return sorted(set(values))
 
 
-def cases(layers: str, quick: bool):
+def cases(layers: str, quick: bool) -> list[tuple]:
     """(family, name, shape) of every layer in the grid."""
     from .. import benchmarks as B
 
@@ -53,7 +55,7 @@ def cases(layers: str, quick: bool):
     return out
 
 
-def measure(family, shape, sparsities, repeats):
+def measure(family: str, shape: tuple, sparsities: list[float], repeats: int) -> list[dict]:
     """Dense ms once, then per sparsity: sparse ms, speedup, nonzero GFLOP/s."""
     from .. import SparseConv2d, SparseLinear
     from .. import benchmarks as B
@@ -108,7 +110,7 @@ def plot(results: dict, path: str) -> None:
     plt.close(fig)
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
     from .. import benchmarks as B
     from .. import set_num_threads
 

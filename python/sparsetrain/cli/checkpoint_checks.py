@@ -11,7 +11,7 @@ from . import CLIError
 
 # Each check: (accepts(value), what was expected).
 
-def is_int(v) -> bool:
+def is_int(v: object) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
@@ -37,7 +37,7 @@ def _optional(check):
     return lambda v: v is None or ok(v), f"{text} or None"
 
 
-def one_of(*values):
+def one_of(*values: str) -> tuple:
     return lambda v: isinstance(v, str) and v in values, "one of " + ", ".join(values)
 
 
@@ -74,12 +74,13 @@ _PRUNER_CHECKS = {
 _PRUNER_STATE_CHECKS = {"step_count": _int_at_least(0), "sparsity": _num_in(0, 1)}
 
 
-def show(v) -> str:
+def show(v: object) -> str:
     text = repr(v) if not isinstance(v, torch.Tensor) else f"a tensor of shape {tuple(v.shape)}"
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def check_fields(obj: dict, checks: dict, prefix: str, where: str, optional=()) -> None:
+def check_fields(obj: dict, checks: dict, prefix: str, where: str,
+                 optional: tuple = ()) -> None:
     for key, (ok, expected) in checks.items():
         if key not in obj:
             if key in optional:
@@ -134,7 +135,7 @@ def check_checkpoint(obj: dict, where: str) -> None:
     check_model_state(obj["model"], where)
 
 
-def check_model_state(sd, where: str) -> None:
+def check_model_state(sd: object, where: str) -> None:
     """A dict of named tensors with finite numbers only: NaN or infinite weights would only
     show later as a loss of nan, blamed on the learning rate."""
     if not isinstance(sd, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
@@ -150,7 +151,8 @@ def check_model_state(sd, where: str) -> None:
                            f"{layer or key} ({key}: {bad} of {v.numel()} NaN or infinite)")
 
 
-def check_optimizer(optimizer, fresh_groups: list, model, where: str) -> None:
+def check_optimizer(optimizer: torch.optim.Optimizer, fresh_groups: list, model: torch.nn.Module,
+                    where: str) -> None:
     """After load_state_dict, which checks only the number of groups and parameters: every
     hyperparameter of the kind the fresh optimizer had, and per-parameter state (momentum,
     Adam moments) of the parameter's shape, finite. Else the first step fails, or trains on

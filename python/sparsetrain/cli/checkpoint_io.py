@@ -2,6 +2,7 @@
 a checkpoint (--resume) or starting weights (--init) with every failure as one line."""
 from __future__ import annotations
 
+import argparse
 import io
 import os
 import pathlib
@@ -17,7 +18,7 @@ from .messages import error_reason
 from .train_settings import DEFAULTS, FORMAT, FORMAT_VERSION, SAVED_ARGS
 
 
-def out_dir(args, ckpt_path) -> pathlib.Path:
+def out_dir(args: argparse.Namespace, ckpt_path: pathlib.Path | None) -> pathlib.Path:
     """The checkpoint folder, checked (nothing is written yet)."""
     if args.out is not None:
         out = pathlib.Path(args.out)
@@ -44,7 +45,8 @@ def make_out_dir(out: pathlib.Path, fresh: bool) -> None:
         raise CLIError(f"--out {out}: cannot create the folder ({e.strerror})") from None
 
 
-def serialize(obj) -> bytes:
+def serialize(obj: object) -> bytes:
+    """What torch.save writes for ``obj``."""
     buf = io.BytesIO()
     torch.save(obj, buf)
     return buf.getvalue()
@@ -83,7 +85,8 @@ def atomic_write(path: pathlib.Path, blob: bytes) -> None:
             pass
 
 
-def checkpoint_path(text) -> pathlib.Path:
+def checkpoint_path(text: str) -> pathlib.Path:
+    """--resume's file: the path, or last.pt in the folder it names."""
     p = pathlib.Path(text)
     if p.is_dir():
         p = p / "last.pt"
@@ -92,7 +95,7 @@ def checkpoint_path(text) -> pathlib.Path:
     return p
 
 
-def torch_load(path, what):
+def torch_load(path: pathlib.Path, what: str) -> object:
     """torch.load with weights_only=True (a checkpoint runs no code); failures are one line."""
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
@@ -131,7 +134,7 @@ def read_checkpoint(path: pathlib.Path) -> dict:
     return obj
 
 
-def read_init(text):
+def read_init(text: str) -> tuple[dict, dict | None]:
     """(state_dict, checkpoint or None) from --init: a checkpoint of this command, a
     state_dict, or a dict holding one under 'state_dict' / 'model_state_dict' / 'model'."""
     path = pathlib.Path(text)

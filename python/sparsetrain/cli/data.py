@@ -19,6 +19,7 @@ import os
 import pathlib
 import zipfile
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import torch
@@ -58,8 +59,8 @@ class Dataset:
         return x
 
 
-def load_dataset(path, *, image_size: int | None = None, channels: int | None = None,
-                 say=print) -> Dataset:
+def load_dataset(path: str | os.PathLike, *, image_size: int | None = None,
+                 channels: int | None = None, say: Callable[..., None] = print) -> Dataset:
     """Read ``path`` (a folder of class subfolders, or an .npz). ``image_size`` resizes to
     N x N; ``channels`` (1 or 3) converts; else both are taken from the data."""
     p = pathlib.Path(path)
@@ -73,7 +74,8 @@ def load_dataset(path, *, image_size: int | None = None, channels: int | None = 
                    f"with arrays x and y")
 
 
-def split(y: torch.Tensor, val_fraction: float, seed: int):
+def split(y: torch.Tensor, val_fraction: float,
+          seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(train indices, validation indices): about ``val_fraction`` of every class, seeded."""
     g = torch.Generator().manual_seed(seed)
     train, val = [], []

@@ -2,11 +2,13 @@
 synthetic images: images/s, speedup, where the time goes, and the loss of both runs."""
 from __future__ import annotations
 
+import argparse
 import contextlib
 import copy
 import os
 import sys
 import time
+from typing import Callable
 
 import torch
 
@@ -15,10 +17,11 @@ from . import (CLIError, add_strategy_option, fraction, positive_int, set_conv_s
 from ._progress import Progress
 
 
-def add_parser(sub):
+def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="train a 95%%-sparse ResNet-18 next to the dense one",
                        description=__doc__)
-    p.add_argument("--model", default="resnet18", help="resnet18 or resnet34 (default: %(default)s)")
+    p.add_argument("--model", default="resnet18",
+                   help="resnet18 or resnet34 (default: %(default)s)")
     p.add_argument("--sparsity", type=fraction, default=0.95,
                    help="sparsity of every convolution but the first (default: %(default)s)")
     p.add_argument("--batch-size", type=positive_int, default=32)
@@ -69,7 +72,7 @@ def _native_stderr_silenced():
         os.close(saved)
 
 
-def time_by_layer_type(step) -> dict:
+def time_by_layer_type(step: Callable[[], object]) -> dict:
     """Self CPU ms of one profiled step, grouped by layer type."""
     from torch.profiler import ProfilerActivity, profile
 
@@ -110,7 +113,7 @@ def _train(label, model, batches, warmup, steps):
     return {"step_s": times[len(times) // 2], "losses": losses, "profile": profile}
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
     from .. import hold_masks, runtime_info, set_num_threads, sparsify
     from ..benchmarks import pruned_resnet
     from ..models import MODELS

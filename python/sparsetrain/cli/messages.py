@@ -1,6 +1,8 @@
 """Exceptions and lists as parts of a one-line CLIError message."""
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 
 def error_reason(e: BaseException) -> str:
     lines = [s.strip() for s in str(e).strip().splitlines() if s.strip()]
@@ -18,6 +20,7 @@ def whole_message(e: BaseException, limit: int = 1000) -> str:
     return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
-def short_list(names, n=5) -> str:
+def short_list(names: Iterable[str], n: int = 5) -> str:
+    """The first ``n`` names, and how many there are in all if more."""
     names = list(names)
     return ", ".join(names[:n]) + (f", ... ({len(names)} in all)" if len(names) > n else "")

@@ -68,7 +68,7 @@ nonnegative_float = checked(float, lambda v: math.isfinite(v) and v >= 0, "a num
 nonnegative_int = checked(int, lambda v: v >= 0, "an integer >= 0")
 
 
-def add_parser(sub):
+def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     from ..models import MODELS
 
     p = sub.add_parser("train", help="train a sparse model on an image folder or .npz",
@@ -125,7 +125,7 @@ def add_parser(sub):
     return p
 # -- the command ------------------------------------------------------------------------------
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
     import sparsetrain as st
 
     from ..models import MODELS

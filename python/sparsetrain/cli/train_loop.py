@@ -2,15 +2,21 @@
 statistics recomputed afterwards, and the validation accuracy."""
 from __future__ import annotations
 
+import pathlib
+from typing import TYPE_CHECKING, Callable
+
 import torch
 from torch import nn
 
 from . import CLIError
 
+if TYPE_CHECKING:
+    from .data import Dataset
+
 BN_BATCHES = 50  # training batches that set the batch-norm statistics after each epoch
 
 
-def epoch_batches(n, batch_size, generator) -> list:
+def epoch_batches(n: int, batch_size: int, generator: torch.Generator) -> list[torch.Tensor]:
     """Shuffled batches; a last batch of a single image is left out (batch norm needs two)."""
     order = torch.randperm(n, generator=generator)
     batches = [order[i:i + batch_size] for i in range(0, n, batch_size)]
@@ -19,7 +25,11 @@ def epoch_batches(n, batch_size, generator) -> list:
     return batches
 
 
-def train_epoch(model, optimizer, data, train_idx, batch_size, seed, epoch, after_step, last):
+def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, data: Dataset,
+                train_idx: torch.Tensor, batch_size: int, seed: int, epoch: int,
+                after_step: Callable[[], None], last: pathlib.Path) -> tuple[float, float]:
+    """(mean loss, training accuracy in %) of one epoch; ``after_step`` runs after every
+    optimizer step; ``last`` (the last checkpoint) is named when the loss diverges."""
     # Seeded per epoch, so a resumed run sees the same data order as an uninterrupted one.
     g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
     torch.manual_seed(seed * 1_000_003 + epoch)
@@ -45,7 +55,8 @@ def train_epoch(model, optimizer, data, train_idx, batch_size, seed, epoch, afte
 
 
 @torch.no_grad()
-def recompute_bn_stats(model, data, train_idx, batch_size, seed, epoch) -> None:
+def recompute_bn_stats(model: nn.Module, data: Dataset, train_idx: torch.Tensor,
+                       batch_size: int, seed: int, epoch: int) -> None:
     """Set the batch-norm running statistics to their plain average over up to BN_BATCHES
     training batches with the weights as they are now ("precise BN"). The running averages
     kept during training lag behind the weights by a few hundred steps, which on a small data
@@ -69,7 +80,8 @@ def recompute_bn_stats(model, data, train_idx, batch_size, seed, epoch) -> None:
 
 
 @torch.no_grad()
-def accuracy(model, data, idx, batch_size) -> float:
+def accuracy(model: nn.Module, data: Dataset, idx: torch.Tensor, batch_size: int) -> float:
+    """Accuracy in % on the images ``idx`` of ``data`` (eval mode, then training mode again)."""
     model.eval()
     correct = 0
     for i in range(0, len(idx), batch_size):

@@ -2,24 +2,28 @@
 dense, the optimizer and pruner a run uses, and the masks of pruned layers that stay dense."""
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 from torch import nn
 
 from . import CLIError
 
 
-def prunable(model):
+def prunable(model: nn.Module) -> list[tuple[str, nn.Module]]:
     from ..pruning import prunable_layers
     return prunable_layers(model)
 
 
-def layer_size(module) -> int:
+def layer_size(module: nn.Module) -> int:
+    """The weights of a layer's dense weight, zeros included."""
     rows = getattr(module, "_rows", None)
     return rows * module._cols if rows is not None and hasattr(module, "col_idx") \
         else module.weight.numel()
 
 
-def model_sparsity(model) -> float:
+def model_sparsity(model: nn.Module) -> float:
+    """The share of zero weights over all prunable layers."""
     zeros = total = 0
     for _, m in prunable(model):
         size = layer_size(m)
@@ -28,7 +32,7 @@ def model_sparsity(model) -> float:
     return zeros / total if total else 0.0
 
 
-def end_layers(model):
+def end_layers(model: nn.Module) -> tuple[str | None, str | None]:
     """Names of the first convolution and of the last linear layer (the classifier)."""
     first = classifier = None
     for name, m in model.named_modules():
@@ -39,7 +43,7 @@ def end_layers(model):
     return first, classifier
 
 
-def make_optimizer(cfg, model):
+def make_optimizer(cfg: dict, model: nn.Module) -> torch.optim.Optimizer:
     params = [p for p in model.parameters() if p.requires_grad]
     lr, wd = cfg["lr"], cfg["weight_decay"]
     if cfg["optimizer"] == "sgd":
@@ -51,13 +55,16 @@ def make_optimizer(cfg, model):
     raise CLIError(f"unknown optimizer {cfg['optimizer']!r}")
 
 
-def make_pruner(cls, model, optimizer, cfg, pc):
+def make_pruner(cls: type, model: nn.Module, optimizer: torch.optim.Optimizer, cfg: dict,
+                pc: dict) -> object:
+    """A ``cls`` (GradualMagnitudePruner) on the schedule ``pc`` to the run's sparsity."""
     return cls(model, optimizer, cfg["sparsity"], start_step=int(pc["start_step"]),
                end_step=int(pc["end_step"]), every=int(pc["every"]), scope="layer",
                exclude=list(pc["exclude"]) or None, min_sparsity=pc["min_sparsity"])
 
 
-def hold_dense_masks(model, names, where=""):
+def hold_dense_masks(model: nn.Module, names: list[str],
+                     where: str = "") -> Callable[[], None]:
     """Keep the zeros of these dense layers (sparsetrain.hold_masks); returns the function
     that re-applies the masks after every optimizer step. ``where`` starts an error message
     (the checkpoint that named the layers)."""

@@ -2,8 +2,15 @@
 resumed run must keep as it was, and the check that the data fits a resumed run."""
 from __future__ import annotations
 
+import argparse
+import pathlib
+from typing import TYPE_CHECKING
+
 from . import CLIError
 from .messages import short_list
+
+if TYPE_CHECKING:
+    from .data import Dataset
 
 FORMAT = "sparsetrain-train"
 FORMAT_VERSION = 1
@@ -20,7 +27,8 @@ FIXED_ARGS = ("mode", "model", "sparsity", "prune_all", "optimizer", "image_size
           "val_fraction", "seed")
 
 
-def resolve_settings(args, ckpt, init_ckpt) -> dict:
+def resolve_settings(args: argparse.Namespace, ckpt: dict | None,
+                     init_ckpt: dict | None) -> dict:
     """The run's settings: a resumed run's saved ones (with --epochs / --batch-size, if given),
     else the options with their defaults."""
     if ckpt is not None:
@@ -71,7 +79,8 @@ def resolve_settings(args, ckpt, init_ckpt) -> dict:
     return cfg
 
 
-def check_data_fits(data, ckpt, path) -> None:
+def check_data_fits(data: Dataset, ckpt: dict, path: pathlib.Path) -> None:
+    """--data against the resumed run's: the same classes, channels and image size."""
     saved = ckpt["args"]
     classes = list(ckpt.get("classes") or [])
     if len(data.classes) != saved["num_classes"]:

@@ -2,7 +2,10 @@
 run from scratch with gradual pruning, or a resumed checkpoint."""
 from __future__ import annotations
 
+import argparse
+import pathlib
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Callable
 
 import torch
 from torch import nn
@@ -11,6 +14,11 @@ from . import CLIError
 from .checkpoint_checks import check_model_state, check_optimizer
 from .messages import error_reason, whole_message
 from .train_model import hold_dense_masks, make_optimizer, make_pruner
+
+if TYPE_CHECKING:
+    from .data import Dataset
+
+Say = Callable[..., None]  # prints a line of the run's output
 
 SCRATCH_MIN_SPARSITY = 0.8  # dense layers this sparse become sparse modules (scratch mode)
 
@@ -30,11 +38,13 @@ class RunState:
     history: list = field(default_factory=list)
 
 
-def kept_dense(cfg) -> str:
+def kept_dense(cfg: dict) -> str:
     return f" ({' and '.join(cfg['exclude'])} stay dense)" if cfg["exclude"] else ""
 
 
-def start_transfer(model, cfg, data, train_idx, init_sd, init_path, first, classifier, say):
+def start_transfer(model: nn.Module, cfg: dict, data: Dataset, train_idx: torch.Tensor,
+                   init_sd: dict | None, init_path: str | None, first: str | None,
+                   classifier: str | None, say: Say) -> RunState:
     """--init (or random weights) -> magnitude_prune -> sparsify where measured faster; the
     pruned layers that stay dense get their zeros held."""
     from ..pruning import magnitude_prune
@@ -65,7 +75,7 @@ def start_transfer(model, cfg, data, train_idx, init_sd, init_path, first, class
     return RunState(model, make_optimizer(cfg, model), masked=masked, masks=masks)
 
 
-def start_scratch(model, cfg, steps_per_epoch, say):
+def start_scratch(model: nn.Module, cfg: dict, steps_per_epoch: int, say: Say) -> RunState:
     """Random weights and a GradualMagnitudePruner: dense for about the first epoch, at the
     final sparsity from 2/3 of the run on, pruning a few times per epoch in between."""
     from ..pruning import GradualMagnitudePruner
@@ -86,7 +96,8 @@ def start_scratch(model, cfg, steps_per_epoch, say):
     return RunState(model, optimizer, pruner=pruner, pruner_cfg=pc)
 
 
-def resume_run(model, ckpt, path, cfg, args):
+def resume_run(model: nn.Module, ckpt: dict, path: pathlib.Path, cfg: dict,
+               args: argparse.Namespace) -> RunState:
     """The fresh model made sparse like the checkpoint's and loaded, the optimizer, pruner and
     masks restored; --lr / --weight-decay, if given, replace the saved ones."""
     from ..pruning import GradualMagnitudePruner
@@ -122,7 +133,8 @@ def resume_run(model, ckpt, path, cfg, args):
     return state
 
 
-def restore_model(model, ckpt, path):
+def restore_model(model: nn.Module, ckpt: dict, path: pathlib.Path) -> nn.Module:
+    """``model`` made sparse like the checkpoint's and loaded from it."""
     from ..surgery import sparsify_like
     try:
         return sparsify_like(model, ckpt["model"])
@@ -134,7 +146,8 @@ def restore_model(model, ckpt, path):
                        f"({error_reason(e)})") from None
 
 
-def apply_init(model, sd, path, cfg, first, classifier, say):
+def apply_init(model: nn.Module, sd: dict, path: str, cfg: dict, first: str | None,
+               classifier: str | None, say: Say) -> nn.Module:
     """Load starting weights (dense or sparse); a classifier for another number of classes
     is left at its random initialization."""
     from ..surgery import sparsify_like

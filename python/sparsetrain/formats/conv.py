@@ -49,7 +49,8 @@ class ConvGeometry:
         return self.in_per_group * self.kernel[0] * self.kernel[1]
 
 
-def resolve_padding(padding, kernel, dilation, stride) -> tuple:
+def resolve_padding(padding: str | int | tuple, kernel: tuple, dilation: tuple,
+                    stride: tuple) -> tuple:
     """(top, bottom, left, right) from nn.Conv2d's padding argument."""
     if isinstance(padding, str):
         if padding == "valid":
@@ -205,5 +206,6 @@ def direct_index(g: ConvGeometry, row_ptr: torch.Tensor, col_idx: torch.Tensor, 
         plane=(ci * H * W).contiguous(), dy=(tap_h * dh - pt).to(i32).contiguous(),
         slot=tap_w.to(i32).contiguous(), shift_w=shift_w,
         t_ptr=t_ptr, t_plane=(co * s.Ho * s.Wo)[order].contiguous(),
-        t_dy=(pt - tap_h * dh)[order].to(i32).contiguous(), t_slot=tap_w[order].to(i32).contiguous(),
+        t_dy=(pt - tap_h * dh)[order].to(i32).contiguous(),
+        t_slot=tap_w[order].to(i32).contiguous(),
         t_shift_w=-shift_w, t_pos=t_pos)

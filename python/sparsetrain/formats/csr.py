@@ -10,6 +10,7 @@ from __future__ import annotations
 import operator
 from typing import NamedTuple
 
+import numpy as np
 import torch
 
 from .. import _C
@@ -73,7 +74,8 @@ class Transposed(NamedTuple):
 
 
 def csr_from_dense(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(row_ptr, col_idx, values) holding exactly the nonzeros of a 2-D tensor (NaN counts as nonzero)."""
+    """(row_ptr, col_idx, values) holding exactly the nonzeros of a 2-D tensor (NaN counts as
+    nonzero)."""
     if not isinstance(weight, torch.Tensor):
         raise ValueError(f"expected a 2-D weight tensor, got {type(weight).__name__}")
     if weight.dim() != 2:
@@ -90,7 +92,8 @@ def csr_from_dense(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, to
     return row_ptr, col_idx.contiguous(), values.contiguous()
 
 
-def random_csr(rows: int, cols: int, density: float, generator: torch.Generator | None = None):
+def random_csr(rows: int, cols: int, density: float,
+               generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(row_ptr, col_idx) of a uniformly random pattern with round(density * rows * cols) nonzeros.
 
     Memory is proportional to the nonzeros (not to rows * cols) for large matrices, so a
@@ -137,7 +140,8 @@ def _check_tensors(row_ptr, col_idx) -> None:
             raise ValueError(f"{name}: expected a tensor, got {type(t).__name__}")
         if t.dtype != dtype or t.dim() != 1 or t.device.type != "cpu":
             raise ValueError(
-                f"{name}: expected a 1-D {dtype} CPU tensor, got {t.dim()}-D {t.dtype} on {t.device}"
+                f"{name}: expected a 1-D {dtype} CPU tensor, got {t.dim()}-D {t.dtype} on "
+                f"{t.device}"
             )
 
 
@@ -155,7 +159,8 @@ def _size(name: str, v) -> int:
 
 
 def validate_csr(row_ptr: torch.Tensor, col_idx: torch.Tensor, rows: int, cols: int) -> None:
-    """Raise ValueError unless (row_ptr, col_idx) is a well-formed CSR index of a rows x cols matrix."""
+    """Raise ValueError unless (row_ptr, col_idx) is a well-formed CSR index of a rows x cols
+    matrix."""
     _check_tensors(row_ptr, col_idx)
     rows, cols = _size("rows", rows), _size("cols", cols)
     if row_ptr.numel() != rows + 1:
@@ -187,27 +192,31 @@ def csr_transpose(row_ptr: torch.Tensor, col_idx: torch.Tensor, cols: int) -> Tr
     return t
 
 
-def nonzero_rows(row_ptr, rows: int) -> torch.Tensor:
+def nonzero_rows(row_ptr: torch.Tensor | np.ndarray, rows: int) -> torch.Tensor:
     """The row of every nonzero, in CSR order (int64; row_ptr assumed valid)."""
     row_ptr = torch.as_tensor(row_ptr)
     return torch.repeat_interleave(torch.arange(int(rows), dtype=torch.int64),
                                    row_ptr[1:] - row_ptr[:-1])
 
 
-def nonzero_positions(row_ptr, col_idx, rows: int, cols: int) -> torch.Tensor:
+def nonzero_positions(row_ptr: torch.Tensor | np.ndarray, col_idx: torch.Tensor | np.ndarray,
+                      rows: int, cols: int) -> torch.Tensor:
     """The flat position (row * cols + col) of every nonzero in the dense (rows, cols) matrix,
     in CSR order (int64; the pattern assumed valid)."""
     return nonzero_rows(row_ptr, rows) * int(cols) + torch.as_tensor(col_idx).to(torch.int64)
 
 
-def csr_to_dense(row_ptr, col_idx, values, rows: int, cols: int) -> torch.Tensor:
+def csr_to_dense(row_ptr: torch.Tensor, col_idx: torch.Tensor, values: torch.Tensor, rows: int,
+                 cols: int) -> torch.Tensor:
     """Dense (rows, cols) tensor; differentiable with respect to ``values``. The pattern is
     validated (O(rows + nnz), next to the O(rows * cols) result)."""
     validate_csr(row_ptr, col_idx, rows, cols)
     rows, cols = int(rows), int(cols)
-    if not isinstance(values, torch.Tensor) or values.dim() != 1 or values.numel() != col_idx.numel():
-        raise ValueError(f"values: expected a 1-D tensor of {col_idx.numel()} values, got "
-                         f"{tuple(values.shape) if isinstance(values, torch.Tensor) else type(values).__name__}")
+    if (not isinstance(values, torch.Tensor) or values.dim() != 1
+            or values.numel() != col_idx.numel()):
+        got = (tuple(values.shape) if isinstance(values, torch.Tensor)
+               else type(values).__name__)
+        raise ValueError(f"values: expected a 1-D tensor of {col_idx.numel()} values, got {got}")
     flat = nonzero_positions(row_ptr, col_idx, rows, cols)
     out = values.new_zeros(rows * cols)
     return out.index_put((flat,), values).view(rows, cols)

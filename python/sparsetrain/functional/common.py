@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
+from torch import nn
 
 from ..formats.csr import csr_to_dense
 
 
-def numpy_view(t: torch.Tensor):
+def numpy_view(t: torch.Tensor) -> np.ndarray:
     """``t``'s data as a NumPy array (no copy), what the kernels take."""
     return t.detach().numpy()
 
@@ -30,7 +32,8 @@ def nonfinite_rows(t: torch.Tensor) -> torch.Tensor:
     return (~torch.isfinite(t.reshape(t.shape[0], -1))).any(dim=1).nonzero().view(-1)
 
 
-def dense_weight(row_ptr, col_idx, values: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
+def dense_weight(row_ptr: torch.Tensor | np.ndarray, col_idx: torch.Tensor | np.ndarray,
+                 values: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
     """The (rows, cols) dense weight of a CSR pattern (NumPy or tensor indices), zeros filled in."""
     return csr_to_dense(torch.as_tensor(row_ptr), torch.as_tensor(col_idx), values.detach(),
                         rows, cols)
@@ -46,7 +49,7 @@ except TypeError:  # torch < 2.4
     cpu_autocast_enabled = torch.is_autocast_cpu_enabled
 
 
-def prepare_input(layer, x):
+def prepare_input(layer: nn.Module, x: object) -> object:
     """What a sparse layer's forward does before its input checks (SparseWeightModule._check_input).
 
     Inside ``torch.autocast("cpu")`` the layer behaves like an op on autocast's float32 list:
@@ -65,7 +68,7 @@ def prepare_input(layer, x):
     return x
 
 
-def no_autocast():
+def no_autocast() -> torch.autocast:
     """The dense fallbacks compute in float32 like the sparse kernels, also inside autocast."""
     return torch.autocast("cpu", enabled=False)
 

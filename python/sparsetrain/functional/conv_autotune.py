@@ -9,15 +9,17 @@ call with a new input shape (forward and both gradients, layout changes included
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 
+import numpy as np
 import torch
 
 from .. import tuning
 from .._runtime import get_num_threads
-from ..formats.conv import ConvGeometry
-from .conv_layouts import BATCH_UNIT, in_place
+from ..formats.conv import ConvGeometry, ConvShape
+from .conv_layouts import BATCH_UNIT, DirectLayout, OffsetLayout, in_place
 
-def auto_strategy(g: ConvGeometry, s, batch: int, isa: str) -> str:
+def auto_strategy(g: ConvGeometry, s: ConvShape, batch: int, isa: str) -> str:
     """The layout ``strategy="auto"`` takes for an input of shape ``s`` (a ConvShape) and
     ``batch`` images on kernel path ``isa``: a function of the shapes only, never of the
     thread count or of a timing, so results are reproducible. (``"timed"`` measures.)"""
@@ -31,7 +33,9 @@ def auto_strategy(g: ConvGeometry, s, batch: int, isa: str) -> str:
     return "plane"
 
 
-def time_layouts(layouts, x, values, bias, row_ptr, repeats: int = 5) -> dict:
+def time_layouts(layouts: Sequence[OffsetLayout | DirectLayout], x: torch.Tensor,
+                 values: torch.Tensor, bias: torch.Tensor | None, row_ptr: np.ndarray,
+                 repeats: int = 5) -> dict:
     """Seconds per forward + both gradients (layout changes included) for each layout: the
     best of `repeats` runs after one warm-up run. The layouts take turns, so a burst of noise
     from the rest of the machine (a shared VM's neighbours) hits all of them alike."""

@@ -24,14 +24,14 @@ import torch
 from .. import _C
 from .._runtime import get_num_threads
 from .. import _workspace, tuning
-from ..formats.conv import ConvGeometry, ConvIndex
+from ..formats.conv import ConvGeometry, ConvIndex, ConvShape
 from .common import numpy_view as _np
 
 STRATEGIES = ("direct", "plane", "batch")
 BATCH_UNIT = 16  # images per vector in the "batch" layout
 
 
-def in_place(s) -> bool:
+def in_place(s: ConvShape) -> bool:
     """A 1x1 / stride 1 / unpadded convolution: the plane layout is NCHW as it is."""
     return s.phases == 1 and s.plane == s.H * s.W and s.grid_len == s.plane and s.margin == 0
 
@@ -122,7 +122,8 @@ class OffsetLayout:
         return dx
 
     def pack_dy(self, dy, want_bias_grad=False):
-        """The bordered output gradient, and the bias gradient (summed in the same pass) if asked."""
+        """The bordered output gradient, and the bias gradient (summed in the same pass) if
+        asked."""
         s, c = self.s, self.g.out_channels
         if self.direct:
             return dy.reshape(-1), (dy.sum((0, 2, 3)) if want_bias_grad else None)

@@ -18,6 +18,7 @@ gradient, the same products dense PyTorch forms) propagates them unchanged.
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 from torch.autograd.function import once_differentiable
@@ -27,6 +28,10 @@ from .._runtime import get_num_threads
 from .. import _workspace, tuning
 from .common import (all_finite, check_saved_values, dense_weight, no_autocast, nonfinite_rows,
                      numpy_view as _np, values_mismatch)
+
+if TYPE_CHECKING:
+    from ..formats.csr import KernelIndex
+    from ..nn._sparse_weight import PatternGuard
 
 _ALIGN = _C.BATCH_ALIGN
 
@@ -136,7 +141,8 @@ def _dense_weight_of(index, values: torch.Tensor) -> torch.Tensor:
     return dense_weight(index.row_ptr, index.dense_col_idx(), values, index.rows, index.cols)
 
 
-def sparse_linear(x: torch.Tensor, values: torch.Tensor, bias, index, pattern=None, *,
+def sparse_linear(x: torch.Tensor, values: torch.Tensor, bias: torch.Tensor | None,
+                  index: KernelIndex, pattern: PatternGuard | None = None, *,
                   name: str = "SparseLinear") -> torch.Tensor:
     """y = x Wᵀ + b for x of shape ``(*, in_features)``; W is given by ``values`` on the
     pattern ``index`` (a KernelIndex from sparsetrain.formats.build_index). ``pattern``: a

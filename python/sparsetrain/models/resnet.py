@@ -2,6 +2,7 @@
 dependency, and the demo and the end-to-end benchmark need a real network to sparsify."""
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 
@@ -20,7 +21,7 @@ class BasicBlock(nn.Module):
             self.downsample = nn.Sequential(nn.Conv2d(in_channels, channels, 1, stride, bias=False),
                                             nn.BatchNorm2d(channels))
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         shortcut = x if self.downsample is None else self.downsample(x)
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
@@ -28,7 +29,7 @@ class BasicBlock(nn.Module):
 
 
 class ResNet(nn.Module):
-    def __init__(self, blocks_per_stage=(2, 2, 2, 2), num_classes: int = 1000,
+    def __init__(self, blocks_per_stage: tuple = (2, 2, 2, 2), num_classes: int = 1000,
                  in_channels: int = 3, width: int = 64):
         super().__init__()
         self.conv1 = nn.Conv2d(in_channels, width, 7, 2, 3, bias=False)
@@ -49,7 +50,7 @@ class ResNet(nn.Module):
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
         return self.fc(self.avgpool(x).flatten(1))

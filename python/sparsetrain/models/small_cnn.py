@@ -3,6 +3,7 @@ for such data: five 3x3 convolutions with batch norm in three stages (two 2x2 ma
 an adaptive 2x2 average pool and a two-layer classifier. Any image size works."""
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 
@@ -33,7 +34,7 @@ class SmallCNN(nn.Module):
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.pool(self.features(x)))
 
 

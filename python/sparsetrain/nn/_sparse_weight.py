@@ -28,7 +28,8 @@ class SparseWeightModule(nn.Module):
         self.register_buffer("weight_shape", torch.tensor(self._weight_shape(), dtype=torch.int64))
         self.values = nn.Parameter(values.to(torch.float32).contiguous(), requires_grad=values_grad)
         if bias is not None:
-            self.bias = nn.Parameter(bias.detach().to(torch.float32).clone(), requires_grad=bias_grad)
+            self.bias = nn.Parameter(bias.detach().to(torch.float32).clone(),
+                                     requires_grad=bias_grad)
         else:
             self.register_parameter("bias", None)
         self._stamp = None
@@ -174,7 +175,8 @@ class SparseWeightModule(nn.Module):
         return PatternGuard(self._call_name(), self._buffers["row_ptr"],
                             self._buffers["col_idx"], self._pattern)
 
-    def prune_values(self, keep: torch.Tensor, optimizer=None) -> None:
+    def prune_values(self, keep: torch.Tensor,
+                     optimizer: torch.optim.Optimizer | None = None) -> None:
         """Remove the nonzeros where ``keep`` is False, for good.
 
         Values and index are repacked (the same ``values`` Parameter object, resized, so it

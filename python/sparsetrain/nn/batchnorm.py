@@ -30,7 +30,7 @@ def attach_batch_norm_stats(y: torch.Tensor, stats: torch.Tensor) -> None:
     setattr(y, _STATS, (stats, y._version))
 
 
-def batch_norm_stats(x: torch.Tensor):
+def batch_norm_stats(x: torch.Tensor) -> torch.Tensor | None:
     """The sums stamped on x by its sparse convolution, if x is unchanged since; else None."""
     found = getattr(x, _STATS, None)
     if found is None or found[1] != x._version:
@@ -84,7 +84,8 @@ class FusedBatchNorm2d(nn.BatchNorm2d):
             # E[y²] - mean² loses what float sums lose of E[y²] (~1e-6 of it) relative to
             # the variance: beyond mean² > 100 var (a channel far off zero for its spread),
             # compute the statistics as nn.BatchNorm2d does (also for NaN / Inf sums).
-            if not (np.isfinite(s).all() and (mean * mean <= _MAX_MEAN_SQUARE_OVER_VAR * var).all()):
+            if not (np.isfinite(s).all()
+                    and (mean * mean <= _MAX_MEAN_SQUARE_OVER_VAR * var).all()):
                 return super().forward(x)
             invstd = 1.0 / np.sqrt(var + self.eps)
             unbiased = var * (count / (count - 1))

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -19,6 +20,7 @@ from ._sparse_weight import SparseWeightModule
 from .batchnorm import attach_batch_norm_stats
 
 _PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
+IntPair = Union[int, Tuple[int, int]]  # a size as nn.Conv2d takes it: one int, or (h, w)
 # Whole-module pickles name the plan maps' class by this path: it must keep resolving.
 _Plans = LRUMap
 
@@ -40,8 +42,9 @@ class SparseConv2d(SparseWeightModule):
     layout an input shape runs on).
     """
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0,
-                 dilation=1, groups: int = 1, bias: bool = True, padding_mode: str = "zeros",
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: IntPair,
+                 stride: IntPair = 1, padding: IntPair | str = 0, dilation: IntPair = 1,
+                 groups: int = 1, bias: bool = True, padding_mode: str = "zeros",
                  sparsity: float = 0.9, *, strategy: str = "auto",
                  generator: torch.Generator | None = None):
         super().__init__()
@@ -62,7 +65,8 @@ class SparseConv2d(SparseWeightModule):
         out_channels = _args.size(layer, "out_channels", out_channels)
         groups = _args.size(layer, "groups", groups, 1)
         if in_channels % groups or out_channels % groups:
-            raise ValueError("SparseConv2d: in_channels and out_channels must be divisible by groups")
+            raise ValueError("SparseConv2d: in_channels and out_channels must be divisible by "
+                             "groups")
         self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
         self.kernel_size = _args.pair(layer, "kernel_size", kernel_size, 1)
         self.stride = _args.pair(layer, "stride", stride, 1)
@@ -158,7 +162,8 @@ class SparseConv2d(SparseWeightModule):
                                          *self.kernel_size)
 
     def _describe(self) -> str:
-        return f"{self.in_channels}->{self.out_channels}, {self.kernel_size[0]}x{self.kernel_size[1]}"
+        kh, kw = self.kernel_size
+        return f"{self.in_channels}->{self.out_channels}, {kh}x{kw}"
 
     def extra_repr(self) -> str:
         s = (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "

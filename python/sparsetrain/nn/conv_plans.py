@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from collections.abc import Hashable
 
 import torch
 
@@ -35,14 +36,16 @@ class LRUMap(OrderedDict):
     def __reduce__(self):  # copies and pickles keep the bound (and drop the plans)
         return (type(self), (self.limit,))
 
-    def get(self, key, default=None):
+    def get(self, key: Hashable, default: object = None) -> object:
         try:
             self.move_to_end(key)
             return self[key]
         except KeyError:
             return default
 
-    def put(self, key, value):
+    def put(self, key: Hashable, value: object) -> object:
+        """Store ``value`` under ``key`` (the least recently used beyond the limit go); returns
+        ``value``."""
         self[key] = value
         while len(self) > self.limit:
             try:
