@@ -6,8 +6,10 @@ import torch
 
 import sparsetrain as st
 
-KERNELS = ["spmm", "spmmt", "sddmm", "pack", "unpack", "spmm_offsets", "sddmm_offsets",
-           "conv_grads_offsets", "conv_grads_one_pass",
+KERNELS = ["spmm", "spmmt", "sddmm", "pack", "unpack", "spmm_offsets_rows",
+           "spmm_offsets_planes", "spmm_offsets_planes16", "spmm_offsets_merge", "sddmm_offsets",
+           "conv_grads_offsets_planes", "conv_grads_offsets_planes16", "conv_grads_offsets_merge",
+           "conv_grads_one_pass_planes", "conv_grads_one_pass_planes16",
            "conv_pack_input", "conv_unpack_grad_input", "conv_pack_grad_output",
            "conv_direct_spmm", "conv_direct_sddmm"]
 

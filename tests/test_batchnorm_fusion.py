@@ -228,30 +228,31 @@ def test_stats_binding_checks():
     val = np.ones(1, dtype=np.float32)
     b = np.arange(8, dtype=np.float32)
     c = np.zeros(8, dtype=np.float32)
+    common = dict(ptr=ptr, offsets=off, values=val, pos=None, scratch=None, b=b,
+                  b_image_stride=4, c=c, ldc=4, c_image_stride=4, len=4, images=2, nthreads=1)
+    planes = dict(grid_w=2, plane_h=2, plane_w=2)
 
     def call(**kw):
-        return _C.spmm_offsets(ptr=ptr, offsets=off, values=val, pos=None, scratch=None, b=b,
-                               b_image_stride=4, c=c, ldc=4, c_image_stride=4, len=4, images=2,
-                               nthreads=1, **kw)
+        return _C.spmm_offsets_planes(**common, **planes, **kw)
 
     stats = np.full(4, 7.0)
-    call(grid_w=2, plane_h=2, plane_w=2, stats=stats)  # 2 images x 1 row, 2 x 2 planes
+    call(stats=stats)  # 2 images x 1 row, 2 x 2 planes
     np.testing.assert_allclose(stats, [0 + 1 + 2 + 3, 0 + 1 + 4 + 9, 4 + 5 + 6 + 7,
                                        16 + 25 + 36 + 49])
     rows = np.full(4, 7.0)
-    call(stats=rows)  # into rows (no planes): the same values, the same sums
+    _C.spmm_offsets_rows(**common, stats=rows)  # into rows: the same values, the same sums
     np.testing.assert_array_equal(rows, stats)
-    with pytest.raises(ValueError, match="not with merge"):
-        call(merge=_C.ConvInputLayout(n=2, c=1, unit=1, h=2, w=2, sh=1, sw=1, pt=0, pl=0, hq=2,
-                                      wq=2), stats=stats)
+    merge = _C.ConvInputLayout(n=2, c=1, unit=1, h=2, w=2, sh=1, sw=1, pt=0, pl=0, hq=2, wq=2)
+    no_ldc = {k: v for k, v in common.items() if k != "ldc"}
+    _C.spmm_offsets_merge(**no_ldc, merge=merge)
+    with pytest.raises(TypeError):  # an input gradient form: no batch norm statistics
+        _C.spmm_offsets_merge(**no_ldc, merge=merge, stats=stats)
     with pytest.raises(ValueError, match="images \\* rows \\* 2"):
-        call(grid_w=2, plane_h=2, plane_w=2, stats=np.zeros(3))
+        call(stats=np.zeros(3))
     with pytest.raises(ValueError, match="float64"):
-        call(grid_w=2, plane_h=2, plane_w=2, stats=np.zeros(4, dtype=np.float32))
+        call(stats=np.zeros(4, dtype=np.float32))
     empty = np.full(4, 7.0)
-    _C.spmm_offsets(ptr=ptr, offsets=off, values=val, pos=None, scratch=None, b=b,
-                    b_image_stride=4, c=c, ldc=4, c_image_stride=4, len=0, images=2, nthreads=1,
-                    grid_w=2, plane_h=2, plane_w=2, stats=empty)
+    _C.spmm_offsets_planes(**dict(common, len=0), **planes, stats=empty)
     np.testing.assert_array_equal(empty, 0.0)  # nothing written: zero sums
 
 

@@ -17,6 +17,7 @@ from torch import nn
 import sparsetrain as st
 from sparsetrain import formats
 from sparsetrain.formats.conv import ConvGeometry, conv_index, direct_index
+from sparsetrain.functional.conv_layouts import conv_grads_offsets, grads_args, spmm_offsets
 
 SCALE = float(os.environ.get("SPARSETRAIN_FUZZ_SCALE", "1"))
 
@@ -563,10 +564,11 @@ def test_offset_bindings_reject_what_does_not_fit(b_stride, c_stride, ldc, lengt
     b, c, a = (np.ones(64, dtype=np.float32), np.zeros(64, dtype=np.float32),
                np.ones(64, dtype=np.float32))
     plane = dict(grid_w=grid_w, t_base=t_base, plane_h=2, plane_w=2) if grid_w else {}
+    spmm = _C.spmm_offsets_planes if grid_w else _C.spmm_offsets_rows
     try:
-        _C.spmm_offsets(ptr=ptr, offsets=offs, values=val, pos=None, scratch=None, b=b,
-                        b_image_stride=b_stride, c=c, ldc=ldc, c_image_stride=c_stride,
-                        len=length, images=images, nthreads=1, **plane)
+        spmm(ptr=ptr, offsets=offs, values=val, pos=None, scratch=None, b=b,
+             b_image_stride=b_stride, c=c, ldc=ldc, c_image_stride=c_stride, len=length,
+             images=images, nthreads=1, **plane)
     except (ValueError, TypeError):
         pass
     else:  # accepted: then it was in bounds (exact integer arithmetic)
@@ -594,9 +596,9 @@ def test_offset_bindings_reject_bad_segments(seg_len, seg_stride):
                  np.zeros(64, dtype=np.float32))
     seg = dict(seg_len=seg_len, seg_stride=seg_stride)
     with pytest.raises(ValueError, match="segment"):
-        _C.spmm_offsets(ptr=ptr, offsets=offs, values=val, pos=None, scratch=None, b=b,
-                        b_image_stride=0, c=c, ldc=8, c_image_stride=8, len=8, images=1,
-                        nthreads=1, **seg)
+        _C.spmm_offsets_rows(ptr=ptr, offsets=offs, values=val, pos=None, scratch=None, b=b,
+                             b_image_stride=0, c=c, ldc=8, c_image_stride=8, len=8, images=1,
+                             nthreads=1, **seg)
     with pytest.raises(ValueError, match="segment"):
         _C.sddmm_offsets(ptr=ptr, offsets=offs, a=b, lda=8, a_image_stride=8, b=b,
                          b_image_stride=0, len=8, images=1, out=np.zeros(1, dtype=np.float32),
@@ -604,7 +606,6 @@ def test_offset_bindings_reject_bad_segments(seg_len, seg_stride):
 
 
 @pytest.mark.parametrize("change, message", [
-    (dict(unit=3), "unit must be 1 or 16"),
     (dict(grid_w=0), "grid_w must be set"),
     (dict(length=24), "multiples of 16"),
     (dict(seg_len=8, seg_stride=32), "multiples of 16"),
@@ -614,20 +615,19 @@ def test_offset_bindings_reject_bad_segments(seg_len, seg_stride):
     (dict(c_stride=1), "images overlap"),
 ])
 def test_offset_bindings_reject_bad_lanes(change, message):
-    """Unit-16 plane output: whole grid points, a batch that fits its groups, and every
+    """The 16-image plane form: whole grid points, a batch that fits its groups, and every
     image's planes inside c (checked against a call that is accepted as given)."""
     from sparsetrain import _C
     ptr = np.array([0, 1], dtype=np.int64)
     offs = np.zeros(1, dtype=np.int64)
     val, b = np.ones(1, dtype=np.float32), np.ones(64, dtype=np.float32)
 
-    def call(unit=16, grid_w=2, length=32, seg_len=0, seg_stride=0, batch=3, c_size=6,
-             c_stride=2):
+    def call(grid_w=2, length=32, seg_len=0, seg_stride=0, batch=3, c_size=6, c_stride=2):
         c = np.zeros(c_size, dtype=np.float32)
-        _C.spmm_offsets(ptr=ptr, offsets=offs, values=val, pos=None, scratch=None, b=b,
-                        b_image_stride=0, c=c, ldc=2, c_image_stride=c_stride, len=length,
-                        images=1, nthreads=1, grid_w=grid_w, plane_h=1, plane_w=2, seg_len=seg_len,
-                        seg_stride=seg_stride, unit=unit, batch=batch)
+        _C.spmm_offsets_planes16(ptr=ptr, offsets=offs, values=val, pos=None, scratch=None, b=b,
+                                 b_image_stride=0, c=c, ldc=2, c_image_stride=c_stride,
+                                 len=length, images=1, nthreads=1, grid_w=grid_w, plane_h=1,
+                                 plane_w=2, seg_len=seg_len, seg_stride=seg_stride, batch=batch)
         return c
 
     np.testing.assert_array_equal(call(), np.ones(6, dtype=np.float32))  # 3 images x 2 points
@@ -638,7 +638,6 @@ def test_offset_bindings_reject_bad_lanes(change, message):
 @pytest.mark.parametrize("change, message", [
     (dict(merge=dict(n=2)), "n = images"),
     (dict(merge=dict(unit=16)), "unit 1"),
-    (dict(grid_w=2), "unit 1 and no grid_w"),
     (dict(rows=3), "channels x stride phases"),
     (dict(merge=dict(hq=0)), "phase planes smaller"),
     (dict(merge=dict(pt=1)), "phase planes smaller"),
@@ -648,22 +647,21 @@ def test_offset_bindings_reject_bad_lanes(change, message):
 ])
 def test_offset_bindings_reject_bad_merge(change, message):
     """The merge form (phase planes straight into NCHW): a layout of unit 1 and the call's
-    images, unit 1 without grid_w, rows that are the layout's channels x phases, positions
-    inside a phase plane, and every image's planes inside c (checked against a call that is
-    accepted as given; `merge` changes fields of the layout)."""
+    images, rows that are the layout's channels x phases, positions inside a phase plane, and
+    every image's planes inside c (checked against a call that is accepted as given; `merge`
+    changes fields of the layout)."""
     from sparsetrain import _C
     val, b = np.ones(1, dtype=np.float32), np.full(64, 2.0, dtype=np.float32)
     offs = np.zeros(1, dtype=np.int64)
 
-    def call(merge={}, grid_w=0, rows=4, t_base=0, c_size=4, c_stride=4, images=1):
+    def call(merge={}, rows=4, t_base=0, c_size=4, c_stride=4, images=1):
         ptr = np.array([0] + [1] * rows, dtype=np.int64)
         c = np.full(c_size, 7.0, dtype=np.float32)
         layout = _C.ConvInputLayout(**dict(dict(n=images, c=1, unit=1, h=2, w=2, sh=2, sw=2,
                                                 pt=0, pl=0, hq=1, wq=1), **merge))
-        _C.spmm_offsets(ptr=ptr, offsets=offs, values=val, pos=None, scratch=None, b=b,
-                        b_image_stride=1, c=c, ldc=0, c_image_stride=c_stride, len=1,
-                        images=images, nthreads=1, grid_w=grid_w, plane_h=1, plane_w=1,
-                        t_base=t_base, merge=layout)
+        _C.spmm_offsets_merge(ptr=ptr, offsets=offs, values=val, pos=None, scratch=None, b=b,
+                              b_image_stride=1, c=c, c_image_stride=c_stride, len=1,
+                              images=images, nthreads=1, t_base=t_base, merge=layout)
         return c
 
     # One channel, 2x2 phases of one pixel each: phase (0, 0) (row 0) is pixel (0, 0).
@@ -679,7 +677,6 @@ def test_offset_bindings_reject_bad_merge(change, message):
     (dict(b_size=7), "buffer too small"),
     (dict(length=4), "past a packed image"),
     (dict(pack=None, check_finite=True), "check_finite needs pack"),
-    (dict(unit=16), "grid_w must be set|unit must be 1"),
 ])
 def test_offset_bindings_reject_bad_pack(change, message):
     """The fused-pack form (b is NCHW x, packed image by image): a layout of unit 1 and the
@@ -691,17 +688,16 @@ def test_offset_bindings_reject_bad_pack(change, message):
     offs = np.array([1], dtype=np.int64)
     val = np.full(1, 2.0, dtype=np.float32)
 
-    def call(pack={}, b_stride=4, b_size=8, length=3, unit=1, check_finite=False):
+    def call(pack={}, b_stride=4, b_size=8, length=3, check_finite=False):
         b = np.arange(b_size, dtype=np.float32)  # 2 images of 1 x 2 x 2, packed as they are
         c = np.zeros(2 * length, dtype=np.float32)
         dv = np.zeros(1, dtype=np.float32)
-        kw = dict(unit=unit, batch=2) if unit != 1 else {}
         layout = None if pack is None else _C.ConvInputLayout(**dict(
             dict(n=2, c=1, unit=1, h=2, w=2, sh=1, sw=1, pt=0, pl=0, hq=2, wq=2), **pack))
-        res = _C.spmm_offsets(ptr=ptr, offsets=offs, values=val, pos=None, scratch=None, b=b,
-                              b_image_stride=b_stride, c=c, ldc=length, c_image_stride=length,
-                              len=length, images=2, nthreads=1, pack=layout,
-                              check_finite=check_finite, **kw)
+        res = _C.spmm_offsets_rows(ptr=ptr, offsets=offs, values=val, pos=None, scratch=None,
+                                   b=b, b_image_stride=b_stride, c=c, ldc=length,
+                                   c_image_stride=length, len=length, images=2, nthreads=1,
+                                   pack=layout, check_finite=check_finite)
         _C.sddmm_offsets(ptr=ptr, offsets=offs, a=np.ones(2 * length, dtype=np.float32),
                          lda=length, a_image_stride=length, b=b, b_image_stride=b_stride,
                          len=length, images=2, out=dv, nthreads=1, pack=layout)
@@ -741,10 +737,10 @@ def test_offset_bindings_reject_bad_pack_grid(change, message):
                                                  per_channel=4, offset=1), **grid))
         pack = dict(pack=_C.ConvInputLayout(n=2, c=1, unit=1, h=1, w=2, sh=1, sw=1, pt=0, pl=0,
                                             hq=1, wq=4)) if both else {}
-        _C.spmm_offsets(ptr=ptr, offsets=np.array([1], dtype=np.int64), values=val, pos=None,
-                        scratch=None, b=y, b_image_stride=b_stride, c=c, ldc=length,
-                        c_image_stride=length, len=length, images=2, nthreads=1,
-                        pack_grid=layout, **pack)
+        _C.spmm_offsets_rows(ptr=ptr, offsets=np.array([1], dtype=np.int64), values=val,
+                             pos=None, scratch=None, b=y, b_image_stride=b_stride, c=c,
+                             ldc=length, c_image_stride=length, len=length, images=2,
+                             nthreads=1, pack_grid=layout, **pack)
         dv = np.zeros(1, dtype=np.float32)
         _C.sddmm_offsets(ptr=ptr, offsets=np.zeros(1, dtype=np.int64), a=y, lda=4,
                          a_image_stride=b_stride, b=np.ones(8, dtype=np.float32),
@@ -782,9 +778,9 @@ def test_conv_layouts_are_checked_values():
     ptr, offs = np.array([0, 1], dtype=np.int64), np.zeros(1, dtype=np.int64)
     buf = np.zeros(8, dtype=np.float32)
     with pytest.raises(TypeError):
-        _C.spmm_offsets(ptr=ptr, offsets=offs, values=buf[:1], pos=None, scratch=None, b=buf,
-                        b_image_stride=4, c=buf, ldc=2, c_image_stride=2, len=2, images=2,
-                        nthreads=1, pack_grid=(1, 1, 2, 3, 4, 1))
+        _C.spmm_offsets_rows(ptr=ptr, offsets=offs, values=buf[:1], pos=None, scratch=None,
+                             b=buf, b_image_stride=4, c=buf, ldc=2, c_image_stride=2, len=2,
+                             images=2, nthreads=1, pack_grid=(1, 1, 2, 3, 4, 1))
     with pytest.raises(TypeError):  # keyword arguments only
         _C.sddmm_offsets(ptr, offs, buf, 2, 2, buf, 4, 2, 2, buf[:1], 1)
 
@@ -796,84 +792,89 @@ _GRADS_PACK = st._C.ConvInputLayout(n=2, c=1, unit=1, h=2, w=2, sh=1, sw=1, pt=0
 
 
 def _grads_call(**change):
-    """conv_grads_offsets' two argument dicts for 2 images of a 1-channel 2 x 2 x (1 x 2)
-    toy convolution (dy: 1 x 1 x 2 per image, grids [0, y0, y1, 0]; x: 1 x 2 x 2), with
-    `change` applied: key "dx.name" / "dv.name" sets (or, with None, drops) one argument."""
+    """conv_grads_offsets_planes' keyword arguments for 2 images of a 1-channel 2 x 2 x (1 x 2)
+    toy convolution (dy: 1 x 1 x 2 per image, grids [0, y0, y1, 0]; x: 1 x 2 x 2; the input
+    gradient into planes of one grid row), built from the two kernels' (dx, dv) by
+    grads_args, with `change` applied to the result: a name set (or, with None, dropped)."""
     y = np.arange(1, 5, dtype=np.float32)
     dx = dict(ptr=np.array([0, 1], dtype=np.int64), offsets=np.array([1], dtype=np.int64),
-              values=np.full(1, 2.0, dtype=np.float32), b=y, b_image_stride=2,
-              c=np.zeros(4, dtype=np.float32), ldc=2, c_image_stride=2, len=2, images=2,
-              nthreads=1, pack_grid=_GRADS_GRID, check_finite=True)
+              values=np.full(1, 2.0, dtype=np.float32), pos=None, scratch=None, b=y,
+              b_image_stride=2, c=np.zeros(4, dtype=np.float32), ldc=2, c_image_stride=2, len=2,
+              grid_w=2, plane_h=1, plane_w=2, images=2, nthreads=1, pack_grid=_GRADS_GRID,
+              check_finite=True)
     dv = dict(ptr=np.array([0, 1], dtype=np.int64), offsets=np.array([1], dtype=np.int64), a=y,
               lda=4, a_image_stride=2, b=np.arange(8, dtype=np.float32), b_image_stride=4,
               len=2, images=2, out=np.zeros(1, dtype=np.float32), nthreads=1,
               pack=_GRADS_PACK, pack_grid=_GRADS_GRID)
-    for key, value in change.items():
-        side, name = key.split(".")
-        d = dx if side == "dx" else dv
+    args = grads_args(dx, dv, 0)
+    for name, value in change.items():
         if value is None:
-            d.pop(name)
+            args.pop(name)
         else:
-            d[name] = value
-    return dx, dv
+            args[name] = value
+    return args, dx, dv
 
 
 def test_conv_grads_offsets_matches_the_two_kernels():
-    """Both gradients from one packing of dy: the same numbers as spmm_offsets and
+    """Both gradients from one packing of dy: the same numbers as spmm_offsets_planes and
     sddmm_offsets called with the same arguments, and dy's finite check."""
     from sparsetrain import _C
-    dx, dv = _grads_call()
-    assert _C.conv_grads_offsets(dx, dv) is True
+    args, dx, dv = _grads_call()
+    assert _C.conv_grads_offsets_planes(**args) is True
     c, out = dx["c"].copy(), dv["out"].copy()
     np.testing.assert_array_equal(c, [2, 4, 6, 8])  # 2 * grid[1 + t]
     # sum over images of <grid row from offset 1, packed x from offset 1>: 1*1 + 2*2 + 3*5 + 4*6
     np.testing.assert_array_equal(out, [44])
     dx["c"][:] = 0
     dv["out"][:] = 0
-    assert _C.spmm_offsets(pos=None, scratch=None, **dx) is True
+    assert _C.spmm_offsets_planes(**dx) is True
     _C.sddmm_offsets(**dv)
     np.testing.assert_array_equal(dx["c"], c)
     np.testing.assert_array_equal(dv["out"], out)
-    bad_y = np.array([1, 2, np.nan, 4], dtype=np.float32)
-    dx, dv = _grads_call(**{"dx.b": bad_y, "dv.a": bad_y})
-    assert _C.conv_grads_offsets(dx, dv) is False
+    args, _, _ = _grads_call(dy=np.array([1, 2, np.nan, 4], dtype=np.float32))
+    assert _C.conv_grads_offsets_planes(**args) is False
+
+
+@pytest.mark.parametrize("change", [
+    {"colour": 1},
+    {"dv": None},
+    {"x": [0.0] * 8},
+    {"dx_len": 2.0},
+    {"nthreads": 2**40},
+    {"pack_grid": (1, 1, 2, 3, 4, 1)},
+    {"pack": (1, 2, 2, 1, 1, 0, 0, 2, 2)},
+    {"pos": [0]},
+])
+@pytest.mark.parametrize("binding", ["conv_grads_offsets_planes", "conv_grads_one_pass_planes"])
+def test_conv_grads_offsets_rejects_arguments_of_the_wrong_kind(change, binding):
+    """Keyword arguments only, each of its type: an unknown or missing one, or a value of
+    another type, is a TypeError before anything is checked or run."""
+    from sparsetrain import _C
+    with pytest.raises(TypeError):
+        getattr(_C, binding)(**_grads_call(**change)[0])
 
 
 @pytest.mark.parametrize("change, message", [
-    ({"dx.colour": 1}, "unexpected argument 'colour'"),
-    ({"dv.out": None}, "missing argument 'out'"),
-    ({"dv.b": [0.0] * 8}, "'b' must be a NumPy array"),
-    ({"dx.len": 2.0}, "'len' must be an integer"),
-    ({"dv.lda": True}, "'lda' must be an integer"),
-    ({"dx.nthreads": 2**40}, "'nthreads' is out of range"),
-    ({"dx.check_finite": 1}, "'check_finite' must be True or False"),
-    ({"dv.pack": None}, "must both pack"),
-    ({"dx.pack_grid": None}, "must both pack"),
-    ({"dv.a": np.arange(1, 5, dtype=np.float32)}, "share the output gradient"),
-    ({"dv.nthreads": 2}, "thread count"),
-    ({"dv.pack_grid": st._C.ConvOutputLayout(n=2, c=1, unit=1, ho=1, wo=2, wq=3, per_channel=5,
-                                             offset=1), "dv.lda": 5},
-     "pack the output gradient alike"),
-    ({"dx.pack_grid": (1, 1, 2, 3, 4, 1)}, "'pack_grid' must be a ConvOutputLayout"),
-    ({"dv.pack": (1, 2, 2, 1, 1, 0, 0, 2, 2)}, "'pack' must be a ConvInputLayout"),
-    ({"dx.pos": [0]}, "'pos' must be a NumPy array"),
-    ({"dx.len": 4}, "past a packed image"),
-    ({"dv.len": 4}, "past a packed image|rows of a reach past"),
+    ({"pack": None}, "go together"),
+    ({"pack_grid": None}, "go together"),
+    ({"a_offset": -1}, "negative a_offset"),
+    ({"dx_len": 4}, "past a packed image"),
+    ({"len": 4}, "past a packed image|rows of a reach past"),
 ])
-@pytest.mark.parametrize("binding", ["conv_grads_offsets", "conv_grads_one_pass"])
+@pytest.mark.parametrize("binding", ["conv_grads_offsets_planes", "conv_grads_one_pass_planes"])
 def test_conv_grads_offsets_rejects_bad_arguments(change, message, binding):
     from sparsetrain import _C
     with pytest.raises(ValueError, match=message):
-        getattr(_C, binding)(*_grads_call(**change))
+        getattr(_C, binding)(**_grads_call(**change)[0])
 
 
-@pytest.mark.parametrize("binding", ["conv_grads_offsets", "conv_grads_one_pass"])
+@pytest.mark.parametrize("binding", ["conv_grads_offsets_planes", "conv_grads_one_pass_planes"])
 def test_conv_grads_offsets_rejects_overlapping_outputs(binding):
     from sparsetrain import _C
-    dx, dv = _grads_call()
-    dv["out"] = dx["c"][3:]
+    args, _, _ = _grads_call()
+    args["dv"] = args["dx"][3:]
     with pytest.raises(ValueError, match="overlap"):
-        getattr(_C, binding)(dx, dv)
+        getattr(_C, binding)(**args)
 
 
 # Stride-1 convolutions (both gradients from one load of each window of dy) and strided ones
@@ -891,8 +892,9 @@ ONE_PASS_LAYOUTS = [("plane", None), ("plane", 2), ("batch", None)]
 
 
 def _grads_args(case, stride, layout_kind, threads, seed=0):
-    """The layout, dx, dv and the dicts SparseConv2dFunction.backward gives
-    conv_grads_offsets for one case (and the dense layer, x and dy)."""
+    """The layout, the input gradient's form, dx, dv, the two kernels' arguments
+    SparseConv2dFunction.backward builds for one case (conv_grads_offsets_<form> takes them
+    through grads_args) and the dense layer, x and dy."""
     strategy, batch = layout_kind
     cin, cout, k, d, p, groups, hw, n = case
     n = batch or n
@@ -910,12 +912,29 @@ def _grads_args(case, stride, layout_kind, threads, seed=0):
     values = sp.values.detach()
     xq, _ = layout.pack_x(x)
     dyq, _ = layout.pack_dy(dy)
-    dx, dx_args, packed = layout._input_grad_args(values, dyq, threads, layout.fused)
+    dx, form, dx_args, packed = layout._input_grad_args(values, dyq, threads, layout.fused)
     dv = torch.empty(values.numel())
     dv_args = layout._values_grad_args(sp._row_ptr_np, dyq, xq, dv, threads)
-    if layout.fused:
-        dv_args["a"] = dx_args["b"]
-    return layout, (dx, packed), dv, dx_args, dv_args, (dense, x, dy)
+    return layout, form, (dx, packed), dv, dx_args, dv_args, (dense, x, dy)
+
+
+def _one_pass(layout, form, dx_args, dv_args) -> bool:
+    """Whether conv_grads_offsets_<form> takes its one-pass form on these arguments."""
+    from sparsetrain import _C
+    if form not in ("planes", "planes16"):
+        return False
+    one_pass = getattr(_C, "conv_grads_one_pass_" + form)
+    return one_pass(**grads_args(dx_args, dv_args, layout.dy_offset))
+
+
+def _both_grads(layout, form, dx_args, dv_args):
+    """Both gradients in one call where the layout has a form for it, else the two kernels."""
+    from sparsetrain import _C
+    if form == "rows":
+        spmm_offsets(form)(**dx_args)
+        _C.sddmm_offsets(**dv_args)
+    else:
+        conv_grads_offsets(form)(**grads_args(dx_args, dv_args, layout.dy_offset))
 
 
 @pytest.mark.parametrize("case", ONE_PASS_CASES)
@@ -924,17 +943,18 @@ def _grads_args(case, stride, layout_kind, threads, seed=0):
 @pytest.mark.parametrize("isa", st.supported_isas())
 def test_conv_grads_one_pass_matches_the_two_kernels(case, stride, layout_kind, isa):
     """Stride 1 loads each window of dy once for both gradients (checked with
-    conv_grads_one_pass): the same products as spmm_offsets and sddmm_offsets summed in
-    another order, the same for any thread count, and nn.Conv2d's gradients."""
+    conv_grads_one_pass_<form>): the same products as the input gradient's spmm_offsets form
+    and sddmm_offsets summed in another order, the same for any thread count, and nn.Conv2d's
+    gradients."""
     from sparsetrain import _C
     with Runtime(isa, 1):
         results = []
         for threads in (1, 3):
-            layout, (dx, packed), dv, dx_args, dv_args, (dense, x, dy) = _grads_args(
+            layout, form, (dx, packed), dv, dx_args, dv_args, (dense, x, dy) = _grads_args(
                 case, stride, layout_kind, threads)
-            assert _C.conv_grads_one_pass(dx_args, dv_args) is (stride == 1)
+            assert _one_pass(layout, form, dx_args, dv_args) is (stride == 1)
             assert layout.fuses_grads is (stride == 1 or layout.fused)
-            _C.conv_grads_offsets(dx_args, dv_args)
+            _both_grads(layout, form, dx_args, dv_args)
             # (A packed dx is defined only where the kernels write: compare it unpacked.)
             results.append((layout.unpack_dx(dx.view(-1)) if packed else dx.clone(),
                             dv.clone()))
@@ -943,7 +963,7 @@ def test_conv_grads_one_pass_matches_the_two_kernels(case, stride, layout_kind, 
         # The two kernels on the same arguments (the last call's, writing its dx and dv).
         ref_dv = dv.clone()
         dv_args["out"] = ref_dv.numpy()
-        _C.spmm_offsets(**dx_args)
+        spmm_offsets(form)(**dx_args)
         _C.sddmm_offsets(**dv_args)
         ref_dx = layout.unpack_dx(dx.view(-1)) if packed else dx
         dx = dx_got
@@ -963,21 +983,22 @@ def test_conv_grads_one_pass_needs_a_matching_transposed_index():
     entry off and the kernel takes the two kernels' path, bitwise as before."""
     from sparsetrain import _C
     for kind in ONE_PASS_LAYOUTS:
-        _, (dx, _), dv, dx_args, dv_args, _ = _grads_args(ONE_PASS_CASES[0], 1, kind, 2)
-        assert _C.conv_grads_one_pass(dx_args, dv_args)
+        layout, form, (dx, _), dv, dx_args, dv_args, _ = _grads_args(ONE_PASS_CASES[0], 1, kind,
+                                                                     2)
+        assert _one_pass(layout, form, dx_args, dv_args)
         dx_args["offsets"] = dx_args["offsets"].copy()
         dx_args["offsets"][3] += 1
-        assert not _C.conv_grads_one_pass(dx_args, dv_args)
-        _C.conv_grads_offsets(dx_args, dv_args)
+        assert not _one_pass(layout, form, dx_args, dv_args)
+        _both_grads(layout, form, dx_args, dv_args)
         got_dx, got_dv = dx.clone(), dv.clone()
-        _C.spmm_offsets(**dx_args)
+        spmm_offsets(form)(**dx_args)
         _C.sddmm_offsets(**dv_args)
         assert torch.equal(got_dx, dx) and torch.equal(got_dv, dv)
 
 
 @pytest.mark.parametrize("bad", [None, float("nan"), float("inf"), float("-inf")])
 def test_offsets_kernel_checks_the_grid_it_packs(bad):
-    """spmm_offsets(pack_grid=..., check_finite=True): whether dy (NCHW) was all finite,
+    """spmm_offsets_rows(pack_grid=..., check_finite=True): whether dy (NCHW) was all finite,
     read while the kernel packs it; None when not asked."""
     from sparsetrain import _C
     y = np.arange(4, dtype=np.float32)  # 2 images of 1 x 1 x 2
@@ -988,8 +1009,8 @@ def test_offsets_kernel_checks_the_grid_it_packs(bad):
                 b_image_stride=2, c=np.zeros(4, dtype=np.float32), ldc=2, c_image_stride=2,
                 len=2, images=2, nthreads=1)
     grid = _C.ConvOutputLayout(n=2, c=1, unit=1, ho=1, wo=2, wq=3, per_channel=4, offset=1)
-    assert _C.spmm_offsets(**args, pack_grid=grid, check_finite=True) is (bad is None)
-    assert _C.spmm_offsets(**args, pack_grid=grid) is None
+    assert _C.spmm_offsets_rows(**args, pack_grid=grid, check_finite=True) is (bad is None)
+    assert _C.spmm_offsets_rows(**args, pack_grid=grid) is None
 
 
 def test_channel_sums_without_a_grid():
@@ -1015,32 +1036,31 @@ def test_offset_segments_skip_the_columns_between():
     val = np.array([0.5, -2.0], dtype=np.float32)
     b = rng.standard_normal(64).astype(np.float32)
     c = np.full(40, 7.0, dtype=np.float32)
-    _C.spmm_offsets(ptr=ptr, offsets=offs, values=val, pos=None, scratch=None, b=b,
-                    b_image_stride=0, c=c, ldc=40, c_image_stride=40, len=40, images=1,
-                    nthreads=1, seg_len=6, seg_stride=10)
+    _C.spmm_offsets_rows(ptr=ptr, offsets=offs, values=val, pos=None, scratch=None, b=b,
+                         b_image_stride=0, c=c, ldc=40, c_image_stride=40, len=40, images=1,
+                         nthreads=1, seg_len=6, seg_stride=10)
     full = 0.5 * b[0:40] - 2.0 * b[3:43]
     t = np.arange(40)
     np.testing.assert_allclose(c[t % 10 < 6], full[t % 10 < 6], rtol=1e-6)
     assert (c[t % 10 >= 6] == 7.0).all()
 
 
-@pytest.mark.parametrize("binding", ["conv_grads_offsets", "conv_grads_one_pass"])
-def test_conv_grads_packed_beforehand_rejects_bad_arguments(binding):
-    """Packed beforehand: dv's rows of dy must lie in dx's packed dy, x must hold every plane
-    of every image (the one-pass form reads them all)."""
+@pytest.mark.parametrize("one_pass", [False, True])
+def test_conv_grads_packed_beforehand_rejects_bad_arguments(one_pass):
+    """Packed beforehand: x must hold every plane of every image (the one-pass form reads them
+    all), and the values gradient packs x only where both gradients pack dy."""
     from sparsetrain import _C
-    _, _, _, dx_args, dv_args, _ = _grads_args(ONE_PASS_CASES[0], 1, ("batch", None), 2)
-    call = getattr(_C, binding)
+    layout, form, _, _, dx_args, dv_args, _ = _grads_args(ONE_PASS_CASES[0], 1, ("batch", None), 2)
+    call = getattr(_C, ("conv_grads_one_pass_" if one_pass else "conv_grads_offsets_") + form)
     # Images 16 floats further apart, the buffer long enough for every shifted run
     # sddmm_offsets reads but not for the last image's whole stride.
     images, stride = dv_args["images"], dv_args["b_image_stride"] + 16
     reach = (images - 1) * stride + int(dv_args["offsets"].max()) + dv_args["len"]
     assert reach < images * stride
     short = dict(dv_args, b=np.zeros(reach, dtype=np.float32), b_image_stride=stride)
-    with pytest.raises(ValueError, match="must hold images x b_image_stride"):
-        call(dx_args, short)
-    elsewhere = dict(dv_args, a=dv_args["a"].copy())
-    with pytest.raises(ValueError, match="share the output gradient"):
-        call(dx_args, elsewhere)
+    with pytest.raises(ValueError, match="must hold images x x_image_stride"):
+        call(**grads_args(dx_args, short, layout.dy_offset))
+    layout, form, _, _, dx_args, dv_args, _ = _grads_args(ONE_PASS_CASES[0], 1, ("plane", 2), 2)
+    call = getattr(_C, ("conv_grads_one_pass_" if one_pass else "conv_grads_offsets_") + form)
     with pytest.raises(ValueError, match="or none of them"):
-        call(dx_args, dict(dv_args, pack=_GRADS_PACK))
+        call(**grads_args(dx_args, dict(dv_args, pack=_GRADS_PACK), layout.dy_offset))

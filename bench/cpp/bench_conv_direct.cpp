@@ -26,7 +26,7 @@ void bench(const ConvShape& s, const Options& o) {
                        4.0 * (x_image + y_image) * s.images;
   for (st::Isa isa : o.isas) {
     const auto& t = st::kernel_table(isa);
-    k::ConvDirectArgs a{};
+    k::ConvDirectArgs<float> a{};
     a.ptr = w.ptr.data();
     a.plane = plane.data();
     a.dy = dy.data();
@@ -46,13 +46,13 @@ void bench(const ConvShape& s, const Options& o) {
     a.images = s.images;
     a.nthreads = o.threads;
     report("conv_direct_spmm", isa, describe(s), w.sparsity(), o,
-           median_seconds([&] { t.conv_direct_spmm(a); }, o.repeats), flops, bytes);
-    k::ConvDirectArgs v = a;
+           median_seconds([&] { t.spmm_direct_f32(a); }, o.repeats), flops, bytes);
+    k::ConvDirectArgs<float> v = a;
     v.out = dv.data();
     v.grad = g.data();
     v.grad_image_stride = y_image;
     report("conv_direct_sddmm", isa, describe(s), w.sparsity(), o,
-           median_seconds([&] { t.conv_direct_sddmm(v); }, o.repeats), flops, bytes);
+           median_seconds([&] { t.sddmm_direct_f32(v); }, o.repeats), flops, bytes);
   }
 }
 

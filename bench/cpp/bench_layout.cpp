@@ -14,12 +14,12 @@ void bench_pack(int64_t batch, int64_t features, const Options& o) {
   const std::string shape = "batch " + std::to_string(batch) + " x " + std::to_string(features);
   for (st::Isa isa : o.isas) {
     const auto& t = st::kernel_table(isa);
-    const k::PackArgs p{src.data(), batch, features, features, packed.data(), nb, o.threads};
-    report("pack_bmajor", isa, shape, 0.0, o, median_seconds([&] { t.pack(p); }, o.repeats), 0.0,
+    const k::PackArgs<float> p{src.data(), batch, features, features, packed.data(), nb, o.threads};
+    report("pack_bmajor", isa, shape, 0.0, o, median_seconds([&] { t.pack_bmajor_f32(p); }, o.repeats), 0.0,
            4.0 * (batch + nb) * features);
-    const k::UnpackArgs u{packed.data(), nb, batch, features, back.data(), features, nullptr,
+    const k::UnpackArgs<float> u{packed.data(), nb, batch, features, back.data(), features, nullptr,
                           o.threads};
-    report("unpack_bmajor", isa, shape, 0.0, o, median_seconds([&] { t.unpack(u); }, o.repeats),
+    report("unpack_bmajor", isa, shape, 0.0, o, median_seconds([&] { t.unpack_bmajor_f32(u); }, o.repeats),
            0.0, 4.0 * (batch + nb) * features);
   }
 }
@@ -32,9 +32,9 @@ void bench_conv_pack(const ConvShape& s, const Options& o) {
   std::vector<float> packed(l.groups * l.c * l.hq * l.wq);
   for (st::Isa isa : o.isas) {
     const auto& t = st::kernel_table(isa);
-    const k::ConvInputArgs a{l, x.data(), packed.data(), o.threads};
+    const k::ConvInputArgs<float> a{l, x.data(), packed.data(), o.threads};
     report("conv_pack_input", isa, describe(s), 0.0, o,
-           median_seconds([&] { t.conv_pack_input(a); }, o.repeats), 0.0,
+           median_seconds([&] { t.conv_pack_input_f32(a); }, o.repeats), 0.0,
            4.0 * (x.size() + packed.size()));
   }
 }

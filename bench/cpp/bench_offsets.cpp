@@ -2,7 +2,7 @@
 // zero border as (h + 2) x (w + 2) planes per channel, nonzero (r, ci, ky, kx) reading
 // B_n[ci * plane + ky * wp + kx + t] for grid position t of output row r. A row of the output
 // covers h grid rows of wp (the two border columns of each are computed and unused).
-//   spmm_offsets: the forward pass; sddmm_offsets: the values gradient from an output
+//   spmm_offsets_rows: the forward pass; sddmm_offsets: the values gradient from an output
 //   gradient on the same grid.
 #include "conv_case.h"
 
@@ -28,37 +28,18 @@ void bench(const ConvShape& s, const Options& o) {
   const double dense_bytes = 4.0 * (b_image + c_image) * s.images;
   for (st::Isa isa : o.isas) {
     const auto& t = st::kernel_table(isa);
-    k::SpmmOffsetsArgs fwd{};
-    fwd.ptr = w.ptr.data();
-    fwd.off = off.data();
-    fwd.val = w.val.data();
-    fwd.rows = s.cout;
-    fwd.b = b.data();
-    fwd.b_image_stride = b_image;
-    fwd.c = c.data();
-    fwd.ldc = len;
-    fwd.c_image_stride = c_image;
-    fwd.len = len;
-    fwd.images = s.images;
-    fwd.nthreads = o.threads;
-    report("spmm_csr_offsets", isa, describe(s), w.sparsity(), o,
-           median_seconds([&] { t.spmm_offsets(fwd); }, o.repeats), flops,
+    const k::SpmmOffsetsRowsArgs<float> fwd{
+        {w.ptr.data(), off.data(), w.val.data(), nullptr, nullptr, s.cout, b.data(), b_image,
+         s.images, {len}, o.threads},
+        {c.data(), len, c_image}};
+    report("spmm_offsets_rows", isa, describe(s), w.sparsity(), o,
+           median_seconds([&] { t.spmm_offsets_rows_f32(fwd); }, o.repeats), flops,
            index_bytes + dense_bytes);
-    k::SddmmOffsetsArgs dvals{};
-    dvals.ptr = w.ptr.data();
-    dvals.off = off.data();
-    dvals.rows = s.cout;
-    dvals.a = g.data();
-    dvals.lda = len;
-    dvals.a_image_stride = c_image;
-    dvals.b = b.data();
-    dvals.b_image_stride = b_image;
-    dvals.len = len;
-    dvals.images = s.images;
-    dvals.out = dv.data();
-    dvals.nthreads = o.threads;
-    report("sddmm_csr_offsets", isa, describe(s), w.sparsity(), o,
-           median_seconds([&] { t.sddmm_offsets(dvals); }, o.repeats), flops,
+    const k::SddmmOffsetsArgs<float> dvals{w.ptr.data(), off.data(), s.cout, g.data(), len,
+                                           c_image, b.data(), b_image, s.images, {len},
+                                           dv.data(), o.threads};
+    report("sddmm_offsets", isa, describe(s), w.sparsity(), o,
+           median_seconds([&] { t.sddmm_offsets_f32(dvals); }, o.repeats), flops,
            index_bytes + dense_bytes);
   }
 }

@@ -27,10 +27,10 @@ void spmm(const py::array& ptr_a, const py::array& idx_a, const py::array& val_a
   const Scatter sc = scatter_args(pos_a, scratch_a, nnz);
   if (b.cols != c.cols) bad("b and c have different padded batch sizes");
   check_batch_major(c.cols, "c");
-  k::SpmmArgs args{ptr.data, idx.data, val.data, sc.pos, sc.scratch, c.rows, b.rows, b.data,
+  k::SpmmArgs<float> args{ptr.data, idx.data, val.data, sc.pos, sc.scratch, c.rows, b.rows, b.data,
                    b.cols, c.data, c.cols, c.cols, nthreads};
   py::gil_scoped_release release;
-  kernel_table().spmm(args);
+  kernel_table().spmm_bmajor_f32(args);
 }
 
 void spmmt(const py::array& ptr_a, const py::array& idx_a, const py::array& val_a,
@@ -46,10 +46,10 @@ void spmmt(const py::array& ptr_a, const py::array& idx_a, const py::array& val_
     bad("col_ptr must have one entry per row of c plus one, from 0 to nnz");
   if (b.cols != c.cols) bad("b and c have different padded batch sizes");
   check_batch_major(c.cols, "c");
-  k::SpmmTArgs args{ptr.data, idx.data, val.data, col_ptr.data, b.rows, c.rows, b.data, b.cols,
+  k::SpmmTArgs<float> args{ptr.data, idx.data, val.data, col_ptr.data, b.rows, c.rows, b.data, b.cols,
                     c.data, c.cols, c.cols, nthreads};
   py::gil_scoped_release release;
-  kernel_table().spmmt(args);
+  kernel_table().spmmt_bmajor_f32(args);
 }
 
 void sddmm(const py::array& ptr_a, const py::array& idx_a, const py::array& a_a,
@@ -62,10 +62,10 @@ void sddmm(const py::array& ptr_a, const py::array& idx_a, const py::array& a_a,
   check_csr_ends(ptr, a.rows, idx.size(), out.size());
   if (b.cols != a.cols) bad("a and b have different padded batch sizes");
   check_batch_major(a.cols, "a");
-  k::SddmmArgs args{ptr.data, idx.data, a.rows, b.rows, a.data, a.cols, b.data, b.cols, a.cols,
+  k::SddmmArgs<float> args{ptr.data, idx.data, a.rows, b.rows, a.data, a.cols, b.data, b.cols, a.cols,
                     out.data, nthreads};
   py::gil_scoped_release release;
-  kernel_table().sddmm(args);
+  kernel_table().sddmm_bmajor_f32(args);
 }
 
 void pack(const py::array& src_a, const py::array& dst_a, int nthreads) {
@@ -74,9 +74,9 @@ void pack(const py::array& src_a, const py::array& dst_a, int nthreads) {
   if (dst.rows != src.cols) bad("dst must have one row per feature of src");
   if (dst.cols < src.rows) bad("dst is narrower than the batch");
   check_batch_major(dst.cols, "dst");
-  k::PackArgs args{src.data, src.rows, src.cols, src.cols, dst.data, dst.cols, nthreads};
+  k::PackArgs<float> args{src.data, src.rows, src.cols, src.cols, dst.data, dst.cols, nthreads};
   py::gil_scoped_release release;
-  kernel_table().pack(args);
+  kernel_table().pack_bmajor_f32(args);
 }
 
 void unpack(const py::array& src_a, const py::array& dst_a, const std::optional<py::array>& bias_a,
@@ -91,9 +91,9 @@ void unpack(const py::array& src_a, const py::array& dst_a, const std::optional<
     if (bv.size() != dst.cols) bad("bias length differs from the feature count");
     bias = bv.data;
   }
-  k::UnpackArgs args{src.data, src.cols, dst.rows, dst.cols, dst.data, dst.cols, bias, nthreads};
+  k::UnpackArgs<float> args{src.data, src.cols, dst.rows, dst.cols, dst.data, dst.cols, bias, nthreads};
   py::gil_scoped_release release;
-  kernel_table().unpack(args);
+  kernel_table().unpack_bmajor_f32(args);
 }
 
 }  // namespace

@@ -14,7 +14,7 @@ namespace {
 namespace k = sparsetrain::kernels;
 
 // Both kernels: every check that keeps their reads and writes in bounds.
-k::ConvDirectArgs conv_direct_args(const py::array& ptr_a, const py::array& plane_a,
+k::ConvDirectArgs<float> conv_direct_args(const py::array& ptr_a, const py::array& plane_a,
                                    const py::array& dy_a, const py::array& slot_a,
                                    const py::array& shift_a, const py::array& src_a,
                                    int64_t src_image_stride, int64_t sh, int64_t sw, int64_t oh,
@@ -48,7 +48,7 @@ k::ConvDirectArgs conv_direct_args(const py::array& ptr_a, const py::array& plan
     if (slot.data[j] < 0 || slot.data[j] >= shift.size()) bad("slot out of range");
   }
   if (images > 0 && src.size() < mul(images, src_image_stride)) bad("src is smaller than its images");
-  k::ConvDirectArgs a{};
+  k::ConvDirectArgs<float> a{};
   a.ptr = ptr.data;
   a.plane = plane.data;
   a.dy = dy.data;
@@ -93,7 +93,7 @@ void conv_direct_spmm(const py::array& ptr_a, const py::array& plane_a, const py
     a.bias = bv.data;
   }
   py::gil_scoped_release release;
-  kernel_table().conv_direct_spmm(a);
+  kernel_table().spmm_direct_f32(a);
 }
 
 void conv_direct_sddmm(const py::array& ptr_a, const py::array& plane_a, const py::array& dy_a,
@@ -111,7 +111,7 @@ void conv_direct_sddmm(const py::array& ptr_a, const py::array& plane_a, const p
   a.grad_image_stride = a.rows * oh * ow;
   a.out = out.data;
   py::gil_scoped_release release;
-  kernel_table().conv_direct_sddmm(a);
+  kernel_table().sddmm_direct_f32(a);
 }
 
 }  // namespace

@@ -76,13 +76,13 @@ std::optional<bool> conv_input(bool pack, const py::array& x_a, const py::array&
   if (packed.size() != mul(mul(l.groups, l.c, l.sh, l.sw), l.hq, l.wq, l.unit))
     bad("packed has the wrong size for the layout");
   std::vector<unsigned char> finite(check_finite && pack ? mul(l.groups, l.c) : 0, 1);
-  k::ConvInputArgs args{l, x.data, packed.data, nthreads, finite.empty() ? nullptr : finite.data()};
+  k::ConvInputArgs<float> args{l, x.data, packed.data, nthreads, finite.empty() ? nullptr : finite.data()};
   {
     py::gil_scoped_release release;
     if (pack)
-      kernel_table().conv_pack_input(args);
+      kernel_table().conv_pack_input_f32(args);
     else
-      kernel_table().conv_unpack_grad_input(args);
+      kernel_table().conv_unpack_grad_input_f32(args);
   }
   if (check_finite && pack) return all_set(finite);
   return std::nullopt;
@@ -106,9 +106,9 @@ void conv_pack_grad_output(const py::array& y_a, const std::optional<py::array>&
     if (sv.size() != mul(l.groups, l.c)) bad("channel_sums must hold groups * channels values");
     sums = sv.data;
   }
-  k::ConvOutputArgs args{l, y.data, sums_only ? nullptr : grid.data, sums, nthreads};
+  k::ConvOutputArgs<float> args{l, y.data, sums_only ? nullptr : grid.data, sums, nthreads};
   py::gil_scoped_release release;
-  kernel_table().conv_pack_grad_output(args);
+  kernel_table().conv_pack_grad_output_f32(args);
 }
 
 }  // namespace

@@ -7,90 +7,170 @@ namespace bindings {
 
 namespace k = sparsetrain::kernels;
 
-void prepare_spmm_offsets(SpmmOffsetsCall& call, const SpmmOffsetsParams& p) {
-  const auto ix = offsets_index(as_array(p.ptr), as_array(p.offsets), p.len, p.images);
+namespace {
+
+// The product's index, values and B buffer, checked (B's extent by check_source).
+struct CheckedProduct {
+  OffsetsIndex ix;
+  View<float> val, b;
+  Scatter sc;
+};
+
+CheckedProduct check_product(const ProductParams& p) {
+  CheckedProduct cp{offsets_index(as_array(p.ptr), as_array(p.offsets), p.len, p.images), {}, {},
+                    {}};
   check_segments(p.seg_len, p.seg_stride);
-  const int64_t unit = p.unit, images = p.images, len = p.len, grid_w = p.grid_w;
-  if (unit != 1 && unit != 16) bad("unit must be 1 or 16");
-  const bool merging = p.merge.has_value();
-  if (merging && p.stats) bad("stats: not with merge (an input gradient has no batch norm)");
-  if (merging && (unit != 1 || grid_w > 0))
-    bad("merge writes NCHW planes itself: unit 1 and no grid_w");
-  const bool packing = p.pack.has_value(), gridding = p.pack_grid.has_value();
-  if ((packing || gridding) && unit != 1) bad("pack: unit must be 1");
-  if (packing && gridding) bad("pack and pack_grid: one of them at most");
-  if (p.check_finite && !packing && !gridding)
-    bad("check_finite needs pack or pack_grid (the kernel reads b itself)");
-  if (unit == 16) {  // planes of a batch-innermost B: whole grid points of 16 floats
-    if (grid_w <= 0) bad("unit 16 writes planes: grid_w must be set");
-    if (len % 16 || p.seg_len % 16 || p.seg_stride % 16)
-      bad("unit 16: len and segments must be whole grid points (multiples of 16)");
-    if (p.batch <= mul(16, images - 1) || p.batch > mul(16, images))
-      bad("unit 16: batch must fill the last group of 16 images");
-  }
-  const int64_t rows = ix.rows, nnz = ix.nnz;
-  auto val = view<float>(as_array(p.values), "values", 1);
-  auto b = view<float>(as_array(p.b), "b", 1);
-  auto c = view<float>(as_array(p.c), "c", 1, true);
-  if (val.size() != nnz) bad("values and offsets differ in length");
-  const Scatter sc = scatter_args(p.pos, p.scratch, nnz);
-  if (packing) {
-    check_pack(*p.pack, images, b.size(), p.b_image_stride, ix.extent, nnz, len);
-    call.pack = *p.pack;
-  } else if (gridding) {
-    check_pack_grid(*p.pack_grid, images, b.size(), p.b_image_stride, "b");
-    call.grid = *p.pack_grid;
-    check_within_packed(ix.extent, nnz, len, mul(call.grid.c, call.grid.per_channel),
-                        "pack_grid");
-  } else if (nnz > 0) {
-    check_extent("b", b.size(), images, p.b_image_stride, ix.extent.max_off, len);
-  }
-  const float* bias = nullptr;
-  if (grid_w > 0) {  // written into plane_h x plane_w planes, ldc apart
-    if (p.t_base < 0 || p.row0 < 0 || p.col0 < 0 || p.plane_h < 0 || p.plane_w < 0)
-      bad("negative plane mapping");
-    sum(p.t_base, len), sum(p.row0, p.plane_h), sum(p.col0, p.plane_w);  // grid positions fit
-    if (p.ldc < mul(p.plane_h, p.plane_w)) bad("ldc is smaller than a plane");
-    if (rows > 0) {  // every image's planes inside c, images disjoint
-      const int64_t planes = unit == 16 ? p.batch : images;
-      const int64_t plane = p.plane_h * p.plane_w;
-      check_extent("c", c.size(), planes, p.c_image_stride, mul(rows - 1, p.ldc), plane);
-      check_disjoint("c", planes, p.c_image_stride, sum(mul(rows - 1, p.ldc), plane));
-    }
-    if (p.bias) {
-      auto bv = view<float>(*p.bias, "bias", 1);
-      if (bv.size() != rows) bad("bias length differs from the row count");
-      bias = bv.data;
-    }
-  }
-  if (merging) {
-    check_merge(*p.merge, rows, images, p.t_base, len, c.size(), p.c_image_stride);
-    call.merge = *p.merge;
-  } else if (grid_w <= 0) {
-    check_row_block("c", c.size(), images, p.c_image_stride, rows, p.ldc, len);
-  }
-  View<double> stats{};
-  if (p.stats) {
-    stats = view<double>(*p.stats, "stats", 1, true);
-    if (stats.size() != mul(images, rows, 2)) bad("stats must hold images * rows * 2 values");
-  }
-  call.check_finite = p.check_finite;
-  if (len == 0 || images == 0) {  // no kernel call: its sums are of nothing (it zeroes its own)
-    for (int64_t i = 0; i < stats.size(); ++i) stats.data[i] = 0.0;
-    call.empty = true;
-    return;
-  }
-  call.finite.assign(p.check_finite ? images : 0, 1);
-  call.args = k::SpmmOffsetsArgs{ix.ptr.data, ix.off.data, val.data, sc.pos, sc.scratch, rows,
-                                 b.data, p.b_image_stride, c.data, p.ldc, p.c_image_stride, len,
-                                 images, p.nthreads, grid_w, p.t_base, p.row0, p.col0, p.plane_h,
-                                 p.plane_w, bias, p.seg_len, p.seg_stride, unit, p.batch,
-                                 merging ? &call.merge : nullptr, packing ? &call.pack : nullptr,
-                                 p.check_finite ? call.finite.data() : nullptr,
-                                 gridding ? &call.grid : nullptr, stats.data};
+  cp.val = view<float>(as_array(p.values), "values", 1);
+  cp.b = view<float>(as_array(p.b), "b", 1);
+  if (cp.val.size() != cp.ix.nnz) bad("values and offsets differ in length");
+  cp.sc = scatter_args(p.pos, p.scratch, cp.ix.nnz);
+  return cp;
 }
 
-void prepare_sddmm_offsets(SddmmOffsetsCall& call, const SddmmOffsetsParams& p) {
+void check_pack_choice(const PackParams& pack) {
+  if (pack.pack && pack.pack_grid) bad("pack and pack_grid: one of them at most");
+  if (pack.check_finite && !pack.pack && !pack.pack_grid)
+    bad("check_finite needs pack or pack_grid (the kernel reads b itself)");
+}
+
+// Every B_n[off[j] + t] the kernel reads inside b: packed by the kernel per `pack` (the
+// layouts then kept in call), or b as given.
+template <class Args>
+void check_source(SpmmCall<Args>& call, const CheckedProduct& cp, const ProductParams& p,
+                  const PackParams& pack) {
+  const int64_t nnz = cp.ix.nnz;
+  if (pack.pack) {
+    check_pack(*pack.pack, p.images, cp.b.size(), p.b_image_stride, cp.ix.extent, nnz, p.len);
+    call.pack = *pack.pack;
+  } else if (pack.pack_grid) {
+    check_pack_grid(*pack.pack_grid, p.images, cp.b.size(), p.b_image_stride, "b");
+    call.grid = *pack.pack_grid;
+    check_within_packed(cp.ix.extent, nnz, p.len, mul(call.grid.c, call.grid.per_channel),
+                        "pack_grid");
+  } else if (nnz > 0) {
+    check_extent("b", cp.b.size(), p.images, p.b_image_stride, cp.ix.extent.max_off, p.len);
+  }
+}
+
+// The plane window: positions that fit int64, planes (`planes` images of rows planes, ldc
+// apart) inside c and disjoint; the bias, one per row.
+struct CheckedPlanes {
+  View<float> c;
+  const float* bias = nullptr;
+};
+
+CheckedPlanes check_planes(const PlanesParams& o, int64_t rows, int64_t len, int64_t planes) {
+  CheckedPlanes out{view<float>(as_array(o.c), "c", 1, true)};
+  if (o.grid_w <= 0) bad("planes: grid_w must be set (the grid's row length)");
+  if (o.t_base < 0 || o.row0 < 0 || o.col0 < 0 || o.plane_h < 0 || o.plane_w < 0)
+    bad("negative plane mapping");
+  sum(o.t_base, len), sum(o.row0, o.plane_h), sum(o.col0, o.plane_w);  // grid positions fit
+  if (o.ldc < mul(o.plane_h, o.plane_w)) bad("ldc is smaller than a plane");
+  if (rows > 0) {  // every image's planes inside c, images disjoint
+    const int64_t plane = o.plane_h * o.plane_w;
+    check_extent("c", out.c.size(), planes, o.c_image_stride, mul(rows - 1, o.ldc), plane);
+    check_disjoint("c", planes, o.c_image_stride, sum(mul(rows - 1, o.ldc), plane));
+  }
+  if (o.bias) {
+    auto bv = view<float>(*o.bias, "bias", 1);
+    if (bv.size() != rows) bad("bias length differs from the row count");
+    out.bias = bv.data;
+  }
+  return out;
+}
+
+View<double> check_stats(const OptArray& stats_a, int64_t images, int64_t rows) {
+  View<double> stats{};
+  if (stats_a) {
+    stats = view<double>(*stats_a, "stats", 1, true);
+    if (stats.size() != mul(images, rows, 2)) bad("stats must hold images * rows * 2 values");
+  }
+  return stats;
+}
+
+// With no positions or no images there is no kernel call: its sums are of nothing (a kernel
+// zeroes its own). Else the finite flags the kernel will set.
+template <class Args>
+bool no_call(SpmmCall<Args>& call, const ProductParams& p, const PackParams& pack,
+             const View<double>& stats) {
+  call.check_finite = pack.check_finite;
+  if (p.len == 0 || p.images == 0) {
+    for (int64_t i = 0; i < stats.size(); ++i) stats.data[i] = 0.0;
+    call.empty = true;
+    return true;
+  }
+  call.finite.assign(pack.check_finite ? p.images : 0, 1);
+  return false;
+}
+
+k::OffsetsProduct<float> product_args(const CheckedProduct& cp, const ProductParams& p) {
+  return {cp.ix.ptr.data, cp.ix.off.data, cp.val.data, cp.sc.pos, cp.sc.scratch, cp.ix.rows,
+          cp.b.data, p.b_image_stride, p.images, {p.len, p.seg_len, p.seg_stride}, p.nthreads};
+}
+
+template <class Args>
+k::ImagePack pack_args(SpmmCall<Args>& call, const PackParams& pack) {
+  return {pack.pack ? &call.pack : nullptr, pack.pack_grid ? &call.grid : nullptr,
+          pack.check_finite ? call.finite.data() : nullptr};
+}
+
+k::PlanesOut<float> planes_args(const CheckedPlanes& c, const PlanesParams& o) {
+  return {c.c.data, o.ldc, o.c_image_stride, o.grid_w, o.t_base, o.row0, o.col0, o.plane_h,
+          o.plane_w, c.bias};
+}
+
+}  // namespace
+
+void prepare(SpmmRowsCall& call, const SpmmRowsParams& p) {
+  const CheckedProduct cp = check_product(p.p);
+  check_pack_choice(p.pack);
+  auto c = view<float>(as_array(p.c), "c", 1, true);
+  check_source(call, cp, p.p, p.pack);
+  check_row_block("c", c.size(), p.p.images, p.c_image_stride, cp.ix.rows, p.ldc, p.p.len);
+  const View<double> stats = check_stats(p.stats, p.p.images, cp.ix.rows);
+  if (no_call(call, p.p, p.pack, stats)) return;
+  call.args = {product_args(cp, p.p), {c.data, p.ldc, p.c_image_stride}, pack_args(call, p.pack),
+               stats.data};
+}
+
+void prepare(SpmmPlanesCall& call, const SpmmPlanesParams& p) {
+  const CheckedProduct cp = check_product(p.p);
+  check_pack_choice(p.pack);
+  check_source(call, cp, p.p, p.pack);
+  const CheckedPlanes c = check_planes(p.out, cp.ix.rows, p.p.len, p.p.images);
+  const View<double> stats = check_stats(p.stats, p.p.images, cp.ix.rows);
+  if (no_call(call, p.p, p.pack, stats)) return;
+  call.args = {product_args(cp, p.p), planes_args(c, p.out), pack_args(call, p.pack), stats.data};
+}
+
+void prepare(SpmmPlanes16Call& call, const SpmmPlanes16Params& p) {
+  const CheckedProduct cp = check_product(p.p);
+  const int64_t images = p.p.images;
+  // Planes of a batch-innermost B: whole grid points of 16 elements.
+  if (p.p.len % 16 || p.p.seg_len % 16 || p.p.seg_stride % 16)
+    bad("planes16: len and segments must be whole grid points (multiples of 16)");
+  if (p.batch <= mul(16, images - 1) || p.batch > mul(16, images))
+    bad("planes16: batch must fill the last group of 16 images");
+  check_source(call, cp, p.p, PackParams{});
+  const CheckedPlanes c = check_planes(p.out, cp.ix.rows, p.p.len, p.batch);
+  const View<double> stats = check_stats(p.stats, images, cp.ix.rows);
+  if (no_call(call, p.p, PackParams{}, stats)) return;
+  call.args = {product_args(cp, p.p), planes_args(c, p.out), p.batch, stats.data};
+}
+
+void prepare(SpmmMergeCall& call, const SpmmMergeParams& p) {
+  const CheckedProduct cp = check_product(p.p);
+  check_pack_choice(p.pack);
+  auto c = view<float>(as_array(p.c), "c", 1, true);
+  check_source(call, cp, p.p, p.pack);
+  check_merge(p.merge, cp.ix.rows, p.p.images, p.t_base, p.p.len, c.size(), p.c_image_stride);
+  call.merge = p.merge;
+  if (no_call(call, p.p, p.pack, View<double>{})) return;
+  call.args = {product_args(cp, p.p), {c.data, p.c_image_stride, &call.merge, p.t_base},
+               pack_args(call, p.pack)};
+}
+
+void prepare(SddmmOffsetsCall& call, const SddmmOffsetsParams& p) {
   const auto ix = offsets_index(as_array(p.ptr), as_array(p.offsets), p.len, p.images);
   check_segments(p.seg_len, p.seg_stride);
   auto a = view<float>(as_array(p.a), "a", 1);
@@ -117,11 +197,11 @@ void prepare_sddmm_offsets(SddmmOffsetsCall& call, const SddmmOffsetsParams& p) 
   } else {
     check_row_block("a", a.size(), p.images, p.a_image_stride, ix.rows, p.lda, p.len);
   }
-  call.args = k::SddmmOffsetsArgs{ix.ptr.data, ix.off.data, ix.rows, a.data, p.lda,
-                                  p.a_image_stride, b.data, p.b_image_stride, p.len, p.images,
-                                  out.data, p.nthreads, p.seg_len, p.seg_stride,
-                                  packing ? &call.pack : nullptr,
-                                  gridding ? &call.grid : nullptr};
+  call.args = k::SddmmOffsetsArgs<float>{ix.ptr.data, ix.off.data, ix.rows, a.data, p.lda,
+                                         p.a_image_stride, b.data, p.b_image_stride, p.images,
+                                         {p.len, p.seg_len, p.seg_stride}, out.data, p.nthreads,
+                                         packing ? &call.pack : nullptr,
+                                         gridding ? &call.grid : nullptr};
 }
 
 }  // namespace bindings

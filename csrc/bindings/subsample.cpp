@@ -24,12 +24,12 @@ void subsample(const py::array& src_a, const py::array& dst_a, int64_t planes, i
   if (src.size() != (grad ? sampled : full) || dst.size() != (grad ? full : sampled))
     bad("subsample: src / dst sizes do not match planes x h x w and its subsampling");
   if (overlap(src, dst)) bad("subsample: src and dst must not overlap");
-  const k::SubsampleArgs args{src.data, dst.data, planes, h, w, sh, sw, nthreads};
+  const k::SubsampleArgs<float> args{src.data, dst.data, planes, h, w, sh, sw, nthreads};
   py::gil_scoped_release release;
   if (grad)
-    kernel_table().subsample_grad(args);
+    kernel_table().subsample_grad_f32(args);
   else
-    kernel_table().subsample(args);
+    kernel_table().subsample_f32(args);
 }
 
 }  // namespace

@@ -8,7 +8,7 @@ namespace sparsetrain {
 namespace {
 
 // Each ISA's table, filled member by member from kernels/kernel_list.h at compile time.
-#define ST_TABLE_ENTRY(member, function, params) t.member = &kernels::ST_TABLE_NS::function;
+#define ST_TABLE_ENTRY(name, Args, T) t.name##_##T = &kernels::ST_TABLE_NS::name<kernels::T>;
 #define ST_TABLE_NS scalar
 constexpr KernelTable kScalar = [] {
   KernelTable t{};

@@ -11,10 +11,10 @@ namespace sparsetrain {
 enum class Isa { scalar = 0, avx2 = 1, avx512 = 2 };
 
 namespace kernels {
-// One ISA's kernels: a member per row of kernels/kernel_list.h.
+// One ISA's kernels: a member name_T per row X(name, Args, T) of kernels/kernel_list.h.
 struct KernelTable {
   Isa isa;
-#define ST_TABLE_MEMBER(member, function, params) void(*member) params;
+#define ST_TABLE_MEMBER(name, Args, T) void (*name##_##T)(const Args<T>&);
   SPARSETRAIN_KERNELS(ST_TABLE_MEMBER)
 #undef ST_TABLE_MEMBER
 };

@@ -31,8 +31,8 @@ struct ColumnBlock {
   bool inner;                   // vectors 1 .. V-2 lie inside the source row for every slot
 };
 
-template <int V>
-inline void column_block(const ConvDirectArgs& a, int64_t x0, ColumnBlock& cb) {
+template <int V, class T>
+inline void column_block(const ConvDirectArgs<T>& a, int64_t x0, ColumnBlock& cb) {
   constexpr int64_t W = Vec::W;
   cb.x0 = x0;
   for (int v = 0; v < V; ++v) cb.out_mask[v] = Vec::lanes(0, a.ow - x0 - v * W);
@@ -56,7 +56,8 @@ inline Vec load_src(const float* p, int v, Mask first, Mask last, const Mask* ma
 }
 
 // Tile rows r in [lo, hi) whose source row y0 + r + dy[j] lies inside the plane (and r < nr).
-inline bool source_rows(const ConvDirectArgs& a, int64_t j, int64_t y0, int64_t nr, int64_t& lo,
+template <class T>
+inline bool source_rows(const ConvDirectArgs<T>& a, int64_t j, int64_t y0, int64_t nr, int64_t& lo,
                         int64_t& hi) {
   const int64_t iy0 = y0 + a.dy[j];
   lo = iy0 < 0 ? -iy0 : 0;
@@ -64,8 +65,8 @@ inline bool source_rows(const ConvDirectArgs& a, int64_t j, int64_t y0, int64_t 
   return lo < hi;
 }
 
-template <int R, int V, bool Inner>
-inline void direct_tile(const ConvDirectArgs& a, const float* values, const float* src,
+template <int R, int V, bool Inner, class T>
+inline void direct_tile(const ConvDirectArgs<T>& a, const float* values, const float* src,
                         int64_t begin, int64_t end, const ColumnBlock& cb, int64_t y0, int64_t nr,
                         float bias, bool has_bias, float* out) {
   constexpr int64_t W = Vec::W;
@@ -124,9 +125,8 @@ inline void with_columns(int64_t ow, const F& f) {
   else f(std::integral_constant<int, 1>{});
 }
 
-}  // namespace
-
-void f32_conv_direct_spmm(const ConvDirectArgs& a) {
+template <class T>
+void spmm_direct_impl(const ConvDirectArgs<T>& a) {
   if (a.rows <= 0 || a.images <= 0 || a.oh <= 0 || a.ow <= 0) return;
   const float* values = a.val;
   const int64_t nnz = a.ptr[a.rows] - a.ptr[0];
@@ -173,11 +173,18 @@ void f32_conv_direct_spmm(const ConvDirectArgs& a) {
   });
 }
 
+}  // namespace
+
+template <class T>
+void spmm_direct(const ConvDirectArgs<T>& a) {
+  spmm_direct_impl(a);
+}
+
 namespace {
 
 // out[j] += sum over the tile of A[y, x] * src[plane[j] + (y + dy[j]) * sw + x + shift]
-template <int R, int V, bool Inner>
-inline void direct_sddmm_tile(const ConvDirectArgs& a, const float* arow, const float* src,
+template <int R, int V, bool Inner, class T>
+inline void direct_sddmm_tile(const ConvDirectArgs<T>& a, const float* arow, const float* src,
                               int64_t begin, int64_t end, const ColumnBlock& cb, int64_t y0,
                               int64_t nr, float* out) {
   constexpr int64_t W = Vec::W;
@@ -214,9 +221,8 @@ inline void direct_sddmm_tile(const ConvDirectArgs& a, const float* arow, const 
   }
 }
 
-}  // namespace
-
-void f32_conv_direct_sddmm(const ConvDirectArgs& a) {
+template <class T>
+void sddmm_direct_impl(const ConvDirectArgs<T>& a) {
   if (a.rows <= 0) return;
   const int64_t base = a.ptr[0];
   for (int64_t j = base; j < a.ptr[a.rows]; ++j) a.out[j] = 0.0f;  // accumulated below
@@ -250,6 +256,16 @@ void f32_conv_direct_sddmm(const ConvDirectArgs& a) {
         });
   });
 }
+
+}  // namespace
+
+template <class T>
+void sddmm_direct(const ConvDirectArgs<T>& a) {
+  sddmm_direct_impl(a);
+}
+
+template void spmm_direct<f32>(const ConvDirectArgs<f32>&);
+template void sddmm_direct<f32>(const ConvDirectArgs<f32>&);
 
 }  // namespace ST_ISA
 }  // namespace kernels

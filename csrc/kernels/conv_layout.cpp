@@ -6,7 +6,7 @@
 // over (group, channel) pairs: disjoint writes.
 #include <cstring>
 
-#include "kernels/conv_pack.h"
+#include "kernels/image_pack.h"
 #include "kernels/kernels.h"
 #include "kernels/phase_merge.h"
 #include "kernels/row_copy.h"
@@ -173,7 +173,8 @@ class ChannelSum {
 };
 
 // Packs channel i % c of group i / c (every position of its phase planes is written).
-inline void pack_channel(const ConvInputArgs& a, int64_t i, float* tmp, float* stage) {
+template <class T>
+inline void pack_channel(const ConvInputArgs<T>& a, int64_t i, float* tmp, float* stage) {
   // Locals, not references: vector stores may alias anything, so every value reached through
   // a reference would be reloaded after each store.
   const ConvInputLayout l = a.layout;
@@ -263,9 +264,8 @@ inline void pack_channel(const ConvInputArgs& a, int64_t i, float* tmp, float* s
   }
 }
 
-}  // namespace
-
-void f32_conv_pack_input(const ConvInputArgs& a) {
+template <class T>
+void conv_pack_input_impl(const ConvInputArgs<T>& a) {
   const ConvInputLayout& la = a.layout;
   const int64_t work = la.hq * la.sh * la.wq * la.sw * la.unit;
   parallel_uniform(a.nthreads, la.groups * la.c, work, [&](int64_t i0, int64_t i1) {
@@ -278,10 +278,18 @@ void f32_conv_pack_input(const ConvInputArgs& a) {
   });
 }
 
-void pack_image(const ConvInputLayout& l, const float* x, float* out, unsigned char* finite) {
+}  // namespace
+
+template <class T>
+void conv_pack_input(const ConvInputArgs<T>& a) {
+  conv_pack_input_impl(a);
+}
+
+template <class T>
+void pack_image(const ConvInputLayout& l, const T* x, T* out, unsigned char* finite) {
   ConvInputLayout one = l;
   one.n = one.groups = one.unit = 1;
-  const ConvInputArgs a{one, const_cast<float*>(x), out, 1};  // read only: packing
+  const ConvInputArgs<T> a{one, const_cast<T*>(x), out, 1};  // read only: packing
   alignas(64) float tmp[kU * kU];
   alignas(64) float stage[kU * kStage];
   const int64_t work = one.sh * one.sw * one.hq * one.wq;
@@ -293,7 +301,10 @@ void pack_image(const ConvInputLayout& l, const float* x, float* out, unsigned c
   if (finite) *finite = all ? 1 : 0;
 }
 
-void f32_conv_unpack_grad_input(const ConvInputArgs& a) {
+namespace {
+
+template <class T>
+void conv_unpack_grad_input_impl(const ConvInputArgs<T>& a) {
   const ConvInputLayout& la = a.layout;
   parallel_uniform(a.nthreads, la.groups * la.c, la.h * la.w * la.unit, [&](int64_t i0, int64_t i1) {
     const ConvInputLayout l = la;  // locals, as in pack
@@ -360,6 +371,13 @@ void f32_conv_unpack_grad_input(const ConvInputArgs& a) {
   });
 }
 
+}  // namespace
+
+template <class T>
+void conv_unpack_grad_input(const ConvInputArgs<T>& a) {
+  conv_unpack_grad_input_impl(a);
+}
+
 namespace {
 
 // The output rows of one channel (unit 1) into its grid (out: the channel's first pixel),
@@ -386,7 +404,8 @@ inline void grid_zeros(const ConvOutputLayout& l, float* out, int64_t unit) {
 
 }  // namespace
 
-void pack_grid_image(const ConvOutputLayout& o, const float* y, float* out, unsigned char* finite) {
+template <class T>
+void pack_grid_image(const ConvOutputLayout& o, const T* y, T* out, unsigned char* finite) {
   const ConvOutputLayout l = o;  // locals: stores may alias anything
   bool all = true;
   for (int64_t c = 0; c < l.c; ++c) {
@@ -404,7 +423,10 @@ constexpr int64_t kSumRow = 32 * Vec::W;
 
 // Output side: channel c of group g holds `per_channel` pixels; output pixel (oh, ow) sits at
 // offset + oh * wq + ow; every other pixel of the channel is zero (pack) or ignored (unpack).
-void f32_conv_pack_grad_output(const ConvOutputArgs& a) {
+namespace {
+
+template <class T>
+void conv_pack_grad_output_impl(const ConvOutputArgs<T>& a) {
   const ConvOutputLayout& la = a.layout;
   parallel_uniform(a.nthreads, la.groups * la.c, la.per_channel * la.unit, [&](int64_t i0, int64_t i1) {
     const ConvOutputLayout l = la;  // locals, as in pack_input
@@ -456,6 +478,19 @@ void f32_conv_pack_grad_output(const ConvOutputArgs& a) {
     }
   });
 }
+
+}  // namespace
+
+template <class T>
+void conv_pack_grad_output(const ConvOutputArgs<T>& a) {
+  conv_pack_grad_output_impl(a);
+}
+
+template void conv_pack_input<f32>(const ConvInputArgs<f32>&);
+template void conv_unpack_grad_input<f32>(const ConvInputArgs<f32>&);
+template void conv_pack_grad_output<f32>(const ConvOutputArgs<f32>&);
+template void pack_image<f32>(const ConvInputLayout&, const f32*, f32*, unsigned char*);
+template void pack_grid_image<f32>(const ConvOutputLayout&, const f32*, f32*, unsigned char*);
 
 }  // namespace ST_ISA
 }  // namespace kernels

@@ -1,27 +1,41 @@
-// The one list of kernels. Each row names a KernelTable member, the kernel function every ISA
-// namespace defines, and its parameters; the per-ISA declarations (kernels.h), the table's
-// members (dispatch/isa.h) and each ISA's table (dispatch/isa.cpp) are all expanded from it,
-// member by name, so a table cannot pair a member with another kernel.
-// A new kernel is one row here, its source file under kernels/ and a line in CMake's
-// KERNEL_SOURCES.
+// The one list of kernels: a row per kernel and storage type. From it come the per-ISA
+// declarations (kernels.h), the KernelTable members (dispatch/isa.h) and each ISA's table
+// (dispatch/isa.cpp), member by name, so a table cannot pair a member with another kernel.
+//
+// X(name, Args, T): kernel `name` for storage type T, defined once in kernels/<name>.cpp (the
+// families noted below share a file) as
+//   template <class T> void name(const Args<T>& args);
+// compiled once per ISA namespace, and reached as KernelTable::name_T (e.g. spmm_bmajor_f32).
+// - A new form: a row here, its argument struct in the family's *_args.h (built from the
+//   family's shared pieces), kernels/<name>.cpp (body and entry point as kernels.h says), and
+//   the file in CMake's KERNEL_SOURCES.
+// - A new storage type (bf16): a row per kernel that gets it, and the instantiation at the end
+//   of that kernel's source (where its loads and stores widen to float).
 #pragma once
 
-// X(member, function, (parameters))
-#define SPARSETRAIN_KERNELS(X)                                                              \
-  X(spmm, f32_spmm_csr_bmajor, (const SpmmArgs&))                                          \
-  X(spmmt, f32_spmmt_csr_bmajor, (const SpmmTArgs&))                                       \
-  X(sddmm, f32_sddmm_csr_bmajor, (const SddmmArgs&))                                       \
-  X(spmm_offsets, f32_spmm_csr_offsets, (const SpmmOffsetsArgs&))                          \
-  X(sddmm_offsets, f32_sddmm_csr_offsets, (const SddmmOffsetsArgs&))                       \
-  /* Both gradients of a convolution in the pack_grid forms, dy packed once per image. */   \
-  X(conv_grads_offsets, f32_conv_grads_offsets,                                             \
-    (const SpmmOffsetsArgs&, const SddmmOffsetsArgs&))                                      \
-  X(pack, f32_pack_bmajor, (const PackArgs&))                                               \
-  X(unpack, f32_unpack_bmajor, (const UnpackArgs&))                                         \
-  X(conv_pack_input, f32_conv_pack_input, (const ConvInputArgs&))                           \
-  X(conv_unpack_grad_input, f32_conv_unpack_grad_input, (const ConvInputArgs&))             \
-  X(conv_pack_grad_output, f32_conv_pack_grad_output, (const ConvOutputArgs&))              \
-  X(conv_direct_spmm, f32_conv_direct_spmm, (const ConvDirectArgs&))                        \
-  X(conv_direct_sddmm, f32_conv_direct_sddmm, (const ConvDirectArgs&))                      \
-  X(subsample, f32_subsample, (const SubsampleArgs&))                                       \
-  X(subsample_grad, f32_subsample_grad, (const SubsampleArgs&))
+#define SPARSETRAIN_KERNELS(X)                                                             \
+  /* batch-major products (bmajor_args.h); pack_bmajor.cpp holds pack and unpack */       \
+  X(spmm_bmajor, SpmmArgs, f32)                                                           \
+  X(spmmt_bmajor, SpmmTArgs, f32)                                                         \
+  X(sddmm_bmajor, SddmmArgs, f32)                                                         \
+  X(pack_bmajor, PackArgs, f32)                                                           \
+  X(unpack_bmajor, UnpackArgs, f32)                                                       \
+  /* offsets products (offsets_args.h) */                                                 \
+  X(spmm_offsets_rows, SpmmOffsetsRowsArgs, f32)                                          \
+  X(spmm_offsets_planes, SpmmOffsetsPlanesArgs, f32)                                      \
+  X(spmm_offsets_planes16, SpmmOffsetsPlanes16Args, f32)                                  \
+  X(spmm_offsets_merge, SpmmOffsetsMergeArgs, f32)                                        \
+  X(sddmm_offsets, SddmmOffsetsArgs, f32)                                                 \
+  X(conv_grads_offsets_planes, ConvGradsPlanesArgs, f32)                                  \
+  X(conv_grads_offsets_planes16, ConvGradsPlanes16Args, f32)                              \
+  X(conv_grads_offsets_merge, ConvGradsMergeArgs, f32)                                    \
+  /* conv layout changes (conv_layout_args.h), all in conv_layout.cpp */                  \
+  X(conv_pack_input, ConvInputArgs, f32)                                                  \
+  X(conv_unpack_grad_input, ConvInputArgs, f32)                                           \
+  X(conv_pack_grad_output, ConvOutputArgs, f32)                                           \
+  /* direct NCHW convolutions and subsampling (conv_direct_args.h); conv_direct.cpp holds \
+     spmm_direct and sddmm_direct, subsample.cpp subsample and subsample_grad */          \
+  X(spmm_direct, ConvDirectArgs, f32)                                                     \
+  X(sddmm_direct, ConvDirectArgs, f32)                                                    \
+  X(subsample, SubsampleArgs, f32)                                                        \
+  X(subsample_grad, SubsampleArgs, f32)

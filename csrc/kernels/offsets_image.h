@@ -1,37 +1,38 @@
-// One image of the offsets products, for kernels that run several of them per packed image
-// (the fused gradients: the input gradient and the values gradient from one packing of dy).
+// What the offsets forms share beyond their building blocks: the values in the index's order,
+// and one image of a form, for the kernels that run several products per packed image (both
+// gradients of a convolution from one packing of dy, conv_grads_offsets_<form>.cpp).
 #pragma once
 
 #include <cstdint>
 
-#include "kernels/kernels.h"
+#include "kernels/offsets_args.h"
+#include "kernels/spmm_tiles.h"
 
 namespace sparsetrain {
 namespace kernels {
 namespace ST_ISA {
 
-// Floats of the merge form's per-thread phase-plane buffer (0 without merge).
-inline int64_t merge_planes_size(const SpmmOffsetsArgs& a) {
-  return a.merge ? a.merge->sh * a.merge->sw * a.merge->hq * a.merge->wq : 0;
+// The product's values in its index's order: val, or (pos set) val scattered into scratch.
+template <class T>
+inline const float* index_values(const OffsetsProduct<T>& p) {
+  if (p.pos == nullptr) return p.val;
+  return scatter_values(p.val, p.pos, p.ptr[p.rows] - p.ptr[0], p.scratch, p.nthreads);
 }
 
-// Image n of f32_spmm_csr_offsets with B_n already packed at b (the pack / pack_grid forms):
-// all its rows, or with merge all its channels (planes: a zeroed merge_planes_size buffer the
-// calling thread owns). values are in the index's order (scattered already where pos is set).
-// Defined in spmm_csr_offsets.cpp.
-void spmm_offsets_image(const SpmmOffsetsArgs& a, const float* values, int64_t n, const float* b,
-                        float* planes);
+// Elements of the merge form's per-thread phase-plane buffer.
+inline int64_t merge_planes_size(const ConvInputLayout& l) { return l.sh * l.sw * l.hq * l.wq; }
 
-// Both gradients of rows [r0, r1) of image n (with unit 16: group n) of a stride-1
-// convolution from one load of each window of its packed output gradient b: the input
-// gradient as spmm_offsets_image writes it (the grid form, a.grid_w > 0; no merge), and
-// every nonzero's products with the packed input x (row r's plane x_plane floats apart,
-// position t of the row at unit * t_base + t) added into dvt, indexed as the transposed
-// index (a.ptr / a.off) is.
-// Defined in spmm_csr_offsets.cpp.
-void grads_offsets_image(const SpmmOffsetsArgs& a, const float* values, int64_t n, int64_t r0,
-                         int64_t r1, const float* b, const float* x, int64_t x_plane,
-                         float* dvt);
+// Image n of spmm_offsets_planes with B_n already packed at b: all its rows. values are in
+// the index's order (index_values). Defined in spmm_offsets_planes.cpp.
+template <class T>
+void spmm_offsets_planes_image(const SpmmOffsetsPlanesArgs<T>& a, const float* values, int64_t n,
+                               const float* b);
+
+// Image n of spmm_offsets_merge with B_n already packed at b: all its channels (planes: a
+// zeroed merge_planes_size buffer the calling thread owns). Defined in spmm_offsets_merge.cpp.
+template <class T>
+void spmm_offsets_merge_image(const SpmmOffsetsMergeArgs<T>& a, const float* values, int64_t n,
+                              const float* b, float* planes);
 
 }  // namespace ST_ISA
 }  // namespace kernels

@@ -10,7 +10,10 @@ namespace sparsetrain {
 namespace kernels {
 namespace ST_ISA {
 
-void f32_pack_bmajor(const PackArgs& a) {
+namespace {
+
+template <class T>
+void pack_bmajor_impl(const PackArgs<T>& a) {
   constexpr int64_t W = Vec::W;
   const int64_t nblk = (a.features + W - 1) / W;
   const int64_t full_t = a.batch / W * W;
@@ -35,7 +38,17 @@ void f32_pack_bmajor(const PackArgs& a) {
   });
 }
 
-void f32_unpack_bmajor(const UnpackArgs& a) {
+}  // namespace
+
+template <class T>
+void pack_bmajor(const PackArgs<T>& a) {
+  pack_bmajor_impl(a);
+}
+
+namespace {
+
+template <class T>
+void unpack_bmajor_impl(const UnpackArgs<T>& a) {
   constexpr int64_t W = Vec::W;
   const int64_t nblk = (a.batch + W - 1) / W;
   const int64_t full_k = a.features / W * W;
@@ -58,6 +71,16 @@ void f32_unpack_bmajor(const UnpackArgs& a) {
     }
   });
 }
+
+}  // namespace
+
+template <class T>
+void unpack_bmajor(const UnpackArgs<T>& a) {
+  unpack_bmajor_impl(a);
+}
+
+template void pack_bmajor<f32>(const PackArgs<f32>&);
+template void unpack_bmajor<f32>(const UnpackArgs<f32>&);
 
 }  // namespace ST_ISA
 }  // namespace kernels

@@ -17,7 +17,7 @@ namespace kernels {
 namespace ST_ISA {
 
 // Scatters CSR-ordered values into the order of a transposed index (scratch[pos[j]] = val[j])
-// and returns scratch. Defined in spmm_csr_bmajor.cpp.
+// and returns scratch. Defined in spmm_bmajor.cpp.
 const float* scatter_values(const float* val, const int64_t* pos, int64_t nnz, float* scratch,
                             int nthreads);
 

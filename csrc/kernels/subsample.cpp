@@ -1,4 +1,4 @@
-// f32_subsample: out = x[:, :, ::sh, ::sw] of NCHW planes; f32_subsample_grad: its gradient,
+// subsample: out = x[:, :, ::sh, ::sw] of NCHW planes; subsample_grad: its gradient,
 // the sampled pixels taken from g and zeros everywhere else, written in one pass (where
 // zero-filling and then copying into every sh-th row would write those rows twice).
 // A strided 1x1 convolution is this subsampling followed by a stride-1 one.
@@ -56,9 +56,8 @@ inline void scatter_row(const float* s, float* d, int64_t w, int64_t sw) {
   }
 }
 
-}  // namespace
-
-void f32_subsample(const SubsampleArgs& a) {
+template <class T>
+void subsample_impl(const SubsampleArgs<T>& a) {
   const int64_t ho = (a.h + a.sh - 1) / a.sh, wo = (a.w + a.sw - 1) / a.sw;
   parallel_uniform(a.nthreads, a.planes, ho * wo, [&](int64_t p0, int64_t p1) {
     for (int64_t p = p0; p < p1; ++p) {
@@ -69,7 +68,17 @@ void f32_subsample(const SubsampleArgs& a) {
   });
 }
 
-void f32_subsample_grad(const SubsampleArgs& a) {
+}  // namespace
+
+template <class T>
+void subsample(const SubsampleArgs<T>& a) {
+  subsample_impl(a);
+}
+
+namespace {
+
+template <class T>
+void subsample_grad_impl(const SubsampleArgs<T>& a) {
   const int64_t ho = (a.h + a.sh - 1) / a.sh, wo = (a.w + a.sw - 1) / a.sw;
   parallel_uniform(a.nthreads, a.planes, a.h * a.w, [&](int64_t p0, int64_t p1) {
     for (int64_t p = p0; p < p1; ++p) {
@@ -84,6 +93,16 @@ void f32_subsample_grad(const SubsampleArgs& a) {
     }
   });
 }
+
+}  // namespace
+
+template <class T>
+void subsample_grad(const SubsampleArgs<T>& a) {
+  subsample_grad_impl(a);
+}
+
+template void subsample<f32>(const SubsampleArgs<f32>&);
+template void subsample_grad<f32>(const SubsampleArgs<f32>&);
 
 }  // namespace ST_ISA
 }  // namespace kernels

@@ -26,26 +26,6 @@ inline int64_t batch_chunk(int64_t b_rows) {
   return c < 16 ? 16 : (c > kBatchChunk ? kBatchChunk : c);
 }
 
-// Floats of a convolution's flattened grid per pass over all rows of an image (the offsets
-// kernels): keeps the shifted windows of the input planes a pass touches in L2. (128 and
-// 512 measured the same as 256 on ResNet-18's layers.)
-constexpr int64_t kGridChunk = 256;
-
-// Calls f(t0, t1) for the spans of [0, len) one pass over all rows covers: chunks of
-// kGridChunk floats, or (seg_len > 0) the segments [k * seg_stride, k * seg_stride + seg_len)
-// of a grid whose rows are seg_stride apart and hold seg_len real columns (the padding
-// columns of a convolution's grid are skipped instead of computed and dropped: 13-29% of the
-// work on 14- and 7-wide planes).
-template <class F>
-inline void for_each_span(int64_t len, int64_t seg_len, int64_t seg_stride, const F& f) {
-  if (seg_len > 0 && seg_stride > 0) {
-    for (int64_t t0 = 0; t0 < len; t0 += seg_stride) f(t0, t0 + seg_len < len ? t0 + seg_len : len);
-    return;
-  }
-  for (int64_t t0 = 0; t0 < len; t0 += kGridChunk)
-    f(t0, t0 + kGridChunk < len ? t0 + kGridChunk : len);
-}
-
 // Calls f(std::integral_constant<int, NT>) for a runtime tile width 1 <= nt <= kTileMax.
 template <int NT = kTileMax, class F>
 inline void with_tile(int nt, const F& f) {

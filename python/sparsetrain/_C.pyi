@@ -1,12 +1,11 @@
 """sparsetrain native kernels (internal; use the sparsetrain package).
 
-Every function takes keyword arguments only (conv_grads_offsets and conv_grads_one_pass take
-two dicts of keyword arguments). Buffers are C-contiguous NumPy arrays of the dtype each
-kernel expects (float32 values, int64 pointers and offsets, int32 column indices); a wrong
-dtype, rank, size or layout raises ValueError.
+Every function takes keyword arguments only. Buffers are C-contiguous NumPy arrays of the
+dtype each kernel expects (float32 values, int64 pointers and offsets, int32 column indices); a
+wrong dtype, rank, size or layout raises ValueError.
 """
 
-from typing import Any, Optional
+from typing import Optional
 
 import numpy
 
@@ -97,20 +96,58 @@ def unpack(*, src: numpy.ndarray, dst: numpy.ndarray, bias: Optional[numpy.ndarr
            nthreads: int) -> None:
     """Batch-major src -> (batch, features) dst, plus bias if given."""
 
-# -- offsets products (convolutions) ------------------------------------------------------
-def spmm_offsets(*, ptr: numpy.ndarray, offsets: numpy.ndarray, values: numpy.ndarray,
-                 pos: Optional[numpy.ndarray], scratch: Optional[numpy.ndarray],
-                 b: numpy.ndarray, b_image_stride: int, c: numpy.ndarray, ldc: int,
-                 c_image_stride: int, len: int, images: int, nthreads: int, grid_w: int = 0,
-                 t_base: int = 0, row0: int = 0, col0: int = 0, plane_h: int = 0,
-                 plane_w: int = 0, bias: Optional[numpy.ndarray] = None, seg_len: int = 0,
-                 seg_stride: int = 0, unit: int = 1, batch: int = 0,
-                 merge: Optional[ConvInputLayout] = None,
-                 pack: Optional[ConvInputLayout] = None, check_finite: bool = False,
-                 pack_grid: Optional[ConvOutputLayout] = None,
-                 stats: Optional[numpy.ndarray] = None) -> Optional[bool]:
-    """C_n[r, :len] = sum_j values[j] * B_n[offsets[j]:][:len] per image n; with
-    check_finite, whether the b it packed was all finite (else None)."""
+# -- offsets products (convolutions): one function per kernel form ----------------------
+# The product of every spmm form: C_n[r, t] = sum_j values[j] * B_n[offsets[j] + t] per image
+# n (b image_stride apart), t in [0, len) (or only t % seg_stride < seg_len); with pos, the
+# values are in CSR order and scattered by pos into scratch first. pack / pack_grid: b is the
+# NCHW input / output gradient, packed image by image by the kernel (check_finite: return
+# whether what it packed was all finite, else None).
+def spmm_offsets_rows(*, ptr: numpy.ndarray, offsets: numpy.ndarray, values: numpy.ndarray,
+                      pos: Optional[numpy.ndarray], scratch: Optional[numpy.ndarray],
+                      b: numpy.ndarray, b_image_stride: int, c: numpy.ndarray, ldc: int,
+                      c_image_stride: int, len: int, images: int, nthreads: int,
+                      seg_len: int = 0, seg_stride: int = 0,
+                      pack: Optional[ConvInputLayout] = None,
+                      pack_grid: Optional[ConvOutputLayout] = None, check_finite: bool = False,
+                      stats: Optional[numpy.ndarray] = None) -> Optional[bool]:
+    """The product into rows of c (ldc apart, images c_image_stride apart); stats: each
+    image x row's sum and sum of squares (float64, images * rows * 2)."""
+
+def spmm_offsets_planes(*, ptr: numpy.ndarray, offsets: numpy.ndarray, values: numpy.ndarray,
+                        pos: Optional[numpy.ndarray], scratch: Optional[numpy.ndarray],
+                        b: numpy.ndarray, b_image_stride: int, c: numpy.ndarray, ldc: int,
+                        c_image_stride: int, len: int, images: int, nthreads: int, grid_w: int,
+                        plane_h: int, plane_w: int, t_base: int = 0, row0: int = 0,
+                        col0: int = 0, bias: Optional[numpy.ndarray] = None, seg_len: int = 0,
+                        seg_stride: int = 0, pack: Optional[ConvInputLayout] = None,
+                        pack_grid: Optional[ConvOutputLayout] = None,
+                        check_finite: bool = False,
+                        stats: Optional[numpy.ndarray] = None) -> Optional[bool]:
+    """The product straight into NCHW planes: position t is grid point t + t_base of a grid
+    of grid_w columns, kept inside the plane_h x plane_w window at (row0, col0), plus bias."""
+
+def spmm_offsets_planes16(*, ptr: numpy.ndarray, offsets: numpy.ndarray,
+                          values: numpy.ndarray, pos: Optional[numpy.ndarray],
+                          scratch: Optional[numpy.ndarray], b: numpy.ndarray,
+                          b_image_stride: int, c: numpy.ndarray, ldc: int, c_image_stride: int,
+                          len: int, images: int, nthreads: int, grid_w: int, plane_h: int,
+                          plane_w: int, batch: int, t_base: int = 0, row0: int = 0,
+                          col0: int = 0, bias: Optional[numpy.ndarray] = None,
+                          seg_len: int = 0, seg_stride: int = 0,
+                          stats: Optional[numpy.ndarray] = None) -> Optional[bool]:
+    """The planes product on a batch-innermost b (16 images per grid point, images = groups):
+    lane m of group n into image 16 n + m's planes, lanes past batch dropped."""
+
+def spmm_offsets_merge(*, ptr: numpy.ndarray, offsets: numpy.ndarray, values: numpy.ndarray,
+                       pos: Optional[numpy.ndarray], scratch: Optional[numpy.ndarray],
+                       b: numpy.ndarray, b_image_stride: int, c: numpy.ndarray,
+                       c_image_stride: int, len: int, images: int, nthreads: int,
+                       merge: ConvInputLayout, t_base: int = 0, seg_len: int = 0,
+                       seg_stride: int = 0, pack: Optional[ConvInputLayout] = None,
+                       pack_grid: Optional[ConvOutputLayout] = None,
+                       check_finite: bool = False) -> Optional[bool]:
+    """A strided input gradient straight into NCHW c: rows are merge's channels x stride
+    phases, position t phase-plane pixel t_base + t, each channel's phases interleaved."""
 
 def sddmm_offsets(*, ptr: numpy.ndarray, offsets: numpy.ndarray, a: numpy.ndarray, lda: int,
                   a_image_stride: int, b: numpy.ndarray, b_image_stride: int, len: int,
@@ -119,11 +156,84 @@ def sddmm_offsets(*, ptr: numpy.ndarray, offsets: numpy.ndarray, a: numpy.ndarra
                   pack_grid: Optional[ConvOutputLayout] = None) -> None:
     """out[j] = sum_n sum_t A_n[r, t] * B_n[offsets[j] + t] for every nonzero j of row r."""
 
-def conv_grads_offsets(dx: dict[str, Any], dv: dict[str, Any]) -> Optional[bool]:
-    """Both gradients of a convolution in one pass: spmm_offsets(**dx), sddmm_offsets(**dv)."""
+# Both gradients of a convolution in one call: the input gradient's form on the transposed
+# index (t_ptr, t_offsets; values in CSR order scattered by pos) reading dy into dx, and
+# sddmm_offsets on the forward index (ptr, offsets) reading dy (its rows from a_offset on in
+# each image, lda apart) and x into dv. pack: the values gradient packs x; pack_grid: both
+# pack dy (the two go together). Returns what the input gradient's form returns.
+def conv_grads_offsets_planes(*, t_ptr: numpy.ndarray, t_offsets: numpy.ndarray,
+                              values: numpy.ndarray, pos: Optional[numpy.ndarray],
+                              scratch: Optional[numpy.ndarray], dy: numpy.ndarray,
+                              dy_image_stride: int, dx: numpy.ndarray, ldx: int,
+                              dx_image_stride: int, dx_len: int, grid_w: int, plane_h: int,
+                              plane_w: int, ptr: numpy.ndarray, offsets: numpy.ndarray,
+                              lda: int, x: numpy.ndarray, x_image_stride: int, len: int,
+                              dv: numpy.ndarray, images: int, nthreads: int, t_base: int = 0,
+                              row0: int = 0, col0: int = 0, dx_seg_len: int = 0,
+                              dx_seg_stride: int = 0, a_offset: int = 0, seg_len: int = 0,
+                              seg_stride: int = 0, pack: Optional[ConvInputLayout] = None,
+                              pack_grid: Optional[ConvOutputLayout] = None,
+                              check_finite: bool = False) -> Optional[bool]:
+    """spmm_offsets_planes into dx and sddmm_offsets into dv in one call."""
 
-def conv_grads_one_pass(dx: dict[str, Any], dv: dict[str, Any]) -> bool:
-    """Whether conv_grads_offsets(dx, dv) loads each window of dy once for both gradients."""
+def conv_grads_one_pass_planes(*, t_ptr: numpy.ndarray, t_offsets: numpy.ndarray,
+                               values: numpy.ndarray, pos: Optional[numpy.ndarray],
+                               scratch: Optional[numpy.ndarray], dy: numpy.ndarray,
+                               dy_image_stride: int, dx: numpy.ndarray, ldx: int,
+                               dx_image_stride: int, dx_len: int, grid_w: int, plane_h: int,
+                               plane_w: int, ptr: numpy.ndarray, offsets: numpy.ndarray,
+                               lda: int, x: numpy.ndarray, x_image_stride: int, len: int,
+                               dv: numpy.ndarray, images: int, nthreads: int, t_base: int = 0,
+                               row0: int = 0, col0: int = 0, dx_seg_len: int = 0,
+                               dx_seg_stride: int = 0, a_offset: int = 0, seg_len: int = 0,
+                               seg_stride: int = 0, pack: Optional[ConvInputLayout] = None,
+                               pack_grid: Optional[ConvOutputLayout] = None,
+                               check_finite: bool = False) -> bool:
+    """Whether conv_grads_offsets_planes with these arguments loads each window of dy once
+    for both gradients."""
+
+def conv_grads_offsets_planes16(*, t_ptr: numpy.ndarray, t_offsets: numpy.ndarray,
+                                values: numpy.ndarray, pos: Optional[numpy.ndarray],
+                                scratch: Optional[numpy.ndarray], dy: numpy.ndarray,
+                                dy_image_stride: int, dx: numpy.ndarray, ldx: int,
+                                dx_image_stride: int, dx_len: int, grid_w: int, plane_h: int,
+                                plane_w: int, batch: int, ptr: numpy.ndarray,
+                                offsets: numpy.ndarray, lda: int, x: numpy.ndarray,
+                                x_image_stride: int, len: int, dv: numpy.ndarray, images: int,
+                                nthreads: int, t_base: int = 0, row0: int = 0, col0: int = 0,
+                                dx_seg_len: int = 0, dx_seg_stride: int = 0,
+                                a_offset: int = 0, seg_len: int = 0,
+                                seg_stride: int = 0) -> Optional[bool]:
+    """spmm_offsets_planes16 into dx and sddmm_offsets into dv in one call."""
+
+def conv_grads_one_pass_planes16(*, t_ptr: numpy.ndarray, t_offsets: numpy.ndarray,
+                                 values: numpy.ndarray, pos: Optional[numpy.ndarray],
+                                 scratch: Optional[numpy.ndarray], dy: numpy.ndarray,
+                                 dy_image_stride: int, dx: numpy.ndarray, ldx: int,
+                                 dx_image_stride: int, dx_len: int, grid_w: int, plane_h: int,
+                                 plane_w: int, batch: int, ptr: numpy.ndarray,
+                                 offsets: numpy.ndarray, lda: int, x: numpy.ndarray,
+                                 x_image_stride: int, len: int, dv: numpy.ndarray, images: int,
+                                 nthreads: int, t_base: int = 0, row0: int = 0, col0: int = 0,
+                                 dx_seg_len: int = 0, dx_seg_stride: int = 0,
+                                 a_offset: int = 0, seg_len: int = 0,
+                                 seg_stride: int = 0) -> bool:
+    """Whether conv_grads_offsets_planes16 with these arguments loads each window of dy once
+    for both gradients."""
+
+def conv_grads_offsets_merge(*, t_ptr: numpy.ndarray, t_offsets: numpy.ndarray,
+                             values: numpy.ndarray, pos: Optional[numpy.ndarray],
+                             scratch: Optional[numpy.ndarray], dy: numpy.ndarray,
+                             dy_image_stride: int, dx: numpy.ndarray, dx_image_stride: int,
+                             dx_len: int, merge: ConvInputLayout, ptr: numpy.ndarray,
+                             offsets: numpy.ndarray, lda: int, x: numpy.ndarray,
+                             x_image_stride: int, len: int, dv: numpy.ndarray, images: int,
+                             nthreads: int, t_base: int = 0, dx_seg_len: int = 0,
+                             dx_seg_stride: int = 0, a_offset: int = 0, seg_len: int = 0,
+                             seg_stride: int = 0, pack: Optional[ConvInputLayout] = None,
+                             pack_grid: Optional[ConvOutputLayout] = None,
+                             check_finite: bool = False) -> Optional[bool]:
+    """spmm_offsets_merge into dx and sddmm_offsets into dv in one call."""
 
 # -- conv layout changes ------------------------------------------------------------------
 def conv_pack_input(*, x: numpy.ndarray, packed: numpy.ndarray, layout: ConvInputLayout,

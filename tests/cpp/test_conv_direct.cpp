@@ -55,7 +55,7 @@ TEST_P(ConvDirect, MatchesTheConvolutionAndScalar) {
       mag_yb[i] += std::fabs(b);
     }
 
-    k::ConvDirectArgs fwd{};
+    k::ConvDirectArgs<float> fwd{};
     fwd.ptr = w.ptr.data();
     fwd.plane = ix.plane.data();
     fwd.dy = ix.dy.data();
@@ -73,12 +73,12 @@ TEST_P(ConvDirect, MatchesTheConvolutionAndScalar) {
     fwd.ow = wo;
     fwd.images = images;
     // The values gradient: the same index and source, the output gradient g.
-    k::ConvDirectArgs dv_args = fwd;
+    k::ConvDirectArgs<float> dv_args = fwd;
     dv_args.grad = g.data();
     dv_args.grad_image_stride = y_stride;
     // The input gradient: the transposed index over g, values scattered from CSR order.
     std::vector<float> scratch(nnz);
-    k::ConvDirectArgs dx_args{};
+    k::ConvDirectArgs<float> dx_args{};
     dx_args.ptr = ix.t_ptr.data();
     dx_args.plane = ix.t_plane.data();
     dx_args.dy = ix.t_dy.data();
@@ -106,21 +106,21 @@ TEST_P(ConvDirect, MatchesTheConvolutionAndScalar) {
         Out o{std::vector<float>(images * y_stride, kGap),
               std::vector<float>(images * y_stride, kGap), std::vector<float>(nnz, NAN),
               std::vector<float>(images * x_stride, kGap)};
-        k::ConvDirectArgs a = fwd;
+        k::ConvDirectArgs<float> a = fwd;
         a.nthreads = threads;
         a.out = o.y.data();
-        run::conv_direct_spmm(t, a);
+        run::spmm_direct(t, a);
         a.out = o.yb.data();
         a.bias = bias.data();
-        run::conv_direct_spmm(t, a);
-        k::ConvDirectArgs v = dv_args;
+        run::spmm_direct(t, a);
+        k::ConvDirectArgs<float> v = dv_args;
         v.nthreads = threads;
         v.out = o.dv.data();
-        run::conv_direct_sddmm(t, v);
-        k::ConvDirectArgs d = dx_args;
+        run::sddmm_direct(t, v);
+        k::ConvDirectArgs<float> d = dx_args;
         d.nthreads = threads;
         d.out = o.dx.data();
-        run::conv_direct_spmm(t, d);
+        run::spmm_direct(t, d);
         o.y = images_of(o.y, images, y_per, y_stride, "forward, " + what);
         o.yb = images_of(o.yb, images, y_per, y_stride, "forward with bias, " + what);
         o.dx = images_of(o.dx, images, x_per, x_stride, "input gradient, " + what);
@@ -173,7 +173,7 @@ TEST_P(ConvDirect, StridesAndPlanesBeyond2To31) {
     return val_at(n * 13 + p % 97 + y * sw + x);
   };
   float* out = mem.at(int64_t{3} << 33);
-  k::ConvDirectArgs a{};
+  k::ConvDirectArgs<float> a{};
   a.ptr = ptr.data();
   a.plane = plane.data();
   a.dy = dy.data();
@@ -192,7 +192,7 @@ TEST_P(ConvDirect, StridesAndPlanesBeyond2To31) {
   a.ow = ow;
   a.images = images;
   a.nthreads = 2;
-  run::conv_direct_spmm(table, a);
+  run::spmm_direct(table, a);
   auto ref_out = [&](int64_t n, int64_t r, int64_t y, int64_t x) {
     float s = 0.f;
     for (int64_t j = ptr[r]; j < ptr[r + 1]; ++j)
@@ -211,7 +211,7 @@ TEST_P(ConvDirect, StridesAndPlanesBeyond2To31) {
   a.out = dv.data();
   a.grad = out;
   a.grad_image_stride = out_stride;
-  run::conv_direct_sddmm(table, a);
+  run::sddmm_direct(table, a);
   for (int64_t r = 0; r < rows; ++r)
     for (int64_t j = ptr[r]; j < ptr[r + 1]; ++j) {
       double ref = 0.0;

@@ -1,5 +1,6 @@
-// Both gradients of a convolution at once (conv_grads_offsets): the same numbers as the two
-// offsets kernels one after the other, and the one-pass form against the convolution itself.
+// Both gradients of a convolution at once (conv_grads_offsets_planes / _planes16 / _merge): the
+// same numbers as the two offsets kernels one after the other, and the one-pass form against
+// the convolution itself.
 #include "tester.h"
 
 namespace st_test {
@@ -8,8 +9,9 @@ namespace {
 class ConvGrads : public IsaTest {};
 
 // Both gradients from one packing of dy per image: the same numbers as the two kernels one
-// after the other (input gradient into rows and merged into NCHW, values gradient with x and
-// dy packed by the kernel), the same finite flags of dy, for 1 and 3 threads.
+// after the other (input gradient into planes of one row each and merged into NCHW, values
+// gradient with x and dy packed by the kernel), the same finite flags of dy, for 1 and 3
+// threads.
 TEST_P(ConvGrads, MatchTheTwoKernels) {
   const auto& table = st::kernel_table(GetParam());
   std::mt19937 rng(16);
@@ -35,45 +37,44 @@ TEST_P(ConvGrads, MatchTheTwoKernels) {
     for (bool merged : {false, true}) {
       const std::string what = std::string(merged ? "merged" : "rows") + ", threads " +
                                std::to_string(threads);
-      const OffsetCsr& ax = merged ? am : a;
       const int64_t out_size = merged ? n * 2 * hw : n * rows * t_len;
       std::vector<float> dx_ref(out_size, -7.f), dx(out_size, -7.f);
-      k::SpmmOffsetsArgs fx{ax.ptr.data(), ax.off.data(), ax.val.data(), nullptr, nullptr, rows,
-                            y.data(), c * ho * wo, dx_ref.data(), t_len, rows * t_len, t_len, n,
-                            threads};
-      fx.pack_grid = &o;
-      if (merged) {
-        fx.len = plane;
-        fx.merge = &merge;
-        fx.c_image_stride = 2 * hw;
-      } else {
-        fx.pos = pos.data();
-        fx.scratch = scratch.data();
-      }
       std::vector<float> dv_ref(as.off.size(), -7.f), dv(as.off.size(), -7.f);
-      k::SddmmOffsetsArgs fv{as.ptr.data(), as.off.data(), c, y.data(), per, c * ho * wo,
-                             x.data(), 2 * 6 * 7, s_len, n, dv_ref.data(), threads};
-      fv.pack = &xl;
-      fv.pack_grid = &o;
-      run::spmm_offsets(table, fx);
-      run::sddmm_offsets(table, fv);
-      for (float bad : {0.0f, NAN, INFINITY}) {
-        std::vector<float> yb = y;
-        const int64_t image_with = 2;
-        if (bad != 0.0f) yb[image_with * c * ho * wo + 17] = bad;
-        std::vector<unsigned char> finite(n, 7);
-        auto gx = fx;
-        auto gv = fv;
-        gx.b = gv.a = yb.data();
-        gx.c = dx.data();
-        gv.out = dv.data();
-        gx.finite = finite.data();
-        run::conv_grads_offsets(table, gx, gv);
-        for (int64_t i = 0; i < n; ++i)
-          ASSERT_EQ(finite[i], bad != 0.0f && i == image_with ? 0 : 1) << "image " << i << what;
-        if (bad != 0.0f) continue;  // only the flags are defined with a NaN or Inf in dy
-        for (int64_t i = 0; i < out_size; ++i) ASSERT_EQ(dx[i], dx_ref[i]) << "dx " << what << " at " << i;
-        for (size_t j = 0; j < dv.size(); ++j) ASSERT_EQ(dv[j], dv_ref[j]) << "dv " << what << " at " << j;
+      const SddmmOffsetsArgs fv{as.ptr.data(), as.off.data(), c, y.data(), per, c * ho * wo,
+                                x.data(), 2 * 6 * 7, n, {s_len}, dv_ref.data(), threads, &xl, &o};
+      // fx: the input gradient form, dy packed by the kernel.
+      const auto check = [&](auto fx) {
+        fx.pack.grid = &o;
+        run::spmm_offsets(table, fx);
+        run::sddmm_offsets(table, fv);
+        for (float bad : {0.0f, NAN, INFINITY}) {
+          std::vector<float> yb = y;
+          const int64_t image_with = 2;
+          if (bad != 0.0f) yb[image_with * c * ho * wo + 17] = bad;
+          std::vector<unsigned char> finite(n, 7);
+          auto gx = fx;
+          auto gv = fv;
+          gx.product.b = gv.a = yb.data();
+          gx.out.c = dx.data();
+          gv.out = dv.data();
+          gx.pack.finite = finite.data();
+          run::conv_grads_offsets(table, grads(gx, gv));
+          for (int64_t i = 0; i < n; ++i)
+            ASSERT_EQ(finite[i], bad != 0.0f && i == image_with ? 0 : 1) << "image " << i << what;
+          if (bad != 0.0f) continue;  // only the flags are defined with a NaN or Inf in dy
+          for (int64_t i = 0; i < out_size; ++i) ASSERT_EQ(dx[i], dx_ref[i]) << "dx " << what << " at " << i;
+          for (size_t j = 0; j < dv.size(); ++j) ASSERT_EQ(dv[j], dv_ref[j]) << "dv " << what << " at " << j;
+        }
+      };
+      if (merged) {
+        check(MergeArgs{product(am, rows, y.data(), c * ho * wo, plane, n, threads),
+                        {dx_ref.data(), 2 * hw, &merge, 0}});
+      } else {  // planes of one grid row each: the rows of C, values scattered by pos
+        Product p = product(a, rows, y.data(), c * ho * wo, t_len, n, threads);
+        p.pos = pos.data();
+        p.scratch = scratch.data();
+        check(PlanesArgs{p, planes_out(dx_ref.data(), t_len, rows * t_len, t_len, 0, 0, 0, 1,
+                                       t_len, nullptr)});
       }
     }
   }
@@ -157,60 +158,55 @@ TEST_P(ConvGrads, OnePassMatchesTheConvolution) {
       const std::string what = "form " + std::to_string(form) + ", threads " +
                                std::to_string(threads);
       std::vector<float> dx(ref_dx.size(), -7.f), dv(nnz, -7.f);
-      k::SpmmOffsetsArgs fx{t_ptr.data(), t_off_u.data(), val.data(), t_pos.data(),
-                            scratch.data(), cin, packs ? dy.data() : dyq.data(),
-                            packs ? cout * h * w : cout * dy_len * u, dx.data(), h * w,
-                            cin * h * w, dx_len * u, groups, threads};
-      fx.grid_w = wq;
-      fx.t_base = dx_start;
-      fx.row0 = fx.col0 = 1;
-      fx.plane_h = h;
-      fx.plane_w = w;
-      k::SddmmOffsetsArgs fv{ptr.data(), off_u.data(), cout,
-                             packs ? dy.data() : dyq.data() + margin * u, dy_len * u,
-                             packs ? cout * h * w : cout * dy_len * u,
-                             packs ? x.data() : xq.data(), packs ? cin * h * w : cin * plane * u,
-                             grid_len * u, groups, dv.data(), threads};
-      if (packs) {
-        fx.pack_grid = &o;
-        fv.pack = &xl;
-        fv.pack_grid = &o;
-      }
-      if (u == 16) {  // lanes into NCHW; only the real columns of each grid row
-        fx.unit = 16;
-        fx.batch = n;
-        fx.seg_len = w * 16;
-        fx.seg_stride = wq * 16;
-        fv.seg_len = w * 16;
-        fv.seg_stride = wq * 16;
-      }
-      ASSERT_EQ(run::conv_grads_one_pass_plane(fx, fv), plane * u) << what;
-      run::conv_grads_offsets(table, fx, fv);
-      for (size_t i = 0; i < dx.size(); ++i)
-        ASSERT_NEAR(dx[i], ref_dx[i], 1e-5 * mag_dx[i] + 1e-6) << "dx at " << i << ", " << what;
-      for (int64_t j = 0; j < nnz; ++j)
-        ASSERT_NEAR(dv[j], ref_dv[j], 1e-5 * mag_dv[j] + 1e-6) << "dv at " << j << ", " << what;
-      if (first_dx.empty()) {
-        first_dx = dx;
-        first_dv = dv;
-      } else {
-        ASSERT_EQ(dx, first_dx) << "dx depends on the thread count, " << what;
-        ASSERT_EQ(dv, first_dv) << "dv depends on the thread count, " << what;
-      }
-      // The two kernels: the same products.
-      std::vector<float> dx2(dx.size(), -7.f), dv2(nnz, -7.f);
-      fx.c = dx2.data();
-      fv.out = dv2.data();
-      run::spmm_offsets(table, fx);
-      run::sddmm_offsets(table, fv);
-      for (size_t i = 0; i < dx.size(); ++i)
-        ASSERT_NEAR(dx[i], dx2[i], 2e-5 * mag_dx[i] + 1e-6) << "dx vs spmm at " << i << ", " << what;
-      for (int64_t j = 0; j < nnz; ++j)
-        ASSERT_NEAR(dv[j], dv2[j], 2e-5 * mag_dv[j] + 1e-6) << "dv vs sddmm at " << j << ", " << what;
-      // One entry of the transposed index moved: not the one-pass form any more.
-      t_off_u[0] += u;
-      EXPECT_EQ(run::conv_grads_one_pass_plane(fx, fv), 0) << what;
-      t_off_u[0] -= u;
+      const int64_t seg_len = u == 16 ? w * 16 : 0, seg_stride = u == 16 ? wq * 16 : 0;
+      const Product p{t_ptr.data(), t_off_u.data(), val.data(), t_pos.data(), scratch.data(),
+                      cin, packs ? dy.data() : dyq.data(),
+                      packs ? cout * h * w : cout * dy_len * u, groups,
+                      {dx_len * u, seg_len, seg_stride}, threads};
+      const k::PlanesOut<float> win =
+          planes_out(dx.data(), h * w, cin * h * w, wq, dx_start, 1, 1, h, w, nullptr);
+      const SddmmOffsetsArgs fv{ptr.data(), off_u.data(), cout,
+                                packs ? dy.data() : dyq.data() + margin * u, dy_len * u,
+                                packs ? cout * h * w : cout * dy_len * u,
+                                packs ? x.data() : xq.data(), packs ? cin * h * w : cin * plane * u,
+                                groups, {grid_len * u, seg_len, seg_stride}, dv.data(), threads,
+                                packs ? &xl : nullptr, packs ? &o : nullptr};
+      // fx: the input gradient form, one image per vector or (u = 16) lanes into NCHW.
+      const auto check = [&](auto fx) {
+        ASSERT_EQ(run::conv_grads_one_pass_plane(grads(fx, fv)), plane * u) << what;
+        run::conv_grads_offsets(table, grads(fx, fv));
+        for (size_t i = 0; i < dx.size(); ++i)
+          ASSERT_NEAR(dx[i], ref_dx[i], 1e-5 * mag_dx[i] + 1e-6) << "dx at " << i << ", " << what;
+        for (int64_t j = 0; j < nnz; ++j)
+          ASSERT_NEAR(dv[j], ref_dv[j], 1e-5 * mag_dv[j] + 1e-6) << "dv at " << j << ", " << what;
+        if (first_dx.empty()) {
+          first_dx = dx;
+          first_dv = dv;
+        } else {
+          ASSERT_EQ(dx, first_dx) << "dx depends on the thread count, " << what;
+          ASSERT_EQ(dv, first_dv) << "dv depends on the thread count, " << what;
+        }
+        // The two kernels: the same products.
+        std::vector<float> dx2(dx.size(), -7.f), dv2(nnz, -7.f);
+        auto fx2 = fx;
+        auto fv2 = fv;
+        fx2.out.c = dx2.data();
+        fv2.out = dv2.data();
+        run::spmm_offsets(table, fx2);
+        run::sddmm_offsets(table, fv2);
+        for (size_t i = 0; i < dx.size(); ++i)
+          ASSERT_NEAR(dx[i], dx2[i], 2e-5 * mag_dx[i] + 1e-6) << "dx vs spmm at " << i << ", " << what;
+        for (int64_t j = 0; j < nnz; ++j)
+          ASSERT_NEAR(dv[j], dv2[j], 2e-5 * mag_dv[j] + 1e-6) << "dv vs sddmm at " << j << ", " << what;
+        // One entry of the transposed index moved: not the one-pass form any more.
+        t_off_u[0] += u;
+        EXPECT_EQ(run::conv_grads_one_pass_plane(grads(fx, fv)), 0) << what;
+        t_off_u[0] -= u;
+      };
+      if (u == 16)
+        check(Planes16Args{p, win, n});
+      else
+        check(PlanesArgs{p, win, {nullptr, packs ? &o : nullptr}});
     }
   }
 }

@@ -26,13 +26,13 @@ TEST_P(OffsetsFused, PackImagesThemselves) {
     run::conv_pack_input(table, {l, x.data(), packed.data(), 1});
     const int64_t ph = hq - 2, pw = wq - 1;  // planes: a window of the grid
     std::vector<float> ref(g.n * rows * ph * pw, -7.f);
-    k::SpmmOffsetsArgs args{a.ptr.data(), a.off.data(), a.val.data(), nullptr, nullptr, rows,
-                            packed.data(), image, ref.data(), ph * pw, rows * ph * pw, len, g.n, 2};
-    set_planes(args, wq, 0, 0, 0, ph, pw, nullptr);
+    const PlanesArgs args{product(a, rows, packed.data(), image, len, g.n, 2),
+                          planes_out(ref.data(), ph * pw, rows * ph * pw, wq, 0, 0, 0, ph, pw,
+                                     nullptr)};
     run::spmm_offsets(table, args);
     std::vector<float> dv_ref(a.off.size()), a_grid = random_vec(g.n * rows * len, rng);
     run::sddmm_offsets(table, {a.ptr.data(), a.off.data(), rows, a_grid.data(), len, rows * len,
-                         packed.data(), image, len, g.n, dv_ref.data(), 2});
+                               packed.data(), image, g.n, {len}, dv_ref.data(), 2});
     std::vector<float> dv_first;
     for (int threads : {1, 3}) {
       const std::string what = " from NCHW, n " + std::to_string(g.n) + ", threads " +
@@ -40,24 +40,23 @@ TEST_P(OffsetsFused, PackImagesThemselves) {
       std::vector<float> y(ref.size(), -7.f);
       std::vector<unsigned char> finite(g.n, 7);
       auto f = args;
-      f.b = x.data();
-      f.b_image_stride = g.c * g.h * g.w;
-      f.c = y.data();
-      f.nthreads = threads;
-      f.pack = &l;
-      f.finite = finite.data();
+      f.product.b = x.data();
+      f.product.b_image_stride = g.c * g.h * g.w;
+      f.out.c = y.data();
+      f.product.nthreads = threads;
+      f.pack = {&l, nullptr, finite.data()};
       run::spmm_offsets(table, f);
       for (size_t i = 0; i < y.size(); ++i) ASSERT_EQ(y[i], ref[i]) << "spmm_offsets" << what << " at " << i;
       for (int64_t n = 0; n < g.n; ++n) ASSERT_EQ(finite[n], 1) << "finite flag of image " << n;
       std::vector<float> xb = x;
       xb[(g.n - 1) * g.c * g.h * g.w + 3] = NAN;  // the last image only
-      f.b = xb.data();
+      f.product.b = xb.data();
       run::spmm_offsets(table, f);
       for (int64_t n = 0; n < g.n; ++n) ASSERT_EQ(finite[n], n == g.n - 1 ? 0 : 1) << "image " << n;
       std::vector<float> dv(a.off.size(), NAN);
-      k::SddmmOffsetsArgs s{a.ptr.data(), a.off.data(), rows, a_grid.data(), len, rows * len,
-                            x.data(), g.c * g.h * g.w, len, g.n, dv.data(), threads};
-      s.pack = &l;
+      SddmmOffsetsArgs s{a.ptr.data(), a.off.data(), rows, a_grid.data(), len, rows * len,
+                         x.data(), g.c * g.h * g.w, g.n, {len}, dv.data(), threads};
+      s.pack_b = &l;
       run::sddmm_offsets(table, s);
       expect_close(dv, dv_ref, 1e-5f, "sddmm_offsets" + what);
       if (dv_first.empty()) dv_first = dv;
@@ -98,29 +97,23 @@ TEST_P(OffsetsFused, PackGridsThemselves) {
   const k::ConvInputLayout merge{n, 2, n, 1, 7, 6, 2, 2, 1, 1, 4, 4};  // planes of 16
   const int64_t plane = 16, hw = 7 * 6;
   std::vector<float> ref(n * rows * t_len, -7.f);
-  k::SpmmOffsetsArgs args{a.ptr.data(), a.off.data(), a.val.data(), nullptr, nullptr, rows,
-                          grid.data(), image, ref.data(), t_len, rows * t_len, t_len, n, 2};
+  const RowsArgs args{product(a, rows, grid.data(), image, t_len, n, 2),
+                      {ref.data(), t_len, rows * t_len}};
   run::spmm_offsets(table, args);
-  auto merged_args = args;
-  merged_args.len = plane;
-  merged_args.merge = &merge;
-  merged_args.c_image_stride = 2 * hw;
   std::vector<float> merged_ref(n * 2 * hw, -7.f), merged(merged_ref.size(), -7.f);
-  merged_args.c = merged_ref.data();
   OffsetCsr am = random_offsets(rows, 6, image - plane, rng);
-  merged_args.ptr = am.ptr.data();
-  merged_args.off = am.off.data();
-  merged_args.val = am.val.data();
+  const MergeArgs merged_args{product(am, rows, grid.data(), image, plane, n, 2),
+                              {merged_ref.data(), 2 * hw, &merge, 0}};
   run::spmm_offsets(table, merged_args);
   for (int threads : {1, 3}) {
     const std::string what = ", threads " + std::to_string(threads);
     // The same call, B packed by the kernel from NCHW y.
-    const auto from_nchw = [&](k::SpmmOffsetsArgs f, float* out) {
-      f.b = y.data();
-      f.b_image_stride = c * ho * wo;
-      f.c = out;
-      f.nthreads = threads;
-      f.pack_grid = &o;
+    const auto from_nchw = [&](auto f, float* out) {
+      f.product.b = y.data();
+      f.product.b_image_stride = c * ho * wo;
+      f.out.c = out;
+      f.product.nthreads = threads;
+      f.pack.grid = &o;
       return f;
     };
     std::vector<float> out(ref.size(), -7.f);
@@ -131,33 +124,34 @@ TEST_P(OffsetsFused, PackGridsThemselves) {
       ASSERT_EQ(merged[i], merged_ref[i]) << "merged spmm_offsets" << what << " at " << i;
     // Per-image finite flags of y, read while packing: all set, then cleared for exactly the
     // image holding a NaN, +Inf or -Inf (plain and merging forms).
-    for (auto* form : {&args, &merged_args}) {
+    const auto check_flags = [&](auto f) {
       std::vector<unsigned char> finite(n, 7);
-      auto f = from_nchw(*form, form == &args ? out.data() : merged.data());
-      f.finite = finite.data();
+      f.pack.finite = finite.data();
       run::spmm_offsets(table, f);
       for (int64_t i = 0; i < n; ++i) ASSERT_EQ(finite[i], 1) << "finite flag of image " << i << what;
       int64_t image_with = 0;
       for (float bad : {NAN, INFINITY, -INFINITY}) {
         std::vector<float> yb = y;
         yb[image_with * c * ho * wo + (c * ho * wo) / 2 + image_with] = bad;
-        f.b = yb.data();
+        f.product.b = yb.data();
         run::spmm_offsets(table, f);
         for (int64_t i = 0; i < n; ++i)
           ASSERT_EQ(finite[i], i == image_with ? 0 : 1) << "image " << i << " with " << bad << what;
         image_with += 3;
       }
-    }
+    };
+    check_flags(from_nchw(args, out.data()));
+    check_flags(from_nchw(merged_args, merged.data()));
   }
   // sddmm: A from the grid (rows = channels from `offset` on), B a plain tensor.
   const int64_t b_image = 300, s_len = len - 3;
   OffsetCsr as = random_offsets(c, 5, b_image - s_len, rng);
   std::vector<float> b = random_vec(n * b_image, rng), dv_ref(as.off.size()), dv(as.off.size());
   run::sddmm_offsets(table, {as.ptr.data(), as.off.data(), c, grid.data() + offset, per, image,
-                       b.data(), b_image, s_len, n, dv_ref.data(), 2});
-  k::SddmmOffsetsArgs sa{as.ptr.data(), as.off.data(), c, y.data(), per, c * ho * wo, b.data(),
-                         b_image, s_len, n, dv.data(), 2};
-  sa.pack_grid = &o;
+                             b.data(), b_image, n, {s_len}, dv_ref.data(), 2});
+  SddmmOffsetsArgs sa{as.ptr.data(), as.off.data(), c, y.data(), per, c * ho * wo, b.data(),
+                      b_image, n, {s_len}, dv.data(), 2};
+  sa.pack_a = &o;
   run::sddmm_offsets(table, sa);
   expect_close(dv, dv_ref, 1e-5f, "sddmm_offsets with A packed from NCHW");
 }
@@ -174,15 +168,14 @@ TEST_P(OffsetsFused, InsideAnOpenMPTeam) {
   std::vector<float> x = random_vec(n * c * h * w, rng), packed(n * image);
   run::conv_pack_input(table, {l, x.data(), packed.data(), 1});
   std::vector<float> ref(n * rows * len);
-  run::spmm_offsets(table, {a.ptr.data(), a.off.data(), a.val.data(), nullptr, nullptr, rows,
-                      packed.data(), image, ref.data(), len, rows * len, len, n, 1});
+  run::spmm_offsets(table, RowsArgs{product(a, rows, packed.data(), image, len, n, 1),
+                                    {ref.data(), len, rows * len}});
   constexpr int kCallers = 4;
   std::vector<std::vector<float>> out(kCallers, std::vector<float>(ref.size(), -7.f));
 #pragma omp parallel for num_threads(kCallers)
   for (int t = 0; t < kCallers; ++t) {
-    k::SpmmOffsetsArgs f{a.ptr.data(), a.off.data(), a.val.data(), nullptr, nullptr, rows,
-                         x.data(), c * h * w, out[t].data(), len, rows * len, len, n, 1};
-    f.pack = &l;
+    const RowsArgs f{product(a, rows, x.data(), c * h * w, len, n, 1),
+                     {out[t].data(), len, rows * len}, {&l}};
     run::spmm_offsets(table, f);
   }
   for (int t = 0; t < kCallers; ++t)
@@ -193,15 +186,14 @@ TEST_P(OffsetsFused, InsideAnOpenMPTeam) {
   const k::ConvOutputLayout o{n, rows, n, 1, ho, wo, wq, per, offset};
   std::vector<float> dy = random_vec(n * rows * ho * wo, rng);
   OffsetCsr at = random_offsets(c, 3, rows * per - dlen, rng);
-  k::SpmmOffsetsArgs gx{at.ptr.data(), at.off.data(), at.val.data(), nullptr, nullptr, c,
-                        dy.data(), rows * ho * wo, nullptr, dlen, c * dlen, dlen, n, 2};
-  gx.pack_grid = &o;
-  k::SddmmOffsetsArgs gv{a.ptr.data(), a.off.data(), rows, dy.data(), per, rows * ho * wo,
-                         x.data(), c * h * w, len, n, nullptr, 2};
-  gv.pack = &l;
-  gv.pack_grid = &o;
+  // The input gradient into planes of one grid row each (the rows of C).
+  PlanesArgs gx{product(at, c, dy.data(), rows * ho * wo, dlen, n, 2),
+                planes_out(nullptr, dlen, c * dlen, dlen, 0, 0, 0, 1, dlen, nullptr),
+                {nullptr, &o}};
+  SddmmOffsetsArgs gv{a.ptr.data(), a.off.data(), rows, dy.data(), per, rows * ho * wo,
+                      x.data(), c * h * w, n, {len}, nullptr, 2, &l, &o};
   std::vector<float> dx_ref(n * c * dlen), dv_ref(a.off.size());
-  gx.c = dx_ref.data();
+  gx.out.c = dx_ref.data();
   gv.out = dv_ref.data();
   run::spmm_offsets(table, gx);
   run::sddmm_offsets(table, gv);
@@ -211,9 +203,9 @@ TEST_P(OffsetsFused, InsideAnOpenMPTeam) {
   for (int t = 0; t < kCallers; ++t) {
     auto fx = gx;
     auto fv = gv;
-    fx.c = dxs[t].data();
+    fx.out.c = dxs[t].data();
     fv.out = dvs[t].data();
-    run::conv_grads_offsets(table, fx, fv);
+    run::conv_grads_offsets(table, grads(fx, fv));
   }
   for (int t = 0; t < kCallers; ++t) {
     for (size_t i = 0; i < dx_ref.size(); ++i) ASSERT_EQ(dxs[t][i], dx_ref[i]) << "dx, caller " << t;

@@ -30,8 +30,8 @@ TEST_P(SddmmOffsets, MatchesNaiveAndScalar) {
         for (int64_t j = s.ptr[r]; j < s.ptr[r + 1]; ++j)
           for (int64_t t = 0; t < len; ++t)
             ref[j] += a[n * a_image + r * lda + t] * b[n * b_image + s.off[j] + t];
-    k::SddmmOffsetsArgs args{s.ptr.data(), s.off.data(), rows, a.data(), lda, a_image, b.data(),
-                             b_image, len, images, out.data(), 2};
+    SddmmOffsetsArgs args{s.ptr.data(), s.off.data(), rows, a.data(), lda, a_image, b.data(),
+                          b_image, images, {len}, out.data(), 2};
     run::sddmm_offsets(table, args);
     args.out = so.data();
     run::sddmm_offsets(scalar, args);
@@ -65,10 +65,8 @@ TEST_P(SddmmOffsets, SegmentsSumOnlyTheirPositions) {
         for (int64_t j = a.ptr[r]; j < a.ptr[r + 1]; ++j)
           for (int64_t t = 0; t < g.len; ++t)
             if (in_seg(t)) dref[j] += grad[n * a_image + r * lda + t] * b[n * b_image + a.off[j] + t];
-    k::SddmmOffsetsArgs sargs{a.ptr.data(), a.off.data(), rows, grad.data(), lda, a_image, b.data(),
-                              b_image, g.len, images, out.data(), 2};
-    sargs.seg_len = g.seg_len;
-    sargs.seg_stride = g.seg_stride;
+    SddmmOffsetsArgs sargs{a.ptr.data(), a.off.data(), rows, grad.data(), lda, a_image, b.data(),
+                           b_image, images, {g.len, g.seg_len, g.seg_stride}, out.data(), 2};
     run::sddmm_offsets(table, sargs);
     sargs.out = so.data();
     run::sddmm_offsets(scalar, sargs);
@@ -95,8 +93,8 @@ TEST_P(SddmmOffsets, StridesAndOffsetsBeyond2To31) {
       for (int64_t t = 0; t < len; ++t) *(a + n * a_stride + r * lda + t) = val_at(n + 3 * r + t);
   }
   std::vector<float> out(3, NAN);
-  k::SddmmOffsetsArgs s{ptr.data(), off.data(), rows, a, lda, a_stride, b, b_stride, len,
-                        images, out.data(), 2};
+  SddmmOffsetsArgs s{ptr.data(), off.data(), rows, a, lda, a_stride, b, b_stride, images, {len},
+                     out.data(), 2};
   run::sddmm_offsets(table, s);
   for (int64_t r = 0; r < rows; ++r)
     for (int64_t j = ptr[r]; j < ptr[r + 1]; ++j) {

@@ -1,7 +1,8 @@
 // The offsets product (the convolution kernels' core): C_n[r, 0:len] = sum_j val[j] *
-// B_n[off[j] + 0:len], into rows or straight into NCHW planes (with bias and batch-norm
-// statistics), with batch-innermost B (16 images a grid point), merging stride phases into
-// NCHW, and restricted to row segments.
+// B_n[off[j] + 0:len], into rows (spmm_offsets_rows) or straight into NCHW planes
+// (spmm_offsets_planes, with bias and batch-norm statistics), with batch-innermost B (16
+// images a grid point, spmm_offsets_planes16), merging stride phases into NCHW
+// (spmm_offsets_merge), and restricted to row segments.
 #include "tester.h"
 
 namespace st_test {
@@ -31,11 +32,11 @@ TEST_P(SpmmOffsets, MatchesNaiveAndScalar) {
         for (int64_t j = a.ptr[r]; j < a.ptr[r + 1]; ++j)
           for (int64_t t = 0; t < len; ++t)
             ref[n * c_image + r * ldc + t] += a.val[j] * b[n * b_image + a.off[j] + t];
-    k::SpmmOffsetsArgs args{a.ptr.data(), a.off.data(), a.val.data(), nullptr, nullptr, rows,
-                            b.data(), b_image, c.data(), ldc, c_image, len, images, 2};
+    const Product prod = product(a, rows, b.data(), b_image, len, images, 2);
+    RowsArgs args{prod, {c.data(), ldc, c_image}};
     run::spmm_offsets(table, args);
     auto args_s = args;
-    args_s.c = sc.data();
+    args_s.out.c = sc.data();
     run::spmm_offsets(scalar, args_s);
     expect_close(c, ref, 1e-5f, "spmm_offsets vs naive, " + describe(lc));
     expect_close(c, sc, 1e-5f, "spmm_offsets vs scalar, " + describe(lc));
@@ -63,11 +64,8 @@ TEST_P(SpmmOffsets, MatchesNaiveAndScalar) {
             e[0] += v, e[1] += double(v) * v, e[2] += std::fabs(v);
           }
         }
-    auto args_p = args;
-    args_p.c = planes.data();
-    args_p.ldc = ph * pw;
-    args_p.c_image_stride = rows * ph * pw;
-    set_planes(args_p, grid_w, t_base, row0, col0, ph, pw, bias.data());
+    PlanesArgs args_p{prod, planes_out(planes.data(), ph * pw, rows * ph * pw, grid_w, t_base, row0,
+                                       col0, ph, pw, bias.data())};
     run::spmm_offsets(table, args_p);
     expect_close(planes, pref, 1e-5f, "spmm_offsets into planes, " + describe(lc));
     expect_output_stats(table, args_p, exp_stats, "plane stats, " + describe(lc));
@@ -107,16 +105,16 @@ TEST_P(SpmmOffsets, Unit16IntoPlanes) {
               const double w = double(v + bias[r]);
               e[0] += w, e[1] += w * w, e[2] += std::fabs(w);
             }
-      k::SpmmOffsetsArgs args{a.ptr.data(), a.off.data(), a.val.data(), nullptr, nullptr, rows,
-                              b.data(), b_group, c.data(), plane, c_img, points * U, groups, 2};
-      set_planes(args, grid_w, t_base, row0, col0, ph, pw, bias.data());
-      args.seg_len = seg * U;
-      args.seg_stride = seg > 0 ? grid_w * U : 0;
-      args.unit = U;
-      args.batch = batch;
+      Product prod = product(a, rows, b.data(), b_group, points * U, groups, 2);
+      prod.spans.seg_len = seg * U;
+      prod.spans.seg_stride = seg > 0 ? grid_w * U : 0;
+      Planes16Args args{prod,
+                        planes_out(c.data(), plane, c_img, grid_w, t_base, row0, col0, ph, pw,
+                                   bias.data()),
+                        batch};
       run::spmm_offsets(table, args);
       auto args_s = args;
-      args_s.c = sc.data();
+      args_s.out.c = sc.data();
       run::spmm_offsets(scalar, args_s);
       const std::string what = ", points " + std::to_string(points) + ", seg " + std::to_string(seg);
       expect_close(c, ref, 1e-5f, "unit-16 planes vs naive" + what);
@@ -164,10 +162,8 @@ TEST_P(SpmmOffsets, MergesPhasesIntoNchw) {
     }
     for (const auto* t : {&table, &scalar}) {
       std::vector<float> c(images * c_image, -7.f);
-      k::SpmmOffsetsArgs args{a.ptr.data(), a.off.data(), a.val.data(), nullptr, nullptr, rows,
-                              b.data(), b_image, c.data(), 0, c_image, len, images, 2};
-      args.t_base = g.t_base;
-      args.merge = &l;
+      MergeArgs args{product(a, rows, b.data(), b_image, len, images, 2),
+                     {c.data(), c_image, &l, g.t_base}};
       run::spmm_offsets(*t, args);
       expect_close(c, ref, 1e-5f, std::string(t == &scalar ? "scalar" : "isa") +
                                       " merge, width " + std::to_string(g.w));
@@ -196,13 +192,12 @@ TEST_P(SpmmOffsets, SegmentsComputeOnlyTheirPositions) {
           for (int64_t j = a.ptr[r]; j < a.ptr[r + 1]; ++j) acc += a.val[j] * b[n * b_image + a.off[j] + t];
           ref[n * c_image + r * ldc + t] = acc;
         }
-    k::SpmmOffsetsArgs args{a.ptr.data(), a.off.data(), a.val.data(), nullptr, nullptr, rows,
-                            b.data(), b_image, c.data(), ldc, c_image, g.len, images, 2};
-    args.seg_len = g.seg_len;
-    args.seg_stride = g.seg_stride;
+    Product prod = product(a, rows, b.data(), b_image, g.len, images, 2);
+    prod.spans = {g.len, g.seg_len, g.seg_stride};
+    RowsArgs args{prod, {c.data(), ldc, c_image}};
     run::spmm_offsets(table, args);
     auto args_s = args;
-    args_s.c = sc.data();
+    args_s.out.c = sc.data();
     run::spmm_offsets(scalar, args_s);
     const std::string what = std::string(" ") + g.name;
     expect_close(c, ref, 1e-5f, "spmm_offsets vs naive," + what);
@@ -227,8 +222,9 @@ TEST_P(SpmmOffsets, StridesAndOffsetsBeyond2To31) {
   const int64_t ldc = kTwo31 + 64, c_stride = 2 * kTwo31 + 128;
   float* c = mem.at(int64_t{3} << 33);  // 2^34.6: past everything B uses
   for (int threads : {1, 2}) {
-    k::SpmmOffsetsArgs a{ptr.data(), off.data(), values.data(), nullptr, nullptr, rows, b,
-                         b_stride, c, ldc, c_stride, len, images, threads};
+    const RowsArgs a{{ptr.data(), off.data(), values.data(), nullptr, nullptr, rows, b, b_stride,
+                      images, {len}, threads},
+                     {c, ldc, c_stride}};
     run::spmm_offsets(table, a);
     for (int64_t n = 0; n < images; ++n)
       for (int64_t r = 0; r < rows; ++r)

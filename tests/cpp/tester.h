@@ -44,46 +44,99 @@ struct IsaParamName {
 // ---- The kernel calls: every test reaches each kernel through its one function here --------
 
 namespace run {
-inline void spmm_bmajor(const st::KernelTable& t, const k::SpmmArgs& a) { t.spmm(a); }
-inline void spmmt_bmajor(const st::KernelTable& t, const k::SpmmTArgs& a) { t.spmmt(a); }
-inline void sddmm_bmajor(const st::KernelTable& t, const k::SddmmArgs& a) { t.sddmm(a); }
-inline void pack_bmajor(const st::KernelTable& t, const k::PackArgs& a) { t.pack(a); }
-inline void unpack_bmajor(const st::KernelTable& t, const k::UnpackArgs& a) { t.unpack(a); }
-inline void spmm_offsets(const st::KernelTable& t, const k::SpmmOffsetsArgs& a) {
-  t.spmm_offsets(a);
+inline void spmm_bmajor(const st::KernelTable& t, const k::SpmmArgs<float>& a) {
+  t.spmm_bmajor_f32(a);
 }
-inline void sddmm_offsets(const st::KernelTable& t, const k::SddmmOffsetsArgs& a) {
-  t.sddmm_offsets(a);
+inline void spmmt_bmajor(const st::KernelTable& t, const k::SpmmTArgs<float>& a) {
+  t.spmmt_bmajor_f32(a);
 }
-inline void conv_grads_offsets(const st::KernelTable& t, const k::SpmmOffsetsArgs& dx,
-                               const k::SddmmOffsetsArgs& dv) {
-  t.conv_grads_offsets(dx, dv);
+inline void sddmm_bmajor(const st::KernelTable& t, const k::SddmmArgs<float>& a) {
+  t.sddmm_bmajor_f32(a);
+}
+inline void pack_bmajor(const st::KernelTable& t, const k::PackArgs<float>& a) {
+  t.pack_bmajor_f32(a);
+}
+inline void unpack_bmajor(const st::KernelTable& t, const k::UnpackArgs<float>& a) {
+  t.unpack_bmajor_f32(a);
+}
+// The spmm forms of the offsets family, one overload per form's arguments.
+inline void spmm_offsets(const st::KernelTable& t, const k::SpmmOffsetsRowsArgs<float>& a) {
+  t.spmm_offsets_rows_f32(a);
+}
+inline void spmm_offsets(const st::KernelTable& t, const k::SpmmOffsetsPlanesArgs<float>& a) {
+  t.spmm_offsets_planes_f32(a);
+}
+inline void spmm_offsets(const st::KernelTable& t, const k::SpmmOffsetsPlanes16Args<float>& a) {
+  t.spmm_offsets_planes16_f32(a);
+}
+inline void spmm_offsets(const st::KernelTable& t, const k::SpmmOffsetsMergeArgs<float>& a) {
+  t.spmm_offsets_merge_f32(a);
+}
+inline void sddmm_offsets(const st::KernelTable& t, const k::SddmmOffsetsArgs<float>& a) {
+  t.sddmm_offsets_f32(a);
+}
+inline void conv_grads_offsets(const st::KernelTable& t, const k::ConvGradsPlanesArgs<float>& a) {
+  t.conv_grads_offsets_planes_f32(a);
+}
+inline void conv_grads_offsets(const st::KernelTable& t,
+                               const k::ConvGradsPlanes16Args<float>& a) {
+  t.conv_grads_offsets_planes16_f32(a);
+}
+inline void conv_grads_offsets(const st::KernelTable& t, const k::ConvGradsMergeArgs<float>& a) {
+  t.conv_grads_offsets_merge_f32(a);
 }
 // Not a kernel: the plane length at which conv_grads_offsets takes its one-pass form (0: none).
-inline int64_t conv_grads_one_pass_plane(const k::SpmmOffsetsArgs& dx,
-                                         const k::SddmmOffsetsArgs& dv) {
-  return k::conv_grads_one_pass_plane(dx, dv);
+inline int64_t conv_grads_one_pass_plane(const k::ConvGradsPlanesArgs<float>& a) {
+  return k::conv_grads_one_pass_plane(a);
 }
-inline void conv_pack_input(const st::KernelTable& t, const k::ConvInputArgs& a) {
-  t.conv_pack_input(a);
+inline int64_t conv_grads_one_pass_plane(const k::ConvGradsPlanes16Args<float>& a) {
+  return k::conv_grads_one_pass_plane(a);
 }
-inline void conv_unpack_grad_input(const st::KernelTable& t, const k::ConvInputArgs& a) {
-  t.conv_unpack_grad_input(a);
+inline void conv_pack_input(const st::KernelTable& t, const k::ConvInputArgs<float>& a) {
+  t.conv_pack_input_f32(a);
 }
-inline void conv_pack_grad_output(const st::KernelTable& t, const k::ConvOutputArgs& a) {
-  t.conv_pack_grad_output(a);
+inline void conv_unpack_grad_input(const st::KernelTable& t, const k::ConvInputArgs<float>& a) {
+  t.conv_unpack_grad_input_f32(a);
 }
-inline void conv_direct_spmm(const st::KernelTable& t, const k::ConvDirectArgs& a) {
-  t.conv_direct_spmm(a);
+inline void conv_pack_grad_output(const st::KernelTable& t, const k::ConvOutputArgs<float>& a) {
+  t.conv_pack_grad_output_f32(a);
 }
-inline void conv_direct_sddmm(const st::KernelTable& t, const k::ConvDirectArgs& a) {
-  t.conv_direct_sddmm(a);
+inline void spmm_direct(const st::KernelTable& t, const k::ConvDirectArgs<float>& a) {
+  t.spmm_direct_f32(a);
 }
-inline void subsample(const st::KernelTable& t, const k::SubsampleArgs& a) { t.subsample(a); }
-inline void subsample_grad(const st::KernelTable& t, const k::SubsampleArgs& a) {
-  t.subsample_grad(a);
+inline void sddmm_direct(const st::KernelTable& t, const k::ConvDirectArgs<float>& a) {
+  t.sddmm_direct_f32(a);
+}
+inline void subsample(const st::KernelTable& t, const k::SubsampleArgs<float>& a) {
+  t.subsample_f32(a);
+}
+inline void subsample_grad(const st::KernelTable& t, const k::SubsampleArgs<float>& a) {
+  t.subsample_grad_f32(a);
 }
 }  // namespace run
+
+// The offsets forms' arguments for float storage, as the tests build them.
+using RowsArgs = k::SpmmOffsetsRowsArgs<float>;
+using PlanesArgs = k::SpmmOffsetsPlanesArgs<float>;
+using Planes16Args = k::SpmmOffsetsPlanes16Args<float>;
+using MergeArgs = k::SpmmOffsetsMergeArgs<float>;
+using SddmmOffsetsArgs = k::SddmmOffsetsArgs<float>;
+using Product = k::OffsetsProduct<float>;
+
+// Both gradients' arguments from the input gradient form's and the values gradient's.
+template <template <class> class Dx>
+k::ConvGradsArgs<float, Dx> grads(const Dx<float>& dx, const k::SddmmOffsetsArgs<float>& dv) {
+  return {dx, dv};
+}
+
+// The product of `images` images of B (b_image apart) by the offsets pattern a (rows rows),
+// over [0, len): the piece every spmm form starts from.
+template <class Csr>
+Product product(const Csr& a, int64_t rows, const float* b, int64_t b_image, int64_t len,
+                int64_t images, int nthreads) {
+  return {a.ptr.data(), a.off.data(), a.val.data(), nullptr, nullptr, rows, b, b_image, images,
+          {len}, nthreads};
+}
 
 // ---- Random data ----------------------------------------------------------------------------
 
@@ -167,7 +220,7 @@ inline void expect_bitwise(const std::vector<float>& a, const std::vector<float>
   for (size_t i = 0; i < a.size(); ++i) ASSERT_EQ(a[i], b[i]) << what << " at " << i;
 }
 
-// ---- Batch-major products (spmm / spmmt / sddmm, csr_bmajor) --------------------------------
+// ---- Batch-major products (spmm_bmajor / spmmt_bmajor / sddmm_bmajor) -----------------------
 
 // Named edge cases of a rows x cols pattern times a batch-major block of `batch` columns
 // (padded to kBatchAlign). Rows r % 7 == 3 are empty in every case (random_csr).
@@ -239,7 +292,7 @@ inline Transposed transpose(const Csr& a) {
   return t;
 }
 
-// ---- Offsets products (spmm / sddmm, csr_offsets) -------------------------------------------
+// ---- Offsets products (spmm_offsets_<form> / sddmm_offsets) ---------------------------------
 
 // Named row lengths `len` of the offsets products (positions per row, masked tails).
 struct LenCase {
@@ -295,30 +348,27 @@ inline std::vector<float> ref_sddmm_offsets(const OffsetCsr& s, int64_t rows,
   return out;
 }
 
-// Plane output of spmm_offsets: grid rows of grid_w, a ph x pw window at (row0, col0), bias.
-inline void set_planes(k::SpmmOffsetsArgs& args, int64_t grid_w, int64_t t_base, int64_t row0,
-                       int64_t col0, int64_t ph, int64_t pw, const float* bias) {
-  args.grid_w = grid_w;
-  args.t_base = t_base;
-  args.row0 = row0;
-  args.col0 = col0;
-  args.plane_h = ph;
-  args.plane_w = pw;
-  args.bias = bias;
+// Plane output of the offsets products: planes ldc apart in c, images c_image apart; grid rows
+// of grid_w, a ph x pw window at (row0, col0), bias.
+inline k::PlanesOut<float> planes_out(float* c, int64_t ldc, int64_t c_image, int64_t grid_w,
+                                      int64_t t_base, int64_t row0, int64_t col0, int64_t ph,
+                                      int64_t pw, const float* bias) {
+  return {c, ldc, c_image, grid_w, t_base, row0, col0, ph, pw, bias};
 }
 
-// The batch-norm statistics a plane-writing spmm_offsets call sums (SpmmOffsetsArgs::stats):
-// against exact double sums of what it should write (exp: sum, sum of squares, sum of |v|
-// per image x row), and the same bits for 1 and 3 threads.
-inline void expect_output_stats(const st::KernelTable& table, k::SpmmOffsetsArgs args,
-                                const std::vector<double>& exp, const std::string& what) {
+// The batch-norm statistics an spmm_offsets form sums (offsets_args.h, stats): against exact
+// double sums of what it should write (exp: sum, sum of squares, sum of |v| per image x row),
+// and the same bits for 1 and 3 threads.
+template <class Args>
+void expect_output_stats(const st::KernelTable& table, Args args, const std::vector<double>& exp,
+                         const std::string& what) {
   const size_t n = exp.size() / 3 * 2;
   std::vector<double> one(n, NAN), three(n, NAN);
   args.stats = one.data();
-  args.nthreads = 1;
+  args.product.nthreads = 1;
   run::spmm_offsets(table, args);
   args.stats = three.data();
-  args.nthreads = 3;
+  args.product.nthreads = 3;
   run::spmm_offsets(table, args);
   for (size_t i = 0; i < n / 2; ++i) {
     const double sum = exp[3 * i], sq = exp[3 * i + 1], mag = exp[3 * i + 2];

@@ -18,6 +18,8 @@ cost is part of every timing (functional/conv_autotune.py).
 """
 from __future__ import annotations
 
+from typing import Callable, Optional
+
 import numpy as np
 import torch
 
@@ -42,6 +44,38 @@ def _channel_stats(sums, channels: int):
     if sums is None:
         return None
     return torch.from_numpy(sums).view(-1, channels, 2).sum(0)
+
+
+def spmm_offsets(form: str) -> Callable[..., Optional[bool]]:
+    """The spmm_offsets kernel of a form: "rows", "planes", "planes16" or "merge"."""
+    return getattr(_C, "spmm_offsets_" + form)
+
+
+def conv_grads_offsets(form: str) -> Callable[..., Optional[bool]]:
+    """Both gradients at once, the input gradient in a form: "planes", "planes16", "merge"."""
+    return getattr(_C, "conv_grads_offsets_" + form)
+
+
+# The input gradient's spmm_offsets arguments renamed as conv_grads_offsets_<form> takes
+# them (the same dy is the values gradient's A); the others keep their names.
+_DX_NAMES = {"ptr": "t_ptr", "offsets": "t_offsets", "b": "dy",
+             "b_image_stride": "dy_image_stride", "c": "dx", "ldc": "ldx",
+             "c_image_stride": "dx_image_stride", "len": "dx_len", "seg_len": "dx_seg_len",
+             "seg_stride": "dx_seg_stride"}
+# ... and the values gradient's sddmm_offsets arguments (a, a_image_stride, images, nthreads
+# and pack_grid are the input gradient's).
+_DV_NAMES = {"b": "x", "b_image_stride": "x_image_stride", "out": "dv"}
+_DV_SHARED = ("a", "a_image_stride", "images", "nthreads", "pack_grid")
+
+
+def grads_args(dx_args: dict, dv_args: dict, dy_offset: int) -> dict:
+    """conv_grads_offsets_<form>'s keyword arguments from the input gradient form's (dx_args,
+    on the transposed index) and sddmm_offsets' (dv_args), which reads the same dy from
+    dy_offset on in each image."""
+    out = {_DX_NAMES.get(k, k): v for k, v in dx_args.items()}
+    out.update({_DV_NAMES.get(k, k): v for k, v in dv_args.items() if k not in _DV_SHARED})
+    out["a_offset"] = dy_offset
+    return out
 
 
 class OffsetLayout:
@@ -74,8 +108,10 @@ class OffsetLayout:
         # each grid row (Wo of Wq for the output, W of Wq for a stride-1 input gradient)
         # instead of computing the padding columns and dropping them.
         self.out_segments = self.dx_segments = {}
-        # Unit 16: the kernels write NCHW planes from lanes of 16 images (see forward).
-        self.lanes = dict(unit=u, batch=batch) if u != 1 else {}
+        # The form writing NCHW planes: one image per vector, or (unit 16) from lanes of 16
+        # images (see forward).
+        self.planes_form = "planes" if u == 1 else "planes16"
+        self.lanes = dict(batch=batch) if u != 1 else {}
         # One image per vector and a layout change: the kernels that read the packed input
         # pack each image themselves right before using it (from cache; the packed tensor
         # never exists), so x itself stands for "the packed input" here. Their threads then
@@ -150,34 +186,35 @@ class OffsetLayout:
         if self.fused:
             g = self.g
             y = _workspace.empty(self.n, c, s.Ho, s.Wo)
-            finite = _C.spmm_offsets(ptr=row_ptr, offsets=self.off, values=_np(values),
-                                     pos=None, scratch=None, b=_np(xq),
-                                     b_image_stride=g.in_channels * s.H * s.W,
-                                     c=_np(y.view(-1)), ldc=s.Ho * s.Wo,
-                                     c_image_stride=c * s.Ho * s.Wo, len=s.grid_len,
-                                     images=self.images, nthreads=nthreads, grid_w=s.Wq,
-                                     plane_h=s.Ho, plane_w=s.Wo,
-                                     bias=None if bias is None else _np(bias),
-                                     check_finite=check_finite, **self.pack_args, **out_stats)
+            finite = _C.spmm_offsets_planes(ptr=row_ptr, offsets=self.off, values=_np(values),
+                                            pos=None, scratch=None, b=_np(xq),
+                                            b_image_stride=g.in_channels * s.H * s.W,
+                                            c=_np(y.view(-1)), ldc=s.Ho * s.Wo,
+                                            c_image_stride=c * s.Ho * s.Wo, len=s.grid_len,
+                                            images=self.images, nthreads=nthreads, grid_w=s.Wq,
+                                            plane_h=s.Ho, plane_w=s.Wo,
+                                            bias=None if bias is None else _np(bias),
+                                            check_finite=check_finite, **self.pack_args,
+                                            **out_stats)
             return y, finite, _channel_stats(sums, c)
         if not self.direct:
             # The kernel writes y's NCHW planes itself (bias included; with unit 16 through a
             # register-block transpose): no grid, no unpacking pass.
             y = _workspace.empty(self.n, c, s.Ho, s.Wo)
-            _C.spmm_offsets(ptr=row_ptr, offsets=self.off, values=_np(values), pos=None,
-                            scratch=None, b=_np(xq), b_image_stride=self.x_image * u,
-                            c=_np(y.view(-1)), ldc=s.Ho * s.Wo, c_image_stride=c * s.Ho * s.Wo,
-                            len=s.grid_len * u, images=self.images, nthreads=nthreads,
-                            grid_w=s.Wq, plane_h=s.Ho, plane_w=s.Wo,
-                            bias=None if bias is None else _np(bias), **self.out_segments,
-                            **self.lanes, **out_stats)
+            spmm_offsets(self.planes_form)(
+                ptr=row_ptr, offsets=self.off, values=_np(values), pos=None, scratch=None,
+                b=_np(xq), b_image_stride=self.x_image * u, c=_np(y.view(-1)), ldc=s.Ho * s.Wo,
+                c_image_stride=c * s.Ho * s.Wo, len=s.grid_len * u, images=self.images,
+                nthreads=nthreads, grid_w=s.Wq, plane_h=s.Ho, plane_w=s.Wo,
+                bias=None if bias is None else _np(bias), **self.out_segments, **self.lanes,
+                **out_stats)
             return y, None, _channel_stats(sums, c)
         # Direct (1x1, stride 1, unpadded): the grid is y itself.
         y = _workspace.empty(self.n, c, s.Ho, s.Wo)
-        _C.spmm_offsets(ptr=row_ptr, offsets=self.off, values=_np(values), pos=None,
-                        scratch=None, b=_np(xq), b_image_stride=self.x_image, c=_np(y.view(-1)),
-                        ldc=s.grid_len, c_image_stride=self.y_image, len=s.grid_len,
-                        images=self.images, nthreads=nthreads, **out_stats)
+        _C.spmm_offsets_rows(ptr=row_ptr, offsets=self.off, values=_np(values), pos=None,
+                             scratch=None, b=_np(xq), b_image_stride=self.x_image,
+                             c=_np(y.view(-1)), ldc=s.grid_len, c_image_stride=self.y_image,
+                             len=s.grid_len, images=self.images, nthreads=nthreads, **out_stats)
         stats = _channel_stats(sums, c)
         if bias is None:
             return y, None, stats
@@ -190,10 +227,8 @@ class OffsetLayout:
     def _values_grad_args(self, row_ptr, dyq, xq, dv, nthreads):
         s, u, g = self.s, self.unit, self.g
         # x and dy as packed tensors, or (fused) NCHW ones the kernel packs image by image.
-        if self.fused:
-            a, a_image = _np(dyq), g.out_channels * s.Ho * s.Wo
-        else:
-            a, a_image = _np(dyq)[s.margin * u:], self.dy_image * u
+        a_image = g.out_channels * s.Ho * s.Wo if self.fused else self.dy_image * u
+        a = _np(dyq)[self.dy_offset:]
         x_image = g.in_channels * s.H * s.W if self.fused else self.x_image * u
         return dict(ptr=row_ptr, offsets=self.off, a=a, lda=s.dy_len * u, a_image_stride=a_image,
                     b=_np(xq), b_image_stride=x_image, len=s.grid_len * u, images=self.images,
@@ -218,8 +253,9 @@ class OffsetLayout:
         return not (self.direct or self.fused)
 
     def _input_grad_args(self, values, dyq, nthreads, check_finite):
-        """(out, the input gradient's spmm_offsets arguments writing out, whether out is the
-        packed gradient, to be unpacked into dx afterwards)."""
+        """(out, the input gradient's spmm_offsets form ("rows", "planes", "planes16" or
+        "merge"), that form's arguments writing out, whether out is the packed gradient, to
+        be unpacked into dx afterwards)."""
         s, u, g = self.s, self.unit, self.g
         scratch = _workspace.empty(values.numel())  # the values in the transposed index's order
         check = dict(check_finite=True) if check_finite and self.fused else {}
@@ -232,33 +268,33 @@ class OffsetLayout:
             # Stride 1: the padded plane's interior is dx itself; the kernel writes it there.
             pt, _, pl, _ = g.padding
             dx = _workspace.empty(self.n, g.in_channels, s.H, s.W)
-            return dx, dict(common, c=_np(dx.view(-1)), ldc=s.H * s.W,
-                            c_image_stride=g.in_channels * s.H * s.W, len=s.dx_len * u,
-                            grid_w=s.Wq, t_base=s.dx_start, row0=pt, col0=pl, plane_h=s.H,
-                            plane_w=s.W, **self.dx_segments, **self.lanes, **self.grid_args,
-                            **check), False
+            return dx, self.planes_form, dict(
+                common, c=_np(dx.view(-1)), ldc=s.H * s.W,
+                c_image_stride=g.in_channels * s.H * s.W, len=s.dx_len * u, grid_w=s.Wq,
+                t_base=s.dx_start, row0=pt, col0=pl, plane_h=s.H, plane_w=s.W,
+                **self.dx_segments, **self.lanes, **self.grid_args, **check), False
         if u == 1 and not self.direct:
             # Strided, one image per vector: each channel's phase planes are interleaved into
             # dx by the kernel while they are still in cache (no packed dx, no unpacking pass).
             dx = _workspace.empty(self.n, g.in_channels, s.H, s.W)
-            return dx, dict(common, c=_np(dx.view(-1)), ldc=s.plane,
-                            c_image_stride=g.in_channels * s.H * s.W, len=s.dx_len,
-                            t_base=s.dx_start, merge=self.x_layout, **self.grid_args,
-                            **check), False
+            return dx, "merge", dict(common, c=_np(dx.view(-1)),
+                                     c_image_stride=g.in_channels * s.H * s.W, len=s.dx_len,
+                                     t_base=s.dx_start, merge=self.x_layout, **self.grid_args,
+                                     **check), False
         if self.direct:
             dxq = _workspace.empty(self.n, g.in_channels, s.H, s.W)
         else:
             dxq = _workspace.empty(self.images * self.x_image * u)
         # Only [dx_start, dx_start + dx_len) of each plane holds real pixels: skip the rest.
-        return dxq, dict(common, c=_np(dxq.view(-1))[s.dx_start * u:], ldc=s.plane * u,
-                         c_image_stride=self.x_image * u, len=s.dx_len * u,
-                         **self.dx_segments), not self.direct
+        return dxq, "rows", dict(common, c=_np(dxq.view(-1))[s.dx_start * u:], ldc=s.plane * u,
+                                 c_image_stride=self.x_image * u, len=s.dx_len * u,
+                                 **self.dx_segments), not self.direct
 
     def input_grad(self, values, dyq, nthreads, check_finite=False):
         """dx, and whether dy is all finite if asked and the kernel read dy itself (fused: it
         checks each image as it packs it, with no pass of its own), else None."""
-        out, args, packed = self._input_grad_args(values, dyq, nthreads, check_finite)
-        seen = _C.spmm_offsets(**args)
+        out, form, args, packed = self._input_grad_args(values, dyq, nthreads, check_finite)
+        seen = spmm_offsets(form)(**args)
         return (self.unpack_dx(out), None) if packed else (out, seen)
 
     @property
@@ -271,13 +307,17 @@ class OffsetLayout:
     def grads(self, values, row_ptr, dyq, xq, nthreads, check_finite=False):
         """(dx, dv, whether dy is all finite if asked and the kernel packed dy, else None) in
         one kernel call (layouts whose fuses_grads is True)."""
-        dx, dx_args, _ = self._input_grad_args(values, dyq, nthreads, check_finite)
+        dx, form, dx_args, _ = self._input_grad_args(values, dyq, nthreads, check_finite)
         dv = torch.empty(values.numel())
         dv_args = self._values_grad_args(row_ptr, dyq, xq, dv, nthreads)
-        if self.fused:
-            dv_args["a"] = dx_args["b"]  # one NumPy view of dy for both
-        seen = _C.conv_grads_offsets(dx_args, dv_args)
+        seen = conv_grads_offsets(form)(**grads_args(dx_args, dv_args, self.dy_offset))
         return dx, dv, seen
+
+    @property
+    def dy_offset(self) -> int:
+        """Where the values gradient's rows of dy start in each image of what pack_dy returns:
+        after the grid's margin, or (fused) 0, the layout the kernel packs dy by saying it."""
+        return 0 if self.fused else self.s.margin * self.unit
 
 
 class DirectLayout:

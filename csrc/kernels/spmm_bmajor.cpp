@@ -1,4 +1,4 @@
-// f32_spmm_csr_bmajor: C = A · B with A sparse (CSR) and B, C batch-major.
+// spmm_bmajor: C = A · B with A sparse (CSR) and B, C batch-major.
 // Used for the forward pass (A = W, B = Xᵀ) and the input gradient (A = Wᵀ as CSC, B = dYᵀ).
 // Threads own disjoint rows, balanced by nonzero count. See spmm_tiles.h for the blocking.
 #include "kernels/kernels.h"
@@ -19,7 +19,10 @@ const float* scatter_values(const float* val, const int64_t* pos, int64_t nnz, f
   return scratch;
 }
 
-void f32_spmm_csr_bmajor(const SpmmArgs& a) {
+namespace {
+
+template <class T>
+void spmm_bmajor_impl(const SpmmArgs<T>& a) {
   const float* values = a.val;
   if (a.pos != nullptr && a.rows > 0)
     values = scatter_values(a.val, a.pos, a.ptr[a.rows] - a.ptr[0], a.scratch, a.nthreads);
@@ -36,6 +39,15 @@ void f32_spmm_csr_bmajor(const SpmmArgs& a) {
         }
       });
 }
+
+}  // namespace
+
+template <class T>
+void spmm_bmajor(const SpmmArgs<T>& a) {
+  spmm_bmajor_impl(a);
+}
+
+template void spmm_bmajor<f32>(const SpmmArgs<f32>&);
 
 }  // namespace ST_ISA
 }  // namespace kernels

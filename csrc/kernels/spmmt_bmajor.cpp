@@ -1,4 +1,4 @@
-// f32_spmmt_csr_bmajor: C = Aᵀ · B with A sparse (CSR, rows x cols) and B, C batch-major.
+// spmmt_bmajor: C = Aᵀ · B with A sparse (CSR, rows x cols) and B, C batch-major.
 // The input gradient dXᵀ = Wᵀ · dYᵀ, straight from W's CSR index and values.
 //
 // Threads own disjoint ranges of C's rows (= A's columns), balanced by the nonzeros per
@@ -40,9 +40,8 @@ inline int64_t lower_bound_idx(const int32_t* idx, int64_t begin, int64_t end, i
   return begin;
 }
 
-}  // namespace
-
-void f32_spmmt_csr_bmajor(const SpmmTArgs& a) {
+template <class T>
+void spmmt_bmajor_impl(const SpmmTArgs<T>& a) {
   constexpr int W = Vec::W;
   parallel_balanced(
       a.nthreads, a.cols, a.nb, [&](int64_t k) { return a.col_ptr[k] + k; },
@@ -74,6 +73,15 @@ void f32_spmmt_csr_bmajor(const SpmmTArgs& a) {
         }
       });
 }
+
+}  // namespace
+
+template <class T>
+void spmmt_bmajor(const SpmmTArgs<T>& a) {
+  spmmt_bmajor_impl(a);
+}
+
+template void spmmt_bmajor<f32>(const SpmmTArgs<f32>&);
 
 }  // namespace ST_ISA
 }  // namespace kernels

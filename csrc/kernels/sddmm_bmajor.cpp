@@ -1,4 +1,4 @@
-// f32_sddmm_csr_bmajor: out[j] = <A[r, :], B[idx[j], :]> for each nonzero j of row r.
+// sddmm_bmajor: out[j] = <A[r, :], B[idx[j], :]> for each nonzero j of row r.
 // The gradient of the nonzero values of a linear layer: A = dYᵀ, B = Xᵀ (both batch-major).
 // Threads own disjoint rows. See sddmm_tiles.h for the blocking.
 #include "kernels/kernels.h"
@@ -8,8 +8,10 @@
 namespace sparsetrain {
 namespace kernels {
 namespace ST_ISA {
+namespace {
 
-void f32_sddmm_csr_bmajor(const SddmmArgs& a) {
+template <class T>
+void sddmm_bmajor_impl(const SddmmArgs<T>& a) {
   const int64_t base = a.rows > 0 ? a.ptr[0] : 0;
   if (a.nb == 0) {  // empty batch: every gradient is an empty sum
     for (int64_t j = base; a.rows > 0 && j < a.ptr[a.rows]; ++j) a.out[j] = 0.0f;
@@ -27,6 +29,14 @@ void f32_sddmm_csr_bmajor(const SddmmArgs& a) {
         }
       });
 }
+
+}  // namespace
+
+template <class T>
+void sddmm_bmajor(const SddmmArgs<T>& a) {
+  sddmm_bmajor_impl(a);
+}
+template void sddmm_bmajor<f32>(const SddmmArgs<f32>&);
 
 }  // namespace ST_ISA
 }  // namespace kernels
