@@ -4,8 +4,8 @@ SparseConv2d + FusedBatchNorm2d (the statistics summed by the convolution's kern
 
 Run: python -m pytest bench/test_batchnorm.py --benchmark-only
 """
+
 import pytest
-import torch
 from torch import nn
 
 import sparsetrain as st
@@ -16,7 +16,7 @@ SPARSITY = 0.95
 
 
 def _name(layer):
-    return B.conv_name(layer)[len("conv "):]
+    return B.conv_name(layer)[len("conv ") :]
 
 
 def _case(layer, fused):
@@ -37,8 +37,7 @@ def _pair(layer, sparse, fused):
 def _run(benchmark, model, layer):
     x = B.conv_input(layer)
     grad = B.output_grad(model, x)
-    benchmark.pedantic(B.layer_step, args=(model, x, grad), rounds=9, iterations=1,
-                       warmup_rounds=2)
+    benchmark.pedantic(B.layer_step, args=(model, x, grad), rounds=9, iterations=1, warmup_rounds=2)
     return x
 
 
@@ -53,5 +52,9 @@ def test_dense(benchmark, layer):
 def test_sparse(benchmark, layer, fused):
     model = _pair(layer, sparse=True, fused=fused)
     x = _run(benchmark, model, layer)
-    benchmark.extra_info.update(kind="sparse", case=_case(layer, fused), isa=st.get_isa(),
-                                nnz_flops=B.nnz_flops(model[0], x))
+    benchmark.extra_info.update(
+        kind="sparse",
+        case=_case(layer, fused),
+        isa=st.get_isa(),
+        nnz_flops=B.nnz_flops(model[0], x),
+    )

@@ -3,6 +3,7 @@
 
 Run: python -m pytest bench/test_conv.py --benchmark-only
 """
+
 import pytest
 
 import sparsetrain as st
@@ -10,7 +11,7 @@ from sparsetrain import benchmarks as B
 
 
 def _name(layer):
-    return B.conv_name(layer)[len("conv "):]
+    return B.conv_name(layer)[len("conv ") :]
 
 
 def _case(layer, sparsity):
@@ -20,8 +21,9 @@ def _case(layer, sparsity):
 def _run(benchmark, module, layer, rounds):
     x = B.conv_input(layer)
     grad = B.output_grad(module, x)
-    benchmark.pedantic(B.layer_step, args=(module, x, grad), rounds=rounds, iterations=1,
-                       warmup_rounds=2)
+    benchmark.pedantic(
+        B.layer_step, args=(module, x, grad), rounds=rounds, iterations=1, warmup_rounds=2
+    )
     return x
 
 
@@ -36,6 +38,10 @@ def test_dense(benchmark, layer):
 def test_sparse(benchmark, layer, sparsity):
     sp = st.SparseConv2d.from_dense(B.pruned_conv(layer, sparsity))
     x = _run(benchmark, sp, layer, rounds=11)
-    benchmark.extra_info.update(kind="sparse", case=_case(layer, sparsity),
-                                nnz_flops=B.nnz_flops(sp, x), isa=st.get_isa(),
-                                strategy=sp.strategy_for(x.shape))
+    benchmark.extra_info.update(
+        kind="sparse",
+        case=_case(layer, sparsity),
+        nnz_flops=B.nnz_flops(sp, x),
+        isa=st.get_isa(),
+        strategy=sp.strategy_for(x.shape),
+    )

@@ -2,6 +2,7 @@
 
 Run: python -m pytest bench/test_linear.py --benchmark-only
 """
+
 import pytest
 import torch
 
@@ -12,8 +13,9 @@ from sparsetrain import benchmarks as B
 def _run(benchmark, module, shape, rounds=15):
     x = B.linear_input(shape)
     grad = B.output_grad(module, x)
-    benchmark.pedantic(B.layer_step, args=(module, x, grad), rounds=rounds, iterations=1,
-                       warmup_rounds=2)
+    benchmark.pedantic(
+        B.layer_step, args=(module, x, grad), rounds=rounds, iterations=1, warmup_rounds=2
+    )
     return x
 
 
@@ -33,12 +35,13 @@ def test_dense(benchmark, shape):
 def test_sparse(benchmark, shape, sparsity):
     sp = st.SparseLinear.from_dense(B.pruned_linear(shape, sparsity))
     x = _run(benchmark, sp, shape)
-    benchmark.extra_info.update(kind="sparse", case=_case(shape, sparsity),
-                                nnz_flops=B.nnz_flops(sp, x), isa=st.get_isa())
+    benchmark.extra_info.update(
+        kind="sparse", case=_case(shape, sparsity), nnz_flops=B.nnz_flops(sp, x), isa=st.get_isa()
+    )
 
 
 def test_peak_dense_matmul(benchmark):
     n = 2048
     a, b = torch.randn(n, n), torch.randn(n, n)
-    benchmark.extra_info.update(kind="peak", flops=2 * n ** 3)
+    benchmark.extra_info.update(kind="peak", flops=2 * n**3)
     benchmark.pedantic(torch.mm, args=(a, b), rounds=10, iterations=1, warmup_rounds=2)

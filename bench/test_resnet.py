@@ -8,6 +8,7 @@ in a fresh process, with glibc malloc as it is and under `sparsetrain.keep_freed
 
 Run: python -m pytest bench/test_resnet.py --benchmark-only
 """
+
 import copy
 
 import pytest
@@ -27,8 +28,9 @@ def setup():
 
 def _run(benchmark, model, x, y):
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    benchmark.pedantic(B.train_step, args=(model, opt, x, y), rounds=5, iterations=1,
-                       warmup_rounds=2)
+    benchmark.pedantic(
+        B.train_step, args=(model, opt, x, y), rounds=5, iterations=1, warmup_rounds=2
+    )
 
 
 def test_dense_step(benchmark, setup):
@@ -42,8 +44,14 @@ def test_sparse_step(benchmark, setup):
     model = copy.deepcopy(model)
     report = st.sparsify(model, example_inputs=x, min_sparsity=0.5)
     nnz = sum(m.nnz for m in model.modules() if isinstance(m, st.SparseConv2d))
-    benchmark.extra_info.update(kind="sparse", case=CASE, nnz_flops=0.0, isa=st.get_isa(),
-                                swapped=len(report.swapped), nnz=nnz)
+    benchmark.extra_info.update(
+        kind="sparse",
+        case=CASE,
+        nnz_flops=0.0,
+        isa=st.get_isa(),
+        swapped=len(report.swapped),
+        nnz=nnz,
+    )
     _run(benchmark, model, x, y)
 
 
@@ -59,9 +67,17 @@ def test_alternating_steps(benchmark, malloc):
     result = {}
 
     def run():
-        result.update(B.run_in_subprocess("alternating_steps", malloc == "keep", rounds=7,
-                                          warmup=2, batch=BATCH, image_size=SIZE,
-                                          sparsity=SPARSITY))
+        result.update(
+            B.run_in_subprocess(
+                "alternating_steps",
+                malloc == "keep",
+                rounds=7,
+                warmup=2,
+                batch=BATCH,
+                image_size=SIZE,
+                sparsity=SPARSITY,
+            )
+        )
 
     benchmark.pedantic(run, rounds=1, iterations=1)
     benchmark.extra_info.update(kind="pairs", **result)
@@ -79,5 +95,7 @@ def test_peak_memory(benchmark):
                 mem[key] = B.step_memory_in_subprocess(sparse, keep_freed_memory=keep)
 
     benchmark.pedantic(measure, rounds=1, iterations=1)
-    benchmark.extra_info.update(kind="memory", **{f"{k}_{m}": v for k, d in mem.items()
-                                                   for m, v in d.items() if m != "malloc"})
+    benchmark.extra_info.update(
+        kind="memory",
+        **{f"{k}_{m}": v for k, d in mem.items() for m, v in d.items() if m != "malloc"},
+    )

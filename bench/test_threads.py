@@ -6,6 +6,7 @@ step after a single-threaded pass over as much memory (NumPy, no OpenMP): if thr
 fought, "after dense matmul" would be slower than "after cache flush". The summary prints
 the ratios.
 """
+
 import numpy as np
 import torch
 

@@ -1,5 +1,6 @@
 """What the digits examples share: scikit-learn's bundled 8x8 digits (no download), a small
 CNN, a training loop and the test accuracy."""
+
 from __future__ import annotations
 
 import gzip
@@ -35,14 +36,23 @@ def load_digits(train_fraction: float = 0.75, seed: int = 0):
 def make_cnn(seed: int = 0) -> nn.Sequential:
     torch.manual_seed(seed)
     return nn.Sequential(
-        nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(),
-        nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(64, 64, 3, padding=1), nn.ReLU(), nn.Flatten(),
-        nn.Linear(64 * 4 * 4, 128), nn.ReLU(), nn.Linear(128, 10))
+        nn.Conv2d(1, 32, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(32, 64, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(64, 64, 3, padding=1),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(64 * 4 * 4, 128),
+        nn.ReLU(),
+        nn.Linear(128, 10),
+    )
 
 
-def train(model, optimizer, data, epochs: int, batch_size: int = 64, seed: int = 0,
-          after_step=None) -> None:
+def train(
+    model, optimizer, data, epochs: int, batch_size: int = 64, seed: int = 0, after_step=None
+) -> None:
     """Plain mini-batch training; ``after_step()`` runs after every optimizer step."""
     x, y = data
     g = torch.Generator().manual_seed(seed)
@@ -50,7 +60,7 @@ def train(model, optimizer, data, epochs: int, batch_size: int = 64, seed: int =
     for _ in range(epochs):
         order = torch.randperm(len(y), generator=g)
         for i in range(0, len(y), batch_size):
-            idx = order[i:i + batch_size]
+            idx = order[i : i + batch_size]
             optimizer.zero_grad()
             nn.functional.cross_entropy(model(x[idx]), y[idx]).backward()
             optimizer.step()
@@ -64,4 +74,3 @@ def accuracy(model, data) -> float:
     x, y = data
     model.eval()
     return 100.0 * float((model(x).argmax(1) == y).float().mean())
-

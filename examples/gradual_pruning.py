@@ -6,6 +6,7 @@ plain dense training with the same seed.
 
 Data: scikit-learn's bundled 8x8 digits (no download).
 """
+
 import argparse
 import time
 
@@ -28,12 +29,24 @@ def run(sparsity=0.9, epochs=16, batch_size=64, seed=0, verbose=True):
             # Dense for the first epoch, pruned up to 2/3 of the way, then fine-tuned sparse.
             # The first convolution (32 x 9 weights) stays dense.
             pruner = st.GradualMagnitudePruner(
-                model, opt, sparsity, start_step=steps_per_epoch,
+                model,
+                opt,
+                sparsity,
+                start_step=steps_per_epoch,
                 end_step=steps_per_epoch * max(1, (2 * epochs) // 3),
-                every=max(1, steps_per_epoch // 2), exclude="0")
+                every=max(1, steps_per_epoch // 2),
+                exclude="0",
+            )
         t = time.perf_counter()
-        train(model, opt, train_data, epochs, batch_size, seed=seed,
-              after_step=pruner.step if pruner else None)
+        train(
+            model,
+            opt,
+            train_data,
+            epochs,
+            batch_size,
+            seed=seed,
+            after_step=pruner.step if pruner else None,
+        )
         seconds = time.perf_counter() - t
         results[name] = accuracy(model, test_data)
         say(f"{name:<8}: {results[name]:.1f}% test accuracy, {seconds:.1f} s")

@@ -1,7 +1,8 @@
 """Train a 95%-sparse linear layer next to the equal dense one and compare step times.
 
-    python examples/linear_speed.py [--batch 256] [--in 768] [--out 3072] [--sparsity 0.95]
+python examples/linear_speed.py [--batch 256] [--in 768] [--out 3072] [--sparsity 0.95]
 """
+
 import argparse
 import time
 

@@ -5,6 +5,7 @@ the masks fixed; the same fine-tuning of the dense layers under the same masks r
 
 Data: scikit-learn's bundled 8x8 digits (no download).
 """
+
 import argparse
 import copy
 import time
@@ -21,8 +22,9 @@ def run(sparsity=0.9, pretrain_epochs=8, epochs=8, only_if_faster=True, seed=0, 
 
     # 1. A trained dense model (stands in for a pretrained checkpoint).
     model = make_cnn(seed)
-    train(model, torch.optim.Adam(model.parameters(), lr=2e-3), train_data, pretrain_epochs,
-          seed=seed)
+    train(
+        model, torch.optim.Adam(model.parameters(), lr=2e-3), train_data, pretrain_epochs, seed=seed
+    )
     say(f"dense model: {accuracy(model, test_data):.1f}% test accuracy")
 
     # 2. Prune: the first convolution (32 x 9 weights) stays dense.
@@ -31,8 +33,9 @@ def run(sparsity=0.9, pretrain_epochs=8, epochs=8, only_if_faster=True, seed=0, 
     masked_dense = copy.deepcopy(model)
 
     # 3. Swap the pruned layers for sparse ones (timed on the real input shapes).
-    report = st.sparsify(model, example_inputs=train_data[0][:64], min_sparsity=0.5,
-                         only_if_faster=only_if_faster)
+    report = st.sparsify(
+        model, example_inputs=train_data[0][:64], min_sparsity=0.5, only_if_faster=only_if_faster
+    )
     say(report)
 
     # 4. Fine-tune both with the same data order. Pruned layers that stayed dense (measured
@@ -46,8 +49,12 @@ def run(sparsity=0.9, pretrain_epochs=8, epochs=8, only_if_faster=True, seed=0, 
         seconds = time.perf_counter() - t
         results[name] = accuracy(m, test_data)
         say(f"fine-tuned {name:<18}: {results[name]:.1f}% test accuracy, {seconds:.1f} s")
-    return {"model": model, "report": report, "sparse": results["sparse"],
-            "dense_masked": results["dense, same masks"]}
+    return {
+        "model": model,
+        "report": report,
+        "sparse": results["sparse"],
+        "dense_masked": results["dense, same masks"],
+    }
 
 
 def main():

@@ -21,9 +21,11 @@ def malloc_calls(monkeypatch):
     it in this process, the calls are recorded instead of changing the test process's
     allocator (tests/test_runtime.py checks the setting itself, in fresh processes)."""
     import sparsetrain._runtime
+
     calls = []
-    monkeypatch.setattr(sparsetrain._runtime, "keep_freed_memory",
-                        lambda enable=True: calls.append(enable) or True)
+    monkeypatch.setattr(
+        sparsetrain._runtime, "keep_freed_memory", lambda enable=True: calls.append(enable) or True
+    )
     return calls
 
 
@@ -36,6 +38,7 @@ def _seed():
 def input_grad_strategy(request):
     """Run the test with each input-gradient kernel forced."""
     from sparsetrain import tuning
+
     tuning.INPUT_GRAD_STRATEGY = request.param
     yield request.param
     tuning.INPUT_GRAD_STRATEGY = None

@@ -15,7 +15,9 @@ def pruned_linear(in_f, out_f, sparsity, bias=True, empty_rows=0):
 
 def assert_close(actual, expected, what, rtol=1e-4, atol=1e-5):
     scale = max(1.0, float(expected.detach().abs().max())) if expected.numel() else 1.0
-    torch.testing.assert_close(actual, expected, rtol=rtol, atol=atol * scale, msg=lambda m: f"{what}: {m}")
+    torch.testing.assert_close(
+        actual, expected, rtol=rtol, atol=atol * scale, msg=lambda m: f"{what}: {m}"
+    )
 
 
 def forward_backward(module, x, g):

@@ -4,6 +4,7 @@ Inside autocast a bfloat16 / float16 input (typically the output of an autocast 
 nn.Linear) is cast to float32 and the layer computes and returns float32; gradients flow back
 to the lower-precision producer. Outside autocast such inputs stay a TypeError naming the layer.
 """
+
 import pytest
 import torch
 from torch import nn
@@ -96,8 +97,10 @@ def test_nonfinite_fallback_stays_float32_under_autocast():
 
 @pytest.mark.parametrize("dtype", LOW + [torch.float64])
 def test_outside_autocast_wrong_dtypes_still_raise(dtype):
-    for layer, x in ((st.SparseLinear(12, 7, sparsity=0.5), torch.randn(5, 12)),
-                     (sparse_conv(), torch.randn(2, 6, 8, 8))):
+    for layer, x in (
+        (st.SparseLinear(12, 7, sparsity=0.5), torch.randn(5, 12)),
+        (sparse_conv(), torch.randn(2, 6, 8, 8)),
+    ):
         with pytest.raises(TypeError, match=rf"{type(layer).__name__}\(.*float32"):
             layer(x.to(dtype))
 

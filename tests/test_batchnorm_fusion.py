@@ -1,6 +1,7 @@
 """Batch norm fused with the sparse convolution in front of it (sparsetrain/nn/batchnorm.py):
 the same outputs, gradients and running statistics as nn.Conv2d + nn.BatchNorm2d, and a
 plain nn.BatchNorm2d computation whenever the statistics cannot be trusted."""
+
 import copy
 
 import numpy as np
@@ -24,8 +25,9 @@ class ConvBN(nn.Module):
         return torch.relu(self.bn(y))
 
 
-def pruned_pair(stride=1, bias=False, affine=True, momentum=0.1, track=True, cin=5, cout=7,
-                kernel=3):
+def pruned_pair(
+    stride=1, bias=False, affine=True, momentum=0.1, track=True, cin=5, cout=7, kernel=3
+):
     conv = nn.Conv2d(cin, cout, kernel, stride=stride, padding=kernel // 2, bias=bias)
     with torch.no_grad():
         conv.weight.mul_(torch.rand_like(conv.weight) > 0.7)
@@ -51,8 +53,9 @@ def fused_calls(monkeypatch):
     statistics (the fused path)."""
     calls = []
     orig = st.nn.batchnorm._NormalizeWithStats.apply
-    monkeypatch.setattr(st.nn.batchnorm._NormalizeWithStats, "apply",
-                        lambda *a: calls.append(1) or orig(*a))
+    monkeypatch.setattr(
+        st.nn.batchnorm._NormalizeWithStats, "apply", lambda *a: calls.append(1) or orig(*a)
+    )
     return calls
 
 
@@ -108,8 +111,9 @@ def test_fused_after_1x1(isa, stride, bias, fused_calls):
     assert len(fused_calls) == 2, "the fused path was not taken"
 
 
-@pytest.mark.parametrize("affine, momentum, track", [(False, 0.1, True), (True, None, True),
-                                                     (True, 0.1, False)])
+@pytest.mark.parametrize(
+    "affine, momentum, track", [(False, 0.1, True), (True, None, True), (True, 0.1, False)]
+)
 def test_fused_batchnorm_options(affine, momentum, track):
     """No affine parameters, a cumulative moving average (momentum None), no running
     statistics at all: as nn.BatchNorm2d."""
@@ -141,8 +145,11 @@ def test_stats_need_a_finite_batch():
     with torch.no_grad():
         ys, yd = sparse(x), dense(x)
     assert torch.equal(torch.isnan(ys), torch.isnan(yd))
-    assert_close(sparse.bn.running_mean.nan_to_num(7.0), dense.bn.running_mean.nan_to_num(7.0),
-                 "running mean after a NaN batch")
+    assert_close(
+        sparse.bn.running_mean.nan_to_num(7.0),
+        dense.bn.running_mean.nan_to_num(7.0),
+        "running mean after a NaN batch",
+    )
 
 
 def test_channel_far_from_zero_uses_plain_statistics(fused_calls):
@@ -201,6 +208,7 @@ def test_sparsify_fuses_resnet_and_leaves_running_statistics_alone():
     ResNet-18 stem's stays plain), keeps the batch-norm state_dict keys, and its own
     example run changes no running statistic; densify makes them plain again."""
     from sparsetrain.benchmarks import pruned_resnet
+
     model = pruned_resnet(sparsity=0.9, num_classes=10)
     before = copy.deepcopy(model.state_dict())
     x = torch.randn(2, 3, 32, 32)
@@ -216,20 +224,41 @@ def test_sparsify_fuses_resnet_and_leaves_running_statistics_alone():
             assert torch.equal(after[k], v), k
     st.densify(model)
     assert not any(type(m) is st.FusedBatchNorm2d for m in model.modules())
-    assert st.sparsify(pruned_resnet(sparsity=0.9, num_classes=10), example_inputs=x,
-                       min_sparsity=0.5, only_if_faster=False,
-                       batch_norm=False).fused_batch_norms == []
+    assert (
+        st.sparsify(
+            pruned_resnet(sparsity=0.9, num_classes=10),
+            example_inputs=x,
+            min_sparsity=0.5,
+            only_if_faster=False,
+            batch_norm=False,
+        ).fused_batch_norms
+        == []
+    )
 
 
 def test_stats_binding_checks():
     from sparsetrain import _C
+
     ptr = np.array([0, 1], dtype=np.int64)
     off = np.array([0], dtype=np.int64)
     val = np.ones(1, dtype=np.float32)
     b = np.arange(8, dtype=np.float32)
     c = np.zeros(8, dtype=np.float32)
-    common = dict(ptr=ptr, offsets=off, values=val, pos=None, scratch=None, b=b,
-                  b_image_stride=4, c=c, ldc=4, c_image_stride=4, len=4, images=2, nthreads=1)
+    common = dict(
+        ptr=ptr,
+        offsets=off,
+        values=val,
+        pos=None,
+        scratch=None,
+        b=b,
+        b_image_stride=4,
+        c=c,
+        ldc=4,
+        c_image_stride=4,
+        len=4,
+        images=2,
+        nthreads=1,
+    )
     planes = dict(grid_w=2, plane_h=2, plane_w=2)
 
     def call(**kw):
@@ -237,8 +266,9 @@ def test_stats_binding_checks():
 
     stats = np.full(4, 7.0)
     call(stats=stats)  # 2 images x 1 row, 2 x 2 planes
-    np.testing.assert_allclose(stats, [0 + 1 + 2 + 3, 0 + 1 + 4 + 9, 4 + 5 + 6 + 7,
-                                       16 + 25 + 36 + 49])
+    np.testing.assert_allclose(
+        stats, [0 + 1 + 2 + 3, 0 + 1 + 4 + 9, 4 + 5 + 6 + 7, 16 + 25 + 36 + 49]
+    )
     rows = np.full(4, 7.0)
     _C.spmm_offsets_rows(**common, stats=rows)  # into rows: the same values, the same sums
     np.testing.assert_array_equal(rows, stats)
@@ -277,8 +307,12 @@ def test_only_direct_pairs_are_fused(inplace):
     conv = nn.Conv2d(4, 6, 3, padding=1, bias=False)
     with torch.no_grad():
         conv.weight.mul_(torch.rand_like(conv.weight) > 0.7)
-    model = nn.Sequential(st.SparseConv2d.from_dense(conv), nn.ReLU(inplace=inplace),
-                          nn.BatchNorm2d(6), st.SparseConv2d.from_dense(
-                              nn.Conv2d(6, 6, 1, bias=False)), nn.BatchNorm2d(6))
+    model = nn.Sequential(
+        st.SparseConv2d.from_dense(conv),
+        nn.ReLU(inplace=inplace),
+        nn.BatchNorm2d(6),
+        st.SparseConv2d.from_dense(nn.Conv2d(6, 6, 1, bias=False)),
+        nn.BatchNorm2d(6),
+    )
     assert st.fuse_batch_norm(model, torch.randn(2, 4, 5, 5)) == [("3", "4")]
     assert type(model[2]) is nn.BatchNorm2d and not model[0].batch_norm_stats

@@ -1,5 +1,6 @@
 """The end-to-end benchmark's measuring loop (sparsetrain.benchmarks.alternating_steps), on a
 tiny ResNet-18 run: what it returns, and when its warm-up stops."""
+
 import pytest
 
 from sparsetrain import benchmarks as B
@@ -29,14 +30,18 @@ def test_result_shape():
     assert 1 <= r["warmup_rounds"] <= 4
 
 
-@pytest.mark.parametrize("per_round, warmup, max_warmup, expected", [
-    ([600_000, 230_000, 60_000, 10, 0], 2, 10, 4),  # the process stops growing in round 4
-    ([600_000, 0, 0], 2, 10, 2),                    # steady early: the minimum still holds
-    ([100_000] * 20, 2, 5, 5),                      # never steady: capped
-    ([B._STEADY_GROWTH_KB, B._STEADY_GROWTH_KB - 1], 1, 10, 2),  # the threshold is exclusive
-])
-def test_warmup_lasts_until_the_process_stops_growing(monkeypatch, per_round, warmup, max_warmup,
-                                                   expected):
+@pytest.mark.parametrize(
+    "per_round, warmup, max_warmup, expected",
+    [
+        ([600_000, 230_000, 60_000, 10, 0], 2, 10, 4),  # the process stops growing in round 4
+        ([600_000, 0, 0], 2, 10, 2),  # steady early: the minimum still holds
+        ([100_000] * 20, 2, 5, 5),  # never steady: capped
+        ([B._STEADY_GROWTH_KB, B._STEADY_GROWTH_KB - 1], 1, 10, 2),  # the threshold is exclusive
+    ],
+)
+def test_warmup_lasts_until_the_process_stops_growing(
+    monkeypatch, per_round, warmup, max_warmup, expected
+):
     _fake_peak(monkeypatch, per_round)
     r = B.alternating_steps(rounds=1, warmup=warmup, max_warmup=max_warmup, **TINY)
     assert r["warmup_rounds"] == expected

@@ -1,5 +1,6 @@
 """Checkpoints of whole models: sparsified -> fresh sparsified model, densified -> dense model,
 resume with the optimizer, malformed indices."""
+
 import io
 
 import pytest
@@ -12,10 +13,16 @@ import sparsetrain as st
 def build(seed):
     torch.manual_seed(seed)
     return nn.Sequential(
-        nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
-        nn.Conv2d(16, 32, 3, stride=2, padding=1), nn.ReLU(),
-        nn.Conv2d(32, 32, 1), nn.ReLU(), nn.Flatten(),
-        nn.ModuleDict({"head": nn.Linear(32 * 4 * 4, 10)})["head"])
+        nn.Conv2d(3, 16, 3, padding=1),
+        nn.BatchNorm2d(16),
+        nn.ReLU(),
+        nn.Conv2d(16, 32, 3, stride=2, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(32, 32, 1),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.ModuleDict({"head": nn.Linear(32 * 4 * 4, 10)})["head"],
+    )
 
 
 def sparse_model(seed, sparsity):
@@ -93,11 +100,12 @@ def test_sparse_checkpoint_into_a_dense_model_fails_clearly():
 
 
 CORRUPTIONS = {
-    "column out of range": lambda sd, p: sd[p + "col_idx"].__setitem__(0, 10 ** 6),
+    "column out of range": lambda sd, p: sd[p + "col_idx"].__setitem__(0, 10**6),
     "negative column": lambda sd, p: sd[p + "col_idx"].__setitem__(-1, -1),
     "unsorted columns": lambda sd, p: sd[p + "col_idx"].__setitem__(
-        slice(0, 2), sd[p + "col_idx"][:2].flip(0)),
-    "row pointers going down": lambda sd, p: sd[p + "row_ptr"].__setitem__(1, 10 ** 6),
+        slice(0, 2), sd[p + "col_idx"][:2].flip(0)
+    ),
+    "row pointers going down": lambda sd, p: sd[p + "row_ptr"].__setitem__(1, 10**6),
     "row_ptr not ending at nnz": lambda sd, p: sd[p + "row_ptr"].__setitem__(-1, 3),
     "too few values": lambda sd, p: sd.__setitem__(p + "values", sd[p + "values"][:-1]),
     "too few row pointers": lambda sd, p: sd.__setitem__(p + "row_ptr", sd[p + "row_ptr"][:-1]),

@@ -1,4 +1,5 @@
 """The `sparsetrain` command: demo and bench on tiny settings, errors as one line."""
+
 import json
 import os
 import subprocess
@@ -18,8 +19,21 @@ def test_commands_keep_freed_memory_unless_told_not_to(extra, expected, malloc_c
 
 
 def test_demo_runs_and_reports_both_runs(capfd):
-    rc = main(["demo", "--image-size", "32", "--batch-size", "4", "--steps", "2", "--warmup",
-               "1", "--threads", "1"])
+    rc = main(
+        [
+            "demo",
+            "--image-size",
+            "32",
+            "--batch-size",
+            "4",
+            "--steps",
+            "2",
+            "--warmup",
+            "1",
+            "--threads",
+            "1",
+        ]
+    )
     out = capfd.readouterr()  # file-descriptor level: what PyTorch's C++ prints, too
     assert rc == 0
     assert "images/s" in out.out and "speedup" in out.out and "final loss" in out.out
@@ -30,8 +44,20 @@ def test_demo_runs_and_reports_both_runs(capfd):
 
 
 def test_bench_writes_table_json_and_plot(tmp_path, capsys):
-    rc = main(["bench", "--layers", "conv", "--quick", "--sparsities", "0.9,0.98",
-               "--threads", "1", "--out", str(tmp_path)])
+    rc = main(
+        [
+            "bench",
+            "--layers",
+            "conv",
+            "--quick",
+            "--sparsities",
+            "0.9,0.98",
+            "--threads",
+            "1",
+            "--out",
+            str(tmp_path),
+        ]
+    )
     out = capsys.readouterr().out
     assert rc == 0
     assert "speedup" in out and "conv 1x1s2 256->512 @14" in out
@@ -43,20 +69,30 @@ def test_bench_writes_table_json_and_plot(tmp_path, capsys):
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["bench", "--sparsities", "0.9,1.5", "--no-plot"], "--sparsities"),
-    (["bench", "--sparsities", "abc", "--no-plot"], "--sparsities"),
-    (["demo", "--model", "vgg"], "--model"),
-    (["demo", "--image-size", "8"], "--image-size"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["bench", "--sparsities", "0.9,1.5", "--no-plot"], "--sparsities"),
+        (["bench", "--sparsities", "abc", "--no-plot"], "--sparsities"),
+        (["demo", "--model", "vgg"], "--model"),
+        (["demo", "--image-size", "8"], "--image-size"),
+    ],
+)
 def test_bad_values_give_one_line(argv, message, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0] and "Traceback" not in err[0]
 
 
-@pytest.mark.parametrize("argv", [["demo", "--steps", "0"], ["demo", "--sparsity", "1.2"],
-                                  ["bench", "--repeats", "x"], ["nonsense"]])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["demo", "--steps", "0"],
+        ["demo", "--sparsity", "1.2"],
+        ["bench", "--repeats", "x"],
+        ["nonsense"],
+    ],
+)
 def test_argparse_errors_exit_2(argv, capsys):
     with pytest.raises(SystemExit) as e:
         main(argv)
@@ -67,10 +103,15 @@ def test_argparse_errors_exit_2(argv, capsys):
 def test_python_dash_m_entry_point():
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(sys.path)
-    out = subprocess.run([sys.executable, "-m", "sparsetrain", "--version"], capture_output=True,
-                         text=True, env=env)
+    out = subprocess.run(
+        [sys.executable, "-m", "sparsetrain", "--version"], capture_output=True, text=True, env=env
+    )
     assert out.returncode == 0 and out.stdout.startswith("sparsetrain ")
-    out = subprocess.run([sys.executable, "-m", "sparsetrain", "bench", "--out", "/proc/nope",
-                          "--no-plot"], capture_output=True, text=True, env=env)
+    out = subprocess.run(
+        [sys.executable, "-m", "sparsetrain", "bench", "--out", "/proc/nope", "--no-plot"],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     assert out.returncode == 2
     assert out.stderr.count("\n") == 1 and "--out" in out.stderr

@@ -1,5 +1,6 @@
 """Threads: sparse layers used from several Python threads at once, the GIL released while
 kernels run, and bitwise reproducibility run to run and across kernel thread counts."""
+
 import threading
 import time
 
@@ -132,14 +133,16 @@ def sparse_calls():
     yl = lin(xl)
     conv = {s: conv_layer(s, padding=1) for s in ("direct", "plane", "batch")}
     xc = torch.randn(32, 8, 64, 64, requires_grad=True)
-    calls = {"linear forward": lambda: lin(xl),
-             "linear backward": lambda: torch.autograd.grad(yl, [xl, lin.values], yl,
-                                                            retain_graph=True)}
+    calls = {
+        "linear forward": lambda: lin(xl),
+        "linear backward": lambda: torch.autograd.grad(yl, [xl, lin.values], yl, retain_graph=True),
+    }
     for s, c in conv.items():
         yc = c(xc)
         calls[f"conv {s} forward"] = lambda c=c: c(xc)
         calls[f"conv {s} backward"] = lambda c=c, yc=yc: torch.autograd.grad(
-            yc, [xc, c.values], yc, retain_graph=True)
+            yc, [xc, c.values], yc, retain_graph=True
+        )
     return calls
 
 
@@ -159,7 +162,8 @@ def test_kernels_release_the_gil():
                 rates = [spin.rate_during(call, 0.05) for _ in range(3)]
                 assert max(rates) > 0.2 * free, (
                     f"{name}: a Python thread ran at {max(rates) / free:.0%} of its free speed "
-                    f"during the call: the GIL is held")
+                    f"during the call: the GIL is held"
+                )
     finally:
         st.set_num_threads(None)
 
@@ -187,14 +191,24 @@ def test_linear_bitwise_across_runs_and_thread_counts(isa, input_grad_strategy, 
     run_in_threads(sp, torch.randn(*lead, 130), torch.randn(*lead, 170))
 
 
-_CONV_KW = {"3x3": dict(padding=1), "stride2": dict(stride=2, padding=1), "groups2": dict(groups=2),
-            "dilated": dict(padding=(0, 2), dilation=2)}
+_CONV_KW = {
+    "3x3": dict(padding=1),
+    "stride2": dict(stride=2, padding=1),
+    "groups2": dict(groups=2),
+    "dilated": dict(padding=(0, 2), dilation=2),
+}
 
 
 # "direct" only where it runs (a strided convolution refuses it).
-@pytest.mark.parametrize("strategy,kw", [
-    pytest.param(s, kw, id=f"{s}-{name}") for s in ("direct", "plane", "batch")
-    for name, kw in _CONV_KW.items() if s != "direct" or direct_runs(3, kw.get("stride", 1))])
+@pytest.mark.parametrize(
+    "strategy,kw",
+    [
+        pytest.param(s, kw, id=f"{s}-{name}")
+        for s in ("direct", "plane", "batch")
+        for name, kw in _CONV_KW.items()
+        if s != "direct" or direct_runs(3, kw.get("stride", 1))
+    ],
+)
 def test_conv_bitwise_across_runs_and_thread_counts(isa, strategy, kw):
     sp = conv_layer(strategy, **kw)
     x = torch.randn(19, 8, 11, 10)

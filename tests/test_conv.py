@@ -1,4 +1,5 @@
 """SparseConv2d against nn.Conv2d holding the same dense weight: outputs and all gradients."""
+
 import itertools
 import random
 import zlib
@@ -66,6 +67,7 @@ def layout_strategy(request, monkeypatch):
     """The strategy to ask for; "plane" runs with the kernels packing each image themselves,
     "plane-prepacked" with the input packed beforehand (what small batches get)."""
     from sparsetrain import tuning
+
     name = request.param
     if name.startswith("plane"):
         monkeypatch.setattr(tuning, "FUSED_PACK", name == "plane")
@@ -73,10 +75,16 @@ def layout_strategy(request, monkeypatch):
 
 
 # "direct" only where it runs (a strided convolution refuses it).
-@pytest.mark.parametrize("layout_strategy,k,stride,padding,dilation,groups",
-                         [(s, *case) for s in ("direct", "plane", "plane-prepacked", "batch")
-                          for case in _grid() if s != "direct" or direct_runs(*case[:3])],
-                         indirect=["layout_strategy"])
+@pytest.mark.parametrize(
+    "layout_strategy,k,stride,padding,dilation,groups",
+    [
+        (s, *case)
+        for s in ("direct", "plane", "plane-prepacked", "batch")
+        for case in _grid()
+        if s != "direct" or direct_runs(*case[:3])
+    ],
+    indirect=["layout_strategy"],
+)
 def test_matches_nn_conv2d(isa, layout_strategy, k, stride, padding, dilation, groups):
     strategy = layout_strategy
     cin, cout, g = _channels(groups)
@@ -84,14 +92,16 @@ def test_matches_nn_conv2d(isa, layout_strategy, k, stride, padding, dilation, g
         cin, cout = 4, 6
     torch.manual_seed(zlib.crc32(repr((k, stride, padding, dilation, groups)).encode()))
     h, w = 11 + 2 * dilation * k[0] // 2, 13 + 2 * dilation * k[1] // 2  # odd sizes, big enough
-    conv = pruned_conv(cin, cout, k, 0.6, stride=stride, padding=padding, dilation=dilation,
-                       groups=g)
+    conv = pruned_conv(
+        cin, cout, k, 0.6, stride=stride, padding=padding, dilation=dilation, groups=g
+    )
     x = torch.randn(3, cin, h, w)
     run_both(conv, x, strategy)
 
 
-@pytest.mark.parametrize("layout_strategy", ["direct", "plane", "plane-prepacked", "batch"],
-                         indirect=True)
+@pytest.mark.parametrize(
+    "layout_strategy", ["direct", "plane", "plane-prepacked", "batch"], indirect=True
+)
 @pytest.mark.parametrize("batch", [1, 5, 17, 33])
 def test_batch_sizes(isa, layout_strategy, batch):
     strategy = layout_strategy
@@ -173,8 +183,7 @@ def test_empty_batch():
 
 
 @pytest.mark.parametrize("repack", [True, False])
-def test_repacking_in_backward_or_keeping_the_packed_input_gives_the_same_bits(repack,
-                                                                               monkeypatch):
+def test_repacking_in_backward_or_keeping_the_packed_input_gives_the_same_bits(repack, monkeypatch):
     """tuning.REPACK_IN_BACKWARD, read at each call, trades memory for a pass: never bits."""
     torch.manual_seed(0)
     sp = st.SparseConv2d(8, 8, 3, padding=1, sparsity=0.8, strategy="batch")

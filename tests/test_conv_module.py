@@ -1,4 +1,5 @@
 """SparseConv2d as a module: construction, conversion, state_dict, repr, errors."""
+
 import io
 import math
 
@@ -18,8 +19,16 @@ def test_from_dense_to_dense_round_trip():
     assert torch.equal(sp.weight, conv.weight.detach())
     back = sp.to_dense()
     assert isinstance(back, nn.Conv2d)
-    for attr in ("in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation",
-                 "groups", "padding_mode"):
+    for attr in (
+        "in_channels",
+        "out_channels",
+        "kernel_size",
+        "stride",
+        "padding",
+        "dilation",
+        "groups",
+        "padding_mode",
+    ):
         assert getattr(back, attr) == getattr(conv, attr)
     assert torch.equal(back.weight, conv.weight) and torch.equal(back.bias, conv.bias)
 
@@ -61,14 +70,17 @@ def test_repr():
         assert part in r
 
 
-@pytest.mark.parametrize("kwargs,match", [
-    (dict(padding="same", stride=2), "same"),
-    (dict(padding_mode="mirror"), "padding_mode"),
-    (dict(groups=3), "divisible"),
-    (dict(strategy="fast"), "strategy"),
-    (dict(sparsity=2.0), "sparsity"),
-    (dict(padding=-1), "padding"),
-])
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        (dict(padding="same", stride=2), "same"),
+        (dict(padding_mode="mirror"), "padding_mode"),
+        (dict(groups=3), "divisible"),
+        (dict(strategy="fast"), "strategy"),
+        (dict(sparsity=2.0), "sparsity"),
+        (dict(padding=-1), "padding"),
+    ],
+)
 def test_constructor_errors(kwargs, match):
     args = dict(in_channels=4, out_channels=4, kernel_size=3)
     args.update(kwargs)
@@ -76,12 +88,15 @@ def test_constructor_errors(kwargs, match):
         st.SparseConv2d(**args)
 
 
-@pytest.mark.parametrize("x,exc,match", [
-    (torch.randn(2, 4, 8, 8, dtype=torch.float64), TypeError, "float32"),
-    (torch.randn(2, 3, 8, 8), ValueError, "4"),
-    (torch.randn(4, 8), ValueError, "shape"),
-    (torch.randn(2, 4, 2, 2), ValueError, "smaller than the kernel"),
-])
+@pytest.mark.parametrize(
+    "x,exc,match",
+    [
+        (torch.randn(2, 4, 8, 8, dtype=torch.float64), TypeError, "float32"),
+        (torch.randn(2, 3, 8, 8), ValueError, "4"),
+        (torch.randn(4, 8), ValueError, "shape"),
+        (torch.randn(2, 4, 2, 2), ValueError, "smaller than the kernel"),
+    ],
+)
 def test_bad_inputs(x, exc, match):
     sp = st.SparseConv2d(4, 4, 3, sparsity=0.5)
     with pytest.raises(exc, match=match):
@@ -89,10 +104,15 @@ def test_bad_inputs(x, exc, match):
 
 
 def test_in_a_model_with_sgd():
-    model = nn.Sequential(st.SparseConv2d(3, 8, 3, padding=1, sparsity=0.8), nn.ReLU(inplace=True),
-                          st.SparseConv2d(8, 8, 3, stride=2, padding=1, sparsity=0.8),
-                          nn.ReLU(inplace=True), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-                          st.SparseLinear(8, 4, sparsity=0.5))
+    model = nn.Sequential(
+        st.SparseConv2d(3, 8, 3, padding=1, sparsity=0.8),
+        nn.ReLU(inplace=True),
+        st.SparseConv2d(8, 8, 3, stride=2, padding=1, sparsity=0.8),
+        nn.ReLU(inplace=True),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        st.SparseLinear(8, 4, sparsity=0.5),
+    )
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
     x, y = torch.randn(16, 3, 12, 12), torch.randint(0, 4, (16,))
     losses = []
@@ -108,6 +128,7 @@ def test_in_a_model_with_sgd():
 @pytest.mark.parametrize("strategy", ["direct", "plane", "batch"])
 def test_deepcopy_and_pickle_after_use(strategy):
     import copy
+
     sp = st.SparseConv2d(4, 6, 3, padding=1, sparsity=0.7, strategy=strategy)
     x = torch.randn(3, 4, 9, 9)
     y = sp(x)  # caches per-shape plans

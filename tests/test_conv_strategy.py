@@ -1,6 +1,7 @@
 """How a SparseConv2d picks its kernel layout: "auto" by a rule of the shapes (the same
 layout, so the same bits, for any thread count, ISA timing or process), "timed" by measuring
 once per batch-size range and plane size; per-shape plans are bounded."""
+
 import threading
 
 import pytest
@@ -25,12 +26,15 @@ def count_timings(monkeypatch):
     def counting(layouts, *a, **k):
         calls.append(tuple(layout.name for layout in layouts))
         return real(layouts, *a, **k)
+
     monkeypatch.setattr(conv_plans, "time_layouts", counting)
     return calls
 
 
-@pytest.mark.parametrize("batch,hw,stride", [(32, 56, 1), (32, 14, 1), (32, 7, 1), (8, 7, 1),
-                                             (16, 28, 2), (32, 28, 2), (1, 5, 1)])
+@pytest.mark.parametrize(
+    "batch,hw,stride",
+    [(32, 56, 1), (32, 14, 1), (32, 7, 1), (8, 7, 1), (16, 28, 2), (32, 28, 2), (1, 5, 1)],
+)
 def test_auto_layout_and_bits_do_not_depend_on_the_thread_count(batch, hw, stride, count_timings):
     layer = _layer(stride=stride)
     x = torch.randn(batch, 8, hw, hw, requires_grad=True)
@@ -139,9 +143,16 @@ def test_strategy_is_checked():
         _layer("fastest")
 
 
-@pytest.mark.parametrize("kw,shape", [
-    (dict(), (32, 8, 14, 14)), (dict(), (4, 8, 9, 9)), (dict(stride=2), (32, 8, 28, 28)),
-    (dict(padding_mode="reflect"), (32, 8, 12, 12)), (dict(), (8, 14, 14))])
+@pytest.mark.parametrize(
+    "kw,shape",
+    [
+        (dict(), (32, 8, 14, 14)),
+        (dict(), (4, 8, 9, 9)),
+        (dict(stride=2), (32, 8, 28, 28)),
+        (dict(padding_mode="reflect"), (32, 8, 12, 12)),
+        (dict(), (8, 14, 14)),
+    ],
+)
 def test_strategy_for_tells_what_auto_runs_before_and_after_the_call(kw, shape):
     layer = _layer(**kw)
     before = layer.strategy_for(shape)
@@ -191,7 +202,11 @@ def test_direct_on_a_strided_convolution_is_refused_naming_the_layer(kw):
         st.SparseConv2d.from_dense(torch.nn.Conv2d(8, 8, 3, **kw), strategy="direct")
     layer = st.SparseConv2d(8, 8, 3, **kw)
     assert "direct" not in layer.strategies and set(layer.strategies) == {
-        "auto", "timed", "plane", "batch"}
+        "auto",
+        "timed",
+        "plane",
+        "batch",
+    }
     with pytest.raises(ValueError, match=match):
         layer.strategy = "direct"
     assert layer.strategy == "auto"  # unchanged
@@ -213,6 +228,7 @@ def test_direct_runs_where_the_kernels_see_stride_1(kw):
 def test_strategy_survives_copies_and_pickles():
     import copy
     import pickle
+
     layer = _layer("batch")
     for other in (copy.deepcopy(layer), pickle.loads(pickle.dumps(layer))):
         assert other.strategy == "batch" and "strategy='batch'" in repr(other)

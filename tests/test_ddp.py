@@ -4,6 +4,7 @@ The flow: a dense model, gradual pruning (dense layers masked, then swapped for 
 then sparse nonzeros removed), SGD with momentum. Two ranks on half the global batch each must
 end with the weights of one process on the whole batch, and identical masks on both ranks.
 """
+
 import gc
 import os
 
@@ -22,9 +23,16 @@ BATCH = 8
 
 def build():
     torch.manual_seed(0)
-    return nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(),
-                         nn.Conv2d(16, 16, 3, stride=2, padding=1), nn.ReLU(), nn.Flatten(),
-                         nn.Linear(16 * 4 * 4, 32), nn.ReLU(), nn.Linear(32, 10))
+    return nn.Sequential(
+        nn.Conv2d(3, 16, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(16, 16, 3, stride=2, padding=1),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(16 * 4 * 4, 32),
+        nn.ReLU(),
+        nn.Linear(32, 10),
+    )
 
 
 def batch(step):
@@ -37,14 +45,15 @@ def train(rank=None):
     torch.set_num_threads(1)
     model = build()
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
-    pruner = st.GradualMagnitudePruner(model, opt, 0.9, start_step=2, end_step=8, every=2,
-                                       min_sparsity=0.6)
+    pruner = st.GradualMagnitudePruner(
+        model, opt, 0.9, start_step=2, end_step=8, every=2, min_sparsity=0.6
+    )
     wrapped = model if rank is None else nn.parallel.DistributedDataParallel(model)
     for step in range(STEPS):
         x, y = batch(step)
         if rank is not None:
             half = BATCH // WORLD
-            x, y = x[rank * half:(rank + 1) * half], y[rank * half:(rank + 1) * half]
+            x, y = x[rank * half : (rank + 1) * half], y[rank * half : (rank + 1) * half]
         opt.zero_grad()
         nn.functional.cross_entropy(wrapped(x), y).backward()
         opt.step()
@@ -59,23 +68,26 @@ def train(rank=None):
 
 def _worker(rank, init_file, out_dir):
     os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank,
-                            world_size=WORLD)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD)
     try:
         model = train(rank)
-        torch.save({k: v.clone() for k, v in model.state_dict().items()},
-                   os.path.join(out_dir, f"rank{rank}.pt"))
+        torch.save(
+            {k: v.clone() for k, v in model.state_dict().items()},
+            os.path.join(out_dir, f"rank{rank}.pt"),
+        )
     finally:
         dist.destroy_process_group()
 
 
-@pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(),
-                    reason="torch.distributed with gloo is not available")
+@pytest.mark.skipif(
+    not dist.is_available() or not dist.is_gloo_available(),
+    reason="torch.distributed with gloo is not available",
+)
 def test_ddp_two_processes_equal_single_process(tmp_path):
     mp.spawn(_worker, args=(str(tmp_path / "init"), str(tmp_path)), nprocs=WORLD, join=True)
     ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(WORLD)]
     single = train().state_dict()
-    sparse_layers = [k[:-len(".col_idx")] for k in single if k.endswith(".col_idx")]
+    sparse_layers = [k[: -len(".col_idx")] for k in single if k.endswith(".col_idx")]
     assert sparse_layers == ["0", "2", "5", "7"]  # masked dense first, sparse modules later
     for key, ref in single.items():
         # the ranks agree bitwise (same all-reduced gradients), masks included

@@ -3,6 +3,7 @@
 Sparse layers must train like dense layers holding the same masks (within 1 point), and
 gradual pruning from scratch to 90% must end within 2 points of dense training.
 """
+
 import pathlib
 import sys
 
@@ -18,13 +19,17 @@ import sparse_transfer  # noqa: E402
 
 
 def sparse_layers(model):
-    return {name: layer.sparsity for name, layer in model.named_modules()
-            if isinstance(layer, (st.SparseConv2d, st.SparseLinear))}
+    return {
+        name: layer.sparsity
+        for name, layer in model.named_modules()
+        if isinstance(layer, (st.SparseConv2d, st.SparseLinear))
+    }
 
 
 def test_sparse_fine_tuning_matches_dense_with_the_same_masks():
-    out = sparse_transfer.run(sparsity=0.9, pretrain_epochs=6, epochs=6, only_if_faster=False,
-                              verbose=False)
+    out = sparse_transfer.run(
+        sparsity=0.9, pretrain_epochs=6, epochs=6, only_if_faster=False, verbose=False
+    )
     layers = sparse_layers(out["model"])
     assert sorted(layers) == ["10", "2", "5", "8"]  # every pruned layer trained sparse
     assert all(abs(s - 0.9) < 0.01 for s in layers.values()), layers

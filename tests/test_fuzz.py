@@ -4,6 +4,7 @@ sparsity patterns, which must raise a clear ValueError and never crash or load.
 Examples are derandomized (the same every run, so CI is reproducible); set
 SPARSETRAIN_FUZZ_RANDOM=1 to explore new ones and SPARSETRAIN_FUZZ_SCALE=<k> for k times as many.
 """
+
 import os
 import warnings
 
@@ -23,16 +24,21 @@ SCALE = float(os.environ.get("SPARSETRAIN_FUZZ_SCALE", "1"))
 
 
 def fuzz(n):
-    return settings(max_examples=max(1, int(n * SCALE)), deadline=None, database=None,
-                    derandomize=not os.environ.get("SPARSETRAIN_FUZZ_RANDOM"),
-                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+    return settings(
+        max_examples=max(1, int(n * SCALE)),
+        deadline=None,
+        database=None,
+        derandomize=not os.environ.get("SPARSETRAIN_FUZZ_RANDOM"),
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    )
 
 
 def close(actual, expected, what):
     actual, expected = actual.detach(), expected.detach()
     scale = max(1.0, float(expected.abs().max())) if expected.numel() else 1.0
-    torch.testing.assert_close(actual, expected, rtol=1e-4, atol=2e-5 * scale,
-                               msg=lambda m: f"{what}: {m}")
+    torch.testing.assert_close(
+        actual, expected, rtol=1e-4, atol=2e-5 * scale, msg=lambda m: f"{what}: {m}"
+    )
 
 
 def prune_(dense, sparsity, gen):
@@ -78,12 +84,20 @@ SPARSITY = hst.sampled_from([0.0, 0.3, 0.7, 0.9, 0.97, 1.0])
 
 # -- random layers versus dense PyTorch -------------------------------------------------------
 @fuzz(150)
-@given(in_f=hst.integers(0, 40), out_f=hst.integers(0, 40),
-       lead=hst.lists(hst.integers(0, 21), max_size=2), sparsity=SPARSITY, bias=hst.booleans(),
-       isa=ISAS, threads=hst.integers(1, 3),
-       input_grad=hst.sampled_from([None, "csc", "scatter"]), seed=hst.integers(0, 2**31))
+@given(
+    in_f=hst.integers(0, 40),
+    out_f=hst.integers(0, 40),
+    lead=hst.lists(hst.integers(0, 21), max_size=2),
+    sparsity=SPARSITY,
+    bias=hst.booleans(),
+    isa=ISAS,
+    threads=hst.integers(1, 3),
+    input_grad=hst.sampled_from([None, "csc", "scatter"]),
+    seed=hst.integers(0, 2**31),
+)
 def test_linear_matches_dense(in_f, out_f, lead, sparsity, bias, isa, threads, input_grad, seed):
     from sparsetrain import tuning
+
     gen = torch.Generator().manual_seed(seed)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # nn.Linear warns about zero-element init
@@ -107,28 +121,37 @@ def test_from_dense_with_zero_outputs():
 @hst.composite
 def conv_configs(draw):
     groups = draw(hst.sampled_from([1, 1, 2, 3]))
-    cfg = dict(in_channels=groups * draw(hst.integers(1, 3)),
-               out_channels=groups * draw(hst.integers(1, 3)), groups=groups,
-               kernel_size=(draw(hst.integers(1, 4)), draw(hst.integers(1, 4))),
-               stride=(draw(hst.integers(1, 3)), draw(hst.integers(1, 3))),
-               dilation=(draw(hst.integers(1, 2)), draw(hst.integers(1, 2))),
-               bias=draw(hst.booleans()),
-               padding_mode=draw(hst.sampled_from(["zeros", "zeros", "reflect", "replicate",
-                                                   "circular"])))
+    cfg = dict(
+        in_channels=groups * draw(hst.integers(1, 3)),
+        out_channels=groups * draw(hst.integers(1, 3)),
+        groups=groups,
+        kernel_size=(draw(hst.integers(1, 4)), draw(hst.integers(1, 4))),
+        stride=(draw(hst.integers(1, 3)), draw(hst.integers(1, 3))),
+        dilation=(draw(hst.integers(1, 2)), draw(hst.integers(1, 2))),
+        bias=draw(hst.booleans()),
+        padding_mode=draw(hst.sampled_from(["zeros", "zeros", "reflect", "replicate", "circular"])),
+    )
     choices = ["pair", "valid"] + (["same"] if cfg["stride"] == (1, 1) else [])
     kind = draw(hst.sampled_from(choices))
-    cfg["padding"] = ((draw(hst.integers(0, 2)), draw(hst.integers(0, 2))) if kind == "pair"
-                      else kind)
+    cfg["padding"] = (
+        (draw(hst.integers(0, 2)), draw(hst.integers(0, 2))) if kind == "pair" else kind
+    )
     return cfg
 
 
 @fuzz(250)
-@given(cfg=conv_configs(), batch=hst.sampled_from([None, 0, 1, 2, 5, 16, 17]),
-       hw=hst.tuples(hst.integers(1, 11), hst.integers(1, 11)), sparsity=SPARSITY,
-       strategy=hst.sampled_from(["direct", "plane", "batch"]), isa=ISAS,
-       threads=hst.integers(1, 2), channels_last=hst.booleans(), seed=hst.integers(0, 2**31))
-def test_conv_matches_dense(cfg, batch, hw, sparsity, strategy, isa, threads, channels_last,
-                            seed):
+@given(
+    cfg=conv_configs(),
+    batch=hst.sampled_from([None, 0, 1, 2, 5, 16, 17]),
+    hw=hst.tuples(hst.integers(1, 11), hst.integers(1, 11)),
+    sparsity=SPARSITY,
+    strategy=hst.sampled_from(["direct", "plane", "batch"]),
+    isa=ISAS,
+    threads=hst.integers(1, 2),
+    channels_last=hst.booleans(),
+    seed=hst.integers(0, 2**31),
+)
+def test_conv_matches_dense(cfg, batch, hw, sparsity, strategy, isa, threads, channels_last, seed):
     gen = torch.Generator().manual_seed(seed)
     dense = prune_(nn.Conv2d(**cfg), sparsity, gen)
     shape = ((batch,) if batch is not None else ()) + (cfg["in_channels"],) + hw
@@ -170,12 +193,13 @@ def corrupt(kind, sd, cols, draw):
     elif kind == "ptr_rank2":
         sd["row_ptr"] = ptr.view(1, -1)
     elif kind == "ptr_dtype":
-        sd["row_ptr"] = ptr.to(draw(hst.sampled_from([torch.int32, torch.float32,
-                                                      torch.float64, torch.int16])))
+        sd["row_ptr"] = ptr.to(
+            draw(hst.sampled_from([torch.int32, torch.float32, torch.float64, torch.int16]))
+        )
     elif kind == "ptr_start":
         sd["row_ptr"] = ptr + draw(hst.sampled_from([1, -1, 2**40]))
     elif kind == "ptr_end":
-        ptr[-1] += draw(hst.sampled_from([1, -1, 2**40, -2**40]))
+        ptr[-1] += draw(hst.sampled_from([1, -1, 2**40, -(2**40)]))
     elif kind == "ptr_decreasing":
         if rows < 2:
             return None
@@ -194,13 +218,19 @@ def corrupt(kind, sd, cols, draw):
     elif kind == "idx_rank0":
         sd["col_idx"] = idx.new_tensor(0).squeeze()
     elif kind == "idx_dtype":
-        sd["col_idx"] = idx.to(draw(hst.sampled_from([torch.int64, torch.int16, torch.uint8,
-                                                      torch.float32, torch.bool])))
+        sd["col_idx"] = idx.to(
+            draw(
+                hst.sampled_from([torch.int64, torch.int16, torch.uint8, torch.float32, torch.bool])
+            )
+        )
     elif kind in ("idx_high", "idx_negative"):
         if nnz == 0:
             return None
-        bad = (draw(hst.sampled_from([cols, cols + 1, 2**31 - 1])) if kind == "idx_high"
-               else draw(hst.sampled_from([-1, -cols, -2**31])))
+        bad = (
+            draw(hst.sampled_from([cols, cols + 1, 2**31 - 1]))
+            if kind == "idx_high"
+            else draw(hst.sampled_from([-1, -cols, -(2**31)]))
+        )
         idx[pick(nnz)] = bad
     elif kind in ("idx_unsorted", "idx_duplicate"):
         candidates = rows_with(ptr, 2)
@@ -227,10 +257,30 @@ def corrupt(kind, sd, cols, draw):
     return sd
 
 
-KINDS = ["ptr_short", "ptr_long", "ptr_empty", "ptr_rank0", "ptr_rank2", "ptr_dtype",
-         "ptr_start", "ptr_end", "ptr_decreasing", "idx_short", "idx_long", "idx_rank2",
-         "idx_rank0", "idx_dtype", "idx_high", "idx_negative", "idx_unsorted", "idx_duplicate",
-         "values_short", "values_long", "values_rank2", "values_rank0"]
+KINDS = [
+    "ptr_short",
+    "ptr_long",
+    "ptr_empty",
+    "ptr_rank0",
+    "ptr_rank2",
+    "ptr_dtype",
+    "ptr_start",
+    "ptr_end",
+    "ptr_decreasing",
+    "idx_short",
+    "idx_long",
+    "idx_rank2",
+    "idx_rank0",
+    "idx_dtype",
+    "idx_high",
+    "idx_negative",
+    "idx_unsorted",
+    "idx_duplicate",
+    "values_short",
+    "values_long",
+    "values_rank2",
+    "values_rank0",
+]
 
 
 @hst.composite
@@ -238,19 +288,30 @@ def small_layers(draw):
     sparsity = draw(hst.sampled_from([0.0, 0.5, 0.8, 1.0]))
     gen = torch.Generator().manual_seed(draw(hst.integers(0, 2**31)))  # patterns replayable
     if draw(hst.booleans()):
-        layer = st.SparseLinear(draw(hst.integers(1, 12)), draw(hst.integers(1, 12)),
-                                sparsity=sparsity, generator=gen)
+        layer = st.SparseLinear(
+            draw(hst.integers(1, 12)), draw(hst.integers(1, 12)), sparsity=sparsity, generator=gen
+        )
     else:
         g = draw(hst.sampled_from([1, 2]))
-        layer = st.SparseConv2d(2 * g, g * draw(hst.integers(1, 3)), draw(hst.integers(1, 3)),
-                                groups=g, padding=1, sparsity=sparsity, generator=gen,
-                                strategy=draw(hst.sampled_from(["direct", "plane", "batch"])))
+        layer = st.SparseConv2d(
+            2 * g,
+            g * draw(hst.integers(1, 3)),
+            draw(hst.integers(1, 3)),
+            groups=g,
+            padding=1,
+            sparsity=sparsity,
+            generator=gen,
+            strategy=draw(hst.sampled_from(["direct", "plane", "batch"])),
+        )
     return layer
 
 
 def probe(layer):
-    x = (torch.randn(3, layer.in_features) if isinstance(layer, st.SparseLinear)
-         else torch.randn(2, layer.in_channels, 5, 5))
+    x = (
+        torch.randn(3, layer.in_features)
+        if isinstance(layer, st.SparseLinear)
+        else torch.randn(2, layer.in_channels, 5, 5)
+    )
     return x, layer(x)
 
 
@@ -259,11 +320,19 @@ def probe(layer):
 def test_corrupted_state_dict_is_rejected_and_leaves_the_layer_intact(source, kind, data):
     bad = corrupt(kind, source.state_dict(), source._cols, data.draw)
     assume(bad is not None)
-    target = (st.SparseLinear(source.in_features, source.out_features, sparsity=0.5)
-              if isinstance(source, st.SparseLinear)
-              else st.SparseConv2d(source.in_channels, source.out_channels, source.kernel_size,
-                                   groups=source.groups, padding=1, sparsity=0.5,
-                                   strategy=source.strategy))
+    target = (
+        st.SparseLinear(source.in_features, source.out_features, sparsity=0.5)
+        if isinstance(source, st.SparseLinear)
+        else st.SparseConv2d(
+            source.in_channels,
+            source.out_channels,
+            source.kernel_size,
+            groups=source.groups,
+            padding=1,
+            sparsity=0.5,
+            strategy=source.strategy,
+        )
+    )
     x, y = probe(target)
     before = {k: v.clone() for k, v in target.state_dict().items()}
     with pytest.raises(ValueError, match=r"row_ptr|col_idx|values|row pointer|column|pattern"):
@@ -302,7 +371,7 @@ def reference_valid(ptr, idx, rows, cols):
     for r in range(rows):
         if ptr[r + 1] < ptr[r]:
             return False
-        row = idx[ptr[r]:ptr[r + 1]]
+        row = idx[ptr[r] : ptr[r + 1]]
         if any(c < 0 or c >= cols for c in row) or any(b <= a for a, b in zip(row, row[1:])):
             return False
     return True
@@ -312,8 +381,11 @@ def reference_valid(ptr, idx, rows, cols):
 def patterns(draw, valid_only=False):
     """A CSR index over (rows, cols): mostly well-formed, often with one random defect."""
     rows, cols = draw(hst.integers(0, 6)), draw(hst.integers(0, 6))
-    dense = draw(hst.lists(hst.lists(hst.booleans(), min_size=cols, max_size=cols),
-                           min_size=rows, max_size=rows))
+    dense = draw(
+        hst.lists(
+            hst.lists(hst.booleans(), min_size=cols, max_size=cols), min_size=rows, max_size=rows
+        )
+    )
     ptr, idx = [0], []
     for row in dense:
         idx += [c for c, on in enumerate(row) if on]
@@ -328,8 +400,7 @@ def patterns(draw, valid_only=False):
             seq.pop(draw(hst.integers(0, len(seq) - 1)))
         else:
             seq.insert(draw(hst.integers(0, len(seq))), draw(hst.integers(-3, 9)))
-    return (torch.tensor(ptr, dtype=torch.int64), torch.tensor(idx, dtype=torch.int32), rows,
-            cols)
+    return (torch.tensor(ptr, dtype=torch.int64), torch.tensor(idx, dtype=torch.int32), rows, cols)
 
 
 @fuzz(400)
@@ -338,9 +409,11 @@ def test_validate_csr_agrees_with_a_reference(p):
     ptr, idx, rows, cols = p
     ok = reference_valid(ptr.tolist(), idx.tolist(), rows, cols)
     values = torch.randn(idx.numel())
-    functions = [lambda: formats.validate_csr(ptr, idx, rows, cols),
-                 lambda: formats.build_index(ptr, idx, rows, cols),
-                 lambda: formats.csr_to_dense(ptr, idx, values, rows, cols)]
+    functions = [
+        lambda: formats.validate_csr(ptr, idx, rows, cols),
+        lambda: formats.build_index(ptr, idx, rows, cols),
+        lambda: formats.csr_to_dense(ptr, idx, values, rows, cols),
+    ]
     if rows >= 0 and len(ptr) == rows + 1:  # csr_transpose takes the row count from ptr
         functions.append(lambda: formats.csr_transpose(ptr, idx, cols))
     for f in functions:
@@ -368,8 +441,11 @@ def test_transpose_and_dense_round_trip(p):
 
 
 @fuzz(150)
-@given(p=patterns(), kernel=hst.tuples(hst.integers(1, 3), hst.integers(1, 3)),
-       hw=hst.tuples(hst.integers(3, 8), hst.integers(3, 8)))
+@given(
+    p=patterns(),
+    kernel=hst.tuples(hst.integers(1, 3), hst.integers(1, 3)),
+    hw=hst.tuples(hst.integers(3, 8), hst.integers(3, 8)),
+)
 def test_conv_indices_reject_malformed_patterns(p, kernel, hw):
     ptr, idx, rows, cols = p
     # A geometry whose weight is rows x (cin * kh * kw); cols from the pattern when it fits.
@@ -385,19 +461,55 @@ def test_conv_indices_reject_malformed_patterns(p, kernel, hw):
                 f(g, ptr, idx, *hw)
 
 
-BAD_ARGS = [None, "3", 2.5, -1, 0, True, [3], (1, 2, 3), (0, 1), (1, -1), float("nan"), 2**70,
-            "same", "reflect"]
-CONV_ARGS = ["in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation",
-             "groups", "sparsity", "padding_mode", "strategy"]
+BAD_ARGS = [
+    None,
+    "3",
+    2.5,
+    -1,
+    0,
+    True,
+    [3],
+    (1, 2, 3),
+    (0, 1),
+    (1, -1),
+    float("nan"),
+    2**70,
+    "same",
+    "reflect",
+]
+CONV_ARGS = [
+    "in_channels",
+    "out_channels",
+    "kernel_size",
+    "stride",
+    "padding",
+    "dilation",
+    "groups",
+    "sparsity",
+    "padding_mode",
+    "strategy",
+]
+
 
 @pytest.mark.filterwarnings("ignore:Initializing zero-element tensors")
-@pytest.mark.parametrize("arg,value", [pytest.param(a, v, id=f"{a}={v!r}")
-                                       for a in CONV_ARGS for v in BAD_ARGS])
+@pytest.mark.parametrize(
+    "arg,value", [pytest.param(a, v, id=f"{a}={v!r}") for a in CONV_ARGS for v in BAD_ARGS]
+)
 def test_conv_constructor_rejects_bad_arguments_clearly(arg, value):
     """A bad argument is a ValueError / TypeError naming SparseConv2d, at construction or at
     the first call; what is accepted is what nn.Conv2d accepts, and computes the same."""
-    kwargs = dict(in_channels=4, out_channels=4, kernel_size=3, stride=1, padding=1,
-                  dilation=1, groups=1, sparsity=0.5, padding_mode="zeros", strategy="plane")
+    kwargs = dict(
+        in_channels=4,
+        out_channels=4,
+        kernel_size=3,
+        stride=1,
+        padding=1,
+        dilation=1,
+        groups=1,
+        sparsity=0.5,
+        padding_mode="zeros",
+        strategy="plane",
+    )
     kwargs[arg] = value
     try:
         sp = st.SparseConv2d(**kwargs)
@@ -410,8 +522,7 @@ def test_conv_constructor_rejects_bad_arguments_clearly(arg, value):
         dense.weight.copy_(sp.weight)
         if dense.bias is not None:
             dense.bias.copy_(sp.bias)
-    x = torch.randn(2, kwargs["in_channels"] if isinstance(kwargs["in_channels"], int) else 4,
-                    9, 9)
+    x = torch.randn(2, kwargs["in_channels"] if isinstance(kwargs["in_channels"], int) else 4, 9, 9)
     try:
         expected = dense(x)
     except Exception:  # noqa: BLE001 (whatever nn.Conv2d raises, the sparse layer must say why)
@@ -427,11 +538,15 @@ def test_conv_constructor_rejects_bad_arguments_clearly(arg, value):
         close(sp(x), expected, f"{arg}={value!r}")
 
 
-@pytest.mark.parametrize("arg,value", [pytest.param(a, v, id=f"{a}={v!r}")
-                                       for a in ("in_features", "out_features", "sparsity")
-                                       for v in BAD_ARGS + [1.5, -0.1]
-                                       if not (a == "sparsity" and v in (0, True))
-                                       and not (a != "sparsity" and v == 0)])
+@pytest.mark.parametrize(
+    "arg,value",
+    [
+        pytest.param(a, v, id=f"{a}={v!r}")
+        for a in ("in_features", "out_features", "sparsity")
+        for v in BAD_ARGS + [1.5, -0.1]
+        if not (a == "sparsity" and v in (0, True)) and not (a != "sparsity" and v == 0)
+    ],
+)
 def test_linear_constructor_rejects_bad_arguments_clearly(arg, value):
     kwargs = dict(in_features=5, out_features=4, sparsity=0.5)
     kwargs[arg] = value
@@ -440,9 +555,12 @@ def test_linear_constructor_rejects_bad_arguments_clearly(arg, value):
 
 
 @fuzz(40)
-@given(rows=hst.integers(-2, 30), cols=hst.integers(-2, 30),
-       density=hst.sampled_from([0.0, 0.1, 0.5, 1.0, -0.1, 1.1, float("nan")]),
-       seed=hst.integers(0, 2**31))
+@given(
+    rows=hst.integers(-2, 30),
+    cols=hst.integers(-2, 30),
+    density=hst.sampled_from([0.0, 0.1, 0.5, 1.0, -0.1, 1.1, float("nan")]),
+    seed=hst.integers(0, 2**31),
+)
 def test_random_csr(rows, cols, density, seed):
     gen = torch.Generator().manual_seed(seed)
     if rows < 0 or cols < 0 or not (0.0 <= density <= 1.0):
@@ -459,8 +577,9 @@ def test_random_csr(rows, cols, density, seed):
 @given(layer=small_layers(), data=hst.data())
 def test_prune_values_with_random_masks(layer, data):
     nnz = layer.nnz
-    keep = torch.tensor(data.draw(hst.lists(hst.booleans(), min_size=nnz, max_size=nnz)),
-                        dtype=torch.bool)
+    keep = torch.tensor(
+        data.draw(hst.lists(hst.booleans(), min_size=nnz, max_size=nnz)), dtype=torch.bool
+    )
     expected = layer.weight.detach().clone()
     mask = expected != 0
     flat = expected[mask]
@@ -520,12 +639,12 @@ def test_conv_index_offsets_beyond_2_to_31():
     assert ci.off.tolist() == expected and max(expected) > 2**31
     # transposed offsets: output channel 511 of the bordered gradient
     shifts = [e - (e // s.plane) * s.plane for e in expected]
-    t_expected = sorted(((expected[k] // s.plane, 511 * s.dy_len + s.margin - shifts[k])
-                         for k in range(2)))
+    t_expected = sorted(
+        (expected[k] // s.plane, 511 * s.dy_len + s.margin - shifts[k]) for k in range(2)
+    )
     assert ci.t_off.tolist() == [t for _, t in t_expected] and t_expected[0][1] > 2**31
 
-    d = direct_index(ConvGeometry(64, 512, (3, 3), (1, 1), (1, 1), (1, 1, 1, 1), 1), ptr, idx,
-                     H, W)
+    d = direct_index(ConvGeometry(64, 512, (3, 3), (1, 1), (1, 1), (1, 1, 1, 1), 1), ptr, idx, H, W)
     assert d.plane.tolist() == [0, 63 * H * W] and 63 * H * W > 2**31
     assert d.t_plane.tolist() == [511 * H * W] * 2 and 511 * H * W > 2**32
 
@@ -533,6 +652,7 @@ def test_conv_index_offsets_beyond_2_to_31():
 def test_layout_strides_beyond_2_to_31_are_exact():
     """The kernels' strides for a batch of 64 such images: Python integers, passed as int64."""
     from sparsetrain.functional.conv_layouts import OffsetLayout
+
     g = ConvGeometry(64, 512, (3, 3), (1, 1), (1, 1), (1, 1, 1, 1), 1)
     ptr = torch.zeros(513, dtype=torch.int64)
     ptr[-1] = 1
@@ -548,27 +668,51 @@ HUGE = [2**31 - 1, 2**31, 2**32 + 7, 2**40, 2**62, 2**62 + 2**40, 2**63 - 1]
 
 
 @fuzz(200)
-@given(b_stride=hst.sampled_from(HUGE + [0, 8, 64]), c_stride=hst.sampled_from(HUGE + [8, 16]),
-       ldc=hst.sampled_from(HUGE + [8]), length=hst.sampled_from(HUGE + [0, 8]),
-       images=hst.sampled_from(HUGE + [0, 1, 3]), off=hst.sampled_from(HUGE + [0, 4]),
-       grid_w=hst.sampled_from([0, 0, 4]), t_base=hst.sampled_from(HUGE + [0]))
-def test_offset_bindings_reject_what_does_not_fit(b_stride, c_stride, ldc, length, images, off,
-                                                  grid_w, t_base):
+@given(
+    b_stride=hst.sampled_from(HUGE + [0, 8, 64]),
+    c_stride=hst.sampled_from(HUGE + [8, 16]),
+    ldc=hst.sampled_from(HUGE + [8]),
+    length=hst.sampled_from(HUGE + [0, 8]),
+    images=hst.sampled_from(HUGE + [0, 1, 3]),
+    off=hst.sampled_from(HUGE + [0, 4]),
+    grid_w=hst.sampled_from([0, 0, 4]),
+    t_base=hst.sampled_from(HUGE + [0]),
+)
+def test_offset_bindings_reject_what_does_not_fit(
+    b_stride, c_stride, ldc, length, images, off, grid_w, t_base
+):
     """Random huge strides and counts with small buffers: the bindings either raise ValueError
     or every element the kernel will touch is inside the buffers (a wrapped 64-bit product in
     a bounds check used to let such a call through, and it crashed)."""
     from sparsetrain import _C
+
     ptr = np.array([0, 1], dtype=np.int64)
     offs = np.array([off], dtype=np.int64)
     val = np.ones(1, dtype=np.float32)
-    b, c, a = (np.ones(64, dtype=np.float32), np.zeros(64, dtype=np.float32),
-               np.ones(64, dtype=np.float32))
+    b, c, a = (
+        np.ones(64, dtype=np.float32),
+        np.zeros(64, dtype=np.float32),
+        np.ones(64, dtype=np.float32),
+    )
     plane = dict(grid_w=grid_w, t_base=t_base, plane_h=2, plane_w=2) if grid_w else {}
     spmm = _C.spmm_offsets_planes if grid_w else _C.spmm_offsets_rows
     try:
-        spmm(ptr=ptr, offsets=offs, values=val, pos=None, scratch=None, b=b,
-             b_image_stride=b_stride, c=c, ldc=ldc, c_image_stride=c_stride, len=length,
-             images=images, nthreads=1, **plane)
+        spmm(
+            ptr=ptr,
+            offsets=offs,
+            values=val,
+            pos=None,
+            scratch=None,
+            b=b,
+            b_image_stride=b_stride,
+            c=c,
+            ldc=ldc,
+            c_image_stride=c_stride,
+            len=length,
+            images=images,
+            nthreads=1,
+            **plane,
+        )
     except (ValueError, TypeError):
         pass
     else:  # accepted: then it was in bounds (exact integer arithmetic)
@@ -577,8 +721,19 @@ def test_offset_bindings_reject_what_does_not_fit(b_stride, c_stride, ldc, lengt
             assert (images - 1) * c_stride + (length if not grid_w else 4) <= c.size
     out = np.zeros(1, dtype=np.float32)
     try:
-        _C.sddmm_offsets(ptr=ptr, offsets=offs, a=a, lda=ldc, a_image_stride=c_stride, b=b,
-                         b_image_stride=b_stride, len=length, images=images, out=out, nthreads=1)
+        _C.sddmm_offsets(
+            ptr=ptr,
+            offsets=offs,
+            a=a,
+            lda=ldc,
+            a_image_stride=c_stride,
+            b=b,
+            b_image_stride=b_stride,
+            len=length,
+            images=images,
+            out=out,
+            nthreads=1,
+        )
     except (ValueError, TypeError):
         pass
     else:
@@ -590,44 +745,93 @@ def test_offset_bindings_reject_what_does_not_fit(b_stride, c_stride, ldc, lengt
 @pytest.mark.parametrize("seg_len, seg_stride", [(-1, 4), (4, -1), (5, 4), (1, 0)])
 def test_offset_bindings_reject_bad_segments(seg_len, seg_stride):
     from sparsetrain import _C
+
     ptr = np.array([0, 1], dtype=np.int64)
     offs = np.zeros(1, dtype=np.int64)
-    val, b, c = (np.ones(1, dtype=np.float32), np.ones(64, dtype=np.float32),
-                 np.zeros(64, dtype=np.float32))
+    val, b, c = (
+        np.ones(1, dtype=np.float32),
+        np.ones(64, dtype=np.float32),
+        np.zeros(64, dtype=np.float32),
+    )
     seg = dict(seg_len=seg_len, seg_stride=seg_stride)
     with pytest.raises(ValueError, match="segment"):
-        _C.spmm_offsets_rows(ptr=ptr, offsets=offs, values=val, pos=None, scratch=None, b=b,
-                             b_image_stride=0, c=c, ldc=8, c_image_stride=8, len=8, images=1,
-                             nthreads=1, **seg)
+        _C.spmm_offsets_rows(
+            ptr=ptr,
+            offsets=offs,
+            values=val,
+            pos=None,
+            scratch=None,
+            b=b,
+            b_image_stride=0,
+            c=c,
+            ldc=8,
+            c_image_stride=8,
+            len=8,
+            images=1,
+            nthreads=1,
+            **seg,
+        )
     with pytest.raises(ValueError, match="segment"):
-        _C.sddmm_offsets(ptr=ptr, offsets=offs, a=b, lda=8, a_image_stride=8, b=b,
-                         b_image_stride=0, len=8, images=1, out=np.zeros(1, dtype=np.float32),
-                         nthreads=1, **seg)
+        _C.sddmm_offsets(
+            ptr=ptr,
+            offsets=offs,
+            a=b,
+            lda=8,
+            a_image_stride=8,
+            b=b,
+            b_image_stride=0,
+            len=8,
+            images=1,
+            out=np.zeros(1, dtype=np.float32),
+            nthreads=1,
+            **seg,
+        )
 
 
-@pytest.mark.parametrize("change, message", [
-    (dict(grid_w=0), "grid_w must be set"),
-    (dict(length=24), "multiples of 16"),
-    (dict(seg_len=8, seg_stride=32), "multiples of 16"),
-    (dict(batch=17), "fill the last group"),
-    (dict(batch=0), "fill the last group"),
-    (dict(c_size=5), "buffer too small"),
-    (dict(c_stride=1), "images overlap"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (dict(grid_w=0), "grid_w must be set"),
+        (dict(length=24), "multiples of 16"),
+        (dict(seg_len=8, seg_stride=32), "multiples of 16"),
+        (dict(batch=17), "fill the last group"),
+        (dict(batch=0), "fill the last group"),
+        (dict(c_size=5), "buffer too small"),
+        (dict(c_stride=1), "images overlap"),
+    ],
+)
 def test_offset_bindings_reject_bad_lanes(change, message):
     """The 16-image plane form: whole grid points, a batch that fits its groups, and every
     image's planes inside c (checked against a call that is accepted as given)."""
     from sparsetrain import _C
+
     ptr = np.array([0, 1], dtype=np.int64)
     offs = np.zeros(1, dtype=np.int64)
     val, b = np.ones(1, dtype=np.float32), np.ones(64, dtype=np.float32)
 
     def call(grid_w=2, length=32, seg_len=0, seg_stride=0, batch=3, c_size=6, c_stride=2):
         c = np.zeros(c_size, dtype=np.float32)
-        _C.spmm_offsets_planes16(ptr=ptr, offsets=offs, values=val, pos=None, scratch=None, b=b,
-                                 b_image_stride=0, c=c, ldc=2, c_image_stride=c_stride,
-                                 len=length, images=1, nthreads=1, grid_w=grid_w, plane_h=1,
-                                 plane_w=2, seg_len=seg_len, seg_stride=seg_stride, batch=batch)
+        _C.spmm_offsets_planes16(
+            ptr=ptr,
+            offsets=offs,
+            values=val,
+            pos=None,
+            scratch=None,
+            b=b,
+            b_image_stride=0,
+            c=c,
+            ldc=2,
+            c_image_stride=c_stride,
+            len=length,
+            images=1,
+            nthreads=1,
+            grid_w=grid_w,
+            plane_h=1,
+            plane_w=2,
+            seg_len=seg_len,
+            seg_stride=seg_stride,
+            batch=batch,
+        )
         return c
 
     np.testing.assert_array_equal(call(), np.ones(6, dtype=np.float32))  # 3 images x 2 points
@@ -635,33 +839,55 @@ def test_offset_bindings_reject_bad_lanes(change, message):
         call(**change)
 
 
-@pytest.mark.parametrize("change, message", [
-    (dict(merge=dict(n=2)), "n = images"),
-    (dict(merge=dict(unit=16)), "unit 1"),
-    (dict(rows=3), "channels x stride phases"),
-    (dict(merge=dict(hq=0)), "phase planes smaller"),
-    (dict(merge=dict(pt=1)), "phase planes smaller"),
-    (dict(t_base=1), "past the end"),
-    (dict(c_size=3), "buffer too small"),
-    (dict(images=2, c_stride=3, c_size=8), "images overlap"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (dict(merge=dict(n=2)), "n = images"),
+        (dict(merge=dict(unit=16)), "unit 1"),
+        (dict(rows=3), "channels x stride phases"),
+        (dict(merge=dict(hq=0)), "phase planes smaller"),
+        (dict(merge=dict(pt=1)), "phase planes smaller"),
+        (dict(t_base=1), "past the end"),
+        (dict(c_size=3), "buffer too small"),
+        (dict(images=2, c_stride=3, c_size=8), "images overlap"),
+    ],
+)
 def test_offset_bindings_reject_bad_merge(change, message):
     """The merge form (phase planes straight into NCHW): a layout of unit 1 and the call's
     images, rows that are the layout's channels x phases, positions inside a phase plane, and
     every image's planes inside c (checked against a call that is accepted as given; `merge`
     changes fields of the layout)."""
     from sparsetrain import _C
+
     val, b = np.ones(1, dtype=np.float32), np.full(64, 2.0, dtype=np.float32)
     offs = np.zeros(1, dtype=np.int64)
 
-    def call(merge={}, rows=4, t_base=0, c_size=4, c_stride=4, images=1):
+    def call(merge=None, rows=4, t_base=0, c_size=4, c_stride=4, images=1):
+        if merge is None:
+            merge = {}
         ptr = np.array([0] + [1] * rows, dtype=np.int64)
         c = np.full(c_size, 7.0, dtype=np.float32)
-        layout = _C.ConvInputLayout(**dict(dict(n=images, c=1, unit=1, h=2, w=2, sh=2, sw=2,
-                                                pt=0, pl=0, hq=1, wq=1), **merge))
-        _C.spmm_offsets_merge(ptr=ptr, offsets=offs, values=val, pos=None, scratch=None, b=b,
-                              b_image_stride=1, c=c, c_image_stride=c_stride, len=1,
-                              images=images, nthreads=1, t_base=t_base, merge=layout)
+        layout = _C.ConvInputLayout(
+            **dict(
+                dict(n=images, c=1, unit=1, h=2, w=2, sh=2, sw=2, pt=0, pl=0, hq=1, wq=1), **merge
+            )
+        )
+        _C.spmm_offsets_merge(
+            ptr=ptr,
+            offsets=offs,
+            values=val,
+            pos=None,
+            scratch=None,
+            b=b,
+            b_image_stride=1,
+            c=c,
+            c_image_stride=c_stride,
+            len=1,
+            images=images,
+            nthreads=1,
+            t_base=t_base,
+            merge=layout,
+        )
         return c
 
     # One channel, 2x2 phases of one pixel each: phase (0, 0) (row 0) is pixel (0, 0).
@@ -670,37 +896,72 @@ def test_offset_bindings_reject_bad_merge(change, message):
         call(**change)
 
 
-@pytest.mark.parametrize("change, message", [
-    (dict(pack=dict(n=1)), "n = images"),
-    (dict(pack=dict(hq=1)), "phase planes smaller"),
-    (dict(b_stride=3), "one NCHW image of b"),
-    (dict(b_size=7), "buffer too small"),
-    (dict(length=4), "past a packed image"),
-    (dict(pack=None, check_finite=True), "check_finite needs pack"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (dict(pack=dict(n=1)), "n = images"),
+        (dict(pack=dict(hq=1)), "phase planes smaller"),
+        (dict(b_stride=3), "one NCHW image of b"),
+        (dict(b_size=7), "buffer too small"),
+        (dict(length=4), "past a packed image"),
+        (dict(pack=False, check_finite=True), "check_finite needs pack"),
+    ],
+)
 def test_offset_bindings_reject_bad_pack(change, message):
     """The fused-pack form (b is NCHW x, packed image by image): a layout of unit 1 and the
     call's images, b's image stride one NCHW image, every image inside b, offsets inside a
     packed image (checked against calls that are accepted as given, forward and values
-    gradient; `pack` changes fields of the layout)."""
+    gradient; `pack` changes fields of the layout, False passes no layout)."""
     from sparsetrain import _C
+
     ptr = np.array([0, 1], dtype=np.int64)
     offs = np.array([1], dtype=np.int64)
     val = np.full(1, 2.0, dtype=np.float32)
 
-    def call(pack={}, b_stride=4, b_size=8, length=3, check_finite=False):
+    def call(pack=None, b_stride=4, b_size=8, length=3, check_finite=False):
+        if pack is None:
+            pack = {}
         b = np.arange(b_size, dtype=np.float32)  # 2 images of 1 x 2 x 2, packed as they are
         c = np.zeros(2 * length, dtype=np.float32)
         dv = np.zeros(1, dtype=np.float32)
-        layout = None if pack is None else _C.ConvInputLayout(**dict(
-            dict(n=2, c=1, unit=1, h=2, w=2, sh=1, sw=1, pt=0, pl=0, hq=2, wq=2), **pack))
-        res = _C.spmm_offsets_rows(ptr=ptr, offsets=offs, values=val, pos=None, scratch=None,
-                                   b=b, b_image_stride=b_stride, c=c, ldc=length,
-                                   c_image_stride=length, len=length, images=2, nthreads=1,
-                                   pack=layout, check_finite=check_finite)
-        _C.sddmm_offsets(ptr=ptr, offsets=offs, a=np.ones(2 * length, dtype=np.float32),
-                         lda=length, a_image_stride=length, b=b, b_image_stride=b_stride,
-                         len=length, images=2, out=dv, nthreads=1, pack=layout)
+        layout = (
+            None
+            if pack is False
+            else _C.ConvInputLayout(
+                **dict(dict(n=2, c=1, unit=1, h=2, w=2, sh=1, sw=1, pt=0, pl=0, hq=2, wq=2), **pack)
+            )
+        )
+        res = _C.spmm_offsets_rows(
+            ptr=ptr,
+            offsets=offs,
+            values=val,
+            pos=None,
+            scratch=None,
+            b=b,
+            b_image_stride=b_stride,
+            c=c,
+            ldc=length,
+            c_image_stride=length,
+            len=length,
+            images=2,
+            nthreads=1,
+            pack=layout,
+            check_finite=check_finite,
+        )
+        _C.sddmm_offsets(
+            ptr=ptr,
+            offsets=offs,
+            a=np.ones(2 * length, dtype=np.float32),
+            lda=length,
+            a_image_stride=length,
+            b=b,
+            b_image_stride=b_stride,
+            len=length,
+            images=2,
+            out=dv,
+            nthreads=1,
+            pack=layout,
+        )
         return c, dv, res
 
     c, dv, res = call(check_finite=True)
@@ -711,41 +972,78 @@ def test_offset_bindings_reject_bad_pack(change, message):
         call(**change)
 
 
-@pytest.mark.parametrize("change, message", [
-    (dict(grid=dict(n=1)), "n = images"),
-    (dict(grid=dict(wo=4)), "bad convolution output layout"),
-    (dict(grid=dict(per_channel=2)), "per_channel too small"),
-    (dict(b_stride=3), "image stride of b must be one NCHW image"),
-    (dict(b_size=3), "buffer too small"),
-    (dict(length=4), "past a packed image"),
-    (dict(both=True), "one of them at most"),
-    (dict(sddmm_length=4), "rows of a reach past"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (dict(grid=dict(n=1)), "n = images"),
+        (dict(grid=dict(wo=4)), "bad convolution output layout"),
+        (dict(grid=dict(per_channel=2)), "per_channel too small"),
+        (dict(b_stride=3), "image stride of b must be one NCHW image"),
+        (dict(b_size=3), "buffer too small"),
+        (dict(length=4), "past a packed image"),
+        (dict(both=True), "one of them at most"),
+        (dict(sddmm_length=4), "rows of a reach past"),
+    ],
+)
 def test_offset_bindings_reject_bad_pack_grid(change, message):
     """The fused output-gradient form (NCHW dy packed onto its bordered grid by the kernel):
     a layout of unit 1 and the call's images, dy's image stride one NCHW image, every image
     inside dy, offsets (spmm) and rows (sddmm) inside a packed image (checked against calls
     accepted as given; `grid` changes fields of the layout)."""
     from sparsetrain import _C
+
     ptr = np.array([0, 1], dtype=np.int64)
     val = np.full(1, 2.0, dtype=np.float32)
 
-    def call(grid={}, b_stride=2, b_size=4, length=2, both=False, sddmm_length=2):
+    def call(grid=None, b_stride=2, b_size=4, length=2, both=False, sddmm_length=2):
+        if grid is None:
+            grid = {}
         y = np.arange(b_size, dtype=np.float32)  # 2 images of 1 x 1 x 2: grids [0, y0, y1, 0]
         c = np.zeros(2 * length, dtype=np.float32)
-        layout = _C.ConvOutputLayout(**dict(dict(n=2, c=1, unit=1, ho=1, wo=2, wq=3,
-                                                 per_channel=4, offset=1), **grid))
-        pack = dict(pack=_C.ConvInputLayout(n=2, c=1, unit=1, h=1, w=2, sh=1, sw=1, pt=0, pl=0,
-                                            hq=1, wq=4)) if both else {}
-        _C.spmm_offsets_rows(ptr=ptr, offsets=np.array([1], dtype=np.int64), values=val,
-                             pos=None, scratch=None, b=y, b_image_stride=b_stride, c=c,
-                             ldc=length, c_image_stride=length, len=length, images=2,
-                             nthreads=1, pack_grid=layout, **pack)
+        layout = _C.ConvOutputLayout(
+            **dict(dict(n=2, c=1, unit=1, ho=1, wo=2, wq=3, per_channel=4, offset=1), **grid)
+        )
+        pack = (
+            dict(
+                pack=_C.ConvInputLayout(
+                    n=2, c=1, unit=1, h=1, w=2, sh=1, sw=1, pt=0, pl=0, hq=1, wq=4
+                )
+            )
+            if both
+            else {}
+        )
+        _C.spmm_offsets_rows(
+            ptr=ptr,
+            offsets=np.array([1], dtype=np.int64),
+            values=val,
+            pos=None,
+            scratch=None,
+            b=y,
+            b_image_stride=b_stride,
+            c=c,
+            ldc=length,
+            c_image_stride=length,
+            len=length,
+            images=2,
+            nthreads=1,
+            pack_grid=layout,
+            **pack,
+        )
         dv = np.zeros(1, dtype=np.float32)
-        _C.sddmm_offsets(ptr=ptr, offsets=np.zeros(1, dtype=np.int64), a=y, lda=4,
-                         a_image_stride=b_stride, b=np.ones(8, dtype=np.float32),
-                         b_image_stride=4, len=sddmm_length, images=2, out=dv, nthreads=1,
-                         pack_grid=layout)
+        _C.sddmm_offsets(
+            ptr=ptr,
+            offsets=np.zeros(1, dtype=np.int64),
+            a=y,
+            lda=4,
+            a_image_stride=b_stride,
+            b=np.ones(8, dtype=np.float32),
+            b_image_stride=4,
+            len=sddmm_length,
+            images=2,
+            out=dv,
+            nthreads=1,
+            pack_grid=layout,
+        )
         return c, dv
 
     c, dv = call()
@@ -759,7 +1057,9 @@ def test_conv_layouts_are_checked_values():
     """The layouts the conv bindings take: keyword-only, checked, read-only, compared and
     pickled by their fields; a tuple in their place is refused."""
     import pickle
+
     from sparsetrain import _C
+
     fields = dict(n=3, c=2, unit=16, h=5, w=7, sh=2, sw=1, pt=1, pl=0, hq=3, wq=7)
     layout = _C.ConvInputLayout(**fields)
     assert layout.groups == 1 and {k: getattr(layout, k) for k in fields} == fields
@@ -778,17 +1078,29 @@ def test_conv_layouts_are_checked_values():
     ptr, offs = np.array([0, 1], dtype=np.int64), np.zeros(1, dtype=np.int64)
     buf = np.zeros(8, dtype=np.float32)
     with pytest.raises(TypeError):
-        _C.spmm_offsets_rows(ptr=ptr, offsets=offs, values=buf[:1], pos=None, scratch=None,
-                             b=buf, b_image_stride=4, c=buf, ldc=2, c_image_stride=2, len=2,
-                             images=2, nthreads=1, pack_grid=(1, 1, 2, 3, 4, 1))
+        _C.spmm_offsets_rows(
+            ptr=ptr,
+            offsets=offs,
+            values=buf[:1],
+            pos=None,
+            scratch=None,
+            b=buf,
+            b_image_stride=4,
+            c=buf,
+            ldc=2,
+            c_image_stride=2,
+            len=2,
+            images=2,
+            nthreads=1,
+            pack_grid=(1, 1, 2, 3, 4, 1),
+        )
     with pytest.raises(TypeError):  # keyword arguments only
         _C.sddmm_offsets(ptr, offs, buf, 2, 2, buf, 4, 2, 2, buf[:1], 1)
 
 
 # The toy convolution's layouts: dy (1 x 1 x 2 per image) on grids of 4, x (1 x 2 x 2).
 _GRADS_GRID = st._C.ConvOutputLayout(n=2, c=1, unit=1, ho=1, wo=2, wq=3, per_channel=4, offset=1)
-_GRADS_PACK = st._C.ConvInputLayout(n=2, c=1, unit=1, h=2, w=2, sh=1, sw=1, pt=0, pl=0, hq=2,
-                                    wq=2)
+_GRADS_PACK = st._C.ConvInputLayout(n=2, c=1, unit=1, h=2, w=2, sh=1, sw=1, pt=0, pl=0, hq=2, wq=2)
 
 
 def _grads_call(**change):
@@ -797,15 +1109,41 @@ def _grads_call(**change):
     gradient into planes of one grid row), built from the two kernels' (dx, dv) by
     grads_args, with `change` applied to the result: a name set (or, with None, dropped)."""
     y = np.arange(1, 5, dtype=np.float32)
-    dx = dict(ptr=np.array([0, 1], dtype=np.int64), offsets=np.array([1], dtype=np.int64),
-              values=np.full(1, 2.0, dtype=np.float32), pos=None, scratch=None, b=y,
-              b_image_stride=2, c=np.zeros(4, dtype=np.float32), ldc=2, c_image_stride=2, len=2,
-              grid_w=2, plane_h=1, plane_w=2, images=2, nthreads=1, pack_grid=_GRADS_GRID,
-              check_finite=True)
-    dv = dict(ptr=np.array([0, 1], dtype=np.int64), offsets=np.array([1], dtype=np.int64), a=y,
-              lda=4, a_image_stride=2, b=np.arange(8, dtype=np.float32), b_image_stride=4,
-              len=2, images=2, out=np.zeros(1, dtype=np.float32), nthreads=1,
-              pack=_GRADS_PACK, pack_grid=_GRADS_GRID)
+    dx = dict(
+        ptr=np.array([0, 1], dtype=np.int64),
+        offsets=np.array([1], dtype=np.int64),
+        values=np.full(1, 2.0, dtype=np.float32),
+        pos=None,
+        scratch=None,
+        b=y,
+        b_image_stride=2,
+        c=np.zeros(4, dtype=np.float32),
+        ldc=2,
+        c_image_stride=2,
+        len=2,
+        grid_w=2,
+        plane_h=1,
+        plane_w=2,
+        images=2,
+        nthreads=1,
+        pack_grid=_GRADS_GRID,
+        check_finite=True,
+    )
+    dv = dict(
+        ptr=np.array([0, 1], dtype=np.int64),
+        offsets=np.array([1], dtype=np.int64),
+        a=y,
+        lda=4,
+        a_image_stride=2,
+        b=np.arange(8, dtype=np.float32),
+        b_image_stride=4,
+        len=2,
+        images=2,
+        out=np.zeros(1, dtype=np.float32),
+        nthreads=1,
+        pack=_GRADS_PACK,
+        pack_grid=_GRADS_GRID,
+    )
     args = grads_args(dx, dv, 0)
     for name, value in change.items():
         if value is None:
@@ -819,6 +1157,7 @@ def test_conv_grads_offsets_matches_the_two_kernels():
     """Both gradients from one packing of dy: the same numbers as spmm_offsets_planes and
     sddmm_offsets called with the same arguments, and dy's finite check."""
     from sparsetrain import _C
+
     args, dx, dv = _grads_call()
     assert _C.conv_grads_offsets_planes(**args) is True
     c, out = dx["c"].copy(), dv["out"].copy()
@@ -835,35 +1174,43 @@ def test_conv_grads_offsets_matches_the_two_kernels():
     assert _C.conv_grads_offsets_planes(**args) is False
 
 
-@pytest.mark.parametrize("change", [
-    {"colour": 1},
-    {"dv": None},
-    {"x": [0.0] * 8},
-    {"dx_len": 2.0},
-    {"nthreads": 2**40},
-    {"pack_grid": (1, 1, 2, 3, 4, 1)},
-    {"pack": (1, 2, 2, 1, 1, 0, 0, 2, 2)},
-    {"pos": [0]},
-])
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"colour": 1},
+        {"dv": None},
+        {"x": [0.0] * 8},
+        {"dx_len": 2.0},
+        {"nthreads": 2**40},
+        {"pack_grid": (1, 1, 2, 3, 4, 1)},
+        {"pack": (1, 2, 2, 1, 1, 0, 0, 2, 2)},
+        {"pos": [0]},
+    ],
+)
 @pytest.mark.parametrize("binding", ["conv_grads_offsets_planes", "conv_grads_one_pass_planes"])
 def test_conv_grads_offsets_rejects_arguments_of_the_wrong_kind(change, binding):
     """Keyword arguments only, each of its type: an unknown or missing one, or a value of
     another type, is a TypeError before anything is checked or run."""
     from sparsetrain import _C
+
     with pytest.raises(TypeError):
         getattr(_C, binding)(**_grads_call(**change)[0])
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"pack": None}, "go together"),
-    ({"pack_grid": None}, "go together"),
-    ({"a_offset": -1}, "negative a_offset"),
-    ({"dx_len": 4}, "past a packed image"),
-    ({"len": 4}, "past a packed image|rows of a reach past"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"pack": None}, "go together"),
+        ({"pack_grid": None}, "go together"),
+        ({"a_offset": -1}, "negative a_offset"),
+        ({"dx_len": 4}, "past a packed image"),
+        ({"len": 4}, "past a packed image|rows of a reach past"),
+    ],
+)
 @pytest.mark.parametrize("binding", ["conv_grads_offsets_planes", "conv_grads_one_pass_planes"])
 def test_conv_grads_offsets_rejects_bad_arguments(change, message, binding):
     from sparsetrain import _C
+
     with pytest.raises(ValueError, match=message):
         getattr(_C, binding)(**_grads_call(**change)[0])
 
@@ -871,6 +1218,7 @@ def test_conv_grads_offsets_rejects_bad_arguments(change, message, binding):
 @pytest.mark.parametrize("binding", ["conv_grads_offsets_planes", "conv_grads_one_pass_planes"])
 def test_conv_grads_offsets_rejects_overlapping_outputs(binding):
     from sparsetrain import _C
+
     args, _, _ = _grads_call()
     args["dv"] = args["dx"][3:]
     with pytest.raises(ValueError, match="overlap"):
@@ -901,8 +1249,9 @@ def _grads_args(case, stride, layout_kind, threads, seed=0):
     gen = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng():  # the same weights on every call
         torch.manual_seed(seed)
-        conv = nn.Conv2d(cin, cout, k, stride=stride, padding=p, dilation=d, groups=groups,
-                         bias=False)
+        conv = nn.Conv2d(
+            cin, cout, k, stride=stride, padding=p, dilation=d, groups=groups, bias=False
+        )
     dense = prune_(conv, 0.6, gen)
     sp = st.SparseConv2d.from_dense(dense, strategy=strategy)
     x = torch.randn(n, cin, *hw, generator=gen)
@@ -921,6 +1270,7 @@ def _grads_args(case, stride, layout_kind, threads, seed=0):
 def _one_pass(layout, form, dx_args, dv_args) -> bool:
     """Whether conv_grads_offsets_<form> takes its one-pass form on these arguments."""
     from sparsetrain import _C
+
     if form not in ("planes", "planes16"):
         return False
     one_pass = getattr(_C, "conv_grads_one_pass_" + form)
@@ -930,6 +1280,7 @@ def _one_pass(layout, form, dx_args, dv_args) -> bool:
 def _both_grads(layout, form, dx_args, dv_args):
     """Both gradients in one call where the layout has a form for it, else the two kernels."""
     from sparsetrain import _C
+
     if form == "rows":
         spmm_offsets(form)(**dx_args)
         _C.sddmm_offsets(**dv_args)
@@ -947,17 +1298,18 @@ def test_conv_grads_one_pass_matches_the_two_kernels(case, stride, layout_kind, 
     and sddmm_offsets summed in another order, the same for any thread count, and nn.Conv2d's
     gradients."""
     from sparsetrain import _C
+
     with Runtime(isa, 1):
         results = []
         for threads in (1, 3):
             layout, form, (dx, packed), dv, dx_args, dv_args, (dense, x, dy) = _grads_args(
-                case, stride, layout_kind, threads)
+                case, stride, layout_kind, threads
+            )
             assert _one_pass(layout, form, dx_args, dv_args) is (stride == 1)
             assert layout.fuses_grads is (stride == 1 or layout.fused)
             _both_grads(layout, form, dx_args, dv_args)
             # (A packed dx is defined only where the kernels write: compare it unpacked.)
-            results.append((layout.unpack_dx(dx.view(-1)) if packed else dx.clone(),
-                            dv.clone()))
+            results.append((layout.unpack_dx(dx.view(-1)) if packed else dx.clone(), dv.clone()))
         (dx_got, dv), (dx3, dv3) = results
         assert torch.equal(dx_got, dx3) and torch.equal(dv, dv3)
         # The two kernels on the same arguments (the last call's, writing its dx and dv).
@@ -982,9 +1334,9 @@ def test_conv_grads_one_pass_needs_a_matching_transposed_index():
     """dx's transposed index must list dv's nonzeros (where each window of dy starts): one
     entry off and the kernel takes the two kernels' path, bitwise as before."""
     from sparsetrain import _C
+
     for kind in ONE_PASS_LAYOUTS:
-        layout, form, (dx, _), dv, dx_args, dv_args, _ = _grads_args(ONE_PASS_CASES[0], 1, kind,
-                                                                     2)
+        layout, form, (dx, _), dv, dx_args, dv_args, _ = _grads_args(ONE_PASS_CASES[0], 1, kind, 2)
         assert _one_pass(layout, form, dx_args, dv_args)
         dx_args["offsets"] = dx_args["offsets"].copy()
         dx_args["offsets"][3] += 1
@@ -1001,13 +1353,25 @@ def test_offsets_kernel_checks_the_grid_it_packs(bad):
     """spmm_offsets_rows(pack_grid=..., check_finite=True): whether dy (NCHW) was all finite,
     read while the kernel packs it; None when not asked."""
     from sparsetrain import _C
+
     y = np.arange(4, dtype=np.float32)  # 2 images of 1 x 1 x 2
     if bad is not None:
         y[3] = bad
-    args = dict(ptr=np.array([0, 1], dtype=np.int64), offsets=np.array([1], dtype=np.int64),
-                values=np.full(1, 2.0, dtype=np.float32), pos=None, scratch=None, b=y,
-                b_image_stride=2, c=np.zeros(4, dtype=np.float32), ldc=2, c_image_stride=2,
-                len=2, images=2, nthreads=1)
+    args = dict(
+        ptr=np.array([0, 1], dtype=np.int64),
+        offsets=np.array([1], dtype=np.int64),
+        values=np.full(1, 2.0, dtype=np.float32),
+        pos=None,
+        scratch=None,
+        b=y,
+        b_image_stride=2,
+        c=np.zeros(4, dtype=np.float32),
+        ldc=2,
+        c_image_stride=2,
+        len=2,
+        images=2,
+        nthreads=1,
+    )
     grid = _C.ConvOutputLayout(n=2, c=1, unit=1, ho=1, wo=2, wq=3, per_channel=4, offset=1)
     assert _C.spmm_offsets_rows(**args, pack_grid=grid, check_finite=True) is (bad is None)
     assert _C.spmm_offsets_rows(**args, pack_grid=grid) is None
@@ -1016,6 +1380,7 @@ def test_offsets_kernel_checks_the_grid_it_packs(bad):
 def test_channel_sums_without_a_grid():
     """conv_pack_grad_output with grid=None: the channel sums only (unit 1), as with a grid."""
     from sparsetrain import _C
+
     rng = np.random.default_rng(1)
     y = rng.standard_normal(3 * 4 * 5 * 7).astype(np.float32)
     sums = np.zeros(12)
@@ -1030,15 +1395,30 @@ def test_channel_sums_without_a_grid():
 def test_offset_segments_skip_the_columns_between():
     """seg_len of every seg_stride positions: the rest of C keeps what it held."""
     from sparsetrain import _C
+
     rng = np.random.default_rng(0)
     ptr = np.array([0, 2], dtype=np.int64)
     offs = np.array([0, 3], dtype=np.int64)
     val = np.array([0.5, -2.0], dtype=np.float32)
     b = rng.standard_normal(64).astype(np.float32)
     c = np.full(40, 7.0, dtype=np.float32)
-    _C.spmm_offsets_rows(ptr=ptr, offsets=offs, values=val, pos=None, scratch=None, b=b,
-                         b_image_stride=0, c=c, ldc=40, c_image_stride=40, len=40, images=1,
-                         nthreads=1, seg_len=6, seg_stride=10)
+    _C.spmm_offsets_rows(
+        ptr=ptr,
+        offsets=offs,
+        values=val,
+        pos=None,
+        scratch=None,
+        b=b,
+        b_image_stride=0,
+        c=c,
+        ldc=40,
+        c_image_stride=40,
+        len=40,
+        images=1,
+        nthreads=1,
+        seg_len=6,
+        seg_stride=10,
+    )
     full = 0.5 * b[0:40] - 2.0 * b[3:43]
     t = np.arange(40)
     np.testing.assert_allclose(c[t % 10 < 6], full[t % 10 < 6], rtol=1e-6)
@@ -1050,6 +1430,7 @@ def test_conv_grads_packed_beforehand_rejects_bad_arguments(one_pass):
     """Packed beforehand: x must hold every plane of every image (the one-pass form reads them
     all), and the values gradient packs x only where both gradients pack dy."""
     from sparsetrain import _C
+
     layout, form, _, _, dx_args, dv_args, _ = _grads_args(ONE_PASS_CASES[0], 1, ("batch", None), 2)
     call = getattr(_C, ("conv_grads_one_pass_" if one_pass else "conv_grads_offsets_") + form)
     # Images 16 floats further apart, the buffer long enough for every shifted run

@@ -1,4 +1,5 @@
 """GradualMagnitudePruner: the cubic schedule, dense -> sparse hand-over, optimizer state."""
+
 import collections
 import warnings
 from unittest import mock
@@ -13,9 +14,16 @@ import sparsetrain as st
 
 
 def small_cnn():
-    return nn.Sequential(nn.Conv2d(2, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, stride=2),
-                         nn.ReLU(), nn.Flatten(), nn.Linear(8 * 3 * 3, 24), nn.ReLU(),
-                         nn.Linear(24, 5))
+    return nn.Sequential(
+        nn.Conv2d(2, 8, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(8, 8, 3, stride=2),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(8 * 3 * 3, 24),
+        nn.ReLU(),
+        nn.Linear(24, 5),
+    )
 
 
 OPTIMIZERS = {
@@ -52,7 +60,8 @@ def test_cubic_schedule():
     assert all(a <= b for a, b in zip(s, s[1:]))
     # s_f + (s_i - s_f)(1 - p)^3 at p = 0.5
     assert st.cubic_sparsity(60, 0.9, 10, 110, initial_sparsity=0.1) == pytest.approx(
-        0.9 + (0.1 - 0.9) * 0.125)
+        0.9 + (0.1 - 0.9) * 0.125
+    )
 
 
 def test_prunes_on_schedule_and_swaps_past_min_sparsity():
@@ -60,8 +69,9 @@ def test_prunes_on_schedule_and_swaps_past_min_sparsity():
     model = small_cnn()
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
     n_params = sum(len(g["params"]) for g in opt.param_groups)
-    pruner = st.GradualMagnitudePruner(model, opt, 0.9, start_step=3, end_step=15, every=4,
-                                       exclude="0")
+    pruner = st.GradualMagnitudePruner(
+        model, opt, 0.9, start_step=3, end_step=15, every=4, exclude="0"
+    )
     steps_seen = []
     for step in range(0, 20):  # steps count from 0: the first call is step 0
         before = [type(m).__name__ for m in model]
@@ -94,15 +104,15 @@ def test_sparse_hand_over_equals_masked_dense_training(opt_name):
         torch.manual_seed(0)
         model = small_cnn()
         opt = OPTIMIZERS[opt_name](model.parameters())
-        pruner = st.GradualMagnitudePruner(model, opt, 0.85, start_step=2, end_step=14, every=3,
-                                           min_sparsity=min_sparsity)
+        pruner = st.GradualMagnitudePruner(
+            model, opt, 0.85, start_step=2, end_step=14, every=3, min_sparsity=min_sparsity
+        )
         losses, _ = train(model, opt, pruner, 20)
         runs.append((model, losses))
     (sparse, l_sparse), (dense, l_dense) = runs
     assert any(isinstance(m, st.SparseConv2d) for m in sparse)
     assert not any(isinstance(m, (st.SparseConv2d, st.SparseLinear)) for m in dense)
-    torch.testing.assert_close(torch.tensor(l_sparse), torch.tensor(l_dense), rtol=1e-4,
-                               atol=1e-5)
+    torch.testing.assert_close(torch.tensor(l_sparse), torch.tensor(l_dense), rtol=1e-4, atol=1e-5)
     for i in (0, 2, 5, 7):
         w_dense = dense[i].weight.detach()
         w_sparse = sparse[i].weight.detach()
@@ -136,15 +146,17 @@ def test_resume_keeps_dense_masks():
     torch.manual_seed(0)
     model = small_cnn()
     opt = torch.optim.SGD(model.parameters(), lr=0.05)
-    pruner = st.GradualMagnitudePruner(model, opt, 0.6, start_step=1, end_step=3, every=1,
-                                       min_sparsity=None)
+    pruner = st.GradualMagnitudePruner(
+        model, opt, 0.6, start_step=1, end_step=3, every=1, min_sparsity=None
+    )
     train(model, opt, pruner, 4)
     state, pstate = model.state_dict(), pruner.state_dict()
     fresh = small_cnn()
     fresh.load_state_dict(state)
     opt2 = torch.optim.SGD(fresh.parameters(), lr=0.05)
-    resumed = st.GradualMagnitudePruner(fresh, opt2, 0.6, start_step=1, end_step=3, every=1,
-                                        min_sparsity=None)
+    resumed = st.GradualMagnitudePruner(
+        fresh, opt2, 0.6, start_step=1, end_step=3, every=1, min_sparsity=None
+    )
     resumed.load_state_dict(pstate)
     assert resumed.step_count == 4
     zeros = fresh[0].weight.detach() == 0
@@ -186,27 +198,42 @@ def test_pruning_while_the_previous_graph_is_alive():
 
 # -- the schedule's step numbering -----------------------------------------------------------
 
+
 def test_start_and_end_zero_prune_at_the_first_call():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(20, 10))
-    pruner = st.GradualMagnitudePruner(model, None, 0.9, start_step=0, end_step=0,
-                                       min_sparsity=None)
+    pruner = st.GradualMagnitudePruner(
+        model, None, 0.9, start_step=0, end_step=0, min_sparsity=None
+    )
     assert pruner.step()
     assert float((model[0].weight == 0).float().mean()) == pytest.approx(0.9)
     assert not pruner.step()
 
 
 @settings(max_examples=80, deadline=None, database=None, derandomize=True)
-@given(start=hst.integers(0, 12), length=hst.integers(0, 15), every=hst.integers(1, 20),
-       initial=hst.sampled_from([0.0, 0.3]), final=hst.sampled_from([0.5, 0.9]))
+@given(
+    start=hst.integers(0, 12),
+    length=hst.integers(0, 15),
+    every=hst.integers(1, 20),
+    initial=hst.sampled_from([0.0, 0.3]),
+    final=hst.sampled_from([0.5, 0.9]),
+)
 def test_schedule_prunes_exactly_at_the_scheduled_steps(start, length, every, initial, final):
     """Step t is the (t + 1)-th call; pruning happens at start, start + every, ... up to end,
     and at end, with the final sparsity reached at end and kept after it."""
     end = start + length
     torch.manual_seed(0)
     layer = nn.Linear(20, 10, bias=False)
-    pruner = st.GradualMagnitudePruner(nn.Sequential(layer), None, final, start, end, every,
-                                       initial_sparsity=initial, min_sparsity=None)
+    pruner = st.GradualMagnitudePruner(
+        nn.Sequential(layer),
+        None,
+        final,
+        start,
+        end,
+        every,
+        initial_sparsity=initial,
+        min_sparsity=None,
+    )
     expected = sorted({t for t in range(start, end + 1, every)} | {end})
     real, calls = st.pruning.magnitude_prune, []
 
@@ -234,6 +261,7 @@ def test_schedule_prunes_exactly_at_the_scheduled_steps(start, length, every, in
 
 # -- layers that stay dense: tied weights ------------------------------------------------------
 
+
 class TiedLM(nn.Module):
     """An embedding tied to the output head, as language models do."""
 
@@ -254,26 +282,36 @@ def tied_lm():
     def loss(g):
         tokens = torch.randint(0, 50, (8, 6), generator=g)
         return nn.functional.cross_entropy(model(tokens).flatten(0, 1), tokens.flatten())
+
     return model, loss, ["head"], "body"
 
 
 def tied_linears():
-    model = nn.Sequential(nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 16), nn.ReLU(),
-                          nn.Linear(16, 4))
+    model = nn.Sequential(
+        nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 4)
+    )
     model[2].weight = model[0].weight
 
     def loss(g):
         return model(torch.randn(8, 16, generator=g)).square().mean()
+
     return model, loss, ["0", "2"], "4"
 
 
 def tied_convs():
-    model = nn.Sequential(nn.Conv2d(4, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 4, 3, padding=1),
-                          nn.ReLU(), nn.Flatten(), nn.Linear(4 * 5 * 5, 3))
+    model = nn.Sequential(
+        nn.Conv2d(4, 4, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(4, 4, 3, padding=1),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(4 * 5 * 5, 3),
+    )
     model[2].weight = model[0].weight
 
     def loss(g):
         return model(torch.randn(8, 4, 5, 5, generator=g)).square().mean()
+
     return model, loss, ["0", "2"], "5"
 
 
@@ -284,8 +322,9 @@ def test_tied_weights_stay_dense_and_keep_training(build, opt_name):
     model, loss_fn, tied, untied = build()
     weight = model.get_submodule(tied[0]).weight
     opt = OPTIMIZERS[opt_name](model.parameters())
-    pruner = st.GradualMagnitudePruner(model, opt, 0.9, start_step=0, end_step=4, every=2,
-                                       min_sparsity=0.5)
+    pruner = st.GradualMagnitudePruner(
+        model, opt, 0.9, start_step=0, end_step=4, every=2, min_sparsity=0.5
+    )
     g = torch.Generator().manual_seed(1)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -309,8 +348,9 @@ def test_tied_weights_stay_dense_and_keep_training(build, opt_name):
     pruner.step()
     assert torch.all(weight.detach()[zeros] == 0)  # pruned under the mask
     assert torch.any(weight.detach() != before)  # and still training
-    told = collections.Counter(str(w.message).split()[1] for w in caught
-                               if "shares its weight" in str(w.message))
+    told = collections.Counter(
+        str(w.message).split()[1] for w in caught if "shares its weight" in str(w.message)
+    )
     assert told == {name: 1 for name in tied}  # warned once per layer, not per pruning step
 
 
@@ -337,8 +377,11 @@ def test_hand_over_carries_element_wise_state_and_restarts_the_rest(opt_name):
     if opt_name == "adafactor":  # a factored (row, column) second moment: restarts
         assert not state
     else:
-        assert state and all(v.shape == sp.values.shape for v in state.values()
-                             if isinstance(v, torch.Tensor) and v.dim())
+        assert state and all(
+            v.shape == sp.values.shape
+            for v in state.values()
+            if isinstance(v, torch.Tensor) and v.dim()
+        )
     for _ in range(2):  # Adafactor failed here: "variance should be defined ..."
         opt.zero_grad()
         model(x).square().mean().backward()
@@ -352,6 +395,7 @@ def test_hand_over_carries_element_wise_state_and_restarts_the_rest(opt_name):
 
 # -- swapping without the optimizer ------------------------------------------------------------
 
+
 @pytest.mark.parametrize("given_opt", ["none", "another"])
 @pytest.mark.parametrize("opt_name", ["sgd", "adam"])
 def test_a_swap_the_training_optimizer_was_not_told_of_fails_loudly(opt_name, given_opt):
@@ -359,8 +403,7 @@ def test_a_swap_the_training_optimizer_was_not_told_of_fails_loudly(opt_name, gi
     model = small_cnn()
     opt = OPTIMIZERS[opt_name](model.parameters())
     other = torch.optim.SGD([model[0].bias], lr=0.1) if given_opt == "another" else None
-    pruner = st.GradualMagnitudePruner(model, other, 0.9, start_step=0, end_step=0,
-                                       exclude="0")
+    pruner = st.GradualMagnitudePruner(model, other, 0.9, start_step=0, end_step=0, exclude="0")
     train(model, opt, pruner, 1)  # swaps every layer but the first
     assert isinstance(model[2], st.SparseConv2d)
     with pytest.raises(RuntimeError, match="pass this optimizer to GradualMagnitudePruner"):
@@ -374,7 +417,8 @@ def test_no_optimizer_is_fine_while_layers_stay_dense():
     torch.manual_seed(0)
     model = small_cnn()
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
-    pruner = st.GradualMagnitudePruner(model, None, 0.9, start_step=0, end_step=2, every=1,
-                                       min_sparsity=None)
+    pruner = st.GradualMagnitudePruner(
+        model, None, 0.9, start_step=0, end_step=2, every=1, min_sparsity=None
+    )
     train(model, opt, pruner, 5)
     assert float((model[2].weight == 0).float().mean()) == pytest.approx(0.9, abs=0.01)

@@ -1,4 +1,5 @@
 """The native kernels (sparsetrain._C) directly, per ISA, against plain torch references."""
+
 import pytest
 import torch
 
@@ -20,53 +21,102 @@ def dense_of(row_ptr, col_idx, values, rows, cols):
     return formats.csr_to_dense(row_ptr, col_idx, values, rows, cols)
 
 
-@pytest.mark.parametrize("rows,cols,nb,density", [
-    (1, 1, 16, 1.0), (7, 5, 16, 0.5), (33, 70, 48, 0.2), (64, 64, 256, 0.05),
-    (100, 17, 272, 0.9), (5, 300, 528, 0.1), (40, 40, 32, 0.0),
-])
+@pytest.mark.parametrize(
+    "rows,cols,nb,density",
+    [
+        (1, 1, 16, 1.0),
+        (7, 5, 16, 0.5),
+        (33, 70, 48, 0.2),
+        (64, 64, 256, 0.05),
+        (100, 17, 272, 0.9),
+        (5, 300, 528, 0.1),
+        (40, 40, 32, 0.0),
+    ],
+)
 def test_spmm(isa, rows, cols, nb, density):
     ptr, idx, val = random_pattern(rows, cols, density)
     b = torch.randn(cols, nb)
     c = torch.full((rows, nb), float("nan"))
-    _C.spmm(ptr=np(ptr), idx=np(idx), values=np(val), pos=None, scratch=None, b=np(b), c=np(c),
-            nthreads=2)
+    _C.spmm(
+        ptr=np(ptr),
+        idx=np(idx),
+        values=np(val),
+        pos=None,
+        scratch=None,
+        b=np(b),
+        c=np(c),
+        nthreads=2,
+    )
     ref = dense_of(ptr, idx, val, rows, cols) @ b
     torch.testing.assert_close(c, ref, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("rows,cols,nb,density", [
-    (1, 1, 16, 1.0), (7, 5, 16, 0.5), (33, 70, 48, 0.2), (100, 17, 272, 0.9), (5, 300, 528, 0.1),
-])
+@pytest.mark.parametrize(
+    "rows,cols,nb,density",
+    [
+        (1, 1, 16, 1.0),
+        (7, 5, 16, 0.5),
+        (33, 70, 48, 0.2),
+        (100, 17, 272, 0.9),
+        (5, 300, 528, 0.1),
+    ],
+)
 def test_spmm_transposed_through_pos(isa, rows, cols, nb, density):
     ptr, idx, val = random_pattern(rows, cols, density)
     t = formats.csr_transpose(ptr, idx, cols)
     b = torch.randn(rows, nb)
     c = torch.full((cols, nb), float("nan"))
-    _C.spmm(ptr=np(t.ptr), idx=np(t.idx), values=np(val), pos=np(t.pos),
-            scratch=np(torch.empty(val.numel())), b=np(b), c=np(c), nthreads=2)
+    _C.spmm(
+        ptr=np(t.ptr),
+        idx=np(t.idx),
+        values=np(val),
+        pos=np(t.pos),
+        scratch=np(torch.empty(val.numel())),
+        b=np(b),
+        c=np(c),
+        nthreads=2,
+    )
     ref = dense_of(ptr, idx, val, rows, cols).t() @ b
     torch.testing.assert_close(c, ref, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("rows,cols,nb,density", [
-    (1, 1, 16, 1.0), (7, 5, 16, 0.5), (33, 70, 48, 0.2), (100, 17, 272, 0.9), (5, 300, 528, 0.1),
-    (40, 40, 32, 0.0), (3, 9, 0, 0.5),
-])
+@pytest.mark.parametrize(
+    "rows,cols,nb,density",
+    [
+        (1, 1, 16, 1.0),
+        (7, 5, 16, 0.5),
+        (33, 70, 48, 0.2),
+        (100, 17, 272, 0.9),
+        (5, 300, 528, 0.1),
+        (40, 40, 32, 0.0),
+        (3, 9, 0, 0.5),
+    ],
+)
 def test_spmmt(isa, rows, cols, nb, density):
     ptr, idx, val = random_pattern(rows, cols, density)
     t = formats.csr_transpose(ptr, idx, cols)
     b = torch.randn(rows, nb)
     c = torch.full((cols, nb), float("nan"))
-    _C.spmmt(ptr=np(ptr), idx=np(idx), values=np(val), col_ptr=np(t.ptr), b=np(b), c=np(c),
-             nthreads=2)
+    _C.spmmt(
+        ptr=np(ptr), idx=np(idx), values=np(val), col_ptr=np(t.ptr), b=np(b), c=np(c), nthreads=2
+    )
     ref = dense_of(ptr, idx, val, rows, cols).t() @ b
     torch.testing.assert_close(c, ref, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("rows,cols,nb,density", [
-    (1, 1, 16, 1.0), (7, 5, 16, 0.5), (33, 70, 48, 0.2), (64, 64, 256, 0.05),
-    (100, 17, 272, 0.9), (5, 300, 528, 0.1), (40, 40, 32, 0.0), (3, 9, 0, 0.5),
-])
+@pytest.mark.parametrize(
+    "rows,cols,nb,density",
+    [
+        (1, 1, 16, 1.0),
+        (7, 5, 16, 0.5),
+        (33, 70, 48, 0.2),
+        (64, 64, 256, 0.05),
+        (100, 17, 272, 0.9),
+        (5, 300, 528, 0.1),
+        (40, 40, 32, 0.0),
+        (3, 9, 0, 0.5),
+    ],
+)
 def test_sddmm(isa, rows, cols, nb, density):
     ptr, idx, _ = random_pattern(rows, cols, density)
     a = torch.randn(rows, nb)
@@ -99,8 +149,16 @@ def test_bindings_reject_wrong_buffers():
     b, c = torch.randn(4, 16), torch.empty(4, 16)
 
     def spmm(ptr, idx, val, b, c):
-        _C.spmm(ptr=np(ptr), idx=np(idx), values=np(val), pos=None, scratch=None, b=np(b),
-                c=np(c), nthreads=1)
+        _C.spmm(
+            ptr=np(ptr),
+            idx=np(idx),
+            values=np(val),
+            pos=None,
+            scratch=None,
+            b=np(b),
+            c=np(c),
+            nthreads=1,
+        )
 
     with pytest.raises(ValueError, match="dtype"):
         spmm(ptr, idx, val.double(), b, c)
@@ -125,24 +183,32 @@ def test_transpose_index():
     assert torch.equal(dense_of(t.ptr, t.idx, csc_values, 31, 23), dense.t())
 
 
-@pytest.mark.parametrize("ptr,idx,match", [
-    ([0, 1, 2], [0, 5], "out of range"),
-    ([0, 2, 1, 2], [0, 1], "decreases"),
-    ([0, 3, 2], [0, 1], "exceeds"),
-    ([1, 1, 2], [0, 1], "starts at"),
-    ([0, 1, 3], [0, 1], "ends at"),
-    ([0, 2, 2], [1, 1], "strictly increasing"),
-])
+@pytest.mark.parametrize(
+    "ptr,idx,match",
+    [
+        ([0, 1, 2], [0, 5], "out of range"),
+        ([0, 2, 1, 2], [0, 1], "decreases"),
+        ([0, 3, 2], [0, 1], "exceeds"),
+        ([1, 1, 2], [0, 1], "starts at"),
+        ([0, 1, 3], [0, 1], "ends at"),
+        ([0, 2, 2], [1, 1], "strictly increasing"),
+    ],
+)
 def test_validate_csr_names_the_defect(ptr, idx, match):
     with pytest.raises(ValueError, match=match):
-        formats.validate_csr(torch.tensor(ptr, dtype=torch.int64),
-                             torch.tensor(idx, dtype=torch.int32), len(ptr) - 1, 3)
+        formats.validate_csr(
+            torch.tensor(ptr, dtype=torch.int64),
+            torch.tensor(idx, dtype=torch.int32),
+            len(ptr) - 1,
+            3,
+        )
 
 
 def test_validate_csr_checks_row_pointer_length():
     with pytest.raises(ValueError, match="length"):
-        formats.validate_csr(torch.tensor([0, 2], dtype=torch.int64),
-                             torch.tensor([0, 1], dtype=torch.int32), 2, 3)
+        formats.validate_csr(
+            torch.tensor([0, 2], dtype=torch.int64), torch.tensor([0, 1], dtype=torch.int32), 2, 3
+        )
 
 
 @pytest.mark.parametrize("unit", [1, 16])
@@ -156,10 +222,10 @@ def test_pack_input_reports_nonfinite_x(isa, unit, stride):
 
     def pack(x, **kw):
         out = torch.full((groups * c * stride * stride * hq * wq * unit,), float("nan"))
-        layout = _C.ConvInputLayout(n=n, c=c, unit=unit, h=h, w=w, sh=stride, sw=stride, pt=1,
-                                    pl=1, hq=hq, wq=wq)
-        res = _C.conv_pack_input(x=np(x.view(-1)), packed=np(out), layout=layout, nthreads=2,
-                                 **kw)
+        layout = _C.ConvInputLayout(
+            n=n, c=c, unit=unit, h=h, w=w, sh=stride, sw=stride, pt=1, pl=1, hq=hq, wq=wq
+        )
+        res = _C.conv_pack_input(x=np(x.view(-1)), packed=np(out), layout=layout, nthreads=2, **kw)
         return out, res
 
     x = torch.randn(n, c, h, w)

@@ -1,4 +1,5 @@
 """SparseLinear against nn.Linear holding the same dense weight: outputs and all gradients."""
+
 import pytest
 import torch
 
@@ -64,13 +65,20 @@ def test_no_bias_and_empty_rows(isa, input_grad_strategy, bias):
     assert_close(sp.values.grad, lin.weight.grad[lin.weight.detach() != 0], "values grad")
 
 
-@pytest.mark.parametrize("x_grad,weight_grad,bias_grad", [
-    (False, True, True), (True, False, False), (True, False, True), (False, False, True),
-])
+@pytest.mark.parametrize(
+    "x_grad,weight_grad,bias_grad",
+    [
+        (False, True, True),
+        (True, False, False),
+        (True, False, True),
+        (False, False, True),
+    ],
+)
 def test_only_needed_gradients(isa, x_grad, weight_grad, bias_grad):
     lin = pruned_linear(37, 29, 0.9)
-    sp, xd, xs, yd, ys = run_both(lin, (19,), x_grad=x_grad, weight_grad=weight_grad,
-                                  bias_grad=bias_grad)
+    sp, xd, xs, yd, ys = run_both(
+        lin, (19,), x_grad=x_grad, weight_grad=weight_grad, bias_grad=bias_grad
+    )
     assert (xs.grad is None) == (not x_grad)
     assert (sp.values.grad is None) == (not weight_grad)
     assert (sp.bias.grad is None) == (not bias_grad)
@@ -175,6 +183,7 @@ def test_training_steps_keep_pattern_and_match_dense(isa):
 
 def test_strategy_rule_picks_measured_winners():
     from sparsetrain.functional.linear import input_grad_strategy as pick
+
     assert pick(768, 3072, 117965, 256) == "scatter"
     assert pick(4096, 4096, 1677722, 32) == "scatter"
     assert pick(4096, 4096, 1677722, 64) == "csc"
@@ -206,8 +215,9 @@ def test_many_empty_columns_run_on_the_read_features_only(isa, input_grad_strate
     ys.backward(g)
     torch.testing.assert_close(xs.grad, xd.grad, equal_nan=True, rtol=1e-4, atol=1e-5)
     mask = lin.weight.detach() != 0
-    torch.testing.assert_close(sp.values.grad, lin.weight.grad[mask], equal_nan=True,
-                               rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(
+        sp.values.grad, lin.weight.grad[mask], equal_nan=True, rtol=1e-4, atol=1e-5
+    )
 
 
 def test_building_a_wide_layer_costs_memory_for_its_nonzeros_not_its_inputs():
@@ -215,6 +225,7 @@ def test_building_a_wide_layer_costs_memory_for_its_nonzeros_not_its_inputs():
     # + backward of one sample beyond the input and its gradient (2 x 256 MB).
     import subprocess
     import sys
+
     code = """
 import resource, torch, sparsetrain as st
 def peak(): return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
@@ -227,8 +238,9 @@ built = peak() - before
 layer(x).sum().backward()
 print(layer.nnz, built, peak() - before)
 """
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True).stdout.split()
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.split()
     nnz, built, trained = (int(v) for v in out)
     assert nnz == 7
     assert built < 32 << 20, f"building took {built >> 20} MB"

@@ -1,4 +1,5 @@
 """Training steps do not leak: resident memory stays flat over 1,000 SGD steps."""
+
 import gc
 import os
 
@@ -18,12 +19,17 @@ def rss_bytes() -> int:
 def test_rss_stays_flat_over_1000_training_steps():
     torch.manual_seed(0)
     model = nn.Sequential(
-        st.SparseConv2d(3, 8, 3, padding=1, sparsity=0.8, strategy="plane"), nn.ReLU(),
+        st.SparseConv2d(3, 8, 3, padding=1, sparsity=0.8, strategy="plane"),
+        nn.ReLU(),
         st.SparseConv2d(8, 8, 3, stride=2, padding=1, sparsity=0.8, strategy="batch"),
         nn.ReLU(),
-        st.SparseConv2d(8, 8, 3, padding=1, sparsity=0.8, strategy="direct"), nn.ReLU(),
-        nn.Flatten(), st.SparseLinear(8 * 6 * 6, 32, sparsity=0.9), nn.ReLU(),
-        st.SparseLinear(32, 10, sparsity=0.5))
+        st.SparseConv2d(8, 8, 3, padding=1, sparsity=0.8, strategy="direct"),
+        nn.ReLU(),
+        nn.Flatten(),
+        st.SparseLinear(8 * 6 * 6, 32, sparsity=0.9),
+        nn.ReLU(),
+        st.SparseLinear(32, 10, sparsity=0.5),
+    )
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     x, y = torch.randn(16, 3, 12, 12), torch.randint(0, 10, (16,))
 

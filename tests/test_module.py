@@ -1,4 +1,5 @@
 """SparseLinear as a module: construction, conversion, state_dict, repr, errors."""
+
 import io
 import math
 
@@ -66,14 +67,17 @@ def test_state_dict_round_trip_including_different_nnz():
     assert set(a.state_dict()) == {"values", "bias", "row_ptr", "col_idx", "weight_shape"}
 
 
-@pytest.mark.parametrize("corrupt,match", [
-    (lambda sd: sd["col_idx"].__setitem__(0, 50), "out of range"),
-    (lambda sd: sd["col_idx"].__setitem__(0, -1), "out of range"),
-    (lambda sd: sd.__setitem__("row_ptr", sd["row_ptr"].flip(0)), "row pointer"),
-    (lambda sd: sd.__setitem__("row_ptr", sd["row_ptr"][:-1]), "length"),
-    (lambda sd: sd.__setitem__("values", sd["values"][:-1]), "values"),
-    (lambda sd: sd.__setitem__("col_idx", sd["col_idx"].to(torch.int64)), "col_idx"),
-])
+@pytest.mark.parametrize(
+    "corrupt,match",
+    [
+        (lambda sd: sd["col_idx"].__setitem__(0, 50), "out of range"),
+        (lambda sd: sd["col_idx"].__setitem__(0, -1), "out of range"),
+        (lambda sd: sd.__setitem__("row_ptr", sd["row_ptr"].flip(0)), "row pointer"),
+        (lambda sd: sd.__setitem__("row_ptr", sd["row_ptr"][:-1]), "length"),
+        (lambda sd: sd.__setitem__("values", sd["values"][:-1]), "values"),
+        (lambda sd: sd.__setitem__("col_idx", sd["col_idx"].to(torch.int64)), "col_idx"),
+    ],
+)
 def test_malformed_state_dict_raises_value_error(corrupt, match):
     lin = pruned_linear(50, 20, 0.0)
     a = st.SparseLinear.from_dense(lin)
@@ -100,13 +104,16 @@ def test_in_place_edit_of_pattern_is_revalidated():
         sp(torch.randn(2, 10))
 
 
-@pytest.mark.parametrize("x,exc,match", [
-    (torch.randn(3, 10, dtype=torch.float64), TypeError, "float32"),
-    (torch.randn(3, 10).half(), TypeError, "float32"),
-    (torch.ones(3, 10, dtype=torch.int64), TypeError, "float32"),
-    (torch.randn(3, 11), ValueError, r"\(\*, 10\)"),
-    (torch.randn(3, 10, device="meta"), ValueError, "CPU"),
-])
+@pytest.mark.parametrize(
+    "x,exc,match",
+    [
+        (torch.randn(3, 10, dtype=torch.float64), TypeError, "float32"),
+        (torch.randn(3, 10).half(), TypeError, "float32"),
+        (torch.ones(3, 10, dtype=torch.int64), TypeError, "float32"),
+        (torch.randn(3, 11), ValueError, r"\(\*, 10\)"),
+        (torch.randn(3, 10, device="meta"), ValueError, "CPU"),
+    ],
+)
 def test_bad_inputs_raise_clear_errors(x, exc, match):
     sp = st.SparseLinear(10, 4, sparsity=0.5)
     with pytest.raises(exc, match=match):
@@ -120,6 +127,7 @@ def test_from_dense_rejects_other_modules():
 
 def test_deepcopy_and_whole_module_pickle():
     import copy
+
     sp = st.SparseLinear(30, 20, sparsity=0.8)
     x = torch.randn(4, 30)
     assert torch.equal(copy.deepcopy(sp)(x), sp(x))
@@ -130,8 +138,9 @@ def test_deepcopy_and_whole_module_pickle():
 
 
 def test_sparse_layer_inside_a_model_with_adamw():
-    model = nn.Sequential(st.SparseLinear(20, 30, sparsity=0.9), nn.ReLU(),
-                          st.SparseLinear(30, 5, sparsity=0.9))
+    model = nn.Sequential(
+        st.SparseLinear(20, 30, sparsity=0.9), nn.ReLU(), st.SparseLinear(30, 5, sparsity=0.9)
+    )
     opt = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.1)
     x, y = torch.randn(64, 20), torch.randn(64, 5)
     nnz = [m.nnz for m in model if isinstance(m, st.SparseLinear)]

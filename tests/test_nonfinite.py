@@ -6,6 +6,7 @@ padding and unused grid positions) meet them, and compare the NaN / +Inf / -Inf 
 the finite values of the output and of every gradient with the dense layer holding the same
 weights.
 """
+
 import pytest
 import torch
 from torch import nn
@@ -21,8 +22,9 @@ def assert_same(actual, expected, what):
     assert actual.shape == expected.shape, what
     for name, f in (("NaN", torch.isnan), ("+Inf", torch.isposinf), ("-Inf", torch.isneginf)):
         a, e = f(actual), f(expected)
-        assert torch.equal(a, e), (f"{what}: {name} positions differ "
-                                   f"({int(a.sum())} sparse vs {int(e.sum())} dense)")
+        assert torch.equal(a, e), (
+            f"{what}: {name} positions differ ({int(a.sum())} sparse vs {int(e.sum())} dense)"
+        )
     finite = torch.isfinite(expected)
     assert_close(actual[finite], expected[finite], what)
 
@@ -34,7 +36,9 @@ def compare(sp, dense, x, g, where):
     assert_same(dxs, dxd, f"{where}: input gradient")
     mask = sp.weight.detach() != 0  # the stored positions (NaN counts as stored)
     mask |= torch.isnan(sp.weight.detach())
-    assert_same(sp.values.grad, dense.weight.grad[mask.view_as(dense.weight)], f"{where}: values gradient")
+    assert_same(
+        sp.values.grad, dense.weight.grad[mask.view_as(dense.weight)], f"{where}: values gradient"
+    )
     if sp.bias is not None:
         assert_same(sp.bias.grad, dense.bias.grad, f"{where}: bias gradient")
     return ys, dxs
@@ -101,9 +105,16 @@ def conv_pair(cfg, strategy, bias=True):
 
 @pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel")
 # "direct" only where it runs (a strided convolution refuses it).
-@pytest.mark.parametrize("strategy,cfg", [
-    (s, cfg) for s in ("direct", "plane", "batch") for cfg, kw in CONV_CONFIGS.items()
-    if s != "direct" or direct_runs(kw["kernel_size"], kw.get("stride", 1), kw.get("padding", 0))])
+@pytest.mark.parametrize(
+    "strategy,cfg",
+    [
+        (s, cfg)
+        for s in ("direct", "plane", "batch")
+        for cfg, kw in CONV_CONFIGS.items()
+        if s != "direct"
+        or direct_runs(kw["kernel_size"], kw.get("stride", 1), kw.get("padding", 0))
+    ],
+)
 @pytest.mark.parametrize("where", WHERE)
 def test_conv(isa, strategy, cfg, where):
     for value in VALUES:
@@ -158,8 +169,11 @@ def test_conv_without_bias_checks_grad_output_as_it_packs(isa, strategy, cfg, mo
         if value == 1e36:
             g[0].fill_(value)  # finite, but the sum of dy overflows
         checked = []
-        monkeypatch.setattr(fconv, "all_finite", lambda t: checked.append(t.shape) or
-                            bool(torch.isfinite(t).all()))
+        monkeypatch.setattr(
+            fconv,
+            "all_finite",
+            lambda t, checked=checked: checked.append(t.shape) or bool(torch.isfinite(t).all()),
+        )
         compare(sp, sp.to_dense(), x, g, f"{cfg}/{strategy}/grad_output={value}")
         # (A 1x1 stride-1 product reads the subsampled NCHW dy as it is: no packing to check in.)
         direct = cfg == "1x1-stride2" and strategy == "plane"
@@ -177,16 +191,19 @@ def test_conv_auto_strategy():
 
 # -- the fast path stays sparse ---------------------------------------------------------------
 def test_finite_inputs_never_take_the_dense_fallback(monkeypatch):
-    from sparsetrain.functional import conv as fconv, linear as flinear
+    from sparsetrain.functional import conv as fconv
+    from sparsetrain.functional import linear as flinear
 
     def boom(*a, **k):
         raise AssertionError("dense fallback used for finite inputs")
 
     monkeypatch.setattr(flinear, "dense_weight", boom)
     monkeypatch.setattr(fconv, "DenseConv", boom)
-    for sp, x in ((linear_pair(), torch.randn(9, 40)),
-                  (conv_pair("3x3", "plane"), torch.randn(3, 4, 8, 8)),
-                  (conv_pair("3x3", "direct", bias=False), torch.randn(3, 4, 8, 8))):
+    for sp, x in (
+        (linear_pair(), torch.randn(9, 40)),
+        (conv_pair("3x3", "plane"), torch.randn(3, 4, 8, 8)),
+        (conv_pair("3x3", "direct", bias=False), torch.randn(3, 4, 8, 8)),
+    ):
         x.requires_grad_()
         sp(x).square().sum().backward()
     with pytest.raises(AssertionError, match="dense fallback"):
@@ -195,6 +212,7 @@ def test_finite_inputs_never_take_the_dense_fallback(monkeypatch):
 
 def test_precheck_is_exact_when_the_sum_overflows():
     from sparsetrain.functional.common import all_finite
+
     big = torch.full((1000,), 3e38)
     assert not torch.isfinite(big.sum())
     assert all_finite(big)

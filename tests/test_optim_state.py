@@ -1,5 +1,6 @@
 """Optimizer state and averaged copies when a sparse layer's number of nonzeros changes under
 them: load_state_dict with another nnz, prune_values without the optimizer, AveragedModel/EMA."""
+
 import copy
 
 import pytest
@@ -21,8 +22,10 @@ OPTIMIZERS = {
 
 LAYERS = {
     "linear": (lambda s: st.SparseLinear(30, 20, sparsity=s), lambda: torch.randn(5, 30)),
-    "conv": (lambda s: st.SparseConv2d(3, 8, 3, padding=1, sparsity=s),
-             lambda: torch.randn(2, 3, 6, 6)),
+    "conv": (
+        lambda s: st.SparseConv2d(3, 8, 3, padding=1, sparsity=s),
+        lambda: torch.randn(2, 3, 6, 6),
+    ),
 }
 
 
@@ -92,15 +95,26 @@ def test_a_fitting_state_is_kept_and_a_stale_gradient_dropped():
 
 # -- averaged copies (SWA, EMA) ---------------------------------------------------------------
 
+
 def small_cnn():
-    return nn.Sequential(nn.Conv2d(2, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, stride=2),
-                         nn.ReLU(), nn.Flatten(), nn.Linear(8 * 3 * 3, 24), nn.ReLU(),
-                         nn.Linear(24, 5))
+    return nn.Sequential(
+        nn.Conv2d(2, 8, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(8, 8, 3, stride=2),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(8 * 3 * 3, 24),
+        nn.ReLU(),
+        nn.Linear(24, 5),
+    )
 
 
 def dense_weights(model):
-    return {n: m.weight.detach().clone() for n, m in model.named_modules()
-            if isinstance(m, (nn.Linear, nn.Conv2d, st.SparseLinear, st.SparseConv2d))}
+    return {
+        n: m.weight.detach().clone()
+        for n, m in model.named_modules()
+        if isinstance(m, (nn.Linear, nn.Conv2d, st.SparseLinear, st.SparseConv2d))
+    }
 
 
 @pytest.mark.parametrize("min_sparsity", [0.5, None])
@@ -112,11 +126,15 @@ def test_averaged_model_follows_pruning(average, min_sparsity):
     torch.manual_seed(0)
     model = small_cnn()
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
-    pruner = st.GradualMagnitudePruner(model, opt, 0.85, start_step=1, end_step=10, every=3,
-                                       min_sparsity=min_sparsity)
+    pruner = st.GradualMagnitudePruner(
+        model, opt, 0.85, start_step=1, end_step=10, every=3, min_sparsity=min_sparsity
+    )
     decay = 0.8
-    averaged = (AveragedModel(model) if average == "swa" else
-                AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay)))
+    averaged = (
+        AveragedModel(model)
+        if average == "swa"
+        else AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay))
+    )
     ref, n = None, 0
     g = torch.Generator().manual_seed(1)
     for _ in range(14):
@@ -133,8 +151,11 @@ def test_averaged_model_follows_pruning(average, min_sparsity):
         else:
             for k, w in now.items():
                 ref[k] = ref[k] * (w != 0)  # the averages of pruned weights are dropped
-                ref[k] = (ref[k] + (w - ref[k]) / (n + 1) if average == "swa"
-                          else decay * ref[k] + (1 - decay) * w)
+                ref[k] = (
+                    ref[k] + (w - ref[k]) / (n + 1)
+                    if average == "swa"
+                    else decay * ref[k] + (1 - decay) * w
+                )
         n += 1
     assert any(isinstance(m, st.SparseConv2d) for m in model) == (min_sparsity is not None)
     assert [type(m) for m in averaged.module] == [type(m) for m in model]

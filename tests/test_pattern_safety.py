@@ -2,14 +2,14 @@
 writes out of bounds, and nothing silently mixes two patterns: every write is either taken
 up (validated), refused with an error naming the layer, or caught by autograd's version
 check between forward and backward, as for a dense layer's weight."""
+
 import pytest
 import torch
 import torch.nn.functional as F
 
 import sparsetrain as st
-from sparsetrain.formats import csr_to_dense
-
 from helpers import assert_close
+from sparsetrain.formats import csr_to_dense
 
 
 def _linear():
@@ -20,8 +20,12 @@ def _conv(strategy):
     return lambda: st.SparseConv2d(4, 6, 3, padding=1, sparsity=0.7, strategy=strategy)
 
 
-LAYERS = {"linear": _linear, "conv-plane": _conv("plane"), "conv-batch": _conv("batch"),
-          "conv-direct": _conv("direct")}
+LAYERS = {
+    "linear": _linear,
+    "conv-plane": _conv("plane"),
+    "conv-batch": _conv("batch"),
+    "conv-direct": _conv("direct"),
+}
 
 
 def _input(layer):
@@ -50,8 +54,9 @@ def _reference(layer, x, w, g):
 def _other_valid_pattern(layer):
     """Another valid pattern with the same number of nonzeros (shifted columns)."""
     cols = (layer.col_idx.to(torch.int64) + 1) % layer._cols
-    rows = torch.repeat_interleave(torch.arange(layer._rows),
-                                   layer.row_ptr[1:] - layer.row_ptr[:-1])
+    rows = torch.repeat_interleave(
+        torch.arange(layer._rows), layer.row_ptr[1:] - layer.row_ptr[:-1]
+    )
     order = torch.argsort(rows * layer._cols + cols)
     return layer.row_ptr.clone(), cols[order].to(torch.int32)
 
@@ -88,8 +93,14 @@ def _resize_grow(t, i, v):
     t[n:] = v
 
 
-WRITES = {"index": _index_put, "data": _data_write, "numpy": _numpy_write, "copy_": _copy,
-          "set_": _set, "resize_": _resize_grow}
+WRITES = {
+    "index": _index_put,
+    "data": _data_write,
+    "numpy": _numpy_write,
+    "copy_": _copy,
+    "set_": _set,
+    "resize_": _resize_grow,
+}
 
 
 def _run(layer, x, g, when, mutate):
@@ -119,8 +130,12 @@ def _check_outcome(layer, x, g, out, patterns):
         ry, rdx, rdw = _reference(layer, x, w, g)
         flat = st.formats.nonzero_positions(row_ptr, col_idx, layer._rows, layer._cols)
         rdv = rdw.reshape(-1)[flat]
-        if (torch.allclose(y, ry, atol=1e-4) and torch.allclose(dx, rdx, atol=1e-4)
-                and dv.shape == rdv.shape and torch.allclose(dv, rdv, atol=1e-4)):
+        if (
+            torch.allclose(y, ry, atol=1e-4)
+            and torch.allclose(dx, rdx, atol=1e-4)
+            and dv.shape == rdv.shape
+            and torch.allclose(dv, rdv, atol=1e-4)
+        ):
             return
     raise AssertionError("results match none of the patterns the layer could have used")
 
@@ -155,6 +170,7 @@ def test_pattern_writes_never_crash_or_mix_patterns(layer_kind, write, buffer, v
                 for i in range(src.numel()):
                     if int(t[i]) != int(src[i]):
                         WRITES[write](t, i, int(src[i]))
+
         patterns = [old, (new_ptr, new_idx, old[2])] if buffer == "col_idx" else [old]
     else:
         v = {"huge": 10**9, "negative": -7}[value]
@@ -162,10 +178,14 @@ def test_pattern_writes_never_crash_or_mix_patterns(layer_kind, write, buffer, v
 
         def mutate():
             WRITES[write](getattr(layer, buffer), pos, v)
+
         patterns = [old]
     out = _run(layer, x, g, when, mutate)
-    if when == "between" and write in ("index", "copy_", "set_", "resize_") and not (
-            value == "valid" and buffer == "row_ptr"):
+    if (
+        when == "between"
+        and write in ("index", "copy_", "set_", "resize_")
+        and not (value == "valid" and buffer == "row_ptr")
+    ):
         # Seen by the version counter: autograd refuses, as for a dense weight written in
         # place after forward (row_ptr rewritten with its own numbers changes nothing... but
         # its version: refused too, except where no entry differed and nothing was written).
@@ -199,13 +219,13 @@ def _resized_values(layer, n):
 
 
 VALUE_WRITES = {
-    "shorter": lambda l: _resized_values(l, l.nnz - 3),
-    "longer": lambda l: _resized_values(l, l.nnz + 50),
-    "empty": lambda l: _resized_values(l, 0),
-    "2-D": lambda l: setattr(l.values, "data", torch.randn(l.nnz, 1)),
-    "strided": lambda l: setattr(l.values, "data", torch.randn(2 * l.nnz)[::2]),
-    "resize_": lambda l: l.values.data.resize_(l.nnz + 100),
-    "double": lambda l: setattr(l.values, "data", l.values.data.double()),
+    "shorter": lambda m: _resized_values(m, m.nnz - 3),
+    "longer": lambda m: _resized_values(m, m.nnz + 50),
+    "empty": lambda m: _resized_values(m, 0),
+    "2-D": lambda m: setattr(m.values, "data", torch.randn(m.nnz, 1)),
+    "strided": lambda m: setattr(m.values, "data", torch.randn(2 * m.nnz)[::2]),
+    "resize_": lambda m: m.values.data.resize_(m.nnz + 100),
+    "double": lambda m: setattr(m.values, "data", m.values.data.double()),
 }
 
 
@@ -244,14 +264,22 @@ def test_values_replaced_behind_autograd_raise_naming_the_layer(layer_kind, writ
 
 # -- checkpoints of another shape ----------------------------------------------------------
 SHAPE_PAIRS = {
-    "linear in": (lambda: st.SparseLinear(10, 8, sparsity=0.5),
-                  lambda: st.SparseLinear(16, 8, sparsity=0.5)),
-    "conv 3x3 into 1x9": (lambda: st.SparseConv2d(2, 4, 3, sparsity=0.5),
-                          lambda: st.SparseConv2d(2, 4, (1, 9), sparsity=0.5)),
-    "conv 3x3 into 5x5": (lambda: st.SparseConv2d(2, 4, 3, sparsity=0.5),
-                          lambda: st.SparseConv2d(2, 4, 5, sparsity=0.5)),
-    "conv out channels": (lambda: st.SparseConv2d(2, 4, 3, sparsity=0.5),
-                          lambda: st.SparseConv2d(2, 6, 3, sparsity=0.5)),
+    "linear in": (
+        lambda: st.SparseLinear(10, 8, sparsity=0.5),
+        lambda: st.SparseLinear(16, 8, sparsity=0.5),
+    ),
+    "conv 3x3 into 1x9": (
+        lambda: st.SparseConv2d(2, 4, 3, sparsity=0.5),
+        lambda: st.SparseConv2d(2, 4, (1, 9), sparsity=0.5),
+    ),
+    "conv 3x3 into 5x5": (
+        lambda: st.SparseConv2d(2, 4, 3, sparsity=0.5),
+        lambda: st.SparseConv2d(2, 4, 5, sparsity=0.5),
+    ),
+    "conv out channels": (
+        lambda: st.SparseConv2d(2, 4, 3, sparsity=0.5),
+        lambda: st.SparseConv2d(2, 6, 3, sparsity=0.5),
+    ),
 }
 
 
@@ -309,8 +337,10 @@ def test_layers_work_inside_inference_mode_and_train_after():
         assert conv(torch.randn(1, 3, 6, 6)).shape == (1, 4, 4, 4)
         layer.load_state_dict(src.state_dict())  # another nnz
         assert torch.equal(layer(x), src(x))
-        model = st.sparsify_like(torch.nn.Sequential(torch.nn.Linear(30, 10)),
-                                 {"0." + k: v for k, v in src.state_dict().items()})
+        model = st.sparsify_like(
+            torch.nn.Sequential(torch.nn.Linear(30, 10)),
+            {"0." + k: v for k, v in src.state_dict().items()},
+        )
         assert torch.equal(model(x), src(x))
         bad = src.state_dict()
         bad["col_idx"] = bad["col_idx"] + 1000

@@ -1,4 +1,5 @@
 """magnitude_prune and the repacking of sparse layers with optimizer state."""
+
 import pytest
 import torch
 from torch import nn
@@ -55,9 +56,11 @@ def test_optimizer_state_follows_the_surviving_weights(opt_name):
     with torch.no_grad():
         dense.weight.mul_(torch.rand_like(dense.weight) > 0.5)
     sparse = st.SparseLinear.from_dense(dense)
-    make = {"sgd": lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9),
-            "adam": lambda p: torch.optim.Adam(p, lr=0.01),
-            "adamw": lambda p: torch.optim.AdamW(p, lr=0.01, weight_decay=0.1)}[opt_name]
+    make = {
+        "sgd": lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9),
+        "adam": lambda p: torch.optim.Adam(p, lr=0.01),
+        "adamw": lambda p: torch.optim.AdamW(p, lr=0.01, weight_decay=0.1),
+    }[opt_name]
     opt_d, opt_s = make(dense.parameters()), make(sparse.parameters())
 
     def step(mask):
@@ -101,8 +104,9 @@ def test_conv_and_bad_arguments():
 
 def test_hold_masks_keeps_zeros_of_dense_layers_through_training():
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(12, 10), nn.ReLU(), nn.Linear(10, 4),
-                          st.SparseLinear(4, 3, sparsity=0.5))
+    model = nn.Sequential(
+        nn.Linear(12, 10), nn.ReLU(), nn.Linear(10, 4), st.SparseLinear(4, 3, sparsity=0.5)
+    )
     st.magnitude_prune(model, 0.7, scope="layer", include=["0", "2"])
     zeros = [model[i].weight.detach() == 0 for i in (0, 2)]
     reapply = st.hold_masks(model)
@@ -120,8 +124,10 @@ def test_hold_masks_keeps_zeros_of_dense_layers_through_training():
 
 # -- layers pruned with torch.nn.utils.prune ---------------------------------------------------
 
+
 def torch_pruned_model():
     from torch.nn.utils import prune
+
     model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 4 * 4, 10))
     for i in (0, 3):
         prune.l1_unstructured(model[i], "weight", amount=0.3)
@@ -153,8 +159,9 @@ def test_gradual_pruner_and_hold_masks_with_torch_prune_masks():
     torch.manual_seed(0)
     model = torch_pruned_model()
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
-    pruner = st.GradualMagnitudePruner(model, opt, 0.9, start_step=0, end_step=2, every=1,
-                                       min_sparsity=0.5)
+    pruner = st.GradualMagnitudePruner(
+        model, opt, 0.9, start_step=0, end_step=2, every=1, min_sparsity=0.5
+    )
     x = torch.randn(4, 3, 6, 6)
     with pytest.warns(UserWarning, match="torch.nn.utils.prune") as caught:
         for _ in range(6):
@@ -204,9 +211,11 @@ def test_weights_derived_otherwise_are_refused_naming_the_layer():
 
 # -- hold_masks on frozen weights --------------------------------------------------------------
 
+
 @pytest.mark.parametrize("frozen", ["weight", "module"])
-@pytest.mark.parametrize("make", [lambda: nn.Linear(12, 10), lambda: nn.Conv2d(3, 4, 3)],
-                         ids=["linear", "conv"])
+@pytest.mark.parametrize(
+    "make", [lambda: nn.Linear(12, 10), lambda: nn.Conv2d(3, 4, 3)], ids=["linear", "conv"]
+)
 def test_hold_masks_on_frozen_weights(make, frozen):
     torch.manual_seed(0)
     layer = make()
@@ -225,15 +234,18 @@ def test_hold_masks_on_frozen_weights(make, frozen):
 
 # -- optimizer state that is not per value -----------------------------------------------------
 
+
 @pytest.mark.parametrize("opt_name", ["sgd", "adam", "adagrad", "rmsprop", "adafactor"])
 def test_prune_values_restarts_state_it_cannot_index(opt_name):
     torch.manual_seed(0)
     sp = st.SparseLinear(20, 10, sparsity=0.5)
-    make = {"sgd": lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9),
-            "adam": lambda p: torch.optim.Adam(p, lr=0.01),
-            "adagrad": lambda p: torch.optim.Adagrad(p, lr=0.05),
-            "rmsprop": lambda p: torch.optim.RMSprop(p, lr=0.01),
-            "adafactor": lambda p: torch.optim.Adafactor(p, lr=0.01)}[opt_name]
+    make = {
+        "sgd": lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9),
+        "adam": lambda p: torch.optim.Adam(p, lr=0.01),
+        "adagrad": lambda p: torch.optim.Adagrad(p, lr=0.05),
+        "rmsprop": lambda p: torch.optim.RMSprop(p, lr=0.01),
+        "adafactor": lambda p: torch.optim.Adafactor(p, lr=0.01),
+    }[opt_name]
     opt = make(sp.parameters())
     sp(torch.randn(3, 20)).sum().backward()
     opt.step()

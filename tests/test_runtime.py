@@ -1,4 +1,5 @@
 """Threads, ISA selection, the allocator setting and runtime_info."""
+
 import json
 import os
 import subprocess
@@ -55,8 +56,12 @@ def test_unsupported_isa_is_an_error():
 
 def _import_with_env(value):
     env = dict(os.environ, SPARSETRAIN_ISA=value)
-    return subprocess.run([sys.executable, "-c", "import sparsetrain as s; print(s.get_isa())"],
-                          env=env, capture_output=True, text=True)
+    return subprocess.run(
+        [sys.executable, "-c", "import sparsetrain as s; print(s.get_isa())"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
 
 
 @pytest.mark.parametrize("name", st.supported_isas())
@@ -75,9 +80,12 @@ def test_env_var_with_unknown_isa_fails_clearly():
 def test_kernels_share_torchs_openmp_runtime():
     """One OpenMP runtime in the process: our kernels use torch's worker threads, not a
     second pool competing with torch's spinning workers for the same cores."""
-    code = ("import sparsetrain, torch; torch.mm(torch.randn(64, 64), torch.randn(64, 64));"
-            "maps = open('/proc/self/maps').read().splitlines();"
-            "print(sorted({l.split()[-1] for l in maps if 'libgomp' in l or 'libomp' in l or 'libiomp' in l}))")
+    code = (
+        "import sparsetrain, torch; torch.mm(torch.randn(64, 64), torch.randn(64, 64));"
+        "maps = open('/proc/self/maps').read().splitlines();"
+        "print(sorted({m.split()[-1] for m in maps"
+        " if 'libgomp' in m or 'libomp' in m or 'libiomp' in m}))"
+    )
     if not os.path.exists("/proc/self/maps"):
         pytest.skip("needs /proc")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
@@ -110,6 +118,7 @@ def _vm_flags(address):
 
 def test_workspace_buffers_are_fresh_and_advised_huge_pages():
     from sparsetrain import _workspace
+
     a = _workspace.empty(8, 1 << 20)  # 32 MB
     b = _workspace.empty(8, 1 << 20)
     assert a.shape == (8, 1 << 20) and a.dtype == torch.float32 and a.is_contiguous()
@@ -124,10 +133,11 @@ def test_workspace_buffers_are_fresh_and_advised_huge_pages():
 
 def test_advise_hugepages_never_fails_loudly():
     from sparsetrain import _C
+
     assert _C.advise_hugepages(address=0, nbytes=0) is False
     assert _C.advise_hugepages(address=4096, nbytes=100) is False  # no whole huge page inside
     # Would wrap around:
-    assert _C.advise_hugepages(address=2 ** 64 - 4096, nbytes=2 ** 64 - 1) is False
+    assert _C.advise_hugepages(address=2**64 - 4096, nbytes=2**64 - 1) is False
     t = torch.empty(1 << 22)
     expect = sys.platform.startswith("linux") and _thp_mode() is not None
     assert _C.advise_hugepages(address=t.data_ptr(), nbytes=4 * t.numel()) is expect
@@ -158,8 +168,7 @@ def test_keep_freed_memory_reuses_instead_of_faulting(mode):
     freed memory is kept, once the heap holds it: the first uses fault either way, and while
     small allocations land in a freed block the next big one takes a new block (here up to
     five uses before the heap settles); keep_freed_memory(False) goes back."""
-    r = subprocess.run([sys.executable, "-c", _REUSE_PROBE, mode], capture_output=True,
-                       text=True)
+    r = subprocess.run([sys.executable, "-c", _REUSE_PROBE, mode], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     applied, label, faults, restored, label_after = json.loads(r.stdout)
     later = sorted(faults[8:])

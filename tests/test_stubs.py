@@ -2,6 +2,7 @@
 every function (and layout constructor) the same parameters, in order, keyword-only where the
 binding's are, with defaults where the binding has them (read from pybind11's signature line,
 the first line of each __doc__)."""
+
 import ast
 import inspect
 from pathlib import Path
@@ -47,7 +48,7 @@ def _bound_params(obj) -> list:
     """[(name, has_default)], with ("*", False) where keyword-only parameters begin, from
     pybind11's `name(params) -> result` line."""
     line = obj.__doc__.splitlines()[0]
-    inner = line[line.index("(") + 1:line.rindex(") ->")]
+    inner = line[line.index("(") + 1 : line.rindex(") ->")]
     params = []
     for part in _split_top_level(inner):
         if part in ("*", "/"):
@@ -104,8 +105,11 @@ def test_classes_match_the_binding(cls_name):
     assert init_params[0] == ("self", False)
     assert init_params == _bound_params(cls.__init__)
     # Fields: the stub's properties are the class's public attributes, all read-only.
-    props = {n for n, f in members.items()
-             if any(isinstance(d, ast.Name) and d.id == "property" for d in f.decorator_list)}
+    props = {
+        n
+        for n, f in members.items()
+        if any(isinstance(d, ast.Name) and d.id == "property" for d in f.decorator_list)
+    }
     assert props == _public(cls)
     for field in props:
         assert isinstance(getattr(cls, field), property)

@@ -1,6 +1,7 @@
 """Subsample (the stride of a strided 1x1 sparse convolution): x[:, :, ::sh, ::sw] and its
 gradient, natively, on every ISA, against PyTorch's slicing; and the bad inputs the native
 call refuses."""
+
 import numpy as np
 import pytest
 import torch
@@ -47,17 +48,23 @@ def test_nan_and_inf_are_copied_not_mixed_in():
 def test_other_layouts_and_dtypes_take_the_sliced_path():
     x = torch.randn(2, 3, 6, 6, dtype=torch.float64, requires_grad=True)
     Subsample.apply(x, 2, 2).sum().backward()
-    assert torch.equal(x.grad, torch.zeros_like(x).index_fill_(2, torch.tensor([0, 2, 4]), 1)
-                       * torch.zeros_like(x).index_fill_(3, torch.tensor([0, 2, 4]), 1))
+    assert torch.equal(
+        x.grad,
+        torch.zeros_like(x).index_fill_(2, torch.tensor([0, 2, 4]), 1)
+        * torch.zeros_like(x).index_fill_(3, torch.tensor([0, 2, 4]), 1),
+    )
     x = torch.randn(2, 3, 6, 6).to(memory_format=torch.channels_last).requires_grad_()
     assert torch.equal(Subsample.apply(x, 2, 2), x[:, :, ::2, ::2])
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    (dict(sh=0), "strides"),
-    (dict(planes=-1), "negative"),
-    (dict(h=5), "sizes"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(sh=0), "strides"),
+        (dict(planes=-1), "negative"),
+        (dict(h=5), "sizes"),
+    ],
+)
 def test_native_call_refuses_bad_arguments(kwargs, match):
     args = dict(planes=2, h=4, w=4, sh=2, sw=2)
     args.update(kwargs)

@@ -1,4 +1,5 @@
 """sparsify / densify: model surgery between dense torch layers and sparse ones."""
+
 import pytest
 import torch
 from torch import nn
@@ -17,8 +18,12 @@ def prune_(module, sparsity):
 class Net(nn.Module):
     def __init__(self):
         super().__init__()
-        self.features = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(inplace=True),
-                                      nn.Conv2d(16, 16, 3, padding=1, stride=2), nn.ReLU())
+        self.features = nn.Sequential(
+            nn.Conv2d(3, 16, 3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(16, 16, 3, padding=1, stride=2),
+            nn.ReLU(),
+        )
         self.blocks = nn.ModuleDict({"a": nn.Linear(16, 32), "b": nn.Linear(32, 16)})
         self.heads = nn.ModuleList([nn.Linear(16, 5)])
         self.shared = nn.Linear(16, 16)
@@ -51,8 +56,12 @@ def test_min_sparsity_include_exclude():
     net = prune_(Net(), 0.9)
     with torch.no_grad():
         net.blocks["a"].weight.fill_(1.0)  # dense: below min_sparsity
-    report = st.sparsify(net, include=["features.*", "blocks.a", "shared"],
-                         exclude=lambda name, m: name == "features.2", only_if_faster=False)
+    report = st.sparsify(
+        net,
+        include=["features.*", "blocks.a", "shared"],
+        exclude=lambda name, m: name == "features.2",
+        only_if_faster=False,
+    )
     assert isinstance(net.features[0], st.SparseConv2d)
     assert type(net.features[2]) is nn.Conv2d
     assert type(net.blocks["a"]) is nn.Linear
@@ -120,6 +129,7 @@ def test_sparsify_returns_its_timing_temporaries_when_memory_is_kept(kept, monke
     """Under keep_freed_memory the heap would hold sparsify's timing temporaries for good:
     sparsify gives the free heap back once it has timed the layers (and only then)."""
     import sparsetrain._runtime as rt
+
     calls = []
     monkeypatch.setattr(rt, "_malloc_kept", kept)
     monkeypatch.setattr(rt._C, "release_free_memory", lambda: calls.append(1) or True)

@@ -1,5 +1,6 @@
 """Hooks registered on a layer follow it through a swap (sparsify, densify, sparsify_like, the
 pruner's swap) where their meaning survives, and a warning says which cannot."""
+
 import warnings
 
 import pytest
@@ -27,14 +28,16 @@ def _sparsify(model, x):
 
 def _pruner(model, x):
     opt = torch.optim.SGD(model.parameters(), lr=0.0)
-    pruner = st.GradualMagnitudePruner(model, opt, 0.95, start_step=0, end_step=0,
-                                       min_sparsity=0.5)
+    pruner = st.GradualMagnitudePruner(model, opt, 0.95, start_step=0, end_step=0, min_sparsity=0.5)
     pruner.step()
 
 
 def _sparsify_like(model, x):
-    sparse = st.SparseLinear.from_dense(model[0]) if isinstance(model[0], nn.Linear) else \
-        st.SparseConv2d.from_dense(model[0])
+    sparse = (
+        st.SparseLinear.from_dense(model[0])
+        if isinstance(model[0], nn.Linear)
+        else st.SparseConv2d.from_dense(model[0])
+    )
     st.sparsify_like(model, nn.Sequential(sparse).state_dict())
 
 

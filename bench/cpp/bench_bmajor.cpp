@@ -33,18 +33,20 @@ void bench(const Shape& s, const Options& o) {
   const double index_bytes = nnz * (4.0 + 4.0) + (s.out + 1) * 8.0;
   for (st::Isa isa : o.isas) {
     const auto& t = st::kernel_table(isa);
-    const k::SpmmArgs<float> fwd{a.ptr.data(), a.idx.data(), a.val.data(), nullptr, nullptr, s.out,
-                          s.in, x.data(), nb, y.data(), nb, nb, o.threads};
+    const k::SpmmArgs<float> fwd{a.ptr.data(), a.idx.data(), a.val.data(), nullptr, nullptr,
+                                 s.out,        s.in,         x.data(),     nb,      y.data(),
+                                 nb,           nb,           o.threads};
     report("spmm_bmajor", isa, describe(s), a.sparsity(), o,
            median_seconds([&] { t.spmm_bmajor_f32(fwd); }, o.repeats), flops,
            index_bytes + 4.0 * (s.in + s.out) * nb);
-    const k::SpmmTArgs<float> bwd{a.ptr.data(), a.idx.data(), a.val.data(), col_ptr.data(), s.out,
-                           s.in, g.data(), nb, dx.data(), nb, nb, o.threads};
+    const k::SpmmTArgs<float> bwd{a.ptr.data(), a.idx.data(), a.val.data(), col_ptr.data(),
+                                  s.out,        s.in,         g.data(),     nb,
+                                  dx.data(),    nb,           nb,           o.threads};
     report("spmmt_bmajor", isa, describe(s), a.sparsity(), o,
            median_seconds([&] { t.spmmt_bmajor_f32(bwd); }, o.repeats), flops,
            index_bytes + (s.in + 1) * 8.0 + 4.0 * (s.out + s.in) * nb);
-    const k::SddmmArgs<float> dvals{a.ptr.data(), a.idx.data(), s.out, s.in, g.data(), nb,
-                             x.data(), nb, nb, dv.data(), o.threads};
+    const k::SddmmArgs<float> dvals{a.ptr.data(), a.idx.data(), s.out, s.in,      g.data(), nb,
+                                    x.data(),     nb,           nb,    dv.data(), o.threads};
     // The index, both dense blocks read and the nonzero values written.
     report("sddmm_bmajor", isa, describe(s), a.sparsity(), o,
            median_seconds([&] { t.sddmm_bmajor_f32(dvals); }, o.repeats), flops,

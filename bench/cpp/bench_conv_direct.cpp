@@ -22,8 +22,8 @@ void bench(const ConvShape& s, const Options& o) {
   const std::vector<float> g = random_vec(y_image * s.images, rng);
   std::vector<float> y(y_image * s.images), dv(nnz);
   const double flops = conv_flops(nnz, s);
-  const double bytes = nnz * (4.0 + 8.0 + 4.0 + 4.0) + (s.cout + 1) * 8.0 +
-                       4.0 * (x_image + y_image) * s.images;
+  const double bytes =
+      nnz * (4.0 + 8.0 + 4.0 + 4.0) + (s.cout + 1) * 8.0 + 4.0 * (x_image + y_image) * s.images;
   for (st::Isa isa : o.isas) {
     const auto& t = st::kernel_table(isa);
     k::ConvDirectArgs<float> a{};

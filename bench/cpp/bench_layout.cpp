@@ -15,12 +15,14 @@ void bench_pack(int64_t batch, int64_t features, const Options& o) {
   for (st::Isa isa : o.isas) {
     const auto& t = st::kernel_table(isa);
     const k::PackArgs<float> p{src.data(), batch, features, features, packed.data(), nb, o.threads};
-    report("pack_bmajor", isa, shape, 0.0, o, median_seconds([&] { t.pack_bmajor_f32(p); }, o.repeats), 0.0,
+    report("pack_bmajor", isa, shape, 0.0, o,
+           median_seconds([&] { t.pack_bmajor_f32(p); }, o.repeats), 0.0,
            4.0 * (batch + nb) * features);
-    const k::UnpackArgs<float> u{packed.data(), nb, batch, features, back.data(), features, nullptr,
-                          o.threads};
-    report("unpack_bmajor", isa, shape, 0.0, o, median_seconds([&] { t.unpack_bmajor_f32(u); }, o.repeats),
-           0.0, 4.0 * (batch + nb) * features);
+    const k::UnpackArgs<float> u{packed.data(), nb,       batch,   features,
+                                 back.data(),   features, nullptr, o.threads};
+    report("unpack_bmajor", isa, shape, 0.0, o,
+           median_seconds([&] { t.unpack_bmajor_f32(u); }, o.repeats), 0.0,
+           4.0 * (batch + nb) * features);
   }
 }
 

@@ -28,16 +28,24 @@ void bench(const ConvShape& s, const Options& o) {
   const double dense_bytes = 4.0 * (b_image + c_image) * s.images;
   for (st::Isa isa : o.isas) {
     const auto& t = st::kernel_table(isa);
-    const k::SpmmOffsetsRowsArgs<float> fwd{
-        {w.ptr.data(), off.data(), w.val.data(), nullptr, nullptr, s.cout, b.data(), b_image,
-         s.images, {len}, o.threads},
-        {c.data(), len, c_image}};
+    const k::SpmmOffsetsRowsArgs<float> fwd{{w.ptr.data(),
+                                             off.data(),
+                                             w.val.data(),
+                                             nullptr,
+                                             nullptr,
+                                             s.cout,
+                                             b.data(),
+                                             b_image,
+                                             s.images,
+                                             {len},
+                                             o.threads},
+                                            {c.data(), len, c_image}};
     report("spmm_offsets_rows", isa, describe(s), w.sparsity(), o,
            median_seconds([&] { t.spmm_offsets_rows_f32(fwd); }, o.repeats), flops,
            index_bytes + dense_bytes);
-    const k::SddmmOffsetsArgs<float> dvals{w.ptr.data(), off.data(), s.cout, g.data(), len,
-                                           c_image, b.data(), b_image, s.images, {len},
-                                           dv.data(), o.threads};
+    const k::SddmmOffsetsArgs<float> dvals{w.ptr.data(), off.data(), s.cout,    g.data(),
+                                           len,          c_image,    b.data(),  b_image,
+                                           s.images,     {len},      dv.data(), o.threads};
     report("sddmm_offsets", isa, describe(s), w.sparsity(), o,
            median_seconds([&] { t.sddmm_offsets_f32(dvals); }, o.repeats), flops,
            index_bytes + dense_bytes);

@@ -32,13 +32,12 @@ struct Options {
   std::vector<st::Isa> isas;  // default: every supported ISA
   int threads = 2;            // the OpenMP team size passed to each kernel as nthreads
   int repeats = 20;
-  bool quick = false;         // tiny shapes, 3 repeats: a smoke run
+  bool quick = false;  // tiny shapes, 3 repeats: a smoke run
 };
 
 inline void usage(const char* prog) {
-  std::fprintf(stderr,
-               "usage: %s [--isa scalar|avx2|avx512] [--threads N] [--repeats N] [--quick]\n",
-               prog);
+  std::fprintf(
+      stderr, "usage: %s [--isa scalar|avx2|avx512] [--threads N] [--repeats N] [--quick]\n", prog);
   std::exit(2);
 }
 

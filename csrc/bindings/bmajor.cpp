@@ -27,8 +27,8 @@ void spmm(const py::array& ptr_a, const py::array& idx_a, const py::array& val_a
   const Scatter sc = scatter_args(pos_a, scratch_a, nnz);
   if (b.cols != c.cols) bad("b and c have different padded batch sizes");
   check_batch_major(c.cols, "c");
-  k::SpmmArgs<float> args{ptr.data, idx.data, val.data, sc.pos, sc.scratch, c.rows, b.rows, b.data,
-                   b.cols, c.data, c.cols, c.cols, nthreads};
+  k::SpmmArgs<float> args{ptr.data, idx.data, val.data, sc.pos, sc.scratch, c.rows,  b.rows,
+                          b.data,   b.cols,   c.data,   c.cols, c.cols,     nthreads};
   py::gil_scoped_release release;
   kernel_table().spmm_bmajor_f32(args);
 }
@@ -46,8 +46,8 @@ void spmmt(const py::array& ptr_a, const py::array& idx_a, const py::array& val_
     bad("col_ptr must have one entry per row of c plus one, from 0 to nnz");
   if (b.cols != c.cols) bad("b and c have different padded batch sizes");
   check_batch_major(c.cols, "c");
-  k::SpmmTArgs<float> args{ptr.data, idx.data, val.data, col_ptr.data, b.rows, c.rows, b.data, b.cols,
-                    c.data, c.cols, c.cols, nthreads};
+  k::SpmmTArgs<float> args{ptr.data, idx.data, val.data, col_ptr.data, b.rows, c.rows,
+                           b.data,   b.cols,   c.data,   c.cols,       c.cols, nthreads};
   py::gil_scoped_release release;
   kernel_table().spmmt_bmajor_f32(args);
 }
@@ -62,8 +62,8 @@ void sddmm(const py::array& ptr_a, const py::array& idx_a, const py::array& a_a,
   check_csr_ends(ptr, a.rows, idx.size(), out.size());
   if (b.cols != a.cols) bad("a and b have different padded batch sizes");
   check_batch_major(a.cols, "a");
-  k::SddmmArgs<float> args{ptr.data, idx.data, a.rows, b.rows, a.data, a.cols, b.data, b.cols, a.cols,
-                    out.data, nthreads};
+  k::SddmmArgs<float> args{ptr.data, idx.data, a.rows, b.rows,   a.data,  a.cols,
+                           b.data,   b.cols,   a.cols, out.data, nthreads};
   py::gil_scoped_release release;
   kernel_table().sddmm_bmajor_f32(args);
 }
@@ -91,7 +91,8 @@ void unpack(const py::array& src_a, const py::array& dst_a, const std::optional<
     if (bv.size() != dst.cols) bad("bias length differs from the feature count");
     bias = bv.data;
   }
-  k::UnpackArgs<float> args{src.data, src.cols, dst.rows, dst.cols, dst.data, dst.cols, bias, nthreads};
+  k::UnpackArgs<float> args{src.data, src.cols, dst.rows, dst.cols,
+                            dst.data, dst.cols, bias,     nthreads};
   py::gil_scoped_release release;
   kernel_table().unpack_bmajor_f32(args);
 }
@@ -105,8 +106,8 @@ void register_bmajor(py::module_& m) {
   m.def("spmmt", &spmmt, py::kw_only(), py::arg("ptr"), py::arg("idx"), py::arg("values"),
         py::arg("col_ptr"), py::arg("b"), py::arg("c"), py::arg("nthreads"),
         "C = A^T B from A's CSR index (col_ptr: its column counts, to balance threads).");
-  m.def("sddmm", &sddmm, py::kw_only(), py::arg("ptr"), py::arg("idx"), py::arg("a"),
-        py::arg("b"), py::arg("out"), py::arg("nthreads"),
+  m.def("sddmm", &sddmm, py::kw_only(), py::arg("ptr"), py::arg("idx"), py::arg("a"), py::arg("b"),
+        py::arg("out"), py::arg("nthreads"),
         "out[j] = <A[r], B[idx[j]]> for every nonzero j of row r: the values' gradient.");
   m.def("pack", &pack, py::kw_only(), py::arg("src"), py::arg("dst"), py::arg("nthreads"),
         "(batch, features) src -> batch-major dst (rows of padded batch, zero padding).");

@@ -15,10 +15,10 @@ namespace k = sparsetrain::kernels;
 
 // Both kernels: every check that keeps their reads and writes in bounds.
 k::ConvDirectArgs<float> conv_direct_args(const py::array& ptr_a, const py::array& plane_a,
-                                   const py::array& dy_a, const py::array& slot_a,
-                                   const py::array& shift_a, const py::array& src_a,
-                                   int64_t src_image_stride, int64_t sh, int64_t sw, int64_t oh,
-                                   int64_t ow, int64_t images, int nthreads) {
+                                          const py::array& dy_a, const py::array& slot_a,
+                                          const py::array& shift_a, const py::array& src_a,
+                                          int64_t src_image_stride, int64_t sh, int64_t sw,
+                                          int64_t oh, int64_t ow, int64_t images, int nthreads) {
   auto ptr = view<int64_t>(ptr_a, "ptr", 1);
   auto plane = view<int64_t>(plane_a, "plane", 1);
   auto dy = view<int32_t>(dy_a, "dy", 1);
@@ -47,7 +47,8 @@ k::ConvDirectArgs<float> conv_direct_args(const py::array& ptr_a, const py::arra
       bad("a source plane lies outside the image");
     if (slot.data[j] < 0 || slot.data[j] >= shift.size()) bad("slot out of range");
   }
-  if (images > 0 && src.size() < mul(images, src_image_stride)) bad("src is smaller than its images");
+  if (images > 0 && src.size() < mul(images, src_image_stride))
+    bad("src is smaller than its images");
   k::ConvDirectArgs<float> a{};
   a.ptr = ptr.data;
   a.plane = plane.data;
@@ -74,8 +75,8 @@ void conv_direct_spmm(const py::array& ptr_a, const py::array& plane_a, const py
                       int64_t src_image_stride, int64_t sh, int64_t sw, const py::array& out_a,
                       int64_t oh, int64_t ow, const std::optional<py::array>& bias_a,
                       int64_t images, int nthreads) {
-  auto a = conv_direct_args(ptr_a, plane_a, dy_a, slot_a, shift_a, src_a, src_image_stride, sh,
-                            sw, oh, ow, images, nthreads);
+  auto a = conv_direct_args(ptr_a, plane_a, dy_a, slot_a, shift_a, src_a, src_image_stride, sh, sw,
+                            oh, ow, images, nthreads);
   const int64_t nnz = a.ptr[a.rows];
   auto val = view<float>(val_a, "values", 1);
   auto out = view<float>(out_a, "out", 1, true);
@@ -97,12 +98,12 @@ void conv_direct_spmm(const py::array& ptr_a, const py::array& plane_a, const py
 }
 
 void conv_direct_sddmm(const py::array& ptr_a, const py::array& plane_a, const py::array& dy_a,
-                       const py::array& slot_a, const py::array& shift_a,
-                       const py::array& grad_a, int64_t oh, int64_t ow, const py::array& src_a,
-                       int64_t src_image_stride, int64_t sh, int64_t sw, int64_t images,
-                       const py::array& out_a, int nthreads) {
-  auto a = conv_direct_args(ptr_a, plane_a, dy_a, slot_a, shift_a, src_a, src_image_stride, sh,
-                            sw, oh, ow, images, nthreads);
+                       const py::array& slot_a, const py::array& shift_a, const py::array& grad_a,
+                       int64_t oh, int64_t ow, const py::array& src_a, int64_t src_image_stride,
+                       int64_t sh, int64_t sw, int64_t images, const py::array& out_a,
+                       int nthreads) {
+  auto a = conv_direct_args(ptr_a, plane_a, dy_a, slot_a, shift_a, src_a, src_image_stride, sh, sw,
+                            oh, ow, images, nthreads);
   auto grad = view<float>(grad_a, "grad", 1);
   auto out = view<float>(out_a, "out", 1, true);
   if (out.size() != a.ptr[a.rows]) bad("out must hold one value per nonzero");
@@ -123,10 +124,10 @@ void register_conv_direct(py::module_& m) {
         py::arg("sw"), py::arg("out"), py::arg("oh"), py::arg("ow"), py::arg("bias"),
         py::arg("images"), py::arg("nthreads"),
         "A stride-1 convolution on NCHW sh x sw planes of src into oh x ow planes of out.");
-  m.def("conv_direct_sddmm", &conv_direct_sddmm, py::kw_only(), py::arg("ptr"),
-        py::arg("plane"), py::arg("dy"), py::arg("slot"), py::arg("shift_w"), py::arg("grad"),
-        py::arg("oh"), py::arg("ow"), py::arg("src"), py::arg("src_image_stride"), py::arg("sh"),
-        py::arg("sw"), py::arg("images"), py::arg("out"), py::arg("nthreads"),
+  m.def("conv_direct_sddmm", &conv_direct_sddmm, py::kw_only(), py::arg("ptr"), py::arg("plane"),
+        py::arg("dy"), py::arg("slot"), py::arg("shift_w"), py::arg("grad"), py::arg("oh"),
+        py::arg("ow"), py::arg("src"), py::arg("src_image_stride"), py::arg("sh"), py::arg("sw"),
+        py::arg("images"), py::arg("out"), py::arg("nthreads"),
         "The values' gradient of conv_direct_spmm: out[j] = sum over images and pixels.");
 }
 

@@ -53,7 +53,8 @@ template <class L, size_t N>
 std::string repr(const char* cls, const L& l, const char* const (&names)[N]) {
   const auto v = fields(l);
   std::string s = std::string(cls) + "(";
-  for (size_t i = 0; i < N; ++i) s += (i ? ", " : "") + std::string(names[i]) + "=" + std::to_string(v[i]);
+  for (size_t i = 0; i < N; ++i)
+    s += (i ? ", " : "") + std::string(names[i]) + "=" + std::to_string(v[i]);
   return s + ")";
 }
 
@@ -76,7 +77,8 @@ std::optional<bool> conv_input(bool pack, const py::array& x_a, const py::array&
   if (packed.size() != mul(mul(l.groups, l.c, l.sh, l.sw), l.hq, l.wq, l.unit))
     bad("packed has the wrong size for the layout");
   std::vector<unsigned char> finite(check_finite && pack ? mul(l.groups, l.c) : 0, 1);
-  k::ConvInputArgs<float> args{l, x.data, packed.data, nthreads, finite.empty() ? nullptr : finite.data()};
+  k::ConvInputArgs<float> args{l, x.data, packed.data, nthreads,
+                               finite.empty() ? nullptr : finite.data()};
   {
     py::gil_scoped_release release;
     if (pack)
@@ -118,9 +120,9 @@ void register_conv_layout(py::module_& m) {
       m, "ConvInputLayout",
       "n NCHW images of c channels, h x w, in groups of unit (1 or 16) images, as sh x sw "
       "phase planes of hq x wq holding the input padded by pt rows and pl columns.")
-      .def(py::init(&conv_input_layout), py::kw_only(), py::arg("n"), py::arg("c"),
-           py::arg("unit"), py::arg("h"), py::arg("w"), py::arg("sh"), py::arg("sw"),
-           py::arg("pt"), py::arg("pl"), py::arg("hq"), py::arg("wq"),
+      .def(py::init(&conv_input_layout), py::kw_only(), py::arg("n"), py::arg("c"), py::arg("unit"),
+           py::arg("h"), py::arg("w"), py::arg("sh"), py::arg("sw"), py::arg("pt"), py::arg("pl"),
+           py::arg("hq"), py::arg("wq"),
            "A checked layout (ValueError if the planes cannot hold the padded input).")
       .def_readonly("n", &k::ConvInputLayout::n)
       .def_readonly("c", &k::ConvInputLayout::c)
@@ -134,12 +136,14 @@ void register_conv_layout(py::module_& m) {
       .def_readonly("pl", &k::ConvInputLayout::pl)
       .def_readonly("hq", &k::ConvInputLayout::hq)
       .def_readonly("wq", &k::ConvInputLayout::wq)
-      .def("__repr__", [](const k::ConvInputLayout& l) {
-        return repr("ConvInputLayout", l, kInputFields);
-      })
-      .def("__eq__", [](const k::ConvInputLayout& p, const k::ConvInputLayout& q) {
-        return fields(p) == fields(q);
-      }, py::is_operator())
+      .def("__repr__",
+           [](const k::ConvInputLayout& l) { return repr("ConvInputLayout", l, kInputFields); })
+      .def(
+          "__eq__",
+          [](const k::ConvInputLayout& p, const k::ConvInputLayout& q) {
+            return fields(p) == fields(q);
+          },
+          py::is_operator())
       .def(py::pickle([](const k::ConvInputLayout& l) { return fields(l); }, &input_from));
 
   py::class_<k::ConvOutputLayout>(
@@ -159,20 +163,19 @@ void register_conv_layout(py::module_& m) {
       .def_readonly("wq", &k::ConvOutputLayout::wq)
       .def_readonly("per_channel", &k::ConvOutputLayout::per_channel)
       .def_readonly("offset", &k::ConvOutputLayout::offset)
-      .def("__repr__", [](const k::ConvOutputLayout& l) {
-        return repr("ConvOutputLayout", l, kOutputFields);
-      })
-      .def("__eq__", [](const k::ConvOutputLayout& p, const k::ConvOutputLayout& q) {
-        return p == q;
-      }, py::is_operator())
+      .def("__repr__",
+           [](const k::ConvOutputLayout& l) { return repr("ConvOutputLayout", l, kOutputFields); })
+      .def(
+          "__eq__",
+          [](const k::ConvOutputLayout& p, const k::ConvOutputLayout& q) { return p == q; },
+          py::is_operator())
       .def(py::pickle([](const k::ConvOutputLayout& l) { return fields(l); }, &output_from));
 
   m.def(
       "conv_pack_input",
       [](const py::array& x, const py::array& packed, const k::ConvInputLayout& layout,
-         int nthreads, bool check_finite) {
-        return conv_input(true, x, packed, layout, nthreads, check_finite);
-      },
+         int nthreads,
+         bool check_finite) { return conv_input(true, x, packed, layout, nthreads, check_finite); },
       py::kw_only(), py::arg("x"), py::arg("packed"), py::arg("layout"), py::arg("nthreads"),
       py::arg("check_finite") = false,
       "NCHW x -> its phase planes; with check_finite, whether x is all finite (else None).");

@@ -103,7 +103,8 @@ struct ConvGradsCall {
                 const ValuesGradParams& v, const char* call) {
     const ProductParams& p = dx.p;
     if (pack_grid.has_value() != v.pack.has_value())
-      bad(std::string(call) + ": pack (x) and pack_grid (dy) go together: both gradients "
+      bad(std::string(call) +
+          ": pack (x) and pack_grid (dy) go together: both gradients "
           "pack dy and the values gradient x, or none of them (all packed beforehand)");
     prepare(cx, dx);
     const auto dy = view<float>(as_array(p.b), "dy", 1);
@@ -161,8 +162,8 @@ bool one_pass(const DxParams& dx, const py::object& dx_out, const OutputLayout& 
 
 ValuesGradParams values_grad(const py::array& ptr, const py::array& offsets, int64_t lda,
                              int64_t a_offset, const py::array& x, int64_t x_image_stride,
-                             int64_t len, int64_t seg_len, int64_t seg_stride,
-                             const py::array& dv, const InputLayout& pack) {
+                             int64_t len, int64_t seg_len, int64_t seg_stride, const py::array& dv,
+                             const InputLayout& pack) {
   ValuesGradParams v;
   v.ptr = ptr;
   v.offsets = offsets;
@@ -200,8 +201,8 @@ GradsPlanes grads_planes(const py::array& t_ptr, const py::array& t_offsets,
   g.dx.p = product(t_ptr, t_offsets, values, pos, scratch, dy, dy_image_stride, dx_len, images,
                    nthreads, dx_seg_len, dx_seg_stride);
   g.dx.pack = packing(std::nullopt, pack_grid, check_finite);
-  g.dx.out = planes(dx, ldx, dx_image_stride, grid_w, plane_h, plane_w, t_base, row0, col0,
-                    std::nullopt);
+  g.dx.out =
+      planes(dx, ldx, dx_image_stride, grid_w, plane_h, plane_w, t_base, row0, col0, std::nullopt);
   g.pack_grid = pack_grid;
   g.v = values_grad(ptr, offsets, lda, a_offset, x, x_image_stride, len, seg_len, seg_stride, dv,
                     pack);
@@ -213,22 +214,20 @@ struct GradsPlanes16 {
   ValuesGradParams v;
 };
 GradsPlanes16 grads_planes16(const py::array& t_ptr, const py::array& t_offsets,
-                             const py::array& values, const OptArray& pos,
-                             const OptArray& scratch, const py::array& dy,
-                             int64_t dy_image_stride, const py::array& dx, int64_t ldx,
-                             int64_t dx_image_stride, int64_t dx_len, int64_t grid_w,
-                             int64_t plane_h, int64_t plane_w, int64_t batch,
-                             const py::array& ptr, const py::array& offsets, int64_t lda,
-                             const py::array& x, int64_t x_image_stride, int64_t len,
-                             const py::array& dv, int64_t images, int nthreads, int64_t t_base,
-                             int64_t row0, int64_t col0, int64_t dx_seg_len,
-                             int64_t dx_seg_stride, int64_t a_offset, int64_t seg_len,
-                             int64_t seg_stride) {
+                             const py::array& values, const OptArray& pos, const OptArray& scratch,
+                             const py::array& dy, int64_t dy_image_stride, const py::array& dx,
+                             int64_t ldx, int64_t dx_image_stride, int64_t dx_len, int64_t grid_w,
+                             int64_t plane_h, int64_t plane_w, int64_t batch, const py::array& ptr,
+                             const py::array& offsets, int64_t lda, const py::array& x,
+                             int64_t x_image_stride, int64_t len, const py::array& dv,
+                             int64_t images, int nthreads, int64_t t_base, int64_t row0,
+                             int64_t col0, int64_t dx_seg_len, int64_t dx_seg_stride,
+                             int64_t a_offset, int64_t seg_len, int64_t seg_stride) {
   GradsPlanes16 g;
   g.dx.p = product(t_ptr, t_offsets, values, pos, scratch, dy, dy_image_stride, dx_len, images,
                    nthreads, dx_seg_len, dx_seg_stride);
-  g.dx.out = planes(dx, ldx, dx_image_stride, grid_w, plane_h, plane_w, t_base, row0, col0,
-                    std::nullopt);
+  g.dx.out =
+      planes(dx, ldx, dx_image_stride, grid_w, plane_h, plane_w, t_base, row0, col0, std::nullopt);
   g.dx.batch = batch;
   g.v = values_grad(ptr, offsets, lda, a_offset, x, x_image_stride, len, seg_len, seg_stride, dv,
                     std::nullopt);
@@ -237,17 +236,17 @@ GradsPlanes16 grads_planes16(const py::array& t_ptr, const py::array& t_offsets,
 
 // The keyword arguments of the two input gradient forms on planes (planes16 adds batch, the
 // one-image form pack, pack_grid and check_finite).
-#define ST_GRADS_PLANES_ARGS                                                                   \
-  py::kw_only(), py::arg("t_ptr"), py::arg("t_offsets"), py::arg("values"), py::arg("pos"),    \
-      py::arg("scratch"), py::arg("dy"), py::arg("dy_image_stride"), py::arg("dx"),            \
-      py::arg("ldx"), py::arg("dx_image_stride"), py::arg("dx_len"), py::arg("grid_w"),        \
+#define ST_GRADS_PLANES_ARGS                                                                \
+  py::kw_only(), py::arg("t_ptr"), py::arg("t_offsets"), py::arg("values"), py::arg("pos"), \
+      py::arg("scratch"), py::arg("dy"), py::arg("dy_image_stride"), py::arg("dx"),         \
+      py::arg("ldx"), py::arg("dx_image_stride"), py::arg("dx_len"), py::arg("grid_w"),     \
       py::arg("plane_h"), py::arg("plane_w")
-#define ST_GRADS_VALUES_ARGS                                                                   \
-  py::arg("ptr"), py::arg("offsets"), py::arg("lda"), py::arg("x"), py::arg("x_image_stride"), \
-      py::arg("len"), py::arg("dv"), py::arg("images"), py::arg("nthreads"),                  \
-      py::arg("t_base") = 0, py::arg("row0") = 0, py::arg("col0") = 0,                         \
-      py::arg("dx_seg_len") = 0, py::arg("dx_seg_stride") = 0, py::arg("a_offset") = 0,       \
-      py::arg("seg_len") = 0, py::arg("seg_stride") = 0
+#define ST_GRADS_VALUES_ARGS                                                                      \
+  py::arg("ptr"), py::arg("offsets"), py::arg("lda"), py::arg("x"), py::arg("x_image_stride"),    \
+      py::arg("len"), py::arg("dv"), py::arg("images"), py::arg("nthreads"),                      \
+      py::arg("t_base") = 0, py::arg("row0") = 0, py::arg("col0") = 0, py::arg("dx_seg_len") = 0, \
+      py::arg("dx_seg_stride") = 0, py::arg("a_offset") = 0, py::arg("seg_len") = 0,              \
+      py::arg("seg_stride") = 0
 
 }  // namespace
 
@@ -255,14 +254,13 @@ void register_offsets(py::module_& m) {
   m.def(
       "spmm_offsets_rows",
       [](const py::array& ptr, const py::array& offsets, const py::array& values,
-         const OptArray& pos, const OptArray& scratch, const py::array& b,
-         int64_t b_image_stride, const py::array& c, int64_t ldc, int64_t c_image_stride,
-         int64_t len, int64_t images, int nthreads, int64_t seg_len, int64_t seg_stride,
-         const InputLayout& pack, const OutputLayout& pack_grid, bool check_finite,
-         const OptArray& stats) {
+         const OptArray& pos, const OptArray& scratch, const py::array& b, int64_t b_image_stride,
+         const py::array& c, int64_t ldc, int64_t c_image_stride, int64_t len, int64_t images,
+         int nthreads, int64_t seg_len, int64_t seg_stride, const InputLayout& pack,
+         const OutputLayout& pack_grid, bool check_finite, const OptArray& stats) {
         SpmmRowsParams p;
-        p.p = product(ptr, offsets, values, pos, scratch, b, b_image_stride, len, images,
-                      nthreads, seg_len, seg_stride);
+        p.p = product(ptr, offsets, values, pos, scratch, b, b_image_stride, len, images, nthreads,
+                      seg_len, seg_stride);
         p.pack = packing(pack, pack_grid, check_finite);
         p.c = c;
         p.ldc = ldc;
@@ -282,15 +280,15 @@ void register_offsets(py::module_& m) {
   m.def(
       "spmm_offsets_planes",
       [](const py::array& ptr, const py::array& offsets, const py::array& values,
-         const OptArray& pos, const OptArray& scratch, const py::array& b,
-         int64_t b_image_stride, const py::array& c, int64_t ldc, int64_t c_image_stride,
-         int64_t len, int64_t images, int nthreads, int64_t grid_w, int64_t plane_h,
-         int64_t plane_w, int64_t t_base, int64_t row0, int64_t col0, const OptArray& bias,
-         int64_t seg_len, int64_t seg_stride, const InputLayout& pack,
-         const OutputLayout& pack_grid, bool check_finite, const OptArray& stats) {
+         const OptArray& pos, const OptArray& scratch, const py::array& b, int64_t b_image_stride,
+         const py::array& c, int64_t ldc, int64_t c_image_stride, int64_t len, int64_t images,
+         int nthreads, int64_t grid_w, int64_t plane_h, int64_t plane_w, int64_t t_base,
+         int64_t row0, int64_t col0, const OptArray& bias, int64_t seg_len, int64_t seg_stride,
+         const InputLayout& pack, const OutputLayout& pack_grid, bool check_finite,
+         const OptArray& stats) {
         SpmmPlanesParams p;
-        p.p = product(ptr, offsets, values, pos, scratch, b, b_image_stride, len, images,
-                      nthreads, seg_len, seg_stride);
+        p.p = product(ptr, offsets, values, pos, scratch, b, b_image_stride, len, images, nthreads,
+                      seg_len, seg_stride);
         p.pack = packing(pack, pack_grid, check_finite);
         p.out = planes(c, ldc, c_image_stride, grid_w, plane_h, plane_w, t_base, row0, col0, bias);
         p.stats = stats;
@@ -311,14 +309,14 @@ void register_offsets(py::module_& m) {
   m.def(
       "spmm_offsets_planes16",
       [](const py::array& ptr, const py::array& offsets, const py::array& values,
-         const OptArray& pos, const OptArray& scratch, const py::array& b,
-         int64_t b_image_stride, const py::array& c, int64_t ldc, int64_t c_image_stride,
-         int64_t len, int64_t images, int nthreads, int64_t grid_w, int64_t plane_h,
-         int64_t plane_w, int64_t batch, int64_t t_base, int64_t row0, int64_t col0,
-         const OptArray& bias, int64_t seg_len, int64_t seg_stride, const OptArray& stats) {
+         const OptArray& pos, const OptArray& scratch, const py::array& b, int64_t b_image_stride,
+         const py::array& c, int64_t ldc, int64_t c_image_stride, int64_t len, int64_t images,
+         int nthreads, int64_t grid_w, int64_t plane_h, int64_t plane_w, int64_t batch,
+         int64_t t_base, int64_t row0, int64_t col0, const OptArray& bias, int64_t seg_len,
+         int64_t seg_stride, const OptArray& stats) {
         SpmmPlanes16Params p;
-        p.p = product(ptr, offsets, values, pos, scratch, b, b_image_stride, len, images,
-                      nthreads, seg_len, seg_stride);
+        p.p = product(ptr, offsets, values, pos, scratch, b, b_image_stride, len, images, nthreads,
+                      seg_len, seg_stride);
         p.out = planes(c, ldc, c_image_stride, grid_w, plane_h, plane_w, t_base, row0, col0, bias);
         p.batch = batch;
         p.stats = stats;
@@ -329,22 +327,20 @@ void register_offsets(py::module_& m) {
       py::arg("scratch"), py::arg("b"), py::arg("b_image_stride"), py::arg("c"), py::arg("ldc"),
       py::arg("c_image_stride"), py::arg("len"), py::arg("images"), py::arg("nthreads"),
       py::arg("grid_w"), py::arg("plane_h"), py::arg("plane_w"), py::arg("batch"),
-      py::arg("t_base") = 0, py::arg("row0") = 0, py::arg("col0") = 0,
-      py::arg("bias") = py::none(), py::arg("seg_len") = 0, py::arg("seg_stride") = 0,
-      py::arg("stats") = py::none(),
+      py::arg("t_base") = 0, py::arg("row0") = 0, py::arg("col0") = 0, py::arg("bias") = py::none(),
+      py::arg("seg_len") = 0, py::arg("seg_stride") = 0, py::arg("stats") = py::none(),
       "The planes product on a batch-innermost b (16 images per grid point, images = "
       "groups): lane m of group n into image 16 n + m's planes, lanes past batch dropped.");
   m.def(
       "spmm_offsets_merge",
       [](const py::array& ptr, const py::array& offsets, const py::array& values,
-         const OptArray& pos, const OptArray& scratch, const py::array& b,
-         int64_t b_image_stride, const py::array& c, int64_t c_image_stride, int64_t len,
-         int64_t images, int nthreads, const k::ConvInputLayout& merge, int64_t t_base,
-         int64_t seg_len, int64_t seg_stride, const InputLayout& pack,
-         const OutputLayout& pack_grid, bool check_finite) {
+         const OptArray& pos, const OptArray& scratch, const py::array& b, int64_t b_image_stride,
+         const py::array& c, int64_t c_image_stride, int64_t len, int64_t images, int nthreads,
+         const k::ConvInputLayout& merge, int64_t t_base, int64_t seg_len, int64_t seg_stride,
+         const InputLayout& pack, const OutputLayout& pack_grid, bool check_finite) {
         SpmmMergeParams p;
-        p.p = product(ptr, offsets, values, pos, scratch, b, b_image_stride, len, images,
-                      nthreads, seg_len, seg_stride);
+        p.p = product(ptr, offsets, values, pos, scratch, b, b_image_stride, len, images, nthreads,
+                      seg_len, seg_stride);
         p.pack = packing(pack, pack_grid, check_finite);
         p.c = c;
         p.c_image_stride = c_image_stride;
@@ -365,8 +361,8 @@ void register_offsets(py::module_& m) {
       "sddmm_offsets",
       [](const py::array& ptr, const py::array& offsets, const py::array& a, int64_t lda,
          int64_t a_image_stride, const py::array& b, int64_t b_image_stride, int64_t len,
-         int64_t images, const py::array& out, int nthreads, int64_t seg_len,
-         int64_t seg_stride, const InputLayout& pack, const OutputLayout& pack_grid) {
+         int64_t images, const py::array& out, int nthreads, int64_t seg_len, int64_t seg_stride,
+         const InputLayout& pack, const OutputLayout& pack_grid) {
         SddmmOffsetsParams p;
         p.ptr = ptr;
         p.offsets = offsets;
@@ -400,23 +396,21 @@ void register_offsets(py::module_& m) {
   const auto planes_fn = [](auto run) {
     return [run](const py::array& t_ptr, const py::array& t_offsets, const py::array& values,
                  const OptArray& pos, const OptArray& scratch, const py::array& dy,
-                 int64_t dy_image_stride, const py::array& dx, int64_t ldx,
-                 int64_t dx_image_stride, int64_t dx_len, int64_t grid_w, int64_t plane_h,
-                 int64_t plane_w, const py::array& ptr, const py::array& offsets, int64_t lda,
-                 const py::array& x, int64_t x_image_stride, int64_t len, const py::array& dv,
-                 int64_t images, int nthreads, int64_t t_base, int64_t row0, int64_t col0,
-                 int64_t dx_seg_len, int64_t dx_seg_stride, int64_t a_offset, int64_t seg_len,
-                 int64_t seg_stride, const InputLayout& pack, const OutputLayout& pack_grid,
-                 bool check_finite) {
-      return run(grads_planes(t_ptr, t_offsets, values, pos, scratch, dy, dy_image_stride, dx,
-                              ldx, dx_image_stride, dx_len, grid_w, plane_h, plane_w, ptr,
-                              offsets, lda, x, x_image_stride, len, dv, images, nthreads, t_base,
-                              row0, col0, dx_seg_len, dx_seg_stride, a_offset, seg_len,
-                              seg_stride, pack, pack_grid, check_finite));
+                 int64_t dy_image_stride, const py::array& dx, int64_t ldx, int64_t dx_image_stride,
+                 int64_t dx_len, int64_t grid_w, int64_t plane_h, int64_t plane_w,
+                 const py::array& ptr, const py::array& offsets, int64_t lda, const py::array& x,
+                 int64_t x_image_stride, int64_t len, const py::array& dv, int64_t images,
+                 int nthreads, int64_t t_base, int64_t row0, int64_t col0, int64_t dx_seg_len,
+                 int64_t dx_seg_stride, int64_t a_offset, int64_t seg_len, int64_t seg_stride,
+                 const InputLayout& pack, const OutputLayout& pack_grid, bool check_finite) {
+      return run(grads_planes(t_ptr, t_offsets, values, pos, scratch, dy, dy_image_stride, dx, ldx,
+                              dx_image_stride, dx_len, grid_w, plane_h, plane_w, ptr, offsets, lda,
+                              x, x_image_stride, len, dv, images, nthreads, t_base, row0, col0,
+                              dx_seg_len, dx_seg_stride, a_offset, seg_len, seg_stride, pack,
+                              pack_grid, check_finite));
     };
   };
-  m.def("conv_grads_offsets_planes",
-        planes_fn([](const GradsPlanes& g) {
+  m.def("conv_grads_offsets_planes", planes_fn([](const GradsPlanes& g) {
           return run_grads<SpmmPlanesCall, k::ConvGradsPlanesArgs<float>>(
               g.dx, g.dx.out.c, g.pack_grid, g.v, "conv_grads_offsets_planes",
               [](const auto& a) { kernel_table().conv_grads_offsets_planes_f32(a); });
@@ -425,8 +419,7 @@ void register_offsets(py::module_& m) {
         py::arg("pack_grid") = py::none(), py::arg("check_finite") = false,
         "Both gradients of a convolution in one call: spmm_offsets_planes on the transposed "
         "index into dx, sddmm_offsets into dv; what spmm_offsets_planes returns.");
-  m.def("conv_grads_one_pass_planes",
-        planes_fn([](const GradsPlanes& g) {
+  m.def("conv_grads_one_pass_planes", planes_fn([](const GradsPlanes& g) {
           return one_pass<SpmmPlanesCall, k::ConvGradsPlanesArgs<float>>(
               g.dx, g.dx.out.c, g.pack_grid, g.v, "conv_grads_one_pass_planes");
         }),
@@ -438,22 +431,20 @@ void register_offsets(py::module_& m) {
   const auto planes16_fn = [](auto run) {
     return [run](const py::array& t_ptr, const py::array& t_offsets, const py::array& values,
                  const OptArray& pos, const OptArray& scratch, const py::array& dy,
-                 int64_t dy_image_stride, const py::array& dx, int64_t ldx,
-                 int64_t dx_image_stride, int64_t dx_len, int64_t grid_w, int64_t plane_h,
-                 int64_t plane_w, int64_t batch, const py::array& ptr, const py::array& offsets,
-                 int64_t lda, const py::array& x, int64_t x_image_stride, int64_t len,
-                 const py::array& dv, int64_t images, int nthreads, int64_t t_base, int64_t row0,
-                 int64_t col0, int64_t dx_seg_len, int64_t dx_seg_stride, int64_t a_offset,
-                 int64_t seg_len, int64_t seg_stride) {
+                 int64_t dy_image_stride, const py::array& dx, int64_t ldx, int64_t dx_image_stride,
+                 int64_t dx_len, int64_t grid_w, int64_t plane_h, int64_t plane_w, int64_t batch,
+                 const py::array& ptr, const py::array& offsets, int64_t lda, const py::array& x,
+                 int64_t x_image_stride, int64_t len, const py::array& dv, int64_t images,
+                 int nthreads, int64_t t_base, int64_t row0, int64_t col0, int64_t dx_seg_len,
+                 int64_t dx_seg_stride, int64_t a_offset, int64_t seg_len, int64_t seg_stride) {
       return run(grads_planes16(t_ptr, t_offsets, values, pos, scratch, dy, dy_image_stride, dx,
-                                ldx, dx_image_stride, dx_len, grid_w, plane_h, plane_w, batch,
-                                ptr, offsets, lda, x, x_image_stride, len, dv, images, nthreads,
-                                t_base, row0, col0, dx_seg_len, dx_seg_stride, a_offset, seg_len,
+                                ldx, dx_image_stride, dx_len, grid_w, plane_h, plane_w, batch, ptr,
+                                offsets, lda, x, x_image_stride, len, dv, images, nthreads, t_base,
+                                row0, col0, dx_seg_len, dx_seg_stride, a_offset, seg_len,
                                 seg_stride));
     };
   };
-  m.def("conv_grads_offsets_planes16",
-        planes16_fn([](const GradsPlanes16& g) {
+  m.def("conv_grads_offsets_planes16", planes16_fn([](const GradsPlanes16& g) {
           return run_grads<SpmmPlanes16Call, k::ConvGradsPlanes16Args<float>>(
               g.dx, g.dx.out.c, std::nullopt, g.v, "conv_grads_offsets_planes16",
               [](const auto& a) { kernel_table().conv_grads_offsets_planes16_f32(a); });
@@ -461,8 +452,7 @@ void register_offsets(py::module_& m) {
         ST_GRADS_PLANES_ARGS, py::arg("batch"), ST_GRADS_VALUES_ARGS,
         "Both gradients on the batch-innermost layout: spmm_offsets_planes16 on the "
         "transposed index into dx, sddmm_offsets into dv.");
-  m.def("conv_grads_one_pass_planes16",
-        planes16_fn([](const GradsPlanes16& g) {
+  m.def("conv_grads_one_pass_planes16", planes16_fn([](const GradsPlanes16& g) {
           return one_pass<SpmmPlanes16Call, k::ConvGradsPlanes16Args<float>>(
               g.dx, g.dx.out.c, std::nullopt, g.v, "conv_grads_one_pass_planes16");
         }),
@@ -473,23 +463,23 @@ void register_offsets(py::module_& m) {
   m.def(
       "conv_grads_offsets_merge",
       [](const py::array& t_ptr, const py::array& t_offsets, const py::array& values,
-         const OptArray& pos, const OptArray& scratch, const py::array& dy,
-         int64_t dy_image_stride, const py::array& dx, int64_t dx_image_stride, int64_t dx_len,
+         const OptArray& pos, const OptArray& scratch, const py::array& dy, int64_t dy_image_stride,
+         const py::array& dx, int64_t dx_image_stride, int64_t dx_len,
          const k::ConvInputLayout& merge, const py::array& ptr, const py::array& offsets,
-         int64_t lda, const py::array& x, int64_t x_image_stride, int64_t len,
-         const py::array& dv, int64_t images, int nthreads, int64_t t_base, int64_t dx_seg_len,
-         int64_t dx_seg_stride, int64_t a_offset, int64_t seg_len, int64_t seg_stride,
-         const InputLayout& pack, const OutputLayout& pack_grid, bool check_finite) {
+         int64_t lda, const py::array& x, int64_t x_image_stride, int64_t len, const py::array& dv,
+         int64_t images, int nthreads, int64_t t_base, int64_t dx_seg_len, int64_t dx_seg_stride,
+         int64_t a_offset, int64_t seg_len, int64_t seg_stride, const InputLayout& pack,
+         const OutputLayout& pack_grid, bool check_finite) {
         SpmmMergeParams p;
-        p.p = product(t_ptr, t_offsets, values, pos, scratch, dy, dy_image_stride, dx_len,
-                      images, nthreads, dx_seg_len, dx_seg_stride);
+        p.p = product(t_ptr, t_offsets, values, pos, scratch, dy, dy_image_stride, dx_len, images,
+                      nthreads, dx_seg_len, dx_seg_stride);
         p.pack = packing(std::nullopt, pack_grid, check_finite);
         p.c = dx;
         p.c_image_stride = dx_image_stride;
         p.t_base = t_base;
         p.merge = merge;
-        const ValuesGradParams v = values_grad(ptr, offsets, lda, a_offset, x, x_image_stride,
-                                               len, seg_len, seg_stride, dv, pack);
+        const ValuesGradParams v = values_grad(ptr, offsets, lda, a_offset, x, x_image_stride, len,
+                                               seg_len, seg_stride, dv, pack);
         return run_grads<SpmmMergeCall, k::ConvGradsMergeArgs<float>>(
             p, p.c, pack_grid, v, "conv_grads_offsets_merge",
             [](const auto& a) { kernel_table().conv_grads_offsets_merge_f32(a); });
@@ -497,12 +487,11 @@ void register_offsets(py::module_& m) {
       py::kw_only(), py::arg("t_ptr"), py::arg("t_offsets"), py::arg("values"), py::arg("pos"),
       py::arg("scratch"), py::arg("dy"), py::arg("dy_image_stride"), py::arg("dx"),
       py::arg("dx_image_stride"), py::arg("dx_len"), py::arg("merge"), py::arg("ptr"),
-      py::arg("offsets"), py::arg("lda"), py::arg("x"), py::arg("x_image_stride"),
-      py::arg("len"), py::arg("dv"), py::arg("images"), py::arg("nthreads"),
-      py::arg("t_base") = 0, py::arg("dx_seg_len") = 0, py::arg("dx_seg_stride") = 0,
-      py::arg("a_offset") = 0, py::arg("seg_len") = 0, py::arg("seg_stride") = 0,
-      py::arg("pack") = py::none(), py::arg("pack_grid") = py::none(),
-      py::arg("check_finite") = false,
+      py::arg("offsets"), py::arg("lda"), py::arg("x"), py::arg("x_image_stride"), py::arg("len"),
+      py::arg("dv"), py::arg("images"), py::arg("nthreads"), py::arg("t_base") = 0,
+      py::arg("dx_seg_len") = 0, py::arg("dx_seg_stride") = 0, py::arg("a_offset") = 0,
+      py::arg("seg_len") = 0, py::arg("seg_stride") = 0, py::arg("pack") = py::none(),
+      py::arg("pack_grid") = py::none(), py::arg("check_finite") = false,
       "Both gradients of a strided convolution in one call: spmm_offsets_merge on the "
       "transposed index into dx, sddmm_offsets into dv.");
 }

@@ -17,8 +17,8 @@ struct CheckedProduct {
 };
 
 CheckedProduct check_product(const ProductParams& p) {
-  CheckedProduct cp{offsets_index(as_array(p.ptr), as_array(p.offsets), p.len, p.images), {}, {},
-                    {}};
+  CheckedProduct cp{
+      offsets_index(as_array(p.ptr), as_array(p.offsets), p.len, p.images), {}, {}, {}};
   check_segments(p.seg_len, p.seg_stride);
   cp.val = view<float>(as_array(p.values), "values", 1);
   cp.b = view<float>(as_array(p.b), "b", 1);
@@ -104,8 +104,10 @@ bool no_call(SpmmCall<Args>& call, const ProductParams& p, const PackParams& pac
 }
 
 k::OffsetsProduct<float> product_args(const CheckedProduct& cp, const ProductParams& p) {
-  return {cp.ix.ptr.data, cp.ix.off.data, cp.val.data, cp.sc.pos, cp.sc.scratch, cp.ix.rows,
-          cp.b.data, p.b_image_stride, p.images, {p.len, p.seg_len, p.seg_stride}, p.nthreads};
+  return {
+      cp.ix.ptr.data, cp.ix.off.data, cp.val.data,      cp.sc.pos, cp.sc.scratch,
+      cp.ix.rows,     cp.b.data,      p.b_image_stride, p.images,  {p.len, p.seg_len, p.seg_stride},
+      p.nthreads};
 }
 
 template <class Args>
@@ -115,8 +117,8 @@ k::ImagePack pack_args(SpmmCall<Args>& call, const PackParams& pack) {
 }
 
 k::PlanesOut<float> planes_args(const CheckedPlanes& c, const PlanesParams& o) {
-  return {c.c.data, o.ldc, o.c_image_stride, o.grid_w, o.t_base, o.row0, o.col0, o.plane_h,
-          o.plane_w, c.bias};
+  return {c.c.data, o.ldc,  o.c_image_stride, o.grid_w,  o.t_base,
+          o.row0,   o.col0, o.plane_h,        o.plane_w, c.bias};
 }
 
 }  // namespace
@@ -129,7 +131,9 @@ void prepare(SpmmRowsCall& call, const SpmmRowsParams& p) {
   check_row_block("c", c.size(), p.p.images, p.c_image_stride, cp.ix.rows, p.ldc, p.p.len);
   const View<double> stats = check_stats(p.stats, p.p.images, cp.ix.rows);
   if (no_call(call, p.p, p.pack, stats)) return;
-  call.args = {product_args(cp, p.p), {c.data, p.ldc, p.c_image_stride}, pack_args(call, p.pack),
+  call.args = {product_args(cp, p.p),
+               {c.data, p.ldc, p.c_image_stride},
+               pack_args(call, p.pack),
                stats.data};
 }
 
@@ -166,7 +170,8 @@ void prepare(SpmmMergeCall& call, const SpmmMergeParams& p) {
   check_merge(p.merge, cp.ix.rows, p.p.images, p.t_base, p.p.len, c.size(), p.c_image_stride);
   call.merge = p.merge;
   if (no_call(call, p.p, p.pack, View<double>{})) return;
-  call.args = {product_args(cp, p.p), {c.data, p.c_image_stride, &call.merge, p.t_base},
+  call.args = {product_args(cp, p.p),
+               {c.data, p.c_image_stride, &call.merge, p.t_base},
                pack_args(call, p.pack)};
 }
 
@@ -197,9 +202,18 @@ void prepare(SddmmOffsetsCall& call, const SddmmOffsetsParams& p) {
   } else {
     check_row_block("a", a.size(), p.images, p.a_image_stride, ix.rows, p.lda, p.len);
   }
-  call.args = k::SddmmOffsetsArgs<float>{ix.ptr.data, ix.off.data, ix.rows, a.data, p.lda,
-                                         p.a_image_stride, b.data, p.b_image_stride, p.images,
-                                         {p.len, p.seg_len, p.seg_stride}, out.data, p.nthreads,
+  call.args = k::SddmmOffsetsArgs<float>{ix.ptr.data,
+                                         ix.off.data,
+                                         ix.rows,
+                                         a.data,
+                                         p.lda,
+                                         p.a_image_stride,
+                                         b.data,
+                                         p.b_image_stride,
+                                         p.images,
+                                         {p.len, p.seg_len, p.seg_stride},
+                                         out.data,
+                                         p.nthreads,
                                          packing ? &call.pack : nullptr,
                                          gridding ? &call.grid : nullptr};
 }

@@ -85,8 +85,8 @@ void check_merge(const k::ConvInputLayout& l, int64_t rows, int64_t images, int6
   check_disjoint("c", images, c_image_stride, mul(l.c, l.h, l.w));
 }
 
-void check_pack(const k::ConvInputLayout& l, int64_t images, int64_t b_size,
-                int64_t b_image_stride, const OffsetsExtent& e, int64_t nnz, int64_t len) {
+void check_pack(const k::ConvInputLayout& l, int64_t images, int64_t b_size, int64_t b_image_stride,
+                const OffsetsExtent& e, int64_t nnz, int64_t len) {
   check_per_image(l, images, "pack");
   if (b_image_stride != mul(l.c, l.h, l.w))
     bad("pack: b_image_stride must be one NCHW image of b (c * h * w)");

@@ -23,8 +23,7 @@ struct OffsetsIndex {
   OffsetsExtent extent;
   int64_t rows, nnz;
 };
-OffsetsIndex offsets_index(const py::array& ptr, const py::array& off, int64_t len,
-                           int64_t images);
+OffsetsIndex offsets_index(const py::array& ptr, const py::array& off, int64_t len, int64_t images);
 
 // Images a stride apart, each read from last_start for len floats: inside a buffer of size.
 void check_extent(const char* name, int64_t size, int64_t images, int64_t image_stride,

@@ -18,11 +18,13 @@ namespace bindings {
 namespace py = pybind11;
 
 void register_runtime(py::module_& m) {
-  m.def("get_isa", [] { return std::string(isa_name(current_isa())); },
-        "The ISA whose kernels run (scalar, avx2 or avx512).");
-  m.def("set_isa", [](const std::string& name) { set_isa(isa_from_name(name)); },
-        py::kw_only(), py::arg("name"),
-        "Run the kernels of this ISA (ValueError if unknown or not supported here).");
+  m.def(
+      "get_isa", [] { return std::string(isa_name(current_isa())); },
+      "The ISA whose kernels run (scalar, avx2 or avx512).");
+  m.def(
+      "set_isa", [](const std::string& name) { set_isa(isa_from_name(name)); }, py::kw_only(),
+      py::arg("name"),
+      "Run the kernels of this ISA (ValueError if unknown or not supported here).");
   m.def(
       "supported_isas",
       [] {
@@ -37,8 +39,9 @@ void register_runtime(py::module_& m) {
         "Whether malloc keeps freed memory for reuse; whether the setting took.");
   m.def("release_free_memory", &memory::release_free_memory,
         "Hand malloc's free memory back to the system; whether it could.");
-  m.def("openmp_max_threads", [] { return omp_get_max_threads(); },
-        "OpenMP's thread count for the next parallel region.");
+  m.def(
+      "openmp_max_threads", [] { return omp_get_max_threads(); },
+      "OpenMP's thread count for the next parallel region.");
 }
 
 }  // namespace bindings

@@ -13,8 +13,8 @@ namespace k = sparsetrain::kernels;
 
 // grad = false: src = x (planes of h x w), dst = the subsampled planes; grad = true: src = g
 // (the subsampled planes), dst = dx.
-void subsample(const py::array& src_a, const py::array& dst_a, int64_t planes, int64_t h,
-               int64_t w, int64_t sh, int64_t sw, int nthreads, bool grad) {
+void subsample(const py::array& src_a, const py::array& dst_a, int64_t planes, int64_t h, int64_t w,
+               int64_t sh, int64_t sw, int nthreads, bool grad) {
   if (planes < 0 || h < 0 || w < 0) bad("subsample: negative size");
   if (sh < 1 || sw < 1) bad("subsample: strides must be >= 1");
   auto src = view<float>(src_a, "src", 1);
@@ -35,9 +35,9 @@ void subsample(const py::array& src_a, const py::array& dst_a, int64_t planes, i
 }  // namespace
 
 void register_subsample(py::module_& m) {
-  m.def("subsample", &subsample, py::kw_only(), py::arg("src"), py::arg("dst"),
-        py::arg("planes"), py::arg("h"), py::arg("w"), py::arg("sh"), py::arg("sw"),
-        py::arg("nthreads"), py::arg("grad") = false,
+  m.def("subsample", &subsample, py::kw_only(), py::arg("src"), py::arg("dst"), py::arg("planes"),
+        py::arg("h"), py::arg("w"), py::arg("sh"), py::arg("sw"), py::arg("nthreads"),
+        py::arg("grad") = false,
         "dst = src[:, :, ::sh, ::sw] of planes h x w; grad: its gradient (zeros elsewhere).");
 }
 

@@ -17,15 +17,14 @@ void validate_csr(const int64_t* ptr, int64_t ptr_len, const int32_t* idx, int64
   if (ptr[0] != 0)
     throw std::invalid_argument("row pointer starts at " + to_string(ptr[0]) + ", expected 0");
   if (ptr[rows] != nnz)
-    throw std::invalid_argument("row pointer ends at " + to_string(ptr[rows]) +
-                                " but there are " + to_string(nnz) + " column indices");
+    throw std::invalid_argument("row pointer ends at " + to_string(ptr[rows]) + " but there are " +
+                                to_string(nnz) + " column indices");
   for (int64_t r = 0; r < rows; ++r) {
     const int64_t b = ptr[r], e = ptr[r + 1];
     if (e < b)
       throw std::invalid_argument("row pointer decreases at row " + to_string(r) + " (" +
                                   to_string(b) + " -> " + to_string(e) + ")");
-    if (e > nnz)
-      throw std::invalid_argument("row pointer exceeds nnz at row " + to_string(r));
+    if (e > nnz) throw std::invalid_argument("row pointer exceeds nnz at row " + to_string(r));
     int64_t prev = -1;
     for (int64_t j = b; j < e; ++j) {
       const int64_t c = idx[j];

@@ -24,13 +24,13 @@ inline int64_t padded_batch(int64_t batch) {
 // writes, about twice as fast here as the equivalent random-read gather), then used.
 template <class T>
 struct SpmmArgs {
-  const int64_t* ptr;   // rows + 1
-  const int32_t* idx;   // ptr[rows]
-  const T* val;         // ptr[rows] (CSC order), or CSR order when pos is set
-  const int64_t* pos;   // nullptr, or ptr[rows]: a permutation of [0, ptr[rows])
-  T* scratch;           // ptr[rows] elements when pos is set
+  const int64_t* ptr;  // rows + 1
+  const int32_t* idx;  // ptr[rows]
+  const T* val;        // ptr[rows] (CSC order), or CSR order when pos is set
+  const int64_t* pos;  // nullptr, or ptr[rows]: a permutation of [0, ptr[rows])
+  T* scratch;          // ptr[rows] elements when pos is set
   int64_t rows;
-  int64_t b_rows;       // rows of B (sizes the cache blocking)
+  int64_t b_rows;  // rows of B (sizes the cache blocking)
   const T* b;
   int64_t ldb;
   T* c;
@@ -52,7 +52,7 @@ struct SpmmTArgs {
   int64_t cols;
   const T* b;  // rows x nb
   int64_t ldb;
-  T* c;        // cols x nb
+  T* c;  // cols x nb
   int64_t ldc;
   int64_t nb;
   int nthreads;

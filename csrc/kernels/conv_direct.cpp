@@ -88,8 +88,8 @@ inline void direct_tile(const ConvDirectArgs<T>& a, const float* values, const f
       for (int r = 0; r < R; ++r)
 #pragma GCC unroll 4
         for (int v = 0; v < V; ++v)
-          acc[r][v] = fma(w, load_src<V, Inner>(p + r * a.sw + v * W, v, first, last, masks),
-                          acc[r][v]);
+          acc[r][v] =
+              fma(w, load_src<V, Inner>(p + r * a.sw + v * W, v, first, last, masks), acc[r][v]);
       continue;
     }
 #pragma GCC unroll 16
@@ -97,8 +97,8 @@ inline void direct_tile(const ConvDirectArgs<T>& a, const float* values, const f
       if (r < r_lo || r >= r_hi) continue;
 #pragma GCC unroll 4
       for (int v = 0; v < V; ++v)
-        acc[r][v] = fma(w, load_src<V, Inner>(p + r * a.sw + v * W, v, first, last, masks),
-                        acc[r][v]);
+        acc[r][v] =
+            fma(w, load_src<V, Inner>(p + r * a.sw + v * W, v, first, last, masks), acc[r][v]);
     }
   }
   const Vec b = Vec::bcast(bias);
@@ -107,8 +107,8 @@ inline void direct_tile(const ConvDirectArgs<T>& a, const float* values, const f
     if (r >= nr) break;
 #pragma GCC unroll 4
     for (int v = 0; v < V; ++v)
-      Vec::store_mask(out + (y0 + r) * a.ow + cb.x0 + v * W, has_bias ? add(acc[r][v], b) : acc[r][v],
-                      cb.out_mask[v]);
+      Vec::store_mask(out + (y0 + r) * a.ow + cb.x0 + v * W,
+                      has_bias ? add(acc[r][v], b) : acc[r][v], cb.out_mask[v]);
   }
 }
 
@@ -119,10 +119,14 @@ template <class F>
 inline void with_columns(int64_t ow, const F& f) {
   constexpr int64_t W = Vec::W;
   const int64_t vecs = (ow + W - 1) / W;
-  if (vecs >= 4) f(std::integral_constant<int, 4>{});
-  else if (vecs == 3) f(std::integral_constant<int, 3>{});
-  else if (vecs == 2) f(std::integral_constant<int, 2>{});
-  else f(std::integral_constant<int, 1>{});
+  if (vecs >= 4)
+    f(std::integral_constant<int, 4>{});
+  else if (vecs == 3)
+    f(std::integral_constant<int, 3>{});
+  else if (vecs == 2)
+    f(std::integral_constant<int, 2>{});
+  else
+    f(std::integral_constant<int, 1>{});
 }
 
 template <class T>
@@ -163,8 +167,8 @@ void spmm_direct_impl(const ConvDirectArgs<T>& a) {
                     direct_tile<R, V, true>(a, values, src, a.ptr[r], a.ptr[r + 1], cb, y0, nr,
                                             bias, a.bias != nullptr, out);
                   else
-                    direct_tile<R, V, false>(a, values, src, a.ptr[r], a.ptr[r + 1], cb, y0,
-                                             nr, bias, a.bias != nullptr, out);
+                    direct_tile<R, V, false>(a, values, src, a.ptr[r], a.ptr[r + 1], cb, y0, nr,
+                                             bias, a.bias != nullptr, out);
                 }
               }
             }
@@ -211,8 +215,8 @@ inline void direct_sddmm_tile(const ConvDirectArgs<T>& a, const float* arow, con
         if (r < r_lo || r >= r_hi) continue;
 #pragma GCC unroll 4
         for (int v = 0; v < V; ++v)
-          acc[g] = fma(t[r][v], load_src<V, Inner>(p + r * a.sw + v * W, v, first, last, masks),
-                       acc[g]);
+          acc[g] =
+              fma(t[r][v], load_src<V, Inner>(p + r * a.sw + v * W, v, first, last, masks), acc[g]);
       }
     }
     float s[4];

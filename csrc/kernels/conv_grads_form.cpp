@@ -43,7 +43,7 @@ int64_t one_pass_plane(const OffsetsProduct<T>& dx, const PlanesOut<T>& o, int64
       dv.images <= 0 || dx.images != dv.images || dx.ptr[0] != 0 || dv.ptr[0] != 0 ||
       dx.ptr[dx.rows] != dv.ptr[dv.rows])
     return 0;
-  int64_t x_plane, a_offset;  // elements
+  int64_t x_plane, a_offset;   // elements
   if (dv.pack_b != nullptr) {  // the kernel packs x and dy image by image (unit 1)
     if (u != 1 || pack.grid == nullptr || dv.pack_a == nullptr || !(*pack.grid == *dv.pack_a) ||
         dx.b != dv.a || dv.pack_b->sh != 1 || dv.pack_b->sw != 1 || dv.pack_b->c != dx.rows)

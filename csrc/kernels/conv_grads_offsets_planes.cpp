@@ -36,10 +36,9 @@ void conv_grads_offsets_planes_impl(const ConvGradsPlanesArgs<T>& a) {
     return;
   }
   const int64_t nnz = p.ptr[p.rows] - p.ptr[0];
-  packed_by_image(dv, (nnz + p.rows) * p.spans.len, dx.pack.finite,
-                  [&](int64_t n, const float* packed) {
-                    spmm_offsets_planes_image(dx, values, n, packed);
-                  });
+  packed_by_image(
+      dv, (nnz + p.rows) * p.spans.len, dx.pack.finite,
+      [&](int64_t n, const float* packed) { spmm_offsets_planes_image(dx, values, n, packed); });
 }
 
 }  // namespace

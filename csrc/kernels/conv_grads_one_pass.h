@@ -28,10 +28,10 @@ void grads_image(const OffsetsProduct<T>& p, const PlanesOut<T>& o, int64_t unit
   const float* x0 = x + o.t_base * unit;  // position 0 of each row
   rows_into_planes(p.spans, o, unit, batch, n, r0, r1, nullptr,
                    [&](int64_t r, int64_t c0, int64_t c1, float* buf) {
-    const auto src_chunk = [&](int64_t j) { return b + p.off[j] + c0; };
-    grads_span(p.ptr[r], p.ptr[r + 1], src_chunk, values, x0 + r * x_plane + c0, 0, c1 - c0, buf,
-               dvt);
-  });
+                     const auto src_chunk = [&](int64_t j) { return b + p.off[j] + c0; };
+                     grads_span(p.ptr[r], p.ptr[r + 1], src_chunk, values, x0 + r * x_plane + c0, 0,
+                                c1 - c0, buf, dvt);
+                   });
 }
 
 // Both gradients in one pass (x_plane: conv_grads_one_pass_plane's), the values gradient
@@ -50,18 +50,17 @@ void grads_one_pass(const OffsetsProduct<T>& p, const PlanesOut<T>& o, int64_t u
   const int64_t copies = packs ? image_slices(dv) : dv.images;
   ZeroedFloats sums(copies * nnz);
   if (packs) {
-    for_each_packed_image(dv, copies, 2 * (nnz + rows) * p.spans.len, dy_finite,
-                          [&](int64_t part, int64_t n, bool, const float* packed, const float*,
-                              const float* x) {
-      grads_image(p, o, unit, batch, values, n, 0, rows, packed, x, x_plane,
-                  sums.data() + part * nnz);
-    });
+    for_each_packed_image(
+        dv, copies, 2 * (nnz + rows) * p.spans.len, dy_finite,
+        [&](int64_t part, int64_t n, bool, const float* packed, const float*, const float* x) {
+          grads_image(p, o, unit, batch, values, n, 0, rows, packed, x, x_plane,
+                      sums.data() + part * nnz);
+        });
   } else {
     split_image_rows(p.nthreads, p.ptr, rows, dv.images, 2 * p.spans.len,
                      [&](int64_t n, int64_t r0, int64_t r1) {
-                       grads_image(p, o, unit, batch, values, n, r0, r1,
-                                   p.b + n * p.b_image_stride, dv.b + n * dv.b_image_stride,
-                                   x_plane, sums.data() + n * nnz);
+                       grads_image(p, o, unit, batch, values, n, r0, r1, p.b + n * p.b_image_stride,
+                                   dv.b + n * dv.b_image_stride, x_plane, sums.data() + n * nnz);
                      });
   }
   for (int64_t j = 0; j < nnz; ++j) {

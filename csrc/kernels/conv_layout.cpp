@@ -20,9 +20,7 @@ namespace {
 
 constexpr int64_t kU = 16;  // the only unit besides 1
 
-inline int64_t group_pixels(const ConvInputLayout& l) {
-  return l.c * l.sh * l.sw * l.hq * l.wq;
-}
+inline int64_t group_pixels(const ConvInputLayout& l) { return l.c * l.sh * l.sw * l.hq * l.wq; }
 
 // The pixels of one padded input row (channel c, padded row ihp) lie in sw phase-plane rows;
 // padded column iwp is at pixel (iwp % sw) * plane + iwp / sw from `base`. Column walks keep
@@ -256,9 +254,8 @@ inline void pack_channel(const ConvInputArgs<T>& a, int64_t i, float* tmp, float
           continue;
         }
         transpose16(stage + j0, kStage, tmp, kU);  // tmp[pixel][image]
-        walk_row(row, iwp0, iwp0 + n, [&](int64_t iwp, int64_t px) {
-          copy16(out + px * kU, tmp + (iwp - iwp0) * kU);
-        });
+        walk_row(row, iwp0, iwp0 + n,
+                 [&](int64_t iwp, int64_t px) { copy16(out + px * kU, tmp + (iwp - iwp0) * kU); });
       }
     }
   }
@@ -306,69 +303,70 @@ namespace {
 template <class T>
 void conv_unpack_grad_input_impl(const ConvInputArgs<T>& a) {
   const ConvInputLayout& la = a.layout;
-  parallel_uniform(a.nthreads, la.groups * la.c, la.h * la.w * la.unit, [&](int64_t i0, int64_t i1) {
-    const ConvInputLayout l = la;  // locals, as in pack
-    const int64_t hw = l.h * l.w, chw = l.c * hw;
-    const int64_t u = l.unit, pt = l.pt, pl = l.pl, wq = l.wq;
-    alignas(64) float tmp[kU * kU];
-    alignas(64) float stage[kU * kStage];
-    for (int64_t i = i0; i < i1; ++i) {
-      const int64_t g = i / l.c, c = i - g * l.c;
-      const float* in = a.packed + g * group_pixels(l) * u;
-      const int64_t n0 = g * u;
-      const int64_t images = l.n - n0 < u ? l.n - n0 : u;
-      float* x = a.x + n0 * chw + c * hw;
-      if (u == kU && l.sh == 1 && l.sw == 1) {  // flat segments, as in pack
-        const float* plane = in + c * l.hq * l.wq * kU;
-        for (int64_t seg = 0; seg < hw; seg += kSeg) {
-          const int64_t k = hw - seg < kSeg ? hw - seg : kSeg;
-          int64_t ih = seg / l.w, iw = seg - ih * l.w;
-          for (int64_t j0 = 0; j0 < k; j0 += kU) {
-            const int64_t n = k - j0 < kU ? k - j0 : kU;
-            for (int64_t j = 0; j < n; ++j) {  // tmp[pixel][image]
-              copy16(tmp + j * kU, plane + ((ih + pt) * wq + iw + pl) * kU);
-              if (++iw == l.w) {
-                iw = 0;
-                ++ih;
+  parallel_uniform(
+      a.nthreads, la.groups * la.c, la.h * la.w * la.unit, [&](int64_t i0, int64_t i1) {
+        const ConvInputLayout l = la;  // locals, as in pack
+        const int64_t hw = l.h * l.w, chw = l.c * hw;
+        const int64_t u = l.unit, pt = l.pt, pl = l.pl, wq = l.wq;
+        alignas(64) float tmp[kU * kU];
+        alignas(64) float stage[kU * kStage];
+        for (int64_t i = i0; i < i1; ++i) {
+          const int64_t g = i / l.c, c = i - g * l.c;
+          const float* in = a.packed + g * group_pixels(l) * u;
+          const int64_t n0 = g * u;
+          const int64_t images = l.n - n0 < u ? l.n - n0 : u;
+          float* x = a.x + n0 * chw + c * hw;
+          if (u == kU && l.sh == 1 && l.sw == 1) {  // flat segments, as in pack
+            const float* plane = in + c * l.hq * l.wq * kU;
+            for (int64_t seg = 0; seg < hw; seg += kSeg) {
+              const int64_t k = hw - seg < kSeg ? hw - seg : kSeg;
+              int64_t ih = seg / l.w, iw = seg - ih * l.w;
+              for (int64_t j0 = 0; j0 < k; j0 += kU) {
+                const int64_t n = k - j0 < kU ? k - j0 : kU;
+                for (int64_t j = 0; j < n; ++j) {  // tmp[pixel][image]
+                  copy16(tmp + j * kU, plane + ((ih + pt) * wq + iw + pl) * kU);
+                  if (++iw == l.w) {
+                    iw = 0;
+                    ++ih;
+                  }
+                }
+                transpose16(tmp, kU, stage + j0, kStage);
               }
+              unstage_rows(stage, images, k, nullptr, x + seg, chw);
             }
-            transpose16(tmp, kU, stage + j0, kStage);
+            continue;
           }
-          unstage_rows(stage, images, k, nullptr, x + seg, chw);
-        }
-        continue;
-      }
-      if (u == 1) {
-        const float* planes = in + c * l.sh * l.sw * l.hq * wq;
-        if (l.sh == 1 && l.sw == 1) {
-          for (int64_t ih = 0; ih < l.h; ++ih)
-            copy_row(planes + (ih + pt) * wq + pl, x + ih * l.w, l.w);
-        } else {
-          merge_phases(planes, l, x);
-        }
-        continue;
-      }
-      for (int64_t ih = 0; ih < l.h; ++ih) {
-        const PaddedRow row(l, c, ih + l.pt);
-        float* xrow = x + ih * l.w;
-        for (int64_t seg = 0; seg < l.w; seg += kSeg) {
-          const int64_t k = l.w - seg < kSeg ? l.w - seg : kSeg;
-          for (int64_t j0 = 0; j0 < k; j0 += kU) {
-            const int64_t iwp0 = l.pl + seg + j0, n = k - j0 < kU ? k - j0 : kU;
-            if (l.sw == 1 && n == kU) {
-              transpose16(in + row.at(iwp0) * kU, kU, stage + j0, kStage);
-              continue;
+          if (u == 1) {
+            const float* planes = in + c * l.sh * l.sw * l.hq * wq;
+            if (l.sh == 1 && l.sw == 1) {
+              for (int64_t ih = 0; ih < l.h; ++ih)
+                copy_row(planes + (ih + pt) * wq + pl, x + ih * l.w, l.w);
+            } else {
+              merge_phases(planes, l, x);
             }
-            walk_row(row, iwp0, iwp0 + n, [&](int64_t iwp, int64_t px) {  // tmp[pixel][image]
-              copy16(tmp + (iwp - iwp0) * kU, in + px * kU);
-            });
-            transpose16(tmp, kU, stage + j0, kStage);
+            continue;
           }
-          unstage_rows(stage, images, k, nullptr, xrow + seg, chw);
+          for (int64_t ih = 0; ih < l.h; ++ih) {
+            const PaddedRow row(l, c, ih + l.pt);
+            float* xrow = x + ih * l.w;
+            for (int64_t seg = 0; seg < l.w; seg += kSeg) {
+              const int64_t k = l.w - seg < kSeg ? l.w - seg : kSeg;
+              for (int64_t j0 = 0; j0 < k; j0 += kU) {
+                const int64_t iwp0 = l.pl + seg + j0, n = k - j0 < kU ? k - j0 : kU;
+                if (l.sw == 1 && n == kU) {
+                  transpose16(in + row.at(iwp0) * kU, kU, stage + j0, kStage);
+                  continue;
+                }
+                walk_row(row, iwp0, iwp0 + n, [&](int64_t iwp, int64_t px) {  // tmp[pixel][image]
+                  copy16(tmp + (iwp - iwp0) * kU, in + px * kU);
+                });
+                transpose16(tmp, kU, stage + j0, kStage);
+              }
+              unstage_rows(stage, images, k, nullptr, xrow + seg, chw);
+            }
+          }
         }
-      }
-    }
-  });
+      });
 }
 
 }  // namespace
@@ -428,55 +426,56 @@ namespace {
 template <class T>
 void conv_pack_grad_output_impl(const ConvOutputArgs<T>& a) {
   const ConvOutputLayout& la = a.layout;
-  parallel_uniform(a.nthreads, la.groups * la.c, la.per_channel * la.unit, [&](int64_t i0, int64_t i1) {
-    const ConvOutputLayout l = la;  // locals, as in pack_input
-    const int64_t hw = l.ho * l.wo, chw = l.c * hw, offset = l.offset, wq = l.wq;
-    double* const channel_sums = a.channel_sums;
-    alignas(64) float tmp[kU * kU];
-    alignas(64) float stage[kU * kStage];
-    for (int64_t i = i0; i < i1; ++i) {
-      const int64_t g = i / l.c, c = i - g * l.c;
-      ChannelSum sum;
-      if (a.grid == nullptr) {  // sums only (unit 1)
-        const float* y = a.y + g * chw + c * hw;
-        for (int64_t k = 0; k < hw; k += kSumRow)
-          sum.add_row(y + k, hw - k < kSumRow ? hw - k : kSumRow);
-        if (channel_sums) channel_sums[i] = sum.total();
-        continue;
-      }
-      float* out = a.grid + (g * l.c + c) * l.per_channel * l.unit;
-      grid_zeros(l, out, l.unit);  // zeros everywhere but the output pixels
-      if (l.unit == 1) {
-        grid_rows(l, a.y + g * chw + c * hw, out, channel_sums ? &sum : nullptr);
-        if (channel_sums) channel_sums[i] = sum.total();
-        continue;
-      }
-      const int64_t n0 = g * kU;
-      const int64_t images = l.n - n0 < kU ? l.n - n0 : kU;
-      const float* y = a.y + n0 * chw + c * hw;
-      // The NCHW plane is contiguous: take it in flat segments (cheap for short rows too) and
-      // place each pixel vector at its grid position.
-      for (int64_t seg = 0; seg < hw; seg += kSeg) {
-        const int64_t k = hw - seg < kSeg ? hw - seg : kSeg;
-        stage_rows(y + seg, chw, images, k, stage);
-        if (channel_sums)
-          for (int64_t m = 0; m < images; ++m) sum.add_row(stage + m * kStage, k);
-        int64_t oh = seg / l.wo, ow = seg - oh * l.wo;
-        for (int64_t j0 = 0; j0 < k; j0 += kU) {
-          transpose16(stage + j0, kStage, tmp, kU);  // tmp[pixel][image]
-          const int64_t n = k - j0 < kU ? k - j0 : kU;
-          for (int64_t j = 0; j < n; ++j) {
-            copy16(out + (offset + oh * wq + ow) * kU, tmp + j * kU);
-            if (++ow == l.wo) {
-              ow = 0;
-              ++oh;
-            }
-          }
-        }
-      }
-      if (channel_sums) channel_sums[i] = sum.total();
-    }
-  });
+  parallel_uniform(a.nthreads, la.groups * la.c, la.per_channel * la.unit,
+                   [&](int64_t i0, int64_t i1) {
+                     const ConvOutputLayout l = la;  // locals, as in pack_input
+                     const int64_t hw = l.ho * l.wo, chw = l.c * hw, offset = l.offset, wq = l.wq;
+                     double* const channel_sums = a.channel_sums;
+                     alignas(64) float tmp[kU * kU];
+                     alignas(64) float stage[kU * kStage];
+                     for (int64_t i = i0; i < i1; ++i) {
+                       const int64_t g = i / l.c, c = i - g * l.c;
+                       ChannelSum sum;
+                       if (a.grid == nullptr) {  // sums only (unit 1)
+                         const float* y = a.y + g * chw + c * hw;
+                         for (int64_t k = 0; k < hw; k += kSumRow)
+                           sum.add_row(y + k, hw - k < kSumRow ? hw - k : kSumRow);
+                         if (channel_sums) channel_sums[i] = sum.total();
+                         continue;
+                       }
+                       float* out = a.grid + (g * l.c + c) * l.per_channel * l.unit;
+                       grid_zeros(l, out, l.unit);  // zeros everywhere but the output pixels
+                       if (l.unit == 1) {
+                         grid_rows(l, a.y + g * chw + c * hw, out, channel_sums ? &sum : nullptr);
+                         if (channel_sums) channel_sums[i] = sum.total();
+                         continue;
+                       }
+                       const int64_t n0 = g * kU;
+                       const int64_t images = l.n - n0 < kU ? l.n - n0 : kU;
+                       const float* y = a.y + n0 * chw + c * hw;
+                       // The NCHW plane is contiguous: take it in flat segments (cheap for short
+                       // rows too) and place each pixel vector at its grid position.
+                       for (int64_t seg = 0; seg < hw; seg += kSeg) {
+                         const int64_t k = hw - seg < kSeg ? hw - seg : kSeg;
+                         stage_rows(y + seg, chw, images, k, stage);
+                         if (channel_sums)
+                           for (int64_t m = 0; m < images; ++m) sum.add_row(stage + m * kStage, k);
+                         int64_t oh = seg / l.wo, ow = seg - oh * l.wo;
+                         for (int64_t j0 = 0; j0 < k; j0 += kU) {
+                           transpose16(stage + j0, kStage, tmp, kU);  // tmp[pixel][image]
+                           const int64_t n = k - j0 < kU ? k - j0 : kU;
+                           for (int64_t j = 0; j < n; ++j) {
+                             copy16(out + (offset + oh * wq + ow) * kU, tmp + j * kU);
+                             if (++ow == l.wo) {
+                               ow = 0;
+                               ++oh;
+                             }
+                           }
+                         }
+                       }
+                       if (channel_sums) channel_sums[i] = sum.total();
+                     }
+                   });
 }
 
 }  // namespace

@@ -35,8 +35,8 @@ inline void grads_add_sums(const Vec* d, float* dvt) {
 }
 
 template <int NT, class Src>
-inline void grads_tile(int64_t begin, int64_t end, const Src& src, const float* val,
-                       const float* x, int64_t t0, float* c, float* dvt) {
+inline void grads_tile(int64_t begin, int64_t end, const Src& src, const float* val, const float* x,
+                       int64_t t0, float* c, float* dvt) {
   constexpr int W = Vec::W;
   constexpr int G = kGradsGroup;
   Vec xt[NT], acc[NT];
@@ -85,8 +85,8 @@ inline void grads_tile(int64_t begin, int64_t end, const Src& src, const float* 
 // One partial vector of n < W elements at t0: masked loads on every side, so nothing past
 // the end (even NaN) enters either sum.
 template <class Src>
-inline void grads_tail(int64_t begin, int64_t end, const Src& src, const float* val,
-                       const float* x, int64_t t0, int n, float* c, float* dvt) {
+inline void grads_tail(int64_t begin, int64_t end, const Src& src, const float* val, const float* x,
+                       int64_t t0, int n, float* c, float* dvt) {
   const Vec xt = Vec::load_n(x + t0, n);
   Vec acc = Vec::zero();
   for (int64_t j = begin; j < end; ++j) {
@@ -100,11 +100,10 @@ inline void grads_tail(int64_t begin, int64_t end, const Src& src, const float* 
 
 // c[t0:t1] of one row and its nonzeros' sums over [t0, t1) added into dvt.
 template <class Src>
-inline void grads_span(int64_t begin, int64_t end, const Src& src, const float* val,
-                       const float* x, int64_t t0, int64_t t1, float* c, float* dvt) {
+inline void grads_span(int64_t begin, int64_t end, const Src& src, const float* val, const float* x,
+                       int64_t t0, int64_t t1, float* c, float* dvt) {
   for_each_tile<kGradsTile>(
-      t0, t1,
-      [&](int64_t t, auto NT) { grads_tile<NT()>(begin, end, src, val, x, t, c, dvt); },
+      t0, t1, [&](int64_t t, auto NT) { grads_tile<NT()>(begin, end, src, val, x, t, c, dvt); },
       [&](int64_t t, int n) { grads_tail(begin, end, src, val, x, t, n, c, dvt); });
 }
 

@@ -42,8 +42,8 @@ inline bool packs(const ImagePack& pack) { return pack.input != nullptr || pack.
 template <class T, class Body>
 void for_each_own_image(const OffsetsProduct<T>& p, const ImagePack& pack, int64_t work_per_image,
                         const Body& body) {
-  ThreadScratch packed(p.nthreads, pack.input ? packed_image_size(*pack.input)
-                                              : packed_grid_size(*pack.grid));
+  ThreadScratch packed(p.nthreads,
+                       pack.input ? packed_image_size(*pack.input) : packed_grid_size(*pack.grid));
   parallel_uniform(p.nthreads, p.images, work_per_image, [&](int64_t i0, int64_t i1) {
     float* const b = packed.mine();
     for (int64_t n = i0; n < i1; ++n) {

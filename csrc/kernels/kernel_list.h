@@ -13,7 +13,7 @@
 //   of that kernel's source (where its loads and stores widen to float).
 #pragma once
 
-#define SPARSETRAIN_KERNELS(X)                                                             \
+#define SPARSETRAIN_KERNELS(X)                                                            \
   /* batch-major products (bmajor_args.h); pack_bmajor.cpp holds pack and unpack */       \
   X(spmm_bmajor, SpmmArgs, f32)                                                           \
   X(spmmt_bmajor, SpmmTArgs, f32)                                                         \

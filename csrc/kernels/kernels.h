@@ -34,9 +34,15 @@ using f32 = float;
 #define ST_DECLARE_KERNEL(name, Args, T) \
   template <class U>                     \
   void name(const Args<U>& args);
-namespace scalar { SPARSETRAIN_KERNELS(ST_DECLARE_KERNEL) }
-namespace avx2 { SPARSETRAIN_KERNELS(ST_DECLARE_KERNEL) }
-namespace avx512 { SPARSETRAIN_KERNELS(ST_DECLARE_KERNEL) }
+namespace scalar {
+SPARSETRAIN_KERNELS(ST_DECLARE_KERNEL)
+}
+namespace avx2 {
+SPARSETRAIN_KERNELS(ST_DECLARE_KERNEL)
+}
+namespace avx512 {
+SPARSETRAIN_KERNELS(ST_DECLARE_KERNEL)
+}
 #undef ST_DECLARE_KERNEL
 
 }  // namespace kernels

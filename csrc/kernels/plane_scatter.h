@@ -37,7 +37,10 @@ inline void for_each_plane_run(const PlanesOut<T>& o, int64_t p0, int64_t points
 // d[0:n] = s[0:n] (+ *bias), and, with cs, the stored values summed into cs.
 inline void copy_run(const float* s, float* d, int64_t n, const float* bias, ChunkStats* cs) {
   if (cs == nullptr) {
-    if (bias) copy_row_add(s, d, n, *bias); else copy_row(s, d, n);
+    if (bias)
+      copy_row_add(s, d, n, *bias);
+    else
+      copy_row(s, d, n);
     return;
   }
   constexpr int W = Vec::W;
@@ -81,9 +84,8 @@ inline void scatter_to_plane(const PlanesOut<T>& o, const float* buf, int64_t t0
 // Transposed to image-major, each image's runs land in its own NCHW plane.
 static_assert(kGridChunk == 256, "one 16-image chunk is a 16 x 16 transpose");
 template <class T>
-inline void scatter_to_planes16(const PlanesOut<T>& o, const float* buf, int64_t t0,
-                                int64_t t1, float* plane0, int64_t images, const float* bias,
-                                double* st) {
+inline void scatter_to_planes16(const PlanesOut<T>& o, const float* buf, int64_t t0, int64_t t1,
+                                float* plane0, int64_t images, const float* bias, double* st) {
   alignas(64) float tmp[16 * 16];  // tmp[m * 16 + k]: image m, grid point k
   transpose16(buf, 16, tmp, 16);
   ChunkStats cs;

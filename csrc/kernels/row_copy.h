@@ -16,7 +16,8 @@ inline void copy_row(const float* s, float* d, int64_t k) {
   constexpr int64_t W = Vec::W;
   int64_t j = 0;
   for (; j + W <= k; j += W) Vec::store(d + j, Vec::load(s + j));
-  if (j < k) Vec::store_n(d + j, Vec::load_n(s + j, static_cast<int>(k - j)), static_cast<int>(k - j));
+  if (j < k)
+    Vec::store_n(d + j, Vec::load_n(s + j, static_cast<int>(k - j)), static_cast<int>(k - j));
 }
 
 inline void copy_row_add(const float* s, float* d, int64_t k, float b) {

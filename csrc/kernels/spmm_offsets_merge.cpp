@@ -84,8 +84,8 @@ void spmm_offsets_merge(const SpmmOffsetsMergeArgs<T>& a) {
 }
 
 template void spmm_offsets_merge<f32>(const SpmmOffsetsMergeArgs<f32>&);
-template void spmm_offsets_merge_image<f32>(const SpmmOffsetsMergeArgs<f32>&, const float*,
-                                            int64_t, const float*, float*);
+template void spmm_offsets_merge_image<f32>(const SpmmOffsetsMergeArgs<f32>&, const float*, int64_t,
+                                            const float*, float*);
 
 }  // namespace ST_ISA
 }  // namespace kernels

@@ -26,10 +26,10 @@ void planes_image(const SpmmOffsetsPlanesArgs<T>& a, const float* values, int64_
   if (stats)
     for (int64_t r = r0; r < r1; ++r) stats[2 * r] = stats[2 * r + 1] = 0.0;
   rows_into_planes(p.spans, a.out, 1, 0, n, r0, r1, stats,
-                          [&](int64_t r, int64_t c0, int64_t c1, float* buf) {
-    const auto src_chunk = [&](int64_t j) { return b + p.off[j] + c0; };
-    spmm_span(p.ptr[r], p.ptr[r + 1], src_chunk, values, 0, c1 - c0, buf);
-  });
+                   [&](int64_t r, int64_t c0, int64_t c1, float* buf) {
+                     const auto src_chunk = [&](int64_t j) { return b + p.off[j] + c0; };
+                     spmm_span(p.ptr[r], p.ptr[r + 1], src_chunk, values, 0, c1 - c0, buf);
+                   });
 }
 
 }  // namespace

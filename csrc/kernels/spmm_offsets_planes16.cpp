@@ -16,17 +16,17 @@ namespace {
 
 // Rows [r0, r1) of group n, with b = B_n, chunk by chunk into the planes of its images.
 template <class T>
-void planes16_group(const SpmmOffsetsPlanes16Args<T>& a, const float* values, int64_t n,
-                    int64_t r0, int64_t r1, const float* b) {
+void planes16_group(const SpmmOffsetsPlanes16Args<T>& a, const float* values, int64_t n, int64_t r0,
+                    int64_t r1, const float* b) {
   const OffsetsProduct<T>& p = a.product;
   double* const stats = a.stats ? a.stats + 2 * n * p.rows : nullptr;
   if (stats)
     for (int64_t r = r0; r < r1; ++r) stats[2 * r] = stats[2 * r + 1] = 0.0;
   rows_into_planes(p.spans, a.out, 16, a.batch, n, r0, r1, stats,
                    [&](int64_t r, int64_t c0, int64_t c1, float* buf) {
-    const auto src_chunk = [&](int64_t j) { return b + p.off[j] + c0; };
-    spmm_span(p.ptr[r], p.ptr[r + 1], src_chunk, values, 0, c1 - c0, buf);
-  });
+                     const auto src_chunk = [&](int64_t j) { return b + p.off[j] + c0; };
+                     spmm_span(p.ptr[r], p.ptr[r + 1], src_chunk, values, 0, c1 - c0, buf);
+                   });
 }
 
 template <class T>

@@ -45,9 +45,8 @@ void spmm_offsets_rows_impl(const SpmmOffsetsRowsArgs<T>& a) {
   const float* values = index_values(p);
   if (packs(a.pack)) {
     const int64_t nnz = p.ptr[p.rows] - p.ptr[0];
-    for_each_own_image(p, a.pack, (nnz + p.rows) * p.spans.len, [&](int64_t n, const float* b) {
-      rows_image(a, values, n, 0, p.rows, b);
-    });
+    for_each_own_image(p, a.pack, (nnz + p.rows) * p.spans.len,
+                       [&](int64_t n, const float* b) { rows_image(a, values, n, 0, p.rows, b); });
     return;
   }
   split_image_rows(p.nthreads, p.ptr, p.rows, p.images, p.spans.len,

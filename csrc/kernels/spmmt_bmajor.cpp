@@ -35,7 +35,10 @@ inline void spmmt_tile(int64_t begin, int64_t end, const int32_t* idx, const flo
 inline int64_t lower_bound_idx(const int32_t* idx, int64_t begin, int64_t end, int64_t key) {
   while (begin < end) {
     const int64_t mid = begin + (end - begin) / 2;
-    if (idx[mid] < key) begin = mid + 1; else end = mid;
+    if (idx[mid] < key)
+      begin = mid + 1;
+    else
+      end = mid;
   }
   return begin;
 }

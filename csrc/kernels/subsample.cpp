@@ -47,7 +47,8 @@ inline void scatter_row(const float* s, float* d, int64_t w, int64_t sw) {
     return;
   }
   int64_t iw = 0;
-  for (; iw + 2 * W <= w; iw += 2 * W) store_interleaved(d + iw, Vec::load(s + iw / 2), Vec::zero());
+  for (; iw + 2 * W <= w; iw += 2 * W)
+    store_interleaved(d + iw, Vec::load(s + iw / 2), Vec::zero());
   if (iw < w) {
     alignas(64) float tmp[2 * W];
     const int64_t n = w - iw;
@@ -63,7 +64,8 @@ void subsample_impl(const SubsampleArgs<T>& a) {
     for (int64_t p = p0; p < p1; ++p) {
       const float* x = a.src + p * a.h * a.w;
       float* out = a.dst + p * ho * wo;
-      for (int64_t oh = 0; oh < ho; ++oh) gather_row(x + oh * a.sh * a.w, out + oh * wo, wo, a.sw, a.w);
+      for (int64_t oh = 0; oh < ho; ++oh)
+        gather_row(x + oh * a.sh * a.w, out + oh * wo, wo, a.sw, a.w);
     }
   });
 }

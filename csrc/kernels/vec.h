@@ -116,7 +116,8 @@ inline Vec load_even(const float* p) {
 // p[2i] = a[i], p[2i + 1] = b[i] for i < W: two stride-2 phases back into one row.
 inline void store_interleaved(float* p, Vec a, Vec b) {
   const __m512i lo = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
-  const __m512i hi = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+  const __m512i hi =
+      _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
   _mm512_storeu_ps(p, _mm512_permutex2var_ps(a.v, lo, b.v));
   _mm512_storeu_ps(p + 16, _mm512_permutex2var_ps(a.v, hi, b.v));
 }

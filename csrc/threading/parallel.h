@@ -30,7 +30,10 @@ inline int64_t first_at_least(int64_t n, int64_t target, const Weight& weight) {
   int64_t lo = 0, hi = n;
   while (lo < hi) {
     int64_t mid = lo + (hi - lo) / 2;
-    if (weight(mid) < target) lo = mid + 1; else hi = mid;
+    if (weight(mid) < target)
+      lo = mid + 1;
+    else
+      hi = mid;
   }
   return lo;
 }
@@ -101,7 +104,8 @@ class ThreadScratch {
 // Uniform-weight convenience.
 template <class Body>
 inline void parallel_uniform(int nthreads, int64_t n, int64_t work_per_item, const Body& body) {
-  parallel_balanced(nthreads, n, work_per_item, [](int64_t i) { return i; }, body);
+  parallel_balanced(
+      nthreads, n, work_per_item, [](int64_t i) { return i; }, body);
 }
 
 }  // namespace ST_ISA

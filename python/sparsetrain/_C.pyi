@@ -5,8 +5,6 @@ dtype each kernel expects (float32 values, int64 pointers and offsets, int32 col
 wrong dtype, rank, size or layout raises ValueError.
 """
 
-from typing import Optional
-
 import numpy
 
 __version__: str
@@ -16,8 +14,21 @@ class ConvInputLayout:
     """n NCHW images of c channels, h x w, in groups of unit (1 or 16) images, as sh x sw
     phase planes of hq x wq holding the input padded by pt rows and pl columns."""
 
-    def __init__(self, *, n: int, c: int, unit: int, h: int, w: int, sh: int, sw: int, pt: int,
-                 pl: int, hq: int, wq: int) -> None:
+    def __init__(
+        self,
+        *,
+        n: int,
+        c: int,
+        unit: int,
+        h: int,
+        w: int,
+        sh: int,
+        sw: int,
+        pt: int,
+        pl: int,
+        hq: int,
+        wq: int,
+    ) -> None:
         """A checked layout (ValueError if the planes cannot hold the padded input)."""
     @property
     def n(self) -> int: ...
@@ -51,8 +62,9 @@ class ConvOutputLayout:
     grid of wq columns: pixel (y, x) of a channel at offset + y * wq + x, channels
     per_channel apart."""
 
-    def __init__(self, *, n: int, c: int, unit: int, ho: int, wo: int, wq: int,
-                 per_channel: int, offset: int) -> None:
+    def __init__(
+        self, *, n: int, c: int, unit: int, ho: int, wo: int, wq: int, per_channel: int, offset: int
+    ) -> None:
         """A checked layout (ValueError if a channel cannot hold its pixels)."""
     @property
     def n(self) -> int: ...
@@ -76,24 +88,48 @@ class ConvOutputLayout:
     def __eq__(self, other: object) -> bool: ...
 
 # -- batch-major products (linear layers) -------------------------------------------------
-def spmm(*, ptr: numpy.ndarray, idx: numpy.ndarray, values: numpy.ndarray,
-         pos: Optional[numpy.ndarray], scratch: Optional[numpy.ndarray], b: numpy.ndarray,
-         c: numpy.ndarray, nthreads: int) -> None:
+def spmm(
+    *,
+    ptr: numpy.ndarray,
+    idx: numpy.ndarray,
+    values: numpy.ndarray,
+    pos: numpy.ndarray | None,
+    scratch: numpy.ndarray | None,
+    b: numpy.ndarray,
+    c: numpy.ndarray,
+    nthreads: int,
+) -> None:
     """C = A B for the CSR matrix A (or, with pos, its transpose) and batch-major B, C."""
 
-def spmmt(*, ptr: numpy.ndarray, idx: numpy.ndarray, values: numpy.ndarray,
-          col_ptr: numpy.ndarray, b: numpy.ndarray, c: numpy.ndarray, nthreads: int) -> None:
+def spmmt(
+    *,
+    ptr: numpy.ndarray,
+    idx: numpy.ndarray,
+    values: numpy.ndarray,
+    col_ptr: numpy.ndarray,
+    b: numpy.ndarray,
+    c: numpy.ndarray,
+    nthreads: int,
+) -> None:
     """C = A^T B from A's CSR index (col_ptr: its column counts, to balance threads)."""
 
-def sddmm(*, ptr: numpy.ndarray, idx: numpy.ndarray, a: numpy.ndarray, b: numpy.ndarray,
-          out: numpy.ndarray, nthreads: int) -> None:
+def sddmm(
+    *,
+    ptr: numpy.ndarray,
+    idx: numpy.ndarray,
+    a: numpy.ndarray,
+    b: numpy.ndarray,
+    out: numpy.ndarray,
+    nthreads: int,
+) -> None:
     """out[j] = <A[r], B[idx[j]]> for every nonzero j of row r: the values' gradient."""
 
 def pack(*, src: numpy.ndarray, dst: numpy.ndarray, nthreads: int) -> None:
     """(batch, features) src -> batch-major dst (rows of padded batch, zero padding)."""
 
-def unpack(*, src: numpy.ndarray, dst: numpy.ndarray, bias: Optional[numpy.ndarray],
-           nthreads: int) -> None:
+def unpack(
+    *, src: numpy.ndarray, dst: numpy.ndarray, bias: numpy.ndarray | None, nthreads: int
+) -> None:
     """Batch-major src -> (batch, features) dst, plus bias if given."""
 
 # -- offsets products (convolutions): one function per kernel form ----------------------
@@ -102,58 +138,136 @@ def unpack(*, src: numpy.ndarray, dst: numpy.ndarray, bias: Optional[numpy.ndarr
 # values are in CSR order and scattered by pos into scratch first. pack / pack_grid: b is the
 # NCHW input / output gradient, packed image by image by the kernel (check_finite: return
 # whether what it packed was all finite, else None).
-def spmm_offsets_rows(*, ptr: numpy.ndarray, offsets: numpy.ndarray, values: numpy.ndarray,
-                      pos: Optional[numpy.ndarray], scratch: Optional[numpy.ndarray],
-                      b: numpy.ndarray, b_image_stride: int, c: numpy.ndarray, ldc: int,
-                      c_image_stride: int, len: int, images: int, nthreads: int,
-                      seg_len: int = 0, seg_stride: int = 0,
-                      pack: Optional[ConvInputLayout] = None,
-                      pack_grid: Optional[ConvOutputLayout] = None, check_finite: bool = False,
-                      stats: Optional[numpy.ndarray] = None) -> Optional[bool]:
+def spmm_offsets_rows(
+    *,
+    ptr: numpy.ndarray,
+    offsets: numpy.ndarray,
+    values: numpy.ndarray,
+    pos: numpy.ndarray | None,
+    scratch: numpy.ndarray | None,
+    b: numpy.ndarray,
+    b_image_stride: int,
+    c: numpy.ndarray,
+    ldc: int,
+    c_image_stride: int,
+    len: int,
+    images: int,
+    nthreads: int,
+    seg_len: int = 0,
+    seg_stride: int = 0,
+    pack: ConvInputLayout | None = None,
+    pack_grid: ConvOutputLayout | None = None,
+    check_finite: bool = False,
+    stats: numpy.ndarray | None = None,
+) -> bool | None:
     """The product into rows of c (ldc apart, images c_image_stride apart); stats: each
     image x row's sum and sum of squares (float64, images * rows * 2)."""
 
-def spmm_offsets_planes(*, ptr: numpy.ndarray, offsets: numpy.ndarray, values: numpy.ndarray,
-                        pos: Optional[numpy.ndarray], scratch: Optional[numpy.ndarray],
-                        b: numpy.ndarray, b_image_stride: int, c: numpy.ndarray, ldc: int,
-                        c_image_stride: int, len: int, images: int, nthreads: int, grid_w: int,
-                        plane_h: int, plane_w: int, t_base: int = 0, row0: int = 0,
-                        col0: int = 0, bias: Optional[numpy.ndarray] = None, seg_len: int = 0,
-                        seg_stride: int = 0, pack: Optional[ConvInputLayout] = None,
-                        pack_grid: Optional[ConvOutputLayout] = None,
-                        check_finite: bool = False,
-                        stats: Optional[numpy.ndarray] = None) -> Optional[bool]:
+def spmm_offsets_planes(
+    *,
+    ptr: numpy.ndarray,
+    offsets: numpy.ndarray,
+    values: numpy.ndarray,
+    pos: numpy.ndarray | None,
+    scratch: numpy.ndarray | None,
+    b: numpy.ndarray,
+    b_image_stride: int,
+    c: numpy.ndarray,
+    ldc: int,
+    c_image_stride: int,
+    len: int,
+    images: int,
+    nthreads: int,
+    grid_w: int,
+    plane_h: int,
+    plane_w: int,
+    t_base: int = 0,
+    row0: int = 0,
+    col0: int = 0,
+    bias: numpy.ndarray | None = None,
+    seg_len: int = 0,
+    seg_stride: int = 0,
+    pack: ConvInputLayout | None = None,
+    pack_grid: ConvOutputLayout | None = None,
+    check_finite: bool = False,
+    stats: numpy.ndarray | None = None,
+) -> bool | None:
     """The product straight into NCHW planes: position t is grid point t + t_base of a grid
     of grid_w columns, kept inside the plane_h x plane_w window at (row0, col0), plus bias."""
 
-def spmm_offsets_planes16(*, ptr: numpy.ndarray, offsets: numpy.ndarray,
-                          values: numpy.ndarray, pos: Optional[numpy.ndarray],
-                          scratch: Optional[numpy.ndarray], b: numpy.ndarray,
-                          b_image_stride: int, c: numpy.ndarray, ldc: int, c_image_stride: int,
-                          len: int, images: int, nthreads: int, grid_w: int, plane_h: int,
-                          plane_w: int, batch: int, t_base: int = 0, row0: int = 0,
-                          col0: int = 0, bias: Optional[numpy.ndarray] = None,
-                          seg_len: int = 0, seg_stride: int = 0,
-                          stats: Optional[numpy.ndarray] = None) -> Optional[bool]:
+def spmm_offsets_planes16(
+    *,
+    ptr: numpy.ndarray,
+    offsets: numpy.ndarray,
+    values: numpy.ndarray,
+    pos: numpy.ndarray | None,
+    scratch: numpy.ndarray | None,
+    b: numpy.ndarray,
+    b_image_stride: int,
+    c: numpy.ndarray,
+    ldc: int,
+    c_image_stride: int,
+    len: int,
+    images: int,
+    nthreads: int,
+    grid_w: int,
+    plane_h: int,
+    plane_w: int,
+    batch: int,
+    t_base: int = 0,
+    row0: int = 0,
+    col0: int = 0,
+    bias: numpy.ndarray | None = None,
+    seg_len: int = 0,
+    seg_stride: int = 0,
+    stats: numpy.ndarray | None = None,
+) -> bool | None:
     """The planes product on a batch-innermost b (16 images per grid point, images = groups):
     lane m of group n into image 16 n + m's planes, lanes past batch dropped."""
 
-def spmm_offsets_merge(*, ptr: numpy.ndarray, offsets: numpy.ndarray, values: numpy.ndarray,
-                       pos: Optional[numpy.ndarray], scratch: Optional[numpy.ndarray],
-                       b: numpy.ndarray, b_image_stride: int, c: numpy.ndarray,
-                       c_image_stride: int, len: int, images: int, nthreads: int,
-                       merge: ConvInputLayout, t_base: int = 0, seg_len: int = 0,
-                       seg_stride: int = 0, pack: Optional[ConvInputLayout] = None,
-                       pack_grid: Optional[ConvOutputLayout] = None,
-                       check_finite: bool = False) -> Optional[bool]:
+def spmm_offsets_merge(
+    *,
+    ptr: numpy.ndarray,
+    offsets: numpy.ndarray,
+    values: numpy.ndarray,
+    pos: numpy.ndarray | None,
+    scratch: numpy.ndarray | None,
+    b: numpy.ndarray,
+    b_image_stride: int,
+    c: numpy.ndarray,
+    c_image_stride: int,
+    len: int,
+    images: int,
+    nthreads: int,
+    merge: ConvInputLayout,
+    t_base: int = 0,
+    seg_len: int = 0,
+    seg_stride: int = 0,
+    pack: ConvInputLayout | None = None,
+    pack_grid: ConvOutputLayout | None = None,
+    check_finite: bool = False,
+) -> bool | None:
     """A strided input gradient straight into NCHW c: rows are merge's channels x stride
     phases, position t phase-plane pixel t_base + t, each channel's phases interleaved."""
 
-def sddmm_offsets(*, ptr: numpy.ndarray, offsets: numpy.ndarray, a: numpy.ndarray, lda: int,
-                  a_image_stride: int, b: numpy.ndarray, b_image_stride: int, len: int,
-                  images: int, out: numpy.ndarray, nthreads: int, seg_len: int = 0,
-                  seg_stride: int = 0, pack: Optional[ConvInputLayout] = None,
-                  pack_grid: Optional[ConvOutputLayout] = None) -> None:
+def sddmm_offsets(
+    *,
+    ptr: numpy.ndarray,
+    offsets: numpy.ndarray,
+    a: numpy.ndarray,
+    lda: int,
+    a_image_stride: int,
+    b: numpy.ndarray,
+    b_image_stride: int,
+    len: int,
+    images: int,
+    out: numpy.ndarray,
+    nthreads: int,
+    seg_len: int = 0,
+    seg_stride: int = 0,
+    pack: ConvInputLayout | None = None,
+    pack_grid: ConvOutputLayout | None = None,
+) -> None:
     """out[j] = sum_n sum_t A_n[r, t] * B_n[offsets[j] + t] for every nonzero j of row r."""
 
 # Both gradients of a convolution in one call: the input gradient's form on the transposed
@@ -161,120 +275,292 @@ def sddmm_offsets(*, ptr: numpy.ndarray, offsets: numpy.ndarray, a: numpy.ndarra
 # sddmm_offsets on the forward index (ptr, offsets) reading dy (its rows from a_offset on in
 # each image, lda apart) and x into dv. pack: the values gradient packs x; pack_grid: both
 # pack dy (the two go together). Returns what the input gradient's form returns.
-def conv_grads_offsets_planes(*, t_ptr: numpy.ndarray, t_offsets: numpy.ndarray,
-                              values: numpy.ndarray, pos: Optional[numpy.ndarray],
-                              scratch: Optional[numpy.ndarray], dy: numpy.ndarray,
-                              dy_image_stride: int, dx: numpy.ndarray, ldx: int,
-                              dx_image_stride: int, dx_len: int, grid_w: int, plane_h: int,
-                              plane_w: int, ptr: numpy.ndarray, offsets: numpy.ndarray,
-                              lda: int, x: numpy.ndarray, x_image_stride: int, len: int,
-                              dv: numpy.ndarray, images: int, nthreads: int, t_base: int = 0,
-                              row0: int = 0, col0: int = 0, dx_seg_len: int = 0,
-                              dx_seg_stride: int = 0, a_offset: int = 0, seg_len: int = 0,
-                              seg_stride: int = 0, pack: Optional[ConvInputLayout] = None,
-                              pack_grid: Optional[ConvOutputLayout] = None,
-                              check_finite: bool = False) -> Optional[bool]:
+def conv_grads_offsets_planes(
+    *,
+    t_ptr: numpy.ndarray,
+    t_offsets: numpy.ndarray,
+    values: numpy.ndarray,
+    pos: numpy.ndarray | None,
+    scratch: numpy.ndarray | None,
+    dy: numpy.ndarray,
+    dy_image_stride: int,
+    dx: numpy.ndarray,
+    ldx: int,
+    dx_image_stride: int,
+    dx_len: int,
+    grid_w: int,
+    plane_h: int,
+    plane_w: int,
+    ptr: numpy.ndarray,
+    offsets: numpy.ndarray,
+    lda: int,
+    x: numpy.ndarray,
+    x_image_stride: int,
+    len: int,
+    dv: numpy.ndarray,
+    images: int,
+    nthreads: int,
+    t_base: int = 0,
+    row0: int = 0,
+    col0: int = 0,
+    dx_seg_len: int = 0,
+    dx_seg_stride: int = 0,
+    a_offset: int = 0,
+    seg_len: int = 0,
+    seg_stride: int = 0,
+    pack: ConvInputLayout | None = None,
+    pack_grid: ConvOutputLayout | None = None,
+    check_finite: bool = False,
+) -> bool | None:
     """spmm_offsets_planes into dx and sddmm_offsets into dv in one call."""
 
-def conv_grads_one_pass_planes(*, t_ptr: numpy.ndarray, t_offsets: numpy.ndarray,
-                               values: numpy.ndarray, pos: Optional[numpy.ndarray],
-                               scratch: Optional[numpy.ndarray], dy: numpy.ndarray,
-                               dy_image_stride: int, dx: numpy.ndarray, ldx: int,
-                               dx_image_stride: int, dx_len: int, grid_w: int, plane_h: int,
-                               plane_w: int, ptr: numpy.ndarray, offsets: numpy.ndarray,
-                               lda: int, x: numpy.ndarray, x_image_stride: int, len: int,
-                               dv: numpy.ndarray, images: int, nthreads: int, t_base: int = 0,
-                               row0: int = 0, col0: int = 0, dx_seg_len: int = 0,
-                               dx_seg_stride: int = 0, a_offset: int = 0, seg_len: int = 0,
-                               seg_stride: int = 0, pack: Optional[ConvInputLayout] = None,
-                               pack_grid: Optional[ConvOutputLayout] = None,
-                               check_finite: bool = False) -> bool:
+def conv_grads_one_pass_planes(
+    *,
+    t_ptr: numpy.ndarray,
+    t_offsets: numpy.ndarray,
+    values: numpy.ndarray,
+    pos: numpy.ndarray | None,
+    scratch: numpy.ndarray | None,
+    dy: numpy.ndarray,
+    dy_image_stride: int,
+    dx: numpy.ndarray,
+    ldx: int,
+    dx_image_stride: int,
+    dx_len: int,
+    grid_w: int,
+    plane_h: int,
+    plane_w: int,
+    ptr: numpy.ndarray,
+    offsets: numpy.ndarray,
+    lda: int,
+    x: numpy.ndarray,
+    x_image_stride: int,
+    len: int,
+    dv: numpy.ndarray,
+    images: int,
+    nthreads: int,
+    t_base: int = 0,
+    row0: int = 0,
+    col0: int = 0,
+    dx_seg_len: int = 0,
+    dx_seg_stride: int = 0,
+    a_offset: int = 0,
+    seg_len: int = 0,
+    seg_stride: int = 0,
+    pack: ConvInputLayout | None = None,
+    pack_grid: ConvOutputLayout | None = None,
+    check_finite: bool = False,
+) -> bool:
     """Whether conv_grads_offsets_planes with these arguments loads each window of dy once
     for both gradients."""
 
-def conv_grads_offsets_planes16(*, t_ptr: numpy.ndarray, t_offsets: numpy.ndarray,
-                                values: numpy.ndarray, pos: Optional[numpy.ndarray],
-                                scratch: Optional[numpy.ndarray], dy: numpy.ndarray,
-                                dy_image_stride: int, dx: numpy.ndarray, ldx: int,
-                                dx_image_stride: int, dx_len: int, grid_w: int, plane_h: int,
-                                plane_w: int, batch: int, ptr: numpy.ndarray,
-                                offsets: numpy.ndarray, lda: int, x: numpy.ndarray,
-                                x_image_stride: int, len: int, dv: numpy.ndarray, images: int,
-                                nthreads: int, t_base: int = 0, row0: int = 0, col0: int = 0,
-                                dx_seg_len: int = 0, dx_seg_stride: int = 0,
-                                a_offset: int = 0, seg_len: int = 0,
-                                seg_stride: int = 0) -> Optional[bool]:
+def conv_grads_offsets_planes16(
+    *,
+    t_ptr: numpy.ndarray,
+    t_offsets: numpy.ndarray,
+    values: numpy.ndarray,
+    pos: numpy.ndarray | None,
+    scratch: numpy.ndarray | None,
+    dy: numpy.ndarray,
+    dy_image_stride: int,
+    dx: numpy.ndarray,
+    ldx: int,
+    dx_image_stride: int,
+    dx_len: int,
+    grid_w: int,
+    plane_h: int,
+    plane_w: int,
+    batch: int,
+    ptr: numpy.ndarray,
+    offsets: numpy.ndarray,
+    lda: int,
+    x: numpy.ndarray,
+    x_image_stride: int,
+    len: int,
+    dv: numpy.ndarray,
+    images: int,
+    nthreads: int,
+    t_base: int = 0,
+    row0: int = 0,
+    col0: int = 0,
+    dx_seg_len: int = 0,
+    dx_seg_stride: int = 0,
+    a_offset: int = 0,
+    seg_len: int = 0,
+    seg_stride: int = 0,
+) -> bool | None:
     """spmm_offsets_planes16 into dx and sddmm_offsets into dv in one call."""
 
-def conv_grads_one_pass_planes16(*, t_ptr: numpy.ndarray, t_offsets: numpy.ndarray,
-                                 values: numpy.ndarray, pos: Optional[numpy.ndarray],
-                                 scratch: Optional[numpy.ndarray], dy: numpy.ndarray,
-                                 dy_image_stride: int, dx: numpy.ndarray, ldx: int,
-                                 dx_image_stride: int, dx_len: int, grid_w: int, plane_h: int,
-                                 plane_w: int, batch: int, ptr: numpy.ndarray,
-                                 offsets: numpy.ndarray, lda: int, x: numpy.ndarray,
-                                 x_image_stride: int, len: int, dv: numpy.ndarray, images: int,
-                                 nthreads: int, t_base: int = 0, row0: int = 0, col0: int = 0,
-                                 dx_seg_len: int = 0, dx_seg_stride: int = 0,
-                                 a_offset: int = 0, seg_len: int = 0,
-                                 seg_stride: int = 0) -> bool:
+def conv_grads_one_pass_planes16(
+    *,
+    t_ptr: numpy.ndarray,
+    t_offsets: numpy.ndarray,
+    values: numpy.ndarray,
+    pos: numpy.ndarray | None,
+    scratch: numpy.ndarray | None,
+    dy: numpy.ndarray,
+    dy_image_stride: int,
+    dx: numpy.ndarray,
+    ldx: int,
+    dx_image_stride: int,
+    dx_len: int,
+    grid_w: int,
+    plane_h: int,
+    plane_w: int,
+    batch: int,
+    ptr: numpy.ndarray,
+    offsets: numpy.ndarray,
+    lda: int,
+    x: numpy.ndarray,
+    x_image_stride: int,
+    len: int,
+    dv: numpy.ndarray,
+    images: int,
+    nthreads: int,
+    t_base: int = 0,
+    row0: int = 0,
+    col0: int = 0,
+    dx_seg_len: int = 0,
+    dx_seg_stride: int = 0,
+    a_offset: int = 0,
+    seg_len: int = 0,
+    seg_stride: int = 0,
+) -> bool:
     """Whether conv_grads_offsets_planes16 with these arguments loads each window of dy once
     for both gradients."""
 
-def conv_grads_offsets_merge(*, t_ptr: numpy.ndarray, t_offsets: numpy.ndarray,
-                             values: numpy.ndarray, pos: Optional[numpy.ndarray],
-                             scratch: Optional[numpy.ndarray], dy: numpy.ndarray,
-                             dy_image_stride: int, dx: numpy.ndarray, dx_image_stride: int,
-                             dx_len: int, merge: ConvInputLayout, ptr: numpy.ndarray,
-                             offsets: numpy.ndarray, lda: int, x: numpy.ndarray,
-                             x_image_stride: int, len: int, dv: numpy.ndarray, images: int,
-                             nthreads: int, t_base: int = 0, dx_seg_len: int = 0,
-                             dx_seg_stride: int = 0, a_offset: int = 0, seg_len: int = 0,
-                             seg_stride: int = 0, pack: Optional[ConvInputLayout] = None,
-                             pack_grid: Optional[ConvOutputLayout] = None,
-                             check_finite: bool = False) -> Optional[bool]:
+def conv_grads_offsets_merge(
+    *,
+    t_ptr: numpy.ndarray,
+    t_offsets: numpy.ndarray,
+    values: numpy.ndarray,
+    pos: numpy.ndarray | None,
+    scratch: numpy.ndarray | None,
+    dy: numpy.ndarray,
+    dy_image_stride: int,
+    dx: numpy.ndarray,
+    dx_image_stride: int,
+    dx_len: int,
+    merge: ConvInputLayout,
+    ptr: numpy.ndarray,
+    offsets: numpy.ndarray,
+    lda: int,
+    x: numpy.ndarray,
+    x_image_stride: int,
+    len: int,
+    dv: numpy.ndarray,
+    images: int,
+    nthreads: int,
+    t_base: int = 0,
+    dx_seg_len: int = 0,
+    dx_seg_stride: int = 0,
+    a_offset: int = 0,
+    seg_len: int = 0,
+    seg_stride: int = 0,
+    pack: ConvInputLayout | None = None,
+    pack_grid: ConvOutputLayout | None = None,
+    check_finite: bool = False,
+) -> bool | None:
     """spmm_offsets_merge into dx and sddmm_offsets into dv in one call."""
 
 # -- conv layout changes ------------------------------------------------------------------
-def conv_pack_input(*, x: numpy.ndarray, packed: numpy.ndarray, layout: ConvInputLayout,
-                    nthreads: int, check_finite: bool = False) -> Optional[bool]:
+def conv_pack_input(
+    *,
+    x: numpy.ndarray,
+    packed: numpy.ndarray,
+    layout: ConvInputLayout,
+    nthreads: int,
+    check_finite: bool = False,
+) -> bool | None:
     """NCHW x -> its phase planes; with check_finite, whether x is all finite (else None)."""
 
-def conv_unpack_grad_input(*, x: numpy.ndarray, packed: numpy.ndarray, layout: ConvInputLayout,
-                           nthreads: int) -> None:
+def conv_unpack_grad_input(
+    *, x: numpy.ndarray, packed: numpy.ndarray, layout: ConvInputLayout, nthreads: int
+) -> None:
     """Phase planes (an input gradient) -> NCHW x, the padding dropped."""
 
-def conv_pack_grad_output(*, y: numpy.ndarray, grid: Optional[numpy.ndarray],
-                          channel_sums: Optional[numpy.ndarray], layout: ConvOutputLayout,
-                          nthreads: int) -> None:
+def conv_pack_grad_output(
+    *,
+    y: numpy.ndarray,
+    grid: numpy.ndarray | None,
+    channel_sums: numpy.ndarray | None,
+    layout: ConvOutputLayout,
+    nthreads: int,
+) -> None:
     """NCHW y -> its bordered grid (grid None: none), and its channel sums if given."""
 
 # -- direct convolutions ------------------------------------------------------------------
-def conv_direct_spmm(*, ptr: numpy.ndarray, plane: numpy.ndarray, dy: numpy.ndarray,
-                     slot: numpy.ndarray, shift_w: numpy.ndarray, values: numpy.ndarray,
-                     pos: Optional[numpy.ndarray], scratch: Optional[numpy.ndarray],
-                     src: numpy.ndarray, src_image_stride: int, sh: int, sw: int,
-                     out: numpy.ndarray, oh: int, ow: int, bias: Optional[numpy.ndarray],
-                     images: int, nthreads: int) -> None:
+def conv_direct_spmm(
+    *,
+    ptr: numpy.ndarray,
+    plane: numpy.ndarray,
+    dy: numpy.ndarray,
+    slot: numpy.ndarray,
+    shift_w: numpy.ndarray,
+    values: numpy.ndarray,
+    pos: numpy.ndarray | None,
+    scratch: numpy.ndarray | None,
+    src: numpy.ndarray,
+    src_image_stride: int,
+    sh: int,
+    sw: int,
+    out: numpy.ndarray,
+    oh: int,
+    ow: int,
+    bias: numpy.ndarray | None,
+    images: int,
+    nthreads: int,
+) -> None:
     """A stride-1 convolution on NCHW sh x sw planes of src into oh x ow planes of out."""
 
-def conv_direct_sddmm(*, ptr: numpy.ndarray, plane: numpy.ndarray, dy: numpy.ndarray,
-                      slot: numpy.ndarray, shift_w: numpy.ndarray, grad: numpy.ndarray, oh: int,
-                      ow: int, src: numpy.ndarray, src_image_stride: int, sh: int, sw: int,
-                      images: int, out: numpy.ndarray, nthreads: int) -> None:
+def conv_direct_sddmm(
+    *,
+    ptr: numpy.ndarray,
+    plane: numpy.ndarray,
+    dy: numpy.ndarray,
+    slot: numpy.ndarray,
+    shift_w: numpy.ndarray,
+    grad: numpy.ndarray,
+    oh: int,
+    ow: int,
+    src: numpy.ndarray,
+    src_image_stride: int,
+    sh: int,
+    sw: int,
+    images: int,
+    out: numpy.ndarray,
+    nthreads: int,
+) -> None:
     """The values' gradient of conv_direct_spmm: out[j] = sum over images and pixels."""
 
 # -- subsampling --------------------------------------------------------------------------
-def subsample(*, src: numpy.ndarray, dst: numpy.ndarray, planes: int, h: int, w: int, sh: int,
-              sw: int, nthreads: int, grad: bool = False) -> None:
+def subsample(
+    *,
+    src: numpy.ndarray,
+    dst: numpy.ndarray,
+    planes: int,
+    h: int,
+    w: int,
+    sh: int,
+    sw: int,
+    nthreads: int,
+    grad: bool = False,
+) -> None:
     """dst = src[:, :, ::sh, ::sw] of planes h x w; grad: its gradient (zeros elsewhere)."""
 
 # -- index formats ------------------------------------------------------------------------
 def validate_csr(*, ptr: numpy.ndarray, idx: numpy.ndarray, rows: int, cols: int) -> None:
     """ValueError unless ptr / idx are a valid rows x cols CSR index (sorted, in range)."""
 
-def csr_transpose(*, ptr: numpy.ndarray, idx: numpy.ndarray, cols: int, tptr: numpy.ndarray,
-                  tidx: numpy.ndarray, pos: numpy.ndarray) -> None:
+def csr_transpose(
+    *,
+    ptr: numpy.ndarray,
+    idx: numpy.ndarray,
+    cols: int,
+    tptr: numpy.ndarray,
+    tidx: numpy.ndarray,
+    pos: numpy.ndarray,
+) -> None:
     """The transposed index (tptr, tidx) of a validated CSR index, pos its CSR positions."""
 
 # -- run time -----------------------------------------------------------------------------

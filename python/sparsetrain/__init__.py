@@ -1,13 +1,26 @@
 """sparsetrain: fast training of unstructured-sparse networks on CPUs."""
+
 import torch  # noqa: F401  (must load first: our kernels share torch's OpenMP runtime)
 
 from . import _C, formats, models, tuning
-from ._runtime import (get_isa, get_num_threads, keep_freed_memory, runtime_info, set_isa,
-                       set_num_threads, supported_isas)
+from ._runtime import (
+    get_isa,
+    get_num_threads,
+    keep_freed_memory,
+    runtime_info,
+    set_isa,
+    set_num_threads,
+    supported_isas,
+)
 from .functional import sparse_linear
 from .nn import FusedBatchNorm2d, SparseConv2d, SparseLinear
-from .pruning import (GradualMagnitudePruner, cubic_sparsity, follow_pattern, hold_masks,
-                      magnitude_prune)
+from .pruning import (
+    GradualMagnitudePruner,
+    cubic_sparsity,
+    follow_pattern,
+    hold_masks,
+    magnitude_prune,
+)
 from .surgery import SparsifyReport, densify, fuse_batch_norm, sparsify, sparsify_like
 
 __version__ = _C.__version__

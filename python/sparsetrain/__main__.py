@@ -1,4 +1,5 @@
 """``python -m sparsetrain`` is the ``sparsetrain`` command."""
+
 import sys
 
 from .cli import main

@@ -7,6 +7,7 @@ every other optimizer one global step pre-hook (installed on first use, a no-op 
 was resized or replaced) restarts the state that no longer fits, and refuses to train a
 replaced weight.
 """
+
 from __future__ import annotations
 
 import weakref
@@ -28,6 +29,7 @@ class _WeakIdMap:
         def forget(ref, key=key):
             if self._items.get(key, (None,))[0] is ref:
                 del self._items[key]
+
         self._items[key] = (weakref.ref(t, forget), value)
 
     def get(self, t: torch.Tensor, default=None):
@@ -44,7 +46,7 @@ class _WeakIdMap:
         return bool(self._items)
 
 
-_resized = _WeakIdMap()   # Parameters whose shape changed: their optimizer state may not fit
+_resized = _WeakIdMap()  # Parameters whose shape changed: their optimizer state may not fit
 # dense weights the pruner replaced -> the message for an optimizer holding one
 _replaced = _WeakIdMap()
 _hook = None
@@ -72,8 +74,9 @@ def note_replaced(p: torch.Tensor, message: str) -> None:
 def fits(state: dict, shape) -> bool:
     """Whether every tensor in one parameter's optimizer state is a scalar (a step count) or has
     the parameter's shape."""
-    return all(not isinstance(v, torch.Tensor) or v.dim() == 0 or v.shape == shape
-               for v in state.values())
+    return all(
+        not isinstance(v, torch.Tensor) or v.dim() == 0 or v.shape == shape for v in state.values()
+    )
 
 
 def carried(state: dict, shape, index) -> dict | None:
@@ -85,8 +88,10 @@ def carried(state: dict, shape, index) -> dict | None:
     and decay schedules start with it)."""
     if not fits(state, shape):
         return None
-    return {k: (v.reshape(-1)[index].clone() if isinstance(v, torch.Tensor) and v.dim() > 0
-                else v) for k, v in state.items()}
+    return {
+        k: (v.reshape(-1)[index].clone() if isinstance(v, torch.Tensor) and v.dim() > 0 else v)
+        for k, v in state.items()
+    }
 
 
 def _before_step(optimizer, args, kwargs):

@@ -1,4 +1,5 @@
 """Run-time settings: the native kernels' threads and instruction set, and the C allocator."""
+
 from __future__ import annotations
 
 import torch

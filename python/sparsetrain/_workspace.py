@@ -9,6 +9,7 @@ afresh, as PyTorch does, and advised to be backed by transparent huge pages
 (csrc/memory/hugepages.cpp): first touch then costs ~1.5 ms per 27 MB, and freed memory goes
 back at once. Where the system has no transparent huge pages the advice does nothing.
 """
+
 from __future__ import annotations
 
 import torch

@@ -1,5 +1,6 @@
 """The benchmark grid shared by ``sparsetrain bench`` and bench/ (pytest-benchmark): layer
 shapes, pruned layers, one timed training step, and the ResNet-18 end-to-end setup."""
+
 from __future__ import annotations
 
 import time
@@ -94,8 +95,9 @@ def nnz_flops(module, x: torch.Tensor) -> float:
 
 
 # -- end to end -------------------------------------------------------------------------------
-def pruned_resnet(name: str = "resnet18", sparsity: float = 0.95, num_classes: int = 1000,
-                  seed: int = 0) -> nn.Module:
+def pruned_resnet(
+    name: str = "resnet18", sparsity: float = 0.95, num_classes: int = 1000, seed: int = 0
+) -> nn.Module:
     """A ResNet whose convolutions (except the first) are magnitude-pruned to ``sparsity``
     per layer; the first convolution and the classifier stay dense, as in the literature."""
     from . import magnitude_prune
@@ -107,8 +109,9 @@ def pruned_resnet(name: str = "resnet18", sparsity: float = 0.95, num_classes: i
     return model
 
 
-def synthetic_batch(batch: int = 32, image_size: int = 224, num_classes: int = 1000,
-                    seed: int = 0) -> tuple:
+def synthetic_batch(
+    batch: int = 32, image_size: int = 224, num_classes: int = 1000, seed: int = 0
+) -> tuple:
     """Random images (batch, 3, image_size, image_size) and labels, the same for a seed."""
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(batch, 3, image_size, image_size, generator=g)
@@ -134,11 +137,15 @@ def machine() -> dict:
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as f:
-            cpu = next(l.split(":", 1)[1].strip() for l in f if l.startswith("model name"))
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    return {"cpu": cpu, "logical_cpus": os.cpu_count(), "python": platform.python_version(),
-            **runtime_info()}
+    return {
+        "cpu": cpu,
+        "logical_cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        **runtime_info(),
+    }
 
 
 def _status_mb(field: str) -> float:
@@ -149,14 +156,21 @@ def _status_mb(field: str) -> float:
     raise OSError(f"{field} not in /proc/self/status")
 
 
-def measure_step_memory(sparse: bool, name: str = "resnet18", batch: int = 32,
-                        image_size: int = 224, sparsity: float = 0.95, warmup: int = 2) -> dict:
+def measure_step_memory(
+    sparse: bool,
+    name: str = "resnet18",
+    batch: int = 32,
+    image_size: int = 224,
+    sparsity: float = 0.95,
+    warmup: int = 2,
+) -> dict:
     """Resident memory of one training step in this process (Linux): RSS before the step and
     the peak during it (VmHWM, reset just before through /proc/self/clear_refs)."""
     model = pruned_resnet(name, sparsity)
     x, y = synthetic_batch(batch, image_size)
     if sparse:
         from . import sparsify
+
         sparsify(model, example_inputs=x, min_sparsity=0.5)
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     for _ in range(warmup):
@@ -183,9 +197,15 @@ def _peak_rss_kb() -> int:
 _STEADY_GROWTH_KB = 4096
 
 
-def alternating_steps(name: str = "resnet18", batch: int = 32, image_size: int = 224,
-                      sparsity: float = 0.95, rounds: int = 7, warmup: int = 2,
-                      max_warmup: int = 10) -> dict:
+def alternating_steps(
+    name: str = "resnet18",
+    batch: int = 32,
+    image_size: int = 224,
+    sparsity: float = 0.95,
+    rounds: int = 7,
+    warmup: int = 2,
+    max_warmup: int = 10,
+) -> dict:
     """Dense and sparse training steps of one pruned model taking turns in one loop, so both
     see the same machine noise and allocator state; medians (ms) of the `rounds` rounds after
     warm-up and the per-round dense/sparse ratios, sorted.
@@ -232,12 +252,21 @@ def alternating_steps(name: str = "resnet18", batch: int = 32, image_size: int =
             t.append(seconds)
     td, ts = (statistics.median(t) for t in times)
     ratios = sorted(a / b for a, b in zip(*times))
-    return {"dense_ms": td * 1e3, "sparse_ms": ts * 1e3, "ratios": [round(r, 2) for r in ratios],
-            "warmup_rounds": done}
+    return {
+        "dense_ms": td * 1e3,
+        "sparse_ms": ts * 1e3,
+        "ratios": [round(r, 2) for r in ratios],
+        "warmup_rounds": done,
+    }
 
 
-def run_in_subprocess(function: str, keep_freed_memory: bool = False, threads: int = 2,
-                      env: dict | None = None, **kwargs) -> dict:
+def run_in_subprocess(
+    function: str,
+    keep_freed_memory: bool = False,
+    threads: int = 2,
+    env: dict | None = None,
+    **kwargs,
+) -> dict:
     """``function(**kwargs)`` of this module in a fresh interpreter (`threads` threads, extra
     environment variables `env`), so one measurement's freed memory and allocator state do
     not blur another's; with `keep_freed_memory`, the child runs under
@@ -247,13 +276,20 @@ def run_in_subprocess(function: str, keep_freed_memory: bool = False, threads: i
     import subprocess
     import sys
 
-    code = ("import json, torch, sparsetrain, sparsetrain.benchmarks as B; "
-            f"torch.set_num_threads({threads}); "
-            f"{'sparsetrain.keep_freed_memory(); ' if keep_freed_memory else ''}"
-            f"r = B.{function}(**{kwargs!r}); "
-            "r['malloc'] = sparsetrain.runtime_info()['malloc']; print(json.dumps(r))")
-    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
-                         text=True, env={**os.environ, **(env or {})})
+    code = (
+        "import json, torch, sparsetrain, sparsetrain.benchmarks as B; "
+        f"torch.set_num_threads({threads}); "
+        f"{'sparsetrain.keep_freed_memory(); ' if keep_freed_memory else ''}"
+        f"r = B.{function}(**{kwargs!r}); "
+        "r['malloc'] = sparsetrain.runtime_info()['malloc']; print(json.dumps(r))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        check=True,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -263,5 +299,6 @@ def step_memory_in_subprocess(sparse: bool, keep_freed_memory: bool = False, **k
     raises the threshold after a free and keeps later blocks in its heap), so resident memory
     follows the memory really in use, for dense and sparse runs alike."""
     env = None if keep_freed_memory else {"MALLOC_MMAP_THRESHOLD_": "131072"}
-    return run_in_subprocess("measure_step_memory", keep_freed_memory, env=env, sparse=sparse,
-                             **kwargs)
+    return run_in_subprocess(
+        "measure_step_memory", keep_freed_memory, env=env, sparse=sparse, **kwargs
+    )

@@ -1,11 +1,13 @@
 """Finding layers in a model and swapping them for others: what sparsify, densify and the
 pruner share.
 """
+
 from __future__ import annotations
 
 import fnmatch
 import warnings
-from typing import Callable, Iterable, Union
+from collections.abc import Iterable
+from typing import Callable, Union
 
 from torch import nn
 
@@ -33,7 +35,7 @@ def shared_weights(model: nn.Module) -> set:
     """ids of weight Parameters that more than one module registers (tied weights)."""
     owners = {}
     for module in model.modules():
-        for name, p in module.named_parameters(recurse=False):
+        for _name, p in module.named_parameters(recurse=False):
             owners.setdefault(id(p), set()).add(id(module))
     return {pid for pid, mods in owners.items() if len(mods) > 1}
 
@@ -52,10 +54,18 @@ def replace_module(model: nn.Module, old: nn.Module, new: nn.Module) -> None:
 # see the module's inputs and outputs, which a swap keeps: they move to the new module. The
 # tables themselves move (not copies), so the handles their registration returned still
 # remove them. State-dict hooks move too; they see the new module's keys.
-_HOOK_TABLES = ("_forward_pre_hooks", "_forward_pre_hooks_with_kwargs", "_forward_hooks",
-                "_forward_hooks_with_kwargs", "_forward_hooks_always_called",
-                "_backward_pre_hooks", "_state_dict_hooks", "_state_dict_pre_hooks",
-                "_load_state_dict_pre_hooks", "_load_state_dict_post_hooks")
+_HOOK_TABLES = (
+    "_forward_pre_hooks",
+    "_forward_pre_hooks_with_kwargs",
+    "_forward_hooks",
+    "_forward_hooks_with_kwargs",
+    "_forward_hooks_always_called",
+    "_backward_pre_hooks",
+    "_state_dict_hooks",
+    "_state_dict_pre_hooks",
+    "_load_state_dict_pre_hooks",
+    "_load_state_dict_post_hooks",
+)
 
 
 def carry_hooks(old: nn.Module, new: nn.Module) -> None:
@@ -78,11 +88,17 @@ def carry_hooks(old: nn.Module, new: nn.Module) -> None:
         else:
             # register_backward_hook (not _full_) sees the last autograd node's gradients,
             # which are another layer's after the swap.
-            warnings.warn(f"{what} replaced by {type(new).__name__}: its register_backward_hook "
-                          f"hooks cannot follow (use register_full_backward_hook); dropped")
+            warnings.warn(
+                f"{what} replaced by {type(new).__name__}: its register_backward_hook "
+                f"hooks cannot follow (use register_full_backward_hook); dropped",
+                stacklevel=2,
+            )
     for pname, other in (("weight", "values"), ("weight_orig", "values"), ("values", "weight")):
         p = old._parameters.get(pname)
         if p is not None and (p._backward_hooks or getattr(p, "_post_accumulate_grad_hooks", None)):
-            warnings.warn(f"{what} replaced by {type(new).__name__}: the gradient hooks on its "
-                          f"{pname} cannot follow (the new layer trains {other}, of another "
-                          f"shape); register them on the new layer's {other}")
+            warnings.warn(
+                f"{what} replaced by {type(new).__name__}: the gradient hooks on its "
+                f"{pname} cannot follow (the new layer trains {other}, of another "
+                f"shape); register them on the new layer's {other}",
+                stacklevel=2,
+            )

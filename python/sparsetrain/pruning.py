@@ -4,6 +4,7 @@ Dense ``nn.Linear`` / ``nn.Conv2d`` weights get their smallest entries zeroed; s
 lose their smallest nonzeros for good (values and index repacked through the layers' single
 pattern-setting path, optimizer state remapped to the surviving weights).
 """
+
 from __future__ import annotations
 
 import warnings
@@ -23,8 +24,7 @@ _DENSE = (nn.Linear, nn.Conv2d)
 _SPARSE = (SparseLinear, SparseConv2d)
 
 
-def prunable_layers(model: nn.Module, include: LayerSpec = None,
-                    exclude: LayerSpec = None) -> list:
+def prunable_layers(model: nn.Module, include: LayerSpec = None, exclude: LayerSpec = None) -> list:
     """(name, module) of every dense or sparse linear/conv layer, each module once."""
     out, seen = [], set()
     for name, module in model.named_modules():
@@ -43,8 +43,10 @@ def _torch_pruned(module) -> bool:
     """Whether ``torch.nn.utils.prune`` manages the weight: then ``weight`` is only
     ``weight_orig * weight_mask``, recomputed by a forward pre-hook before every forward, so
     only the mask can prune it."""
-    return any(isinstance(h, torch_prune.BasePruningMethod) and h._tensor_name == "weight"
-               for h in module._forward_pre_hooks.values())
+    return any(
+        isinstance(h, torch_prune.BasePruningMethod) and h._tensor_name == "weight"
+        for h in module._forward_pre_hooks.values()
+    )
 
 
 def _check_prunable(name: str, module, who: str) -> None:
@@ -53,10 +55,12 @@ def _check_prunable(name: str, module, who: str) -> None:
     attr = "values" if isinstance(module, _SPARSE) else "weight"
     if attr in module._parameters or (attr == "weight" and _torch_pruned(module)):
         return
-    raise ValueError(f"{who}: the {attr} of layer {name or type(module).__name__!r} is not a "
-                     f"Parameter of the layer but derived (a parametrization or a hook such as "
-                     f"weight_norm's), so pruning it would be undone at the next forward; remove "
-                     f"that first (layers pruned with torch.nn.utils.prune are supported)")
+    raise ValueError(
+        f"{who}: the {attr} of layer {name or type(module).__name__!r} is not a "
+        f"Parameter of the layer but derived (a parametrization or a hook such as "
+        f"weight_norm's), so pruning it would be undone at the next forward; remove "
+        f"that first (layers pruned with torch.nn.utils.prune are supported)"
+    )
 
 
 def _weight(module) -> torch.Tensor:
@@ -125,8 +129,9 @@ def hold_masks(modules: nn.Module | Iterable[nn.Module]) -> Callable[[], None]:
     ``weight_mask``, which then holds them; a weight derived otherwise (parametrization,
     weight_norm) raises ValueError."""
     held, seen = [], set()
-    named = (modules.named_modules() if isinstance(modules, nn.Module)
-             else (("", m) for m in modules))
+    named = (
+        modules.named_modules() if isinstance(modules, nn.Module) else (("", m) for m in modules)
+    )
     for name, m in named:
         if not isinstance(m, _DENSE) or m in seen:
             continue
@@ -146,12 +151,18 @@ def hold_masks(modules: nn.Module | Iterable[nn.Module]) -> Callable[[], None]:
         with torch.no_grad():
             for w, mask in held:
                 w.mul_(mask)
+
     return reapply
 
 
-def magnitude_prune(model: nn.Module, sparsity: float, scope: str = "global",
-                    include: LayerSpec = None, exclude: LayerSpec = None,
-                    optimizer: torch.optim.Optimizer | None = None) -> dict:
+def magnitude_prune(
+    model: nn.Module,
+    sparsity: float,
+    scope: str = "global",
+    include: LayerSpec = None,
+    exclude: LayerSpec = None,
+    optimizer: torch.optim.Optimizer | None = None,
+) -> dict:
     """Prune the smallest-magnitude weights until the chosen layers are `sparsity` zeros.
 
     scope="layer": every layer on its own; scope="global": one magnitude threshold across all
@@ -188,7 +199,7 @@ def magnitude_prune(model: nn.Module, sparsity: float, scope: str = "global",
         mask = _keep_top(flat, keep)
         start = 0
         for (_, module), m in zip(layers, mags):
-            _apply(module, mask[start:start + m.numel()], optimizer)
+            _apply(module, mask[start : start + m.numel()], optimizer)
             start += m.numel()
     return {name: _sparsity(module) for name, module in named}
 
@@ -200,8 +211,9 @@ def _sparsity(module) -> float:
     return float((w == 0).sum()) / max(1, w.numel())
 
 
-def cubic_sparsity(step: int, final_sparsity: float, start_step: int, end_step: int,
-                   initial_sparsity: float = 0.0) -> float:
+def cubic_sparsity(
+    step: int, final_sparsity: float, start_step: int, end_step: int, initial_sparsity: float = 0.0
+) -> float:
     """Zhu & Gupta's schedule: s_f + (s_i - s_f) * (1 - progress)^3, where progress goes from 0
     at ``start_step`` to 1 at ``end_step`` (0 before start, final sparsity after end)."""
     if step < start_step:
@@ -257,32 +269,48 @@ class GradualMagnitudePruner:
     around the model (pass the unwrapped model here).
     """
 
-    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer | None,
-                 final_sparsity: float, start_step: int, end_step: int, every: int = 100, *,
-                 initial_sparsity: float = 0.0, scope: str = "layer",
-                 include: LayerSpec = None, exclude: LayerSpec = None,
-                 min_sparsity: float | None = 0.8):
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer | None,
+        final_sparsity: float,
+        start_step: int,
+        end_step: int,
+        every: int = 100,
+        *,
+        initial_sparsity: float = 0.0,
+        scope: str = "layer",
+        include: LayerSpec = None,
+        exclude: LayerSpec = None,
+        min_sparsity: float | None = 0.8,
+    ):
         if isinstance(model, nn.parallel.DistributedDataParallel):
-            raise TypeError("GradualMagnitudePruner: pass the model inside "
-                            "DistributedDataParallel (ddp.module), then wrap it again after "
-                            "step() returns True")
-        for name, v in (("final_sparsity", final_sparsity),
-                        ("initial_sparsity", initial_sparsity)):
+            raise TypeError(
+                "GradualMagnitudePruner: pass the model inside "
+                "DistributedDataParallel (ddp.module), then wrap it again after "
+                "step() returns True"
+            )
+        for name, v in (("final_sparsity", final_sparsity), ("initial_sparsity", initial_sparsity)):
             if not 0.0 <= float(v) <= 1.0:
                 raise ValueError(f"GradualMagnitudePruner: {name} must be in [0, 1], got {v!r}")
         if min_sparsity is not None and not 0.0 <= float(min_sparsity) <= 1.0:
-            raise ValueError(f"GradualMagnitudePruner: min_sparsity must be in [0, 1] or None, "
-                             f"got {min_sparsity!r}")
+            raise ValueError(
+                f"GradualMagnitudePruner: min_sparsity must be in [0, 1] or None, "
+                f"got {min_sparsity!r}"
+            )
         for name, v in (("start_step", start_step), ("end_step", end_step), ("every", every)):
             if isinstance(v, bool) or not isinstance(v, int):
                 raise ValueError(f"GradualMagnitudePruner: {name} must be an int, got {v!r}")
         if start_step < 0 or end_step < start_step or every < 1:
-            raise ValueError("GradualMagnitudePruner: need 0 <= start_step <= end_step and "
-                             f"every >= 1, got start_step={start_step}, end_step={end_step}, "
-                             f"every={every}")
+            raise ValueError(
+                "GradualMagnitudePruner: need 0 <= start_step <= end_step and "
+                f"every >= 1, got start_step={start_step}, end_step={end_step}, "
+                f"every={every}"
+            )
         if scope not in ("global", "layer"):
-            raise ValueError(f"GradualMagnitudePruner: scope must be 'global' or 'layer', "
-                             f"got {scope!r}")
+            raise ValueError(
+                f"GradualMagnitudePruner: scope must be 'global' or 'layer', got {scope!r}"
+            )
         for name, module in prunable_layers(model, include, exclude):
             _check_prunable(name, module, "GradualMagnitudePruner")
         self.model, self.optimizer = model, optimizer
@@ -307,12 +335,15 @@ class GradualMagnitudePruner:
         self.step_count += 1
         changed = False
         if self.is_pruning_step(step):
-            self.sparsity = cubic_sparsity(step, self.final_sparsity, self.start_step,
-                                           self.end_step, self.initial_sparsity)
-            before = {m: _alive(m) for _, m in prunable_layers(self.model, self.include,
-                                                                self.exclude)}
-            magnitude_prune(self.model, self.sparsity, self.scope, self.include, self.exclude,
-                            self.optimizer)
+            self.sparsity = cubic_sparsity(
+                step, self.final_sparsity, self.start_step, self.end_step, self.initial_sparsity
+            )
+            before = {
+                m: _alive(m) for _, m in prunable_layers(self.model, self.include, self.exclude)
+            }
+            magnitude_prune(
+                self.model, self.sparsity, self.scope, self.include, self.exclude, self.optimizer
+            )
             changed = any(_alive(m) != n for m, n in before.items())
             self._update_masks()
             changed |= self._swap_sparse()
@@ -349,8 +380,11 @@ class GradualMagnitudePruner:
             if _sparsity(module) < self.min_sparsity:
                 continue
             if _torch_pruned(module):
-                self._warn_once(name, "is pruned with torch.nn.utils.prune (call "
-                                      "torch.nn.utils.prune.remove on it to let it become sparse)")
+                self._warn_once(
+                    name,
+                    "is pruned with torch.nn.utils.prune (call "
+                    "torch.nn.utils.prune.remove on it to let it become sparse)",
+                )
                 continue
             if id(module.weight) in shared:
                 self._warn_once(name, "shares its weight with another module")
@@ -366,8 +400,10 @@ class GradualMagnitudePruner:
     def _warn_once(self, name: str, why: str) -> None:
         if name not in self._warned:
             self._warned.add(name)
-            warnings.warn(f"GradualMagnitudePruner: {name} {why}; left dense (pruned under a "
-                          f"mask)")
+            warnings.warn(
+                f"GradualMagnitudePruner: {name} {why}; left dense (pruned under a mask)",
+                stacklevel=2,
+            )
 
     def _hand_over(self, weight: nn.Parameter, sparse, name: str) -> None:
         """Put the sparse ``values`` in the optimizer where the dense weight was, with the
@@ -380,10 +416,12 @@ class GradualMagnitudePruner:
             # Whatever optimizer trains this weight (if one does) cannot be told: make its
             # next step fail rather than train a weight the model no longer has.
             _optim_state.note_replaced(
-                weight, f"GradualMagnitudePruner swapped layer {name!r} for a "
-                        f"{type(sparse).__name__}, but this optimizer still holds the old dense "
-                        f"weight (the new `values` would never train): pass this optimizer to "
-                        f"GradualMagnitudePruner, or min_sparsity=None to keep layers dense")
+                weight,
+                f"GradualMagnitudePruner swapped layer {name!r} for a "
+                f"{type(sparse).__name__}, but this optimizer still holds the old dense "
+                f"weight (the new `values` would never train): pass this optimizer to "
+                f"GradualMagnitudePruner, or min_sparsity=None to keep layers dense",
+            )
             return
         for group in groups:
             group["params"] = [sparse.values if p is weight else p for p in group["params"]]
@@ -442,22 +480,28 @@ def follow_pattern(copy: nn.Module, model: nn.Module) -> None:
             raise ValueError(f"follow_pattern: the copy has no layer {name!r}") from None
         if isinstance(layer, _SPARSE):
             if isinstance(twin, _SPARSE):
-                if (twin.nnz == layer.nnz and torch.equal(twin.row_ptr, layer.row_ptr)
-                        and torch.equal(twin.col_idx, layer.col_idx)):
+                if (
+                    twin.nnz == layer.nnz
+                    and torch.equal(twin.row_ptr, layer.row_ptr)
+                    and torch.equal(twin.col_idx, layer.col_idx)
+                ):
                     continue
                 averaged = twin._dense_matrix().detach().reshape(-1)
                 present = torch.zeros(averaged.numel(), dtype=torch.bool)
-                present[nonzero_positions(twin.row_ptr, twin.col_idx, twin._rows,
-                                          twin._cols)] = True
+                present[nonzero_positions(twin.row_ptr, twin.col_idx, twin._rows, twin._cols)] = (
+                    True
+                )
                 new = twin
             elif type(twin) in SPARSE_OF and type(layer) is SPARSE_OF[type(twin)]:
                 averaged = _weight(twin).reshape(-1)
                 present = torch.ones(averaged.numel(), dtype=torch.bool)
                 new = type(layer).from_dense(twin).train(twin.training)
             else:
-                raise ValueError(f"follow_pattern: layer {name!r} is a "
-                                 f"{type(twin).__name__} in the copy but a "
-                                 f"{type(layer).__name__} in the model")
+                raise ValueError(
+                    f"follow_pattern: layer {name!r} is a "
+                    f"{type(twin).__name__} in the copy but a "
+                    f"{type(layer).__name__} in the model"
+                )
             flat = nonzero_positions(layer.row_ptr, layer.col_idx, layer._rows, layer._cols)
             values = torch.where(present[flat], averaged[flat], layer.values.detach())
             with torch.no_grad():
@@ -468,8 +512,10 @@ def follow_pattern(copy: nn.Module, model: nn.Module) -> None:
             # The model was densified: so is the copy.
             new = twin.to_dense().train(twin.training) if isinstance(twin, _SPARSE) else twin
             if not isinstance(new, _DENSE):
-                raise ValueError(f"follow_pattern: layer {name!r} is a {type(twin).__name__} "
-                                 f"in the copy but a {type(layer).__name__} in the model")
+                raise ValueError(
+                    f"follow_pattern: layer {name!r} is a {type(twin).__name__} "
+                    f"in the copy but a {type(layer).__name__} in the model"
+                )
             keep = _weight(layer) != 0
             if not bool(keep.all()):
                 _check_prunable(name, new, "follow_pattern")
@@ -478,8 +524,10 @@ def follow_pattern(copy: nn.Module, model: nn.Module) -> None:
             continue
         if twin is root:
             if holder is None:
-                raise ValueError("follow_pattern: the copy is itself the layer that changed "
-                                 "type; pass the AveragedModel, or a model holding the layer")
+                raise ValueError(
+                    "follow_pattern: the copy is itself the layer that changed "
+                    "type; pass the AveragedModel, or a model holding the layer"
+                )
             holder.module = root = new
         else:
             replace_module(root, twin, new)

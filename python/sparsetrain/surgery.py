@@ -1,9 +1,10 @@
 """Model surgery: swap pruned nn.Linear / nn.Conv2d layers for sparse ones, and back.
 
-    report = sparsetrain.sparsify(model, example_inputs=(x,))
-    print(report)                 # what was swapped, measured dense vs sparse times
-    sparsetrain.densify(model)    # plain torch modules again
+report = sparsetrain.sparsify(model, example_inputs=(x,))
+print(report)                 # what was swapped, measured dense vs sparse times
+sparsetrain.densify(model)    # plain torch modules again
 """
+
 from __future__ import annotations
 
 import copy
@@ -24,6 +25,7 @@ from .nn.batchnorm import FusedBatchNorm2d
 
 # What the model is called on: one tensor, or a tuple / list of its positional arguments.
 ExampleInputs = Union[torch.Tensor, Sequence[torch.Tensor]]
+
 
 @dataclass
 class LayerDecision:
@@ -50,21 +52,28 @@ class SparsifyReport:
         return [row.name for row in self.layers if row.swapped]
 
     def to_dict(self) -> dict:
-        return {"layers": [asdict(row) for row in self.layers], "swapped": self.swapped,
-                "fused_batch_norms": [list(p) for p in self.fused_batch_norms]}
+        return {
+            "layers": [asdict(row) for row in self.layers],
+            "swapped": self.swapped,
+            "fused_batch_norms": [list(p) for p in self.fused_batch_norms],
+        }
 
     def __str__(self) -> str:
         def ms(v):
             return "-" if v is None else f"{v:.2f}"
 
-        head = f"{'layer':<28}{'type':<8}{'shape':<22}{'sparsity':>9}{'dense ms':>10}" \
-               f"{'sparse ms':>11}  decision"
+        head = (
+            f"{'layer':<28}{'type':<8}{'shape':<22}{'sparsity':>9}{'dense ms':>10}"
+            f"{'sparse ms':>11}  decision"
+        )
         lines = [head, "-" * len(head)]
         for r in self.layers:
             shape = "x".join(str(s) for s in r.shape)
-            lines.append(f"{r.name[:27]:<28}{r.type:<8}{shape[:21]:<22}{r.sparsity:>9.3f}"
-                         f"{ms(r.dense_ms):>10}{ms(r.sparse_ms):>11}  "
-                         f"{'sparse' if r.swapped else 'dense'} ({r.reason})")
+            lines.append(
+                f"{r.name[:27]:<28}{r.type:<8}{shape[:21]:<22}{r.sparsity:>9.3f}"
+                f"{ms(r.dense_ms):>10}{ms(r.sparse_ms):>11}  "
+                f"{'sparse' if r.swapped else 'dense'} ({r.reason})"
+            )
         lines.append(f"{len(self.swapped)} of {len(self.layers)} candidate layers made sparse")
         return "\n".join(lines)
 
@@ -117,9 +126,11 @@ def _input_shapes(model: nn.Module, modules: list, example_inputs) -> dict:
     """The input shape each candidate module sees (first call) when the model runs once."""
     shapes, hooks = {}, []
     for module in modules:
+
         def hook(mod, args, _key=module):
             if args and isinstance(args[0], torch.Tensor):
                 shapes.setdefault(_key, tuple(args[0].shape))
+
         hooks.append(module.register_forward_pre_hook(hook))
     _run_once(model, example_inputs, hooks)
     return shapes
@@ -142,8 +153,12 @@ def _conv_batch_norm_pairs(model: nn.Module, example_inputs) -> list:
     def before_norm(mod, args):
         if args and isinstance(args[0], torch.Tensor):
             found = outputs.get(id(args[0]))
-            if (found is not None and found[0]() is args[0] and found[2] == args[0]._version
-                    and (found[1], mod) not in pairs):  # unchanged since (no in-place op)
+            if (
+                found is not None
+                and found[0]() is args[0]
+                and found[2] == args[0]._version
+                and (found[1], mod) not in pairs
+            ):  # unchanged since (no in-place op)
                 pairs.append((found[1], mod))
 
     hooks += [m.register_forward_hook(after_conv) for m in convs]
@@ -169,10 +184,17 @@ def fuse_batch_norm(model: nn.Module, example_inputs: ExampleInputs) -> list:
     return fused
 
 
-def sparsify(model: nn.Module, example_inputs: ExampleInputs | None = None, *,
-             min_sparsity: float = 0.8, only_if_faster: bool = True,
-             include: LayerSpec = None, exclude: LayerSpec = None, inplace: bool = True,
-             batch_norm: bool = True) -> SparsifyReport:
+def sparsify(
+    model: nn.Module,
+    example_inputs: ExampleInputs | None = None,
+    *,
+    min_sparsity: float = 0.8,
+    only_if_faster: bool = True,
+    include: LayerSpec = None,
+    exclude: LayerSpec = None,
+    inplace: bool = True,
+    batch_norm: bool = True,
+) -> SparsifyReport:
     """Replace ``nn.Linear`` / ``nn.Conv2d`` layers whose weight has at least ``min_sparsity``
     zeros with :class:`SparseLinear` / :class:`SparseConv2d` holding the same numbers.
 
@@ -204,14 +226,25 @@ def sparsify(model: nn.Module, example_inputs: ExampleInputs | None = None, *,
             continue
         if any(matches(n, module, exclude) for n in module_names):
             continue
-        row = LayerDecision(name, type(module).__name__, tuple(module.weight.shape),
-                            _weight_sparsity(module), None, None, False, "")
+        row = LayerDecision(
+            name,
+            type(module).__name__,
+            tuple(module.weight.shape),
+            _weight_sparsity(module),
+            None,
+            None,
+            False,
+            "",
+        )
         report.layers.append(row)
         if module is model:
             row.reason = "is the model itself: use from_dense"
         elif id(module.weight) in shared:
             row.reason = "weight shared with another module"
-            warnings.warn(f"sparsify: {name} shares its weight with another module; left dense")
+            warnings.warn(
+                f"sparsify: {name} shares its weight with another module; left dense",
+                stacklevel=2,
+            )
         elif module.weight.device.type != "cpu" or module.weight.dtype != torch.float32:
             row.reason = "not a float32 CPU weight"
         elif row.sparsity < min_sparsity:
@@ -279,8 +312,9 @@ def _dense_twin(module, share_bias: bool = True) -> nn.Module:
     return dense
 
 
-def sparsify_like(model: nn.Module, state_dict: Mapping[str, torch.Tensor], *,
-                  strict: bool = True) -> nn.Module:
+def sparsify_like(
+    model: nn.Module, state_dict: Mapping[str, torch.Tensor], *, strict: bool = True
+) -> nn.Module:
     """Give ``model`` the sparse / dense layers that ``state_dict`` has, then load it.
 
     For resuming from a checkpoint of a model that was partly sparsified: build the model as
@@ -316,8 +350,10 @@ def sparsify_like(model: nn.Module, state_dict: Mapping[str, torch.Tensor], *,
         for p in prefixes:
             t = state_dict.get(p + key)
             if isinstance(t, torch.Tensor) and found(t) != mine:
-                errors.append(f"size mismatch for {p}weight: the checkpoint's weight has shape "
-                              f"{found(t)}, the model's {module_names[0] or 'model'} {mine}")
+                errors.append(
+                    f"size mismatch for {p}weight: the checkpoint's weight has shape "
+                    f"{found(t)}, the model's {module_names[0] or 'model'} {mine}"
+                )
                 break
     if errors:
         raise RuntimeError("sparsify_like: " + "; ".join(errors))

@@ -5,6 +5,7 @@ Every one is read when a layer runs (or builds a plan), so setting it, e.g.
 each side of a choice this way. No rule depends on the thread count, so a layer computes the
 same bits for any number of threads.
 """
+
 from __future__ import annotations
 
 # -- SparseLinear ------------------------------------------------------------------------------

@@ -101,7 +101,9 @@ TEST_P(ConvDirect, MatchesTheConvolutionAndScalar) {
     std::vector<float> first_y, first_dv, first_dx;
     for (int threads : {1, 3}) {
       const std::string what = name + ", threads " + std::to_string(threads);
-      struct Out { std::vector<float> y, yb, dv, dx; };
+      struct Out {
+        std::vector<float> y, yb, dv, dx;
+      };
       const auto run_all = [&](const st::KernelTable& t) {
         Out o{std::vector<float>(images * y_stride, kGap),
               std::vector<float>(images * y_stride, kGap), std::vector<float>(nnz, NAN),
@@ -167,7 +169,8 @@ TEST_P(ConvDirect, StridesAndPlanesBeyond2To31) {
   float* src = mem.at(0);
   for (int64_t n = 0; n < images; ++n)
     for (int64_t p : plane)
-      for (int64_t i = 0; i < sh * sw; ++i) *(src + n * src_stride + p + i) = val_at(n * 13 + p % 97 + i);
+      for (int64_t i = 0; i < sh * sw; ++i)
+        *(src + n * src_stride + p + i) = val_at(n * 13 + p % 97 + i);
   auto src_at = [&](int64_t n, int64_t p, int64_t y, int64_t x) {
     if (y < 0 || y >= sh || x < 0 || x >= sw) return 0.f;
     return val_at(n * 13 + p % 97 + y * sw + x);
@@ -203,7 +206,8 @@ TEST_P(ConvDirect, StridesAndPlanesBeyond2To31) {
     for (int64_t r = 0; r < rows; ++r)
       for (int64_t y = 0; y < oh; ++y)
         for (int64_t x = 0; x < ow; ++x)
-          ASSERT_NEAR(*(out + n * out_stride + r * oh * ow + y * ow + x), ref_out(n, r, y, x), 1e-5f)
+          ASSERT_NEAR(*(out + n * out_stride + r * oh * ow + y * ow + x), ref_out(n, r, y, x),
+                      1e-5f)
               << "forward image " << n << " row " << r << " at " << y << "," << x;
 
   // Values gradient with the output above as the incoming gradient (its image stride too).
@@ -218,7 +222,8 @@ TEST_P(ConvDirect, StridesAndPlanesBeyond2To31) {
       for (int64_t n = 0; n < images; ++n)
         for (int64_t y = 0; y < oh; ++y)
           for (int64_t x = 0; x < ow; ++x)
-            ref += double(ref_out(n, r, y, x)) * src_at(n, plane[j], y + dy[j], x + shift_w[slot[j]]);
+            ref +=
+                double(ref_out(n, r, y, x)) * src_at(n, plane[j], y + dy[j], x + shift_w[slot[j]]);
       ASSERT_NEAR(dv[j], ref, 1e-3) << "values gradient " << j;
     }
 }

@@ -35,13 +35,14 @@ TEST_P(ConvGrads, MatchTheTwoKernels) {
   OffsetCsr as = random_offsets(c, 5, x_image - s_len, rng);
   for (int threads : {1, 3}) {
     for (bool merged : {false, true}) {
-      const std::string what = std::string(merged ? "merged" : "rows") + ", threads " +
-                               std::to_string(threads);
+      const std::string what =
+          std::string(merged ? "merged" : "rows") + ", threads " + std::to_string(threads);
       const int64_t out_size = merged ? n * 2 * hw : n * rows * t_len;
       std::vector<float> dx_ref(out_size, -7.f), dx(out_size, -7.f);
       std::vector<float> dv_ref(as.off.size(), -7.f), dv(as.off.size(), -7.f);
-      const SddmmOffsetsArgs fv{as.ptr.data(), as.off.data(), c, y.data(), per, c * ho * wo,
-                                x.data(), 2 * 6 * 7, n, {s_len}, dv_ref.data(), threads, &xl, &o};
+      const SddmmOffsetsArgs fv{as.ptr.data(), as.off.data(), c,         y.data(), per,
+                                c * ho * wo,   x.data(),      2 * 6 * 7, n,        {s_len},
+                                dv_ref.data(), threads,       &xl,       &o};
       // fx: the input gradient form, dy packed by the kernel.
       const auto check = [&](auto fx) {
         fx.pack.grid = &o;
@@ -62,8 +63,10 @@ TEST_P(ConvGrads, MatchTheTwoKernels) {
           for (int64_t i = 0; i < n; ++i)
             ASSERT_EQ(finite[i], bad != 0.0f && i == image_with ? 0 : 1) << "image " << i << what;
           if (bad != 0.0f) continue;  // only the flags are defined with a NaN or Inf in dy
-          for (int64_t i = 0; i < out_size; ++i) ASSERT_EQ(dx[i], dx_ref[i]) << "dx " << what << " at " << i;
-          for (size_t j = 0; j < dv.size(); ++j) ASSERT_EQ(dv[j], dv_ref[j]) << "dv " << what << " at " << j;
+          for (int64_t i = 0; i < out_size; ++i)
+            ASSERT_EQ(dx[i], dx_ref[i]) << "dx " << what << " at " << i;
+          for (size_t j = 0; j < dv.size(); ++j)
+            ASSERT_EQ(dv[j], dv_ref[j]) << "dv " << what << " at " << j;
         }
       };
       if (merged) {
@@ -73,8 +76,8 @@ TEST_P(ConvGrads, MatchTheTwoKernels) {
         Product p = product(a, rows, y.data(), c * ho * wo, t_len, n, threads);
         p.pos = pos.data();
         p.scratch = scratch.data();
-        check(PlanesArgs{p, planes_out(dx_ref.data(), t_len, rows * t_len, t_len, 0, 0, 0, 1,
-                                       t_len, nullptr)});
+        check(PlanesArgs{
+            p, planes_out(dx_ref.data(), t_len, rows * t_len, t_len, 0, 0, 0, 1, t_len, nullptr)});
       }
     }
   }
@@ -155,22 +158,37 @@ TEST_P(ConvGrads, OnePassMatchesTheConvolution) {
     }
     std::vector<float> first_dx, first_dv;
     for (int threads : {1, 3}) {
-      const std::string what = "form " + std::to_string(form) + ", threads " +
-                               std::to_string(threads);
+      const std::string what =
+          "form " + std::to_string(form) + ", threads " + std::to_string(threads);
       std::vector<float> dx(ref_dx.size(), -7.f), dv(nnz, -7.f);
       const int64_t seg_len = u == 16 ? w * 16 : 0, seg_stride = u == 16 ? wq * 16 : 0;
-      const Product p{t_ptr.data(), t_off_u.data(), val.data(), t_pos.data(), scratch.data(),
-                      cin, packs ? dy.data() : dyq.data(),
-                      packs ? cout * h * w : cout * dy_len * u, groups,
-                      {dx_len * u, seg_len, seg_stride}, threads};
+      const Product p{t_ptr.data(),
+                      t_off_u.data(),
+                      val.data(),
+                      t_pos.data(),
+                      scratch.data(),
+                      cin,
+                      packs ? dy.data() : dyq.data(),
+                      packs ? cout * h * w : cout * dy_len * u,
+                      groups,
+                      {dx_len * u, seg_len, seg_stride},
+                      threads};
       const k::PlanesOut<float> win =
           planes_out(dx.data(), h * w, cin * h * w, wq, dx_start, 1, 1, h, w, nullptr);
-      const SddmmOffsetsArgs fv{ptr.data(), off_u.data(), cout,
-                                packs ? dy.data() : dyq.data() + margin * u, dy_len * u,
+      const SddmmOffsetsArgs fv{ptr.data(),
+                                off_u.data(),
+                                cout,
+                                packs ? dy.data() : dyq.data() + margin * u,
+                                dy_len * u,
                                 packs ? cout * h * w : cout * dy_len * u,
-                                packs ? x.data() : xq.data(), packs ? cin * h * w : cin * plane * u,
-                                groups, {grid_len * u, seg_len, seg_stride}, dv.data(), threads,
-                                packs ? &xl : nullptr, packs ? &o : nullptr};
+                                packs ? x.data() : xq.data(),
+                                packs ? cin * h * w : cin * plane * u,
+                                groups,
+                                {grid_len * u, seg_len, seg_stride},
+                                dv.data(),
+                                threads,
+                                packs ? &xl : nullptr,
+                                packs ? &o : nullptr};
       // fx: the input gradient form, one image per vector or (u = 16) lanes into NCHW.
       const auto check = [&](auto fx) {
         ASSERT_EQ(run::conv_grads_one_pass_plane(grads(fx, fv)), plane * u) << what;
@@ -195,9 +213,11 @@ TEST_P(ConvGrads, OnePassMatchesTheConvolution) {
         run::spmm_offsets(table, fx2);
         run::sddmm_offsets(table, fv2);
         for (size_t i = 0; i < dx.size(); ++i)
-          ASSERT_NEAR(dx[i], dx2[i], 2e-5 * mag_dx[i] + 1e-6) << "dx vs spmm at " << i << ", " << what;
+          ASSERT_NEAR(dx[i], dx2[i], 2e-5 * mag_dx[i] + 1e-6)
+              << "dx vs spmm at " << i << ", " << what;
         for (int64_t j = 0; j < nnz; ++j)
-          ASSERT_NEAR(dv[j], dv2[j], 2e-5 * mag_dv[j] + 1e-6) << "dv vs sddmm at " << j << ", " << what;
+          ASSERT_NEAR(dv[j], dv2[j], 2e-5 * mag_dv[j] + 1e-6)
+              << "dv vs sddmm at " << j << ", " << what;
         // One entry of the transposed index moved: not the one-pass form any more.
         t_off_u[0] += u;
         EXPECT_EQ(run::conv_grads_one_pass_plane(grads(fx, fv)), 0) << what;

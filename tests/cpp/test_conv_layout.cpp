@@ -12,16 +12,20 @@ TEST_P(ConvLayout, RoundTripAndMatchScalar) {
   const auto& table = st::kernel_table(GetParam());
   const auto& scalar = st::kernel_table(st::Isa::scalar);
   std::mt19937 rng(9);
-  struct G { int64_t n, c, h, w, sh, sw, pt, pl; };
-  for (const G& g : {G{3, 2, 5, 7, 1, 1, 1, 1}, G{17, 3, 9, 20, 2, 2, 1, 2}, G{16, 2, 4, 300, 1, 3, 0, 2},
-                     G{33, 1, 6, 5, 3, 1, 2, 0},
-                     // stride 2 with rows long enough for whole-vector (de)interleaving, odd and
-                     // even left padding, odd widths
-                     G{3, 2, 7, 75, 2, 2, 1, 1}, G{2, 2, 6, 64, 2, 2, 0, 3}, G{1, 1, 5, 33, 2, 2, 1, 0}}) {
+  struct G {
+    int64_t n, c, h, w, sh, sw, pt, pl;
+  };
+  for (const G& g :
+       {G{3, 2, 5, 7, 1, 1, 1, 1}, G{17, 3, 9, 20, 2, 2, 1, 2}, G{16, 2, 4, 300, 1, 3, 0, 2},
+        G{33, 1, 6, 5, 3, 1, 2, 0},
+        // stride 2 with rows long enough for whole-vector (de)interleaving, odd and
+        // even left padding, odd widths
+        G{3, 2, 7, 75, 2, 2, 1, 1}, G{2, 2, 6, 64, 2, 2, 0, 3}, G{1, 1, 5, 33, 2, 2, 1, 0}}) {
     for (int64_t unit : {1, 16}) {
-      const int64_t hq = (g.h + 2 * g.pt + g.sh - 1) / g.sh, wq = (g.w + 2 * g.pl + g.sw - 1) / g.sw;
-      const k::ConvInputLayout l{g.n, g.c, (g.n + unit - 1) / unit, unit, g.h, g.w, g.sh, g.sw,
-                                 g.pt, g.pl, hq, wq};
+      const int64_t hq = (g.h + 2 * g.pt + g.sh - 1) / g.sh,
+                    wq = (g.w + 2 * g.pl + g.sw - 1) / g.sw;
+      const k::ConvInputLayout l{
+          g.n, g.c, (g.n + unit - 1) / unit, unit, g.h, g.w, g.sh, g.sw, g.pt, g.pl, hq, wq};
       const int64_t packed_size = l.groups * g.c * g.sh * g.sw * hq * wq * unit;
       std::vector<float> x = random_vec(g.n * g.c * g.h * g.w, rng);
       std::vector<float> p(packed_size, NAN), ps(packed_size, NAN), back(x.size(), NAN);
@@ -60,7 +64,8 @@ TEST_P(ConvLayout, RoundTripAndMatchScalar) {
       std::vector<double> sums(l.groups * g.c), ssums(sums.size());
       run::conv_pack_grad_output(table, {o, y.data(), grid.data(), sums.data(), 2});
       run::conv_pack_grad_output(scalar, {o, y.data(), gs.data(), ssums.data(), 2});
-      for (size_t i = 0; i < grid.size(); ++i) ASSERT_EQ(grid[i], gs[i]) << "pack_grad_output at " << i;
+      for (size_t i = 0; i < grid.size(); ++i)
+        ASSERT_EQ(grid[i], gs[i]) << "pack_grad_output at " << i;
       // Every output pixel at its grid position (lane n % unit of group n / unit), zeros elsewhere.
       std::vector<float> expect(grid.size(), 0.f);
       for (int64_t n = 0; n < g.n; ++n)

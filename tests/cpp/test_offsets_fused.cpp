@@ -15,9 +15,13 @@ class OffsetsFused : public IsaTest {};
 TEST_P(OffsetsFused, PackImagesThemselves) {
   const auto& table = st::kernel_table(GetParam());
   std::mt19937 rng(13);
-  struct G { int64_t n, c, h, w, sh, sw, pt, pl; };
-  for (const G& g : {G{5, 3, 9, 11, 1, 1, 1, 1}, G{19, 2, 12, 40, 2, 2, 1, 1}, G{2, 4, 7, 5, 2, 1, 0, 2}}) {
-    const int64_t hq = (g.h + 2 * g.pt + g.sh - 1) / g.sh + 1, wq = (g.w + 2 * g.pl + g.sw - 1) / g.sw;
+  struct G {
+    int64_t n, c, h, w, sh, sw, pt, pl;
+  };
+  for (const G& g :
+       {G{5, 3, 9, 11, 1, 1, 1, 1}, G{19, 2, 12, 40, 2, 2, 1, 1}, G{2, 4, 7, 5, 2, 1, 0, 2}}) {
+    const int64_t hq = (g.h + 2 * g.pt + g.sh - 1) / g.sh + 1,
+                  wq = (g.w + 2 * g.pl + g.sw - 1) / g.sw;
     const k::ConvInputLayout l{g.n, g.c, g.n, 1, g.h, g.w, g.sh, g.sw, g.pt, g.pl, hq, wq};
     const int64_t image = g.c * g.sh * g.sw * hq * wq, len = (hq - 1) * wq - 1, rows = 6;
     OffsetCsr a = random_offsets(rows, 7, image - len, rng);
@@ -26,17 +30,27 @@ TEST_P(OffsetsFused, PackImagesThemselves) {
     run::conv_pack_input(table, {l, x.data(), packed.data(), 1});
     const int64_t ph = hq - 2, pw = wq - 1;  // planes: a window of the grid
     std::vector<float> ref(g.n * rows * ph * pw, -7.f);
-    const PlanesArgs args{product(a, rows, packed.data(), image, len, g.n, 2),
-                          planes_out(ref.data(), ph * pw, rows * ph * pw, wq, 0, 0, 0, ph, pw,
-                                     nullptr)};
+    const PlanesArgs args{
+        product(a, rows, packed.data(), image, len, g.n, 2),
+        planes_out(ref.data(), ph * pw, rows * ph * pw, wq, 0, 0, 0, ph, pw, nullptr)};
     run::spmm_offsets(table, args);
     std::vector<float> dv_ref(a.off.size()), a_grid = random_vec(g.n * rows * len, rng);
-    run::sddmm_offsets(table, {a.ptr.data(), a.off.data(), rows, a_grid.data(), len, rows * len,
-                               packed.data(), image, g.n, {len}, dv_ref.data(), 2});
+    run::sddmm_offsets(table, {a.ptr.data(),
+                               a.off.data(),
+                               rows,
+                               a_grid.data(),
+                               len,
+                               rows * len,
+                               packed.data(),
+                               image,
+                               g.n,
+                               {len},
+                               dv_ref.data(),
+                               2});
     std::vector<float> dv_first;
     for (int threads : {1, 3}) {
-      const std::string what = " from NCHW, n " + std::to_string(g.n) + ", threads " +
-                               std::to_string(threads);
+      const std::string what =
+          " from NCHW, n " + std::to_string(g.n) + ", threads " + std::to_string(threads);
       std::vector<float> y(ref.size(), -7.f);
       std::vector<unsigned char> finite(g.n, 7);
       auto f = args;
@@ -46,7 +60,8 @@ TEST_P(OffsetsFused, PackImagesThemselves) {
       f.product.nthreads = threads;
       f.pack = {&l, nullptr, finite.data()};
       run::spmm_offsets(table, f);
-      for (size_t i = 0; i < y.size(); ++i) ASSERT_EQ(y[i], ref[i]) << "spmm_offsets" << what << " at " << i;
+      for (size_t i = 0; i < y.size(); ++i)
+        ASSERT_EQ(y[i], ref[i]) << "spmm_offsets" << what << " at " << i;
       for (int64_t n = 0; n < g.n; ++n) ASSERT_EQ(finite[n], 1) << "finite flag of image " << n;
       std::vector<float> xb = x;
       xb[(g.n - 1) * g.c * g.h * g.w + 3] = NAN;  // the last image only
@@ -54,8 +69,8 @@ TEST_P(OffsetsFused, PackImagesThemselves) {
       run::spmm_offsets(table, f);
       for (int64_t n = 0; n < g.n; ++n) ASSERT_EQ(finite[n], n == g.n - 1 ? 0 : 1) << "image " << n;
       std::vector<float> dv(a.off.size(), NAN);
-      SddmmOffsetsArgs s{a.ptr.data(), a.off.data(), rows, a_grid.data(), len, rows * len,
-                         x.data(), g.c * g.h * g.w, g.n, {len}, dv.data(), threads};
+      SddmmOffsetsArgs s{a.ptr.data(), a.off.data(),    rows, a_grid.data(), len,       rows * len,
+                         x.data(),     g.c * g.h * g.w, g.n,  {len},         dv.data(), threads};
       s.pack_b = &l;
       run::sddmm_offsets(table, s);
       expect_close(dv, dv_ref, 1e-5f, "sddmm_offsets" + what);
@@ -118,7 +133,8 @@ TEST_P(OffsetsFused, PackGridsThemselves) {
     };
     std::vector<float> out(ref.size(), -7.f);
     run::spmm_offsets(table, from_nchw(args, out.data()));
-    for (size_t i = 0; i < out.size(); ++i) ASSERT_EQ(out[i], ref[i]) << "spmm_offsets" << what << " at " << i;
+    for (size_t i = 0; i < out.size(); ++i)
+      ASSERT_EQ(out[i], ref[i]) << "spmm_offsets" << what << " at " << i;
     run::spmm_offsets(table, from_nchw(merged_args, merged.data()));
     for (size_t i = 0; i < merged.size(); ++i)
       ASSERT_EQ(merged[i], merged_ref[i]) << "merged spmm_offsets" << what << " at " << i;
@@ -128,7 +144,8 @@ TEST_P(OffsetsFused, PackGridsThemselves) {
       std::vector<unsigned char> finite(n, 7);
       f.pack.finite = finite.data();
       run::spmm_offsets(table, f);
-      for (int64_t i = 0; i < n; ++i) ASSERT_EQ(finite[i], 1) << "finite flag of image " << i << what;
+      for (int64_t i = 0; i < n; ++i)
+        ASSERT_EQ(finite[i], 1) << "finite flag of image " << i << what;
       int64_t image_with = 0;
       for (float bad : {NAN, INFINITY, -INFINITY}) {
         std::vector<float> yb = y;
@@ -147,10 +164,20 @@ TEST_P(OffsetsFused, PackGridsThemselves) {
   const int64_t b_image = 300, s_len = len - 3;
   OffsetCsr as = random_offsets(c, 5, b_image - s_len, rng);
   std::vector<float> b = random_vec(n * b_image, rng), dv_ref(as.off.size()), dv(as.off.size());
-  run::sddmm_offsets(table, {as.ptr.data(), as.off.data(), c, grid.data() + offset, per, image,
-                             b.data(), b_image, n, {s_len}, dv_ref.data(), 2});
-  SddmmOffsetsArgs sa{as.ptr.data(), as.off.data(), c, y.data(), per, c * ho * wo, b.data(),
-                      b_image, n, {s_len}, dv.data(), 2};
+  run::sddmm_offsets(table, {as.ptr.data(),
+                             as.off.data(),
+                             c,
+                             grid.data() + offset,
+                             per,
+                             image,
+                             b.data(),
+                             b_image,
+                             n,
+                             {s_len},
+                             dv_ref.data(),
+                             2});
+  SddmmOffsetsArgs sa{as.ptr.data(), as.off.data(), c, y.data(), per,       c * ho * wo,
+                      b.data(),      b_image,       n, {s_len},  dv.data(), 2};
   sa.pack_a = &o;
   run::sddmm_offsets(table, sa);
   expect_close(dv, dv_ref, 1e-5f, "sddmm_offsets with A packed from NCHW");
@@ -174,8 +201,8 @@ TEST_P(OffsetsFused, InsideAnOpenMPTeam) {
   std::vector<std::vector<float>> out(kCallers, std::vector<float>(ref.size(), -7.f));
 #pragma omp parallel for num_threads(kCallers)
   for (int t = 0; t < kCallers; ++t) {
-    const RowsArgs f{product(a, rows, x.data(), c * h * w, len, n, 1),
-                     {out[t].data(), len, rows * len}, {&l}};
+    const RowsArgs f{
+        product(a, rows, x.data(), c * h * w, len, n, 1), {out[t].data(), len, rows * len}, {&l}};
     run::spmm_offsets(table, f);
   }
   for (int t = 0; t < kCallers; ++t)
@@ -190,8 +217,9 @@ TEST_P(OffsetsFused, InsideAnOpenMPTeam) {
   PlanesArgs gx{product(at, c, dy.data(), rows * ho * wo, dlen, n, 2),
                 planes_out(nullptr, dlen, c * dlen, dlen, 0, 0, 0, 1, dlen, nullptr),
                 {nullptr, &o}};
-  SddmmOffsetsArgs gv{a.ptr.data(), a.off.data(), rows, dy.data(), per, rows * ho * wo,
-                      x.data(), c * h * w, n, {len}, nullptr, 2, &l, &o};
+  SddmmOffsetsArgs gv{
+      a.ptr.data(), a.off.data(), rows, dy.data(), per, rows * ho * wo, x.data(), c * h * w, n,
+      {len},        nullptr,      2,    &l,        &o};
   std::vector<float> dx_ref(n * c * dlen), dv_ref(a.off.size());
   gx.out.c = dx_ref.data();
   gv.out = dv_ref.data();
@@ -208,8 +236,10 @@ TEST_P(OffsetsFused, InsideAnOpenMPTeam) {
     run::conv_grads_offsets(table, grads(fx, fv));
   }
   for (int t = 0; t < kCallers; ++t) {
-    for (size_t i = 0; i < dx_ref.size(); ++i) ASSERT_EQ(dxs[t][i], dx_ref[i]) << "dx, caller " << t;
-    for (size_t j = 0; j < dv_ref.size(); ++j) ASSERT_EQ(dvs[t][j], dv_ref[j]) << "dv, caller " << t;
+    for (size_t i = 0; i < dx_ref.size(); ++i)
+      ASSERT_EQ(dxs[t][i], dx_ref[i]) << "dx, caller " << t;
+    for (size_t j = 0; j < dv_ref.size(); ++j)
+      ASSERT_EQ(dvs[t][j], dv_ref[j]) << "dv, caller " << t;
   }
 }
 

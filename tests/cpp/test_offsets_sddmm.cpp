@@ -9,8 +9,9 @@ class SddmmOffsets : public IsaTest {};
 
 // Row lengths: masked tails on both vector widths (8 and 16 floats) and long rows.
 const LenCase kLens[] = {
-    {"one position", 1}, {"one vector and a tail", 9}, {"one 16-float vector", 16},
-    {"several vectors and a tail", 45}, {"long rows", 300},
+    {"one position", 1},         {"one vector and a tail", 9},
+    {"one 16-float vector", 16}, {"several vectors and a tail", 45},
+    {"long rows", 300},
 };
 
 TEST_P(SddmmOffsets, MatchesNaiveAndScalar) {
@@ -30,8 +31,8 @@ TEST_P(SddmmOffsets, MatchesNaiveAndScalar) {
         for (int64_t j = s.ptr[r]; j < s.ptr[r + 1]; ++j)
           for (int64_t t = 0; t < len; ++t)
             ref[j] += a[n * a_image + r * lda + t] * b[n * b_image + s.off[j] + t];
-    SddmmOffsetsArgs args{s.ptr.data(), s.off.data(), rows, a.data(), lda, a_image, b.data(),
-                          b_image, images, {len}, out.data(), 2};
+    SddmmOffsetsArgs args{s.ptr.data(), s.off.data(), rows,   a.data(), lda,        a_image,
+                          b.data(),     b_image,      images, {len},    out.data(), 2};
     run::sddmm_offsets(table, args);
     args.out = so.data();
     run::sddmm_offsets(scalar, args);
@@ -64,9 +65,14 @@ TEST_P(SddmmOffsets, SegmentsSumOnlyTheirPositions) {
       for (int64_t r = 0; r < rows; ++r)
         for (int64_t j = a.ptr[r]; j < a.ptr[r + 1]; ++j)
           for (int64_t t = 0; t < g.len; ++t)
-            if (in_seg(t)) dref[j] += grad[n * a_image + r * lda + t] * b[n * b_image + a.off[j] + t];
-    SddmmOffsetsArgs sargs{a.ptr.data(), a.off.data(), rows, grad.data(), lda, a_image, b.data(),
-                           b_image, images, {g.len, g.seg_len, g.seg_stride}, out.data(), 2};
+            if (in_seg(t))
+              dref[j] += grad[n * a_image + r * lda + t] * b[n * b_image + a.off[j] + t];
+    SddmmOffsetsArgs sargs{a.ptr.data(), a.off.data(),
+                           rows,         grad.data(),
+                           lda,          a_image,
+                           b.data(),     b_image,
+                           images,       {g.len, g.seg_len, g.seg_stride},
+                           out.data(),   2};
     run::sddmm_offsets(table, sargs);
     sargs.out = so.data();
     run::sddmm_offsets(scalar, sargs);
@@ -93,14 +99,15 @@ TEST_P(SddmmOffsets, StridesAndOffsetsBeyond2To31) {
       for (int64_t t = 0; t < len; ++t) *(a + n * a_stride + r * lda + t) = val_at(n + 3 * r + t);
   }
   std::vector<float> out(3, NAN);
-  SddmmOffsetsArgs s{ptr.data(), off.data(), rows, a, lda, a_stride, b, b_stride, images, {len},
-                     out.data(), 2};
+  SddmmOffsetsArgs s{ptr.data(), off.data(), rows,   a,     lda,        a_stride,
+                     b,          b_stride,   images, {len}, out.data(), 2};
   run::sddmm_offsets(table, s);
   for (int64_t r = 0; r < rows; ++r)
     for (int64_t j = ptr[r]; j < ptr[r + 1]; ++j) {
       double ref = 0.0;
       for (int64_t n = 0; n < images; ++n)
-        for (int64_t t = 0; t < len; ++t) ref += double(val_at(n + 3 * r + t)) * val_at(n * 7 + off[j] % 991 + t);
+        for (int64_t t = 0; t < len; ++t)
+          ref += double(val_at(n + 3 * r + t)) * val_at(n * 7 + off[j] % 991 + t);
       ASSERT_NEAR(out[j], ref, 1e-4) << "nonzero " << j;
     }
 }

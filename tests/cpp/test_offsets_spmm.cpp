@@ -12,8 +12,9 @@ class SpmmOffsets : public IsaTest {};
 
 // Row lengths: masked tails on both vector widths (8 and 16 floats) and long rows.
 const LenCase kLens[] = {
-    {"one position", 1},          {"shorter than a vector", 7}, {"one 16-float vector", 16},
-    {"two vectors and a tail", 33}, {"long rows", 300},         {"long rows with a tail", 517},
+    {"one position", 1},         {"shorter than a vector", 7},
+    {"one 16-float vector", 16}, {"two vectors and a tail", 33},
+    {"long rows", 300},          {"long rows with a tail", 517},
 };
 
 TEST_P(SpmmOffsets, MatchesNaiveAndScalar) {
@@ -26,7 +27,8 @@ TEST_P(SpmmOffsets, MatchesNaiveAndScalar) {
     OffsetCsr a = random_offsets(rows, 6, max_off, rng);
     const int64_t b_image = max_off + len + 5, c_image = rows * ldc;
     std::vector<float> b = random_vec(images * b_image, rng);
-    std::vector<float> c(images * c_image, 0.f), sc(images * c_image, 0.f), ref(images * c_image, 0.f);
+    std::vector<float> c(images * c_image, 0.f), sc(images * c_image, 0.f),
+        ref(images * c_image, 0.f);
     for (int64_t n = 0; n < images; ++n)
       for (int64_t r = 0; r < rows; ++r)
         for (int64_t j = a.ptr[r]; j < a.ptr[r + 1]; ++j)
@@ -49,7 +51,8 @@ TEST_P(SpmmOffsets, MatchesNaiveAndScalar) {
     expect_output_stats(table, args, row_stats, "row stats, " + describe(lc));
     // Written straight into planes: grid rows of grid_w, a ph x pw window at (row0, col0).
     const int64_t grid_w = 13, t_base = 3, row0 = 1, col0 = 2, pw = 9;
-    const int64_t ph = (len + t_base) / grid_w - row0 + 1 > 0 ? (len + t_base) / grid_w - row0 + 1 : 1;
+    const int64_t ph =
+        (len + t_base) / grid_w - row0 + 1 > 0 ? (len + t_base) / grid_w - row0 + 1 : 1;
     std::vector<float> planes(images * rows * ph * pw, -7.f), pref(planes.size(), -7.f);
     std::vector<float> bias = random_vec(rows, rng);
     std::vector<double> exp_stats(images * rows * 3, 0.0);
@@ -108,15 +111,15 @@ TEST_P(SpmmOffsets, Unit16IntoPlanes) {
       Product prod = product(a, rows, b.data(), b_group, points * U, groups, 2);
       prod.spans.seg_len = seg * U;
       prod.spans.seg_stride = seg > 0 ? grid_w * U : 0;
-      Planes16Args args{prod,
-                        planes_out(c.data(), plane, c_img, grid_w, t_base, row0, col0, ph, pw,
-                                   bias.data()),
-                        batch};
+      Planes16Args args{
+          prod, planes_out(c.data(), plane, c_img, grid_w, t_base, row0, col0, ph, pw, bias.data()),
+          batch};
       run::spmm_offsets(table, args);
       auto args_s = args;
       args_s.out.c = sc.data();
       run::spmm_offsets(scalar, args_s);
-      const std::string what = ", points " + std::to_string(points) + ", seg " + std::to_string(seg);
+      const std::string what =
+          ", points " + std::to_string(points) + ", seg " + std::to_string(seg);
       expect_close(c, ref, 1e-5f, "unit-16 planes vs naive" + what);
       expect_close(c, sc, 1e-5f, "unit-16 planes vs scalar" + what);
       expect_output_stats(table, args, exp_stats, "unit-16 stats" + what);
@@ -132,7 +135,9 @@ TEST_P(SpmmOffsets, MergesPhasesIntoNchw) {
   const auto& table = st::kernel_table(GetParam());
   const auto& scalar = st::kernel_table(st::Isa::scalar);
   std::mt19937 rng(12);
-  struct G { int64_t c, h, w, sh, sw, pt, pl, t_base, tail; };
+  struct G {
+    int64_t c, h, w, sh, sw, pt, pl, t_base, tail;
+  };
   for (const G& g : {G{3, 7, 9, 2, 2, 1, 1, 0, 0}, G{2, 6, 75, 2, 2, 1, 1, 4, 3},
                      G{2, 5, 64, 2, 2, 0, 3, 0, 0}, G{1, 5, 33, 2, 2, 1, 0, 2, 40},
                      G{2, 7, 8, 3, 2, 2, 1, 1, 1}, G{1, 4, 40, 1, 3, 0, 2, 0, 0}}) {
@@ -165,8 +170,9 @@ TEST_P(SpmmOffsets, MergesPhasesIntoNchw) {
       MergeArgs args{product(a, rows, b.data(), b_image, len, images, 2),
                      {c.data(), c_image, &l, g.t_base}};
       run::spmm_offsets(*t, args);
-      expect_close(c, ref, 1e-5f, std::string(t == &scalar ? "scalar" : "isa") +
-                                      " merge, width " + std::to_string(g.w));
+      expect_close(
+          c, ref, 1e-5f,
+          std::string(t == &scalar ? "scalar" : "isa") + " merge, width " + std::to_string(g.w));
     }
   }
 }
@@ -182,14 +188,16 @@ TEST_P(SpmmOffsets, SegmentsComputeOnlyTheirPositions) {
     OffsetCsr a = random_offsets(rows, 7, max_off, rng);
     const int64_t b_image = max_off + g.len + 3, c_image = rows * ldc;
     std::vector<float> b = random_vec(images * b_image, rng);
-    std::vector<float> c(images * c_image, -3.f), sc(images * c_image, -3.f), ref(images * c_image, -3.f);
+    std::vector<float> c(images * c_image, -3.f), sc(images * c_image, -3.f),
+        ref(images * c_image, -3.f);
     const auto in_seg = [&](int64_t t) { return t % g.seg_stride < g.seg_len; };
     for (int64_t n = 0; n < images; ++n)
       for (int64_t r = 0; r < rows; ++r)
         for (int64_t t = 0; t < g.len; ++t) {
           if (!in_seg(t)) continue;
           float acc = 0.f;
-          for (int64_t j = a.ptr[r]; j < a.ptr[r + 1]; ++j) acc += a.val[j] * b[n * b_image + a.off[j] + t];
+          for (int64_t j = a.ptr[r]; j < a.ptr[r + 1]; ++j)
+            acc += a.val[j] * b[n * b_image + a.off[j] + t];
           ref[n * c_image + r * ldc + t] = acc;
         }
     Product prod = product(a, rows, b.data(), b_image, g.len, images, 2);
@@ -218,12 +226,22 @@ TEST_P(SpmmOffsets, StridesAndOffsetsBeyond2To31) {
   float* b = mem.at(0);
   for (int64_t n = 0; n < images; ++n)
     for (int64_t o : off)
-      for (int64_t t = 0; t < len; ++t) *(b + n * b_stride + o + t) = val_at(n * 1000 + o % 1000 + t);
+      for (int64_t t = 0; t < len; ++t)
+        *(b + n * b_stride + o + t) = val_at(n * 1000 + o % 1000 + t);
   const int64_t ldc = kTwo31 + 64, c_stride = 2 * kTwo31 + 128;
   float* c = mem.at(int64_t{3} << 33);  // 2^34.6: past everything B uses
   for (int threads : {1, 2}) {
-    const RowsArgs a{{ptr.data(), off.data(), values.data(), nullptr, nullptr, rows, b, b_stride,
-                      images, {len}, threads},
+    const RowsArgs a{{ptr.data(),
+                      off.data(),
+                      values.data(),
+                      nullptr,
+                      nullptr,
+                      rows,
+                      b,
+                      b_stride,
+                      images,
+                      {len},
+                      threads},
                      {c, ldc, c_stride}};
     run::spmm_offsets(table, a);
     for (int64_t n = 0; n < images; ++n)

@@ -39,8 +39,7 @@ TEST_P(PackBmajor, RowStridesBeyond2To31) {
   run::pack_bmajor(table, {src, batch, features, ld_src, packed.data(), ld_dst, 2});
   for (int64_t q = 0; q < features; ++q)
     for (int64_t t = 0; t < ld_dst; ++t)
-      ASSERT_EQ(packed[q * ld_dst + t], t < batch ? val_at(t * 31 + q) : 0.f)
-          << q << "," << t;
+      ASSERT_EQ(packed[q * ld_dst + t], t < batch ? val_at(t * 31 + q) : 0.f) << q << "," << t;
   float* dst = mem.at(int64_t{1} << 34);
   run::unpack_bmajor(table, {packed.data(), ld_dst, batch, features, dst, ld_src, nullptr, 2});
   for (int64_t t = 0; t < batch; ++t)

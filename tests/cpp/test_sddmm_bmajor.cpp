@@ -16,10 +16,10 @@ TEST_P(SddmmBmajor, MatchesNaiveAndScalar) {
     std::vector<float> a = random_vec(cs.rows * nb, rng), b = random_vec(cs.cols * nb, rng);
     const std::vector<float> ref = ref_sddmm_bmajor(s, a, b, nb);
     std::vector<float> out(s.idx.size(), NAN), sc(s.idx.size(), NAN);
-    run::sddmm_bmajor(table, {s.ptr.data(), s.idx.data(), cs.rows, cs.cols, a.data(), nb,
-                              b.data(), nb, nb, out.data(), 2});
-    run::sddmm_bmajor(scalar, {s.ptr.data(), s.idx.data(), cs.rows, cs.cols, a.data(), nb,
-                               b.data(), nb, nb, sc.data(), 2});
+    run::sddmm_bmajor(table, {s.ptr.data(), s.idx.data(), cs.rows, cs.cols, a.data(), nb, b.data(),
+                              nb, nb, out.data(), 2});
+    run::sddmm_bmajor(scalar, {s.ptr.data(), s.idx.data(), cs.rows, cs.cols, a.data(), nb, b.data(),
+                               nb, nb, sc.data(), 2});
     expect_close(out, ref, 1e-4f, "sddmm vs naive, " + describe(cs));
     expect_close(out, sc, 1e-4f, "sddmm vs scalar, " + describe(cs));
   }
@@ -31,8 +31,8 @@ TEST_P(SddmmBmajor, EmptyBatchIsZero) {
   std::mt19937 rng(3);
   Csr s = random_csr(6, 6, 0.5, rng);
   std::vector<float> out(s.idx.size(), NAN);
-  run::sddmm_bmajor(table, {s.ptr.data(), s.idx.data(), 6, 6, nullptr, 0, nullptr, 0, 0,
-                            out.data(), 2});
+  run::sddmm_bmajor(table,
+                    {s.ptr.data(), s.idx.data(), 6, 6, nullptr, 0, nullptr, 0, 0, out.data(), 2});
   for (float x : out) EXPECT_EQ(x, 0.f);
 }
 
@@ -43,7 +43,7 @@ TEST_P(SddmmBmajor, RowStridesBeyond2To31) {
   const int64_t nb = 32, rows = 2, cols = 4;
   const std::vector<int64_t> ptr = {0, 2, 4};
   const std::vector<int32_t> idx = {1, 3, 0, 3};
-  const int64_t ld = kTwo31 + 48;  // a multiple of 16, like the real rows
+  const int64_t ld = kTwo31 + 48;       // a multiple of 16, like the real rows
   float* b = mem.at(0);                 // cols rows of ld
   float* a = mem.at(int64_t{5} << 31);  // rows rows of ld
   for (int64_t q = 0; q < cols; ++q)
@@ -52,8 +52,8 @@ TEST_P(SddmmBmajor, RowStridesBeyond2To31) {
     for (int64_t t = 0; t < nb; ++t) *(a + r * ld + t) = val_at(r * 53 + 7 * t);
   for (int threads : {1, 2}) {
     std::vector<float> out(4, NAN);
-    run::sddmm_bmajor(table, {ptr.data(), idx.data(), rows, cols, a, ld, b, ld, nb, out.data(),
-                              threads});
+    run::sddmm_bmajor(table,
+                      {ptr.data(), idx.data(), rows, cols, a, ld, b, ld, nb, out.data(), threads});
     for (int64_t r = 0; r < rows; ++r)
       for (int64_t j = ptr[r]; j < ptr[r + 1]; ++j) {
         double ref = 0.0;

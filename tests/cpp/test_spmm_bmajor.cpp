@@ -18,10 +18,10 @@ TEST_P(SpmmBmajor, MatchesNaiveAndScalar) {
     const std::vector<float> ref = ref_spmm_bmajor(a, b, nb);
     std::vector<float> c(cs.rows * nb, NAN), cs_out(cs.rows * nb, NAN);
     for (int threads : {1, 2}) {
-      run::spmm_bmajor(table, {a.ptr.data(), a.idx.data(), a.val.data(), nullptr, nullptr,
-                               cs.rows, cs.cols, b.data(), nb, c.data(), nb, nb, threads});
-      run::spmm_bmajor(scalar, {a.ptr.data(), a.idx.data(), a.val.data(), nullptr, nullptr,
-                                cs.rows, cs.cols, b.data(), nb, cs_out.data(), nb, nb, threads});
+      run::spmm_bmajor(table, {a.ptr.data(), a.idx.data(), a.val.data(), nullptr, nullptr, cs.rows,
+                               cs.cols, b.data(), nb, c.data(), nb, nb, threads});
+      run::spmm_bmajor(scalar, {a.ptr.data(), a.idx.data(), a.val.data(), nullptr, nullptr, cs.rows,
+                                cs.cols, b.data(), nb, cs_out.data(), nb, nb, threads});
       expect_close(c, ref, 1e-5f, "spmm " + describe(cs) + " vs naive");
       expect_close(c, cs_out, 1e-5f, "spmm " + describe(cs) + " vs scalar");
     }
@@ -42,13 +42,13 @@ TEST_P(SpmmBmajor, TransposedProductBothWays) {
     const std::vector<float> ref = ref_spmmt_bmajor(a, b, nb);
     const std::string what = describe(cs);
     std::vector<float> c(cs.cols * nb, NAN), scratch(a.idx.size());
-    run::spmm_bmajor(table, {t.ptr.data(), t.idx.data(), a.val.data(), t.pos.data(),
-                             scratch.data(), cs.cols, cs.rows, b.data(), nb, c.data(), nb, nb, 2});
+    run::spmm_bmajor(table, {t.ptr.data(), t.idx.data(), a.val.data(), t.pos.data(), scratch.data(),
+                             cs.cols, cs.rows, b.data(), nb, c.data(), nb, nb, 2});
     expect_close(c, ref, 1e-5f, "transposed spmm, " + what);
     std::vector<float> c_scalar(cs.cols * nb, NAN), ct_scalar(cs.cols * nb, NAN);
-    run::spmm_bmajor(scalar, {t.ptr.data(), t.idx.data(), a.val.data(), t.pos.data(),
-                              scratch.data(), cs.cols, cs.rows, b.data(), nb, c_scalar.data(), nb,
-                              nb, 2});
+    run::spmm_bmajor(
+        scalar, {t.ptr.data(), t.idx.data(), a.val.data(), t.pos.data(), scratch.data(), cs.cols,
+                 cs.rows, b.data(), nb, c_scalar.data(), nb, nb, 2});
     expect_close(c, c_scalar, 1e-5f, "transposed spmm vs scalar, " + what);
     run::spmmt_bmajor(scalar, {a.ptr.data(), a.idx.data(), a.val.data(), t.ptr.data(), cs.rows,
                                cs.cols, b.data(), nb, ct_scalar.data(), nb, nb, 2});
@@ -74,14 +74,14 @@ TEST_P(SpmmBmajor, RowStridesBeyond2To31) {
   const std::vector<float> values = {1.5f, -0.5f, 2.0f, 0.25f};
   const std::vector<int64_t> col_ptr = {0, 1, 2, 2, 4};  // nonzeros per column, cumulative
   const int64_t ld = kTwo31 + 48;  // a multiple of 16: B, C rows stay aligned like the real ones
-  float* b = mem.at(0);                  // cols rows of ld
-  float* c = mem.at(int64_t{5} << 31);   // rows (or cols) rows of ld
+  float* b = mem.at(0);            // cols rows of ld
+  float* c = mem.at(int64_t{5} << 31);  // rows (or cols) rows of ld
   for (int64_t q = 0; q < cols; ++q)
     for (int64_t t = 0; t < nb; ++t) *(b + q * ld + t) = val_at(q * 100 + t);
   auto b_at = [&](int64_t q, int64_t t) { return val_at(q * 100 + t); };
   for (int threads : {1, 2}) {
-    run::spmm_bmajor(table, {ptr.data(), idx.data(), values.data(), nullptr, nullptr, rows, cols,
-                             b, ld, c, ld, nb, threads});
+    run::spmm_bmajor(table, {ptr.data(), idx.data(), values.data(), nullptr, nullptr, rows, cols, b,
+                             ld, c, ld, nb, threads});
     for (int64_t r = 0; r < rows; ++r)
       for (int64_t t = 0; t < nb; ++t) {
         float ref = 0.f;
@@ -89,8 +89,8 @@ TEST_P(SpmmBmajor, RowStridesBeyond2To31) {
         ASSERT_NEAR(*(c + r * ld + t), ref, 1e-5f) << "spmm row " << r << " t " << t;
       }
     // C = Aᵀ B with B = the rows x nb block at b (rows of ld) and C (cols rows of ld).
-    run::spmmt_bmajor(table, {ptr.data(), idx.data(), values.data(), col_ptr.data(), rows, cols,
-                              b, ld, c, ld, nb, threads});
+    run::spmmt_bmajor(table, {ptr.data(), idx.data(), values.data(), col_ptr.data(), rows, cols, b,
+                              ld, c, ld, nb, threads});
     for (int64_t q = 0; q < cols; ++q)
       for (int64_t t = 0; t < nb; ++t) {
         float ref = 0.f;

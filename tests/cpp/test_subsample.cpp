@@ -9,7 +9,9 @@ class Subsample : public IsaTest {};
 TEST_P(Subsample, ForwardAndGradientMatchNaive) {
   const auto& table = st::kernel_table(GetParam());
   std::mt19937 rng(21);
-  struct G { int64_t planes, h, w, sh, sw; };
+  struct G {
+    int64_t planes, h, w, sh, sw;
+  };
   // Rows short and long enough for whole-vector (de)interleaving, odd widths, strides 1-3.
   for (const G& g : {G{3, 7, 9, 2, 2}, G{2, 8, 64, 2, 2}, G{2, 5, 33, 2, 2}, G{1, 1, 1, 2, 2},
                      G{2, 6, 40, 1, 2}, G{2, 9, 31, 3, 3}, G{1, 4, 70, 2, 1}, G{2, 3, 5, 1, 1}}) {
@@ -29,8 +31,7 @@ TEST_P(Subsample, ForwardAndGradientMatchNaive) {
       for (int64_t ih = 0; ih < g.h; ++ih)
         for (int64_t iw = 0; iw < g.w; ++iw) {
           const bool sampled = ih % g.sh == 0 && iw % g.sw == 0;
-          ASSERT_EQ(dx[(p * g.h + ih) * g.w + iw],
-                    sampled ? x[(p * g.h + ih) * g.w + iw] : 0.0f)
+          ASSERT_EQ(dx[(p * g.h + ih) * g.w + iw], sampled ? x[(p * g.h + ih) * g.w + iw] : 0.0f)
               << "gradient at plane " << p << " (" << ih << ", " << iw << ")";
         }
   }

@@ -37,7 +37,7 @@ struct IsaParamName {
   }
 };
 
-#define ST_TEST_EVERY_ISA(Suite)                                                      \
+#define ST_TEST_EVERY_ISA(Suite)                                                                 \
   INSTANTIATE_TEST_SUITE_P(AllIsas, Suite, ::testing::ValuesIn(::sparsetrain::supported_isas()), \
                            ::st_test::IsaParamName())
 
@@ -78,8 +78,7 @@ inline void sddmm_offsets(const st::KernelTable& t, const k::SddmmOffsetsArgs<fl
 inline void conv_grads_offsets(const st::KernelTable& t, const k::ConvGradsPlanesArgs<float>& a) {
   t.conv_grads_offsets_planes_f32(a);
 }
-inline void conv_grads_offsets(const st::KernelTable& t,
-                               const k::ConvGradsPlanes16Args<float>& a) {
+inline void conv_grads_offsets(const st::KernelTable& t, const k::ConvGradsPlanes16Args<float>& a) {
   t.conv_grads_offsets_planes16_f32(a);
 }
 inline void conv_grads_offsets(const st::KernelTable& t, const k::ConvGradsMergeArgs<float>& a) {
@@ -134,8 +133,8 @@ k::ConvGradsArgs<float, Dx> grads(const Dx<float>& dx, const k::SddmmOffsetsArgs
 template <class Csr>
 Product product(const Csr& a, int64_t rows, const float* b, int64_t b_image, int64_t len,
                 int64_t images, int nthreads) {
-  return {a.ptr.data(), a.off.data(), a.val.data(), nullptr, nullptr, rows, b, b_image, images,
-          {len}, nthreads};
+  return {a.ptr.data(), a.off.data(), a.val.data(), nullptr, nullptr, rows, b,
+          b_image,      images,       {len},        nthreads};
 }
 
 // ---- Random data ----------------------------------------------------------------------------
@@ -178,8 +177,7 @@ struct OffsetCsr {
   std::vector<float> val;
 };
 
-inline OffsetCsr random_offsets(int64_t rows, int64_t per_row, int64_t max_off,
-                                std::mt19937& rng) {
+inline OffsetCsr random_offsets(int64_t rows, int64_t per_row, int64_t max_off, std::mt19937& rng) {
   std::uniform_int_distribution<int64_t> o(0, max_off), cnt(0, per_row);
   std::uniform_real_distribution<float> v(-1.f, 1.f);
   OffsetCsr a;
@@ -258,8 +256,7 @@ inline std::vector<float> ref_spmm_bmajor(const Csr& a, const std::vector<float>
 }
 
 // C = Aᵀ B: C[idx[j], t] += val[j] B[r, t].
-inline std::vector<float> ref_spmmt_bmajor(const Csr& a, const std::vector<float>& b,
-                                           int64_t nb) {
+inline std::vector<float> ref_spmmt_bmajor(const Csr& a, const std::vector<float>& b, int64_t nb) {
   std::vector<float> c(a.cols * nb, 0.f);
   for (int64_t r = 0; r < a.rows; ++r)
     for (int64_t j = a.ptr[r]; j < a.ptr[r + 1]; ++j)
@@ -287,8 +284,8 @@ inline Transposed transpose(const Csr& a) {
   const int64_t nnz = static_cast<int64_t>(a.idx.size());
   Transposed t{std::vector<int64_t>(a.cols + 1), std::vector<int64_t>(nnz),
                std::vector<int32_t>(nnz)};
-  st::formats::csr_transpose(a.ptr.data(), a.idx.data(), a.rows, a.cols, t.ptr.data(),
-                             t.idx.data(), t.pos.data());
+  st::formats::csr_transpose(a.ptr.data(), a.idx.data(), a.rows, a.cols, t.ptr.data(), t.idx.data(),
+                             t.pos.data());
   return t;
 }
 
@@ -375,7 +372,8 @@ void expect_output_stats(const st::KernelTable& table, Args args, const std::vec
     EXPECT_NEAR(one[2 * i], sum, 1e-5 * mag + 1e-6) << what << ": sum of image x row " << i;
     EXPECT_NEAR(one[2 * i + 1], sq, 1e-5 * sq + 1e-6) << what << ": squares of image x row " << i;
     ASSERT_EQ(one[2 * i], three[2 * i]) << what << ": thread count changed the sum " << i;
-    ASSERT_EQ(one[2 * i + 1], three[2 * i + 1]) << what << ": thread count changed the squares " << i;
+    ASSERT_EQ(one[2 * i + 1], three[2 * i + 1])
+        << what << ": thread count changed the squares " << i;
   }
 }
 
@@ -548,13 +546,11 @@ class Reserved {
 };
 
 // In a test body: skips the test where the address space cannot be reserved.
-#define ST_RESERVE_OR_SKIP(mem)                                                   \
-  ::st_test::Reserved mem;                                                        \
+#define ST_RESERVE_OR_SKIP(mem) \
+  ::st_test::Reserved mem;      \
   if (!mem.ok()) GTEST_SKIP() << "cannot reserve 128 GiB of address space (overcommit off?)"
 
 // A deterministic value per element index, for data placed in reserved memory.
-inline float val_at(int64_t i) {
-  return static_cast<float>((i * 37) % 101) / 50.0f - 1.0f;
-}
+inline float val_at(int64_t i) { return static_cast<float>((i * 37) % 101) / 50.0f - 1.0f; }
 
 }  // namespace st_test

@@ -3,11 +3,13 @@
 Mistakes a person can make (a missing path, an unreadable image, a bad option value) end
 with one line on stderr and exit status 2, never a traceback.
 """
+
 from __future__ import annotations
 
 import argparse
 import sys
-from typing import Callable, Sequence
+from collections.abc import Sequence
+from typing import Callable
 
 from torch import nn
 
@@ -16,10 +18,12 @@ class CLIError(Exception):
     """A problem with what the user asked for; printed as one line."""
 
 
-def checked(convert: Callable[[str], object], valid: Callable[[object], bool],
-            expected: str) -> Callable[[str], object]:
+def checked(
+    convert: Callable[[str], object], valid: Callable[[object], bool], expected: str
+) -> Callable[[str], object]:
     """An argparse ``type``: ``convert(text)``, refused with "expected <expected>" unless
     ``valid(value)``."""
+
     def parse(text: str):
         try:
             value = convert(text)
@@ -28,6 +32,7 @@ def checked(convert: Callable[[str], object], valid: Callable[[object], bool],
         if not valid(value):
             raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
         return value
+
     return parse
 
 
@@ -44,10 +49,14 @@ def conv_strategies() -> tuple:
 
 
 def add_strategy_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--strategy", choices=conv_strategies(), default="auto",
-                        help="kernel layout of every sparse convolution (SparseConv2d "
-                             "strategy), set after sparsify has chosen which layers become "
-                             "sparse (default: %(default)s)")
+    parser.add_argument(
+        "--strategy",
+        choices=conv_strategies(),
+        default="auto",
+        help="kernel layout of every sparse convolution (SparseConv2d "
+        "strategy), set after sparsify has chosen which layers become "
+        "sparse (default: %(default)s)",
+    )
 
 
 def set_conv_strategy(model: nn.Module, strategy: str) -> list[str]:
@@ -70,10 +79,12 @@ def set_conv_strategy(model: nn.Module, strategy: str) -> list[str]:
 
 def strategy_note(strategy: str, others: list[str]) -> str:
     """The line saying which layers set_conv_strategy gave "auto" instead of ``strategy``."""
-    return (f"--strategy {strategy}: {len(others)} strided convolution"
-            f"{'s' if len(others) != 1 else ''} cannot run it (the {strategy} kernels are "
-            f"stride-1 only) and use{'s' if len(others) == 1 else ''} auto: "
-            f"{', '.join(others)}")
+    return (
+        f"--strategy {strategy}: {len(others)} strided convolution"
+        f"{'s' if len(others) != 1 else ''} cannot run it (the {strategy} kernels are "
+        f"stride-1 only) and use{'s' if len(others) == 1 else ''} auto: "
+        f"{', '.join(others)}"
+    )
 
 
 class _Parser(argparse.ArgumentParser):
@@ -87,21 +98,23 @@ def build_parser() -> argparse.ArgumentParser:
     from . import bench, demo, train
 
     parser = _Parser(
-        prog="sparsetrain",
-        description="Fast training of unstructured-sparse networks on CPUs.")
+        prog="sparsetrain", description="Fast training of unstructured-sparse networks on CPUs."
+    )
     parser.add_argument("--version", action="version", version=_version())
-    sub = parser.add_subparsers(dest="command", metavar="{demo,bench,train}",
-                                parser_class=_Parser)
+    sub = parser.add_subparsers(dest="command", metavar="{demo,bench,train}", parser_class=_Parser)
     for module in (demo, bench, train):
         module.add_parser(sub).add_argument(
-            "--system-malloc", action="store_true",
+            "--system-malloc",
+            action="store_true",
             help="leave glibc malloc as it is: return freed memory to the system after every "
-                 "step instead of keeping it for the next (sparsetrain.keep_freed_memory)")
+            "step instead of keeping it for the next (sparsetrain.keep_freed_memory)",
+        )
     return parser
 
 
 def _version() -> str:
     from .. import __version__
+
     return f"sparsetrain {__version__}"
 
 
@@ -113,6 +126,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if not args.system_malloc:
         from .._runtime import keep_freed_memory
+
         keep_freed_memory()  # dense and sparse runs alike; see its docstring
     try:
         return int(args.func(args) or 0)

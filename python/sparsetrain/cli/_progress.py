@@ -1,4 +1,5 @@
 """A dependency-free progress bar: redrawn in place on a terminal, a line per update otherwise."""
+
 from __future__ import annotations
 
 import sys

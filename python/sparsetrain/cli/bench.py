@@ -1,5 +1,6 @@
 """``sparsetrain bench``: the layer-wise grid (linear and conv shapes, sparsities 0.8-0.98),
 sparse vs dense forward + backward, printed as a table, saved as JSON and as a PNG plot."""
+
 from __future__ import annotations
 
 import argparse
@@ -14,18 +15,29 @@ from . import CLIError, positive_int
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    p = sub.add_parser("bench",
-                       help="layer-wise speed of sparse vs dense layers (table, JSON, plot)",
-                       description=__doc__)
+    p = sub.add_parser(
+        "bench",
+        help="layer-wise speed of sparse vs dense layers (table, JSON, plot)",
+        description=__doc__,
+    )
     p.add_argument("--layers", choices=("all", "linear", "conv"), default="all")
-    p.add_argument("--sparsities", default="0.8,0.9,0.95,0.98",
-                   help="comma-separated sparsities (default: %(default)s)")
+    p.add_argument(
+        "--sparsities",
+        default="0.8,0.9,0.95,0.98",
+        help="comma-separated sparsities (default: %(default)s)",
+    )
     p.add_argument("--repeats", type=positive_int, default=7, help="timed runs per case (median)")
     p.add_argument("--threads", type=positive_int, default=2)
-    p.add_argument("--quick", action="store_true",
-                   help="one linear and two conv shapes, 3 repeats (a smoke run)")
-    p.add_argument("--out", default="sparsetrain-bench",
-                   help="folder for results.json and speedup.png (default: %(default)s)")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="one linear and two conv shapes, 3 repeats (a smoke run)",
+    )
+    p.add_argument(
+        "--out",
+        default="sparsetrain-bench",
+        help="folder for results.json and speedup.png (default: %(default)s)",
+    )
     p.add_argument("--no-plot", action="store_true", help="skip the PNG (no matplotlib needed)")
     p.set_defaults(func=run)
     return p
@@ -60,9 +72,11 @@ def measure(family: str, shape: tuple, sparsities: list[float], repeats: int) ->
     from .. import SparseConv2d, SparseLinear
     from .. import benchmarks as B
 
-    make, inp, sparse_cls = ((B.pruned_linear, B.linear_input, SparseLinear)
-                             if family == "linear" else
-                             (B.pruned_conv, B.conv_input, SparseConv2d))
+    make, inp, sparse_cls = (
+        (B.pruned_linear, B.linear_input, SparseLinear)
+        if family == "linear"
+        else (B.pruned_conv, B.conv_input, SparseConv2d)
+    )
     dense = make(shape, 0.0)
     x = inp(shape)
     grad = B.output_grad(dense, x)
@@ -71,9 +85,15 @@ def measure(family: str, shape: tuple, sparsities: list[float], repeats: int) ->
     for sparsity in sparsities:
         sparse = sparse_cls.from_dense(make(shape, sparsity))
         sparse_s = B.median_time(B.layer_step, sparse, x, grad, repeats=repeats)
-        rows.append({"sparsity": sparsity, "dense_ms": dense_s * 1e3, "sparse_ms": sparse_s * 1e3,
-                     "speedup": dense_s / sparse_s,
-                     "nnz_gflops": B.nnz_flops(sparse, x) / sparse_s / 1e9})
+        rows.append(
+            {
+                "sparsity": sparsity,
+                "dense_ms": dense_s * 1e3,
+                "sparse_ms": sparse_s * 1e3,
+                "speedup": dense_s / sparse_s,
+                "nnz_gflops": B.nnz_flops(sparse, x) / sparse_s / 1e9,
+            }
+        )
         if family == "conv":  # the layout "auto" settled on for this input
             rows[-1]["strategy"] = sparse.strategy_for(x.shape)
     return rows
@@ -82,11 +102,13 @@ def measure(family: str, shape: tuple, sparsities: list[float], repeats: int) ->
 def plot(results: dict, path: str) -> None:
     try:
         import matplotlib
+
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        raise CLIError("the plot needs matplotlib (pip install sparsetrain[cli]), "
-                       "or pass --no-plot") from None
+        raise CLIError(
+            "the plot needs matplotlib (pip install sparsetrain[cli]), or pass --no-plot"
+        ) from None
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.8), sharey=True)
     for ax, family in zip(axes, ("linear", "conv")):
         layers = [r for r in results["layers"] if r["family"] == family]
@@ -103,8 +125,10 @@ def plot(results: dict, path: str) -> None:
             ax.legend(fontsize=8)
     axes[0].set_ylabel("speedup over dense PyTorch (x)")
     m = results["machine"]
-    fig.suptitle(f"sparsetrain {m['version']}, {results['threads']} threads, {m['isa']}, "
-                 f"{m['cpu']}", fontsize=9)
+    fig.suptitle(
+        f"sparsetrain {m['version']}, {results['threads']} threads, {m['isa']}, {m['cpu']}",
+        fontsize=9,
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -120,25 +144,36 @@ def run(args: argparse.Namespace) -> int:
         try:
             import matplotlib  # noqa: F401  (fail before the long part, not after)
         except ImportError:
-            raise CLIError("the plot needs matplotlib (pip install sparsetrain[cli]), "
-                           "or pass --no-plot") from None
+            raise CLIError(
+                "the plot needs matplotlib (pip install sparsetrain[cli]), or pass --no-plot"
+            ) from None
     try:
         os.makedirs(args.out, exist_ok=True)
     except OSError as e:
         raise CLIError(f"cannot create --out folder {args.out!r}: {e.strerror}") from None
     torch.set_num_threads(args.threads)
     set_num_threads(args.threads)
-    results = {"machine": B.machine(), "threads": args.threads, "repeats": repeats,
-               "date": time.strftime("%Y-%m-%d %H:%M"), "layers": []}
-    print(f"{'layer':<34}{'sparsity':>9}{'dense ms':>10}{'sparse ms':>11}{'speedup':>9}"
-          f"{'nnz GF/s':>10}")
+    results = {
+        "machine": B.machine(),
+        "threads": args.threads,
+        "repeats": repeats,
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "layers": [],
+    }
+    print(
+        f"{'layer':<34}{'sparsity':>9}{'dense ms':>10}{'sparse ms':>11}{'speedup':>9}"
+        f"{'nnz GF/s':>10}"
+    )
     for family, name, shape in cases(args.layers, args.quick):
         rows = measure(family, shape, sparsities, repeats)
-        results["layers"].append({"family": family, "name": name, "shape": list(shape),
-                                  "rows": rows})
+        results["layers"].append(
+            {"family": family, "name": name, "shape": list(shape), "rows": rows}
+        )
         for r in rows:
-            print(f"{name:<34}{r['sparsity']:>9.2f}{r['dense_ms']:>10.2f}{r['sparse_ms']:>11.2f}"
-                  f"{r['speedup']:>8.2f}x{r['nnz_gflops']:>10.1f}")
+            print(
+                f"{name:<34}{r['sparsity']:>9.2f}{r['dense_ms']:>10.2f}{r['sparse_ms']:>11.2f}"
+                f"{r['speedup']:>8.2f}x{r['nnz_gflops']:>10.1f}"
+            )
         sys.stdout.flush()
     json_path = os.path.join(args.out, "results.json")
     with open(json_path, "w") as f:

@@ -1,5 +1,6 @@
 """Files of ``sparsetrain train``: the checkpoint folder, atomic checkpoint writes, and reading
 a checkpoint (--resume) or starting weights (--init) with every failure as one line."""
+
 from __future__ import annotations
 
 import argparse
@@ -12,8 +13,14 @@ import zipfile
 import torch
 
 from . import CLIError
-from .checkpoint_checks import (check_checkpoint, check_fields, check_model_state, is_int, one_of,
-                                show)
+from .checkpoint_checks import (
+    check_checkpoint,
+    check_fields,
+    check_model_state,
+    is_int,
+    one_of,
+    show,
+)
 from .messages import error_reason
 from .train_settings import DEFAULTS, FORMAT, FORMAT_VERSION, SAVED_ARGS
 
@@ -29,8 +36,10 @@ def out_dir(args: argparse.Namespace, ckpt_path: pathlib.Path | None) -> pathlib
     if out.exists() and not out.is_dir():
         raise CLIError(f"--out {out}: exists and is not a folder")
     if ckpt_path is None and (out / "last.pt").exists() and not args.overwrite:
-        raise CLIError(f"{out / 'last.pt'} exists: pass --resume {out / 'last.pt'} to "
-                       f"continue that run, --overwrite to start over, or another --out")
+        raise CLIError(
+            f"{out / 'last.pt'} exists: pass --resume {out / 'last.pt'} to "
+            f"continue that run, --overwrite to start over, or another --out"
+        )
     if out.is_dir() and not os.access(out, os.W_OK):
         raise CLIError(f"--out {out}: the folder is not writable")
     return out
@@ -105,8 +114,10 @@ def torch_load(path: pathlib.Path, what: str) -> object:
         raise CLIError(f"{what} {path}: is a folder, expected a file") from None
     except Exception as e:  # noqa: BLE001  (truncated zip, garbage, foreign pickles)
         if "Unsupported global" in str(e):
-            reason = ("it holds Python objects besides tensors, such as a whole pickled model; "
-                      "save model.state_dict() instead")
+            reason = (
+                "it holds Python objects besides tensors, such as a whole pickled model; "
+                "save model.state_dict() instead"
+            )
         elif not zipfile.is_zipfile(path):
             reason = "not a file written by torch.save, or truncated"
         else:
@@ -117,8 +128,10 @@ def torch_load(path: pathlib.Path, what: str) -> object:
 def read_checkpoint(path: pathlib.Path) -> dict:
     obj = torch_load(path, "--resume")
     if not isinstance(obj, dict) or obj.get("format") != FORMAT:
-        raise CLIError(f"--resume {path}: not a checkpoint of sparsetrain train (to start "
-                       f"from other weights use --init)")
+        raise CLIError(
+            f"--resume {path}: not a checkpoint of sparsetrain train (to start "
+            f"from other weights use --init)"
+        )
     missing = [k for k in ("model", "optimizer", "epoch", "args") if k not in obj]
     if not missing:
         settings = obj["args"] if isinstance(obj["args"], dict) else {}
@@ -127,9 +140,11 @@ def read_checkpoint(path: pathlib.Path) -> dict:
         raise CLIError(f"--resume {path}: damaged checkpoint (no {', '.join(missing[:3])})")
     version = obj.get("format_version")
     if not is_int(version) or not 1 <= version <= FORMAT_VERSION:
-        raise CLIError(f"--resume {path}: format_version {show(version)} is not one this "
-                       f"sparsetrain reads (1 to {FORMAT_VERSION}); written by sparsetrain "
-                       f"{show(obj.get('sparsetrain_version'))}")
+        raise CLIError(
+            f"--resume {path}: format_version {show(version)} is not one this "
+            f"sparsetrain reads (1 to {FORMAT_VERSION}); written by sparsetrain "
+            f"{show(obj.get('sparsetrain_version'))}"
+        )
     check_checkpoint(obj, f"--resume {path}")
     return obj
 
@@ -144,23 +159,35 @@ def read_init(text: str) -> tuple[dict, dict | None]:
     if isinstance(obj, dict) and obj.get("format") == FORMAT:
         # Of such a checkpoint --init uses the model state and args.model (the architecture).
         from ..models import MODELS
+
         check_model_state(obj.get("model"), f"--init {text}")
         saved = obj.get("args")
         if not isinstance(saved, dict):
-            raise CLIError(f"--init {text}: damaged checkpoint: args is {show(saved)}, "
-                           f"expected a dict")
-        check_fields(saved, {"model": one_of(*sorted(MODELS))}, "args.", f"--init {text}",
-                      optional=("model",))
+            raise CLIError(
+                f"--init {text}: damaged checkpoint: args is {show(saved)}, expected a dict"
+            )
+        check_fields(
+            saved,
+            {"model": one_of(*sorted(MODELS))},
+            "args.",
+            f"--init {text}",
+            optional=("model",),
+        )
         return obj["model"], obj
     if isinstance(obj, dict):
         for key in ("state_dict", "model_state_dict", "model"):
             if isinstance(obj.get(key), dict):
                 obj = obj[key]
                 break
-    if not isinstance(obj, dict) or not obj or not all(
-            isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()):
-        raise CLIError(f"--init {text}: not a state_dict (expected a dict of tensors, as "
-                       f"torch.save(model.state_dict(), path) writes)")
+    if (
+        not isinstance(obj, dict)
+        or not obj
+        or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())
+    ):
+        raise CLIError(
+            f"--init {text}: not a state_dict (expected a dict of tensors, as "
+            f"torch.save(model.state_dict(), path) writes)"
+        )
     if all(k.startswith("module.") for k in obj):  # saved from DistributedDataParallel
-        obj = {k[len("module."):]: v for k, v in obj.items()}
+        obj = {k[len("module.") :]: v for k, v in obj.items()}
     return obj, None

@@ -1,5 +1,6 @@
 """``sparsetrain demo``: a ResNet pruned to 95% trained dense and sparse side by side on
 synthetic images: images/s, speedup, where the time goes, and the loss of both runs."""
+
 from __future__ import annotations
 
 import argparse
@@ -12,23 +13,39 @@ from typing import Callable
 
 import torch
 
-from . import (CLIError, add_strategy_option, fraction, positive_int, set_conv_strategy,
-               strategy_note)
+from . import (
+    CLIError,
+    add_strategy_option,
+    fraction,
+    positive_int,
+    set_conv_strategy,
+    strategy_note,
+)
 from ._progress import Progress
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    p = sub.add_parser("demo", help="train a 95%%-sparse ResNet-18 next to the dense one",
-                       description=__doc__)
-    p.add_argument("--model", default="resnet18",
-                   help="resnet18 or resnet34 (default: %(default)s)")
-    p.add_argument("--sparsity", type=fraction, default=0.95,
-                   help="sparsity of every convolution but the first (default: %(default)s)")
+    p = sub.add_parser(
+        "demo", help="train a 95%%-sparse ResNet-18 next to the dense one", description=__doc__
+    )
+    p.add_argument(
+        "--model", default="resnet18", help="resnet18 or resnet34 (default: %(default)s)"
+    )
+    p.add_argument(
+        "--sparsity",
+        type=fraction,
+        default=0.95,
+        help="sparsity of every convolution but the first (default: %(default)s)",
+    )
     p.add_argument("--batch-size", type=positive_int, default=32)
     p.add_argument("--image-size", type=positive_int, default=224)
     p.add_argument("--steps", type=positive_int, default=8, help="timed steps per run")
-    p.add_argument("--warmup", type=int, default=1,
-                   help="untimed steps first (the sparse layers pick their kernels)")
+    p.add_argument(
+        "--warmup",
+        type=int,
+        default=1,
+        help="untimed steps first (the sparse layers pick their kernels)",
+    )
     p.add_argument("--threads", type=positive_int, default=2)
     p.add_argument("--seed", type=int, default=0)
     add_strategy_option(p)
@@ -101,7 +118,7 @@ def _train(label, model, batches, warmup, steps):
         train_step(model, opt, x, y)
     bar = Progress(label, steps)
     times, losses = [], []
-    for i, (x, y) in enumerate(batches[warmup:warmup + steps]):
+    for i, (x, y) in enumerate(batches[warmup : warmup + steps]):
         t = time.perf_counter()
         losses.append(train_step(model, opt, x, y))
         times.append(time.perf_counter() - t)
@@ -127,23 +144,29 @@ def run(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     set_num_threads(args.threads)
     n, s = args.batch_size, args.image_size
-    print(f"{args.model}, convolutions {args.sparsity:.0%} sparse (first conv and classifier "
-          f"dense), batch {n}, {s}x{s} synthetic images, {args.threads} threads, malloc: "
-          f"{runtime_info()['malloc']}, sparse conv strategy {args.strategy}")
+    print(
+        f"{args.model}, convolutions {args.sparsity:.0%} sparse (first conv and classifier "
+        f"dense), batch {n}, {s}x{s} synthetic images, {args.threads} threads, malloc: "
+        f"{runtime_info()['malloc']}, sparse conv strategy {args.strategy}"
+    )
 
     dense = pruned_resnet(args.model, args.sparsity, seed=args.seed)
     sparse = copy.deepcopy(dense)
     g = torch.Generator().manual_seed(args.seed)
-    batches = [(torch.randn(n, 3, s, s, generator=g), torch.randint(0, 1000, (n,), generator=g))
-               for _ in range(args.warmup + args.steps)]
+    batches = [
+        (torch.randn(n, 3, s, s, generator=g), torch.randint(0, 1000, (n,), generator=g))
+        for _ in range(args.warmup + args.steps)
+    ]
     t = time.perf_counter()
     report = sparsify(sparse, example_inputs=batches[0][0], min_sparsity=0.5)
     others = set_conv_strategy(sparse, args.strategy)
     if others:
         print(strategy_note(args.strategy, others))
-    print(f"sparsify: {len(report.swapped)} of {len(report.layers)} layers made sparse "
-          f"(each timed dense vs sparse, {time.perf_counter() - t:.1f} s), "
-          f"{len(report.fused_batch_norms)} batch norms fused with them")
+    print(
+        f"sparsify: {len(report.swapped)} of {len(report.layers)} layers made sparse "
+        f"(each timed dense vs sparse, {time.perf_counter() - t:.1f} s), "
+        f"{len(report.fused_batch_norms)} batch norms fused with them"
+    )
     # The dense run computes what the sparse one does (their losses start equal); pruned
     # layers that stayed dense in the sparse model keep their zeros too.
     hold_masks(dense)
@@ -161,8 +184,10 @@ def run(args: argparse.Namespace) -> int:
     print(f"{'final loss':<20}{d['losses'][-1]:>12.4f}{sp['losses'][-1]:>12.4f}")
     print()
     print("where the time goes (one profiled step, ms)")
-    cats = sorted(set(d["profile"]) | set(sp["profile"]),
-                  key=lambda c: -d["profile"].get(c, 0.0) - sp["profile"].get(c, 0.0))
+    cats = sorted(
+        set(d["profile"]) | set(sp["profile"]),
+        key=lambda c: -d["profile"].get(c, 0.0) - sp["profile"].get(c, 0.0),
+    )
     for c in cats:
         print(f"  {c:<18}{d['profile'].get(c, 0.0):>12.0f}{sp['profile'].get(c, 0.0):>12.0f}")
     return 0

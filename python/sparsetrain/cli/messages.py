@@ -1,4 +1,5 @@
 """Exceptions and lists as parts of a one-line CLIError message."""
+
 from __future__ import annotations
 
 from collections.abc import Iterable
@@ -17,7 +18,7 @@ def whole_message(e: BaseException, limit: int = 1000) -> str:
     what is wrong, which error_reason's first line could cut off. The limit only guards against
     a message that prints a whole tensor."""
     text = " ".join(s.strip() for s in str(e).splitlines() if s.strip()) or type(e).__name__
-    return text if len(text) <= limit else text[:limit - 3] + "..."
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def short_list(names: Iterable[str], n: int = 5) -> str:

@@ -8,6 +8,7 @@ Checkpoints (``last.pt`` after every epoch, ``best.pt`` when validation accuracy
 written atomically and hold everything needed to resume: model and optimizer state, the
 pruning schedule, the settings that define the model, and the class names.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -17,11 +18,25 @@ import time
 
 import torch
 
-from . import (CLIError, add_strategy_option, checked, fraction, positive_int, set_conv_strategy,
-               strategy_note)
-from . import train_loop  # looked up at each call, so tests can replace its functions
-from .checkpoint_io import (atomic_write, checkpoint_path, make_out_dir, out_dir, read_checkpoint,
-                            read_init, serialize)
+from . import (
+    CLIError,
+    add_strategy_option,
+    checked,
+    fraction,
+    positive_int,
+    set_conv_strategy,
+    strategy_note,
+    train_loop,  # looked up at each call, so tests can replace its functions
+)
+from .checkpoint_io import (
+    atomic_write,
+    checkpoint_path,
+    make_out_dir,
+    out_dir,
+    read_checkpoint,
+    read_init,
+    serialize,
+)
 from .messages import short_list
 from .train_model import end_layers, layer_size, model_sparsity, prunable
 from .train_settings import FORMAT, FORMAT_VERSION, SAVED_ARGS, check_data_fits, resolve_settings
@@ -71,59 +86,128 @@ nonnegative_int = checked(int, lambda v: v >= 0, "an integer >= 0")
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     from ..models import MODELS
 
-    p = sub.add_parser("train", help="train a sparse model on an image folder or .npz",
-                       description=DESCRIPTION, epilog=EPILOG,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser(
+        "train",
+        help="train a sparse model on an image folder or .npz",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     d = p.add_argument_group("data")
-    d.add_argument("--data", required=True, metavar="PATH",
-                   help="folder of class subfolders of images, or an .npz with x and y")
-    d.add_argument("--image-size", type=positive_int, metavar="N",
-                   help="resize images to N x N (needed when their sizes differ)")
-    d.add_argument("--channels", type=int, choices=(1, 3),
-                   help="1 (grayscale) or 3 (RGB); default: 1 if every image is grayscale")
-    d.add_argument("--val-fraction", type=fraction, metavar="F",
-                   help="share of each class held out to measure accuracy (default 0.2; 0: "
-                        "none, and no best.pt)")
+    d.add_argument(
+        "--data",
+        required=True,
+        metavar="PATH",
+        help="folder of class subfolders of images, or an .npz with x and y",
+    )
+    d.add_argument(
+        "--image-size",
+        type=positive_int,
+        metavar="N",
+        help="resize images to N x N (needed when their sizes differ)",
+    )
+    d.add_argument(
+        "--channels",
+        type=int,
+        choices=(1, 3),
+        help="1 (grayscale) or 3 (RGB); default: 1 if every image is grayscale",
+    )
+    d.add_argument(
+        "--val-fraction",
+        type=fraction,
+        metavar="F",
+        help="share of each class held out to measure accuracy (default 0.2; 0: "
+        "none, and no best.pt)",
+    )
     m = p.add_argument_group("model and sparsity")
-    m.add_argument("--mode", choices=("transfer", "scratch"),
-                   help="default: transfer with --init, else scratch")
-    m.add_argument("--model", choices=["auto"] + sorted(MODELS),
-                   help="default auto: small-cnn for images under 64 px, else resnet18")
-    m.add_argument("--init", metavar="PATH",
-                   help="starting weights for --mode transfer (without: random weights); a "
-                        "classifier with another number of classes starts afresh")
-    m.add_argument("--sparsity", type=fraction, metavar="S",
-                   help="share of zero weights in the pruned layers, in [0, 1) (default 0.9)")
-    m.add_argument("--prune-all", action="store_true", default=None,
-                   help="prune the first convolution and the classifier too (default: they "
-                        "stay dense)")
+    m.add_argument(
+        "--mode",
+        choices=("transfer", "scratch"),
+        help="default: transfer with --init, else scratch",
+    )
+    m.add_argument(
+        "--model",
+        choices=["auto"] + sorted(MODELS),
+        help="default auto: small-cnn for images under 64 px, else resnet18",
+    )
+    m.add_argument(
+        "--init",
+        metavar="PATH",
+        help="starting weights for --mode transfer (without: random weights); a "
+        "classifier with another number of classes starts afresh",
+    )
+    m.add_argument(
+        "--sparsity",
+        type=fraction,
+        metavar="S",
+        help="share of zero weights in the pruned layers, in [0, 1) (default 0.9)",
+    )
+    m.add_argument(
+        "--prune-all",
+        action="store_true",
+        default=None,
+        help="prune the first convolution and the classifier too (default: they stay dense)",
+    )
     t = p.add_argument_group("training")
-    t.add_argument("--epochs", type=positive_int, metavar="N",
-                   help="total epochs (default 10; when resuming: the checkpoint's)")
+    t.add_argument(
+        "--epochs",
+        type=positive_int,
+        metavar="N",
+        help="total epochs (default 10; when resuming: the checkpoint's)",
+    )
     t.add_argument("--batch-size", type=positive_int, metavar="N", help="default 64")
-    t.add_argument("--optimizer", choices=("sgd", "adam", "adamw"),
-                   help="default adamw (sgd uses momentum 0.9)")
-    t.add_argument("--lr", type=positive_float, metavar="LR",
-                   help="learning rate (default 1e-3 for adam/adamw, 0.01 for sgd)")
-    t.add_argument("--weight-decay", type=nonnegative_float, metavar="WD",
-                   help="default: the optimizer's (0.01 for adamw, else 0)")
-    t.add_argument("--threads", type=positive_int, metavar="N",
-                   help="CPU threads for sparse kernels and PyTorch (default: PyTorch's)")
-    t.add_argument("--seed", type=nonnegative_int, metavar="N",
-                   help="seeds weights, validation split and data order (default 0)")
+    t.add_argument(
+        "--optimizer",
+        choices=("sgd", "adam", "adamw"),
+        help="default adamw (sgd uses momentum 0.9)",
+    )
+    t.add_argument(
+        "--lr",
+        type=positive_float,
+        metavar="LR",
+        help="learning rate (default 1e-3 for adam/adamw, 0.01 for sgd)",
+    )
+    t.add_argument(
+        "--weight-decay",
+        type=nonnegative_float,
+        metavar="WD",
+        help="default: the optimizer's (0.01 for adamw, else 0)",
+    )
+    t.add_argument(
+        "--threads",
+        type=positive_int,
+        metavar="N",
+        help="CPU threads for sparse kernels and PyTorch (default: PyTorch's)",
+    )
+    t.add_argument(
+        "--seed",
+        type=nonnegative_int,
+        metavar="N",
+        help="seeds weights, validation split and data order (default 0)",
+    )
     add_strategy_option(t)  # a speed setting like --threads: not saved, give it on resume too
     c = p.add_argument_group("checkpoints")
-    c.add_argument("--out", metavar="DIR",
-                   help="where last.pt and best.pt go (default ./sparsetrain-out; when "
-                        "resuming: the checkpoint's folder)")
-    c.add_argument("--resume", metavar="PATH",
-                   help="continue a run from its checkpoint (a .pt file, or a folder with "
-                        "last.pt) with the next epoch")
-    c.add_argument("--overwrite", action="store_true",
-                   help="start a new run in an --out that holds one")
+    c.add_argument(
+        "--out",
+        metavar="DIR",
+        help="where last.pt and best.pt go (default ./sparsetrain-out; when "
+        "resuming: the checkpoint's folder)",
+    )
+    c.add_argument(
+        "--resume",
+        metavar="PATH",
+        help="continue a run from its checkpoint (a .pt file, or a folder with "
+        "last.pt) with the next epoch",
+    )
+    c.add_argument(
+        "--overwrite", action="store_true", help="start a new run in an --out that holds one"
+    )
     p.set_defaults(func=run)
     return p
+
+
 # -- the command ------------------------------------------------------------------------------
+
 
 def run(args: argparse.Namespace) -> int:
     import sparsetrain as st
@@ -149,8 +233,7 @@ def run(args: argparse.Namespace) -> int:
         init_sd, init_ckpt = read_init(args.init)
     cfg = resolve_settings(args, ckpt, init_ckpt)
 
-    data = load_dataset(args.data, image_size=cfg["image_size"], channels=cfg["channels"],
-                        say=say)
+    data = load_dataset(args.data, image_size=cfg["image_size"], channels=cfg["channels"], say=say)
     num_classes, (h, w) = len(data.classes), data.size
     if ckpt is not None:
         check_data_fits(data, ckpt, ckpt_path)
@@ -162,11 +245,15 @@ def run(args: argparse.Namespace) -> int:
 
     train_idx, val_idx = split(data.y, cfg["val_fraction"], cfg["seed"])
     if len(train_idx) < 2:
-        raise CLIError(f"{data.source}: {len(data)} images leave {len(train_idx)} to train on; "
-                       f"need at least 2 (lower --val-fraction or add images)")
-    say(f"data: {data.source}: {len(data)} images {data.channels}x{h}x{w}, {num_classes} "
+        raise CLIError(
+            f"{data.source}: {len(data)} images leave {len(train_idx)} to train on; "
+            f"need at least 2 (lower --val-fraction or add images)"
+        )
+    say(
+        f"data: {data.source}: {len(data)} images {data.channels}x{h}x{w}, {num_classes} "
         f"classes ({short_list(data.classes)}); {len(train_idx)} train, {len(val_idx)} "
-        f"validation")
+        f"validation"
+    )
     if not len(val_idx):
         say("no validation split (--val-fraction 0): no val acc, and no best.pt is written")
 
@@ -182,8 +269,9 @@ def run(args: argparse.Namespace) -> int:
     if ckpt is not None:
         run_state = resume_run(model, ckpt, ckpt_path, cfg, args)
     elif cfg["mode"] == "transfer":
-        run_state = start_transfer(model, cfg, data, train_idx, init_sd, args.init, first,
-                                    classifier, say)
+        run_state = start_transfer(
+            model, cfg, data, train_idx, init_sd, args.init, first, classifier, say
+        )
     else:
         run_state = start_scratch(model, cfg, steps_per_epoch, say)
     model, optimizer, pruner = run_state.model, run_state.optimizer, run_state.pruner
@@ -205,19 +293,25 @@ def run(args: argparse.Namespace) -> int:
     start_epoch, best, best_epoch = run_state.epoch, run_state.best, run_state.best_epoch
     history = run_state.history
     weights = sum(layer_size(m) for _, m in prunable(model))
-    say(f"model: {cfg['model']}, {num_classes} classes, {data.channels} input channel"
+    say(
+        f"model: {cfg['model']}, {num_classes} classes, {data.channels} input channel"
         f"{'s' if data.channels > 1 else ''}, {weights:,} weights in conv/linear layers; "
         f"mode {cfg['mode']}; {cfg['optimizer']} lr {cfg['lr']:g}; "
-        f"{torch.get_num_threads()} threads")
+        f"{torch.get_num_threads()} threads"
+    )
 
     if ckpt is not None:
         if start_epoch >= cfg["epochs"]:
-            say(f"{ckpt_path}: all {cfg['epochs']} epochs are done; pass --epochs N with N > "
-                f"{start_epoch} to train further")
+            say(
+                f"{ckpt_path}: all {cfg['epochs']} epochs are done; pass --epochs N with N > "
+                f"{start_epoch} to train further"
+            )
             return 0
-        say(f"resuming {ckpt_path}: epoch {start_epoch} of {cfg['epochs']} done"
+        say(
+            f"resuming {ckpt_path}: epoch {start_epoch} of {cfg['epochs']} done"
             + (f" (best val acc {best:.1f}%)" if best is not None else "")
-            + f"; continuing with epoch {start_epoch + 1}")
+            + f"; continuing with epoch {start_epoch + 1}"
+        )
 
     def after_step():
         if pruner is not None and pruner.step():
@@ -228,13 +322,18 @@ def run(args: argparse.Namespace) -> int:
 
     def checkpoint(epoch, val_acc):
         return {
-            "format": FORMAT, "format_version": FORMAT_VERSION,
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
             "sparsetrain_version": st.__version__,
-            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-            "pruner": (dict(pruner_cfg, state=pruner.state_dict()) if pruner is not None
-                       else None),
-            "masked": masked, "epoch": epoch, "val_acc": val_acc, "best_acc": best,
-            "history": history, "classes": list(data.classes),
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "pruner": (dict(pruner_cfg, state=pruner.state_dict()) if pruner is not None else None),
+            "masked": masked,
+            "epoch": epoch,
+            "val_acc": val_acc,
+            "best_acc": best,
+            "history": history,
+            "classes": list(data.classes),
             "args": {k: cfg[k] for k in SAVED_ARGS},
             "data": {"path": str(data.source), "images": len(data)},
         }
@@ -243,16 +342,25 @@ def run(args: argparse.Namespace) -> int:
     last, best_path = out / "last.pt", out / "best.pt"
     for epoch in range(start_epoch + 1, cfg["epochs"] + 1):
         t0 = time.perf_counter()
-        loss, train_acc = train_loop.train_epoch(model, optimizer, data, train_idx, bs,
-                                       cfg["seed"], epoch, after_step, last)
+        loss, train_acc = train_loop.train_epoch(
+            model, optimizer, data, train_idx, bs, cfg["seed"], epoch, after_step, last
+        )
         train_loop.recompute_bn_stats(model, data, train_idx, bs, cfg["seed"], epoch)
         val_acc = train_loop.accuracy(model, data, val_idx, bs) if len(val_idx) else None
         seconds = time.perf_counter() - t0
         improved = val_acc is not None and (best is None or val_acc > best)
         if improved:
             best, best_epoch = val_acc, epoch
-        history.append({"epoch": epoch, "loss": loss, "train_acc": train_acc,
-                        "val_acc": val_acc, "sparsity": model_sparsity(model), "seconds": seconds})
+        history.append(
+            {
+                "epoch": epoch,
+                "loss": loss,
+                "train_acc": train_acc,
+                "val_acc": val_acc,
+                "sparsity": model_sparsity(model),
+                "seconds": seconds,
+            }
+        )
         state = checkpoint(epoch, val_acc)
         state["best_epoch"] = best_epoch
         blob = serialize(state)
@@ -261,14 +369,18 @@ def run(args: argparse.Namespace) -> int:
         atomic_write(last, blob)
         val_text = f"{val_acc:.1f}%" if val_acc is not None else "-"
         time_text = f"{seconds:.1f} s" if seconds >= 1 else f"{seconds:.2f} s"
-        say(f"epoch {epoch}/{cfg['epochs']}  loss {loss:.3f}  train acc {train_acc:.1f}%  "
-            f"val acc {val_text}  sparsity {history[-1]['sparsity']:.2f}  {time_text}")
-    say(f"checkpoints: {last} (epoch {cfg['epochs']})"
-        + (f", {best_path} (val acc {best:.1f}%, epoch {best_epoch})" if best is not None
-           else ""))
+        say(
+            f"epoch {epoch}/{cfg['epochs']}  loss {loss:.3f}  train acc {train_acc:.1f}%  "
+            f"val acc {val_text}  sparsity {history[-1]['sparsity']:.2f}  {time_text}"
+        )
+    say(
+        f"checkpoints: {last} (epoch {cfg['epochs']})"
+        + (f", {best_path} (val acc {best:.1f}%, epoch {best_epoch})" if best is not None else "")
+    )
     return 0
 
 
 if __name__ == "__main__":  # pragma: no cover
     from . import main
+
     sys.exit(main(["train"] + sys.argv[1:]))

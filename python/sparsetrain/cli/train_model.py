@@ -1,5 +1,6 @@
 """The model side of ``sparsetrain train``: layer sizes and sparsity, the end layers that stay
 dense, the optimizer and pruner a run uses, and the masks of pruned layers that stay dense."""
+
 from __future__ import annotations
 
 from typing import Callable
@@ -12,14 +13,18 @@ from . import CLIError
 
 def prunable(model: nn.Module) -> list[tuple[str, nn.Module]]:
     from ..pruning import prunable_layers
+
     return prunable_layers(model)
 
 
 def layer_size(module: nn.Module) -> int:
     """The weights of a layer's dense weight, zeros included."""
     rows = getattr(module, "_rows", None)
-    return rows * module._cols if rows is not None and hasattr(module, "col_idx") \
+    return (
+        rows * module._cols
+        if rows is not None and hasattr(module, "col_idx")
         else module.weight.numel()
+    )
 
 
 def model_sparsity(model: nn.Module) -> float:
@@ -55,16 +60,24 @@ def make_optimizer(cfg: dict, model: nn.Module) -> torch.optim.Optimizer:
     raise CLIError(f"unknown optimizer {cfg['optimizer']!r}")
 
 
-def make_pruner(cls: type, model: nn.Module, optimizer: torch.optim.Optimizer, cfg: dict,
-                pc: dict) -> object:
+def make_pruner(
+    cls: type, model: nn.Module, optimizer: torch.optim.Optimizer, cfg: dict, pc: dict
+) -> object:
     """A ``cls`` (GradualMagnitudePruner) on the schedule ``pc`` to the run's sparsity."""
-    return cls(model, optimizer, cfg["sparsity"], start_step=int(pc["start_step"]),
-               end_step=int(pc["end_step"]), every=int(pc["every"]), scope="layer",
-               exclude=list(pc["exclude"]) or None, min_sparsity=pc["min_sparsity"])
+    return cls(
+        model,
+        optimizer,
+        cfg["sparsity"],
+        start_step=int(pc["start_step"]),
+        end_step=int(pc["end_step"]),
+        every=int(pc["every"]),
+        scope="layer",
+        exclude=list(pc["exclude"]) or None,
+        min_sparsity=pc["min_sparsity"],
+    )
 
 
-def hold_dense_masks(model: nn.Module, names: list[str],
-                     where: str = "") -> Callable[[], None]:
+def hold_dense_masks(model: nn.Module, names: list[str], where: str = "") -> Callable[[], None]:
     """Keep the zeros of these dense layers (sparsetrain.hold_masks); returns the function
     that re-applies the masks after every optimizer step. ``where`` starts an error message
     (the checkpoint that named the layers)."""

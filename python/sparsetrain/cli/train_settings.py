@@ -1,5 +1,6 @@
 """The settings of a ``sparsetrain train`` run: defaults, what a checkpoint keeps, what a
 resumed run must keep as it was, and the check that the data fits a resumed run."""
+
 from __future__ import annotations
 
 import argparse
@@ -14,27 +15,61 @@ if TYPE_CHECKING:
 
 FORMAT = "sparsetrain-train"
 FORMAT_VERSION = 1
-DEFAULTS = {"sparsity": 0.9, "epochs": 10, "batch_size": 64, "optimizer": "adamw",
-            "val_fraction": 0.2, "seed": 0, "out": "sparsetrain-out"}
+DEFAULTS = {
+    "sparsity": 0.9,
+    "epochs": 10,
+    "batch_size": 64,
+    "optimizer": "adamw",
+    "val_fraction": 0.2,
+    "seed": 0,
+    "out": "sparsetrain-out",
+}
 DEFAULT_LR = {"sgd": 0.01, "adam": 1e-3, "adamw": 1e-3}
 
 # settings a checkpoint keeps (what rebuilds the model, the data view and the schedule)
-SAVED_ARGS = ("model", "num_classes", "in_channels", "input_size", "image_size", "channels", "mode",
-          "sparsity", "prune_all", "exclude", "optimizer", "lr", "weight_decay", "batch_size",
-          "epochs", "seed", "val_fraction", "init")
+SAVED_ARGS = (
+    "model",
+    "num_classes",
+    "in_channels",
+    "input_size",
+    "image_size",
+    "channels",
+    "mode",
+    "sparsity",
+    "prune_all",
+    "exclude",
+    "optimizer",
+    "lr",
+    "weight_decay",
+    "batch_size",
+    "epochs",
+    "seed",
+    "val_fraction",
+    "init",
+)
 # options a resumed run must keep as they were
-FIXED_ARGS = ("mode", "model", "sparsity", "prune_all", "optimizer", "image_size", "channels",
-          "val_fraction", "seed")
+FIXED_ARGS = (
+    "mode",
+    "model",
+    "sparsity",
+    "prune_all",
+    "optimizer",
+    "image_size",
+    "channels",
+    "val_fraction",
+    "seed",
+)
 
 
-def resolve_settings(args: argparse.Namespace, ckpt: dict | None,
-                     init_ckpt: dict | None) -> dict:
+def resolve_settings(args: argparse.Namespace, ckpt: dict | None, init_ckpt: dict | None) -> dict:
     """The run's settings: a resumed run's saved ones (with --epochs / --batch-size, if given),
     else the options with their defaults."""
     if ckpt is not None:
         if args.init:
-            raise CLIError("--init and --resume exclude each other: a resumed run continues "
-                           "from its checkpoint's weights")
+            raise CLIError(
+                "--init and --resume exclude each other: a resumed run continues "
+                "from its checkpoint's weights"
+            )
         saved = ckpt["args"]
         # what the run had, inferred values included (channels, image size)
         had = dict(saved, channels=saved["in_channels"])
@@ -45,8 +80,10 @@ def resolve_settings(args: argparse.Namespace, ckpt: dict | None,
             if given is None or (key == "model" and given == "auto"):
                 continue
             if given != had.get(key):
-                raise CLIError(f"--{key.replace('_', '-')} {given} differs from the resumed "
-                               f"run's ({had.get(key)}); a resumed run keeps its settings")
+                raise CLIError(
+                    f"--{key.replace('_', '-')} {given} differs from the resumed "
+                    f"run's ({had.get(key)}); a resumed run keeps its settings"
+                )
         cfg = dict(saved)
         if saved["in_channels"] in (1, 3):  # read the images as the run did
             cfg["channels"] = saved["in_channels"]
@@ -60,22 +97,33 @@ def resolve_settings(args: argparse.Namespace, ckpt: dict | None,
         model = init_ckpt.get("args", {}).get("model", model)  # a checkpoint of this command
     optimizer = args.optimizer or DEFAULTS["optimizer"]
     cfg = {
-        "mode": mode, "model": model, "init": str(args.init) if args.init else None,
+        "mode": mode,
+        "model": model,
+        "init": str(args.init) if args.init else None,
         "sparsity": DEFAULTS["sparsity"] if args.sparsity is None else args.sparsity,
-        "prune_all": bool(args.prune_all), "optimizer": optimizer,
+        "prune_all": bool(args.prune_all),
+        "optimizer": optimizer,
         "lr": args.lr or DEFAULT_LR[optimizer],
-        "weight_decay": (args.weight_decay if args.weight_decay is not None
-                         else 0.01 if optimizer == "adamw" else 0.0),
-        "image_size": args.image_size, "channels": args.channels,
-        "val_fraction": (DEFAULTS["val_fraction"] if args.val_fraction is None
-                         else args.val_fraction),
+        "weight_decay": (
+            args.weight_decay
+            if args.weight_decay is not None
+            else 0.01
+            if optimizer == "adamw"
+            else 0.0
+        ),
+        "image_size": args.image_size,
+        "channels": args.channels,
+        "val_fraction": (
+            DEFAULTS["val_fraction"] if args.val_fraction is None else args.val_fraction
+        ),
         "seed": DEFAULTS["seed"] if args.seed is None else args.seed,
         "epochs": args.epochs or DEFAULTS["epochs"],
         "batch_size": args.batch_size or DEFAULTS["batch_size"],
     }
     if cfg["batch_size"] < 2:
-        raise CLIError("--batch-size must be at least 2 (batch norm needs more than one image "
-                       "per batch)")
+        raise CLIError(
+            "--batch-size must be at least 2 (batch norm needs more than one image per batch)"
+        )
     return cfg
 
 
@@ -84,15 +132,22 @@ def check_data_fits(data: Dataset, ckpt: dict, path: pathlib.Path) -> None:
     saved = ckpt["args"]
     classes = list(ckpt.get("classes") or [])
     if len(data.classes) != saved["num_classes"]:
-        raise CLIError(f"--data has {len(data.classes)} classes but {path} was trained on "
-                       f"{saved['num_classes']} ({short_list(classes)})")
+        raise CLIError(
+            f"--data has {len(data.classes)} classes but {path} was trained on "
+            f"{saved['num_classes']} ({short_list(classes)})"
+        )
     if classes and list(data.classes) != classes:
-        raise CLIError(f"--data has classes {short_list(data.classes)} but {path} was trained "
-                       f"on {short_list(classes)}")
+        raise CLIError(
+            f"--data has classes {short_list(data.classes)} but {path} was trained "
+            f"on {short_list(classes)}"
+        )
     if data.channels != saved["in_channels"]:
-        raise CLIError(f"--data has {data.channels}-channel images but {path} was trained on "
-                       f"{saved['in_channels']} channels")
+        raise CLIError(
+            f"--data has {data.channels}-channel images but {path} was trained on "
+            f"{saved['in_channels']} channels"
+        )
     if list(data.size) != list(saved["input_size"]):
         h, w = saved["input_size"]
-        raise CLIError(f"--data has {data.size[0]}x{data.size[1]} images but {path} was trained "
-                       f"on {h}x{w}")
+        raise CLIError(
+            f"--data has {data.size[0]}x{data.size[1]} images but {path} was trained on {h}x{w}"
+        )

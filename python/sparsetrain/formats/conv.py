@@ -16,6 +16,7 @@ zero-bordered output gradient at offsets that go the other way.
 Offsets are counted in pixels; a layout that stores a vector of `unit` floats per pixel (the
 batch-innermost layout) scales them by `unit`.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -49,8 +50,9 @@ class ConvGeometry:
         return self.in_per_group * self.kernel[0] * self.kernel[1]
 
 
-def resolve_padding(padding: str | int | tuple, kernel: tuple, dilation: tuple,
-                    stride: tuple) -> tuple:
+def resolve_padding(
+    padding: str | int | tuple, kernel: tuple, dilation: tuple, stride: tuple
+) -> tuple:
     """(top, bottom, left, right) from nn.Conv2d's padding argument."""
     if isinstance(padding, str):
         if padding == "valid":
@@ -96,14 +98,28 @@ def conv_shape(g: ConvGeometry, H: int, W: int) -> ConvShape:
     if Ho <= 0 or Wo <= 0:
         raise ValueError(
             f"input of spatial size ({H}, {W}) is smaller than the kernel {g.kernel} (with "
-            f"dilation {g.dilation}, padding (top, bottom, left, right) {g.padding}): no output")
+            f"dilation {g.dilation}, padding (top, bottom, left, right) {g.padding}): no output"
+        )
     Hq, Wq = -(-Hp // sh), -(-Wp // sw)
     plane = Hq * Wq
     margin = ((kh - 1) * dh // sh) * Wq + (kw - 1) * dw // sw
     dx_start = (pt // sh) * Wq + pl // sw
     dx_end = ((pt + H - 1) // sh) * Wq + (pl + W - 1) // sw + 1
-    return ConvShape(H, W, Ho, Wo, Hq, Wq, sh * sw, plane, (Ho - 1) * Wq + Wo, margin,
-                     margin + plane, dx_start, dx_end - dx_start)
+    return ConvShape(
+        H,
+        W,
+        Ho,
+        Wo,
+        Hq,
+        Wq,
+        sh * sw,
+        plane,
+        (Ho - 1) * Wq + Wo,
+        margin,
+        margin + plane,
+        dx_start,
+        dx_end - dx_start,
+    )
 
 
 @dataclass(frozen=True)
@@ -123,8 +139,9 @@ class ConvIndex:
     t_pos: torch.Tensor  # int64 (nnz,)
 
 
-def conv_index(g: ConvGeometry, row_ptr: torch.Tensor, col_idx: torch.Tensor, H: int,
-               W: int) -> ConvIndex:
+def conv_index(
+    g: ConvGeometry, row_ptr: torch.Tensor, col_idx: torch.Tensor, H: int, W: int
+) -> ConvIndex:
     """The offset index of a (validated) CSR pattern over (out_channels, cols) for an
     input of spatial size H x W (the pattern is validated again: O(rows + nnz))."""
     validate_csr(row_ptr, col_idx, g.out_channels, g.cols)
@@ -177,8 +194,9 @@ class DirectIndex:
     t_pos: torch.Tensor
 
 
-def direct_index(g: ConvGeometry, row_ptr: torch.Tensor, col_idx: torch.Tensor, H: int,
-                 W: int) -> DirectIndex:
+def direct_index(
+    g: ConvGeometry, row_ptr: torch.Tensor, col_idx: torch.Tensor, H: int, W: int
+) -> DirectIndex:
     """The NCHW index of a (validated) pattern of a stride-1 convolution for an H x W input."""
     if g.stride != (1, 1):
         raise ValueError("direct NCHW kernels need stride 1")
@@ -202,10 +220,18 @@ def direct_index(g: ConvGeometry, row_ptr: torch.Tensor, col_idx: torch.Tensor, 
     t_pos[order] = torch.arange(c.numel(), dtype=torch.int64)
     i32 = torch.int32
     return DirectIndex(
-        H, W, s.Ho, s.Wo,
-        plane=(ci * H * W).contiguous(), dy=(tap_h * dh - pt).to(i32).contiguous(),
-        slot=tap_w.to(i32).contiguous(), shift_w=shift_w,
-        t_ptr=t_ptr, t_plane=(co * s.Ho * s.Wo)[order].contiguous(),
+        H,
+        W,
+        s.Ho,
+        s.Wo,
+        plane=(ci * H * W).contiguous(),
+        dy=(tap_h * dh - pt).to(i32).contiguous(),
+        slot=tap_w.to(i32).contiguous(),
+        shift_w=shift_w,
+        t_ptr=t_ptr,
+        t_plane=(co * s.Ho * s.Wo)[order].contiguous(),
         t_dy=(pt - tap_h * dh)[order].to(i32).contiguous(),
         t_slot=tap_w[order].to(i32).contiguous(),
-        t_shift_w=-shift_w, t_pos=t_pos)
+        t_shift_w=-shift_w,
+        t_pos=t_pos,
+    )

@@ -5,6 +5,7 @@ Every path that sets or changes a pattern (constructors, ``from_dense``, ``load_
 goes through :func:`validate_csr` and :func:`csr_transpose` here; kernels only ever see
 indices that passed them.
 """
+
 from __future__ import annotations
 
 import operator
@@ -63,8 +64,17 @@ def build_index(row_ptr: torch.Tensor, col_idx: torch.Tensor, rows: int, cols: i
         col_idx = torch.searchsorted(in_cols, cols64).to(INDEX_DTYPE)
         kernel_cols = in_cols.numel()
     t = csr_transpose(row_ptr, col_idx, kernel_cols)
-    return KernelIndex(rows, cols, col_idx.numel(), row_ptr.numpy(), col_idx.numpy(),
-                       t.ptr.numpy(), t.idx.numpy(), t.pos.numpy(), in_cols)
+    return KernelIndex(
+        rows,
+        cols,
+        col_idx.numel(),
+        row_ptr.numpy(),
+        col_idx.numpy(),
+        t.ptr.numpy(),
+        t.idx.numpy(),
+        t.pos.numpy(),
+        in_cols,
+    )
 
 
 class Transposed(NamedTuple):
@@ -92,16 +102,18 @@ def csr_from_dense(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, to
     return row_ptr, col_idx.contiguous(), values.contiguous()
 
 
-def random_csr(rows: int, cols: int, density: float,
-               generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def random_csr(
+    rows: int, cols: int, density: float, generator: torch.Generator | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(row_ptr, col_idx) of a uniformly random pattern with round(density * rows * cols) nonzeros.
 
     Memory is proportional to the nonzeros (not to rows * cols) for large matrices, so a
     99.99%-sparse 100k x 100k pattern is cheap to make."""
     rows, cols = _size("random_csr: rows", rows), _size("random_csr: cols", cols)
     if rows > _INDEX_MAX or cols > _INDEX_MAX:
-        raise ValueError(f"random_csr: at most 2^31-1 rows and columns are supported, got "
-                         f"{rows} x {cols}")
+        raise ValueError(
+            f"random_csr: at most 2^31-1 rows and columns are supported, got {rows} x {cols}"
+        )
     if not (0.0 <= float(density) <= 1.0):
         raise ValueError(f"random_csr: density must be in [0, 1], got {density!r}")
     total = rows * cols
@@ -127,8 +139,9 @@ def _sample_positions(total: int, nnz: int, generator) -> torch.Tensor:
     found = torch.empty(0, dtype=torch.int64)
     while found.numel() < nnz:
         need = nnz - found.numel()
-        draw = torch.randint(total, (need + need // 8 + 64,), generator=generator,
-                             dtype=torch.int64)
+        draw = torch.randint(
+            total, (need + need // 8 + 64,), generator=generator, dtype=torch.int64
+        )
         found = torch.unique(torch.cat([found, draw]))
     keep = torch.randperm(found.numel(), generator=generator)[:nnz]
     return found[keep].sort().values
@@ -166,8 +179,9 @@ def validate_csr(row_ptr: torch.Tensor, col_idx: torch.Tensor, rows: int, cols: 
     if row_ptr.numel() != rows + 1:
         raise ValueError(f"row_ptr has length {row_ptr.numel()}, expected rows + 1 = {rows + 1}")
     try:
-        _C.validate_csr(ptr=row_ptr.contiguous().numpy(), idx=col_idx.contiguous().numpy(),
-                        rows=rows, cols=cols)
+        _C.validate_csr(
+            ptr=row_ptr.contiguous().numpy(), idx=col_idx.contiguous().numpy(), rows=rows, cols=cols
+        )
     except ValueError as e:
         raise ValueError(f"malformed sparsity pattern: {e}") from None
 
@@ -184,8 +198,12 @@ def csr_transpose(row_ptr: torch.Tensor, col_idx: torch.Tensor, cols: int) -> Tr
     )
     try:
         _C.csr_transpose(
-            ptr=row_ptr.contiguous().numpy(), idx=col_idx.contiguous().numpy(), cols=cols,
-            tptr=t.ptr.numpy(), tidx=t.idx.numpy(), pos=t.pos.numpy(),
+            ptr=row_ptr.contiguous().numpy(),
+            idx=col_idx.contiguous().numpy(),
+            cols=cols,
+            tptr=t.ptr.numpy(),
+            tidx=t.idx.numpy(),
+            pos=t.pos.numpy(),
         )
     except ValueError as e:
         raise ValueError(f"malformed sparsity pattern: {e}") from None
@@ -195,27 +213,32 @@ def csr_transpose(row_ptr: torch.Tensor, col_idx: torch.Tensor, cols: int) -> Tr
 def nonzero_rows(row_ptr: torch.Tensor | np.ndarray, rows: int) -> torch.Tensor:
     """The row of every nonzero, in CSR order (int64; row_ptr assumed valid)."""
     row_ptr = torch.as_tensor(row_ptr)
-    return torch.repeat_interleave(torch.arange(int(rows), dtype=torch.int64),
-                                   row_ptr[1:] - row_ptr[:-1])
+    return torch.repeat_interleave(
+        torch.arange(int(rows), dtype=torch.int64), row_ptr[1:] - row_ptr[:-1]
+    )
 
 
-def nonzero_positions(row_ptr: torch.Tensor | np.ndarray, col_idx: torch.Tensor | np.ndarray,
-                      rows: int, cols: int) -> torch.Tensor:
+def nonzero_positions(
+    row_ptr: torch.Tensor | np.ndarray, col_idx: torch.Tensor | np.ndarray, rows: int, cols: int
+) -> torch.Tensor:
     """The flat position (row * cols + col) of every nonzero in the dense (rows, cols) matrix,
     in CSR order (int64; the pattern assumed valid)."""
     return nonzero_rows(row_ptr, rows) * int(cols) + torch.as_tensor(col_idx).to(torch.int64)
 
 
-def csr_to_dense(row_ptr: torch.Tensor, col_idx: torch.Tensor, values: torch.Tensor, rows: int,
-                 cols: int) -> torch.Tensor:
+def csr_to_dense(
+    row_ptr: torch.Tensor, col_idx: torch.Tensor, values: torch.Tensor, rows: int, cols: int
+) -> torch.Tensor:
     """Dense (rows, cols) tensor; differentiable with respect to ``values``. The pattern is
     validated (O(rows + nnz), next to the O(rows * cols) result)."""
     validate_csr(row_ptr, col_idx, rows, cols)
     rows, cols = int(rows), int(cols)
-    if (not isinstance(values, torch.Tensor) or values.dim() != 1
-            or values.numel() != col_idx.numel()):
-        got = (tuple(values.shape) if isinstance(values, torch.Tensor)
-               else type(values).__name__)
+    if (
+        not isinstance(values, torch.Tensor)
+        or values.dim() != 1
+        or values.numel() != col_idx.numel()
+    ):
+        got = tuple(values.shape) if isinstance(values, torch.Tensor) else type(values).__name__
         raise ValueError(f"values: expected a 1-D tensor of {col_idx.numel()} values, got {got}")
     flat = nonzero_positions(row_ptr, col_idx, rows, cols)
     out = values.new_zeros(rows * cols)

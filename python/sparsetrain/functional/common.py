@@ -4,6 +4,7 @@ fallbacks compute with, the autocast rules, and the values checks.
 Non-finite numbers are found by a cheap sound pre-check first: a tensor's sum is finite only
 if all its elements are; only a non-finite sum needs the exact element-wise check.
 """
+
 from __future__ import annotations
 
 import math
@@ -32,11 +33,17 @@ def nonfinite_rows(t: torch.Tensor) -> torch.Tensor:
     return (~torch.isfinite(t.reshape(t.shape[0], -1))).any(dim=1).nonzero().view(-1)
 
 
-def dense_weight(row_ptr: torch.Tensor | np.ndarray, col_idx: torch.Tensor | np.ndarray,
-                 values: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
+def dense_weight(
+    row_ptr: torch.Tensor | np.ndarray,
+    col_idx: torch.Tensor | np.ndarray,
+    values: torch.Tensor,
+    rows: int,
+    cols: int,
+) -> torch.Tensor:
     """The (rows, cols) dense weight of a CSR pattern (NumPy or tensor indices), zeros filled in."""
-    return csr_to_dense(torch.as_tensor(row_ptr), torch.as_tensor(col_idx), values.detach(),
-                        rows, cols)
+    return csr_to_dense(
+        torch.as_tensor(row_ptr), torch.as_tensor(col_idx), values.detach(), rows, cols
+    )
 
 
 try:
@@ -61,8 +68,10 @@ def prepare_input(layer: nn.Module, x: object) -> object:
         return x  # the input check names the type
     if x.layout != torch.strided or x.is_nested:
         kind = "nested" if x.is_nested else str(x.layout)
-        raise TypeError(f"{type(layer).__name__}({layer._describe()}): expected a dense (strided) "
-                        f"tensor, got a {kind} tensor")
+        raise TypeError(
+            f"{type(layer).__name__}({layer._describe()}): expected a dense (strided) "
+            f"tensor, got a {kind} tensor"
+        )
     if x.dtype in (torch.bfloat16, torch.float16) and cpu_autocast_enabled():
         return x.float()
     return x
@@ -78,9 +87,11 @@ def values_mismatch(values: torch.Tensor, nnz: int) -> str:
     they take exactly one contiguous float per nonzero."""
     if values.dim() == 1 and values.numel() == nnz and values.is_contiguous():
         return ""
-    return (f"values has shape {tuple(values.shape)}"
-            f"{'' if values.is_contiguous() else ' (not contiguous)'}, expected a contiguous "
-            f"({nnz},) for the pattern's {nnz} nonzeros")
+    return (
+        f"values has shape {tuple(values.shape)}"
+        f"{'' if values.is_contiguous() else ' (not contiguous)'}, expected a contiguous "
+        f"({nnz},) for the pattern's {nnz} nonzeros"
+    )
 
 
 def check_saved_values(name: str, values: torch.Tensor, nnz: int) -> None:
@@ -88,6 +99,7 @@ def check_saved_values(name: str, values: torch.Tensor, nnz: int) -> None:
     backward, which autograd's version counter does not see, must not reach the kernels."""
     mismatch = values_mismatch(values, nnz)
     if mismatch:
-        raise RuntimeError(f"{name}: values was replaced between forward and backward "
-                           f"({mismatch}); run the forward pass again")
-
+        raise RuntimeError(
+            f"{name}: values was replaced between forward and backward "
+            f"({mismatch}); run the forward pass again"
+        )

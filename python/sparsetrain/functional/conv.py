@@ -13,6 +13,7 @@ the images of x holding one (forward), every image when a weight is non-finite (
 input gradient), the images of dy holding one (input gradient), and the values gradient
 when x or dy holds one. Finite inputs pay only the pre-checks (~1-2% of a training step).
 """
+
 from __future__ import annotations
 
 import math
@@ -33,17 +34,33 @@ class SparseConv2dFunction(torch.autograd.Function):
     shows up; without them non-finite numbers go through the sparse kernels unchecked)."""
 
     @staticmethod
-    def forward(ctx, x, values, bias, row_ptr, layout, col_idx=None, stats_out=None,
-                pattern=None, name="SparseConv2d"):
+    def forward(
+        ctx,
+        x,
+        values,
+        bias,
+        row_ptr,
+        layout,
+        col_idx=None,
+        stats_out=None,
+        pattern=None,
+        name="SparseConv2d",
+    ):
         nthreads = get_num_threads()
         check = col_idx is not None
         xq, x_finite = layout.pack_x(x, check_finite=check)
         w_finite = not check or all_finite(values)
         dense = stats = None
         if w_finite:
-            y, seen, stats = layout.forward(row_ptr, values, xq, bias, nthreads,
-                                            check_finite=check and x_finite is None,
-                                            stats=stats_out is not None)
+            y, seen, stats = layout.forward(
+                row_ptr,
+                values,
+                xq,
+                bias,
+                nthreads,
+                check_finite=check and x_finite is None,
+                stats=stats_out is not None,
+            )
             x_finite = seen if x_finite is None else x_finite
         if x_finite is None:
             x_finite = not check or all_finite(x)
@@ -66,8 +83,11 @@ class SparseConv2dFunction(torch.autograd.Function):
         repack = need_v and tuning.REPACK_IN_BACKWARD and xq.data_ptr() != x.data_ptr()
         # `pattern` only guards the buffers (the kernels run on the private pattern the
         # layout was derived from).
-        ctx.save_for_backward(xq if need_v and not repack else None, values,
-                              x if need_v and (repack or not x_finite) else None)
+        ctx.save_for_backward(
+            xq if need_v and not repack else None,
+            values,
+            x if need_v and (repack or not x_finite) else None,
+        )
         ctx.name, ctx.pattern = name, pattern
         ctx.repack = repack
         ctx.row_ptr, ctx.layout, ctx.col_idx = row_ptr, layout, col_idx
@@ -102,11 +122,13 @@ class SparseConv2dFunction(torch.autograd.Function):
                 if need_v and ctx.x_finite and layout.fuses_grads:
                     # Both gradients from one packing of each image of dy (dv is recomputed
                     # below if dy turns out to hold a NaN or Inf).
-                    dx, dv, seen = layout.grads(values, row_ptr, dyq, xq, nthreads,
-                                                check_finite=dy_finite is None)
+                    dx, dv, seen = layout.grads(
+                        values, row_ptr, dyq, xq, nthreads, check_finite=dy_finite is None
+                    )
                 else:
-                    dx, seen = layout.input_grad(values, dyq, nthreads,
-                                                 check_finite=dy_finite is None)
+                    dx, seen = layout.input_grad(
+                        values, dyq, nthreads, check_finite=dy_finite is None
+                    )
                 dy_finite = seen if dy_finite is None else dy_finite
             if dy_finite is None:
                 dy_finite = all_finite(dy)
@@ -131,4 +153,3 @@ class SparseConv2dFunction(torch.autograd.Function):
         elif need_b:
             db = dy.sum((0, 2, 3))
         return dx, dv, db, None, None, None, None, None, None
-

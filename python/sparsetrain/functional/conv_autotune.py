@@ -6,6 +6,7 @@ in every process and for any thread count; ``timed`` measures the candidates on 
 call with a new input shape (forward and both gradients, layout changes included; see
 :func:`time_layouts`) and keeps the winner.
 """
+
 from __future__ import annotations
 
 import time
@@ -18,6 +19,7 @@ from .. import tuning
 from .._runtime import get_num_threads
 from ..formats.conv import ConvGeometry, ConvShape
 from .conv_layouts import BATCH_UNIT, DirectLayout, OffsetLayout, in_place
+
 
 def auto_strategy(g: ConvGeometry, s: ConvShape, batch: int, isa: str) -> str:
     """The layout ``strategy="auto"`` takes for an input of shape ``s`` (a ConvShape) and
@@ -33,9 +35,14 @@ def auto_strategy(g: ConvGeometry, s: ConvShape, batch: int, isa: str) -> str:
     return "plane"
 
 
-def time_layouts(layouts: Sequence[OffsetLayout | DirectLayout], x: torch.Tensor,
-                 values: torch.Tensor, bias: torch.Tensor | None, row_ptr: np.ndarray,
-                 repeats: int = 5) -> dict:
+def time_layouts(
+    layouts: Sequence[OffsetLayout | DirectLayout],
+    x: torch.Tensor,
+    values: torch.Tensor,
+    bias: torch.Tensor | None,
+    row_ptr: np.ndarray,
+    repeats: int = 5,
+) -> dict:
     """Seconds per forward + both gradients (layout changes included) for each layout: the
     best of `repeats` runs after one warm-up run. The layouts take turns, so a burst of noise
     from the rest of the machine (a shared VM's neighbours) hits all of them alike."""

@@ -7,6 +7,7 @@ and it never touches the grid columns past the output width that the offset kern
 and drop. So whatever a non-finite number reaches is computed with the dense weight by
 PyTorch's own convolution (:class:`DenseConv`); functional/conv.py decides which images.
 """
+
 from __future__ import annotations
 
 import torch
@@ -29,7 +30,8 @@ class DenseConv:
         self.pad = (min(pt, pb), min(pl, pr))
         self.extra = (pl - self.pad[1], pr - self.pad[1], pt - self.pad[0], pb - self.pad[0])
         self.w = dense_weight(row_ptr, col_idx, values, g.out_channels, g.cols).view(
-            g.out_channels, g.in_per_group, *g.kernel)
+            g.out_channels, g.in_per_group, *g.kernel
+        )
 
     def _padded(self, x):
         return torch.nn.functional.pad(x, self.extra) if any(self.extra) else x
@@ -46,9 +48,10 @@ class DenseConv:
         n, c, h, w = x_shape
         left, right, top, bottom = self.extra
         with no_autocast():
-            dx = torch.nn.grad.conv2d_input((n, c, h + top + bottom, w + left + right), self.w,
-                                            dy, *self._args())
-        return dx[:, :, top:top + h, left:left + w] if any(self.extra) else dx
+            dx = torch.nn.grad.conv2d_input(
+                (n, c, h + top + bottom, w + left + right), self.w, dy, *self._args()
+            )
+        return dx[:, :, top : top + h, left : left + w] if any(self.extra) else dx
 
     def weight_grad(self, x, dy, row_ptr, col_idx):
         """The gradient of the stored values: nn.Conv2d's weight gradient at the pattern."""

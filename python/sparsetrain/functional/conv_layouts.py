@@ -16,16 +16,16 @@ Three layouts feed the kernels (see sparsetrain/formats/conv.py):
 The layout changes are native kernels (sparsetrain/csrc/kernels/conv_layout.cpp) and their
 cost is part of every timing (functional/conv_autotune.py).
 """
+
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Callable
 
 import numpy as np
 import torch
 
-from .. import _C
+from .. import _C, _workspace, tuning
 from .._runtime import get_num_threads
-from .. import _workspace, tuning
 from ..formats.conv import ConvGeometry, ConvIndex, ConvShape
 from .common import numpy_view as _np
 
@@ -46,22 +46,30 @@ def _channel_stats(sums, channels: int):
     return torch.from_numpy(sums).view(-1, channels, 2).sum(0)
 
 
-def spmm_offsets(form: str) -> Callable[..., Optional[bool]]:
+def spmm_offsets(form: str) -> Callable[..., bool | None]:
     """The spmm_offsets kernel of a form: "rows", "planes", "planes16" or "merge"."""
     return getattr(_C, "spmm_offsets_" + form)
 
 
-def conv_grads_offsets(form: str) -> Callable[..., Optional[bool]]:
+def conv_grads_offsets(form: str) -> Callable[..., bool | None]:
     """Both gradients at once, the input gradient in a form: "planes", "planes16", "merge"."""
     return getattr(_C, "conv_grads_offsets_" + form)
 
 
 # The input gradient's spmm_offsets arguments renamed as conv_grads_offsets_<form> takes
 # them (the same dy is the values gradient's A); the others keep their names.
-_DX_NAMES = {"ptr": "t_ptr", "offsets": "t_offsets", "b": "dy",
-             "b_image_stride": "dy_image_stride", "c": "dx", "ldc": "ldx",
-             "c_image_stride": "dx_image_stride", "len": "dx_len", "seg_len": "dx_seg_len",
-             "seg_stride": "dx_seg_stride"}
+_DX_NAMES = {
+    "ptr": "t_ptr",
+    "offsets": "t_offsets",
+    "b": "dy",
+    "b_image_stride": "dy_image_stride",
+    "c": "dx",
+    "ldc": "ldx",
+    "c_image_stride": "dx_image_stride",
+    "len": "dx_len",
+    "seg_len": "dx_seg_len",
+    "seg_stride": "dx_seg_stride",
+}
 # ... and the values gradient's sddmm_offsets arguments (a, a_image_stride, images, nthreads
 # and pack_grid are the input gradient's).
 _DV_NAMES = {"b": "x", "b_image_stride": "x_image_stride", "out": "dv"}
@@ -122,12 +130,29 @@ class OffsetLayout:
         pt, _, pl, _ = g.padding
         # x's phase planes and dy's bordered grid, for the layout changes and (fused) for the
         # products that pack each image themselves.
-        self.x_layout = _C.ConvInputLayout(n=batch, c=g.in_channels, unit=u, h=s.H, w=s.W,
-                                           sh=g.stride[0], sw=g.stride[1], pt=pt, pl=pl,
-                                           hq=s.Hq, wq=s.Wq)
-        self.dy_layout = _C.ConvOutputLayout(n=batch, c=g.out_channels, unit=u, ho=s.Ho,
-                                             wo=s.Wo, wq=s.Wq, per_channel=s.dy_len,
-                                             offset=s.margin)
+        self.x_layout = _C.ConvInputLayout(
+            n=batch,
+            c=g.in_channels,
+            unit=u,
+            h=s.H,
+            w=s.W,
+            sh=g.stride[0],
+            sw=g.stride[1],
+            pt=pt,
+            pl=pl,
+            hq=s.Hq,
+            wq=s.Wq,
+        )
+        self.dy_layout = _C.ConvOutputLayout(
+            n=batch,
+            c=g.out_channels,
+            unit=u,
+            ho=s.Ho,
+            wo=s.Wo,
+            wq=s.Wq,
+            per_channel=s.dy_len,
+            offset=s.margin,
+        )
         self.pack_args = dict(pack=self.x_layout) if self.fused else {}
         # ... and the output gradient onto its bordered grid the same way (what pack_dy does).
         self.grid_args = dict(pack_grid=self.dy_layout) if self.fused else {}
@@ -144,8 +169,13 @@ class OffsetLayout:
         if self.direct or self.fused:
             return x.reshape(-1), None
         out = _workspace.empty(self.images * self.x_image * self.unit)
-        finite = _C.conv_pack_input(x=_np(x.reshape(-1)), packed=_np(out), layout=self.x_layout,
-                                    nthreads=get_num_threads(), check_finite=check_finite)
+        finite = _C.conv_pack_input(
+            x=_np(x.reshape(-1)),
+            packed=_np(out),
+            layout=self.x_layout,
+            nthreads=get_num_threads(),
+            check_finite=check_finite,
+        )
         return out, finite
 
     def unpack_dx(self, dxq):
@@ -153,14 +183,15 @@ class OffsetLayout:
         if self.direct:  # already dx, allocated in its final shape
             return dxq
         dx = _workspace.empty(self.n, g.in_channels, s.H, s.W)
-        _C.conv_unpack_grad_input(x=_np(dx.view(-1)), packed=_np(dxq), layout=self.x_layout,
-                                  nthreads=get_num_threads())
+        _C.conv_unpack_grad_input(
+            x=_np(dx.view(-1)), packed=_np(dxq), layout=self.x_layout, nthreads=get_num_threads()
+        )
         return dx
 
     def pack_dy(self, dy, want_bias_grad=False):
         """The bordered output gradient, and the bias gradient (summed in the same pass) if
         asked."""
-        s, c = self.s, self.g.out_channels
+        _s, c = self.s, self.g.out_channels
         if self.direct:
             return dy.reshape(-1), (dy.sum((0, 2, 3)) if want_bias_grad else None)
         if self.fused and not want_bias_grad:  # the kernels pack dy themselves (grid_args)
@@ -169,9 +200,13 @@ class OffsetLayout:
         # faster than a reduction over dims (0, 2, 3)).
         buf = None if self.fused else _workspace.empty(self.images * self.dy_image * self.unit)
         sums = torch.empty(self.images, c, dtype=torch.float64) if want_bias_grad else None
-        _C.conv_pack_grad_output(y=_np(dy.reshape(-1)), grid=None if buf is None else _np(buf),
-                                 channel_sums=None if sums is None else sums.numpy().reshape(-1),
-                                 layout=self.dy_layout, nthreads=get_num_threads())
+        _C.conv_pack_grad_output(
+            y=_np(dy.reshape(-1)),
+            grid=None if buf is None else _np(buf),
+            channel_sums=None if sums is None else sums.numpy().reshape(-1),
+            layout=self.dy_layout,
+            nthreads=get_num_threads(),
+        )
         db = sums.sum(0).to(torch.float32) if want_bias_grad else None
         return (dy.reshape(-1) if buf is None else buf), db
 
@@ -186,54 +221,106 @@ class OffsetLayout:
         if self.fused:
             g = self.g
             y = _workspace.empty(self.n, c, s.Ho, s.Wo)
-            finite = _C.spmm_offsets_planes(ptr=row_ptr, offsets=self.off, values=_np(values),
-                                            pos=None, scratch=None, b=_np(xq),
-                                            b_image_stride=g.in_channels * s.H * s.W,
-                                            c=_np(y.view(-1)), ldc=s.Ho * s.Wo,
-                                            c_image_stride=c * s.Ho * s.Wo, len=s.grid_len,
-                                            images=self.images, nthreads=nthreads, grid_w=s.Wq,
-                                            plane_h=s.Ho, plane_w=s.Wo,
-                                            bias=None if bias is None else _np(bias),
-                                            check_finite=check_finite, **self.pack_args,
-                                            **out_stats)
+            finite = _C.spmm_offsets_planes(
+                ptr=row_ptr,
+                offsets=self.off,
+                values=_np(values),
+                pos=None,
+                scratch=None,
+                b=_np(xq),
+                b_image_stride=g.in_channels * s.H * s.W,
+                c=_np(y.view(-1)),
+                ldc=s.Ho * s.Wo,
+                c_image_stride=c * s.Ho * s.Wo,
+                len=s.grid_len,
+                images=self.images,
+                nthreads=nthreads,
+                grid_w=s.Wq,
+                plane_h=s.Ho,
+                plane_w=s.Wo,
+                bias=None if bias is None else _np(bias),
+                check_finite=check_finite,
+                **self.pack_args,
+                **out_stats,
+            )
             return y, finite, _channel_stats(sums, c)
         if not self.direct:
             # The kernel writes y's NCHW planes itself (bias included; with unit 16 through a
             # register-block transpose): no grid, no unpacking pass.
             y = _workspace.empty(self.n, c, s.Ho, s.Wo)
             spmm_offsets(self.planes_form)(
-                ptr=row_ptr, offsets=self.off, values=_np(values), pos=None, scratch=None,
-                b=_np(xq), b_image_stride=self.x_image * u, c=_np(y.view(-1)), ldc=s.Ho * s.Wo,
-                c_image_stride=c * s.Ho * s.Wo, len=s.grid_len * u, images=self.images,
-                nthreads=nthreads, grid_w=s.Wq, plane_h=s.Ho, plane_w=s.Wo,
-                bias=None if bias is None else _np(bias), **self.out_segments, **self.lanes,
-                **out_stats)
+                ptr=row_ptr,
+                offsets=self.off,
+                values=_np(values),
+                pos=None,
+                scratch=None,
+                b=_np(xq),
+                b_image_stride=self.x_image * u,
+                c=_np(y.view(-1)),
+                ldc=s.Ho * s.Wo,
+                c_image_stride=c * s.Ho * s.Wo,
+                len=s.grid_len * u,
+                images=self.images,
+                nthreads=nthreads,
+                grid_w=s.Wq,
+                plane_h=s.Ho,
+                plane_w=s.Wo,
+                bias=None if bias is None else _np(bias),
+                **self.out_segments,
+                **self.lanes,
+                **out_stats,
+            )
             return y, None, _channel_stats(sums, c)
         # Direct (1x1, stride 1, unpadded): the grid is y itself.
         y = _workspace.empty(self.n, c, s.Ho, s.Wo)
-        _C.spmm_offsets_rows(ptr=row_ptr, offsets=self.off, values=_np(values), pos=None,
-                             scratch=None, b=_np(xq), b_image_stride=self.x_image,
-                             c=_np(y.view(-1)), ldc=s.grid_len, c_image_stride=self.y_image,
-                             len=s.grid_len, images=self.images, nthreads=nthreads, **out_stats)
+        _C.spmm_offsets_rows(
+            ptr=row_ptr,
+            offsets=self.off,
+            values=_np(values),
+            pos=None,
+            scratch=None,
+            b=_np(xq),
+            b_image_stride=self.x_image,
+            c=_np(y.view(-1)),
+            ldc=s.grid_len,
+            c_image_stride=self.y_image,
+            len=s.grid_len,
+            images=self.images,
+            nthreads=nthreads,
+            **out_stats,
+        )
         stats = _channel_stats(sums, c)
         if bias is None:
             return y, None, stats
         if stats is not None:  # the kernel summed y before the bias: add its share
             b, count = bias.detach().double(), float(self.n * s.grid_len)
-            stats = torch.stack([stats[:, 0] + b * count,
-                                 stats[:, 1] + 2 * b * stats[:, 0] + b * b * count], 1)
+            stats = torch.stack(
+                [stats[:, 0] + b * count, stats[:, 1] + 2 * b * stats[:, 0] + b * b * count], 1
+            )
         return y.add_(bias.view(1, -1, 1, 1)), None, stats
 
     def _values_grad_args(self, row_ptr, dyq, xq, dv, nthreads):
         s, u, g = self.s, self.unit, self.g
         # x and dy as packed tensors, or (fused) NCHW ones the kernel packs image by image.
         a_image = g.out_channels * s.Ho * s.Wo if self.fused else self.dy_image * u
-        a = _np(dyq)[self.dy_offset:]
+        a = _np(dyq)[self.dy_offset :]
         x_image = g.in_channels * s.H * s.W if self.fused else self.x_image * u
-        return dict(ptr=row_ptr, offsets=self.off, a=a, lda=s.dy_len * u, a_image_stride=a_image,
-                    b=_np(xq), b_image_stride=x_image, len=s.grid_len * u, images=self.images,
-                    out=_np(dv), nthreads=nthreads, **self.out_segments, **self.pack_args,
-                    **self.grid_args)
+        return dict(
+            ptr=row_ptr,
+            offsets=self.off,
+            a=a,
+            lda=s.dy_len * u,
+            a_image_stride=a_image,
+            b=_np(xq),
+            b_image_stride=x_image,
+            len=s.grid_len * u,
+            images=self.images,
+            out=_np(dv),
+            nthreads=nthreads,
+            **self.out_segments,
+            **self.pack_args,
+            **self.grid_args,
+        )
 
     def values_grad(self, row_ptr, dyq, xq, nnz, nthreads):
         dv = torch.empty(nnz)
@@ -261,34 +348,80 @@ class OffsetLayout:
         check = dict(check_finite=True) if check_finite and self.fused else {}
         # dy's images: packed ones, or NCHW ones the kernel packs itself (fused).
         dy_image = g.out_channels * s.Ho * s.Wo if self.fused else self.dy_image * u
-        common = dict(ptr=self.t_ptr, offsets=self.t_off, values=_np(values), pos=self.t_pos,
-                      scratch=_np(scratch), b=_np(dyq), b_image_stride=dy_image,
-                      images=self.images, nthreads=nthreads)
+        common = dict(
+            ptr=self.t_ptr,
+            offsets=self.t_off,
+            values=_np(values),
+            pos=self.t_pos,
+            scratch=_np(scratch),
+            b=_np(dyq),
+            b_image_stride=dy_image,
+            images=self.images,
+            nthreads=nthreads,
+        )
         if not self.direct and s.phases == 1:
             # Stride 1: the padded plane's interior is dx itself; the kernel writes it there.
             pt, _, pl, _ = g.padding
             dx = _workspace.empty(self.n, g.in_channels, s.H, s.W)
-            return dx, self.planes_form, dict(
-                common, c=_np(dx.view(-1)), ldc=s.H * s.W,
-                c_image_stride=g.in_channels * s.H * s.W, len=s.dx_len * u, grid_w=s.Wq,
-                t_base=s.dx_start, row0=pt, col0=pl, plane_h=s.H, plane_w=s.W,
-                **self.dx_segments, **self.lanes, **self.grid_args, **check), False
+            return (
+                dx,
+                self.planes_form,
+                dict(
+                    common,
+                    c=_np(dx.view(-1)),
+                    ldc=s.H * s.W,
+                    c_image_stride=g.in_channels * s.H * s.W,
+                    len=s.dx_len * u,
+                    grid_w=s.Wq,
+                    t_base=s.dx_start,
+                    row0=pt,
+                    col0=pl,
+                    plane_h=s.H,
+                    plane_w=s.W,
+                    **self.dx_segments,
+                    **self.lanes,
+                    **self.grid_args,
+                    **check,
+                ),
+                False,
+            )
         if u == 1 and not self.direct:
             # Strided, one image per vector: each channel's phase planes are interleaved into
             # dx by the kernel while they are still in cache (no packed dx, no unpacking pass).
             dx = _workspace.empty(self.n, g.in_channels, s.H, s.W)
-            return dx, "merge", dict(common, c=_np(dx.view(-1)),
-                                     c_image_stride=g.in_channels * s.H * s.W, len=s.dx_len,
-                                     t_base=s.dx_start, merge=self.x_layout, **self.grid_args,
-                                     **check), False
+            return (
+                dx,
+                "merge",
+                dict(
+                    common,
+                    c=_np(dx.view(-1)),
+                    c_image_stride=g.in_channels * s.H * s.W,
+                    len=s.dx_len,
+                    t_base=s.dx_start,
+                    merge=self.x_layout,
+                    **self.grid_args,
+                    **check,
+                ),
+                False,
+            )
         if self.direct:
             dxq = _workspace.empty(self.n, g.in_channels, s.H, s.W)
         else:
             dxq = _workspace.empty(self.images * self.x_image * u)
         # Only [dx_start, dx_start + dx_len) of each plane holds real pixels: skip the rest.
-        return dxq, "rows", dict(common, c=_np(dxq.view(-1))[s.dx_start * u:], ldc=s.plane * u,
-                                 c_image_stride=self.x_image * u, len=s.dx_len * u,
-                                 **self.dx_segments), not self.direct
+        return (
+            dxq,
+            "rows",
+            dict(
+                common,
+                c=_np(dxq.view(-1))[s.dx_start * u :],
+                ldc=s.plane * u,
+                c_image_stride=self.x_image * u,
+                len=s.dx_len * u,
+                **self.dx_segments,
+            ),
+            not self.direct,
+        )
 
     def input_grad(self, values, dyq, nthreads, check_finite=False):
         """dx, and whether dy is all finite if asked and the kernel read dy itself (fused: it
@@ -330,8 +463,7 @@ class DirectLayout:
         self.g, self.i, self.n = g, index, batch
         np_ = lambda t: t.numpy()  # noqa: E731
         i = index
-        self.fwd = dict(plane=np_(i.plane), dy=np_(i.dy), slot=np_(i.slot),
-                        shift_w=np_(i.shift_w))
+        self.fwd = dict(plane=np_(i.plane), dy=np_(i.dy), slot=np_(i.slot), shift_w=np_(i.shift_w))
         self.bwd = tuple(map(np_, (i.t_ptr, i.t_plane, i.t_dy, i.t_slot, i.t_shift_w)))
         self.t_pos = i.t_pos.numpy()
 
@@ -350,19 +482,42 @@ class DirectLayout:
     def forward(self, row_ptr, values, x, bias, nthreads, check_finite=False, stats=False):
         g, i = self.g, self.i
         y = _workspace.empty(self.n, g.out_channels, i.Ho, i.Wo)
-        _C.conv_direct_spmm(ptr=row_ptr, **self.fwd, values=_np(values), pos=None, scratch=None,
-                            src=_np(x.view(-1)), src_image_stride=g.in_channels * i.H * i.W,
-                            sh=i.H, sw=i.W, out=_np(y.view(-1)), oh=i.Ho, ow=i.Wo,
-                            bias=None if bias is None else _np(bias), images=self.n,
-                            nthreads=nthreads)
+        _C.conv_direct_spmm(
+            ptr=row_ptr,
+            **self.fwd,
+            values=_np(values),
+            pos=None,
+            scratch=None,
+            src=_np(x.view(-1)),
+            src_image_stride=g.in_channels * i.H * i.W,
+            sh=i.H,
+            sw=i.W,
+            out=_np(y.view(-1)),
+            oh=i.Ho,
+            ow=i.Wo,
+            bias=None if bias is None else _np(bias),
+            images=self.n,
+            nthreads=nthreads,
+        )
         return y, None, None
 
     def values_grad(self, row_ptr, dy, x, nnz, nthreads):
         g, i = self.g, self.i
         dv = torch.empty(nnz)
-        _C.conv_direct_sddmm(ptr=row_ptr, **self.fwd, grad=_np(dy.view(-1)), oh=i.Ho, ow=i.Wo,
-                             src=_np(x.view(-1)), src_image_stride=g.in_channels * i.H * i.W,
-                             sh=i.H, sw=i.W, images=self.n, out=_np(dv), nthreads=nthreads)
+        _C.conv_direct_sddmm(
+            ptr=row_ptr,
+            **self.fwd,
+            grad=_np(dy.view(-1)),
+            oh=i.Ho,
+            ow=i.Wo,
+            src=_np(x.view(-1)),
+            src_image_stride=g.in_channels * i.H * i.W,
+            sh=i.H,
+            sw=i.W,
+            images=self.n,
+            out=_np(dv),
+            nthreads=nthreads,
+        )
         return dv
 
     def input_grad(self, values, dy, nthreads, check_finite=False):
@@ -370,9 +525,24 @@ class DirectLayout:
         dx = _workspace.empty(self.n, g.in_channels, i.H, i.W)
         scratch = _workspace.empty(values.numel())
         t_ptr, plane, dyy, slot, shift = self.bwd
-        _C.conv_direct_spmm(ptr=t_ptr, plane=plane, dy=dyy, slot=slot, shift_w=shift,
-                            values=_np(values), pos=self.t_pos, scratch=_np(scratch),
-                            src=_np(dy.view(-1)), src_image_stride=g.out_channels * i.Ho * i.Wo,
-                            sh=i.Ho, sw=i.Wo, out=_np(dx.view(-1)), oh=i.H, ow=i.W, bias=None,
-                            images=self.n, nthreads=nthreads)
+        _C.conv_direct_spmm(
+            ptr=t_ptr,
+            plane=plane,
+            dy=dyy,
+            slot=slot,
+            shift_w=shift,
+            values=_np(values),
+            pos=self.t_pos,
+            scratch=_np(scratch),
+            src=_np(dy.view(-1)),
+            src_image_stride=g.out_channels * i.Ho * i.Wo,
+            sh=i.Ho,
+            sw=i.Wo,
+            out=_np(dx.view(-1)),
+            oh=i.H,
+            ow=i.W,
+            bias=None,
+            images=self.n,
+            nthreads=nthreads,
+        )
         return dx, None

@@ -15,6 +15,7 @@ weights need nothing: every stored value, NaN and Inf included, is multiplied li
 product, and the values gradient (a sum over the batch of products of input and output
 gradient, the same products dense PyTorch forms) propagates them unchanged.
 """
+
 from __future__ import annotations
 
 import math
@@ -23,11 +24,19 @@ from typing import TYPE_CHECKING
 import torch
 from torch.autograd.function import once_differentiable
 
-from .. import _C
+from .. import _C, _workspace, tuning
 from .._runtime import get_num_threads
-from .. import _workspace, tuning
-from .common import (all_finite, check_saved_values, dense_weight, no_autocast, nonfinite_rows,
-                     numpy_view as _np, values_mismatch)
+from .common import (
+    all_finite,
+    check_saved_values,
+    dense_weight,
+    no_autocast,
+    nonfinite_rows,
+    values_mismatch,
+)
+from .common import (
+    numpy_view as _np,
+)
 
 if TYPE_CHECKING:
     from ..formats.csr import KernelIndex
@@ -59,8 +68,7 @@ def _to_batch_major(x2d: torch.Tensor, nthreads: int) -> torch.Tensor:
 
 def _from_batch_major(t: torch.Tensor, batch: int, bias, nthreads: int) -> torch.Tensor:
     out = _workspace.empty(batch, t.shape[0])
-    _C.unpack(src=_np(t), dst=_np(out), bias=None if bias is None else _np(bias),
-              nthreads=nthreads)
+    _C.unpack(src=_np(t), dst=_np(out), bias=None if bias is None else _np(bias), nthreads=nthreads)
     return out
 
 
@@ -76,8 +84,16 @@ class SparseLinearFunction(torch.autograd.Function):
         xk = x if index.in_cols is None else x.index_select(1, index.in_cols)
         xt = _to_batch_major(xk, nthreads)
         yt = _workspace.empty(index.rows * xt.shape[1]).view(index.rows, xt.shape[1])
-        _C.spmm(ptr=index.row_ptr, idx=index.col_idx, values=_np(values), pos=None, scratch=None,
-                b=_np(xt), c=_np(yt), nthreads=nthreads)
+        _C.spmm(
+            ptr=index.row_ptr,
+            idx=index.col_idx,
+            values=_np(values),
+            pos=None,
+            scratch=None,
+            b=_np(xt),
+            c=_np(yt),
+            nthreads=nthreads,
+        )
         y = _from_batch_major(yt, batch, bias, nthreads)
         if not all_finite(x):
             # Rows with a NaN or Inf: dense, so pruned weights meet them as in nn.Linear.
@@ -110,19 +126,40 @@ class SparseLinearFunction(torch.autograd.Function):
             dyt = _to_batch_major(dy, nthreads)
             if need_v:
                 dv = torch.empty_like(values)
-                _C.sddmm(ptr=index.row_ptr, idx=index.col_idx, a=_np(dyt), b=_np(xt), out=_np(dv),
-                         nthreads=nthreads)
+                _C.sddmm(
+                    ptr=index.row_ptr,
+                    idx=index.col_idx,
+                    a=_np(dyt),
+                    b=_np(xt),
+                    out=_np(dv),
+                    nthreads=nthreads,
+                )
             if need_x:
                 kcols = index.kernel_cols
                 dxt = _workspace.empty(kcols * dyt.shape[1]).view(kcols, dyt.shape[1])
                 strategy = input_grad_strategy(kcols, index.rows, index.nnz, dyt.shape[1])
                 if strategy == "scatter":
-                    _C.spmmt(ptr=index.row_ptr, idx=index.col_idx, values=_np(values),
-                             col_ptr=index.t_ptr, b=_np(dyt), c=_np(dxt), nthreads=nthreads)
+                    _C.spmmt(
+                        ptr=index.row_ptr,
+                        idx=index.col_idx,
+                        values=_np(values),
+                        col_ptr=index.t_ptr,
+                        b=_np(dyt),
+                        c=_np(dxt),
+                        nthreads=nthreads,
+                    )
                 else:
                     scratch = _workspace.empty(values.numel())
-                    _C.spmm(ptr=index.t_ptr, idx=index.t_idx, values=_np(values), pos=index.t_pos,
-                            scratch=_np(scratch), b=_np(dyt), c=_np(dxt), nthreads=nthreads)
+                    _C.spmm(
+                        ptr=index.t_ptr,
+                        idx=index.t_idx,
+                        values=_np(values),
+                        pos=index.t_pos,
+                        scratch=_np(scratch),
+                        b=_np(dyt),
+                        c=_np(dxt),
+                        nthreads=nthreads,
+                    )
                 dx = _from_batch_major(dxt, ctx.batch, None, nthreads)
                 if index.in_cols is not None:  # the features no nonzero reads get zeros
                     dx = dx.new_zeros(ctx.batch, index.cols).index_copy_(1, index.in_cols, dx)
@@ -141,9 +178,15 @@ def _dense_weight_of(index, values: torch.Tensor) -> torch.Tensor:
     return dense_weight(index.row_ptr, index.dense_col_idx(), values, index.rows, index.cols)
 
 
-def sparse_linear(x: torch.Tensor, values: torch.Tensor, bias: torch.Tensor | None,
-                  index: KernelIndex, pattern: PatternGuard | None = None, *,
-                  name: str = "SparseLinear") -> torch.Tensor:
+def sparse_linear(
+    x: torch.Tensor,
+    values: torch.Tensor,
+    bias: torch.Tensor | None,
+    index: KernelIndex,
+    pattern: PatternGuard | None = None,
+    *,
+    name: str = "SparseLinear",
+) -> torch.Tensor:
     """y = x Wᵀ + b for x of shape ``(*, in_features)``; W is given by ``values`` on the
     pattern ``index`` (a KernelIndex from sparsetrain.formats.build_index). ``pattern``: a
     guard of the buffers the index was derived from, checked before backward

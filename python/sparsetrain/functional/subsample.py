@@ -1,13 +1,14 @@
 """Subsample: the strided input of a 1x1 unpadded strided convolution, as one copy."""
+
 from __future__ import annotations
 
 import torch
 from torch.autograd.function import once_differentiable
 
-from .. import _C
+from .. import _C, _workspace, tuning
 from .._runtime import get_num_threads
-from .. import _workspace, tuning
 from .common import numpy_view as _np
+
 
 class Subsample(torch.autograd.Function):
     """x[:, :, ::sh, ::sw] as one contiguous copy; backward writes the full-size gradient in
@@ -20,13 +21,25 @@ class Subsample(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, sh, sw):
         ctx.shape, ctx.sh, ctx.sw = x.shape, sh, sw
-        if not (x.dtype == torch.float32 and x.dim() == 4 and x.is_contiguous()
-                and x.shape[3] >= tuning.NATIVE_SUBSAMPLE_MIN_W):
+        if not (
+            x.dtype == torch.float32
+            and x.dim() == 4
+            and x.is_contiguous()
+            and x.shape[3] >= tuning.NATIVE_SUBSAMPLE_MIN_W
+        ):
             return x[:, :, ::sh, ::sw].contiguous()
         n, c, h, w = x.shape
         out = _workspace.empty(n, c, -(-h // sh), -(-w // sw))
-        _C.subsample(src=_np(x.view(-1)), dst=_np(out.view(-1)), planes=n * c, h=h, w=w, sh=sh,
-                     sw=sw, nthreads=get_num_threads())
+        _C.subsample(
+            src=_np(x.view(-1)),
+            dst=_np(out.view(-1)),
+            planes=n * c,
+            h=h,
+            w=w,
+            sh=sh,
+            sw=sw,
+            nthreads=get_num_threads(),
+        )
         return out
 
     @staticmethod
@@ -39,6 +52,15 @@ class Subsample(torch.autograd.Function):
             return dx, None, None
         n, c, h, w = shape
         dx = _workspace.empty(n, c, h, w)
-        _C.subsample(src=_np(g.contiguous().view(-1)), dst=_np(dx.view(-1)), planes=n * c, h=h,
-                     w=w, sh=sh, sw=sw, nthreads=get_num_threads(), grad=True)
+        _C.subsample(
+            src=_np(g.contiguous().view(-1)),
+            dst=_np(dx.view(-1)),
+            planes=n * c,
+            h=h,
+            w=w,
+            sh=sh,
+            sw=sw,
+            nthreads=get_num_threads(),
+            grad=True,
+        )
         return dx, None, None

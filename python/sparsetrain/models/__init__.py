@@ -1,4 +1,5 @@
 """Reference models defined in the package (no torchvision needed)."""
+
 from .resnet import ResNet, resnet18, resnet34
 from .small_cnn import SmallCNN, small_cnn
 

@@ -1,5 +1,6 @@
 """ResNet-18 / ResNet-34 (He et al., 2016), the ImageNet architecture: torchvision is not a
 dependency, and the demo and the end-to-end benchmark need a real network to sparsify."""
+
 from __future__ import annotations
 
 import torch
@@ -18,8 +19,9 @@ class BasicBlock(nn.Module):
         self.relu = nn.ReLU(inplace=True)
         self.downsample = None
         if stride != 1 or in_channels != channels:
-            self.downsample = nn.Sequential(nn.Conv2d(in_channels, channels, 1, stride, bias=False),
-                                            nn.BatchNorm2d(channels))
+            self.downsample = nn.Sequential(
+                nn.Conv2d(in_channels, channels, 1, stride, bias=False), nn.BatchNorm2d(channels)
+            )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shortcut = x if self.downsample is None else self.downsample(x)
@@ -29,8 +31,13 @@ class BasicBlock(nn.Module):
 
 
 class ResNet(nn.Module):
-    def __init__(self, blocks_per_stage: tuple = (2, 2, 2, 2), num_classes: int = 1000,
-                 in_channels: int = 3, width: int = 64):
+    def __init__(
+        self,
+        blocks_per_stage: tuple = (2, 2, 2, 2),
+        num_classes: int = 1000,
+        in_channels: int = 3,
+        width: int = 64,
+    ):
         super().__init__()
         self.conv1 = nn.Conv2d(in_channels, width, 7, 2, 3, bias=False)
         self.bn1 = nn.BatchNorm2d(width)
@@ -38,7 +45,7 @@ class ResNet(nn.Module):
         self.maxpool = nn.MaxPool2d(3, 2, 1)
         stages, channels = [], width
         for i, n in enumerate(blocks_per_stage):
-            out = width * 2 ** i
+            out = width * 2**i
             blocks = [BasicBlock(channels, out, 1 if i == 0 else 2)]
             blocks += [BasicBlock(out, out) for _ in range(n - 1)]
             stages.append(nn.Sequential(*blocks))

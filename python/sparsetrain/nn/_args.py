@@ -1,9 +1,10 @@
 """Constructor argument checks shared by the sparse layers: every error names the layer."""
+
 from __future__ import annotations
 
 import math
 
-MAX_INDEX = _MAX = 2 ** 31 - 1  # column indices are int32
+MAX_INDEX = _MAX = 2**31 - 1  # column indices are int32
 
 
 def size(layer: str, name: str, v, minimum: int = 0) -> int:
@@ -25,9 +26,14 @@ def fraction(layer: str, name: str, v) -> float:
 def pair(layer: str, name: str, v, minimum: int) -> tuple:
     """An int or a pair of ints, each >= minimum, as nn.Conv2d takes them."""
     items = (v, v) if isinstance(v, int) and not isinstance(v, bool) else v
-    if (not isinstance(items, (tuple, list)) or len(items) != 2
-            or not all(isinstance(i, int) and not isinstance(i, bool)
-                       and minimum <= i <= _MAX for i in items)):
-        raise ValueError(f"{layer}: {name} must be an int or a pair of ints >= {minimum}, "
-                         f"got {v!r}")
+    if (
+        not isinstance(items, (tuple, list))
+        or len(items) != 2
+        or not all(
+            isinstance(i, int) and not isinstance(i, bool) and minimum <= i <= _MAX for i in items
+        )
+    ):
+        raise ValueError(
+            f"{layer}: {name} must be an int or a pair of ints >= {minimum}, got {v!r}"
+        )
     return tuple(items)

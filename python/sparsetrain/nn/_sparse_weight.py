@@ -1,4 +1,5 @@
 """What every sparse layer shares: the weight as a CSR pattern plus trainable nonzeros."""
+
 from __future__ import annotations
 
 import torch
@@ -28,8 +29,9 @@ class SparseWeightModule(nn.Module):
         self.register_buffer("weight_shape", torch.tensor(self._weight_shape(), dtype=torch.int64))
         self.values = nn.Parameter(values.to(torch.float32).contiguous(), requires_grad=values_grad)
         if bias is not None:
-            self.bias = nn.Parameter(bias.detach().to(torch.float32).clone(),
-                                     requires_grad=bias_grad)
+            self.bias = nn.Parameter(
+                bias.detach().to(torch.float32).clone(), requires_grad=bias_grad
+            )
         else:
             self.register_parameter("bias", None)
         self._stamp = None
@@ -40,11 +42,14 @@ class SparseWeightModule(nn.Module):
         """An uninitialised layer of this class for ``from_dense(dense)``, once ``dense`` is
         checked to be a CPU ``dense_type``."""
         if not isinstance(dense, dense_type):
-            raise TypeError(f"{cls.__name__}.from_dense expects nn.{dense_type.__name__}, got "
-                            f"{type(dense).__name__}")
+            raise TypeError(
+                f"{cls.__name__}.from_dense expects nn.{dense_type.__name__}, got "
+                f"{type(dense).__name__}"
+            )
         if dense.weight.device.type != "cpu":
-            raise ValueError(f"{cls.__name__}.from_dense: weight must be on the CPU, got "
-                             f"{dense.weight.device}")
+            raise ValueError(
+                f"{cls.__name__}.from_dense: weight must be on the CPU, got {dense.weight.device}"
+            )
         self = cls.__new__(cls)
         SparseWeightModule.__init__(self)
         return self
@@ -54,8 +59,14 @@ class SparseWeightModule(nn.Module):
         bias, with their requires_grad."""
         w, bias = dense.weight, dense.bias
         row_ptr, col_idx, values = formats.csr_from_dense(w.detach().flatten(1))
-        self._set_weight(row_ptr, col_idx, values, bias, values_grad=w.requires_grad,
-                         bias_grad=bias is not None and bias.requires_grad)
+        self._set_weight(
+            row_ptr,
+            col_idx,
+            values,
+            bias,
+            values_grad=w.requires_grad,
+            bias_grad=bias is not None and bias.requires_grad,
+        )
 
     def _copy_into(self, dense: nn.Module) -> nn.Module:
         """Fill a freshly built dense twin with this layer's weight (zeros included) and bias."""
@@ -108,8 +119,13 @@ class SparseWeightModule(nn.Module):
         row_ptr, col_idx = self._buffers["row_ptr"], self._buffers["col_idx"]
         if row_ptr.is_inference() or col_idx.is_inference():
             return (row_ptr.data_ptr(), None, col_idx.data_ptr(), None, col_idx.numel())
-        return (row_ptr.data_ptr(), row_ptr._version, col_idx.data_ptr(), col_idx._version,
-                col_idx.numel())
+        return (
+            row_ptr.data_ptr(),
+            row_ptr._version,
+            col_idx.data_ptr(),
+            col_idx._version,
+            col_idx.numel(),
+        )
 
     def _derive(self) -> None:
         """Build what the kernels need from the private, validated ``self._pattern``."""
@@ -131,8 +147,10 @@ class SparseWeightModule(nn.Module):
             except ValueError as e:
                 raise ValueError(f"{self._layer_name()}: {e}") from None
             if self.values.numel() != col_idx.numel():
-                raise ValueError(f"{self._layer_name()}: {self.values.numel()} values for "
-                                 f"{col_idx.numel()} column indices")
+                raise ValueError(
+                    f"{self._layer_name()}: {self.values.numel()} values for "
+                    f"{col_idx.numel()} column indices"
+                )
             self._pattern = (row_ptr, col_idx)
             self._derive()
         self._stamp = self._index_stamp()
@@ -141,8 +159,9 @@ class SparseWeightModule(nn.Module):
         # Unpickled or deep-copied: derive the kernels' indices afresh from the pattern.
         super().__setstate__(state)
         if "weight_shape" not in self._buffers:  # pickled before the shape was saved
-            self.register_buffer("weight_shape",
-                                 torch.tensor(self._weight_shape(), dtype=torch.int64))
+            self.register_buffer(
+                "weight_shape", torch.tensor(self._weight_shape(), dtype=torch.int64)
+            )
         self._stamp = self._pattern = None
 
     def _ensure_index(self) -> None:
@@ -153,8 +172,12 @@ class SparseWeightModule(nn.Module):
         # DistributedDataParallel's buffer broadcast writes before every forward) keep the
         # derived indices, anything else is validated and derived afresh.
         row_ptr, col_idx = self._pattern or (None, None)
-        if (self._pattern is not None and _same(self.row_ptr, row_ptr)
-                and _same(self.col_idx, col_idx) and self.values.numel() == col_idx.numel()):
+        if (
+            self._pattern is not None
+            and _same(self.row_ptr, row_ptr)
+            and _same(self.col_idx, col_idx)
+            and self.values.numel() == col_idx.numel()
+        ):
             self._stamp = stamp
             return
         self._rebuild_index()
@@ -172,11 +195,13 @@ class SparseWeightModule(nn.Module):
         weight does. (Rewritten with the same numbers, as DistributedDataParallel's buffer
         broadcast does before every forward, they pass: a model may run twice before one
         backward.)"""
-        return PatternGuard(self._call_name(), self._buffers["row_ptr"],
-                            self._buffers["col_idx"], self._pattern)
+        return PatternGuard(
+            self._call_name(), self._buffers["row_ptr"], self._buffers["col_idx"], self._pattern
+        )
 
-    def prune_values(self, keep: torch.Tensor,
-                     optimizer: torch.optim.Optimizer | None = None) -> None:
+    def prune_values(
+        self, keep: torch.Tensor, optimizer: torch.optim.Optimizer | None = None
+    ) -> None:
         """Remove the nonzeros where ``keep`` is False, for good.
 
         Values and index are repacked (the same ``values`` Parameter object, resized, so it
@@ -187,12 +212,15 @@ class SparseWeightModule(nn.Module):
         """
         keep = torch.as_tensor(keep, dtype=torch.bool).reshape(-1)
         if keep.numel() != self.nnz:
-            raise ValueError(f"{self._layer_name()}.prune_values: keep has {keep.numel()} entries "
-                             f"for {self.nnz} nonzeros")
+            raise ValueError(
+                f"{self._layer_name()}.prune_values: keep has {keep.numel()} entries "
+                f"for {self.nnz} nonzeros"
+            )
         rows = formats.nonzero_rows(self.row_ptr, self._rows)
         row_ptr = torch.zeros_like(self.row_ptr)
         torch.cumsum(torch.bincount(rows[keep], minlength=self._rows), 0, out=row_ptr[1:])
         from .. import _optim_state
+
         old_shape, grad = self.values.shape, self.values.grad
         with torch.no_grad():
             resize_parameter(self.values, self.values.data[keep].contiguous())
@@ -209,15 +237,18 @@ class SparseWeightModule(nn.Module):
         self.col_idx = self.col_idx[keep].contiguous()
         self._rebuild_index()
 
-    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
-                              unexpected_keys, error_msgs):
+    def _load_from_state_dict(
+        self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+    ):
         keys = [prefix + k for k in ("row_ptr", "col_idx", "values")]
         present = [k in state_dict for k in keys]
         if any(present) and not all(present):
             # Half a pattern would pair new indices with old values: refuse, strict or not.
             missing = [k for k, p in zip(keys, present) if not p]
-            raise ValueError(f"{prefix or type(self).__name__}: the checkpoint holds part of a "
-                             f"sparse weight; missing {', '.join(missing)}")
+            raise ValueError(
+                f"{prefix or type(self).__name__}: the checkpoint holds part of a "
+                f"sparse weight; missing {', '.join(missing)}"
+            )
         shape_key = prefix + "weight_shape"
         if all(present) and shape_key in state_dict:
             mismatch = self._shape_mismatch(state_dict[shape_key])
@@ -231,10 +262,16 @@ class SparseWeightModule(nn.Module):
                 formats.validate_csr(row_ptr, col_idx, self._rows, self._cols)
             except ValueError as e:
                 raise ValueError(f"{self._layer_name()} ({prefix or 'state_dict'}): {e}") from None
-            if (not isinstance(values, torch.Tensor) or values.dim() != 1
-                    or values.numel() != col_idx.numel()):
-                got = (f"shape {tuple(values.shape)}" if isinstance(values, torch.Tensor)
-                       else type(values).__name__)
+            if (
+                not isinstance(values, torch.Tensor)
+                or values.dim() != 1
+                or values.numel() != col_idx.numel()
+            ):
+                got = (
+                    f"shape {tuple(values.shape)}"
+                    if isinstance(values, torch.Tensor)
+                    else type(values).__name__
+                )
                 raise ValueError(f"{prefix}values: expected {col_idx.numel()} values, got {got}")
             # A checkpoint may hold a different number of nonzeros: resize in place so the
             # same Parameter object stays registered with any optimizer.
@@ -243,10 +280,12 @@ class SparseWeightModule(nn.Module):
                 # weight stays one: the layer must train afterwards.
                 with torch.inference_mode(False):
                     self.col_idx = torch.empty_like(col_idx)
-                    resize_parameter(self.values,
-                                      torch.empty(values.numel(), dtype=self.values.dtype))
-        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
-                                      unexpected_keys, error_msgs)
+                    resize_parameter(
+                        self.values, torch.empty(values.numel(), dtype=self.values.dtype)
+                    )
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )
         if shape_key in missing_keys and all(present):
             missing_keys.remove(shape_key)  # a checkpoint saved before the shape was
         self._rebuild_index()
@@ -258,8 +297,10 @@ class SparseWeightModule(nn.Module):
             return f"weight_shape must be a 1-D tensor, got {saved!r}"
         theirs = tuple(int(v) for v in saved.tolist())
         if theirs != mine:
-            return (f"copying a sparse weight of shape {theirs} into {self._layer_name()}, "
-                    f"whose weight has shape {mine}")
+            return (
+                f"copying a sparse weight of shape {theirs} into {self._layer_name()}, "
+                f"whose weight has shape {mine}"
+            )
         return ""
 
     def _check_input(self, x: torch.Tensor, what: str) -> None:
@@ -270,12 +311,14 @@ class SparseWeightModule(nn.Module):
             raise TypeError(f"{name}: expected float32 input, got {x.dtype}")
         if x.device.type != "cpu":
             raise ValueError(f"{name}: input must be on the CPU, got {x.device}")
-        if self.values.dtype != torch.float32 or (self.bias is not None
-                                                  and self.bias.dtype != torch.float32):
+        if self.values.dtype != torch.float32 or (
+            self.bias is not None and self.bias.dtype != torch.float32
+        ):
             raise TypeError(f"{name}: parameters must be float32 (was .double()/.half() called?)")
         if self.bias is not None and tuple(self.bias.shape) != (self._rows,):
-            raise ValueError(f"{name}: bias has shape {tuple(self.bias.shape)}, expected "
-                             f"({self._rows},)")
+            raise ValueError(
+                f"{name}: bias has shape {tuple(self.bias.shape)}, expected ({self._rows},)"
+            )
 
     def _describe(self) -> str:
         return ""
@@ -295,6 +338,7 @@ def resize_parameter(p: nn.Parameter, data: torch.Tensor) -> None:
     """
     p.data = torch.empty(0, dtype=torch.float64 if data.dtype != torch.float64 else torch.float32)
     from .. import _optim_state
+
     p.data = data
     if p.grad is not None and p.grad.shape != p.shape:
         p.grad = None
@@ -303,8 +347,13 @@ def resize_parameter(p: nn.Parameter, data: torch.Tensor) -> None:
 
 def _same(t, ref: torch.Tensor) -> bool:
     """Whether buffer ``t`` holds exactly the private pattern ``ref``."""
-    return (isinstance(t, torch.Tensor) and t.shape == ref.shape and t.dtype == ref.dtype
-            and t.device == ref.device and torch.equal(t, ref))
+    return (
+        isinstance(t, torch.Tensor)
+        and t.shape == ref.shape
+        and t.dtype == ref.dtype
+        and t.device == ref.device
+        and torch.equal(t, ref)
+    )
 
 
 class PatternGuard:
@@ -314,17 +363,22 @@ class PatternGuard:
     def __init__(self, name: str, row_ptr: torch.Tensor, col_idx: torch.Tensor, pattern):
         self.name, self.buffers, self.pattern = name, (row_ptr, col_idx), pattern
         # Inference tensors track no versions: nothing to check then.
-        self.versions = None if row_ptr.is_inference() or col_idx.is_inference() else (
-            row_ptr._version, col_idx._version)
+        self.versions = (
+            None
+            if row_ptr.is_inference() or col_idx.is_inference()
+            else (row_ptr._version, col_idx._version)
+        )
 
     def check(self) -> None:
         if self.versions is None:
             return
-        for what, buf, version, ref in zip(("row_ptr", "col_idx"), self.buffers, self.versions,
-                                           self.pattern):
+        for what, buf, version, ref in zip(
+            ("row_ptr", "col_idx"), self.buffers, self.versions, self.pattern
+        ):
             if buf._version != version and not _same(buf, ref):
                 raise RuntimeError(
                     f"{self.name}: one of the variables needed for gradient computation has "
                     f"been modified by an inplace operation: {what} is at version "
                     f"{buf._version}; expected version {version} instead (the pattern changed "
-                    f"between forward and backward)")
+                    f"between forward and backward)"
+                )

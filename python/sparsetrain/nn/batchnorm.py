@@ -12,6 +12,7 @@ change between the convolution and the batch norm (or any other input) makes
 FusedBatchNorm2d compute them itself, exactly as nn.BatchNorm2d. ``fuse_batch_norm`` in
 sparsetrain/surgery.py finds the pairs and sets both sides up.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -57,8 +58,17 @@ class _NormalizeWithStats(torch.autograd.Function):
         x, weight, mean, invstd = ctx.saved_tensors
         need = ctx.needs_input_grad
         gx, gw, gb = torch.ops.aten.native_batch_norm_backward(
-            grad.contiguous(), x, weight, None, None, mean, invstd, True, ctx.eps,
-            [need[0], weight is not None and need[1], need[2]])
+            grad.contiguous(),
+            x,
+            weight,
+            None,
+            None,
+            mean,
+            invstd,
+            True,
+            ctx.eps,
+            [need[0], weight is not None and need[1], need[2]],
+        )
         return gx, gw, gb, None, None, None, None
 
 
@@ -69,8 +79,13 @@ class FusedBatchNorm2d(nn.BatchNorm2d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         stats = batch_norm_stats(x) if self.training else None
-        if (stats is None or x.dim() != 4 or x.shape[1] != self.num_features
-                or x.dtype != torch.float32 or cpu_autocast_enabled()):
+        if (
+            stats is None
+            or x.dim() != 4
+            or x.shape[1] != self.num_features
+            or x.dtype != torch.float32
+            or cpu_autocast_enabled()
+        ):
             return super().forward(x)
         count = x.numel() // self.num_features
         if count <= 1:  # nn.BatchNorm2d's error for a single value per channel
@@ -84,8 +99,9 @@ class FusedBatchNorm2d(nn.BatchNorm2d):
             # E[y²] - mean² loses what float sums lose of E[y²] (~1e-6 of it) relative to
             # the variance: beyond mean² > 100 var (a channel far off zero for its spread),
             # compute the statistics as nn.BatchNorm2d does (also for NaN / Inf sums).
-            if not (np.isfinite(s).all()
-                    and (mean * mean <= _MAX_MEAN_SQUARE_OVER_VAR * var).all()):
+            if not (
+                np.isfinite(s).all() and (mean * mean <= _MAX_MEAN_SQUARE_OVER_VAR * var).all()
+            ):
                 return super().forward(x)
             invstd = 1.0 / np.sqrt(var + self.eps)
             unbiased = var * (count / (count - 1))
@@ -95,13 +111,21 @@ class FusedBatchNorm2d(nn.BatchNorm2d):
         factor = 0.0 if self.momentum is None else self.momentum
         if self.track_running_stats and self.num_batches_tracked is not None:
             self.num_batches_tracked.add_(1)
-            factor = (1.0 / float(self.num_batches_tracked) if self.momentum is None
-                      else self.momentum)
+            factor = (
+                1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
+            )
         if self.track_running_stats and self.running_mean is not None:
             with torch.no_grad():
                 self.running_mean.mul_(1.0 - factor).add_(mean32, alpha=factor)
                 self.running_var.mul_(1.0 - factor).add_(
-                    torch.from_numpy(unbiased.astype(np.float32)), alpha=factor)
-        return _NormalizeWithStats.apply(x, self.weight, self.bias, mean32,
-                                         torch.from_numpy(var.astype(np.float32)),
-                                         torch.from_numpy(invstd.astype(np.float32)), self.eps)
+                    torch.from_numpy(unbiased.astype(np.float32)), alpha=factor
+                )
+        return _NormalizeWithStats.apply(
+            x,
+            self.weight,
+            self.bias,
+            mean32,
+            torch.from_numpy(var.astype(np.float32)),
+            torch.from_numpy(invstd.astype(np.float32)),
+            self.eps,
+        )

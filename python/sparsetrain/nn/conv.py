@@ -1,9 +1,10 @@
 """SparseConv2d: nn.Conv2d whose weight is stored as its nonzeros only."""
+
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Tuple, Union
+from typing import Union
 
 import torch
 import torch.nn.functional as F
@@ -15,12 +16,12 @@ from ..functional.common import prepare_input
 from ..functional.conv import SparseConv2dFunction
 from ..functional.subsample import Subsample
 from . import _args
-from .conv_plans import CHOICES, ConvPlans, LRUMap, strategy_problem
 from ._sparse_weight import SparseWeightModule
 from .batchnorm import attach_batch_norm_stats
+from .conv_plans import CHOICES, ConvPlans, LRUMap, strategy_problem
 
 _PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
-IntPair = Union[int, Tuple[int, int]]  # a size as nn.Conv2d takes it: one int, or (h, w)
+IntPair = Union[int, tuple[int, int]]  # a size as nn.Conv2d takes it: one int, or (h, w)
 # Whole-module pickles name the plan maps' class by this path: it must keep resolving.
 _Plans = LRUMap
 
@@ -42,14 +43,34 @@ class SparseConv2d(SparseWeightModule):
     layout an input shape runs on).
     """
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: IntPair,
-                 stride: IntPair = 1, padding: IntPair | str = 0, dilation: IntPair = 1,
-                 groups: int = 1, bias: bool = True, padding_mode: str = "zeros",
-                 sparsity: float = 0.9, *, strategy: str = "auto",
-                 generator: torch.Generator | None = None):
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: IntPair,
+        stride: IntPair = 1,
+        padding: IntPair | str = 0,
+        dilation: IntPair = 1,
+        groups: int = 1,
+        bias: bool = True,
+        padding_mode: str = "zeros",
+        sparsity: float = 0.9,
+        *,
+        strategy: str = "auto",
+        generator: torch.Generator | None = None,
+    ):
         super().__init__()
-        self._configure(in_channels, out_channels, kernel_size, stride, padding, dilation, groups,
-                        padding_mode, strategy)
+        self._configure(
+            in_channels,
+            out_channels,
+            kernel_size,
+            stride,
+            padding,
+            dilation,
+            groups,
+            padding_mode,
+            strategy,
+        )
         density = 1.0 - _args.fraction("SparseConv2d", "sparsity", sparsity)
         row_ptr, col_idx = formats.random_csr(self._rows, self._cols, density, generator=generator)
         # nn.Conv2d's kaiming-uniform bound with the fan-in a filter really has.
@@ -58,29 +79,43 @@ class SparseConv2d(SparseWeightModule):
         b = torch.empty(out_channels).uniform_(-bound, bound, generator=generator) if bias else None
         self._set_weight(row_ptr, col_idx, values, b)
 
-    def _configure(self, in_channels, out_channels, kernel_size, stride, padding, dilation,
-                   groups, padding_mode, strategy):
+    def _configure(
+        self,
+        in_channels,
+        out_channels,
+        kernel_size,
+        stride,
+        padding,
+        dilation,
+        groups,
+        padding_mode,
+        strategy,
+    ):
         layer = "SparseConv2d"
         in_channels = _args.size(layer, "in_channels", in_channels)
         out_channels = _args.size(layer, "out_channels", out_channels)
         groups = _args.size(layer, "groups", groups, 1)
         if in_channels % groups or out_channels % groups:
-            raise ValueError("SparseConv2d: in_channels and out_channels must be divisible by "
-                             "groups")
+            raise ValueError(
+                "SparseConv2d: in_channels and out_channels must be divisible by groups"
+            )
         self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
         self.kernel_size = _args.pair(layer, "kernel_size", kernel_size, 1)
         self.stride = _args.pair(layer, "stride", stride, 1)
         self.dilation = _args.pair(layer, "dilation", dilation, 1)
         if isinstance(padding, str):
             if padding not in ("same", "valid"):
-                raise ValueError(f"SparseConv2d: padding must be 'same', 'valid', an int or a pair "
-                                 f"of ints, got {padding!r}")
+                raise ValueError(
+                    f"SparseConv2d: padding must be 'same', 'valid', an int or a pair "
+                    f"of ints, got {padding!r}"
+                )
             self.padding = padding
         else:
             self.padding = _args.pair(layer, "padding", padding, 0)
         if padding_mode not in _PADDING_MODES:
-            raise ValueError(f"SparseConv2d: padding_mode must be one of {_PADDING_MODES}, "
-                             f"got {padding_mode!r}")
+            raise ValueError(
+                f"SparseConv2d: padding_mode must be one of {_PADDING_MODES}, got {padding_mode!r}"
+            )
         self.padding_mode = padding_mode
         # Set by fuse_batch_norm when a batch norm takes this layer's output: training-mode
         # forwards then also sum the output's channel statistics (see nn/batchnorm.py).
@@ -95,18 +130,21 @@ class SparseConv2d(SparseWeightModule):
             pt, pb, pl, pr = pads
             self._explicit_pad = (pl, pr, pt, pb)
             pads = (0, 0, 0, 0)
-        self._geometry = ConvGeometry(in_channels, out_channels, self.kernel_size, self.stride,
-                                      self.dilation, pads, groups)
+        self._geometry = ConvGeometry(
+            in_channels, out_channels, self.kernel_size, self.stride, self.dilation, pads, groups
+        )
         if self._geometry.cols > _args.MAX_INDEX:  # column indices are int32
             raise ValueError(
                 f"SparseConv2d({self._describe()}): a filter holds in_channels / groups * kh * kw"
-                f" = {self._geometry.cols} weights; at most 2^31 - 1 are supported")
+                f" = {self._geometry.cols} weights; at most 2^31 - 1 are supported"
+            )
         # A 1x1 unpadded strided convolution is a 1x1 stride-1 one on the subsampled input.
         self._subsample = None
         if self.kernel_size == (1, 1) and pads == (0, 0, 0, 0) and self.stride != (1, 1):
             self._subsample = self.stride
-            self._geometry = ConvGeometry(in_channels, out_channels, (1, 1), (1, 1),
-                                          self.dilation, pads, groups)
+            self._geometry = ConvGeometry(
+                in_channels, out_channels, (1, 1), (1, 1), self.dilation, pads, groups
+            )
         self.strategy = strategy  # checked against the geometry the kernels see
 
     @property
@@ -141,33 +179,55 @@ class SparseConv2d(SparseWeightModule):
 
     # -- construction from / to dense -------------------------------------------------------
     @classmethod
-    def from_dense(cls, conv: nn.Conv2d, *, strategy: str = "auto") -> "SparseConv2d":
+    def from_dense(cls, conv: nn.Conv2d, *, strategy: str = "auto") -> SparseConv2d:
         """A SparseConv2d holding exactly the nonzeros of ``conv.weight`` (and its bias)."""
         self = cls._blank_for(conv, nn.Conv2d)
-        self._configure(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride,
-                        conv.padding, conv.dilation, conv.groups, conv.padding_mode, strategy)
+        self._configure(
+            conv.in_channels,
+            conv.out_channels,
+            conv.kernel_size,
+            conv.stride,
+            conv.padding,
+            conv.dilation,
+            conv.groups,
+            conv.padding_mode,
+            strategy,
+        )
         self._set_weight_from(conv)
         return self
 
     def to_dense(self) -> nn.Conv2d:
         """An ``nn.Conv2d`` with the same configuration, weight (zeros filled in) and bias."""
-        return self._copy_into(nn.Conv2d(self.in_channels, self.out_channels, self.kernel_size,
-                                         self.stride, self.padding, self.dilation, self.groups,
-                                         self.bias is not None, self.padding_mode))
+        return self._copy_into(
+            nn.Conv2d(
+                self.in_channels,
+                self.out_channels,
+                self.kernel_size,
+                self.stride,
+                self.padding,
+                self.dilation,
+                self.groups,
+                self.bias is not None,
+                self.padding_mode,
+            )
+        )
 
     @property
     def weight(self) -> torch.Tensor:
         """Dense reconstruction (out, in / groups, kh, kw); differentiable w.r.t. ``values``."""
-        return self._dense_matrix().view(self.out_channels, self.in_channels // self.groups,
-                                         *self.kernel_size)
+        return self._dense_matrix().view(
+            self.out_channels, self.in_channels // self.groups, *self.kernel_size
+        )
 
     def _describe(self) -> str:
         kh, kw = self.kernel_size
         return f"{self.in_channels}->{self.out_channels}, {kh}x{kw}"
 
     def extra_repr(self) -> str:
-        s = (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
-             f"stride={self.stride}")
+        s = (
+            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+            f"stride={self.stride}"
+        )
         if self.padding not in ((0, 0), "valid"):
             s += f", padding={self.padding}"
         if self.dilation != (1, 1):
@@ -209,13 +269,14 @@ class SparseConv2d(SparseWeightModule):
         if len(shape) == 3:
             shape = (1,) + shape
         if len(shape) != 4 or shape[1] != self.in_channels:
-            raise ValueError(f"SparseConv2d({self._describe()}): expected an input shape "
-                             f"(N, {self.in_channels}, H, W) or ({self.in_channels}, H, W), "
-                             f"got {tuple(input_shape)}")
+            raise ValueError(
+                f"SparseConv2d({self._describe()}): expected an input shape "
+                f"(N, {self.in_channels}, H, W) or ({self.in_channels}, H, W), "
+                f"got {tuple(input_shape)}"
+            )
         self._ensure_index()
         try:
-            return self._plans.strategy_for(shape[0], *self._kernel_hw(*shape[2:]),
-                                            self.strategy)
+            return self._plans.strategy_for(shape[0], *self._kernel_hw(*shape[2:]), self.strategy)
         except ValueError as e:  # e.g. an input smaller than the kernel: name the layer
             raise ValueError(f"SparseConv2d({self._describe()}): {e}") from None
 
@@ -224,9 +285,11 @@ class SparseConv2d(SparseWeightModule):
         x = prepare_input(self, x)  # autocast's cast to float32; dense tensors only
         self._check_input(x, "input")
         if x.dim() not in (3, 4) or x.shape[-3] != self.in_channels:
-            raise ValueError(f"SparseConv2d({self._describe()}): expected input of shape "
-                             f"(N, {self.in_channels}, H, W) or ({self.in_channels}, H, W), "
-                             f"got {tuple(x.shape)}")
+            raise ValueError(
+                f"SparseConv2d({self._describe()}): expected input of shape "
+                f"(N, {self.in_channels}, H, W) or ({self.in_channels}, H, W), "
+                f"got {tuple(x.shape)}"
+            )
         self._ensure_index()
         self._check_values()
         unbatched = x.dim() == 3
@@ -243,9 +306,17 @@ class SparseConv2d(SparseWeightModule):
             raise ValueError(f"SparseConv2d({self._describe()}): {e}") from None
         fuse = getattr(self, "batch_norm_stats", False)  # (absent in modules pickled before)
         stats = [] if fuse and self.training and not unbatched else None
-        y = SparseConv2dFunction.apply(x, self.values, self.bias, self._row_ptr_np, layout,
-                                       self._pattern[1], stats, self._saved_pattern(),
-                                       self._call_name())
+        y = SparseConv2dFunction.apply(
+            x,
+            self.values,
+            self.bias,
+            self._row_ptr_np,
+            layout,
+            self._pattern[1],
+            stats,
+            self._saved_pattern(),
+            self._call_name(),
+        )
         if stats:
             attach_batch_norm_stats(y, stats[0])
         return y.squeeze(0) if unbatched else y

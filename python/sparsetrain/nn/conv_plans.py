@@ -5,6 +5,7 @@ Every map is a bounded least-recently-used one (sizes in tuning.py), so a layer 
 shapes does not grow without bound. Plans belong to one pattern: the layer builds new ones
 when it changes.
 """
+
 from __future__ import annotations
 
 import threading
@@ -61,8 +62,10 @@ def strategy_problem(geometry: ConvGeometry, strategy: str) -> str:
     if strategy not in CHOICES:
         return f"strategy must be one of {CHOICES}, got {strategy!r}"
     if strategy == "direct" and geometry.stride != (1, 1):
-        return (f"strategy 'direct' runs stride-1 convolutions only (and 1x1 unpadded strided "
-                f"ones, on the subsampled input), got stride {geometry.stride}")
+        return (
+            f"strategy 'direct' runs stride-1 convolutions only (and 1x1 unpadded strided "
+            f"ones, on the subsampled input), got stride {geometry.stride}"
+        )
     return ""
 
 
@@ -99,10 +102,12 @@ class ConvPlans:
     def _auto(self, n: int, h: int, w: int, shape) -> str:
         isa = get_isa()
         return self.chosen.get((n, h, w, isa)) or self.chosen.put(
-            (n, h, w, isa), auto_strategy(self.geometry, shape, n, isa))
+            (n, h, w, isa), auto_strategy(self.geometry, shape, n, isa)
+        )
 
-    def layout(self, x: torch.Tensor, strategy: str, values: torch.Tensor,
-               bias: torch.Tensor | None) -> OffsetLayout | DirectLayout:
+    def layout(
+        self, x: torch.Tensor, strategy: str, values: torch.Tensor, bias: torch.Tensor | None
+    ) -> OffsetLayout | DirectLayout:
         """The layout x (N, C, H, W, as the kernels see it) runs on under ``strategy``."""
         n, _, h, w = x.shape
         index = self._index(h, w)
@@ -121,8 +126,9 @@ class ConvPlans:
         ``strategy``; None for "timed" before that shape's timing."""
         if strategy == "auto":
             index = self.indices.get((h, w))
-            return self._auto(n, h, w, index.shape if index is not None
-                              else conv_shape(self.geometry, h, w))
+            return self._auto(
+                n, h, w, index.shape if index is not None else conv_shape(self.geometry, h, w)
+            )
         if strategy == "timed":
             return self.chosen.get((batch_bucket(n), h, w, get_isa()))
         if strategy == "direct" and not self.direct_ok:
@@ -141,8 +147,11 @@ class ConvPlans:
             name = self.chosen.get(key)  # decided by a concurrent first call meanwhile
             if name is None:
                 # The batch layout works in groups of 16 images: never worth it for fewer.
-                names = [s for s in STRATEGIES if (direct_ok or s != "direct")
-                         and (n >= 16 or s != "batch")]
+                names = [
+                    s
+                    for s in STRATEGIES
+                    if (direct_ok or s != "direct") and (n >= 16 or s != "batch")
+                ]
                 candidates = [self._layout_for(index, n, h, w, s) for s in names]
                 times = time_layouts(candidates, x, values, bias, self.row_ptr)
                 name = self.chosen.put(key, min(times, key=times.get))

@@ -1,4 +1,5 @@
 """SparseLinear: nn.Linear whose weight is stored as its nonzeros only."""
+
 from __future__ import annotations
 
 import math
@@ -25,14 +26,22 @@ class SparseLinear(SparseWeightModule):
     for the density).
     """
 
-    def __init__(self, in_features: int, out_features: int, bias: bool = True,
-                 sparsity: float = 0.9, *, generator: torch.Generator | None = None):
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        sparsity: float = 0.9,
+        *,
+        generator: torch.Generator | None = None,
+    ):
         super().__init__()
         self.in_features = _args.size("SparseLinear", "in_features", in_features)
         self.out_features = _args.size("SparseLinear", "out_features", out_features)
         density = 1.0 - _args.fraction("SparseLinear", "sparsity", sparsity)
-        row_ptr, col_idx = formats.random_csr(out_features, in_features, density,
-                                              generator=generator)
+        row_ptr, col_idx = formats.random_csr(
+            out_features, in_features, density, generator=generator
+        )
         # Like nn.Linear's kaiming-uniform init, but with the fan-in a row really has.
         bound = 1.0 / math.sqrt(max(1.0, in_features * density))
         values = torch.empty(col_idx.numel()).uniform_(-bound, bound, generator=generator)
@@ -49,7 +58,7 @@ class SparseLinear(SparseWeightModule):
 
     # -- construction from / to dense -------------------------------------------------------
     @classmethod
-    def from_dense(cls, linear: nn.Linear) -> "SparseLinear":
+    def from_dense(cls, linear: nn.Linear) -> SparseLinear:
         """A SparseLinear holding exactly the nonzeros of ``linear.weight`` (and its bias)."""
         self = cls._blank_for(linear, nn.Linear)
         self.in_features, self.out_features = linear.in_features, linear.out_features
@@ -58,8 +67,9 @@ class SparseLinear(SparseWeightModule):
 
     def to_dense(self) -> nn.Linear:
         """An ``nn.Linear`` with the same weight (zeros filled in) and bias."""
-        return self._copy_into(nn.Linear(self.in_features, self.out_features,
-                                         bias=self.bias is not None))
+        return self._copy_into(
+            nn.Linear(self.in_features, self.out_features, bias=self.bias is not None)
+        )
 
     @property
     def weight(self) -> torch.Tensor:
@@ -70,8 +80,10 @@ class SparseLinear(SparseWeightModule):
         return f"{self.in_features}->{self.out_features}"
 
     def extra_repr(self) -> str:
-        return (f"in_features={self.in_features}, out_features={self.out_features}, "
-                f"bias={self.bias is not None}, nnz={self.nnz}, sparsity={self.sparsity:.4f}")
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, "
+            f"bias={self.bias is not None}, nnz={self.nnz}, sparsity={self.sparsity:.4f}"
+        )
 
     def _derive(self) -> None:
         # Derived from the pattern, so not part of the state_dict.
@@ -81,8 +93,11 @@ class SparseLinear(SparseWeightModule):
         x = prepare_input(self, x)  # autocast's cast to float32; dense tensors only
         self._check_input(x, "input")
         if x.dim() < 1 or x.shape[-1] != self.in_features:
-            raise ValueError(f"SparseLinear({self._describe()}): expected input of shape "
-                             f"(*, {self.in_features}), got {tuple(x.shape)}")
+            raise ValueError(
+                f"SparseLinear({self._describe()}): expected input of shape "
+                f"(*, {self.in_features}), got {tuple(x.shape)}"
+            )
         self._ensure_index()
-        return sparse_linear(x, self.values, self.bias, self._index, self._saved_pattern(),
-                             name=self._call_name())
+        return sparse_linear(
+            x, self.values, self.bias, self._index, self._saved_pattern(), name=self._call_name()
+        )
