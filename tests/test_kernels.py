@@ -128,10 +128,26 @@ def test_sddmm(isa, rows, cols, nb, density):
     torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-4)
 
 
-@pytest.mark.parametrize("batch,features", [(0, 3), (1, 1), (5, 7), (16, 16), (17, 33), (300, 20)])
-def test_pack_unpack_round_trip(isa, batch, features):
+# Shapes around the 64 x 64 blocks the layout changes work in: whole blocks, a partial
+# block of whole vectors, a partial vector, and rows padded beyond the batch (extra_pad).
+@pytest.mark.parametrize(
+    "batch,features,extra_pad",
+    [
+        (0, 3, 0),
+        (1, 1, 0),
+        (5, 7, 0),
+        (16, 16, 0),
+        (17, 33, 0),
+        (300, 20, 0),
+        (64, 64, 0),
+        (130, 150, 0),
+        (517, 70, 16),
+        (200, 129, 32),
+    ],
+)
+def test_pack_unpack_round_trip(isa, batch, features, extra_pad):
     x = torch.randn(batch, features)
-    nb = (batch + ALIGN - 1) // ALIGN * ALIGN
+    nb = (batch + ALIGN - 1) // ALIGN * ALIGN + extra_pad
     xt = torch.full((features, nb), float("nan"))
     _C.pack(src=np(x), dst=np(xt), nthreads=2)
     assert torch.equal(xt[:, :batch], x.t())

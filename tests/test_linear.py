@@ -19,6 +19,7 @@ SHAPES = [  # (leading shape of x, in_features, out_features)
     ((2, 3), 24, 40),  # 3-D: (batch, tokens, features)
     ((4, 25), 31, 19),
     ((7,), 5, 300),
+    ((520,), 70, 130),  # rows padded to an odd number of lines (functional/linear.py)
 ]
 SPARSITIES = [0.0, 0.5, 0.9, 0.99, 1.0]
 
@@ -245,3 +246,19 @@ print(layer.nnz, built, peak() - before)
     assert nnz == 7
     assert built < 32 << 20, f"building took {built >> 20} MB"
     assert trained < (256 << 20) + (64 << 20), f"a step took {trained >> 20} MB"
+
+
+@pytest.mark.parametrize("batch", [1, 16, 256, 257, 512, 1000, 2048, 4096])
+def test_long_batch_major_rows_are_an_odd_number_of_lines(batch):
+    """Rows read in slices get an odd number of vectors (no cache-set aliasing), never
+    fewer elements than the batch and at most one vector of extra padding."""
+    from sparsetrain import _C
+    from sparsetrain.functional.linear import _padded
+
+    p = _padded(batch)
+    rounded = -(-batch // _C.BATCH_ALIGN) * _C.BATCH_ALIGN
+    assert p % _C.BATCH_ALIGN == 0 and rounded <= p <= rounded + _C.BATCH_ALIGN
+    if p > _C.BATCH_CHUNK:
+        assert (p // _C.BATCH_ALIGN) % 2 == 1
+    else:
+        assert p == rounded

@@ -17,6 +17,7 @@ PYBIND11_MODULE(_C, m) {
   m.doc() = "sparsetrain native kernels (internal; use the sparsetrain package)";
   m.attr("__version__") = SPARSETRAIN_VERSION;
   m.attr("BATCH_ALIGN") = sparsetrain::kernels::kBatchAlign;
+  m.attr("BATCH_CHUNK") = sparsetrain::kernels::kBatchChunk;
 
   // Resolve the ISA now so a bad SPARSETRAIN_ISA fails at import with its message.
   sparsetrain::current_isa();

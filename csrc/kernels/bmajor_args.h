@@ -10,6 +10,11 @@ namespace sparsetrain {
 namespace kernels {
 
 constexpr int64_t kBatchAlign = 16;
+// The widest slice of the batch one pass of a product reads from every row (see tiling.h).
+// Longer rows are read in slices, and their leading dimension should then be an odd number
+// of kBatchAlign-element lines so the slices spread over every cache set
+// (functional/linear.py pads to that).
+constexpr int64_t kBatchChunk = 256;
 
 inline int64_t padded_batch(int64_t batch) {
   return (batch + kBatchAlign - 1) / kBatchAlign * kBatchAlign;

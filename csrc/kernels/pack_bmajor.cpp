@@ -12,25 +12,33 @@ namespace ST_ISA {
 
 namespace {
 
+// Features per block of work and batch rows per inner block: a kBlock x kBlock tile of both
+// buffers (16 KiB each) stays in L1 while it is transposed, so every line of src and dst is
+// read or written whole, once. Walking one feature block down the whole batch instead reads
+// W floats per src row, half a line at a large stride.
+constexpr int64_t kBlock = 64;
+
 template <class T>
 void pack_bmajor_impl(const PackArgs<T>& a) {
   constexpr int64_t W = Vec::W;
-  const int64_t nblk = (a.features + W - 1) / W;
+  const int64_t nblk = (a.features + kBlock - 1) / kBlock;
   const int64_t full_t = a.batch / W * W;
-  parallel_uniform(a.nthreads, nblk, W * a.ld_dst / 2, [&](int64_t b0, int64_t b1) {
+  parallel_uniform(a.nthreads, nblk, kBlock * a.ld_dst / 2, [&](int64_t b0, int64_t b1) {
     for (int64_t kb = b0; kb < b1; ++kb) {
-      const int64_t k0 = kb * W;
-      const int64_t k1 = k0 + W < a.features ? k0 + W : a.features;
-      if (k1 - k0 == W) {
-        for (int64_t t0 = 0; t0 < full_t; t0 += W)
-          transpose_block(a.src + t0 * a.ld_src + k0, a.ld_src, a.dst + k0 * a.ld_dst + t0,
-                          a.ld_dst, nullptr);
-      } else {
-        for (int64_t k = k0; k < k1; ++k)
-          for (int64_t t = 0; t < full_t; ++t) a.dst[k * a.ld_dst + t] = a.src[t * a.ld_src + k];
+      const int64_t kb0 = kb * kBlock;
+      const int64_t kb1 = kb0 + kBlock < a.features ? kb0 + kBlock : a.features;
+      const int64_t full_k = kb0 + (kb1 - kb0) / W * W;
+      for (int64_t tb = 0; tb < full_t; tb += kBlock) {
+        const int64_t tb1 = tb + kBlock < full_t ? tb + kBlock : full_t;
+        for (int64_t k0 = kb0; k0 < full_k; k0 += W)
+          for (int64_t t0 = tb; t0 < tb1; t0 += W)
+            transpose_block(a.src + t0 * a.ld_src + k0, a.ld_src, a.dst + k0 * a.ld_dst + t0,
+                            a.ld_dst, nullptr);
       }
-      for (int64_t k = k0; k < k1; ++k) {
-        float* d = a.dst + k * a.ld_dst;
+      for (int64_t k = full_k; k < kb1; ++k)
+        for (int64_t t = 0; t < full_t; ++t) a.dst[k * a.ld_dst + t] = a.src[t * a.ld_src + k];
+      for (int64_t k = kb0; k < kb1; ++k) {
+        T* d = a.dst + k * a.ld_dst;
         for (int64_t t = full_t; t < a.batch; ++t) d[t] = a.src[t * a.ld_src + k];
         for (int64_t t = a.batch; t < a.ld_dst; ++t) d[t] = 0.0f;
       }
@@ -50,24 +58,27 @@ namespace {
 template <class T>
 void unpack_bmajor_impl(const UnpackArgs<T>& a) {
   constexpr int64_t W = Vec::W;
-  const int64_t nblk = (a.batch + W - 1) / W;
+  const int64_t nblk = (a.batch + kBlock - 1) / kBlock;
   const int64_t full_k = a.features / W * W;
-  parallel_uniform(a.nthreads, nblk, W * a.features / 2, [&](int64_t b0, int64_t b1) {
+  const auto bias = [&](int64_t k) { return a.bias ? a.bias[k] : 0.0f; };
+  parallel_uniform(a.nthreads, nblk, kBlock * a.features / 2, [&](int64_t b0, int64_t b1) {
     for (int64_t tb = b0; tb < b1; ++tb) {
-      const int64_t t0 = tb * W;
-      const int64_t t1 = t0 + W < a.batch ? t0 + W : a.batch;
-      if (t1 - t0 == W) {
-        for (int64_t k0 = 0; k0 < full_k; k0 += W)
-          transpose_block(a.src + k0 * a.ld_src + t0, a.ld_src, a.dst + t0 * a.ld_dst + k0,
-                          a.ld_dst, a.bias ? a.bias + k0 : nullptr);
-      } else {
-        for (int64_t t = t0; t < t1; ++t)
-          for (int64_t k = 0; k < full_k; ++k)
-            a.dst[t * a.ld_dst + k] = a.src[k * a.ld_src + t] + (a.bias ? a.bias[k] : 0.0f);
+      const int64_t tb0 = tb * kBlock;
+      const int64_t tb1 = tb0 + kBlock < a.batch ? tb0 + kBlock : a.batch;
+      const int64_t full_t = tb0 + (tb1 - tb0) / W * W;
+      for (int64_t kb = 0; kb < full_k; kb += kBlock) {
+        const int64_t kb1 = kb + kBlock < full_k ? kb + kBlock : full_k;
+        for (int64_t t0 = tb0; t0 < full_t; t0 += W)
+          for (int64_t k0 = kb; k0 < kb1; k0 += W)
+            transpose_block(a.src + k0 * a.ld_src + t0, a.ld_src, a.dst + t0 * a.ld_dst + k0,
+                            a.ld_dst, a.bias ? a.bias + k0 : nullptr);
       }
-      for (int64_t t = t0; t < t1; ++t)
+      for (int64_t t = full_t; t < tb1; ++t)
+        for (int64_t k = 0; k < full_k; ++k)
+          a.dst[t * a.ld_dst + k] = a.src[k * a.ld_src + t] + bias(k);
+      for (int64_t t = tb0; t < tb1; ++t)
         for (int64_t k = full_k; k < a.features; ++k)
-          a.dst[t * a.ld_dst + k] = a.src[k * a.ld_src + t] + (a.bias ? a.bias[k] : 0.0f);
+          a.dst[t * a.ld_dst + k] = a.src[k * a.ld_src + t] + bias(k);
     }
   });
 }

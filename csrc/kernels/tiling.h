@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <type_traits>
 
+#include "kernels/bmajor_args.h"
 #include "kernels/vec.h"
 
 namespace sparsetrain {
@@ -18,7 +19,6 @@ constexpr int kAccTarget = Vec::kRegs >= 24 ? 16 : 8;
 // Batch floats processed per pass over all rows: at most 256, and few enough that the
 // slice of every gathered B row one pass touches stays in L2 (~1 MiB budget; on L2-poorer
 // cores the L3 catches the rest), else each pass streams B from L3.
-constexpr int64_t kBatchChunk = 256;
 inline int64_t batch_chunk(int64_t b_rows) {
   constexpr int64_t budget = int64_t{1} << 20;
   int64_t c = b_rows > 0 ? budget / (b_rows * int64_t{sizeof(float)}) : kBatchChunk;

@@ -9,6 +9,7 @@ import numpy
 
 __version__: str
 BATCH_ALIGN: int
+BATCH_CHUNK: int
 
 class ConvInputLayout:
     """n NCHW images of c channels, h x w, in groups of unit (1 or 16) images, as sh x sw

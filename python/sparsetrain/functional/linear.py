@@ -56,7 +56,16 @@ def input_grad_strategy(in_features: int, out_features: int, nnz: int, padded_ba
 
 
 def _padded(batch: int) -> int:
-    return (batch + _ALIGN - 1) // _ALIGN * _ALIGN
+    """The row length (leading dimension) of a batch-major buffer: the batch rounded up to
+    whole vectors, plus one more when the kernels read it in slices (a row longer than
+    _C.BATCH_CHUNK) and it would otherwise be an even number of 64-byte lines. Rows an even
+    number of lines apart, worst of all a multiple of 4 KiB, put the slice of every gathered
+    row in the same few cache sets, and the products then run at about half speed; an odd
+    number of lines spreads the rows over every set."""
+    padded = (batch + _ALIGN - 1) // _ALIGN * _ALIGN
+    if padded > _C.BATCH_CHUNK and (padded // _ALIGN) % 2 == 0:
+        padded += _ALIGN
+    return padded
 
 
 def _to_batch_major(x2d: torch.Tensor, nthreads: int) -> torch.Tensor:
