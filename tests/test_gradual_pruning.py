@@ -237,9 +237,9 @@ def test_schedule_prunes_exactly_at_the_scheduled_steps(start, length, every, in
     expected = sorted({t for t in range(start, end + 1, every)} | {end})
     real, calls = st.pruning.magnitude_prune, []
 
-    def spy(model, sparsity, *args):
+    def spy(model, sparsity, *args, **kwargs):
         calls.append((pruner.step_count - 1, sparsity))  # step_count counts this call
-        return real(model, sparsity, *args)
+        return real(model, sparsity, *args, **kwargs)
 
     zeros_after = {}
     with mock.patch.object(st.pruning, "magnitude_prune", spy):
@@ -318,12 +318,13 @@ def tied_convs():
 @pytest.mark.parametrize("opt_name", ["sgd", "adam"])
 @pytest.mark.parametrize("build", [tied_lm, tied_linears, tied_convs])
 def test_tied_weights_stay_dense_and_keep_training(build, opt_name):
+    """tied=True: a tied weight is pruned under a mask, never swapped."""
     torch.manual_seed(0)
     model, loss_fn, tied, untied = build()
     weight = model.get_submodule(tied[0]).weight
     opt = OPTIMIZERS[opt_name](model.parameters())
     pruner = st.GradualMagnitudePruner(
-        model, opt, 0.9, start_step=0, end_step=4, every=2, min_sparsity=0.5
+        model, opt, 0.9, start_step=0, end_step=4, every=2, min_sparsity=0.5, tied=True
     )
     g = torch.Generator().manual_seed(1)
     with warnings.catch_warnings(record=True) as caught:
@@ -352,6 +353,36 @@ def test_tied_weights_stay_dense_and_keep_training(build, opt_name):
         str(w.message).split()[1] for w in caught if "shares its weight" in str(w.message)
     )
     assert told == {name: 1 for name in tied}  # warned once per layer, not per pruning step
+
+
+@pytest.mark.parametrize("build", [tied_lm, tied_linears, tied_convs])
+def test_tied_weights_are_left_unpruned_by_default(build):
+    """Zeros in a tied weight reach every module using it (the embedding too) and buy no
+    speed, as the layer stays dense: by default the pruner leaves it alone, warned once."""
+    torch.manual_seed(0)
+    model, loss_fn, tied, untied = build()
+    weight = model.get_submodule(tied[0]).weight
+    zeros_before = int((weight == 0).sum())
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    pruner = st.GradualMagnitudePruner(
+        model, opt, 0.9, start_step=0, end_step=4, every=2, min_sparsity=0.5
+    )
+    g = torch.Generator().manual_seed(1)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for _ in range(6):
+            opt.zero_grad()
+            loss_fn(g).backward()
+            opt.step()
+            pruner.step()
+    assert isinstance(model.get_submodule(untied), (st.SparseLinear, st.SparseConv2d))
+    for name in tied:
+        assert model.get_submodule(name).weight is weight
+    assert int((weight == 0).sum()) == zeros_before
+    told = collections.Counter(
+        str(w.message).split()[1] for w in caught if "(tied); left unpruned" in str(w.message)
+    )
+    assert told == {name: 1 for name in tied}
 
 
 # -- optimizer state that cannot be carried over -----------------------------------------------

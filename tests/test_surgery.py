@@ -68,7 +68,9 @@ def test_min_sparsity_include_exclude():
     assert type(net.blocks["b"]) is nn.Linear  # not included
     rows = {r.name: r for r in report.layers}
     assert "sparsity below" in rows["blocks.a"].reason
-    assert "features.2" not in rows and "blocks.b" not in rows
+    # Left out by include / exclude: still a row each, saying so (nothing skipped silently).
+    assert rows["features.2"].reason == "excluded" and not rows["features.2"].swapped
+    assert rows["blocks.b"].reason == "not in include" and not rows["blocks.b"].swapped
 
 
 def test_tied_weights_stay_dense_with_a_warning():

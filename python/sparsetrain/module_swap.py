@@ -12,12 +12,85 @@ from typing import Callable, Union
 from torch import nn
 
 from .nn import SparseConv2d, SparseLinear
+from .nn._dense_types import dense_form, unsupported_reason
 
 # Which layers a call takes (include= / exclude=): a module name, a glob pattern, a list of
 # them, or a predicate f(name, module) -> bool; None takes none.
 LayerSpec = Union[str, Iterable[str], Callable[[str, nn.Module], bool], None]
-# The sparse layer each dense layer type becomes.
-SPARSE_OF = {nn.Linear: SparseLinear, nn.Conv2d: SparseConv2d}
+# The sparse layer each form of dense layer becomes (nn/_dense_types.py says which types are
+# which form).
+_SPARSE_OF_FORM = {"linear": SparseLinear, "conv1d": SparseLinear, "conv2d": SparseConv2d}
+SPARSE_TYPES = (SparseLinear, SparseConv2d)
+
+__all__ = [
+    "LayerSpec",
+    "SPARSE_TYPES",
+    "sparse_type_for",
+    "is_dense_layer",
+    "unsupported_reason",
+    "torch_pruned",
+    "trained_weight",
+    "read_directly",
+    "matches",
+    "shared_weights",
+    "tied_to",
+    "replace_module",
+    "carry_hooks",
+]
+
+
+def sparse_type_for(module: nn.Module) -> type | None:
+    """The sparse layer type that ``module`` can become (``SparseLinear`` for ``nn.Linear``
+    and transformers' ``Conv1D``, ``SparseConv2d`` for ``nn.Conv2d``, subclasses that keep
+    their forward included), or None. The one predicate that sparsify, sparsify_like, the
+    pruning functions and from_dense share: what one of them takes, all take."""
+    form = dense_form(module)
+    return None if form is None else _SPARSE_OF_FORM[form]
+
+
+def is_dense_layer(module: nn.Module) -> bool:
+    """Whether ``module`` is a dense layer a sparse one can stand in for (sparse_type_for)."""
+    return dense_form(module) is not None
+
+
+def torch_pruned(module: nn.Module) -> bool:
+    """Whether ``torch.nn.utils.prune`` manages the weight: then ``weight`` is only
+    ``weight_orig * weight_mask``, recomputed by a forward pre-hook before every forward."""
+    from torch.nn.utils.prune import BasePruningMethod
+
+    return any(
+        isinstance(h, BasePruningMethod) and h._tensor_name == "weight"
+        for h in module._forward_pre_hooks.values()
+    )
+
+
+def trained_weight(module: nn.Module) -> nn.Parameter | None:
+    """The Parameter an optimizer trains for a layer's weight (``values`` of a sparse layer,
+    ``weight_orig`` under torch.nn.utils.prune), or None when the weight is derived some other
+    way (a parametrization, weight_norm)."""
+    if isinstance(module, SPARSE_TYPES):
+        return module._parameters.get("values")
+    if torch_pruned(module):
+        return module._parameters.get("weight_orig")
+    return module._parameters.get("weight")
+
+
+def read_directly(model: nn.Module) -> dict:
+    """{id of a layer: why a sparse layer in its place would not run} for layers whose parent
+    uses their weight itself instead of calling them: ``nn.MultiheadAttention`` passes
+    ``out_proj.weight`` to ``F.multi_head_attention_forward`` and never calls ``out_proj``,
+    so a sparse ``out_proj`` would be a dense product of its rebuilt weight (slower, and
+    timed wrongly by sparsify)."""
+    found = {}
+    for module in model.modules():
+        if isinstance(module, nn.MultiheadAttention) and isinstance(
+            getattr(module, "out_proj", None), nn.Module
+        ):
+            found[id(module.out_proj)] = (
+                "nn.MultiheadAttention reads out_proj.weight directly (its forward never "
+                "calls out_proj)"
+            )
+    return found
 
 
 def matches(name: str, module: nn.Module, spec: LayerSpec) -> bool:
@@ -33,11 +106,20 @@ def matches(name: str, module: nn.Module, spec: LayerSpec) -> bool:
 
 def shared_weights(model: nn.Module) -> set:
     """ids of weight Parameters that more than one module registers (tied weights)."""
-    owners = {}
-    for module in model.modules():
-        for _name, p in module.named_parameters(recurse=False):
-            owners.setdefault(id(p), set()).add(id(module))
-    return {pid for pid, mods in owners.items() if len(mods) > 1}
+    return set(tied_to(model))
+
+
+def tied_to(model: nn.Module) -> dict:
+    """{id of a Parameter that more than one module registers (a tied weight): the
+    "module.parameter" names of every place that registers it, in model order}."""
+    places: dict = {}
+    owners: dict = {}
+    for name, module in model.named_modules():
+        for pname, p in module.named_parameters(recurse=False):
+            if id(module) not in owners.setdefault(id(p), set()):
+                owners[id(p)].add(id(module))
+                places.setdefault(id(p), []).append(f"{name}.{pname}" if name else pname)
+    return {pid: where for pid, where in places.items() if len(owners[pid]) > 1}
 
 
 def replace_module(model: nn.Module, old: nn.Module, new: nn.Module) -> None:

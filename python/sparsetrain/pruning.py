@@ -1,6 +1,7 @@
 """Magnitude pruning of dense and sparse layers.
 
-Dense ``nn.Linear`` / ``nn.Conv2d`` weights get their smallest entries zeroed; sparse layers
+Dense layers (``nn.Linear``, ``nn.Conv2d``, transformers' ``Conv1D``: the types ``sparsify``
+takes, ``module_swap.sparse_type_for``) get their smallest entries zeroed; sparse layers
 lose their smallest nonzeros for good (values and index repacked through the layers' single
 pattern-setting path, optimizer state remapped to the surviving weights).
 """
@@ -12,23 +13,34 @@ from collections.abc import Callable, Iterable
 
 import torch
 from torch import nn
-from torch.nn.utils import prune as torch_prune
 
 from . import _optim_state
 from .formats import nonzero_positions
-from .module_swap import SPARSE_OF, LayerSpec, matches, replace_module, shared_weights
+from .module_swap import (
+    LayerSpec,
+    is_dense_layer,
+    matches,
+    read_directly,
+    replace_module,
+    shared_weights,
+    sparse_type_for,
+    tied_to,
+    torch_pruned,
+)
 from .nn import SparseConv2d, SparseLinear
+from .nn._dense_types import dense_form
 from .nn._sparse_weight import resize_parameter
 
-_DENSE = (nn.Linear, nn.Conv2d)
 _SPARSE = (SparseLinear, SparseConv2d)
+_torch_pruned = torch_pruned
 
 
 def prunable_layers(model: nn.Module, include: LayerSpec = None, exclude: LayerSpec = None) -> list:
-    """(name, module) of every dense or sparse linear/conv layer, each module once."""
+    """(name, module) of every sparse layer and every dense layer of a type sparsify takes
+    (``module_swap.is_dense_layer``), each module once."""
     out, seen = [], set()
     for name, module in model.named_modules():
-        if not isinstance(module, _DENSE + _SPARSE) or module in seen:
+        if not (is_dense_layer(module) or isinstance(module, _SPARSE)) or module in seen:
             continue
         if include is not None and not matches(name, module, include):
             continue
@@ -37,16 +49,6 @@ def prunable_layers(model: nn.Module, include: LayerSpec = None, exclude: LayerS
         seen.add(module)
         out.append((name, module))
     return out
-
-
-def _torch_pruned(module) -> bool:
-    """Whether ``torch.nn.utils.prune`` manages the weight: then ``weight`` is only
-    ``weight_orig * weight_mask``, recomputed by a forward pre-hook before every forward, so
-    only the mask can prune it."""
-    return any(
-        isinstance(h, torch_prune.BasePruningMethod) and h._tensor_name == "weight"
-        for h in module._forward_pre_hooks.values()
-    )
 
 
 def _check_prunable(name: str, module, who: str) -> None:
@@ -133,7 +135,7 @@ def hold_masks(modules: nn.Module | Iterable[nn.Module]) -> Callable[[], None]:
         modules.named_modules() if isinstance(modules, nn.Module) else (("", m) for m in modules)
     )
     for name, m in named:
-        if not isinstance(m, _DENSE) or m in seen:
+        if not is_dense_layer(m) or m in seen:
             continue
         seen.add(m)
         _check_prunable(name, m, "hold_masks")
@@ -162,6 +164,8 @@ def magnitude_prune(
     include: LayerSpec = None,
     exclude: LayerSpec = None,
     optimizer: torch.optim.Optimizer | None = None,
+    *,
+    tied: bool = False,
 ) -> dict:
     """Prune the smallest-magnitude weights until the chosen layers are `sparsity` zeros.
 
@@ -170,28 +174,39 @@ def magnitude_prune(
     lose nonzeros (repacked; `optimizer` state, if given, follows the surviving weights).
     Weights are only ever removed: a layer already sparser than asked is left alone.
     Layers pruned with ``torch.nn.utils.prune`` are pruned through their ``weight_mask``; a
-    weight derived otherwise (parametrization, weight_norm) raises ValueError. A weight shared
-    by several layers counts once. Returns {layer name: sparsity after pruning}.
+    weight derived otherwise (parametrization, weight_norm) raises ValueError.
+
+    A tied weight (a Parameter another module registers too, such as a language model's
+    output head tied to its input embedding) is left unpruned, with a warning: its zeros
+    would reach every module that uses it (the embedding too), and :func:`sparsify` leaves
+    such a layer dense, so they would buy no speed. ``tied=True`` prunes it all the same
+    (once, however many layers use it). Returns {layer name: sparsity after pruning}.
     """
     if not 0.0 <= float(sparsity) <= 1.0:
         raise ValueError(f"magnitude_prune: sparsity must be in [0, 1], got {sparsity!r}")
     if scope not in ("global", "layer"):
         raise ValueError(f"magnitude_prune: scope must be 'global' or 'layer', got {scope!r}")
     named = prunable_layers(model, include, exclude)
-    layers, weights = [], set()
     for name, module in named:
         _check_prunable(name, module, "magnitude_prune")
-        if id(_trained(module)) not in weights:  # a tied weight once, not once per user
-            weights.add(id(_trained(module)))
+    left = {} if tied else tied_layers(model, named)
+    for name, others in left.items():
+        warnings.warn(
+            f"magnitude_prune: {name} shares its weight with {others} (tied); left unpruned "
+            f"(tied=True prunes it, in every module that uses it)",
+            stacklevel=2,
+        )
+    layers, weights = [], set()
+    for name, module in named:
+        if name not in left and id(_trained(module)) not in weights:
+            weights.add(id(_trained(module)))  # a tied weight once, not once per user
             layers.append((name, module))
-    if not layers:
-        return {}
     if scope == "layer":
         for _, module in layers:
             mags = _magnitudes(module)
             keep = min(int((mags != 0).sum()), int(round((1.0 - sparsity) * _total(module))))
             _apply(module, _keep_top(mags, keep), optimizer)
-    else:
+    elif layers:
         mags = [_magnitudes(m) for _, m in layers]
         flat = torch.cat(mags)
         total = sum(_total(m) for _, m in layers)
@@ -202,6 +217,19 @@ def magnitude_prune(
             _apply(module, mask[start : start + m.numel()], optimizer)
             start += m.numel()
     return {name: _sparsity(module) for name, module in named}
+
+
+def tied_layers(model: nn.Module, named: list) -> dict:
+    """{name: the other places of its weight} for the (name, layer) pairs of ``named`` whose
+    weight is tied (registered by another module of ``model`` too)."""
+    shared = tied_to(model)
+    out = {}
+    for name, module in named:
+        weight = _trained(module)
+        if id(weight) in shared:
+            others = [p for p in shared[id(weight)] if p.rsplit(".", 1)[0] != name]
+            out[name] = ", ".join(others)
+    return out
 
 
 def _sparsity(module) -> float:
@@ -254,10 +282,13 @@ class GradualMagnitudePruner:
     element-wise (Adafactor's factored second moment) cannot be carried over: that layer's
     state restarts. From then on pruning removes nonzeros for good.
 
-    Layers are never swapped, only pruned under a mask as dense layers (with a warning, once),
-    when their weight is shared with another module (tied embeddings: swapping would take
-    the shared weight away from the other module and the optimizer), or when
-    ``torch.nn.utils.prune`` manages it (its ``weight_mask`` then holds the zeros).
+    A tied weight (shared with another module, such as tied embeddings) is left unpruned, with
+    a warning once, as :func:`magnitude_prune` leaves it; with ``tied=True`` it is pruned, but
+    as a dense layer under a mask, never swapped (swapping would take the shared weight away
+    from the other module and the optimizer; warned once). Layers whose weight
+    ``torch.nn.utils.prune`` manages (its ``weight_mask`` then holds the zeros) and
+    ``nn.MultiheadAttention``'s ``out_proj`` (read directly by its parent, see
+    :func:`sparsify`) are pruned but never swapped either (warned once).
 
     Swapped layers need the optimizer that trains the model: with ``optimizer=None`` (or
     another optimizer) nothing can put the new ``values`` into the optimizer that trains the
@@ -283,6 +314,7 @@ class GradualMagnitudePruner:
         include: LayerSpec = None,
         exclude: LayerSpec = None,
         min_sparsity: float | None = 0.8,
+        tied: bool = False,
     ):
         if isinstance(model, nn.parallel.DistributedDataParallel):
             raise TypeError(
@@ -318,6 +350,7 @@ class GradualMagnitudePruner:
         self.start_step, self.end_step, self.every = start_step, end_step, every
         self.scope, self.include, self.exclude = scope, include, exclude
         self.min_sparsity = None if min_sparsity is None else float(min_sparsity)
+        self.tied = bool(tied)
         self.step_count = 0  # calls made so far: the next call is step `step_count`
         self.sparsity = 0.0  # the schedule's value at the last pruning
         self._masks = {}  # id(dense weight) -> (weight, keep mask, gradient hook handle)
@@ -341,8 +374,27 @@ class GradualMagnitudePruner:
             before = {
                 m: _alive(m) for _, m in prunable_layers(self.model, self.include, self.exclude)
             }
+            exclude = self.exclude
+            if not self.tied:
+                named = prunable_layers(self.model, self.include, self.exclude)
+                left = tied_layers(self.model, named)
+                for name, others in left.items():
+                    self._warn_once(
+                        name,
+                        f"shares its weight with {others} (tied); left unpruned (tied=True "
+                        f"prunes it, as a dense layer under a mask)",
+                        dense=False,
+                    )
+                if left:  # magnitude_prune would warn at every pruning step
+                    exclude = _and_not(self.exclude, left)
             magnitude_prune(
-                self.model, self.sparsity, self.scope, self.include, self.exclude, self.optimizer
+                self.model,
+                self.sparsity,
+                self.scope,
+                self.include,
+                exclude,
+                self.optimizer,
+                tied=self.tied,
             )
             changed = any(_alive(m) != n for m, n in before.items())
             self._update_masks()
@@ -372,10 +424,10 @@ class GradualMagnitudePruner:
     def _swap_sparse(self) -> bool:
         if self.min_sparsity is None:
             return False
-        shared = shared_weights(self.model)
+        shared, direct = shared_weights(self.model), read_directly(self.model)
         swapped = False
         for name, module in prunable_layers(self.model, self.include, self.exclude):
-            if isinstance(module, _SPARSE) or type(module) not in SPARSE_OF:
+            if isinstance(module, _SPARSE) or sparse_type_for(module) is None:
                 continue
             if _sparsity(module) < self.min_sparsity:
                 continue
@@ -389,7 +441,10 @@ class GradualMagnitudePruner:
             if id(module.weight) in shared:
                 self._warn_once(name, "shares its weight with another module")
                 continue
-            sparse = SPARSE_OF[type(module)].from_dense(module).train(module.training)
+            if id(module) in direct:
+                self._warn_once(name, f"is read directly by its parent: {direct[id(module)]}")
+                continue
+            sparse = sparse_type_for(module).from_dense(module).train(module.training)
             if module.bias is not None:
                 sparse.bias = module.bias  # the same Parameter stays with the optimizer
             self._hand_over(module.weight, sparse, name)
@@ -397,13 +452,11 @@ class GradualMagnitudePruner:
             swapped = True
         return swapped
 
-    def _warn_once(self, name: str, why: str) -> None:
+    def _warn_once(self, name: str, why: str, dense: bool = True) -> None:
         if name not in self._warned:
             self._warned.add(name)
-            warnings.warn(
-                f"GradualMagnitudePruner: {name} {why}; left dense (pruned under a mask)",
-                stacklevel=2,
-            )
+            rest = "; left dense (pruned under a mask)" if dense else ""
+            warnings.warn(f"GradualMagnitudePruner: {name} {why}{rest}", stacklevel=2)
 
     def _hand_over(self, weight: nn.Parameter, sparse, name: str) -> None:
         """Put the sparse ``values`` in the optimizer where the dense weight was, with the
@@ -428,6 +481,10 @@ class GradualMagnitudePruner:
         state = self.optimizer.state.pop(weight, None)
         if state:
             flat = nonzero_positions(sparse.row_ptr, sparse.col_idx, sparse._rows, sparse._cols)
+            if sparse.__dict__.get("_transposed"):
+                # A Conv1D's weight (and its state) is (in, out): the sparse layer's (r, c)
+                # is its (c, r).
+                flat = (flat % sparse._cols) * sparse._rows + flat // sparse._cols
             state = _optim_state.carried(state, weight.shape, flat)
             if state is not None:  # else not element-wise: restarts as for a new parameter
                 self.optimizer.state[sparse.values] = state
@@ -442,6 +499,11 @@ class GradualMagnitudePruner:
         self.sparsity = float(state["sparsity"])
         if self.step_count > self.start_step:  # step start_step has run: pruning began
             self._update_masks()
+
+
+def _and_not(exclude: LayerSpec, names) -> LayerSpec:
+    """``exclude``, and the layers called ``names`` too."""
+    return lambda name, module: name in names or matches(name, module, exclude)
 
 
 def _alive(module) -> int:
@@ -492,8 +554,11 @@ def follow_pattern(copy: nn.Module, model: nn.Module) -> None:
                     True
                 )
                 new = twin
-            elif type(twin) in SPARSE_OF and type(layer) is SPARSE_OF[type(twin)]:
-                averaged = _weight(twin).reshape(-1)
+            elif sparse_type_for(twin) is type(layer):
+                averaged = _weight(twin)
+                if dense_form(twin) == "conv1d":  # (in, out): the sparse layer holds W^T
+                    averaged = averaged.t()
+                averaged = averaged.reshape(-1)
                 present = torch.ones(averaged.numel(), dtype=torch.bool)
                 new = type(layer).from_dense(twin).train(twin.training)
             else:
@@ -511,7 +576,7 @@ def follow_pattern(copy: nn.Module, model: nn.Module) -> None:
         else:
             # The model was densified: so is the copy.
             new = twin.to_dense().train(twin.training) if isinstance(twin, _SPARSE) else twin
-            if not isinstance(new, _DENSE):
+            if not is_dense_layer(new):
                 raise ValueError(
                     f"follow_pattern: layer {name!r} is a {type(twin).__name__} "
                     f"in the copy but a {type(layer).__name__} in the model"

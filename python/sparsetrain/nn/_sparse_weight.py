@@ -7,6 +7,14 @@ from torch import nn
 
 from .. import formats
 from ..functional.common import values_mismatch
+from . import _dense_types
+
+# What from_dense takes, per form, for its error message.
+_EXPECTS = {
+    "linear": "nn.Linear",
+    "conv1d": "transformers' Conv1D",
+    "conv2d": "nn.Conv2d",
+}
 
 
 class SparseWeightModule(nn.Module):
@@ -38,13 +46,20 @@ class SparseWeightModule(nn.Module):
         self._rebuild_index()
 
     @classmethod
-    def _blank_for(cls, dense: nn.Module, dense_type: type):
+    def _blank_for(cls, dense: nn.Module, forms: tuple):
         """An uninitialised layer of this class for ``from_dense(dense)``, once ``dense`` is
-        checked to be a CPU ``dense_type``."""
-        if not isinstance(dense, dense_type):
+        checked to be a CPU layer of one of ``forms`` (see ``_dense_types``). It remembers
+        ``dense``'s type, which ``to_dense`` gives back."""
+        form = _dense_types.dense_form(dense)
+        if form not in forms:
+            why = (
+                _dense_types.unsupported_reason(dense)
+                if form is None
+                else f"a {form} layer is not a {cls.__name__}"
+            )
             raise TypeError(
-                f"{cls.__name__}.from_dense expects nn.{dense_type.__name__}, got "
-                f"{type(dense).__name__}"
+                f"{cls.__name__}.from_dense expects {' or '.join(_EXPECTS[f] for f in forms)}, "
+                f"got {type(dense).__name__} ({why})"
             )
         if dense.weight.device.type != "cpu":
             raise ValueError(
@@ -52,13 +67,16 @@ class SparseWeightModule(nn.Module):
             )
         self = cls.__new__(cls)
         SparseWeightModule.__init__(self)
+        self._dense_type = type(dense)
         return self
 
-    def _set_weight_from(self, dense: nn.Module) -> None:
-        """Take exactly the nonzeros of a dense layer's weight (viewed as rows x cols) and its
-        bias, with their requires_grad."""
+    def _set_weight_from(self, dense: nn.Module, weight: torch.Tensor | None = None) -> None:
+        """Take exactly the nonzeros of a dense layer's weight (or of ``weight``, the same
+        numbers laid out as rows x cols) viewed as rows x cols and its bias, with their
+        requires_grad."""
         w, bias = dense.weight, dense.bias
-        row_ptr, col_idx, values = formats.csr_from_dense(w.detach().flatten(1))
+        matrix = w if weight is None else weight
+        row_ptr, col_idx, values = formats.csr_from_dense(matrix.detach().flatten(1))
         self._set_weight(
             row_ptr,
             col_idx,
@@ -69,11 +87,16 @@ class SparseWeightModule(nn.Module):
         )
 
     def _copy_into(self, dense: nn.Module) -> nn.Module:
-        """Fill a freshly built dense twin with this layer's weight (zeros included) and bias."""
+        """Fill a freshly built dense twin (torch's plain class) with this layer's weight (zeros
+        included) and bias, and give it the type ``from_dense`` was given (a subclass that
+        adds nothing, so only the class differs)."""
         with torch.no_grad():
             dense.weight.copy_(self.weight)
             if self.bias is not None:
                 dense.bias.copy_(self.bias)
+        original = self.__dict__.get("_dense_type")
+        if original is not None and original is not type(dense):
+            dense.__class__ = original
         return dense
 
     # -- inspection ------------------------------------------------------------------------

@@ -180,8 +180,10 @@ class SparseConv2d(SparseWeightModule):
     # -- construction from / to dense -------------------------------------------------------
     @classmethod
     def from_dense(cls, conv: nn.Conv2d, *, strategy: str = "auto") -> SparseConv2d:
-        """A SparseConv2d holding exactly the nonzeros of ``conv.weight`` (and its bias)."""
-        self = cls._blank_for(conv, nn.Conv2d)
+        """A SparseConv2d holding exactly the nonzeros of ``conv.weight`` (and its bias).
+        ``conv``: an ``nn.Conv2d``, or a subclass that keeps its forward (the layer remembers
+        the type: :meth:`to_dense` gives one back)."""
+        self = cls._blank_for(conv, ("conv2d",))
         self._configure(
             conv.in_channels,
             conv.out_channels,
@@ -197,7 +199,8 @@ class SparseConv2d(SparseWeightModule):
         return self
 
     def to_dense(self) -> nn.Conv2d:
-        """An ``nn.Conv2d`` with the same configuration, weight (zeros filled in) and bias."""
+        """An ``nn.Conv2d`` (of the type :meth:`from_dense` was given) with the same
+        configuration, weight (zeros filled in) and bias."""
         return self._copy_into(
             nn.Conv2d(
                 self.in_channels,

@@ -10,7 +10,7 @@ from torch import nn
 from .. import formats
 from ..functional.common import prepare_input
 from ..functional.linear import sparse_linear
-from . import _args
+from . import _args, _dense_types
 from ._sparse_weight import SparseWeightModule
 
 
@@ -58,18 +58,44 @@ class SparseLinear(SparseWeightModule):
 
     # -- construction from / to dense -------------------------------------------------------
     @classmethod
-    def from_dense(cls, linear: nn.Linear) -> SparseLinear:
-        """A SparseLinear holding exactly the nonzeros of ``linear.weight`` (and its bias)."""
-        self = cls._blank_for(linear, nn.Linear)
-        self.in_features, self.out_features = linear.in_features, linear.out_features
-        self._set_weight_from(linear)
+    def from_dense(cls, linear: nn.Module) -> SparseLinear:
+        """A SparseLinear holding exactly the nonzeros of ``linear``'s weight (and its bias).
+
+        ``linear``: an ``nn.Linear`` (or a subclass that keeps its forward, such as
+        ``nn.MultiheadAttention``'s ``NonDynamicallyQuantizableLinear``), or transformers'
+        ``Conv1D`` (GPT-2), whose weight is stored transposed ``(in, out)``. The layer
+        remembers that type: :meth:`to_dense` gives one back, weight laid out as it was."""
+        self = cls._blank_for(linear, ("linear", "conv1d"))
+        if _dense_types.hf_conv1d_class(type(linear)) is not None:
+            # y = x @ W + b with W (in, out): the same function as x @ (W^T)^T + b.
+            self.in_features, self.out_features = linear.weight.shape
+            self._transposed = True
+            self._set_weight_from(linear, linear.weight.t())
+        else:
+            self.in_features, self.out_features = linear.in_features, linear.out_features
+            self._set_weight_from(linear)
         return self
 
-    def to_dense(self) -> nn.Linear:
-        """An ``nn.Linear`` with the same weight (zeros filled in) and bias."""
+    def to_dense(self) -> nn.Module:
+        """A dense layer with the same weight (zeros filled in) and bias: of the type
+        :meth:`from_dense` was given (a Conv1D with its ``(in, out)`` weight, an ``nn.Linear``
+        subclass), an ``nn.Linear`` for a layer built from scratch."""
+        if self.__dict__.get("_transposed"):
+            return self._conv1d_twin()
         return self._copy_into(
             nn.Linear(self.in_features, self.out_features, bias=self.bias is not None)
         )
+
+    def _conv1d_twin(self) -> nn.Module:
+        conv1d = self._dense_type
+        dense = conv1d.__new__(conv1d)
+        nn.Module.__init__(dense)
+        dense.nf, dense.nx = self.out_features, self.in_features
+        with torch.no_grad():
+            dense.weight = nn.Parameter(self.weight.t().contiguous())
+            bias = self.bias if self.bias is not None else torch.zeros(self.out_features)
+            dense.bias = nn.Parameter(bias.detach().clone())
+        return dense
 
     @property
     def weight(self) -> torch.Tensor:
