@@ -4,7 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-python3 -m pip install --quiet -c constraints.txt ".[test]"
+# The hf extra too: tests/test_hf.py runs the Hugging Face models (skipped without it).
+python3 -m pip install --quiet -c constraints.txt ".[test,hf]"
 
 if [ ! -f /usr/include/gtest/gtest.h ]; then
   # GoogleTest for the C++ tests, from Debian's packages.

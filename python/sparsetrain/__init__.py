@@ -2,7 +2,7 @@
 
 import torch  # noqa: F401  (must load first: our kernels share torch's OpenMP runtime)
 
-from . import _C, formats, models, tuning
+from . import _C, formats, hf, models, tuning
 from ._runtime import (
     get_isa,
     get_num_threads,
@@ -13,6 +13,7 @@ from ._runtime import (
     supported_isas,
 )
 from .functional import sparse_linear
+from .hf import from_pretrained
 from .nn import FusedBatchNorm2d, SparseConv2d, SparseLinear
 from .pruning import (
     GradualMagnitudePruner,
@@ -23,6 +24,10 @@ from .pruning import (
 )
 from .surgery import SparsifyReport, densify, fuse_batch_norm, sparsify, sparsify_like
 
+# A plain transformers load of a checkpoint with sparse layers raises, naming from_pretrained
+# (a filter on transformers' logger; transformers itself is not imported).
+hf.install_load_guard()
+
 __version__ = _C.__version__
 
 __all__ = [
@@ -31,6 +36,7 @@ __all__ = [
     "sparsify",
     "densify",
     "sparsify_like",
+    "from_pretrained",
     "fuse_batch_norm",
     "FusedBatchNorm2d",
     "SparsifyReport",
@@ -41,6 +47,7 @@ __all__ = [
     "follow_pattern",
     "sparse_linear",
     "formats",
+    "hf",
     "models",
     "tuning",
     "get_isa",
