@@ -12,7 +12,10 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <type_traits>
 #include <vector>
+
+#include "kernels/bf16.h"
 
 namespace sparsetrain {
 namespace bindings {
@@ -31,6 +34,21 @@ int64_t mul(int64_t a, int64_t b, int64_t c, int64_t d);
 int64_t sum(int64_t a, int64_t b);
 int64_t sum(int64_t a, int64_t b, int64_t c);
 
+// The NumPy dtype holding a kernel storage type: T itself, but for bf16, which NumPy lacks and
+// Python hands over as its bits (a bfloat16 tensor viewed as torch.uint16).
+template <class T>
+struct NumpyOf {
+  using type = T;
+};
+template <>
+struct NumpyOf<kernels::bf16> {
+  using type = uint16_t;
+};
+template <class T>
+bool has_dtype(const py::array& a) {
+  return py::isinstance<py::array_t<typename NumpyOf<std::remove_const_t<T>>::type>>(a);
+}
+
 // A checked view of a C-contiguous NumPy array of exactly dtype T and rank ndim.
 template <class T>
 struct View {
@@ -43,8 +61,9 @@ template <class T>
 View<T> view(const py::array& a, const char* name, int ndim, bool writable = false) {
   // Equivalence, not identity, of dtypes: an unpickled array's int64 is an equal but distinct
   // dtype object.
-  if (!py::isinstance<py::array_t<T>>(a))
-    bad(std::string(name) + ": expected dtype " + py::str(py::dtype::of<T>()).cast<std::string>() +
+  using N = typename NumpyOf<std::remove_const_t<T>>::type;
+  if (!has_dtype<T>(a))
+    bad(std::string(name) + ": expected dtype " + py::str(py::dtype::of<N>()).cast<std::string>() +
         ", got " + py::str(a.dtype()).cast<std::string>());
   if (a.ndim() != ndim)
     bad(std::string(name) + ": expected rank " + std::to_string(ndim) + ", got " +

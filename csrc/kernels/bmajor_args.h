@@ -1,7 +1,10 @@
 // The batch-major family (linear layers): a dense activation block is stored as rows of
 // features, each row holding the batch contiguously and zero-padded to a multiple of
 // kBatchAlign elements. Vectorizing along that padded batch needs no tails and no masks.
-// T is the storage type of every element buffer (see kernels.h).
+// T is the storage type of the activation buffers (B, C, A; see kernels.h): float or bf16. The
+// nonzero values and their gradient are float whatever T is: under bf16 autocast the values
+// are float copies rounded to bf16, so every product is the one a bf16 dense layer forms, and
+// broadcasting a float costs nothing extra.
 #pragma once
 
 #include <cstdint>
@@ -31,9 +34,9 @@ template <class T>
 struct SpmmArgs {
   const int64_t* ptr;  // rows + 1
   const int32_t* idx;  // ptr[rows]
-  const T* val;        // ptr[rows] (CSC order), or CSR order when pos is set
+  const float* val;    // ptr[rows] (CSC order), or CSR order when pos is set
   const int64_t* pos;  // nullptr, or ptr[rows]: a permutation of [0, ptr[rows])
-  T* scratch;          // ptr[rows] elements when pos is set
+  float* scratch;      // ptr[rows] elements when pos is set
   int64_t rows;
   int64_t b_rows;  // rows of B (sizes the cache blocking)
   const T* b;
@@ -77,7 +80,7 @@ struct SddmmArgs {
   const T* b;
   int64_t ldb;
   int64_t nb;
-  T* out;  // ptr[rows]
+  float* out;  // ptr[rows]
   int nthreads;
 };
 

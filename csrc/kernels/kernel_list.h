@@ -16,10 +16,14 @@
 #define SPARSETRAIN_KERNELS(X)                                                            \
   /* batch-major products (bmajor_args.h); pack_bmajor.cpp holds pack and unpack */       \
   X(spmm_bmajor, SpmmArgs, f32)                                                           \
+  X(spmm_bmajor, SpmmArgs, bf16)                                                          \
   X(spmmt_bmajor, SpmmTArgs, f32)                                                         \
   X(sddmm_bmajor, SddmmArgs, f32)                                                         \
+  X(sddmm_bmajor, SddmmArgs, bf16)                                                        \
   X(pack_bmajor, PackArgs, f32)                                                           \
+  X(pack_bmajor, PackArgs, bf16)                                                          \
   X(unpack_bmajor, UnpackArgs, f32)                                                       \
+  X(unpack_bmajor, UnpackArgs, bf16)                                                      \
   /* offsets products (offsets_args.h) */                                                 \
   X(spmm_offsets_rows, SpmmOffsetsRowsArgs, f32)                                          \
   X(spmm_offsets_planes, SpmmOffsetsPlanesArgs, f32)                                      \

@@ -4,7 +4,8 @@
 //   sddmm_bmajor, ...), in its own source kernels/<name>.cpp; kernel_list.h lists them all.
 // - The element type is a template parameter: every argument struct holding element buffers
 //   is a template on their storage type T, every kernel a template instantiated per storage
-//   type it supports (float today: f32). Accumulation is always float, whatever T stores.
+//   type it supports (f32; bf16 for the linear layers' family). Accumulation is always float,
+//   whatever T stores.
 // - Every kernel exists once per ISA: namespaces scalar / avx2 / avx512, one source compiled
 //   with different flags against the vector abstraction of vec.h; dispatch/isa.h picks one at
 //   run time.
@@ -18,6 +19,7 @@
 
 #include <cstdint>
 
+#include "kernels/bf16.h"
 #include "kernels/bmajor_args.h"
 #include "kernels/conv_direct_args.h"
 #include "kernels/conv_layout_args.h"
@@ -27,7 +29,7 @@
 namespace sparsetrain {
 namespace kernels {
 
-// The storage types of kernel_list.h's rows.
+// The storage types of kernel_list.h's rows (bf16: kernels/bf16.h).
 using f32 = float;
 
 // Every kernel of kernel_list.h, declared once per ISA namespace.

@@ -2,6 +2,10 @@
 // (features, padded batch): W x W register transposes for the full blocks, plain loops for
 // the edges. The pad lanes are written as zeros so the sparse kernels can run full vectors
 // over them. Parallel over feature blocks (pack) or batch blocks (unpack): disjoint writes.
+// bf16 blocks are widened to floats, transposed as floats and narrowed back (exact, but for
+// the bias added when unpacking, which rounds once).
+#include <type_traits>
+
 #include "kernels/kernels.h"
 #include "kernels/vec.h"
 #include "threading/parallel.h"
@@ -18,6 +22,26 @@ namespace {
 // W floats per src row, half a line at a large stride.
 constexpr int64_t kBlock = 64;
 
+// One W x W block as Vec's transpose_block does it (dst = srcᵀ, plus bias per output row).
+template <class T>
+inline void transpose_block_of(const T* src, int64_t lds, T* dst, int64_t ldd, const T* add) {
+  if constexpr (std::is_same_v<T, float>) {
+    transpose_block(src, lds, dst, ldd, add);
+  } else {
+    constexpr int W = Vec::W;
+    float in[W * W], out[W * W], bias[W];
+    for (int i = 0; i < W; ++i) Vec::store(in + i * W, Vec::load(src + i * lds));
+    if (add) Vec::store(bias, Vec::load(add));
+    transpose_block(in, W, out, W, add ? bias : nullptr);
+    for (int i = 0; i < W; ++i) Vec::store(dst + i * ldd, Vec::load(out + i * W));
+  }
+}
+
+template <class T>
+inline T plus_bias(T x, const T* bias, int64_t k) {
+  return narrow<T>(widen(x) + (bias ? widen(bias[k]) : 0.0f));
+}
+
 template <class T>
 void pack_bmajor_impl(const PackArgs<T>& a) {
   constexpr int64_t W = Vec::W;
@@ -32,15 +56,15 @@ void pack_bmajor_impl(const PackArgs<T>& a) {
         const int64_t tb1 = tb + kBlock < full_t ? tb + kBlock : full_t;
         for (int64_t k0 = kb0; k0 < full_k; k0 += W)
           for (int64_t t0 = tb; t0 < tb1; t0 += W)
-            transpose_block(a.src + t0 * a.ld_src + k0, a.ld_src, a.dst + k0 * a.ld_dst + t0,
-                            a.ld_dst, nullptr);
+            transpose_block_of(a.src + t0 * a.ld_src + k0, a.ld_src, a.dst + k0 * a.ld_dst + t0,
+                               a.ld_dst, static_cast<const T*>(nullptr));
       }
       for (int64_t k = full_k; k < kb1; ++k)
         for (int64_t t = 0; t < full_t; ++t) a.dst[k * a.ld_dst + t] = a.src[t * a.ld_src + k];
       for (int64_t k = kb0; k < kb1; ++k) {
         T* d = a.dst + k * a.ld_dst;
         for (int64_t t = full_t; t < a.batch; ++t) d[t] = a.src[t * a.ld_src + k];
-        for (int64_t t = a.batch; t < a.ld_dst; ++t) d[t] = 0.0f;
+        for (int64_t t = a.batch; t < a.ld_dst; ++t) d[t] = T{};  // +0
       }
     }
   });
@@ -60,7 +84,6 @@ void unpack_bmajor_impl(const UnpackArgs<T>& a) {
   constexpr int64_t W = Vec::W;
   const int64_t nblk = (a.batch + kBlock - 1) / kBlock;
   const int64_t full_k = a.features / W * W;
-  const auto bias = [&](int64_t k) { return a.bias ? a.bias[k] : 0.0f; };
   parallel_uniform(a.nthreads, nblk, kBlock * a.features / 2, [&](int64_t b0, int64_t b1) {
     for (int64_t tb = b0; tb < b1; ++tb) {
       const int64_t tb0 = tb * kBlock;
@@ -70,15 +93,15 @@ void unpack_bmajor_impl(const UnpackArgs<T>& a) {
         const int64_t kb1 = kb + kBlock < full_k ? kb + kBlock : full_k;
         for (int64_t t0 = tb0; t0 < full_t; t0 += W)
           for (int64_t k0 = kb; k0 < kb1; k0 += W)
-            transpose_block(a.src + k0 * a.ld_src + t0, a.ld_src, a.dst + t0 * a.ld_dst + k0,
-                            a.ld_dst, a.bias ? a.bias + k0 : nullptr);
+            transpose_block_of(a.src + k0 * a.ld_src + t0, a.ld_src, a.dst + t0 * a.ld_dst + k0,
+                               a.ld_dst, a.bias ? a.bias + k0 : nullptr);
       }
       for (int64_t t = full_t; t < tb1; ++t)
         for (int64_t k = 0; k < full_k; ++k)
-          a.dst[t * a.ld_dst + k] = a.src[k * a.ld_src + t] + bias(k);
+          a.dst[t * a.ld_dst + k] = plus_bias(a.src[k * a.ld_src + t], a.bias, k);
       for (int64_t t = tb0; t < tb1; ++t)
         for (int64_t k = full_k; k < a.features; ++k)
-          a.dst[t * a.ld_dst + k] = a.src[k * a.ld_src + t] + bias(k);
+          a.dst[t * a.ld_dst + k] = plus_bias(a.src[k * a.ld_src + t], a.bias, k);
     }
   });
 }
@@ -91,7 +114,9 @@ void unpack_bmajor(const UnpackArgs<T>& a) {
 }
 
 template void pack_bmajor<f32>(const PackArgs<f32>&);
+template void pack_bmajor<bf16>(const PackArgs<bf16>&);
 template void unpack_bmajor<f32>(const UnpackArgs<f32>&);
+template void unpack_bmajor<bf16>(const UnpackArgs<bf16>&);
 
 }  // namespace ST_ISA
 }  // namespace kernels

@@ -21,7 +21,7 @@ void sddmm_bmajor_impl(const SddmmArgs<T>& a) {
   parallel_balanced(
       a.nthreads, a.rows, a.nb, [&](int64_t r) { return a.ptr[r] - base + r; },
       [&](int64_t r0, int64_t r1) {
-        const int64_t chunk = batch_chunk(a.b_rows);
+        const int64_t chunk = batch_chunk(a.b_rows, sizeof(T));
         for (int64_t c0 = 0; c0 < a.nb; c0 += chunk) {
           const int64_t c1 = c0 + chunk < a.nb ? c0 + chunk : a.nb;
           for (int64_t r = r0; r < r1; ++r)
@@ -37,6 +37,7 @@ void sddmm_bmajor(const SddmmArgs<T>& a) {
   sddmm_bmajor_impl(a);
 }
 template void sddmm_bmajor<f32>(const SddmmArgs<f32>&);
+template void sddmm_bmajor<bf16>(const SddmmArgs<bf16>&);
 
 }  // namespace ST_ISA
 }  // namespace kernels

@@ -3,7 +3,8 @@
 //
 // A tile of the row of A stays in registers; G nonzeros at a time each get a chain of
 // multiply-adds into their own accumulator (G chains hide FMA latency), then one combined
-// horizontal reduction turns G vectors into G sums.
+// horizontal reduction turns G vectors into G sums. A and B hold float or bf16 (vec.h widens
+// them); the sums are float.
 #pragma once
 
 #include <cstdint>
@@ -21,8 +22,8 @@ inline void sddmm_store(float* out, const float* s, int n, bool accumulate) {
   for (int g = 0; g < n; ++g) out[g] = accumulate ? out[g] + s[g] : s[g];
 }
 
-template <int NT, class Src>
-inline void sddmm_tile(int64_t begin, int64_t end, const Src& src, const float* arow, int64_t t0,
+template <int NT, class Src, class T>
+inline void sddmm_tile(int64_t begin, int64_t end, const Src& src, const T* arow, int64_t t0,
                        float* out, bool accumulate) {
   constexpr int W = Vec::W;
   constexpr int G = kSddmmGroup;
@@ -32,7 +33,7 @@ inline void sddmm_tile(int64_t begin, int64_t end, const Src& src, const float* 
   int64_t j = begin;
   for (; j + G <= end; j += G) {
     Vec acc[G];
-    const float* brow[G];
+    decltype(src(j)) brow[G];
 #pragma GCC unroll 8
     for (int g = 0; g < G; ++g) {
       brow[g] = src(j + g) + t0;
@@ -51,7 +52,7 @@ inline void sddmm_tile(int64_t begin, int64_t end, const Src& src, const float* 
     Vec acc[4] = {Vec::zero(), Vec::zero(), Vec::zero(), Vec::zero()};
     const int n = end - j < 4 ? static_cast<int>(end - j) : 4;
     for (int g = 0; g < n; ++g) {
-      const float* brow = src(j + g) + t0;
+      const auto* brow = src(j + g) + t0;
 #pragma GCC unroll 16
       for (int t = 0; t < NT; ++t) acc[g] = fma(x[t], Vec::load(brow + t * W), acc[g]);
     }
@@ -63,9 +64,9 @@ inline void sddmm_tile(int64_t begin, int64_t end, const Src& src, const float* 
 
 // One partial vector of n < W elements at t0: masked loads on both sides, so whatever lies
 // past the end (even NaN) never enters a sum.
-template <class Src>
-inline void sddmm_tail(int64_t begin, int64_t end, const Src& src, const float* arow, int64_t t0,
-                       int n, float* out, bool accumulate) {
+template <class Src, class T>
+inline void sddmm_tail(int64_t begin, int64_t end, const Src& src, const T* arow, int64_t t0, int n,
+                       float* out, bool accumulate) {
   const Vec x = Vec::load_n(arow + t0, n);
   for (int64_t j = begin; j < end; j += 4) {
     Vec acc[4] = {Vec::zero(), Vec::zero(), Vec::zero(), Vec::zero()};
@@ -78,8 +79,8 @@ inline void sddmm_tail(int64_t begin, int64_t end, const Src& src, const float* 
 }
 
 // Adds (or, if !accumulate, stores) the products over [t0, t1) of one row.
-template <class Src>
-inline void sddmm_span(int64_t begin, int64_t end, const Src& src, const float* arow, int64_t t0,
+template <class Src, class T>
+inline void sddmm_span(int64_t begin, int64_t end, const Src& src, const T* arow, int64_t t0,
                        int64_t t1, float* out, bool accumulate) {
   for_each_tile<kTileMax>(
       t0, t1,

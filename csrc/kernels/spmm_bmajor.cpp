@@ -31,7 +31,7 @@ void spmm_bmajor_impl(const SpmmArgs<T>& a) {
   parallel_balanced(
       a.nthreads, a.rows, a.nb, [&](int64_t r) { return a.ptr[r] - base + r; },
       [&](int64_t r0, int64_t r1) {
-        const int64_t chunk = batch_chunk(a.b_rows);
+        const int64_t chunk = batch_chunk(a.b_rows, sizeof(T));
         for (int64_t c0 = 0; c0 < a.nb; c0 += chunk) {
           const int64_t c1 = c0 + chunk < a.nb ? c0 + chunk : a.nb;
           for (int64_t r = r0; r < r1; ++r)
@@ -48,6 +48,7 @@ void spmm_bmajor(const SpmmArgs<T>& a) {
 }
 
 template void spmm_bmajor<f32>(const SpmmArgs<f32>&);
+template void spmm_bmajor<bf16>(const SpmmArgs<bf16>&);
 
 }  // namespace ST_ISA
 }  // namespace kernels

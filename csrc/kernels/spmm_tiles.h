@@ -6,6 +6,7 @@
 // split over U interleaved accumulator sets so enough independent FMAs are in flight.
 // `src(j)` gives the start of the B row that nonzero j multiplies (an index times a
 // leading dimension for linear layers, a precomputed element offset for convolutions).
+// B and C hold float or bf16 (vec.h widens and narrows); the values are always float.
 #pragma once
 
 #include <cstdint>
@@ -21,9 +22,9 @@ namespace ST_ISA {
 const float* scatter_values(const float* val, const int64_t* pos, int64_t nnz, float* scratch,
                             int nthreads);
 
-template <int NT, int U, class Src>
+template <int NT, int U, class Src, class T>
 inline void spmm_tile(int64_t begin, int64_t end, const Src& src, const float* val, int64_t t0,
-                      float* c) {
+                      T* c) {
   constexpr int W = Vec::W;
   Vec acc[U][NT];
 #pragma GCC unroll 16
@@ -34,14 +35,14 @@ inline void spmm_tile(int64_t begin, int64_t end, const Src& src, const float* v
   for (; j + U <= end; j += U) {
 #pragma GCC unroll 16
     for (int u = 0; u < U; ++u) {
-      const float* brow = src(j + u) + t0;
+      const auto* brow = src(j + u) + t0;
       const Vec w = Vec::bcast(val[j + u]);
 #pragma GCC unroll 16
       for (int t = 0; t < NT; ++t) acc[u][t] = fma(w, Vec::load(brow + t * W), acc[u][t]);
     }
   }
   for (; j < end; ++j) {
-    const float* brow = src(j) + t0;
+    const auto* brow = src(j) + t0;
     const Vec w = Vec::bcast(val[j]);
 #pragma GCC unroll 16
     for (int t = 0; t < NT; ++t) acc[0][t] = fma(w, Vec::load(brow + t * W), acc[0][t]);
@@ -56,9 +57,9 @@ inline void spmm_tile(int64_t begin, int64_t end, const Src& src, const float* v
 }
 
 // One partial vector of n < W elements at t0 (masked loads and store).
-template <class Src>
+template <class Src, class T>
 inline void spmm_tail(int64_t begin, int64_t end, const Src& src, const float* val, int64_t t0,
-                      int n, float* c) {
+                      int n, T* c) {
   Vec acc[4] = {Vec::zero(), Vec::zero(), Vec::zero(), Vec::zero()};
   int64_t j = begin;
   for (; j + 4 <= end; j += 4)
@@ -76,9 +77,9 @@ constexpr int spmm_unroll() {
 }
 
 // c[t0:t1] of one output row, in tiles of up to kTileMax vectors and a masked tail.
-template <class Src>
+template <class Src, class T>
 inline void spmm_span(int64_t begin, int64_t end, const Src& src, const float* val, int64_t t0,
-                      int64_t t1, float* c) {
+                      int64_t t1, T* c) {
   for_each_tile<kTileMax>(
       t0, t1,
       [&](int64_t t, auto NT) { spmm_tile<NT(), spmm_unroll<NT()>()>(begin, end, src, val, t, c); },

@@ -18,10 +18,10 @@ constexpr int kTileMax = Vec::kRegs >= 24 ? 16 : 8;
 constexpr int kAccTarget = Vec::kRegs >= 24 ? 16 : 8;
 // Batch floats processed per pass over all rows: at most 256, and few enough that the
 // slice of every gathered B row one pass touches stays in L2 (~1 MiB budget; on L2-poorer
-// cores the L3 catches the rest), else each pass streams B from L3.
-inline int64_t batch_chunk(int64_t b_rows) {
+// cores the L3 catches the rest), else each pass streams B from L3. `elem`: bytes per element.
+inline int64_t batch_chunk(int64_t b_rows, int64_t elem = sizeof(float)) {
   constexpr int64_t budget = int64_t{1} << 20;
-  int64_t c = b_rows > 0 ? budget / (b_rows * int64_t{sizeof(float)}) : kBatchChunk;
+  int64_t c = b_rows > 0 ? budget / (b_rows * elem) : kBatchChunk;
   c = c / 16 * 16;
   return c < 16 ? 16 : (c > kBatchChunk ? kBatchChunk : c);
 }

@@ -5,10 +5,14 @@
 // Only what the kernels need: load/store, broadcast, fma, add, a 4-way horizontal
 // reduction, a W x W block transpose, stride-2 (de)interleaving, and masked partial vectors
 // (load_n / store_n) for the tails of lengths that are not a multiple of W (NCHW planes read
-// in place).
+// in place). Loads and stores also take bf16 buffers: a load widens W bf16 to floats, a store
+// narrows them with bf16.h's rounding, so one kernel template serves both storage types.
 #pragma once
 
 #include <cstdint>
+#include <cstring>
+
+#include "kernels/bf16.h"
 
 #if defined(ST_ISA_avx512) || defined(ST_ISA_avx2)
 #include <immintrin.h>
@@ -48,6 +52,28 @@ struct Vec {
   }
   static inline Vec load_mask(const float* p, Mask m) { return {_mm512_maskz_loadu_ps(m, p)}; }
   static inline void store_mask(float* p, Vec a, Mask m) { _mm512_mask_storeu_ps(p, m, a.v); }
+
+  static inline Vec bcast(bf16 x) { return bcast(widen(x)); }
+  static inline Vec widen16(__m256i h) {
+    return {_mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16))};
+  }
+  // Round to nearest even (NaN to 0x7FC0), as bf16.h's scalar bf16_bits.
+  static inline __m256i narrow16(Vec a) {
+    const __m512i u = _mm512_castps_si512(a.v);
+    const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
+    __m512i r = _mm512_add_epi32(u, _mm512_add_epi32(lsb, _mm512_set1_epi32(0x7FFF)));
+    r = _mm512_srli_epi32(r, 16);
+    const __mmask16 nan = _mm512_cmp_ps_mask(a.v, a.v, _CMP_UNORD_Q);
+    return _mm512_cvtepi32_epi16(_mm512_mask_mov_epi32(r, nan, _mm512_set1_epi32(0x7FC0)));
+  }
+  static inline Vec load(const bf16* p) { return widen16(_mm256_loadu_si256((const __m256i*)p)); }
+  static inline void store(bf16* p, Vec a) { _mm256_storeu_si256((__m256i*)p, narrow16(a)); }
+  static inline Vec load_n(const bf16* p, int n) {
+    return widen16(_mm256_maskz_loadu_epi16(static_cast<__mmask16>((1u << n) - 1), p));
+  }
+  static inline void store_n(bf16* p, Vec a, int n) {
+    _mm256_mask_storeu_epi16(p, static_cast<__mmask16>((1u << n) - 1), narrow16(a));
+  }
 };
 inline Vec fma(Vec a, Vec b, Vec c) { return {_mm512_fmadd_ps(a.v, b.v, c.v)}; }
 // a, pinned in a register: the compiler may not fold its load into each instruction that
@@ -147,6 +173,34 @@ struct Vec {
   }
   static inline Vec load_mask(const float* p, Mask m) { return {_mm256_maskload_ps(p, m)}; }
   static inline void store_mask(float* p, Vec a, Mask m) { _mm256_maskstore_ps(p, m, a.v); }
+
+  static inline Vec bcast(bf16 x) { return bcast(widen(x)); }
+  static inline Vec widen16(__m128i h) {
+    return {_mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16))};
+  }
+  static inline __m128i narrow16(Vec a) {  // as the AVX-512 Vec's
+    const __m256i u = _mm256_castps_si256(a.v);
+    const __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1));
+    __m256i r = _mm256_add_epi32(u, _mm256_add_epi32(lsb, _mm256_set1_epi32(0x7FFF)));
+    r = _mm256_srli_epi32(r, 16);
+    const __m256i nan = _mm256_castps_si256(_mm256_cmp_ps(a.v, a.v, _CMP_UNORD_Q));
+    r = _mm256_blendv_epi8(r, _mm256_set1_epi32(0x7FC0), nan);
+    // 16-bit halves of lanes 0-3 and 4-7 end up in 64-bit pieces 0 and 2.
+    return _mm256_castsi256_si128(_mm256_permute4x64_epi64(_mm256_packus_epi32(r, r), 0x08));
+  }
+  static inline Vec load(const bf16* p) { return widen16(_mm_loadu_si128((const __m128i*)p)); }
+  static inline void store(bf16* p, Vec a) { _mm_storeu_si128((__m128i*)p, narrow16(a)); }
+  // AVX2 has no 16-bit masked moves: the n elements go through a zeroed register image.
+  static inline Vec load_n(const bf16* p, int n) {
+    uint16_t tmp[W] = {};
+    std::memcpy(tmp, p, sizeof(uint16_t) * (n < 0 ? 0 : n));
+    return widen16(_mm_loadu_si128((const __m128i*)tmp));
+  }
+  static inline void store_n(bf16* p, Vec a, int n) {
+    uint16_t tmp[W];
+    _mm_storeu_si128((__m128i*)tmp, narrow16(a));
+    std::memcpy(p, tmp, sizeof(uint16_t) * (n < 0 ? 0 : n));
+  }
 };
 inline Vec fma(Vec a, Vec b, Vec c) { return {_mm256_fmadd_ps(a.v, b.v, c.v)}; }
 inline Vec in_register(Vec a) {  // as in the AVX-512 Vec
@@ -213,6 +267,14 @@ struct Vec {
   static inline Vec load_mask(const float* p, Mask m) { return {m ? *p : 0.0f}; }
   static inline void store_mask(float* p, Vec a, Mask m) {
     if (m) *p = a.v;
+  }
+
+  static inline Vec bcast(bf16 x) { return {widen(x)}; }
+  static inline Vec load(const bf16* p) { return {widen(*p)}; }
+  static inline void store(bf16* p, Vec a) { *p = narrow<bf16>(a.v); }
+  static inline Vec load_n(const bf16* p, int n) { return {n > 0 ? widen(*p) : 0.0f}; }
+  static inline void store_n(bf16* p, Vec a, int n) {
+    if (n > 0) *p = narrow<bf16>(a.v);
   }
 };
 inline Vec fma(Vec a, Vec b, Vec c) { return {a.v * b.v + c.v}; }

@@ -90,12 +90,22 @@ def release_kept_memory() -> None:
         _C.release_free_memory()
 
 
+def bf16_path() -> str:
+    """How the kernels in use run bfloat16 data."""
+    return (
+        f"linear: {get_isa()} kernels, bf16 loads widened to float32, float32 multiply-adds, "
+        "bf16 stores rounded to nearest even; convolutions: float32"
+    )
+
+
 def runtime_info() -> dict:
-    """Version, instruction set in use and supported, thread count of the kernels, and
-    whether freed memory is kept (``keep_freed_memory``)."""
+    """Version, instruction set in use and supported, the bf16 path (what runs a bfloat16
+    input: autocast's, or a bfloat16 model's), thread count of the kernels, and whether freed
+    memory is kept (``keep_freed_memory``)."""
     return {
         "version": _C.__version__,
         "isa": get_isa(),
+        "bf16": bf16_path(),
         "isas": supported_isas(),
         "threads": get_num_threads(),
         "torch": torch.__version__,

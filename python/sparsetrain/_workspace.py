@@ -19,10 +19,11 @@ from . import _C
 _HUGE_MIN_BYTES = 4 << 20  # the advice covers whole 2 MiB pages: pointless for less
 
 
-def empty(*shape: int) -> torch.Tensor:
-    """A contiguous float32 tensor of the given shape, contents undefined."""
-    t = torch.empty(shape, dtype=torch.float32)
-    nbytes = 4 * t.numel()
+def empty(*shape: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """A contiguous tensor (float32 unless ``dtype`` says) of the given shape, contents
+    undefined."""
+    t = torch.empty(shape, dtype=dtype)
+    nbytes = t.element_size() * t.numel()
     if nbytes >= _HUGE_MIN_BYTES:
         _C.advise_hugepages(address=t.data_ptr(), nbytes=nbytes)
     return t

@@ -10,6 +10,11 @@ from torch import nn
 
 # (batch, in_features, out_features): a transformer MLP, a large square layer, a classifier.
 LINEAR_SHAPES = [(256, 768, 3072), (64, 4096, 4096), (128, 512, 1000)]
+# (tokens, in, out): BERT-base's attention projection and MLP at 16 x 128 tokens, and a
+# 1024 -> 4096 MLP at 4096 tokens: the layers of transformer fine-tuning.
+TRANSFORMER_SHAPES = [(2048, 768, 768), (2048, 768, 3072), (2048, 3072, 768), (4096, 1024, 4096)]
+# What a user can pick for a linear layer: float32, or bfloat16 under torch.autocast.
+PRECISIONS = ("fp32", "bf16")
 # (in, out, input size, kernel, stride): ResNet-18's convolutions at 224x224, batch 32.
 CONV_LAYERS = [
     (64, 64, 56, 3, 1),
@@ -65,6 +70,45 @@ def layer_step(module: nn.Module, x: torch.Tensor, grad: torch.Tensor) -> None:
     x.grad = None
     module.zero_grad(set_to_none=True)
     module(x).backward(grad)
+
+
+def autocast_step(
+    module: nn.Module, x: torch.Tensor, grad: torch.Tensor, precision: str = "fp32"
+) -> None:
+    """layer_step in ``precision``: "fp32", or "bf16" under torch.autocast (``grad`` in the
+    output's dtype)."""
+    x.grad = None
+    module.zero_grad(set_to_none=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+        y = module(x)
+    y.backward(grad)
+
+
+def alternating_medians(steps: dict, repeats: int, warmup: int = 1) -> dict:
+    """Median seconds of each zero-argument callable in ``steps``, timed in turns (one of each
+    per round) so that every configuration meets the same machine noise."""
+    for _ in range(warmup):
+        for step in steps.values():
+            step()
+    times = {name: [] for name in steps}
+    for _ in range(repeats):
+        for name, step in steps.items():
+            t = time.perf_counter()
+            step()
+            times[name].append(time.perf_counter() - t)
+    return {name: sorted(ts)[len(ts) // 2] for name, ts in times.items()}
+
+
+def matmul_peak_gflops(precision: str = "fp32", n: int = 2048, repeats: int = 5) -> float:
+    """GFLOP/s of a dense n x n matmul in ``precision`` (bf16: under autocast): the machine's
+    practical peak for the products these layers form."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+
+    def mm():
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+            torch.mm(a, b)
+
+    return 2.0 * n**3 / median_time(mm, repeats=repeats) / 1e9
 
 
 def output_grad(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -140,8 +184,17 @@ def machine() -> dict:
             cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
+    flags = set()
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = set(next(ln for ln in f if ln.startswith("flags")).split(":", 1)[1].split())
+    except (OSError, StopIteration):
+        pass
     return {
         "cpu": cpu,
+        # what dense bf16 runs on: AMX tiles, AVX512-BF16 dot products, or neither (emulated)
+        "amx": "amx_bf16" in flags,
+        "avx512_bf16": "avx512_bf16" in flags,
         "logical_cpus": os.cpu_count(),
         "python": platform.python_version(),
         **runtime_info(),

@@ -59,6 +59,18 @@ inline void pack_bmajor(const st::KernelTable& t, const k::PackArgs<float>& a) {
 inline void unpack_bmajor(const st::KernelTable& t, const k::UnpackArgs<float>& a) {
   t.unpack_bmajor_f32(a);
 }
+inline void spmm_bmajor_bf16(const st::KernelTable& t, const k::SpmmArgs<k::bf16>& a) {
+  t.spmm_bmajor_bf16(a);
+}
+inline void sddmm_bmajor_bf16(const st::KernelTable& t, const k::SddmmArgs<k::bf16>& a) {
+  t.sddmm_bmajor_bf16(a);
+}
+inline void pack_bmajor_bf16(const st::KernelTable& t, const k::PackArgs<k::bf16>& a) {
+  t.pack_bmajor_bf16(a);
+}
+inline void unpack_bmajor_bf16(const st::KernelTable& t, const k::UnpackArgs<k::bf16>& a) {
+  t.unpack_bmajor_bf16(a);
+}
 // The spmm forms of the offsets family, one overload per form's arguments.
 inline void spmm_offsets(const st::KernelTable& t, const k::SpmmOffsetsRowsArgs<float>& a) {
   t.spmm_offsets_rows_f32(a);

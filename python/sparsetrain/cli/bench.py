@@ -1,5 +1,8 @@
-"""``sparsetrain bench``: the layer-wise grid (linear and conv shapes, sparsities 0.8-0.98),
-sparse vs dense forward + backward, printed as a table, saved as JSON and as a PNG plot."""
+"""``sparsetrain bench``: the layer-wise grid (linear, transformer and conv shapes, sparsities
+0.8-0.98), sparse vs dense forward + backward, printed as a table, saved as JSON and as a PNG
+plot. Linear layers are measured in every precision asked for (float32, bf16 autocast), the
+dense and sparse layers in all of them taking turns; the ratio that counts is the fastest
+sparse configuration against the fastest dense one."""
 
 from __future__ import annotations
 
@@ -20,7 +23,17 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         help="layer-wise speed of sparse vs dense layers (table, JSON, plot)",
         description=__doc__,
     )
-    p.add_argument("--layers", choices=("all", "linear", "conv"), default="all")
+    p.add_argument(
+        "--layers",
+        choices=("all", "linear", "transformer", "conv"),
+        default="all",
+        help="linear: the classic grid; transformer: 2048-4096 tokens (default: all)",
+    )
+    p.add_argument(
+        "--precisions",
+        default="fp32,bf16",
+        help="linear layers: fp32 and/or bf16 (autocast) (default: %(default)s)",
+    )
     p.add_argument(
         "--sparsities",
         default="0.8,0.9,0.95,0.98",
@@ -53,6 +66,15 @@ def _sparsities(text: str) -> list:
     return sorted(set(values))
 
 
+def _precisions(text: str) -> list:
+    from .. import benchmarks as B
+
+    values = [s.strip() for s in text.split(",") if s.strip()]
+    if not values or any(v not in B.PRECISIONS for v in values):
+        raise CLIError(f"--precisions: each must be one of {', '.join(B.PRECISIONS)}, got {text!r}")
+    return [p for p in B.PRECISIONS if p in values]
+
+
 def cases(layers: str, quick: bool) -> list[tuple]:
     """(family, name, shape) of every layer in the grid."""
     from .. import benchmarks as B
@@ -62,13 +84,60 @@ def cases(layers: str, quick: bool) -> list[tuple]:
     out = []
     if layers in ("all", "linear"):
         out += [("linear", B.linear_name(s), s) for s in lin]
+    if layers in ("all", "transformer"):
+        tf = B.TRANSFORMER_SHAPES[:1] if quick else B.TRANSFORMER_SHAPES
+        out += [("linear", B.linear_name(s), s) for s in tf]
     if layers in ("all", "conv"):
         out += [("conv", B.conv_name(c), c) for c in conv]
     return out
 
 
+def measure_linear(
+    shape: tuple, sparsities: list[float], repeats: int, precisions: list[str]
+) -> list[dict]:
+    """Per sparsity, dense and sparse in every precision taking turns: ms of each, the speedup
+    per precision, the fastest sparse against the fastest dense, nonzero GFLOP/s."""
+    from .. import SparseLinear
+    from .. import benchmarks as B
+
+    dense = B.pruned_linear(shape, 0.0)
+    x = B.linear_input(shape)
+    grad = B.output_grad(dense, x)
+    grads = {p: grad.to(torch.bfloat16) if p == "bf16" else grad for p in precisions}
+    rows = []
+    for sparsity in sparsities:
+        sparse = SparseLinear.from_dense(B.pruned_linear(shape, sparsity))
+        steps = {}
+        for kind, module in (("dense", dense), ("sparse", sparse)):
+            for p in precisions:
+                steps[f"{kind} {p}"] = (
+                    lambda m=module, p=p: B.autocast_step(m, x, grads[p], p)  # noqa: B023
+                )
+        t = B.alternating_medians(steps, repeats)
+        best_dense = min((t[f"dense {p}"], p) for p in precisions)
+        best_sparse = min((t[f"sparse {p}"], p) for p in precisions)
+        first = precisions[0]
+        row = {
+            "sparsity": sparsity,
+            "dense_ms": t[f"dense {first}"] * 1e3,
+            "sparse_ms": t[f"sparse {first}"] * 1e3,
+            "speedup": best_dense[0] / best_sparse[0],
+            "best_dense": best_dense[1],
+            "best_sparse": best_sparse[1],
+        }
+        flops = B.nnz_flops(sparse, x)
+        for p in precisions:
+            row[f"dense_{p}_ms"] = t[f"dense {p}"] * 1e3
+            row[f"sparse_{p}_ms"] = t[f"sparse {p}"] * 1e3
+            row[f"speedup_{p}"] = t[f"dense {p}"] / t[f"sparse {p}"]
+            row[f"nnz_gflops_{p}"] = flops / t[f"sparse {p}"] / 1e9
+        row["nnz_gflops"] = row[f"nnz_gflops_{best_sparse[1]}"]
+        rows.append(row)
+    return rows
+
+
 def measure(family: str, shape: tuple, sparsities: list[float], repeats: int) -> list[dict]:
-    """Dense ms once, then per sparsity: sparse ms, speedup, nonzero GFLOP/s."""
+    """Convolutions: dense ms once, then per sparsity: sparse ms, speedup, nonzero GFLOP/s."""
     from .. import SparseConv2d, SparseLinear
     from .. import benchmarks as B
 
@@ -139,6 +208,7 @@ def run(args: argparse.Namespace) -> int:
     from .. import set_num_threads
 
     sparsities = _sparsities(args.sparsities)
+    precisions = _precisions(args.precisions)
     repeats = 3 if args.quick else args.repeats
     if not args.no_plot:
         try:
@@ -158,22 +228,43 @@ def run(args: argparse.Namespace) -> int:
         "threads": args.threads,
         "repeats": repeats,
         "date": time.strftime("%Y-%m-%d %H:%M"),
+        "precisions": precisions,
+        "peak_gflops": {p: B.matmul_peak_gflops(p) for p in precisions},
         "layers": [],
     }
+    m = results["machine"]
+    print(
+        f"{m['cpu']}, {args.threads} threads, kernels {m['isa']}, AMX {m['amx']}, "
+        f"AVX512-BF16 {m['avx512_bf16']}; dense 2048^2 matmul "
+        + ", ".join(f"{p} {g:.0f} GFLOP/s" for p, g in results["peak_gflops"].items())
+    )
     print(
         f"{'layer':<34}{'sparsity':>9}{'dense ms':>10}{'sparse ms':>11}{'speedup':>9}"
-        f"{'nnz GF/s':>10}"
+        f"{'nnz GF/s':>10}   (linear: each precision; speedup = best sparse vs best dense)"
     )
     for family, name, shape in cases(args.layers, args.quick):
-        rows = measure(family, shape, sparsities, repeats)
+        if family == "linear":
+            rows = measure_linear(shape, sparsities, repeats, precisions)
+        else:
+            rows = measure(family, shape, sparsities, repeats)
         results["layers"].append(
             {"family": family, "name": name, "shape": list(shape), "rows": rows}
         )
         for r in rows:
-            print(
-                f"{name:<34}{r['sparsity']:>9.2f}{r['dense_ms']:>10.2f}{r['sparse_ms']:>11.2f}"
-                f"{r['speedup']:>8.2f}x{r['nnz_gflops']:>10.1f}"
-            )
+            if family == "linear":
+                dense = " / ".join(f"{r[f'dense_{p}_ms']:.2f}" for p in precisions)
+                sparse = " / ".join(f"{r[f'sparse_{p}_ms']:.2f}" for p in precisions)
+                gfs = " / ".join(f"{r[f'nnz_gflops_{p}']:.1f}" for p in precisions)
+                print(
+                    f"{name:<34}{r['sparsity']:>9.2f}  dense {dense} ms, sparse {sparse} ms, "
+                    f"{r['speedup']:.2f}x (best dense {r['best_dense']}, best sparse "
+                    f"{r['best_sparse']}), nnz GF/s {gfs}"
+                )
+            else:
+                print(
+                    f"{name:<34}{r['sparsity']:>9.2f}{r['dense_ms']:>10.2f}"
+                    f"{r['sparse_ms']:>11.2f}{r['speedup']:>8.2f}x{r['nnz_gflops']:>10.1f}"
+                )
         sys.stdout.flush()
     json_path = os.path.join(args.out, "results.json")
     with open(json_path, "w") as f:

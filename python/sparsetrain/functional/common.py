@@ -17,8 +17,10 @@ from ..formats.csr import csr_to_dense
 
 
 def numpy_view(t: torch.Tensor) -> np.ndarray:
-    """``t``'s data as a NumPy array (no copy), what the kernels take."""
-    return t.detach().numpy()
+    """``t``'s data as a NumPy array (no copy), what the kernels take; NumPy has no bfloat16,
+    so a bfloat16 tensor goes as its bits (uint16), which the kernels read as bf16."""
+    t = t.detach()
+    return t.view(torch.uint16).numpy() if t.dtype == torch.bfloat16 else t.numpy()
 
 
 def all_finite(t: torch.Tensor) -> bool:
@@ -56,13 +58,20 @@ except TypeError:  # torch < 2.4
     cpu_autocast_enabled = torch.is_autocast_cpu_enabled
 
 
-def prepare_input(layer: nn.Module, x: object) -> object:
+def autocast_bf16() -> bool:
+    """Whether ``torch.autocast("cpu", dtype=torch.bfloat16)`` is active."""
+    return cpu_autocast_enabled() and torch.get_autocast_dtype("cpu") == torch.bfloat16
+
+
+def prepare_input(layer: nn.Module, x: object, bf16: bool = False) -> object:
     """What a sparse layer's forward does before its input checks (SparseWeightModule._check_input).
 
-    Inside ``torch.autocast("cpu")`` the layer behaves like an op on autocast's float32 list:
-    a bfloat16 / float16 input is cast to float32 (and the output is float32); outside autocast
-    nothing is cast and the input check rejects such dtypes. Tensors that are not plain dense
-    (strided) ones are rejected here with the layer's name, before anything reshapes them.
+    Inside ``torch.autocast("cpu")`` a layer with bf16 kernels (``bf16``) behaves like
+    autocast's lower-precision ops when autocast's dtype is bfloat16: a float32 input is cast to
+    bfloat16 (and the output is bfloat16). Otherwise the layer behaves like an op on autocast's
+    float32 list: a bfloat16 / float16 input is cast to float32 (and the output is float32).
+    Outside autocast nothing is cast and the input check decides. Tensors that are not plain
+    dense (strided) ones are rejected here with the layer's name, before anything reshapes them.
     """
     if not isinstance(x, torch.Tensor):
         return x  # the input check names the type
@@ -72,9 +81,11 @@ def prepare_input(layer: nn.Module, x: object) -> object:
             f"{type(layer).__name__}({layer._describe()}): expected a dense (strided) "
             f"tensor, got a {kind} tensor"
         )
-    if x.dtype in (torch.bfloat16, torch.float16) and cpu_autocast_enabled():
-        return x.float()
-    return x
+    if not cpu_autocast_enabled():
+        return x
+    if bf16 and autocast_bf16():
+        return x.to(torch.bfloat16) if x.dtype in (torch.float32, torch.float16) else x
+    return x.float() if x.dtype in (torch.bfloat16, torch.float16) else x
 
 
 def no_autocast() -> torch.autocast:

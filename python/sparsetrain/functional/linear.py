@@ -14,6 +14,12 @@ found exactly and recomputed with the dense weight, as ``nn.Linear`` computes th
 weights need nothing: every stored value, NaN and Inf included, is multiplied like in the dense
 product, and the values gradient (a sum over the batch of products of input and output
 gradient, the same products dense PyTorch forms) propagates them unchanged.
+
+A bfloat16 input (autocast's cast, or a bfloat16 model) runs the bf16 kernels as a dense bf16
+``linear`` runs: input, output and input gradient in bfloat16, the products of the values
+rounded to bfloat16 (a float32 copy of them, so each product is the one the dense layer forms)
+summed in float32, and the values and bias gradients summed in float32 and returned in their
+parameters' dtypes.
 """
 
 from __future__ import annotations
@@ -45,9 +51,15 @@ if TYPE_CHECKING:
 _ALIGN = _C.BATCH_ALIGN
 
 
-def input_grad_strategy(in_features: int, out_features: int, nnz: int, padded_batch: int) -> str:
+def input_grad_strategy(
+    in_features: int, out_features: int, nnz: int, padded_batch: int, bf16: bool = False
+) -> str:
     """The input gradient's kernel, "csc" or "scatter" (see tuning.INPUT_GRAD_STRATEGY): scatter
-    wins when dXᵀ is small enough to stay in cache while dYᵀ or the values are not."""
+    wins when dXᵀ is small enough to stay in cache while dYᵀ or the values are not. bf16 runs
+    csc only: scatter accumulates into dXᵀ in place, which in bf16 would round every partial
+    sum."""
+    if bf16:
+        return "csc"
     if tuning.INPUT_GRAD_STRATEGY is not None:
         return tuning.INPUT_GRAD_STRATEGY
     dx_bytes = 4 * in_features * padded_batch
@@ -70,51 +82,70 @@ def _padded(batch: int) -> int:
 
 def _to_batch_major(x2d: torch.Tensor, nthreads: int) -> torch.Tensor:
     shape = (x2d.shape[1], _padded(x2d.shape[0]))
-    out = _workspace.empty(shape[0] * shape[1]).view(shape)
+    out = _workspace.empty(shape[0] * shape[1], dtype=x2d.dtype).view(shape)
     _C.pack(src=_np(x2d), dst=_np(out), nthreads=nthreads)
     return out
 
 
 def _from_batch_major(t: torch.Tensor, batch: int, bias, nthreads: int) -> torch.Tensor:
-    out = _workspace.empty(batch, t.shape[0])
+    out = _workspace.empty(batch, t.shape[0], dtype=t.dtype)
     _C.unpack(src=_np(t), dst=_np(out), bias=None if bias is None else _np(bias), nthreads=nthreads)
     return out
 
 
+def _kernel_values(values: torch.Tensor, bf16: bool) -> torch.Tensor:
+    """The float32 values the kernels multiply: ``values`` itself, or for the bf16 kernels the
+    values rounded to bfloat16 (autocast's cast of a weight), kept in float32."""
+    if not bf16 or values.dtype == torch.bfloat16:
+        return values.detach().float()
+    return values.detach().to(torch.bfloat16).float()
+
+
+def _dense_rows(x_rows: torch.Tensor, w: torch.Tensor, bias, dtype: torch.dtype) -> torch.Tensor:
+    """nn.Linear of a few rows with the dense float32 weight ``w``, in ``dtype``."""
+    b = None if bias is None else bias.float()
+    with no_autocast():
+        return torch.nn.functional.linear(x_rows.float(), w, b).to(dtype)
+
+
 class SparseLinearFunction(torch.autograd.Function):
-    """Inputs: x (batch, in) contiguous float32, values (nnz,), bias (out,) or None, and the
-    pattern as a KernelIndex (validated by sparsetrain.formats.build_index)."""
+    """Inputs: x (batch, in) contiguous float32 or bfloat16 (the bf16 kernels), values (nnz,),
+    bias (out,) or None (float32 or bfloat16 each), and the pattern as a KernelIndex
+    (validated by sparsetrain.formats.build_index)."""
 
     @staticmethod
     def forward(ctx, x, values, bias, index, pattern=None, name="SparseLinear"):
         nthreads = get_num_threads()
         batch = x.shape[0]
+        bf16 = x.dtype == torch.bfloat16
+        kv = _kernel_values(values, bf16)
+        kbias = None if bias is None else bias.detach().to(x.dtype)
         # (Only the features a nonzero reads, where the index lists them.)
         xk = x if index.in_cols is None else x.index_select(1, index.in_cols)
         xt = _to_batch_major(xk, nthreads)
-        yt = _workspace.empty(index.rows * xt.shape[1]).view(index.rows, xt.shape[1])
+        yt = _workspace.empty(index.rows * xt.shape[1], dtype=x.dtype)
+        yt = yt.view(index.rows, xt.shape[1])
         _C.spmm(
             ptr=index.row_ptr,
             idx=index.col_idx,
-            values=_np(values),
+            values=_np(kv),
             pos=None,
             scratch=None,
             b=_np(xt),
             c=_np(yt),
             nthreads=nthreads,
         )
-        y = _from_batch_major(yt, batch, bias, nthreads)
+        y = _from_batch_major(yt, batch, kbias, nthreads)
         if not all_finite(x):
             # Rows with a NaN or Inf: dense, so pruned weights meet them as in nn.Linear.
             rows = nonfinite_rows(x)
-            w = _dense_weight_of(index, values)
-            with no_autocast():
-                y[rows] = torch.nn.functional.linear(x[rows], w, bias)
+            y[rows] = _dense_rows(x[rows], _dense_weight_of(index, kv), kbias, y.dtype)
         # Keep xt (not x) only when the values gradient will need it. `pattern` only guards
         # the buffers (the kernels run on `index`).
-        ctx.save_for_backward(xt if ctx.needs_input_grad[1] else None, values)
+        ctx.save_for_backward(xt if ctx.needs_input_grad[1] else None, values, kv)
         ctx.index, ctx.name, ctx.pattern = index, name, pattern
-        ctx.batch = batch
+        ctx.batch, ctx.bf16 = batch, bf16
+        ctx.bias_dtype = None if bias is None else bias.dtype
         return y
 
     @staticmethod
@@ -122,19 +153,21 @@ class SparseLinearFunction(torch.autograd.Function):
     def backward(ctx, dy):
         if ctx.pattern is not None:
             ctx.pattern.check()
-        xt, values = ctx.saved_tensors
+        xt, values, kv = ctx.saved_tensors
         index = ctx.index
         check_saved_values(ctx.name, values, index.nnz)
         need_x, need_v, need_b = ctx.needs_input_grad[:3]
         nthreads = get_num_threads()
         dx = dv = db = None
         dy = dy.contiguous()
+        if ctx.bf16 and dy.dtype != torch.bfloat16:
+            dy = dy.to(torch.bfloat16)
         if need_b:
-            db = dy.sum(0)
+            db = dy.sum(0, dtype=torch.float32).to(ctx.bias_dtype)
         if need_x or need_v:
             dyt = _to_batch_major(dy, nthreads)
             if need_v:
-                dv = torch.empty_like(values)
+                dv = torch.empty(values.numel(), dtype=torch.float32)
                 _C.sddmm(
                     ptr=index.row_ptr,
                     idx=index.col_idx,
@@ -143,15 +176,19 @@ class SparseLinearFunction(torch.autograd.Function):
                     out=_np(dv),
                     nthreads=nthreads,
                 )
+                dv = dv.to(values.dtype)
             if need_x:
                 kcols = index.kernel_cols
-                dxt = _workspace.empty(kcols * dyt.shape[1]).view(kcols, dyt.shape[1])
-                strategy = input_grad_strategy(kcols, index.rows, index.nnz, dyt.shape[1])
+                dxt = _workspace.empty(kcols * dyt.shape[1], dtype=dy.dtype)
+                dxt = dxt.view(kcols, dyt.shape[1])
+                strategy = input_grad_strategy(
+                    kcols, index.rows, index.nnz, dyt.shape[1], bf16=ctx.bf16
+                )
                 if strategy == "scatter":
                     _C.spmmt(
                         ptr=index.row_ptr,
                         idx=index.col_idx,
-                        values=_np(values),
+                        values=_np(kv),
                         col_ptr=index.t_ptr,
                         b=_np(dyt),
                         c=_np(dxt),
@@ -162,7 +199,7 @@ class SparseLinearFunction(torch.autograd.Function):
                     _C.spmm(
                         ptr=index.t_ptr,
                         idx=index.t_idx,
-                        values=_np(values),
+                        values=_np(kv),
                         pos=index.t_pos,
                         scratch=_np(scratch),
                         b=_np(dyt),
@@ -177,9 +214,9 @@ class SparseLinearFunction(torch.autograd.Function):
                     # Rows of dy with a NaN or Inf: dense, as nn.Linear's dx = dy W. (The
                     # values gradient needs no fix: it forms exactly the dense products.)
                     rows = nonfinite_rows(dy)
-                    w = _dense_weight_of(index, values)
+                    w = _dense_weight_of(index, kv)
                     with no_autocast():
-                        dx[rows] = dy[rows] @ w
+                        dx[rows] = (dy[rows].float() @ w).to(dx.dtype)
         return dx, dv, db, None, None, None
 
 

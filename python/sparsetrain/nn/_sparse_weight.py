@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from .. import formats
-from ..functional.common import values_mismatch
+from ..functional.common import autocast_bf16, values_mismatch
 from . import _dense_types
 
 # What from_dense takes, per form, for its error message.
@@ -326,18 +326,26 @@ class SparseWeightModule(nn.Module):
             )
         return ""
 
-    def _check_input(self, x: torch.Tensor, what: str) -> None:
+    def _check_input(self, x: torch.Tensor, what: str, bf16: bool = False) -> None:
+        """``bf16``: the layer has bf16 kernels, so a bfloat16 input (autocast's, which
+        prepare_input made) and bfloat16 parameters (a bfloat16 model) are accepted; outside
+        autocast the input's dtype must then be the values' dtype, as in a dense layer."""
         name = self._call_name()
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"{name}: expected a tensor input, got {type(x).__name__}")
-        if x.dtype != torch.float32:
-            raise TypeError(f"{name}: expected float32 input, got {x.dtype}")
+        ok = (torch.float32, torch.bfloat16) if bf16 else (torch.float32,)
+        if x.dtype not in ok:
+            raise TypeError(f"{name}: expected {' or '.join(map(str, ok))} input, got {x.dtype}")
         if x.device.type != "cpu":
             raise ValueError(f"{name}: input must be on the CPU, got {x.device}")
-        if self.values.dtype != torch.float32 or (
-            self.bias is not None and self.bias.dtype != torch.float32
-        ):
-            raise TypeError(f"{name}: parameters must be float32 (was .double()/.half() called?)")
+        if self.values.dtype not in ok or (self.bias is not None and self.bias.dtype not in ok):
+            kind = "float32 or bfloat16" if bf16 else "float32"
+            raise TypeError(f"{name}: parameters must be {kind} (was .double()/.half() called?)")
+        if bf16 and x.dtype != self.values.dtype and not autocast_bf16():
+            raise TypeError(
+                f"{name}: {what} is {x.dtype} but the values are {self.values.dtype}: cast one "
+                "to the other, or run under torch.autocast('cpu', dtype=torch.bfloat16)"
+            )
         if self.bias is not None and tuple(self.bias.shape) != (self._rows,):
             raise ValueError(
                 f"{name}: bias has shape {tuple(self.bias.shape)}, expected ({self._rows},)"
