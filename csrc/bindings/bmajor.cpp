@@ -98,22 +98,30 @@ void sddmm(const py::array& ptr_a, const py::array& idx_a, const py::array& a_a,
 }
 
 template <class T>
-void pack_t(const py::array& src_a, const py::array& dst_a, int nthreads) {
+void pack_t(const py::array& src_a, const py::array& dst_a, int nthreads,
+            const std::optional<py::array>& sums_a) {
   auto src = view<T>(src_a, "src", 2);
   auto dst = view<T>(dst_a, "dst", 2, true);
   if (dst.rows != src.cols) bad("dst must have one row per feature of src");
   if (dst.cols < src.rows) bad("dst is narrower than the batch");
   check_batch_major(dst.cols, "dst");
-  k::PackArgs<T> args{src.data, src.rows, src.cols, src.cols, dst.data, dst.cols, nthreads};
+  float* sums = nullptr;
+  if (sums_a) {
+    auto sv = view<float>(*sums_a, "sums", 1, true);
+    if (sv.size() != src.cols) bad("sums length differs from the feature count");
+    sums = sv.data;
+  }
+  k::PackArgs<T> args{src.data, src.rows, src.cols, src.cols, dst.data, dst.cols, nthreads, sums};
   py::gil_scoped_release release;
   ST_CALL(pack_bmajor, T, args);
 }
 
-void pack(const py::array& src_a, const py::array& dst_a, int nthreads) {
+void pack(const py::array& src_a, const py::array& dst_a, int nthreads,
+          const std::optional<py::array>& sums_a) {
   if (has_dtype<k::bf16>(src_a))
-    pack_t<k::bf16>(src_a, dst_a, nthreads);
+    pack_t<k::bf16>(src_a, dst_a, nthreads, sums_a);
   else
-    pack_t<float>(src_a, dst_a, nthreads);
+    pack_t<float>(src_a, dst_a, nthreads, sums_a);
 }
 
 template <class T>
@@ -159,7 +167,9 @@ void register_bmajor(py::module_& m) {
         "out[j] = <A[r], B[idx[j]]> for every nonzero j of row r: the values' gradient "
         "(float32 out; A, B float32 or bf16 bits as uint16).");
   m.def("pack", &pack, py::kw_only(), py::arg("src"), py::arg("dst"), py::arg("nthreads"),
-        "(batch, features) src -> batch-major dst (rows of padded batch, zero padding).");
+        py::arg("sums") = py::none(),
+        "(batch, features) src -> batch-major dst (rows of padded batch, zero padding); "
+        "sums, if given (float32, one per feature), gets each feature's sum over the batch.");
   m.def("unpack", &unpack, py::kw_only(), py::arg("src"), py::arg("dst"), py::arg("bias"),
         py::arg("nthreads"), "Batch-major src -> (batch, features) dst, plus bias if given.");
 }

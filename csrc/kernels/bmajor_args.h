@@ -85,7 +85,9 @@ struct SddmmArgs {
 };
 
 // pack_bmajor: dst[k, t] = src[t, k] for t < batch, 0 for batch <= t < ld_dst (k < features).
-// src is PyTorch's (batch, features) row-major with row stride ld_src.
+// src is PyTorch's (batch, features) row-major with row stride ld_src. With sums set, also
+// sums[k] = the float sum over t of src[t, k] in token order (the bias gradient of an output
+// gradient, computed while its rows pass through L1).
 template <class T>
 struct PackArgs {
   const T* src;
@@ -95,6 +97,7 @@ struct PackArgs {
   T* dst;
   int64_t ld_dst;  // padded batch
   int nthreads;
+  float* sums = nullptr;  // features, or nullptr
 };
 
 // unpack_bmajor: dst[t, k] = src[k, t] (+ bias[k]) for t < batch, k < features: back to

@@ -2,10 +2,8 @@
 // (features, padded batch): W x W register transposes for the full blocks, plain loops for
 // the edges. The pad lanes are written as zeros so the sparse kernels can run full vectors
 // over them. Parallel over feature blocks (pack) or batch blocks (unpack): disjoint writes.
-// bf16 blocks are widened to floats, transposed as floats and narrowed back (exact, but for
-// the bias added when unpacking, which rounds once).
-#include <type_traits>
-
+// bf16 blocks are widened to floats as loaded and narrowed as stored (exact, but for the bias
+// added when unpacking, which rounds once).
 #include "kernels/kernels.h"
 #include "kernels/vec.h"
 #include "threading/parallel.h"
@@ -22,21 +20,6 @@ namespace {
 // W floats per src row, half a line at a large stride.
 constexpr int64_t kBlock = 64;
 
-// One W x W block as Vec's transpose_block does it (dst = srcᵀ, plus bias per output row).
-template <class T>
-inline void transpose_block_of(const T* src, int64_t lds, T* dst, int64_t ldd, const T* add) {
-  if constexpr (std::is_same_v<T, float>) {
-    transpose_block(src, lds, dst, ldd, add);
-  } else {
-    constexpr int W = Vec::W;
-    float in[W * W], out[W * W], bias[W];
-    for (int i = 0; i < W; ++i) Vec::store(in + i * W, Vec::load(src + i * lds));
-    if (add) Vec::store(bias, Vec::load(add));
-    transpose_block(in, W, out, W, add ? bias : nullptr);
-    for (int i = 0; i < W; ++i) Vec::store(dst + i * ldd, Vec::load(out + i * W));
-  }
-}
-
 template <class T>
 inline T plus_bias(T x, const T* bias, int64_t k) {
   return narrow<T>(widen(x) + (bias ? widen(bias[k]) : 0.0f));
@@ -52,19 +35,33 @@ void pack_bmajor_impl(const PackArgs<T>& a) {
       const int64_t kb0 = kb * kBlock;
       const int64_t kb1 = kb0 + kBlock < a.features ? kb0 + kBlock : a.features;
       const int64_t full_k = kb0 + (kb1 - kb0) / W * W;
+      float acc[kBlock] = {};  // the block's feature sums, in token order (a.sums)
       for (int64_t tb = 0; tb < full_t; tb += kBlock) {
         const int64_t tb1 = tb + kBlock < full_t ? tb + kBlock : full_t;
         for (int64_t k0 = kb0; k0 < full_k; k0 += W)
           for (int64_t t0 = tb; t0 < tb1; t0 += W)
-            transpose_block_of(a.src + t0 * a.ld_src + k0, a.ld_src, a.dst + k0 * a.ld_dst + t0,
-                               a.ld_dst, static_cast<const T*>(nullptr));
+            transpose_block(a.src + t0 * a.ld_src + k0, a.ld_src, a.dst + k0 * a.ld_dst + t0,
+                            a.ld_dst, nullptr);
+        if (a.sums)  // the rows just transposed, still in L1
+          for (int64_t t = tb; t < tb1; ++t)
+            for (int64_t k0 = kb0; k0 < full_k; k0 += W) {
+              float* s = acc + (k0 - kb0);
+              Vec::store(s, add(Vec::load(s), Vec::load(a.src + t * a.ld_src + k0)));
+            }
       }
       for (int64_t k = full_k; k < kb1; ++k)
-        for (int64_t t = 0; t < full_t; ++t) a.dst[k * a.ld_dst + t] = a.src[t * a.ld_src + k];
+        for (int64_t t = 0; t < full_t; ++t) {
+          a.dst[k * a.ld_dst + t] = a.src[t * a.ld_src + k];
+          acc[k - kb0] += widen(a.src[t * a.ld_src + k]);
+        }
       for (int64_t k = kb0; k < kb1; ++k) {
         T* d = a.dst + k * a.ld_dst;
-        for (int64_t t = full_t; t < a.batch; ++t) d[t] = a.src[t * a.ld_src + k];
+        for (int64_t t = full_t; t < a.batch; ++t) {
+          d[t] = a.src[t * a.ld_src + k];
+          acc[k - kb0] += widen(a.src[t * a.ld_src + k]);
+        }
         for (int64_t t = a.batch; t < a.ld_dst; ++t) d[t] = T{};  // +0
+        if (a.sums) a.sums[k] = acc[k - kb0];
       }
     }
   });
@@ -93,8 +90,8 @@ void unpack_bmajor_impl(const UnpackArgs<T>& a) {
         const int64_t kb1 = kb + kBlock < full_k ? kb + kBlock : full_k;
         for (int64_t t0 = tb0; t0 < full_t; t0 += W)
           for (int64_t k0 = kb; k0 < kb1; k0 += W)
-            transpose_block_of(a.src + k0 * a.ld_src + t0, a.ld_src, a.dst + t0 * a.ld_dst + k0,
-                               a.ld_dst, a.bias ? a.bias + k0 : nullptr);
+            transpose_block(a.src + k0 * a.ld_src + t0, a.ld_src, a.dst + t0 * a.ld_dst + k0,
+                            a.ld_dst, a.bias ? a.bias + k0 : nullptr);
       }
       for (int64_t t = full_t; t < tb1; ++t)
         for (int64_t k = 0; k < full_k; ++k)

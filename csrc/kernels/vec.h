@@ -11,6 +11,7 @@
 
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 
 #include "kernels/bf16.h"
 
@@ -96,10 +97,12 @@ inline void reduce4(Vec a0, Vec a1, Vec a2, Vec a3, float* out) {
 }
 // dst[j * ldd + i] = src[i * lds + j] (+ add[i]) for a W x W block: add, if given, is a
 // W-vector added to every output row (the bias, when unpacking).
-inline void transpose_block(const float* src, int64_t lds, float* dst, int64_t ldd,
-                            const float* add) {
+// T float or bf16: bf16 rows are widened as loaded and narrowed (after the add) as stored.
+template <class T>
+inline void transpose_block(const T* src, int64_t lds, T* dst, int64_t ldd,
+                            const std::common_type_t<T>* add) {  // (add: T not deduced from it)
   __m512 r[16], c[16];
-  for (int i = 0; i < 16; ++i) r[i] = _mm512_loadu_ps(src + i * lds);
+  for (int i = 0; i < 16; ++i) r[i] = Vec::load(src + i * lds).v;
   // Per 128-bit lane, 4x4 transposes of each group of four rows: c[4g + m] lane L then holds
   // column 4L + m of rows 4g .. 4g + 3.
   for (int g = 0; g < 4; ++g) {
@@ -128,8 +131,8 @@ inline void transpose_block(const float* src, int64_t lds, float* dst, int64_t l
                    _mm512_shuffle_f32x4(p1, q1, 0x88), _mm512_shuffle_f32x4(p1, q1, 0xDD)};
     for (int L = 0; L < 4; ++L) {
       const int row = 4 * L + m;
-      if (add) o[L] = _mm512_add_ps(o[L], _mm512_loadu_ps(add));
-      _mm512_storeu_ps(dst + row * ldd, o[L]);
+      if (add) o[L] = _mm512_add_ps(o[L], Vec::load(add).v);
+      Vec::store(dst + row * ldd, Vec{o[L]});
     }
   }
 }
@@ -212,10 +215,11 @@ inline void reduce4(Vec a0, Vec a1, Vec a2, Vec a3, float* out) {
   __m256 h = _mm256_hadd_ps(_mm256_hadd_ps(a0.v, a1.v), _mm256_hadd_ps(a2.v, a3.v));
   _mm_storeu_ps(out, _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1)));
 }
-inline void transpose_block(const float* src, int64_t lds, float* dst, int64_t ldd,
-                            const float* add) {
+template <class T>
+inline void transpose_block(const T* src, int64_t lds, T* dst, int64_t ldd,
+                            const std::common_type_t<T>* add) {  // (add: T not deduced from it)
   __m256 r[8], c[8];
-  for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(src + i * lds);
+  for (int i = 0; i < 8; ++i) r[i] = Vec::load(src + i * lds).v;
   for (int g = 0; g < 2; ++g) {  // as in the AVX-512 version, per 128-bit lane
     const __m256 t0 = _mm256_unpacklo_ps(r[4 * g], r[4 * g + 1]);
     const __m256 t1 = _mm256_unpackhi_ps(r[4 * g], r[4 * g + 1]);
@@ -231,8 +235,8 @@ inline void transpose_block(const float* src, int64_t lds, float* dst, int64_t l
                    _mm256_permute2f128_ps(c[m], c[4 + m], 0x31)};
     for (int L = 0; L < 2; ++L) {
       const int row = 4 * L + m;
-      if (add) o[L] = _mm256_add_ps(o[L], _mm256_loadu_ps(add));
-      _mm256_storeu_ps(dst + row * ldd, o[L]);
+      if (add) o[L] = _mm256_add_ps(o[L], Vec::load(add).v);
+      Vec::store(dst + row * ldd, Vec{o[L]});
     }
   }
 }
@@ -286,8 +290,10 @@ inline void reduce4(Vec a0, Vec a1, Vec a2, Vec a3, float* out) {
   out[2] = a2.v;
   out[3] = a3.v;
 }
-inline void transpose_block(const float* src, int64_t, float* dst, int64_t, const float* add) {
-  *dst = add ? *src + *add : *src;
+template <class T>
+inline void transpose_block(const T* src, int64_t, T* dst, int64_t,
+                            const std::common_type_t<T>* add) {
+  *dst = narrow<T>(add ? widen(*src) + widen(*add) : widen(*src));
 }
 
 inline Vec load_even(const float* p) { return {*p}; }

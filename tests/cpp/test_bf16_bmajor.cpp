@@ -172,7 +172,12 @@ TEST_P(Bf16Bmajor, PackUnpackRoundTrip) {
     const std::vector<bf16> bias = to_bf16(random_vec(features, rng));
     for (int threads : {1, 2}) {
       std::vector<bf16> xt(features * nb, bf16{0x7FC0}), back(batch * features, bf16{0x7FC0});
-      run::pack_bmajor_bf16(table, {x.data(), batch, features, features, xt.data(), nb, threads});
+      std::vector<float> sums(features, NAN), ref_sums(features, 0.f);
+      for (int64_t t = 0; t < batch; ++t)
+        for (int64_t f = 0; f < features; ++f) ref_sums[f] += k::widen(x[t * features + f]);
+      run::pack_bmajor_bf16(
+          table, {x.data(), batch, features, features, xt.data(), nb, threads, sums.data()});
+      expect_bitwise(sums, ref_sums, "bf16 pack sums");
       for (int64_t f = 0; f < features; ++f)
         for (int64_t t = 0; t < nb; ++t) {
           const uint16_t expect = t < batch ? x[t * features + f].bits : 0;

@@ -27,6 +27,29 @@ TEST_P(PackBmajor, PackUnpackRoundTrip) {
   }
 }
 
+// The feature sums pack can form on the way: each the float sum over the batch in token order
+// (so bitwise the naive loop's), for partial vectors and 64-blocks on both sides, 1-3 threads.
+TEST_P(PackBmajor, FeatureSums) {
+  const auto& table = st::kernel_table(GetParam());
+  std::mt19937 rng(5);
+  for (auto [batch, feat] :
+       {std::pair<int64_t, int64_t>{1, 1}, {17, 33}, {130, 70}, {64, 64}, {300, 129}}) {
+    const int64_t nb = k::padded_batch(batch);
+    const std::vector<float> x = random_vec(batch * feat, rng);
+    std::vector<float> ref(feat, 0.f);
+    for (int64_t t = 0; t < batch; ++t)
+      for (int64_t f = 0; f < feat; ++f) ref[f] += x[t * feat + f];
+    for (int threads : {1, 2, 3}) {
+      std::vector<float> xt(feat * nb, NAN), sums(feat, NAN);
+      run::pack_bmajor(table, {x.data(), batch, feat, feat, xt.data(), nb, threads, sums.data()});
+      expect_bitwise(sums, ref, "sums of " + std::to_string(batch) + "x" + std::to_string(feat));
+      for (int64_t f = 0; f < feat; ++f)
+        for (int64_t t = 0; t < nb; ++t)
+          ASSERT_EQ(xt[f * nb + t], t < batch ? x[t * feat + f] : 0.f);
+    }
+  }
+}
+
 // Large offsets: source (and destination) rows so far apart that t * ld_src passes 2^32.
 TEST_P(PackBmajor, RowStridesBeyond2To31) {
   ST_RESERVE_OR_SKIP(mem);

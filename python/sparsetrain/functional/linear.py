@@ -80,10 +80,12 @@ def _padded(batch: int) -> int:
     return padded
 
 
-def _to_batch_major(x2d: torch.Tensor, nthreads: int) -> torch.Tensor:
+def _to_batch_major(x2d: torch.Tensor, nthreads: int, sums=None) -> torch.Tensor:
+    """x2d in the kernels' layout; ``sums`` (float32, one per feature), if given, gets the sum
+    of each feature over the batch (the bias gradient, while the rows pass through cache)."""
     shape = (x2d.shape[1], _padded(x2d.shape[0]))
     out = _workspace.empty(shape[0] * shape[1], dtype=x2d.dtype).view(shape)
-    _C.pack(src=_np(x2d), dst=_np(out), nthreads=nthreads)
+    _C.pack(src=_np(x2d), dst=_np(out), nthreads=nthreads, sums=None if sums is None else _np(sums))
     return out
 
 
@@ -162,10 +164,12 @@ class SparseLinearFunction(torch.autograd.Function):
         dy = dy.contiguous()
         if ctx.bf16 and dy.dtype != torch.bfloat16:
             dy = dy.to(torch.bfloat16)
-        if need_b:
-            db = dy.sum(0, dtype=torch.float32).to(ctx.bias_dtype)
         if need_x or need_v:
-            dyt = _to_batch_major(dy, nthreads)
+            # dy's column sums: the bias gradient, and (finite) proof that dy is finite
+            sums = torch.empty(index.rows)
+            dyt = _to_batch_major(dy, nthreads, sums)
+            if need_b:
+                db = sums.to(ctx.bias_dtype)
             if need_v:
                 dv = torch.empty(values.numel(), dtype=torch.float32)
                 _C.sddmm(
@@ -209,14 +213,16 @@ class SparseLinearFunction(torch.autograd.Function):
                 dx = _from_batch_major(dxt, ctx.batch, None, nthreads)
                 if index.in_cols is not None:  # the features no nonzero reads get zeros
                     dx = dx.new_zeros(ctx.batch, index.cols).index_copy_(1, index.in_cols, dx)
-                # A finite bias gradient (a sum of all of dy) proves dy finite for free.
-                if not ((db is not None and math.isfinite(db.sum().item())) or all_finite(dy)):
+                # Finite column sums (together a sum of all of dy) prove dy finite for free.
+                if not (math.isfinite(sums.sum().item()) or all_finite(dy)):
                     # Rows of dy with a NaN or Inf: dense, as nn.Linear's dx = dy W. (The
                     # values gradient needs no fix: it forms exactly the dense products.)
                     rows = nonfinite_rows(dy)
                     w = _dense_weight_of(index, kv)
                     with no_autocast():
                         dx[rows] = (dy[rows].float() @ w).to(dx.dtype)
+        elif need_b:
+            db = dy.sum(0, dtype=torch.float32).to(ctx.bias_dtype)
         return dx, dv, db, None, None, None
 
 
