@@ -8,7 +8,7 @@ ISAS = st.supported_isas()
 
 @pytest.fixture(params=ISAS)
 def isa(request):
-    """Run the test once per ISA this machine supports (scalar, avx2, avx512)."""
+    """Run the test once per ISA this machine supports (scalar, avx2, avx512, avx512_bf16)."""
     before = st.get_isa()
     st.set_isa(request.param)
     yield request.param

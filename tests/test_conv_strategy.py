@@ -60,7 +60,7 @@ def test_auto_layout_and_bits_do_not_depend_on_the_thread_count(batch, hw, strid
     isa = st.get_isa()
     expected = conv_autotune.auto_strategy(layer._geometry, s, batch, isa)
     assert next(iter(chosen[0].values())) == expected
-    most = 196 if isa == "avx512" else 49
+    most = 196 if isa.startswith("avx512") else 49
     assert expected == ("batch" if batch >= 16 and s.Ho * s.Wo <= most else "plane")
 
 
@@ -75,7 +75,7 @@ def test_auto_layout_follows_the_isa(isa):
     layer = _layer()
     x = torch.randn(32, 8, 14, 14)
     layer(x)
-    assert list(layer._plans.chosen.values()) == ["batch" if isa == "avx512" else "plane"]
+    assert list(layer._plans.chosen.values()) == ["batch" if isa.startswith("avx512") else "plane"]
 
 
 def test_timed_decides_once_per_batch_range_whatever_the_thread_count(count_timings):

@@ -7,6 +7,8 @@
 namespace sparsetrain {
 namespace {
 
+constexpr Isa kAll[] = {Isa::scalar, Isa::avx2, Isa::avx512, Isa::avx512_bf16};  // best last
+
 // Each ISA's table, filled member by member from kernels/kernel_list.h at compile time.
 #define ST_TABLE_ENTRY(name, Args, T) t.name##_##T = &kernels::ST_TABLE_NS::name<kernels::T>;
 #define ST_TABLE_NS scalar
@@ -37,6 +39,17 @@ constexpr KernelTable kAvx512 = [] {
 }();
 #undef ST_TABLE_NS
 #endif
+#if SPARSETRAIN_HAVE_AVX512_BF16
+// avx512's table with its own versions of the bf16 kernels listed for it.
+#define ST_TABLE_NS avx512_bf16
+constexpr KernelTable kAvx512Bf16 = [] {
+  KernelTable t = kAvx512;
+  t.isa = Isa::avx512_bf16;
+  SPARSETRAIN_BF16_DOT_KERNELS(ST_TABLE_ENTRY)
+  return t;
+}();
+#undef ST_TABLE_NS
+#endif
 #undef ST_TABLE_ENTRY
 
 bool cpu_has(Isa isa) {
@@ -52,6 +65,8 @@ bool cpu_has(Isa isa) {
       return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
              __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
              __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    case Isa::avx512_bf16:
+      return cpu_has(Isa::avx512) && __builtin_cpu_supports("avx512bf16");
   }
   return false;
 #else
@@ -70,6 +85,10 @@ const KernelTable* compiled_table(Isa isa) {
 #if SPARSETRAIN_HAVE_AVX512
     case Isa::avx512:
       return &kAvx512;
+#endif
+#if SPARSETRAIN_HAVE_AVX512_BF16
+    case Isa::avx512_bf16:
+      return &kAvx512Bf16;
 #endif
     default:
       return nullptr;
@@ -91,21 +110,24 @@ const char* isa_name(Isa isa) {
       return "avx2";
     case Isa::avx512:
       return "avx512";
+    case Isa::avx512_bf16:
+      return "avx512_bf16";
   }
   return "?";
 }
 
 Isa isa_from_name(const std::string& name) {
-  for (Isa isa : {Isa::scalar, Isa::avx2, Isa::avx512})
+  for (Isa isa : kAll)
     if (name == isa_name(isa)) return isa;
-  throw std::invalid_argument("unknown ISA '" + name + "': expected one of scalar, avx2, avx512");
+  throw std::invalid_argument("unknown ISA '" + name +
+                              "': expected one of scalar, avx2, avx512, avx512_bf16");
 }
 
 bool isa_supported(Isa isa) { return compiled_table(isa) != nullptr && cpu_has(isa); }
 
 std::vector<Isa> supported_isas() {
   std::vector<Isa> out;
-  for (Isa isa : {Isa::scalar, Isa::avx2, Isa::avx512})
+  for (Isa isa : kAll)
     if (isa_supported(isa)) out.push_back(isa);
   return out;
 }

@@ -8,7 +8,8 @@
 
 namespace sparsetrain {
 
-enum class Isa { scalar = 0, avx2 = 1, avx512 = 2 };
+// avx512_bf16: avx512 plus AVX512-BF16 (vdpbf16ps) for the bf16 kernels that have a form for it.
+enum class Isa { scalar = 0, avx2 = 1, avx512 = 2, avx512_bf16 = 3 };
 
 namespace kernels {
 // One ISA's kernels: a member name_T per row X(name, Args, T) of kernels/kernel_list.h.

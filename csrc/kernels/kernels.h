@@ -8,7 +8,8 @@
 //   whatever T stores.
 // - Every kernel exists once per ISA: namespaces scalar / avx2 / avx512, one source compiled
 //   with different flags against the vector abstraction of vec.h; dispatch/isa.h picks one at
-//   run time.
+//   run time. avx512_bf16 (avx512 + AVX512-BF16) has its own versions of the kernels listed
+//   in SPARSETRAIN_BF16_DOT_KERNELS and shares avx512's for the rest.
 // - A kernel's body is a template in its source's anonymous namespace (name_impl), the entry
 //   point a one-line call of it: everything the body instantiates (its lambdas, the tiles they
 //   run through) then has internal linkage, so it is inlined as for a local function and is
@@ -44,6 +45,9 @@ SPARSETRAIN_KERNELS(ST_DECLARE_KERNEL)
 }
 namespace avx512 {
 SPARSETRAIN_KERNELS(ST_DECLARE_KERNEL)
+}
+namespace avx512_bf16 {
+SPARSETRAIN_BF16_DOT_KERNELS(ST_DECLARE_KERNEL)
 }
 #undef ST_DECLARE_KERNEL
 

@@ -1,6 +1,9 @@
 // sddmm_bmajor: out[j] = <A[r, :], B[idx[j], :]> for each nonzero j of row r.
 // The gradient of the nonzero values of a linear layer: A = dYᵀ, B = Xᵀ (both batch-major).
 // Threads own disjoint rows. See sddmm_tiles.h for the blocking.
+#include <type_traits>
+
+#include "kernels/bf16_dot_tiles.h"
 #include "kernels/kernels.h"
 #include "kernels/sddmm_tiles.h"
 #include "threading/parallel.h"
@@ -24,8 +27,15 @@ void sddmm_bmajor_impl(const SddmmArgs<T>& a) {
         const int64_t chunk = batch_chunk(a.b_rows, sizeof(T));
         for (int64_t c0 = 0; c0 < a.nb; c0 += chunk) {
           const int64_t c1 = c0 + chunk < a.nb ? c0 + chunk : a.nb;
-          for (int64_t r = r0; r < r1; ++r)
+          for (int64_t r = r0; r < r1; ++r) {
+#if defined(ST_ISA_avx512_bf16)
+            if constexpr (std::is_same_v<T, bf16>) {
+              sddmm_dot_span(a.ptr[r], a.ptr[r + 1], src, a.a + r * a.lda, c0, c1, a.out, c0 != 0);
+              continue;
+            }
+#endif
             sddmm_span(a.ptr[r], a.ptr[r + 1], src, a.a + r * a.lda, c0, c1, a.out, c0 != 0);
+          }
         }
       });
 }
@@ -36,7 +46,9 @@ template <class T>
 void sddmm_bmajor(const SddmmArgs<T>& a) {
   sddmm_bmajor_impl(a);
 }
+#if !defined(ST_ISA_avx512_bf16)  // (it has only the bf16 forms)
 template void sddmm_bmajor<f32>(const SddmmArgs<f32>&);
+#endif
 template void sddmm_bmajor<bf16>(const SddmmArgs<bf16>&);
 
 }  // namespace ST_ISA

@@ -1,6 +1,9 @@
 // spmm_bmajor: C = A · B with A sparse (CSR) and B, C batch-major.
 // Used for the forward pass (A = W, B = Xᵀ) and the input gradient (A = Wᵀ as CSC, B = dYᵀ).
 // Threads own disjoint rows, balanced by nonzero count. See spmm_tiles.h for the blocking.
+#include <type_traits>
+
+#include "kernels/bf16_dot_tiles.h"
 #include "kernels/kernels.h"
 #include "kernels/spmm_tiles.h"
 #include "threading/parallel.h"
@@ -34,8 +37,15 @@ void spmm_bmajor_impl(const SpmmArgs<T>& a) {
         const int64_t chunk = batch_chunk(a.b_rows, sizeof(T));
         for (int64_t c0 = 0; c0 < a.nb; c0 += chunk) {
           const int64_t c1 = c0 + chunk < a.nb ? c0 + chunk : a.nb;
-          for (int64_t r = r0; r < r1; ++r)
+          for (int64_t r = r0; r < r1; ++r) {
+#if defined(ST_ISA_avx512_bf16)
+            if constexpr (std::is_same_v<T, bf16>) {
+              spmm_dot_span(a.ptr[r], a.ptr[r + 1], src, values, c0, c1, a.c + r * a.ldc);
+              continue;
+            }
+#endif
             spmm_span(a.ptr[r], a.ptr[r + 1], src, values, c0, c1, a.c + r * a.ldc);
+          }
         }
       });
 }
@@ -47,7 +57,9 @@ void spmm_bmajor(const SpmmArgs<T>& a) {
   spmm_bmajor_impl(a);
 }
 
+#if !defined(ST_ISA_avx512_bf16)  // (it has only the bf16 forms)
 template void spmm_bmajor<f32>(const SpmmArgs<f32>&);
+#endif
 template void spmm_bmajor<bf16>(const SpmmArgs<bf16>&);
 
 }  // namespace ST_ISA

@@ -15,7 +15,7 @@
 
 #include "kernels/bf16.h"
 
-#if defined(ST_ISA_avx512) || defined(ST_ISA_avx2)
+#if defined(ST_ISA_avx512) || defined(ST_ISA_avx512_bf16) || defined(ST_ISA_avx2)
 #include <immintrin.h>
 #endif
 
@@ -25,7 +25,8 @@ namespace sparsetrain {
 namespace kernels {
 namespace ST_ISA {
 
-#if defined(ST_ISA_avx512)
+// avx512_bf16 is avx512 plus AVX512-BF16 (bf16_dot_tiles.h): the same Vec.
+#if defined(ST_ISA_avx512) || defined(ST_ISA_avx512_bf16)
 
 struct Vec {
   static constexpr int W = 16;
@@ -303,7 +304,7 @@ inline void store_interleaved(float* p, Vec a, Vec b) {
 }
 
 #else
-#error "vec.h: compile with exactly one of ST_ISA_scalar, ST_ISA_avx2, ST_ISA_avx512"
+#error "vec.h: compile with exactly one of ST_ISA_scalar, ST_ISA_avx2, ST_ISA_avx512(_bf16)"
 #endif
 
 }  // namespace ST_ISA

@@ -100,7 +100,8 @@ def spmm(
     c: numpy.ndarray,
     nthreads: int,
 ) -> None:
-    """C = A B for the CSR matrix A (or, with pos, its transpose) and batch-major B, C."""
+    """C = A B for the CSR matrix A (or, with pos, its transpose) and batch-major B, C
+    (float32, or bf16 bits as uint16; values float32, bf16-valued for bf16)."""
 
 def spmmt(
     *,
@@ -125,8 +126,15 @@ def sddmm(
 ) -> None:
     """out[j] = <A[r], B[idx[j]]> for every nonzero j of row r: the values' gradient."""
 
-def pack(*, src: numpy.ndarray, dst: numpy.ndarray, nthreads: int) -> None:
-    """(batch, features) src -> batch-major dst (rows of padded batch, zero padding)."""
+def pack(
+    *,
+    src: numpy.ndarray,
+    dst: numpy.ndarray,
+    nthreads: int,
+    sums: numpy.ndarray | None = None,
+) -> None:
+    """(batch, features) src -> batch-major dst (rows of padded batch, zero padding); sums, if
+    given (float32, one per feature), gets each feature's sum over the batch."""
 
 def unpack(
     *, src: numpy.ndarray, dst: numpy.ndarray, bias: numpy.ndarray | None, nthreads: int
@@ -566,7 +574,7 @@ def csr_transpose(
 
 # -- run time -----------------------------------------------------------------------------
 def get_isa() -> str:
-    """The ISA whose kernels run (scalar, avx2 or avx512)."""
+    """The ISA whose kernels run (scalar, avx2, avx512 or avx512_bf16)."""
 
 def set_isa(*, name: str) -> None:
     """Run the kernels of this ISA (ValueError if unknown or not supported here)."""

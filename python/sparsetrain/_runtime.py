@@ -29,8 +29,12 @@ def get_num_threads() -> int:
     return _num_threads if _num_threads is not None else torch.get_num_threads()
 
 
+ISAS = ("scalar", "avx2", "avx512", "avx512_bf16")
+
+
 def get_isa() -> str:
-    """The instruction set the kernels run with: 'scalar', 'avx2' or 'avx512'."""
+    """The instruction set the kernels run with: 'scalar', 'avx2', 'avx512' or 'avx512_bf16'
+    (avx512 plus AVX512-BF16 dot products for the bf16 kernels)."""
     return _C.get_isa()
 
 
@@ -44,8 +48,10 @@ def set_isa(name: str) -> None:
 
     Raises ValueError for an unknown name or one this CPU does not support.
     """
-    if name not in ("scalar", "avx2", "avx512"):
-        raise ValueError(f"set_isa: unknown ISA {name!r}; expected 'scalar', 'avx2' or 'avx512'")
+    if name not in ISAS:
+        raise ValueError(
+            f"set_isa: unknown ISA {name!r}; expected one of {', '.join(map(repr, ISAS))}"
+        )
     if name not in _C.supported_isas():
         raise ValueError(
             f"set_isa: ISA {name!r} is not supported on this machine "
@@ -92,9 +98,14 @@ def release_kept_memory() -> None:
 
 def bf16_path() -> str:
     """How the kernels in use run bfloat16 data."""
+    isa = get_isa()
+    if isa == "avx512_bf16":
+        products = "AVX512-BF16 dot products (vdpbf16ps) into float32"
+    else:
+        products = "bf16 loads widened to float32, float32 multiply-adds"
     return (
-        f"linear: {get_isa()} kernels, bf16 loads widened to float32, float32 multiply-adds, "
-        "bf16 stores rounded to nearest even; convolutions: float32"
+        f"linear: {isa} kernels, {products}, bf16 stores rounded to nearest even; "
+        "convolutions: float32"
     )
 
 

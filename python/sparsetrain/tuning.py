@@ -21,7 +21,7 @@ LINEAR_CACHE_BYTES = 1 << 20
 # this many pixels, on kernel path (ISA) name; BATCH_MAX_PLANE_DEFAULT on the others. With
 # 16-float vectors (AVX-512) a pixel of 16 images is one aligned vector, so the batch layout
 # pays up to larger planes than with 8-float ones.
-BATCH_MAX_PLANE = {"avx512": 14 * 14}
+BATCH_MAX_PLANE = {"avx512": 14 * 14, "avx512_bf16": 14 * 14}
 BATCH_MAX_PLANE_DEFAULT = 7 * 7
 
 # -- SparseConv2d: the plane layout (functional/conv_layouts.py) -------------------------------

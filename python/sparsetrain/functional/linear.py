@@ -103,6 +103,14 @@ def _kernel_values(values: torch.Tensor, bf16: bool) -> torch.Tensor:
     return values.detach().to(torch.bfloat16).float()
 
 
+def _with_partners(rows: torch.Tensor, batch: int) -> torch.Tensor:
+    """``rows`` and their even/odd partners (row ^ 1): the AVX512-BF16 products pair
+    neighbouring rows in one instruction, where 0 · Inf = NaN reaches the partner too
+    (kernels/bf16_dot_tiles.h), so both are recomputed."""
+    both = torch.cat([rows, rows ^ 1])
+    return torch.unique(both[both < batch])
+
+
 def _dense_rows(x_rows: torch.Tensor, w: torch.Tensor, bias, dtype: torch.dtype) -> torch.Tensor:
     """nn.Linear of a few rows with the dense float32 weight ``w``, in ``dtype``."""
     b = None if bias is None else bias.float()
@@ -140,7 +148,7 @@ class SparseLinearFunction(torch.autograd.Function):
         y = _from_batch_major(yt, batch, kbias, nthreads)
         if not all_finite(x):
             # Rows with a NaN or Inf: dense, so pruned weights meet them as in nn.Linear.
-            rows = nonfinite_rows(x)
+            rows = _with_partners(nonfinite_rows(x), batch)
             y[rows] = _dense_rows(x[rows], _dense_weight_of(index, kv), kbias, y.dtype)
         # Keep xt (not x) only when the values gradient will need it. `pattern` only guards
         # the buffers (the kernels run on `index`).
@@ -217,7 +225,7 @@ class SparseLinearFunction(torch.autograd.Function):
                 if not (math.isfinite(sums.sum().item()) or all_finite(dy)):
                     # Rows of dy with a NaN or Inf: dense, as nn.Linear's dx = dy W. (The
                     # values gradient needs no fix: it forms exactly the dense products.)
-                    rows = nonfinite_rows(dy)
+                    rows = _with_partners(nonfinite_rows(dy), ctx.batch)
                     w = _dense_weight_of(index, kv)
                     with no_autocast():
                         dx[rows] = (dy[rows].float() @ w).to(dx.dtype)
