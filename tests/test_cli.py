@@ -74,6 +74,8 @@ def test_bench_writes_table_json_and_plot(tmp_path, capsys):
     [
         (["bench", "--sparsities", "0.9,1.5", "--no-plot"], "--sparsities"),
         (["bench", "--sparsities", "abc", "--no-plot"], "--sparsities"),
+        (["bench", "--models", "gpt5"], "--models"),
+        (["bench", "--precisions", "fp8", "--no-plot"], "--precisions"),
         (["demo", "--model", "vgg"], "--model"),
         (["demo", "--image-size", "8"], "--image-size"),
     ],
@@ -98,6 +100,32 @@ def test_argparse_errors_exit_2(argv, capsys):
         main(argv)
     assert e.value.code == 2
     assert "Traceback" not in capsys.readouterr().err
+
+
+def test_bench_models_quick(tmp_path, capsys):
+    pytest.importorskip("transformers")
+    argv = ["bench", "--models", "llama", "--quick", "--sparsities", "0.9", "--threads", "1"]
+    rc = main([*argv, "--out", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert rc == 0 and "llama" in out and "AVX512-BF16" in out
+    (row,) = json.loads((tmp_path / "results.json").read_text())["models"]
+    assert row["layers_sparse"] == 14  # every decoder linear (7 per layer, 2 layers)
+    for kind in ("dense", "sparse"):
+        for p in ("fp32", "bf16"):
+            assert row[f"{kind}_{p}_ms"] > 0 and row[f"{kind}_{p}_peak_mb"] > 100
+    assert row["best_dense"] in ("fp32", "bf16") and row["speedup"] > 0
+
+
+def test_bench_transformer_layers_in_both_precisions(tmp_path, capsys):
+    argv = ["bench", "--layers", "transformer", "--quick", "--sparsities", "0.95"]
+    rc = main([*argv, "--threads", "1", "--no-plot", "--out", str(tmp_path)])
+    assert rc == 0
+    (layer,) = json.loads((tmp_path / "results.json").read_text())["layers"]
+    (row,) = layer["rows"]
+    assert layer["name"] == "linear 512x768->768"
+    for p in ("fp32", "bf16"):
+        assert row[f"dense_{p}_ms"] > 0 and row[f"sparse_{p}_ms"] > 0 and row[f"nnz_gflops_{p}"] > 0
+    assert "best dense" in capsys.readouterr().out
 
 
 def test_python_dash_m_entry_point():

@@ -10,9 +10,19 @@ from torch import nn
 
 # (batch, in_features, out_features): a transformer MLP, a large square layer, a classifier.
 LINEAR_SHAPES = [(256, 768, 3072), (64, 4096, 4096), (128, 512, 1000)]
-# (tokens, in, out): BERT-base's attention projection and MLP at 16 x 128 tokens, and a
-# 1024 -> 4096 MLP at 4096 tokens: the layers of transformer fine-tuning.
-TRANSFORMER_SHAPES = [(2048, 768, 768), (2048, 768, 3072), (2048, 3072, 768), (4096, 1024, 4096)]
+# (tokens, in, out): the linear layers of transformer fine-tuning (BERT-base's attention and
+# MLP, a 1024-wide decoder's MLP, a 4096-wide one's) at 512 to 4096 tokens per batch (batch x
+# sequence; 3000 is not a power of two).
+TRANSFORMER_TOKENS = [512, 2048, 3000, 4096]
+TRANSFORMER_FEATURES = [
+    (768, 768),
+    (768, 3072),
+    (3072, 768),
+    (1024, 4096),
+    (4096, 1024),
+    (4096, 4096),
+]
+TRANSFORMER_SHAPES = [(t, i, o) for t in TRANSFORMER_TOKENS for i, o in TRANSFORMER_FEATURES]
 # What a user can pick for a linear layer: float32, or bfloat16 under torch.autocast.
 PRECISIONS = ("fp32", "bf16")
 # (in, out, input size, kernel, stride): ResNet-18's convolutions at 224x224, batch 32.

@@ -39,6 +39,12 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         default="0.8,0.9,0.95,0.98",
         help="comma-separated sparsities (default: %(default)s)",
     )
+    p.add_argument(
+        "--models",
+        default=None,
+        help="end to end instead of layers: bert and/or llama (comma-separated; needs the hf "
+        "extra), dense and sparse training steps in every precision, peak memory of each",
+    )
     p.add_argument("--repeats", type=positive_int, default=7, help="timed runs per case (median)")
     p.add_argument("--threads", type=positive_int, default=2)
     p.add_argument(
@@ -73,6 +79,67 @@ def _precisions(text: str) -> list:
     if not values or any(v not in B.PRECISIONS for v in values):
         raise CLIError(f"--precisions: each must be one of {', '.join(B.PRECISIONS)}, got {text!r}")
     return [p for p in B.PRECISIONS if p in values]
+
+
+def _models(text: str) -> list:
+    from ..benchmarks_hf import MODELS
+
+    values = [s.strip() for s in text.split(",") if s.strip()]
+    if not values or any(v not in MODELS for v in values):
+        raise CLIError(f"--models: each must be one of {', '.join(MODELS)}, got {text!r}")
+    return values
+
+
+def run_models(args, models, sparsities, precisions, repeats, results) -> None:
+    """The end-to-end table: per model and sparsity, a step of dense and sparse in each
+    precision (medians, taking turns), the ratio of the fastest of each, peak memory."""
+    from .. import benchmarks_hf as H
+
+    print(
+        f"{'model':<8}{'sparsity':>9}  step ms (dense / sparse, per precision), "
+        "best sparse vs best dense, peak MB"
+    )
+    for name in models:
+        peaks = {}
+        for sparsity in sparsities:
+            r = H.step_times(name, sparsity, precisions, repeats, tiny=args.quick)
+            t = r["times"]
+            best_dense = min((t[f"dense {p}"], p) for p in precisions)
+            best_sparse = min((t[f"sparse {p}"], p) for p in precisions)
+            for kind in ("dense", "sparse"):
+                for p in precisions:
+                    key = (kind, p, sparsity if kind == "sparse" else None)
+                    if key not in peaks:
+                        peaks[key] = H.peak_memory_mb(
+                            name, kind == "sparse", p, sparsity, tiny=args.quick
+                        )
+            row = {
+                "model": name,
+                "sparsity": sparsity,
+                "layers_sparse": r["swapped"],
+                "speedup": best_dense[0] / best_sparse[0],
+                "best_dense": best_dense[1],
+                "best_sparse": best_sparse[1],
+            }
+            for kind in ("dense", "sparse"):
+                for p in precisions:
+                    row[f"{kind}_{p}_ms"] = t[f"{kind} {p}"] * 1e3
+                    key = (kind, p, sparsity if kind == "sparse" else None)
+                    row[f"{kind}_{p}_peak_mb"] = peaks[key]
+            results["models"].append(row)
+            ms = ", ".join(
+                f"{p} {row[f'dense_{p}_ms']:.0f} / {row[f'sparse_{p}_ms']:.0f}" for p in precisions
+            )
+            mem = ", ".join(
+                f"{p} {row[f'dense_{p}_peak_mb']:.0f} / {row[f'sparse_{p}_peak_mb']:.0f}"
+                for p in precisions
+            )
+            print(
+                f"{name:<8}{sparsity:>9.2f}  {ms}; {row['speedup']:.2f}x (best dense "
+                f"{row['best_dense']}, best sparse {row['best_sparse']}); peak MB {mem}; "
+                f"{row['layers_sparse']} layers sparse"
+            )
+            sys.stdout.flush()
 
 
 def cases(layers: str, quick: bool) -> list[tuple]:
@@ -209,7 +276,10 @@ def run(args: argparse.Namespace) -> int:
 
     sparsities = _sparsities(args.sparsities)
     precisions = _precisions(args.precisions)
+    models = _models(args.models) if args.models is not None else None
     repeats = 3 if args.quick else args.repeats
+    if models is not None:
+        args.no_plot = True  # the plot shows the layer grid
     if not args.no_plot:
         try:
             import matplotlib  # noqa: F401  (fail before the long part, not after)
@@ -231,6 +301,7 @@ def run(args: argparse.Namespace) -> int:
         "precisions": precisions,
         "peak_gflops": {p: B.matmul_peak_gflops(p) for p in precisions},
         "layers": [],
+        "models": [],
     }
     m = results["machine"]
     print(
@@ -238,11 +309,14 @@ def run(args: argparse.Namespace) -> int:
         f"AVX512-BF16 {m['avx512_bf16']}; dense 2048^2 matmul "
         + ", ".join(f"{p} {g:.0f} GFLOP/s" for p, g in results["peak_gflops"].items())
     )
-    print(
-        f"{'layer':<34}{'sparsity':>9}{'dense ms':>10}{'sparse ms':>11}{'speedup':>9}"
-        f"{'nnz GF/s':>10}   (linear: each precision; speedup = best sparse vs best dense)"
-    )
-    for family, name, shape in cases(args.layers, args.quick):
+    if models is not None:
+        run_models(args, models, sparsities, precisions, repeats, results)
+    else:
+        print(
+            f"{'layer':<34}{'sparsity':>9}{'dense ms':>10}{'sparse ms':>11}{'speedup':>9}"
+            f"{'nnz GF/s':>10}   (linear: each precision; speedup = best sparse vs best dense)"
+        )
+    for family, name, shape in [] if models is not None else cases(args.layers, args.quick):
         if family == "linear":
             rows = measure_linear(shape, sparsities, repeats, precisions)
         else:
