@@ -262,3 +262,19 @@ def test_long_batch_major_rows_are_an_odd_number_of_lines(batch):
         assert (p // _C.BATCH_ALIGN) % 2 == 1
     else:
         assert p == rounded
+
+
+def test_input_grad_strategy_rule():
+    from sparsetrain.functional.linear import input_grad_strategy
+
+    # small batch: scatter while dXᵀ fits in cache and dYᵀ does not
+    assert input_grad_strategy(768, 3072, 235_000, 256) == "scatter"
+    assert input_grad_strategy(3072, 768, 235_000, 256) == "csc"
+    # large batch: scatter for a 4x widening layer, csc otherwise
+    assert input_grad_strategy(768, 3072, 118_000, 2064) == "scatter"
+    assert input_grad_strategy(1024, 4096, 210_000, 4112) == "scatter"
+    assert input_grad_strategy(768, 1536, 59_000, 2064) == "csc"
+    assert input_grad_strategy(3072, 768, 118_000, 2064) == "csc"
+    assert input_grad_strategy(768, 3072, 118_000, 512) == "csc"
+    # bf16 has only csc (scatter would round every partial sum of dXᵀ)
+    assert input_grad_strategy(768, 3072, 118_000, 2064, bf16=True) == "csc"

@@ -70,6 +70,12 @@ struct Vec {
   }
   static inline Vec load(const bf16* p) { return widen16(_mm256_loadu_si256((const __m256i*)p)); }
   static inline void store(bf16* p, Vec a) { _mm256_storeu_si256((__m256i*)p, narrow16(a)); }
+  // Floats known to be bf16 values (widened ones, moved): their high halves, no rounding.
+  static inline void store_exact(bf16* p, Vec a) {
+    const __m512i hi = _mm512_srli_epi32(_mm512_castps_si512(a.v), 16);
+    _mm256_storeu_si256((__m256i*)p, _mm512_cvtepi32_epi16(hi));
+  }
+  static inline void store_exact(float* p, Vec a) { store(p, a); }
   static inline Vec load_n(const bf16* p, int n) {
     return widen16(_mm256_maskz_loadu_epi16(static_cast<__mmask16>((1u << n) - 1), p));
   }
@@ -98,7 +104,8 @@ inline void reduce4(Vec a0, Vec a1, Vec a2, Vec a3, float* out) {
 }
 // dst[j * ldd + i] = src[i * lds + j] (+ add[i]) for a W x W block: add, if given, is a
 // W-vector added to every output row (the bias, when unpacking).
-// T float or bf16: bf16 rows are widened as loaded and narrowed (after the add) as stored.
+// T float or bf16: bf16 rows are widened as loaded and narrowed as stored, rounding only
+// after an add (without one the values are bf16 already).
 template <class T>
 inline void transpose_block(const T* src, int64_t lds, T* dst, int64_t ldd,
                             const std::common_type_t<T>* add) {  // (add: T not deduced from it)
@@ -132,8 +139,10 @@ inline void transpose_block(const T* src, int64_t lds, T* dst, int64_t ldd,
                    _mm512_shuffle_f32x4(p1, q1, 0x88), _mm512_shuffle_f32x4(p1, q1, 0xDD)};
     for (int L = 0; L < 4; ++L) {
       const int row = 4 * L + m;
-      if (add) o[L] = _mm512_add_ps(o[L], Vec::load(add).v);
-      Vec::store(dst + row * ldd, Vec{o[L]});
+      if (add)
+        Vec::store(dst + row * ldd, Vec{_mm512_add_ps(o[L], Vec::load(add).v)});
+      else
+        Vec::store_exact(dst + row * ldd, Vec{o[L]});
     }
   }
 }
@@ -194,6 +203,12 @@ struct Vec {
   }
   static inline Vec load(const bf16* p) { return widen16(_mm_loadu_si128((const __m128i*)p)); }
   static inline void store(bf16* p, Vec a) { _mm_storeu_si128((__m128i*)p, narrow16(a)); }
+  static inline void store_exact(bf16* p, Vec a) {  // as the AVX-512 Vec's
+    const __m256i hi = _mm256_srli_epi32(_mm256_castps_si256(a.v), 16);
+    const __m256i packed = _mm256_permute4x64_epi64(_mm256_packus_epi32(hi, hi), 0x08);
+    _mm_storeu_si128((__m128i*)p, _mm256_castsi256_si128(packed));
+  }
+  static inline void store_exact(float* p, Vec a) { store(p, a); }
   // AVX2 has no 16-bit masked moves: the n elements go through a zeroed register image.
   static inline Vec load_n(const bf16* p, int n) {
     uint16_t tmp[W] = {};
@@ -236,8 +251,10 @@ inline void transpose_block(const T* src, int64_t lds, T* dst, int64_t ldd,
                    _mm256_permute2f128_ps(c[m], c[4 + m], 0x31)};
     for (int L = 0; L < 2; ++L) {
       const int row = 4 * L + m;
-      if (add) o[L] = _mm256_add_ps(o[L], Vec::load(add).v);
-      Vec::store(dst + row * ldd, Vec{o[L]});
+      if (add)
+        Vec::store(dst + row * ldd, Vec{_mm256_add_ps(o[L], Vec::load(add).v)});
+      else
+        Vec::store_exact(dst + row * ldd, Vec{o[L]});
     }
   }
 }
@@ -277,6 +294,8 @@ struct Vec {
   static inline Vec bcast(bf16 x) { return {widen(x)}; }
   static inline Vec load(const bf16* p) { return {widen(*p)}; }
   static inline void store(bf16* p, Vec a) { *p = narrow<bf16>(a.v); }
+  static inline void store_exact(bf16* p, Vec a) { store(p, a); }
+  static inline void store_exact(float* p, Vec a) { store(p, a); }
   static inline Vec load_n(const bf16* p, int n) { return {n > 0 ? widen(*p) : 0.0f}; }
   static inline void store_n(bf16* p, Vec a, int n) {
     if (n > 0) *p = narrow<bf16>(a.v);

@@ -15,6 +15,8 @@ from __future__ import annotations
 # rule: scatter where dXᵀ fits in LINEAR_CACHE_BYTES while dYᵀ or the values do not.
 INPUT_GRAD_STRATEGY: str | None = None
 LINEAR_CACHE_BYTES = 1 << 20
+# ... and scatter from this padded batch up where out_features >= 4 in_features.
+SCATTER_MIN_BATCH = 2048
 
 # -- SparseConv2d: the layout strategy="auto" takes (functional/conv_autotune.py) --------------
 # The batch layout (16 images interleaved per pixel) where an image's output plane has at most

@@ -55,13 +55,18 @@ def input_grad_strategy(
     in_features: int, out_features: int, nnz: int, padded_batch: int, bf16: bool = False
 ) -> str:
     """The input gradient's kernel, "csc" or "scatter" (see tuning.INPUT_GRAD_STRATEGY): scatter
-    wins when dXᵀ is small enough to stay in cache while dYᵀ or the values are not. bf16 runs
+    wins when dXᵀ is small enough to stay in cache while dYᵀ or the values are not, and at large
+    batches when the layer widens by 4x or more (an MLP's up-projection). bf16 runs
     csc only: scatter accumulates into dXᵀ in place, which in bf16 would round every partial
     sum."""
     if bf16:
         return "csc"
     if tuning.INPUT_GRAD_STRATEGY is not None:
         return tuning.INPUT_GRAD_STRATEGY
+    if padded_batch >= tuning.SCATTER_MIN_BATCH and out_features >= 4 * in_features:
+        # csc gathers from out_features rows of dYᵀ: its batch slice (sized so that those rows
+        # stay in L2) is then too narrow to keep its tiles busy, while scatter's is full width.
+        return "scatter"
     dx_bytes = 4 * in_features * padded_batch
     streamed_bytes = 4 * max(out_features * padded_batch, nnz)
     return "scatter" if dx_bytes < tuning.LINEAR_CACHE_BYTES < streamed_bytes else "csc"
