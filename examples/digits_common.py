@@ -51,9 +51,17 @@ def make_cnn(seed: int = 0) -> nn.Sequential:
 
 
 def train(
-    model, optimizer, data, epochs: int, batch_size: int = 64, seed: int = 0, after_step=None
+    model,
+    optimizer,
+    data,
+    epochs: int,
+    batch_size: int = 64,
+    seed: int = 0,
+    after_step=None,
+    bf16: bool = False,
 ) -> None:
-    """Plain mini-batch training; ``after_step()`` runs after every optimizer step."""
+    """Plain mini-batch training; ``after_step()`` runs after every optimizer step; ``bf16``:
+    forward under torch.autocast("cpu", dtype=torch.bfloat16)."""
     x, y = data
     g = torch.Generator().manual_seed(seed)
     model.train()
@@ -62,7 +70,9 @@ def train(
         for i in range(0, len(y), batch_size):
             idx = order[i : i + batch_size]
             optimizer.zero_grad()
-            nn.functional.cross_entropy(model(x[idx]), y[idx]).backward()
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                logits = model(x[idx])
+            nn.functional.cross_entropy(logits.float(), y[idx]).backward()
             optimizer.step()
             if after_step is not None:
                 after_step()

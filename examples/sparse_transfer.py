@@ -1,7 +1,9 @@
 """Sparse transfer: prune a trained dense CNN to 90%, swap in sparse layers, fine-tune with
 the masks fixed; the same fine-tuning of the dense layers under the same masks runs beside it.
 
-    python examples/sparse_transfer.py [--sparsity 0.9] [--pretrain-epochs 8] [--epochs 8]
+    python examples/sparse_transfer.py [--sparsity 0.9] [--pretrain-epochs 8] [--epochs 8] [--bf16]
+
+--bf16 fine-tunes under torch.autocast("cpu", dtype=torch.bfloat16).
 
 Data: scikit-learn's bundled 8x8 digits (no download).
 """
@@ -16,7 +18,15 @@ import sparsetrain as st
 from digits_common import accuracy, load_digits, make_cnn, train
 
 
-def run(sparsity=0.9, pretrain_epochs=8, epochs=8, only_if_faster=True, seed=0, verbose=True):
+def run(
+    sparsity=0.9,
+    pretrain_epochs=8,
+    epochs=8,
+    only_if_faster=True,
+    seed=0,
+    verbose=True,
+    bf16=False,
+):
     say = print if verbose else (lambda *a, **k: None)
     train_data, test_data = load_digits(seed=seed)
 
@@ -45,7 +55,7 @@ def run(sparsity=0.9, pretrain_epochs=8, epochs=8, only_if_faster=True, seed=0, 
         after_step = st.hold_masks(m)
         opt = torch.optim.SGD(m.parameters(), lr=0.02, momentum=0.9)
         t = time.perf_counter()
-        train(m, opt, train_data, epochs, seed=seed + 1, after_step=after_step)
+        train(m, opt, train_data, epochs, seed=seed + 1, after_step=after_step, bf16=bf16)
         seconds = time.perf_counter() - t
         results[name] = accuracy(m, test_data)
         say(f"fine-tuned {name:<18}: {results[name]:.1f}% test accuracy, {seconds:.1f} s")
@@ -63,8 +73,9 @@ def main():
     p.add_argument("--pretrain-epochs", type=int, default=8)
     p.add_argument("--epochs", type=int, default=8)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--bf16", action="store_true", help="fine-tune under bf16 autocast")
     a = p.parse_args()
-    run(a.sparsity, a.pretrain_epochs, a.epochs, seed=a.seed)
+    run(a.sparsity, a.pretrain_epochs, a.epochs, seed=a.seed, bf16=a.bf16)
 
 
 if __name__ == "__main__":

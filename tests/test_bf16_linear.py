@@ -204,3 +204,35 @@ def test_training_under_autocast_tracks_float32():
 def test_runtime_info_names_the_bf16_path():
     info = st.runtime_info()
     assert info["isa"] in info["bf16"]
+
+
+def test_from_dense_and_to_dense_keep_bfloat16():
+    lin = pruned_linear(20, 12, 0.8).to(BF16)
+    sp = st.SparseLinear.from_dense(lin)
+    assert sp.values.dtype == sp.bias.dtype == BF16
+    back = sp.to_dense()
+    assert back.weight.dtype == BF16 and torch.equal(back.weight, lin.weight)
+    assert torch.equal(back.bias, lin.bias)
+    # convolutions keep float32 parameters (they have no bf16 kernels)
+    conv = nn.Conv2d(4, 4, 3).to(BF16)
+    assert st.SparseConv2d.from_dense(conv).values.dtype == torch.float32
+
+
+def test_sparsify_a_bfloat16_model():
+    torch.manual_seed(3)
+    model = nn.Sequential(nn.Linear(32, 64), nn.ReLU(), nn.Linear(64, 16), nn.Conv2d(1, 2, 3)).to(
+        BF16
+    )
+    st.magnitude_prune(model, 0.9, scope="layer")
+    x = torch.randn(40, 32, dtype=BF16)
+    ref = model[:3](x)
+    report = st.sparsify(model, example_inputs=None, min_sparsity=0.5)
+    assert isinstance(model[0], st.SparseLinear) and isinstance(model[2], st.SparseLinear)
+    assert model[0].values.dtype == BF16
+    rows = {r.name: r for r in report.layers}
+    assert not rows["3"].swapped and "bfloat16" in rows["3"].reason  # said, not skipped
+    y = model[:3](x)
+    assert y.dtype == BF16
+    assert torch.allclose(y.float(), ref.float(), rtol=2e-2, atol=2e-2)
+    y.float().square().sum().backward()
+    assert model[0].values.grad.dtype == BF16

@@ -347,7 +347,7 @@ def sparsify(
             if shape is None:
                 row.reason = "not reached by example_inputs"
                 continue
-            x = torch.randn(shape)
+            x = torch.randn(shape, dtype=module.weight.dtype)  # (a bfloat16 model: bf16)
             row.dense_ms = _time_step(module, x)
             row.sparse_ms = _time_step(sparse, x)
             if row.sparse_ms >= row.dense_ms:
@@ -405,9 +405,17 @@ def _why_dense(
     w = module.weight
     if w.device.type != "cpu":
         return f"not a CPU weight ({w.device})"
-    if w.dtype != torch.float32:
-        return f"not float32 ({w.dtype})"
+    if w.dtype != torch.float32 and not (
+        w.dtype == torch.bfloat16 and sparse_type_for(module) is SparseLinear
+    ):
+        return f"not float32 ({w.dtype})" if w.dtype != torch.bfloat16 else NO_BF16_CONV
     return ""
+
+
+NO_BF16_CONV = (
+    "bfloat16 (sparse convolutions compute in float32: keep the model in float32 and train "
+    "under autocast)"
+)
 
 
 def _owner(place: str) -> str:

@@ -29,17 +29,22 @@ class SparseWeightModule(nn.Module):
     _rows: int
     _cols: int
 
-    def _set_weight(self, row_ptr, col_idx, values, bias, *, values_grad=True, bias_grad=True):
+    # The parameter dtypes this layer's kernels take; any other becomes float32.
+    _param_dtypes = (torch.float32,)
+
+    def _set_weight(
+        self, row_ptr, col_idx, values, bias, *, values_grad=True, bias_grad=True, dtype=None
+    ):
+        """``dtype``: of values and bias (float32 unless the layer takes the one given)."""
+        dtype = dtype if dtype in self._param_dtypes else torch.float32
         self.register_buffer("row_ptr", row_ptr)
         self.register_buffer("col_idx", col_idx)
         # The dense weight's shape, saved so that a checkpoint of another shape is refused on
         # load (the pattern alone cannot tell 16 -> 8 from 10 -> 8, or 3x3 from 1x9).
         self.register_buffer("weight_shape", torch.tensor(self._weight_shape(), dtype=torch.int64))
-        self.values = nn.Parameter(values.to(torch.float32).contiguous(), requires_grad=values_grad)
+        self.values = nn.Parameter(values.to(dtype).contiguous(), requires_grad=values_grad)
         if bias is not None:
-            self.bias = nn.Parameter(
-                bias.detach().to(torch.float32).clone(), requires_grad=bias_grad
-            )
+            self.bias = nn.Parameter(bias.detach().to(dtype).clone(), requires_grad=bias_grad)
         else:
             self.register_parameter("bias", None)
         self._stamp = None
@@ -73,7 +78,7 @@ class SparseWeightModule(nn.Module):
     def _set_weight_from(self, dense: nn.Module, weight: torch.Tensor | None = None) -> None:
         """Take exactly the nonzeros of a dense layer's weight (or of ``weight``, the same
         numbers laid out as rows x cols) viewed as rows x cols and its bias, with their
-        requires_grad."""
+        requires_grad, in the weight's dtype where the layer takes it (bfloat16 linear layers)."""
         w, bias = dense.weight, dense.bias
         matrix = w if weight is None else weight
         row_ptr, col_idx, values = formats.csr_from_dense(matrix.detach().flatten(1))
@@ -84,6 +89,7 @@ class SparseWeightModule(nn.Module):
             bias,
             values_grad=w.requires_grad,
             bias_grad=bias is not None and bias.requires_grad,
+            dtype=w.dtype,
         )
 
     def _copy_into(self, dense: nn.Module) -> nn.Module:

@@ -24,7 +24,13 @@ class SparseLinear(SparseWeightModule):
     Build one from a pruned ``nn.Linear`` with :meth:`from_dense`, or for training from scratch
     with ``SparseLinear(in_features, out_features, sparsity=0.9)`` (random pattern, init scaled
     for the density).
+
+    Parameters are float32, or bfloat16 (a bfloat16 model: ``from_dense`` of a bfloat16 layer,
+    or ``.to(torch.bfloat16)``); under ``torch.autocast("cpu", dtype=torch.bfloat16)`` the layer
+    runs its bf16 kernels either way.
     """
+
+    _param_dtypes = (torch.float32, torch.bfloat16)
 
     def __init__(
         self,
@@ -82,9 +88,10 @@ class SparseLinear(SparseWeightModule):
         subclass), an ``nn.Linear`` for a layer built from scratch."""
         if self.__dict__.get("_transposed"):
             return self._conv1d_twin()
-        return self._copy_into(
-            nn.Linear(self.in_features, self.out_features, bias=self.bias is not None)
+        dense = nn.Linear(
+            self.in_features, self.out_features, bias=self.bias is not None, dtype=self.values.dtype
         )
+        return self._copy_into(dense)
 
     def _conv1d_twin(self) -> nn.Module:
         conv1d = self._dense_type
