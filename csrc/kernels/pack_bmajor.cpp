@@ -42,12 +42,29 @@ void pack_bmajor_impl(const PackArgs<T>& a) {
           for (int64_t t0 = tb; t0 < tb1; t0 += W)
             transpose_block(a.src + t0 * a.ld_src + k0, a.ld_src, a.dst + k0 * a.ld_dst + t0,
                             a.ld_dst, nullptr);
-        if (a.sums)  // the rows just transposed, still in L1
-          for (int64_t t = tb; t < tb1; ++t)
-            for (int64_t k0 = kb0; k0 < full_k; k0 += W) {
-              float* s = acc + (k0 - kb0);
-              Vec::store(s, add(Vec::load(s), Vec::load(a.src + t * a.ld_src + k0)));
+        if (a.sums) {  // the rows just transposed, still in L1; a register chain per vector
+          constexpr int64_t NV = kBlock / W;
+          const int64_t nv = (full_k - kb0) / W;
+          if (nv == NV) {
+            Vec s[NV];
+#pragma GCC unroll 64
+            for (int64_t v = 0; v < NV; ++v) s[v] = Vec::load(acc + v * W);
+            for (int64_t t = tb; t < tb1; ++t) {
+              const T* row = a.src + t * a.ld_src + kb0;
+#pragma GCC unroll 64
+              for (int64_t v = 0; v < NV; ++v) s[v] = add(s[v], Vec::load(row + v * W));
             }
+#pragma GCC unroll 64
+            for (int64_t v = 0; v < NV; ++v) Vec::store(acc + v * W, s[v]);
+          } else {  // the last, partial block of features
+            for (int64_t v = 0; v < nv; ++v) {
+              Vec sv = Vec::load(acc + v * W);
+              for (int64_t t = tb; t < tb1; ++t)
+                sv = add(sv, Vec::load(a.src + t * a.ld_src + kb0 + v * W));
+              Vec::store(acc + v * W, sv);
+            }
+          }
+        }
       }
       for (int64_t k = full_k; k < kb1; ++k)
         for (int64_t t = 0; t < full_t; ++t) {

@@ -1,7 +1,7 @@
 """End-to-end transformer benchmarks (``sparsetrain bench --models bert,llama``): a training
 step of BERT-base and of a Llama-style decoder built from configs (nothing is downloaded),
 dense and sparsetrain, each in float32 and under bf16 autocast, taking turns in one loop;
-and the peak resident memory of each configuration's step, each in a fresh process.
+and the peak resident memory of each configuration's training step, each in a fresh process.
 
 BERT-base: 12 layers, hidden 768, 16 x 128 tokens, sequence classification, AdamW; the
 encoder's linear layers magnitude-pruned per layer (embeddings, pooler and classifier dense).
@@ -116,25 +116,37 @@ def step_times(
     return {"times": times, "swapped": sparse[3]}
 
 
-def _peak_mb() -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024.0
-    raise OSError("VmHWM not in /proc/self/status")
+def step_peak_mb(name: str, sparse: bool, precision: str, sparsity: float, tiny: bool) -> float:
+    """In this process: build one configuration, train two steps, give freed memory back to
+    the system, then the peak resident memory (MB) during one more step (VmHWM reset just
+    before through /proc/self/clear_refs): parameters, optimizer state and the step's
+    activations, not the one-off setup (pruning, sparsify's timing)."""
+    import ctypes
+
+    from .benchmarks import _status_mb
+
+    m, o, b, _ = prepared(name, sparse, sparsity, tiny)
+    for _ in range(2):
+        step(m, o, b, precision)
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # VmHWM := current RSS
+    step(m, o, b, precision)
+    return _status_mb("VmHWM")
 
 
 def peak_memory_mb(
     name: str, sparse: bool, precision: str, sparsity: float, tiny: bool = False
 ) -> float:
-    """Peak resident memory (MB) of a process that builds one configuration and trains it
-    for three steps (a fresh process, so nothing else counts)."""
+    """step_peak_mb in a fresh process (nothing else of this one counts)."""
     code = (
         "import json, sparsetrain.benchmarks_hf as H, torch;"
         f"torch.set_num_threads({torch.get_num_threads()});"
-        f"m, o, b, _ = H.prepared({name!r}, {sparse!r}, {sparsity!r}, {tiny!r});"
-        f"[H.step(m, o, b, {precision!r}) for _ in range(3)];"
-        "print(json.dumps(H._peak_mb()))"
+        f"print(json.dumps(H.step_peak_mb({name!r}, {sparse!r}, {precision!r}, {sparsity!r}, "
+        f"{tiny!r})))"
     )
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
