@@ -23,12 +23,15 @@ def pytest_terminal_summary(terminalreporter, config):
     threads = {}
     memory = None
     pairs = []
+    precision_rows = []
     for b in session.benchmarks:
         info = b.extra_info
         if info.get("kind") == "memory":
             memory = info
         elif info.get("kind") == "pairs":
             pairs.append(info)
+        elif info.get("kind") == "precision_rows":
+            precision_rows.append(info)
         elif info.get("kind") == "threads":
             threads[info["when"]] = _median(b)
         elif info.get("kind") == "peak":
@@ -55,6 +58,19 @@ def pytest_terminal_summary(terminalreporter, config):
                 f"per-pair ratios {p['ratios']} (after {p['warmup_rounds']} warm-up "
                 "rounds)"
             )
+    if precision_rows:
+        tr.section("fp32 and bf16 autocast, dense and sparse taking turns (medians)")
+        for info in precision_rows:
+            for r in info["rows"]:
+                ms = ", ".join(
+                    f"{k[:-3].replace('_', ' ')} {v:.1f}"
+                    for k, v in r.items()
+                    if k.endswith("_ms") and k.count("_") == 2
+                )
+                tr.write_line(
+                    f"{info['name']:<28} @{r['sparsity']:.2f}: {ms} ms; best sparse "
+                    f"({r['best_sparse']}) vs best dense ({r['best_dense']}) {r['speedup']:.2f}x"
+                )
     if memory:
         tr.section("peak resident memory of one training step (fresh process each)")
         for k in ("dense", "sparse", "dense_kept", "sparse_kept"):
