@@ -18,9 +18,9 @@ void bench(const ConvShape& s, const Options& o) {
     dy[j] = static_cast<int32_t>(c / 3 % 3 - 1);
     slot[j] = static_cast<int32_t>(c % 3);
   }
-  const std::vector<float> x = random_vec(x_image * s.images, rng);
-  const std::vector<float> g = random_vec(y_image * s.images, rng);
-  std::vector<float> y(y_image * s.images), dv(nnz);
+  const Buffer<float> x = random_vec(x_image * s.images, rng);
+  const Buffer<float> g = random_vec(y_image * s.images, rng);
+  Buffer<float> y(y_image * s.images), dv(nnz);
   const double flops = conv_flops(nnz, s);
   const double bytes =
       nnz * (4.0 + 8.0 + 4.0 + 4.0) + (s.cout + 1) * 8.0 + 4.0 * (x_image + y_image) * s.images;

@@ -9,8 +9,8 @@ namespace {
 void bench_pack(int64_t batch, int64_t features, const Options& o) {
   std::mt19937 rng(17);
   const int64_t nb = k::padded_batch(batch);
-  const std::vector<float> src = random_vec(batch * features, rng);
-  std::vector<float> packed(features * nb), back(batch * features);
+  const Buffer<float> src = random_vec(batch * features, rng);
+  Buffer<float> packed(features * nb), back(batch * features);
   const std::string shape = "batch " + std::to_string(batch) + " x " + std::to_string(features);
   for (st::Isa isa : o.isas) {
     const auto& t = st::kernel_table(isa);
@@ -30,8 +30,8 @@ void bench_conv_pack(const ConvShape& s, const Options& o) {
   std::mt19937 rng(19);
   // Unit 1, stride 1, a one-pixel zero border.
   const k::ConvInputLayout l{s.images, s.cin, s.images, 1, s.h, s.w, 1, 1, 1, 1, s.h + 2, s.w + 2};
-  std::vector<float> x = random_vec(s.images * s.cin * s.h * s.w, rng);
-  std::vector<float> packed(l.groups * l.c * l.hq * l.wq);
+  Buffer<float> x = random_vec(s.images * s.cin * s.h * s.w, rng);
+  Buffer<float> packed(l.groups * l.c * l.hq * l.wq);
   for (st::Isa isa : o.isas) {
     const auto& t = st::kernel_table(isa);
     const k::ConvInputArgs<float> a{l, x.data(), packed.data(), o.threads};

@@ -20,9 +20,9 @@ void bench(const ConvShape& s, const Options& o) {
   }
   // The largest read is (cin - 1) * plane + 2 * wp + 2 + len - 1 = cin * plane + 1.
   const int64_t b_image = s.cin * plane + 2, c_image = s.cout * len;
-  const std::vector<float> b = random_vec(b_image * s.images, rng);
-  const std::vector<float> g = random_vec(c_image * s.images, rng);
-  std::vector<float> c(c_image * s.images), dv(nnz);
+  const Buffer<float> b = random_vec(b_image * s.images, rng);
+  const Buffer<float> g = random_vec(c_image * s.images, rng);
+  Buffer<float> c(c_image * s.images), dv(nnz);
   const double flops = 2.0 * nnz * len * s.images;  // grid positions, border columns included
   const double index_bytes = nnz * (4.0 + 8.0) + (s.cout + 1) * 8.0;
   const double dense_bytes = 4.0 * (b_image + c_image) * s.images;

@@ -14,12 +14,14 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <new>
 #include <random>
 #include <string>
 #include <vector>
 
 #include "dispatch/isa.h"
 #include "kernels/kernels.h"
+#include "memory/hugepages.h"
 
 namespace st_bench {
 
@@ -70,11 +72,41 @@ inline Options parse_options(int argc, char** argv) {
   return o;
 }
 
-// ---- Random data ----------------------------------------------------------------------------
+// ---- Buffers and random data ---------------------------------------------------------------
 
-inline std::vector<float> random_vec(size_t n, std::mt19937& rng) {
+// Dense buffers on transparent huge pages, as the layers allocate theirs
+// (python/sparsetrain/_workspace.py): with 4 KiB pages every gathered row is another page and
+// the TLB, not the kernel, sets the time of the large cases.
+template <class T>
+struct HugeAlloc {
+  using value_type = T;
+  HugeAlloc() = default;
+  template <class U>
+  HugeAlloc(const HugeAlloc<U>&) {}
+  T* allocate(size_t n) {
+    constexpr size_t kHuge = size_t{2} << 20;
+    const size_t bytes = (n * sizeof(T) + kHuge - 1) / kHuge * kHuge;
+    void* p = std::aligned_alloc(kHuge, bytes == 0 ? kHuge : bytes);
+    if (p == nullptr) throw std::bad_alloc();
+    sparsetrain::memory::advise_hugepages(reinterpret_cast<std::uintptr_t>(p), bytes);
+    return static_cast<T*>(p);
+  }
+  void deallocate(T* p, size_t) { std::free(p); }
+  template <class U>
+  bool operator==(const HugeAlloc<U>&) const {
+    return true;
+  }
+  template <class U>
+  bool operator!=(const HugeAlloc<U>&) const {
+    return false;
+  }
+};
+template <class T>
+using Buffer = std::vector<T, HugeAlloc<T>>;
+
+inline Buffer<float> random_vec(size_t n, std::mt19937& rng) {
   std::uniform_real_distribution<float> v(-1.f, 1.f);
-  std::vector<float> out(n);
+  Buffer<float> out(n);
   for (auto& x : out) x = v(rng);
   return out;
 }
@@ -125,14 +157,14 @@ double median_seconds(F&& run, int repeats) {
 }
 
 inline void print_header() {
-  std::printf("%-24s %-7s %-34s %8s %7s %11s %9s %8s\n", "kernel", "isa", "shape", "sparsity",
+  std::printf("%-24s %-11s %-34s %8s %7s %11s %9s %8s\n", "kernel", "isa", "shape", "sparsity",
               "threads", "median_ms", "GFLOP/s", "GB/s");
 }
 
 // flops: the nonzero work; bytes: the traffic model above.
 inline void report(const char* kernel, st::Isa isa, const std::string& shape, double sparsity,
                    const Options& o, double seconds, double flops, double bytes) {
-  std::printf("%-24s %-7s %-34s %7.1f%% %7d %11.3f %9.2f %8.2f\n", kernel, st::isa_name(isa),
+  std::printf("%-24s %-11s %-34s %7.1f%% %7d %11.3f %9.2f %8.2f\n", kernel, st::isa_name(isa),
               shape.c_str(), 100.0 * sparsity, o.threads, seconds * 1e3, flops / seconds * 1e-9,
               bytes / seconds * 1e-9);
   std::fflush(stdout);
