@@ -48,6 +48,13 @@ inline __m512i interleave_round(__m512 even, __m512 odd) {
 
 // ---- spmm: c[t0, t0 + 32 NT) of one output row ---------------------------------------------
 
+// The pair (0, v) in every lane: v's high half as a bf16 (the layers pass bf16-valued floats,
+// whose low half is zero; any other float is truncated to bf16, never read as two numbers).
+inline __m512i value_pair(float v) {
+  return _mm512_and_si512(_mm512_castps_si512(_mm512_set1_ps(v)),
+                          _mm512_set1_epi32(static_cast<int>(0xFFFF0000u)));
+}
+
 template <int NT, int U, class Src>
 inline void spmm_dot_tile(int64_t begin, int64_t end, const Src& src, const float* val, int64_t t0,
                           bf16* c) {
@@ -58,8 +65,7 @@ inline void spmm_dot_tile(int64_t begin, int64_t end, const Src& src, const floa
     for (int t = 0; t < 2 * NT; ++t) acc[u][t] = _mm512_setzero_ps();
   auto step = [&](int u, int64_t j) {
     const bf16* brow = src(j) + t0;
-    // val[j] is bf16-valued: its float bits are (bf16 << 16), i.e. the pair (0, v).
-    const __m512i odd = _mm512_castps_si512(_mm512_set1_ps(val[j]));
+    const __m512i odd = value_pair(val[j]);
     const __m512i even = _mm512_srli_epi32(odd, 16);  // the pair (v, 0)
 #pragma GCC unroll 16
     for (int t = 0; t < NT; ++t) {
@@ -92,7 +98,7 @@ inline void spmm_dot_tail(int64_t begin, int64_t end, const Src& src, const floa
   __m512 e[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()}, o[2] = {e[0], e[1]};
   int64_t j = begin;
   for (; j < end; ++j) {
-    const __m512i odd = _mm512_castps_si512(_mm512_set1_ps(val[j]));
+    const __m512i odd = value_pair(val[j]);
     const __m512i b = dot_load_n(src(j) + t0, n);
     const int u = static_cast<int>(j & 1);
     e[u] = dot(e[u], _mm512_srli_epi32(odd, 16), b);

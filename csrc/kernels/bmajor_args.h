@@ -4,7 +4,8 @@
 // T is the storage type of the activation buffers (B, C, A; see kernels.h): float or bf16. The
 // nonzero values and their gradient are float whatever T is: under bf16 autocast the values
 // are float copies rounded to bf16, so every product is the one a bf16 dense layer forms, and
-// broadcasting a float costs nothing extra.
+// broadcasting a float costs nothing extra. (The AVX512-BF16 kernels read only the high half
+// of each value, so for T = bf16 the values should be bf16-valued; others are truncated.)
 #pragma once
 
 #include <cstdint>
