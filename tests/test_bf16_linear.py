@@ -236,3 +236,28 @@ def test_sparsify_a_bfloat16_model():
     assert torch.allclose(y.float(), ref.float(), rtol=2e-2, atol=2e-2)
     y.float().square().sum().backward()
     assert model[0].values.grad.dtype == BF16
+
+
+def test_kernels_refuse_mixed_storage_types():
+    # The activation buffers' dtype picks the kernel; every other buffer must match it.
+    from sparsetrain import _C
+
+    u16 = lambda t: t.view(torch.uint16).numpy()  # noqa: E731 (a bfloat16 tensor's bits)
+    x16 = torch.zeros(4, 16, dtype=BF16)
+    x32 = torch.zeros(4, 16)
+    ptr = torch.tensor([0, 1], dtype=torch.int64).numpy()
+    idx = torch.tensor([0], dtype=torch.int32).numpy()
+    val = torch.ones(1).numpy()
+    with pytest.raises(ValueError, match="c: expected dtype uint16"):
+        _C.spmm(ptr=ptr, idx=idx, values=val, pos=None, scratch=None, b=u16(x16),
+                c=torch.zeros(1, 16).numpy(), nthreads=1)  # fmt: skip
+    with pytest.raises(ValueError, match="b: expected dtype uint16"):
+        _C.sddmm(ptr=ptr, idx=idx, a=u16(x16[:1]), b=x32.numpy(), out=val.copy(), nthreads=1)
+    with pytest.raises(ValueError, match="dst: expected dtype uint16"):
+        _C.pack(src=u16(x16), dst=torch.zeros(16, 16).numpy(), nthreads=1)
+    with pytest.raises(ValueError, match="bias: expected dtype uint16"):
+        _C.unpack(src=u16(x16), dst=u16(torch.zeros(16, 4, dtype=BF16)),
+                  bias=torch.zeros(4).numpy(), nthreads=1)  # fmt: skip
+    with pytest.raises(ValueError, match="sums: expected dtype float32"):
+        _C.pack(src=u16(x16), dst=u16(torch.zeros(16, 16, dtype=BF16)), nthreads=1,
+                sums=u16(torch.zeros(16, dtype=BF16)))  # fmt: skip
