@@ -261,3 +261,24 @@ def test_kernels_refuse_mixed_storage_types():
     with pytest.raises(ValueError, match="sums: expected dtype float32"):
         _C.pack(src=u16(x16), dst=u16(torch.zeros(16, 16, dtype=BF16)), nthreads=1,
                 sums=u16(torch.zeros(16, dtype=BF16)))  # fmt: skip
+
+
+def test_sparsify_times_layers_in_the_callers_autocast(monkeypatch):
+    # Called inside bf16 autocast, sparsify's dense-vs-sparse timing runs both in bf16 (so it
+    # decides for bf16 training); outside, in float32.
+    from sparsetrain import surgery
+
+    seen = []
+
+    def record(module, x, repeats=5):
+        seen.append((type(module).__name__, module(x).dtype))
+        return 1.0 if isinstance(module, st.SparseLinear) else 2.0
+
+    monkeypatch.setattr(surgery, "_time_step", record)
+    for autocast, dtype in ((True, BF16), (False, torch.float32)):
+        seen.clear()
+        model = nn.Sequential(pruned_linear(32, 16, 0.9))
+        with torch.autocast("cpu", dtype=BF16, enabled=autocast):
+            report = st.sparsify(model, example_inputs=torch.randn(8, 32), min_sparsity=0.5)
+        assert report.swapped == ["0"]
+        assert seen == [("Linear", dtype), ("SparseLinear", dtype)]
