@@ -5,6 +5,7 @@ Examples are derandomized (the same every run, so CI is reproducible); set
 SPARSETRAIN_FUZZ_RANDOM=1 to explore new ones and SPARSETRAIN_FUZZ_SCALE=<k> for k times as many.
 """
 
+import math
 import os
 import warnings
 
@@ -109,6 +110,55 @@ def test_linear_matches_dense(in_f, out_f, lead, sparsity, bias, isa, threads, i
             check_against_dense(sp, dense, torch.randn(*lead, in_f, generator=gen), gen)
     finally:
         tuning.INPUT_GRAD_STRATEGY = None
+
+
+@fuzz(120)
+@given(
+    in_f=hst.integers(0, 40),
+    out_f=hst.integers(0, 40),
+    lead=hst.lists(hst.integers(0, 40), max_size=2),
+    sparsity=SPARSITY,
+    bias=hst.booleans(),
+    isa=ISAS,
+    threads=hst.integers(1, 3),
+    seed=hst.integers(0, 2**31),
+)
+def test_linear_under_bf16_autocast_matches_exact(
+    in_f, out_f, lead, sparsity, bias, isa, threads, seed
+):
+    # Against float64 on the same bf16-rounded operands, with the bounds of
+    # tests/test_bf16_linear.py: output 2 bf16 roundings, input gradient 1, values and bias
+    # gradients float32 sums (mag: the sum of the absolute products behind each element).
+    bf16 = torch.bfloat16
+    gen = torch.Generator().manual_seed(seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        dense = prune_(nn.Linear(in_f, out_f, bias=bias), sparsity, gen)
+    sp = st.SparseLinear.from_dense(dense)
+    x = torch.randn(*lead, in_f, generator=gen, requires_grad=True)
+    with Runtime(isa, threads):
+        with torch.autocast("cpu", dtype=bf16):
+            y = sp(x)
+        assert y.dtype == bf16 and y.shape == (*lead, out_f)
+        g = torch.randn(y.shape, generator=gen)
+        y.backward(g)
+    w = dense.weight.detach().to(bf16).double()
+    tokens = math.prod(lead)
+    xb = x.detach().reshape(tokens, in_f).to(bf16).double()
+    gb = g.reshape(tokens, out_f).to(bf16).double()
+    b = dense.bias.detach().to(bf16).double() if bias else torch.zeros(out_f, dtype=torch.float64)
+
+    def within(actual, exact, mag, tol, what):
+        err = (actual.double().reshape(exact.shape) - exact).abs()
+        assert bool((err <= tol * mag + 1e-30).all()), f"{what}: max error {err.max().item()}"
+
+    ulp = 2.0**-8
+    within(y, xb @ w.t() + b, xb.abs() @ w.abs().t() + b.abs(), 2 * ulp, "output")
+    within(x.grad, gb @ w, gb.abs() @ w.abs(), ulp, "input gradient")
+    mask = dense.weight.detach() != 0
+    within(sp.values.grad, (gb.t() @ xb)[mask], (gb.abs().t() @ xb.abs())[mask], 1e-5, "values")
+    if bias:
+        within(sp.bias.grad, gb.sum(0), gb.abs().sum(0), 1e-5, "bias gradient")
 
 
 @pytest.mark.filterwarnings("ignore:Initializing zero-element tensors")
