@@ -38,6 +38,47 @@ void bench_conv_pack(const ConvShape& s, const Options& o) {
     report("conv_pack_input", isa, describe(s), 0.0, o,
            median_seconds([&] { t.conv_pack_input_f32(a); }, o.repeats), 0.0,
            4.0 * (x.size() + packed.size()));
+    report("conv_unpack_grad_input", isa, describe(s), 0.0, o,
+           median_seconds([&] { t.conv_unpack_grad_input_f32(a); }, o.repeats), 0.0,
+           4.0 * (x.size() + packed.size()));
+  }
+}
+
+// The output gradient onto the bordered grid the offsets products read it on (a 3x3,
+// stride-1, padding-1 layer: rows of w + 2, a margin of two rows and two pixels), with the
+// channel sums (the bias gradient) in the same pass.
+void bench_conv_pack_grad(const ConvShape& s, const Options& o) {
+  std::mt19937 rng(20);
+  const int64_t wq = s.w + 2, margin = 2 * wq + 2, plane = (s.h + 2) * wq;
+  const k::ConvOutputLayout l{s.images, s.cout, s.images, 1, s.h, s.w, wq, margin + plane, margin};
+  Buffer<float> y = random_vec(s.images * s.cout * s.h * s.w, rng);
+  Buffer<float> grid(l.groups * l.c * l.per_channel);
+  std::vector<double> sums(l.groups * l.c);
+  for (st::Isa isa : o.isas) {
+    const auto& t = st::kernel_table(isa);
+    const k::ConvOutputArgs<float> a{l, y.data(), grid.data(), sums.data(), o.threads};
+    report("conv_pack_grad_output", isa, describe(s), 0.0, o,
+           median_seconds([&] { t.conv_pack_grad_output_f32(a); }, o.repeats), 0.0,
+           4.0 * (y.size() + grid.size()));
+  }
+}
+
+// A strided 1x1 convolution's subsampling (stride 2) of its input, and the gradient back.
+void bench_subsample(const ConvShape& s, const Options& o) {
+  std::mt19937 rng(21);
+  const int64_t planes = s.images * s.cin, ho = (s.h + 1) / 2, wo = (s.w + 1) / 2;
+  Buffer<float> x = random_vec(planes * s.h * s.w, rng);
+  Buffer<float> sub(planes * ho * wo), back(planes * s.h * s.w);
+  for (st::Isa isa : o.isas) {
+    const auto& t = st::kernel_table(isa);
+    const k::SubsampleArgs<float> fwd{x.data(), sub.data(), planes, s.h, s.w, 2, 2, o.threads};
+    const k::SubsampleArgs<float> bwd{sub.data(), back.data(), planes, s.h, s.w, 2, 2, o.threads};
+    report("subsample (stride 2)", isa, describe(s), 0.0, o,
+           median_seconds([&] { t.subsample_f32(fwd); }, o.repeats), 0.0,
+           4.0 * (x.size() + sub.size()));
+    report("subsample_grad", isa, describe(s), 0.0, o,
+           median_seconds([&] { t.subsample_grad_f32(bwd); }, o.repeats), 0.0,
+           4.0 * (sub.size() + back.size()));
   }
 }
 
@@ -54,6 +95,10 @@ int main(int argc, char** argv) {
     bench_pack(256, 3072, o);
     bench_pack(2048, 768, o);
   }
-  for (const ConvShape& s : conv_shapes(o)) bench_conv_pack(s, o);
+  for (const ConvShape& s : conv_shapes(o)) {
+    bench_conv_pack(s, o);
+    bench_conv_pack_grad(s, o);
+    bench_subsample(s, o);
+  }
   return 0;
 }
