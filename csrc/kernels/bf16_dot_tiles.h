@@ -32,18 +32,10 @@ inline __m512i dot_load_n(const bf16* p, int n) {
 inline __m512 dot(__m512 acc, __m512i a, __m512i b) {
   return _mm512_dpbf16_ps(acc, reinterpret_cast<__m512bh>(a), reinterpret_cast<__m512bh>(b));
 }
-// The bf16 bits of two float vectors (even and odd batch elements), rounded as vec.h's
-// narrow16, interleaved back into batch order.
+// The bf16 bits of two float vectors (even and odd batch elements), rounded as every bf16
+// store rounds (Vec::round16), interleaved back into batch order.
 inline __m512i interleave_round(__m512 even, __m512 odd) {
-  auto bits = [](__m512 v) {
-    const __m512i u = _mm512_castps_si512(v);
-    const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
-    __m512i r = _mm512_srli_epi32(
-        _mm512_add_epi32(u, _mm512_add_epi32(lsb, _mm512_set1_epi32(0x7FFF))), 16);
-    return _mm512_mask_mov_epi32(r, _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q),
-                                 _mm512_set1_epi32(0x7FC0));
-  };
-  return _mm512_or_si512(bits(even), _mm512_slli_epi32(bits(odd), 16));
+  return _mm512_or_si512(Vec::round16(Vec{even}), _mm512_slli_epi32(Vec::round16(Vec{odd}), 16));
 }
 
 // ---- spmm: c[t0, t0 + 32 NT) of one output row ---------------------------------------------

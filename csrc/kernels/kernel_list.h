@@ -46,7 +46,7 @@
 
 // The kernels the avx512_bf16 ISA has its own versions of (bf16_dot_tiles.h); it takes every
 // other kernel from avx512. Their sources are compiled for avx512_bf16 too (CMake's
-// BF16_DOT_SOURCES).
+// ISA_SOURCES_avx512_bf16).
 #define SPARSETRAIN_BF16_DOT_KERNELS(X) \
   X(spmm_bmajor, SpmmArgs, bf16)        \
   X(sddmm_bmajor, SddmmArgs, bf16)

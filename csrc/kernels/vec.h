@@ -59,15 +59,17 @@ struct Vec {
   static inline Vec widen16(__m256i h) {
     return {_mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16))};
   }
-  // Round to nearest even (NaN to 0x7FC0), as bf16.h's scalar bf16_bits.
-  static inline __m256i narrow16(Vec a) {
+  // The bf16 bits of each lane, rounded to nearest even (NaN to 0x7FC0) as bf16.h's scalar
+  // bf16_bits, in the low half of its 32 bits.
+  static inline __m512i round16(Vec a) {
     const __m512i u = _mm512_castps_si512(a.v);
     const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
     __m512i r = _mm512_add_epi32(u, _mm512_add_epi32(lsb, _mm512_set1_epi32(0x7FFF)));
     r = _mm512_srli_epi32(r, 16);
     const __mmask16 nan = _mm512_cmp_ps_mask(a.v, a.v, _CMP_UNORD_Q);
-    return _mm512_cvtepi32_epi16(_mm512_mask_mov_epi32(r, nan, _mm512_set1_epi32(0x7FC0)));
+    return _mm512_mask_mov_epi32(r, nan, _mm512_set1_epi32(0x7FC0));
   }
+  static inline __m256i narrow16(Vec a) { return _mm512_cvtepi32_epi16(round16(a)); }
   static inline Vec load(const bf16* p) { return widen16(_mm256_loadu_si256((const __m256i*)p)); }
   static inline void store(bf16* p, Vec a) { _mm256_storeu_si256((__m256i*)p, narrow16(a)); }
   // Floats known to be bf16 values (widened ones, moved): their high halves, no rounding.
