@@ -405,10 +405,8 @@ def _why_dense(
     w = module.weight
     if w.device.type != "cpu":
         return f"not a CPU weight ({w.device})"
-    if w.dtype != torch.float32 and not (
-        w.dtype == torch.bfloat16 and sparse_type_for(module) is SparseLinear
-    ):
-        return f"not float32 ({w.dtype})" if w.dtype != torch.bfloat16 else NO_BF16_CONV
+    if w.dtype not in sparse_type_for(module)._param_dtypes:
+        return NO_BF16_CONV if w.dtype == torch.bfloat16 else f"not float32 ({w.dtype})"
     return ""
 
 

@@ -63,10 +63,11 @@ def autocast_bf16() -> bool:
     return cpu_autocast_enabled() and torch.get_autocast_dtype("cpu") == torch.bfloat16
 
 
-def prepare_input(layer: nn.Module, x: object, bf16: bool = False) -> object:
+def prepare_input(layer: nn.Module, x: object) -> object:
     """What a sparse layer's forward does before its input checks (SparseWeightModule._check_input).
 
-    Inside ``torch.autocast("cpu")`` a layer with bf16 kernels (``bf16``) behaves like
+    Inside ``torch.autocast("cpu")`` a layer with bf16 kernels (bfloat16 in its
+    ``_param_dtypes``) behaves like
     autocast's lower-precision ops when autocast's dtype is bfloat16: a float32 input is cast to
     bfloat16 (and the output is bfloat16). Otherwise the layer behaves like an op on autocast's
     float32 list: a bfloat16 / float16 input is cast to float32 (and the output is float32).
@@ -83,7 +84,7 @@ def prepare_input(layer: nn.Module, x: object, bf16: bool = False) -> object:
         )
     if not cpu_autocast_enabled():
         return x
-    if bf16 and autocast_bf16():
+    if torch.bfloat16 in layer._param_dtypes and autocast_bf16():
         return x.to(torch.bfloat16) if x.dtype in (torch.float32, torch.float16) else x
     return x.float() if x.dtype in (torch.bfloat16, torch.float16) else x
 

@@ -332,22 +332,23 @@ class SparseWeightModule(nn.Module):
             )
         return ""
 
-    def _check_input(self, x: torch.Tensor, what: str, bf16: bool = False) -> None:
-        """``bf16``: the layer has bf16 kernels, so a bfloat16 input (autocast's, which
-        prepare_input made) and bfloat16 parameters (a bfloat16 model) are accepted; outside
-        autocast the input's dtype must then be the values' dtype, as in a dense layer."""
+    def _check_input(self, x: torch.Tensor, what: str) -> None:
+        """Inputs and parameters of the dtypes the layer's kernels take (``_param_dtypes``);
+        with bf16 kernels a bfloat16 input (autocast's, which prepare_input made) and bfloat16
+        parameters (a bfloat16 model) pass, and outside autocast the input's dtype must then be
+        the values' dtype, as in a dense layer."""
         name = self._call_name()
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"{name}: expected a tensor input, got {type(x).__name__}")
-        ok = (torch.float32, torch.bfloat16) if bf16 else (torch.float32,)
+        ok = self._param_dtypes
+        kind = " or ".join(str(d).removeprefix("torch.") for d in ok)
         if x.dtype not in ok:
-            raise TypeError(f"{name}: expected {' or '.join(map(str, ok))} input, got {x.dtype}")
+            raise TypeError(f"{name}: expected {kind} input, got {x.dtype}")
         if x.device.type != "cpu":
             raise ValueError(f"{name}: input must be on the CPU, got {x.device}")
         if self.values.dtype not in ok or (self.bias is not None and self.bias.dtype not in ok):
-            kind = "float32 or bfloat16" if bf16 else "float32"
             raise TypeError(f"{name}: parameters must be {kind} (was .double()/.half() called?)")
-        if bf16 and x.dtype != self.values.dtype and not autocast_bf16():
+        if x.dtype != self.values.dtype and not autocast_bf16():
             raise TypeError(
                 f"{name}: {what} is {x.dtype} but the values are {self.values.dtype}: cast one "
                 "to the other, or run under torch.autocast('cpu', dtype=torch.bfloat16)"

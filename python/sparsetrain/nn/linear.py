@@ -123,8 +123,8 @@ class SparseLinear(SparseWeightModule):
         self._index = formats.build_index(*self._pattern, self.out_features, self.in_features)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = prepare_input(self, x, bf16=True)  # autocast's casts; dense tensors only
-        self._check_input(x, "input", bf16=True)
+        x = prepare_input(self, x)  # autocast's casts; dense tensors only
+        self._check_input(x, "input")
         if x.dim() < 1 or x.shape[-1] != self.in_features:
             raise ValueError(
                 f"SparseLinear({self._describe()}): expected input of shape "
