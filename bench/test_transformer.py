@@ -38,13 +38,5 @@ def test_models(benchmark, model):
         return {s: H.step_times(model, s, list(B.PRECISIONS), 3) for s in (0.9, 0.95)}
 
     out = benchmark.pedantic(run, rounds=1, iterations=1)
-    rows = []
-    for s, r in out.items():
-        t = r["times"]
-        row = {"sparsity": s, "best_dense": min(B.PRECISIONS, key=lambda p: t[f"dense {p}"])}
-        row["best_sparse"] = min(B.PRECISIONS, key=lambda p: t[f"sparse {p}"])
-        row["speedup"] = t[f"dense {row['best_dense']}"] / t[f"sparse {row['best_sparse']}"]
-        for k, v in t.items():
-            row[k.replace(" ", "_") + "_ms"] = v * 1e3
-        rows.append(row)
+    rows = [{"sparsity": s, **B.precision_row(r["times"], B.PRECISIONS)} for s, r in out.items()]
     benchmark.extra_info.update(kind="precision_rows", name=model, rows=rows)

@@ -109,6 +109,23 @@ def alternating_medians(steps: dict, repeats: int, warmup: int = 1) -> dict:
     return {name: sorted(ts)[len(ts) // 2] for name, ts in times.items()}
 
 
+def precision_row(times: dict, precisions) -> dict:
+    """From median seconds keyed "dense fp32", "sparse bf16", ...: each as ms
+    (``dense_fp32_ms``, ...), the fastest precision of each kind (``best_dense``,
+    ``best_sparse``) and the fastest dense time over the fastest sparse one (``speedup``)."""
+    best_dense = min(precisions, key=lambda p: times[f"dense {p}"])
+    best_sparse = min(precisions, key=lambda p: times[f"sparse {p}"])
+    row = {
+        "speedup": times[f"dense {best_dense}"] / times[f"sparse {best_sparse}"],
+        "best_dense": best_dense,
+        "best_sparse": best_sparse,
+    }
+    for kind in ("dense", "sparse"):
+        for p in precisions:
+            row[f"{kind}_{p}_ms"] = times[f"{kind} {p}"] * 1e3
+    return row
+
+
 def matmul_peak_gflops(precision: str = "fp32", n: int = 2048, repeats: int = 5) -> float:
     """GFLOP/s of a dense n x n matmul in ``precision`` (bf16: under autocast): the machine's
     practical peak for the products these layers form."""

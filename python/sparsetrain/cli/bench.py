@@ -93,6 +93,7 @@ def _models(text: str) -> list:
 def run_models(args, models, sparsities, precisions, repeats, results) -> None:
     """The end-to-end table: per model and sparsity, a step of dense and sparse in each
     precision (medians, taking turns), the ratio of the fastest of each, peak memory."""
+    from .. import benchmarks as B
     from .. import benchmarks_hf as H
 
     print(
@@ -103,9 +104,6 @@ def run_models(args, models, sparsities, precisions, repeats, results) -> None:
         peaks = {}
         for sparsity in sparsities:
             r = H.step_times(name, sparsity, precisions, repeats, tiny=args.quick)
-            t = r["times"]
-            best_dense = min((t[f"dense {p}"], p) for p in precisions)
-            best_sparse = min((t[f"sparse {p}"], p) for p in precisions)
             for kind in ("dense", "sparse"):
                 for p in precisions:
                     key = (kind, p, sparsity if kind == "sparse" else None)
@@ -113,17 +111,10 @@ def run_models(args, models, sparsities, precisions, repeats, results) -> None:
                         peaks[key] = H.peak_memory_mb(
                             name, kind == "sparse", p, sparsity, tiny=args.quick
                         )
-            row = {
-                "model": name,
-                "sparsity": sparsity,
-                "layers_sparse": r["swapped"],
-                "speedup": best_dense[0] / best_sparse[0],
-                "best_dense": best_dense[1],
-                "best_sparse": best_sparse[1],
-            }
+            row = {"model": name, "sparsity": sparsity, "layers_sparse": r["swapped"]}
+            row.update(B.precision_row(r["times"], precisions))
             for kind in ("dense", "sparse"):
                 for p in precisions:
-                    row[f"{kind}_{p}_ms"] = t[f"{kind} {p}"] * 1e3
                     key = (kind, p, sparsity if kind == "sparse" else None)
                     row[f"{kind}_{p}_peak_mb"] = peaks[key]
             results["models"].append(row)
@@ -181,24 +172,18 @@ def measure_linear(
                     lambda m=module, p=p: B.autocast_step(m, x, grads[p], p)  # noqa: B023
                 )
         t = B.alternating_medians(steps, repeats)
-        best_dense = min((t[f"dense {p}"], p) for p in precisions)
-        best_sparse = min((t[f"sparse {p}"], p) for p in precisions)
         first = precisions[0]
         row = {
             "sparsity": sparsity,
             "dense_ms": t[f"dense {first}"] * 1e3,
             "sparse_ms": t[f"sparse {first}"] * 1e3,
-            "speedup": best_dense[0] / best_sparse[0],
-            "best_dense": best_dense[1],
-            "best_sparse": best_sparse[1],
+            **B.precision_row(t, precisions),
         }
         flops = B.nnz_flops(sparse, x)
         for p in precisions:
-            row[f"dense_{p}_ms"] = t[f"dense {p}"] * 1e3
-            row[f"sparse_{p}_ms"] = t[f"sparse {p}"] * 1e3
             row[f"speedup_{p}"] = t[f"dense {p}"] / t[f"sparse {p}"]
             row[f"nnz_gflops_{p}"] = flops / t[f"sparse {p}"] / 1e9
-        row["nnz_gflops"] = row[f"nnz_gflops_{best_sparse[1]}"]
+        row["nnz_gflops"] = row[f"nnz_gflops_{row['best_sparse']}"]
         rows.append(row)
     return rows
 
