@@ -14,7 +14,7 @@ fi
 generator=()
 command -v ninja >/dev/null && generator=(-G Ninja)
 cmake -S . -B build/cpp "${generator[@]}" -DCMAKE_BUILD_TYPE=Release \
-  -DSPARSETRAIN_BUILD_PYTHON=OFF -DSPARSETRAIN_BUILD_TESTS=ON >/dev/null
+  -DSPARSETRAIN_BUILD_PYTHON=OFF -DSPARSETRAIN_BUILD_TESTS=ON -DSPARSETRAIN_BUILD_BENCH=ON >/dev/null
 cmake --build build/cpp --parallel
 ctest --test-dir build/cpp --output-on-failure
 
@@ -22,7 +22,7 @@ ctest --test-dir build/cpp --output-on-failure
 # to build on 2 cores). Every report is fatal (-fno-sanitize-recover=all, halt_on_error), so
 # any finding fails the run.
 cmake -S . -B build/asan "${generator[@]}" -DCMAKE_BUILD_TYPE=Debug -DSPARSETRAIN_SANITIZE=ON \
-  -DSPARSETRAIN_BUILD_PYTHON=OFF -DSPARSETRAIN_BUILD_TESTS=ON >/dev/null
+  -DSPARSETRAIN_BUILD_PYTHON=OFF -DSPARSETRAIN_BUILD_TESTS=ON -DSPARSETRAIN_BUILD_BENCH=ON >/dev/null
 cmake --build build/asan --parallel
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
   ctest --test-dir build/asan --output-on-failure

@@ -119,7 +119,7 @@ struct Csr {
   std::vector<float> val;
   int64_t nnz() const { return static_cast<int64_t>(idx.size()); }
   double sparsity() const {
-    return rows * cols ? 1.0 - static_cast<double>(nnz()) / (rows * cols) : 0.0;
+    return rows * cols > 0 ? 1.0 - static_cast<double>(nnz()) / (rows * cols) : 0.0;
   }
 };
 
@@ -157,14 +157,14 @@ double median_seconds(F&& run, int repeats) {
 }
 
 inline void print_header() {
-  std::printf("%-24s %-11s %-34s %8s %7s %11s %9s %8s\n", "kernel", "isa", "shape", "sparsity",
+  std::printf("%-28s %-11s %-34s %8s %7s %11s %9s %8s\n", "kernel", "isa", "shape", "sparsity",
               "threads", "median_ms", "GFLOP/s", "GB/s");
 }
 
 // flops: the nonzero work; bytes: the traffic model above.
 inline void report(const char* kernel, st::Isa isa, const std::string& shape, double sparsity,
                    const Options& o, double seconds, double flops, double bytes) {
-  std::printf("%-24s %-11s %-34s %7.1f%% %7d %11.3f %9.2f %8.2f\n", kernel, st::isa_name(isa),
+  std::printf("%-28s %-11s %-34s %7.1f%% %7d %11.3f %9.2f %8.2f\n", kernel, st::isa_name(isa),
               shape.c_str(), 100.0 * sparsity, o.threads, seconds * 1e3, flops / seconds * 1e-9,
               bytes / seconds * 1e-9);
   std::fflush(stdout);
