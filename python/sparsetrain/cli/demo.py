@@ -56,7 +56,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 # Profiler event name fragments -> the layer type they belong to (first match wins).
 _CATEGORIES = [
     ("sparse conv", ("SparseConv2dFunction", "Subsample")),
-    ("sparse linear", ("SparseLinearFunction",)),
+    ("sparse linear", ("SparseLinearFunction", "sparsetrain::linear")),
     ("dense conv", ("convolution", "conv2d")),
     ("dense linear", ("addmm", "aten::mm", "aten::linear")),
     ("batch norm", ("batch_norm",)),

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from .. import _C
+from .._views import numpy_view
 
 INDEX_DTYPE = torch.int32  # column / row indices
 PTR_DTYPE = torch.int64  # row / column pointers (64-bit: nnz may exceed 2^31)
@@ -180,7 +181,10 @@ def validate_csr(row_ptr: torch.Tensor, col_idx: torch.Tensor, rows: int, cols: 
         raise ValueError(f"row_ptr has length {row_ptr.numel()}, expected rows + 1 = {rows + 1}")
     try:
         _C.validate_csr(
-            ptr=row_ptr.contiguous().numpy(), idx=col_idx.contiguous().numpy(), rows=rows, cols=cols
+            ptr=numpy_view(row_ptr.contiguous()),
+            idx=numpy_view(col_idx.contiguous()),
+            rows=rows,
+            cols=cols,
         )
     except ValueError as e:
         raise ValueError(f"malformed sparsity pattern: {e}") from None
@@ -198,8 +202,8 @@ def csr_transpose(row_ptr: torch.Tensor, col_idx: torch.Tensor, cols: int) -> Tr
     )
     try:
         _C.csr_transpose(
-            ptr=row_ptr.contiguous().numpy(),
-            idx=col_idx.contiguous().numpy(),
+            ptr=numpy_view(row_ptr.contiguous()),
+            idx=numpy_view(col_idx.contiguous()),
             cols=cols,
             tptr=t.ptr.numpy(),
             tidx=t.idx.numpy(),

@@ -13,14 +13,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from .._views import numpy_view  # noqa: F401 (what the kernels take)
 from ..formats.csr import csr_to_dense
-
-
-def numpy_view(t: torch.Tensor) -> np.ndarray:
-    """``t``'s data as a NumPy array (no copy), what the kernels take; NumPy has no bfloat16,
-    so a bfloat16 tensor goes as its bits (uint16), which the kernels read as bf16."""
-    t = t.detach()
-    return t.view(torch.uint16).numpy() if t.dtype == torch.bfloat16 else t.numpy()
 
 
 def all_finite(t: torch.Tensor) -> bool:

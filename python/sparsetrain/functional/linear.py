@@ -25,13 +25,14 @@ parameters' dtypes.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
 
 import torch
 from torch.autograd.function import once_differentiable
 
 from .. import _C, _workspace, tuning
 from .._runtime import get_num_threads
+from ..formats.csr import build_index
+from . import pattern_cache
 from .common import (
     all_finite,
     check_saved_values,
@@ -43,10 +44,6 @@ from .common import (
 from .common import (
     numpy_view as _np,
 )
-
-if TYPE_CHECKING:
-    from ..formats.csr import KernelIndex
-    from ..nn._sparse_weight import PatternGuard
 
 _ALIGN = _C.BATCH_ALIGN
 
@@ -123,120 +120,264 @@ def _dense_rows(x_rows: torch.Tensor, w: torch.Tensor, bias, dtype: torch.dtype)
         return torch.nn.functional.linear(x_rows.float(), w, b).to(dtype)
 
 
-class SparseLinearFunction(torch.autograd.Function):
-    """Inputs: x (batch, in) contiguous float32 or bfloat16 (the bf16 kernels), values (nnz,),
-    bias (out,) or None (float32 or bfloat16 each), and the pattern as a KernelIndex
-    (validated by sparsetrain.formats.build_index)."""
+def _linear_index(row_ptr, col_idx, out_features: int, in_features: int, name: str):
+    """The validated kernel index of a layer's pattern buffers (pattern_cache)."""
+    try:
+        return pattern_cache.lookup(
+            row_ptr,
+            col_idx,
+            ("linear", out_features, in_features),
+            lambda rp, ci: build_index(rp, ci, out_features, in_features),
+        )
+    except ValueError as e:
+        raise ValueError(f"{name}: {e}") from None
 
-    @staticmethod
-    def forward(ctx, x, values, bias, index, pattern=None, name="SparseLinear"):
-        nthreads = get_num_threads()
-        batch = x.shape[0]
-        bf16 = x.dtype == torch.bfloat16
-        kv = _kernel_values(values, bf16)
-        kbias = None if bias is None else bias.detach().to(x.dtype)
-        # (Only the features a nonzero reads, where the index lists them.)
-        xk = x if index.in_cols is None else x.index_select(1, index.in_cols)
-        xt = _to_batch_major(xk, nthreads)
-        yt = _workspace.empty(index.rows * xt.shape[1], dtype=x.dtype)
-        yt = yt.view(index.rows, xt.shape[1])
-        _C.spmm(
+
+def _batch_major_size(batch: int, in_features: int) -> int:
+    """Elements of the buffer holding the batch-major input the forward op returns for the
+    backward pass: room for every feature's row at the longest row length _padded gives (a
+    size without branches, so that a compiled graph takes any batch size). Only the rows of
+    the features a nonzero reads, _padded(batch) long, are written; the rest is never
+    touched."""
+    return in_features * ((batch + _ALIGN - 1) // _ALIGN * _ALIGN + _ALIGN)
+
+
+@torch.library.custom_op("sparsetrain::linear", mutates_args=())
+def linear_op(
+    x: torch.Tensor,
+    values: torch.Tensor,
+    bias: torch.Tensor | None,
+    row_ptr: torch.Tensor,
+    col_idx: torch.Tensor,
+    out_features: int,
+    in_features: int,
+    name: str,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(y, the batch-major input kept for the values gradient, the index's generation) for x
+    (batch, in) contiguous float32 or bfloat16 (the bf16 kernels), values (nnz,), bias (out,)
+    or None, on the pattern in the buffers row_ptr / col_idx."""
+    entry = _linear_index(row_ptr, col_idx, out_features, in_features, name)
+    index = entry.derived
+    mismatch = values_mismatch(values, index.nnz)
+    if mismatch:
+        raise ValueError(f"{name}: {mismatch}")
+    nthreads = get_num_threads()
+    batch = x.shape[0]
+    bf16 = x.dtype == torch.bfloat16
+    kv = _kernel_values(values, bf16)
+    kbias = None if bias is None else bias.detach().to(x.dtype)
+    # (Only the features a nonzero reads, where the index lists them.)
+    xk = x if index.in_cols is None else x.index_select(1, index.in_cols)
+    padded = _padded(batch)
+    xt_all = _workspace.empty(_batch_major_size(batch, in_features), dtype=x.dtype)
+    xt = xt_all[: index.kernel_cols * padded].view(index.kernel_cols, padded)
+    _C.pack(src=_np(xk), dst=_np(xt), nthreads=nthreads, sums=None)
+    yt = _workspace.empty(index.rows * padded, dtype=x.dtype).view(index.rows, padded)
+    _C.spmm(
+        ptr=index.row_ptr,
+        idx=index.col_idx,
+        values=_np(kv),
+        pos=None,
+        scratch=None,
+        b=_np(xt),
+        c=_np(yt),
+        nthreads=nthreads,
+    )
+    y = _from_batch_major(yt, batch, kbias, nthreads)
+    if not all_finite(x):
+        # Rows with a NaN or Inf: dense, so pruned weights meet them as in nn.Linear.
+        rows = _with_partners(nonfinite_rows(x), batch)
+        y[rows] = _dense_rows(x[rows], _dense_weight_of(index, kv), kbias, y.dtype)
+    return y, xt_all, torch.tensor([entry.generation], dtype=torch.int64)
+
+
+@linear_op.register_fake
+def _(x, values, bias, row_ptr, col_idx, out_features, in_features, name):
+    batch = x.shape[0]
+    return (
+        x.new_empty(batch, out_features),
+        x.new_empty(_batch_major_size(batch, in_features)),
+        x.new_empty(1, dtype=torch.int64),
+    )
+
+
+@torch.library.custom_op("sparsetrain::linear_backward", mutates_args=())
+def linear_backward_op(
+    dy: torch.Tensor,
+    xt_all: torch.Tensor,
+    values: torch.Tensor,
+    bias: torch.Tensor | None,
+    row_ptr: torch.Tensor,
+    col_idx: torch.Tensor,
+    generation: torch.Tensor,
+    out_features: int,
+    in_features: int,
+    name: str,
+    need_x: bool,
+    need_v: bool,
+    need_b: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(dx, dv, db) of linear_op, each empty where not asked for."""
+    index = pattern_cache.for_backward(row_ptr, col_idx, int(generation[0]), name).derived
+    check_saved_values(name, values, index.nnz)
+    nthreads = get_num_threads()
+    batch = dy.shape[0]
+    bf16 = xt_all.dtype == torch.bfloat16
+    dy = dy.contiguous().to(xt_all.dtype)
+    # (Outputs may not alias each other: an empty tensor each where one is not asked for.)
+    dx, dv, db = (values.new_empty(0) for _ in range(3))
+    if need_x or need_v:
+        # dy's column sums: the bias gradient, and (finite) proof that dy is finite
+        sums = torch.empty(index.rows)
+        dyt = _to_batch_major(dy, nthreads, sums)
+        if need_b:
+            db = sums.to(bias.dtype)
+        if need_v:
+            kcols, padded = index.kernel_cols, dyt.shape[1]
+            xt = xt_all[: kcols * padded].view(kcols, padded)
+            dv = torch.empty(values.numel(), dtype=torch.float32)
+            _C.sddmm(
+                ptr=index.row_ptr,
+                idx=index.col_idx,
+                a=_np(dyt),
+                b=_np(xt),
+                out=_np(dv),
+                nthreads=nthreads,
+            )
+            dv = dv.to(values.dtype)
+        if need_x:
+            dx = _input_grad(index, _kernel_values(values, bf16), dy, dyt, sums, batch, bf16)
+    elif need_b:
+        db = dy.sum(0, dtype=torch.float32).to(bias.dtype)
+    return dx, dv, db
+
+
+@linear_backward_op.register_fake
+def _(
+    dy,
+    xt_all,
+    values,
+    bias,
+    row_ptr,
+    col_idx,
+    generation,
+    out_features,
+    in_features,
+    name,
+    need_x,
+    need_v,
+    need_b,
+):
+    return (
+        dy.new_empty(dy.shape[0], in_features) if need_x else values.new_empty(0),
+        values.new_empty(values.shape) if need_v else values.new_empty(0),
+        bias.new_empty(out_features) if need_b else values.new_empty(0),
+    )
+
+
+def _input_grad(index, kv, dy, dyt, sums, batch: int, bf16: bool) -> torch.Tensor:
+    """dx = dy W, from dy's batch-major copy dyt (and its column sums)."""
+    nthreads = get_num_threads()
+    kcols = index.kernel_cols
+    dxt = _workspace.empty(kcols * dyt.shape[1], dtype=dy.dtype).view(kcols, dyt.shape[1])
+    strategy = input_grad_strategy(kcols, index.rows, index.nnz, dyt.shape[1], bf16=bf16)
+    if strategy == "scatter":
+        _C.spmmt(
             ptr=index.row_ptr,
             idx=index.col_idx,
             values=_np(kv),
-            pos=None,
-            scratch=None,
-            b=_np(xt),
-            c=_np(yt),
+            col_ptr=index.t_ptr,
+            b=_np(dyt),
+            c=_np(dxt),
             nthreads=nthreads,
         )
-        y = _from_batch_major(yt, batch, kbias, nthreads)
-        if not all_finite(x):
-            # Rows with a NaN or Inf: dense, so pruned weights meet them as in nn.Linear.
-            rows = _with_partners(nonfinite_rows(x), batch)
-            y[rows] = _dense_rows(x[rows], _dense_weight_of(index, kv), kbias, y.dtype)
-        # Keep xt (not x) only when the values gradient will need it. `pattern` only guards
-        # the buffers (the kernels run on `index`).
-        ctx.save_for_backward(xt if ctx.needs_input_grad[1] else None, values, kv)
-        ctx.index, ctx.name, ctx.pattern = index, name, pattern
-        ctx.batch, ctx.bf16 = batch, bf16
-        ctx.bias_dtype = None if bias is None else bias.dtype
-        return y
+    else:
+        scratch = _workspace.empty(kv.numel())
+        _C.spmm(
+            ptr=index.t_ptr,
+            idx=index.t_idx,
+            values=_np(kv),
+            pos=index.t_pos,
+            scratch=_np(scratch),
+            b=_np(dyt),
+            c=_np(dxt),
+            nthreads=nthreads,
+        )
+    dx = _from_batch_major(dxt, batch, None, nthreads)
+    if index.in_cols is not None:  # the features no nonzero reads get zeros
+        dx = dx.new_zeros(batch, index.cols).index_copy_(1, index.in_cols, dx)
+    # Finite column sums (together a sum of all of dy) prove dy finite for free.
+    if not (math.isfinite(sums.sum().item()) or all_finite(dy)):
+        # Rows of dy with a NaN or Inf: dense, as nn.Linear's dx = dy W. (The values
+        # gradient needs no fix: it forms exactly the dense products.)
+        rows = _with_partners(nonfinite_rows(dy), batch)
+        w = _dense_weight_of(index, kv)
+        with no_autocast():
+            dx[rows] = (dy[rows].float() @ w).to(dx.dtype)
+    return dx
+
+
+class SparseLinearFunction(torch.autograd.Function):
+    """The autograd of linear_op. An autograd.Function with setup_context rather than the op's
+    register_autograd: torch.func transforms (grad, functional_call) take only the former;
+    torch.compile and torch.export trace it, and the ops inside stay opaque."""
+
+    @staticmethod
+    def forward(x, values, bias, row_ptr, col_idx, out_features, in_features, name):
+        with torch.no_grad():  # (torch.func.grad runs forward with grad mode on)
+            return linear_op(x, values, bias, row_ptr, col_idx, out_features, in_features, name)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        x, values, bias, row_ptr, col_idx, out_features, in_features, name = inputs
+        _, xt_all, generation = output
+        # The kept input and the generation get no gradients (not zeros of their size either).
+        ctx.mark_non_differentiable(xt_all, generation)
+        ctx.set_materialize_grads(False)
+        # The batch-major input only when the values gradient will need it.
+        keep_x = ctx.needs_input_grad[1]
+        ctx.save_for_backward(xt_all if keep_x else None, values, bias, generation)
+        # The pattern buffers outside autograd's version checks: rewritten in place with the
+        # same numbers (DistributedDataParallel) they still serve; pattern_cache.for_backward
+        # decides.
+        ctx.pattern = (row_ptr, col_idx)
+        ctx.layer = (out_features, in_features, name, x.dtype)
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, dy):
-        if ctx.pattern is not None:
-            ctx.pattern.check()
-        xt, values, kv = ctx.saved_tensors
-        index = ctx.index
-        check_saved_values(ctx.name, values, index.nnz)
+    def backward(ctx, dy, _dxt, _dgeneration):
+        xt_all, values, bias, generation = ctx.saved_tensors
+        row_ptr, col_idx = ctx.pattern
+        out_features, in_features, name, dtype = ctx.layer
+        if dy is None:  # y took no part in what was differentiated
+            return (None,) * 8
         need_x, need_v, need_b = ctx.needs_input_grad[:3]
-        nthreads = get_num_threads()
-        dx = dv = db = None
-        dy = dy.contiguous()
-        if ctx.bf16 and dy.dtype != torch.bfloat16:
-            dy = dy.to(torch.bfloat16)
-        if need_x or need_v:
-            # dy's column sums: the bias gradient, and (finite) proof that dy is finite
-            sums = torch.empty(index.rows)
-            dyt = _to_batch_major(dy, nthreads, sums)
-            if need_b:
-                db = sums.to(ctx.bias_dtype)
-            if need_v:
-                dv = torch.empty(values.numel(), dtype=torch.float32)
-                _C.sddmm(
-                    ptr=index.row_ptr,
-                    idx=index.col_idx,
-                    a=_np(dyt),
-                    b=_np(xt),
-                    out=_np(dv),
-                    nthreads=nthreads,
-                )
-                dv = dv.to(values.dtype)
-            if need_x:
-                kcols = index.kernel_cols
-                dxt = _workspace.empty(kcols * dyt.shape[1], dtype=dy.dtype)
-                dxt = dxt.view(kcols, dyt.shape[1])
-                strategy = input_grad_strategy(
-                    kcols, index.rows, index.nnz, dyt.shape[1], bf16=ctx.bf16
-                )
-                if strategy == "scatter":
-                    _C.spmmt(
-                        ptr=index.row_ptr,
-                        idx=index.col_idx,
-                        values=_np(kv),
-                        col_ptr=index.t_ptr,
-                        b=_np(dyt),
-                        c=_np(dxt),
-                        nthreads=nthreads,
-                    )
-                else:
-                    scratch = _workspace.empty(values.numel())
-                    _C.spmm(
-                        ptr=index.t_ptr,
-                        idx=index.t_idx,
-                        values=_np(kv),
-                        pos=index.t_pos,
-                        scratch=_np(scratch),
-                        b=_np(dyt),
-                        c=_np(dxt),
-                        nthreads=nthreads,
-                    )
-                dx = _from_batch_major(dxt, ctx.batch, None, nthreads)
-                if index.in_cols is not None:  # the features no nonzero reads get zeros
-                    dx = dx.new_zeros(ctx.batch, index.cols).index_copy_(1, index.in_cols, dx)
-                # Finite column sums (together a sum of all of dy) prove dy finite for free.
-                if not (math.isfinite(sums.sum().item()) or all_finite(dy)):
-                    # Rows of dy with a NaN or Inf: dense, as nn.Linear's dx = dy W. (The
-                    # values gradient needs no fix: it forms exactly the dense products.)
-                    rows = _with_partners(nonfinite_rows(dy), ctx.batch)
-                    w = _dense_weight_of(index, kv)
-                    with no_autocast():
-                        dx[rows] = (dy[rows].float() @ w).to(dx.dtype)
-        elif need_b:
-            db = dy.sum(0, dtype=torch.float32).to(ctx.bias_dtype)
-        return dx, dv, db, None, None, None
+        if xt_all is None:  # no values gradient: the kernels then only need its dtype
+            xt_all = values.new_empty(0, dtype=dtype)
+        dx, dv, db = linear_backward_op(
+            dy,
+            xt_all,
+            values,
+            bias,
+            row_ptr,
+            col_idx,
+            generation,
+            out_features,
+            in_features,
+            name,
+            need_x,
+            need_v,
+            need_b and bias is not None,
+        )
+        grads = (dx if need_x else None, dv if need_v else None, db if need_b else None)
+        return (*grads, None, None, None, None, None)
+
+    @staticmethod
+    def vmap(info, in_dims, x, values, bias, row_ptr, col_idx, out_features, in_features, name):
+        raise RuntimeError(
+            f"{name}: torch.func.vmap is not supported by sparse layers (per-sample gradients "
+            "included); torch.func.grad and functional_call are"
+        )
 
 
 def _dense_weight_of(index, values: torch.Tensor) -> torch.Tensor:
@@ -247,21 +388,22 @@ def sparse_linear(
     x: torch.Tensor,
     values: torch.Tensor,
     bias: torch.Tensor | None,
-    index: KernelIndex,
-    pattern: PatternGuard | None = None,
+    row_ptr: torch.Tensor,
+    col_idx: torch.Tensor,
+    out_features: int,
     *,
     name: str = "SparseLinear",
 ) -> torch.Tensor:
-    """y = x Wᵀ + b for x of shape ``(*, in_features)``; W is given by ``values`` on the
-    pattern ``index`` (a KernelIndex from sparsetrain.formats.build_index). ``pattern``: a
-    guard of the buffers the index was derived from, checked before backward
-    (SparseWeightModule._saved_pattern); ``name`` names the layer in errors."""
-    mismatch = values_mismatch(values, index.nnz)
-    if mismatch:
-        raise ValueError(f"{name}: {mismatch}")
+    """y = x Wᵀ + b for x of shape ``(*, in_features)``: W (out_features, in_features) is the
+    CSR pattern ``row_ptr`` (int64, out_features + 1) / ``col_idx`` (int32, nnz) with the
+    nonzeros ``values`` (nnz,); ``name`` names the layer in errors. The pattern is validated
+    the first time these buffers are seen (and again when they change)."""
+    in_features = x.shape[-1]
     lead = x.shape[:-1]
-    x2d = x.reshape(math.prod(lead), index.cols)  # not -1: in_features may be 0
+    x2d = x.reshape(math.prod(lead), in_features)  # not -1: in_features may be 0
     if not x2d.is_contiguous():
         x2d = x2d.contiguous()
-    y = SparseLinearFunction.apply(x2d, values, bias, index, pattern, name)
-    return y.view(*lead, index.rows)
+    y, _, _ = SparseLinearFunction.apply(
+        x2d, values, bias, row_ptr, col_idx, out_features, in_features, name
+    )
+    return y.view(*lead, out_features)

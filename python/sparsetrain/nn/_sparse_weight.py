@@ -183,6 +183,8 @@ class SparseWeightModule(nn.Module):
             self._pattern = (row_ptr, col_idx)
             self._derive()
         self._stamp = self._index_stamp()
+        # Named now, not on the first call: a compiled forward must find no state to set.
+        self._name = self._layer_name()
 
     def __setstate__(self, state):
         # Unpickled or deep-copied: derive the kernels' indices afresh from the pattern.

@@ -9,7 +9,7 @@ from torch import nn
 
 from .. import formats
 from ..functional.common import prepare_input
-from ..functional.linear import sparse_linear
+from ..functional.linear import _linear_index, sparse_linear
 from . import _args, _dense_types
 from ._sparse_weight import SparseWeightModule
 
@@ -119,8 +119,15 @@ class SparseLinear(SparseWeightModule):
         )
 
     def _derive(self) -> None:
-        # Derived from the pattern, so not part of the state_dict.
-        self._index = formats.build_index(*self._pattern, self.out_features, self.in_features)
+        """Nothing: the ops derive their index from the pattern buffers themselves
+        (functional/pattern_cache.py), so that a compiler sees tensors only."""
+
+    @property
+    def _index(self):
+        """The kernel index the ops run on for the current pattern buffers."""
+        return _linear_index(
+            self.row_ptr, self.col_idx, self.out_features, self.in_features, self._layer_name()
+        ).derived
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = prepare_input(self, x)  # autocast's casts; dense tensors only
@@ -130,7 +137,12 @@ class SparseLinear(SparseWeightModule):
                 f"SparseLinear({self._describe()}): expected input of shape "
                 f"(*, {self.in_features}), got {tuple(x.shape)}"
             )
-        self._ensure_index()
         return sparse_linear(
-            x, self.values, self.bias, self._index, self._saved_pattern(), name=self._call_name()
+            x,
+            self.values,
+            self.bias,
+            self.row_ptr,
+            self.col_idx,
+            self.out_features,
+            name=self._call_name(),
         )

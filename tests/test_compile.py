@@ -1,0 +1,187 @@
+"""PyTorch 2 for the sparse linear layers: torch.compile with no graph breaks (fullgraph),
+torch.export, torch.func. The layers' kernels are torch.library custom ops
+(sparsetrain::linear and its backward), opaque to the compiler."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch._dynamo
+import torch._functorch.config
+import torch._inductor.config
+from torch import nn
+
+import sparsetrain as st
+
+
+@pytest.fixture(autouse=True)
+def _fresh_dynamo():
+    # Nothing from another build's compile caches: each test compiles what this tree says.
+    torch._dynamo.reset()
+    with (
+        torch._inductor.config.patch(fx_graph_cache=False),
+        torch._functorch.config.patch(enable_autograd_cache=False),
+    ):
+        yield
+    torch._dynamo.reset()
+
+
+def sparse_mlp(seed=0):
+    torch.manual_seed(seed)
+    dense = nn.Sequential(nn.Linear(24, 48), nn.GELU(), nn.Linear(48, 5))
+    st.magnitude_prune(dense, 0.8, scope="layer")
+    model = copy.deepcopy(dense)
+    st.sparsify(model, only_if_faster=False)
+    assert all(isinstance(model[i], st.SparseLinear) for i in (0, 2))
+    return model
+
+
+def train_steps(model, batches, lr=0.1):
+    """Losses and the final parameters of SGD steps on (x, target) batches."""
+    opt = torch.optim.SGD(model.parameters(), lr=lr)
+    losses = []
+    for x, t in batches:
+        opt.zero_grad()
+        loss = nn.functional.cross_entropy(model(x), t)
+        loss.backward()
+        opt.step()
+        losses.append(loss.detach())
+    return torch.stack(losses), [p.detach().clone() for p in model.parameters()]
+
+
+def batches(sizes, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    return [
+        (torch.randn(n, 24, generator=g), torch.randint(0, 5, (n,), generator=g)) for n in sizes
+    ]
+
+
+def test_a_sparse_mlp_is_one_graph():
+    model = sparse_mlp()
+    explained = torch._dynamo.explain(model)(torch.randn(8, 24))
+    assert explained.graph_break_count == 0, explained.break_reasons
+    assert explained.graph_count == 1
+
+
+def test_compiled_training_steps_equal_eager_without_recompiling():
+    eager, compiled = sparse_mlp(), sparse_mlp()
+    data = batches([16, 16, 16])
+    ref_losses, ref_params = train_steps(eager, data)
+    cmodel = torch.compile(compiled, fullgraph=True)
+    with torch._dynamo.config.patch(error_on_recompile=False):
+        losses, params = train_steps(cmodel, data[:1])
+    with torch._dynamo.config.patch(error_on_recompile=True):  # steps 2 and 3: no recompile
+        more, params = train_steps(cmodel, data[1:])
+    torch.testing.assert_close(torch.cat([losses, more]), ref_losses)
+    for p, q in zip(params, ref_params):
+        torch.testing.assert_close(p, q)
+
+
+def test_a_new_batch_size_compiles_once_more_at_most():
+    model = sparse_mlp()
+    cmodel = torch.compile(model, fullgraph=True)
+    for n in (16, 40):  # the second size recompiles, with the batch dynamic
+        x = torch.randn(n, 24)
+        torch.testing.assert_close(cmodel(x), model(x))
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        for n in (23, 9, 300):
+            x = torch.randn(n, 24)
+            torch.testing.assert_close(cmodel(x), model(x))
+            cmodel(x).sum().backward()
+
+
+def test_compiled_under_bf16_autocast_matches_eager():
+    model = sparse_mlp()
+    cmodel = torch.compile(model, fullgraph=True)
+    x = torch.randn(16, 24, requires_grad=True)
+    xc = x.detach().clone().requires_grad_()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = model(x)
+        yc = cmodel(xc)
+    assert yc.dtype == torch.bfloat16
+    torch.testing.assert_close(yc, y)
+    y.float().sum().backward()
+    yc.float().sum().backward()
+    torch.testing.assert_close(xc.grad, x.grad)
+
+
+def test_the_pattern_checks_still_hold_when_compiled():
+    model = sparse_mlp()
+    cmodel = torch.compile(model, fullgraph=True)
+    x = torch.randn(4, 24)
+    cmodel(x)
+    with torch.no_grad():
+        model[0].col_idx[0] = 10**6  # out of range: validated at the next call
+    with pytest.raises(ValueError, match=r"SparseLinear\(24->48\).*column"):
+        cmodel(x)
+
+
+def test_export_runs_and_matches_eager():
+    model = sparse_mlp()
+    x = torch.randn(7, 24)
+    exported = torch.export.export(model, (x,))
+    torch.testing.assert_close(exported.module()(x), model(x))
+    x2 = torch.randn(7, 24)
+    torch.testing.assert_close(exported.module()(x2), model(x2))
+
+
+def test_func_grad_of_a_functional_call_is_autograds():
+    model = sparse_mlp()
+    x, t = batches([6])[0]
+    params = {k: v.detach() for k, v in model.named_parameters()}
+    buffers = dict(model.named_buffers())
+
+    def loss(p):
+        out = torch.func.functional_call(model, (p, buffers), (x,))
+        return nn.functional.cross_entropy(out, t)
+
+    grads = torch.func.grad(loss)(params)
+    nn.functional.cross_entropy(model(x), t).backward()
+    for k, p in model.named_parameters():
+        torch.testing.assert_close(grads[k], p.grad)
+
+
+def test_vmap_says_it_is_not_supported():
+    model = sparse_mlp()
+    x = torch.randn(3, 6, 24)
+    with pytest.raises(RuntimeError, match="vmap"):
+        torch.func.vmap(model)(x)
+
+
+tf = pytest.importorskip("transformers")
+
+
+def test_a_sparse_bert_training_step_compiles_in_one_graph():
+    config = tf.BertConfig(
+        vocab_size=96,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=32,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+        num_labels=3,
+    )
+    torch.manual_seed(0)
+    model = tf.BertForSequenceClassification(config)
+    st.magnitude_prune(model, 0.9, scope="layer")
+    st.sparsify(model, only_if_faster=False)
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(1, 96, (2, 8), generator=g)
+    inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+    labels = torch.tensor([0, 2])
+    explained = torch._dynamo.explain(model)(**inputs)
+    assert explained.graph_break_count == 0, explained.break_reasons
+    eager = copy.deepcopy(model)
+    cmodel = torch.compile(model, fullgraph=True)
+    out = cmodel(**inputs, labels=labels)
+    out.loss.backward()
+    ref = eager(**inputs, labels=labels)
+    ref.loss.backward()
+    torch.testing.assert_close(out.logits, ref.logits)
+    for (name, p), q in zip(model.named_parameters(), eager.parameters()):
+        if q.grad is not None:
+            torch.testing.assert_close(p.grad, q.grad, msg=name)
