@@ -1,0 +1,89 @@
+"""Sparse linear layers under FSDP2 (fully_shard, gloo, 2 processes on localhost): their values
+and biases sharded across the ranks, all-gathered for each forward and backward and freed
+between them. Two ranks on half the global batch each must end with the parameters of one
+process on the whole batch."""
+
+import os
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from torch import nn
+
+import sparsetrain as st
+
+WORLD = 2
+STEPS = 4
+BATCH = 8
+
+fsdp = pytest.importorskip("torch.distributed.fsdp")
+
+
+def build():
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Linear(24, 64), nn.ReLU(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 5)
+    )
+    st.magnitude_prune(model, 0.85, scope="layer")
+    st.sparsify(model, only_if_faster=False)
+    assert all(isinstance(model[i], st.SparseLinear) for i in (0, 2, 4))
+    return model
+
+
+def batch(step):
+    g = torch.Generator().manual_seed(200 + step)
+    return torch.randn(BATCH, 24, generator=g), torch.randint(0, 5, (BATCH,), generator=g)
+
+
+def train(rank=None):
+    """Single process on the global batch (rank None) or one FSDP2 rank on its half."""
+    torch.set_num_threads(1)
+    model = build()
+    if rank is not None:
+        for layer in (model[0], model[2], model[4]):
+            fsdp.fully_shard(layer)
+        fsdp.fully_shard(model)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    for step in range(STEPS):
+        x, y = batch(step)
+        if rank is not None:
+            half = BATCH // WORLD
+            x, y = x[rank * half : (rank + 1) * half], y[rank * half : (rank + 1) * half]
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(x), y).backward()  # FSDP averages over the ranks
+        opt.step()
+    return {
+        k: v.full_tensor() if hasattr(v, "full_tensor") else v
+        for k, v in model.state_dict().items()
+    }
+
+
+def _worker(rank, init_file, out_dir):
+    os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD)
+    try:
+        state = train(rank)
+        torch.save(
+            {k: v.detach().clone() for k, v in state.items()},
+            os.path.join(out_dir, f"rank{rank}.pt"),
+        )
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.skipif(
+    not dist.is_available() or not dist.is_gloo_available(),
+    reason="torch.distributed with gloo is not available",
+)
+def test_fsdp2_two_processes_equal_single_process(tmp_path):
+    mp.spawn(_worker, args=(str(tmp_path / "init"), str(tmp_path)), nprocs=WORLD, join=True)
+    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(WORLD)]
+    single = train()
+    assert set(ranks[0]) == set(single)
+    for key, ref in single.items():
+        assert torch.equal(ranks[0][key], ranks[1][key]), key
+        if ref.dtype.is_floating_point:
+            torch.testing.assert_close(ranks[0][key], ref, rtol=1e-4, atol=1e-5, msg=key)
+        else:
+            assert torch.equal(ranks[0][key], ref), key
