@@ -27,21 +27,17 @@ _TYPESTR = {
 class _Interface:
     __slots__ = ("tensor", "__array_interface__")
 
-    def __init__(self, t: torch.Tensor):
-        self.tensor = t
-        size = t.element_size()
-        self.__array_interface__ = {
-            "data": (t.data_ptr(), False),
-            "shape": tuple(t.shape),
-            "strides": tuple(s * size for s in t.stride()),
-            "typestr": _TYPESTR[t.dtype],
-            "version": 3,
-        }
-
 
 def numpy_view(t: torch.Tensor) -> np.ndarray:
     """``t``'s data as a NumPy array (no copy; a bfloat16 tensor as its uint16 bits)."""
-    t = t.detach()
     if t.device.type != "cpu":
         raise TypeError(f"expected a CPU tensor, got one on {t.device}")
-    return np.asarray(_Interface(t))
+    view = _Interface()
+    view.tensor = t  # the array keeps it alive
+    interface = {"data": (t.data_ptr(), False), "shape": t.shape, "typestr": _TYPESTR[t.dtype]}
+    if not t.is_contiguous():
+        size = t.element_size()
+        interface["strides"] = tuple(s * size for s in t.stride())
+    interface["version"] = 3
+    view.__array_interface__ = interface
+    return np.asarray(view)

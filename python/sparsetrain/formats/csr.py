@@ -94,6 +94,14 @@ def csr_from_dense(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, to
     if weight.shape[1] > _INDEX_MAX:
         raise ValueError(f"weight has {weight.shape[1]} columns; at most 2^31-1 are supported")
     w = weight.detach()
+    if w.device.type == "meta":
+        # A layer built on the meta device: which entries are nonzero is unknown, so the
+        # placeholder pattern has none (load_state_dict gives it the checkpoint's).
+        return (
+            torch.empty(w.shape[0] + 1, dtype=PTR_DTYPE, device="meta"),
+            torch.empty(0, dtype=INDEX_DTYPE, device="meta"),
+            torch.empty(0, dtype=torch.float32, device="meta"),
+        )
     mask = w != 0
     counts = mask.sum(dim=1)
     row_ptr = torch.zeros(w.shape[0] + 1, dtype=PTR_DTYPE)
@@ -119,6 +127,13 @@ def random_csr(
         raise ValueError(f"random_csr: density must be in [0, 1], got {density!r}")
     total = rows * cols
     nnz = int(round(float(density) * total))
+    if torch.get_default_device().type == "meta":
+        # Built under torch.device("meta"): the sizes only (to_empty + load_state_dict or
+        # a fresh pattern give the numbers).
+        return (
+            torch.empty(rows + 1, dtype=PTR_DTYPE, device="meta"),
+            torch.empty(nnz, dtype=INDEX_DTYPE, device="meta"),
+        )
     if nnz >= total:
         flat = torch.arange(total, dtype=torch.int64)
     elif total <= _PERMUTATION_LIMIT or 2 * nnz >= total:  # (then nnz is most of the memory)

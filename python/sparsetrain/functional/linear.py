@@ -142,8 +142,7 @@ def _batch_major_size(batch: int, in_features: int) -> int:
     return in_features * ((batch + _ALIGN - 1) // _ALIGN * _ALIGN + _ALIGN)
 
 
-@torch.library.custom_op("sparsetrain::linear", mutates_args=())
-def linear_op(
+def _linear(
     x: torch.Tensor,
     values: torch.Tensor,
     bias: torch.Tensor | None,
@@ -191,6 +190,11 @@ def linear_op(
     return y, xt_all, torch.tensor([entry.generation], dtype=torch.int64)
 
 
+# The ops as the dispatcher sees them (torch.compile, torch.export, torch.func, dispatch
+# modes); plain eager calls skip the dispatcher (see _plain_eager).
+linear_op = torch.library.custom_op("sparsetrain::linear", mutates_args=())(_linear)
+
+
 @linear_op.register_fake
 def _(x, values, bias, row_ptr, col_idx, out_features, in_features, name):
     batch = x.shape[0]
@@ -201,8 +205,7 @@ def _(x, values, bias, row_ptr, col_idx, out_features, in_features, name):
     )
 
 
-@torch.library.custom_op("sparsetrain::linear_backward", mutates_args=())
-def linear_backward_op(
+def _linear_backward(
     dy: torch.Tensor,
     xt_all: torch.Tensor,
     values: torch.Tensor,
@@ -250,6 +253,11 @@ def linear_backward_op(
     elif need_b:
         db = dy.sum(0, dtype=torch.float32).to(bias.dtype)
     return dx, dv, db
+
+
+linear_backward_op = torch.library.custom_op("sparsetrain::linear_backward", mutates_args=())(
+    _linear_backward
+)
 
 
 @linear_backward_op.register_fake
@@ -317,6 +325,35 @@ def _input_grad(index, kv, dy, dyt, sums, batch: int, bf16: bool) -> torch.Tenso
     return dx
 
 
+def _backward(ctx, dy, kernel) -> tuple:
+    """The gradients of both autograd forms below, ``kernel`` the backward op or its body."""
+    xt_all, values, bias, generation = ctx.saved_tensors
+    row_ptr, col_idx = ctx.pattern
+    out_features, in_features, name, dtype = ctx.layer
+    if dy is None:  # y took no part in what was differentiated
+        return (None,) * 8
+    need_x, need_v, need_b = ctx.needs_input_grad[:3]
+    if xt_all is None:  # no values gradient: the kernels then only need its dtype
+        xt_all = values.new_empty(0, dtype=dtype)
+    dx, dv, db = kernel(
+        dy,
+        xt_all,
+        values,
+        bias,
+        row_ptr,
+        col_idx,
+        generation,
+        out_features,
+        in_features,
+        name,
+        need_x,
+        need_v,
+        need_b and bias is not None,
+    )
+    grads = (dx if need_x else None, dv if need_v else None, db if need_b else None)
+    return (*grads, None, None, None, None, None)
+
+
 class SparseLinearFunction(torch.autograd.Function):
     """The autograd of linear_op. An autograd.Function with setup_context rather than the op's
     register_autograd: torch.func transforms (grad, functional_call) take only the former;
@@ -346,31 +383,7 @@ class SparseLinearFunction(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, dy, _dxt, _dgeneration):
-        xt_all, values, bias, generation = ctx.saved_tensors
-        row_ptr, col_idx = ctx.pattern
-        out_features, in_features, name, dtype = ctx.layer
-        if dy is None:  # y took no part in what was differentiated
-            return (None,) * 8
-        need_x, need_v, need_b = ctx.needs_input_grad[:3]
-        if xt_all is None:  # no values gradient: the kernels then only need its dtype
-            xt_all = values.new_empty(0, dtype=dtype)
-        dx, dv, db = linear_backward_op(
-            dy,
-            xt_all,
-            values,
-            bias,
-            row_ptr,
-            col_idx,
-            generation,
-            out_features,
-            in_features,
-            name,
-            need_x,
-            need_v,
-            need_b and bias is not None,
-        )
-        grads = (dx if need_x else None, dv if need_v else None, db if need_b else None)
-        return (*grads, None, None, None, None, None)
+        return _backward(ctx, dy, linear_backward_op)
 
     @staticmethod
     def vmap(info, in_dims, x, values, bias, row_ptr, col_idx, out_features, in_features, name):
@@ -378,6 +391,38 @@ class SparseLinearFunction(torch.autograd.Function):
             f"{name}: torch.func.vmap is not supported by sparse layers (per-sample gradients "
             "included); torch.func.grad and functional_call are"
         )
+
+
+class _EagerSparseLinear(torch.autograd.Function):
+    """SparseLinearFunction for plain eager calls: the ops' bodies called directly, in the
+    classic autograd.Function form, which costs a fraction of setup_context's argument
+    binding and of two trips through the dispatcher (most of a small layer's step)."""
+
+    @staticmethod
+    def forward(ctx, *inputs):
+        output = _linear(*inputs)
+        SparseLinearFunction.setup_context(ctx, inputs, output)
+        return output
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, dy, _dxt, _dgeneration):
+        return _backward(ctx, dy, _linear_backward)
+
+
+_PLAIN = (torch.Tensor, torch.nn.Parameter)
+
+
+def _plain_eager(*tensors) -> bool:
+    """Whether nothing but eager PyTorch looks at this call: no compiler or exporter tracing,
+    no torch.func transform, no dispatch mode (FakeTensor, FlopCounterMode, ...), and plain
+    tensors (no subclasses). Then the ops' bodies may run without the dispatcher."""
+    return (
+        not torch.compiler.is_compiling()
+        and not torch._C._are_functorch_transforms_active()
+        and torch._C._len_torch_dispatch_stack() == 0
+        and all(t is None or type(t) in _PLAIN for t in tensors)
+    )
 
 
 def _dense_weight_of(index, values: torch.Tensor) -> torch.Tensor:
@@ -403,7 +448,6 @@ def sparse_linear(
     x2d = x.reshape(math.prod(lead), in_features)  # not -1: in_features may be 0
     if not x2d.is_contiguous():
         x2d = x2d.contiguous()
-    y, _, _ = SparseLinearFunction.apply(
-        x2d, values, bias, row_ptr, col_idx, out_features, in_features, name
-    )
+    f = _EagerSparseLinear if _plain_eager(x2d, values, bias) else SparseLinearFunction
+    y, _, _ = f.apply(x2d, values, bias, row_ptr, col_idx, out_features, in_features, name)
     return y.view(*lead, out_features)

@@ -112,9 +112,11 @@ def for_backward(row_ptr: torch.Tensor, col_idx: torch.Tensor, generation: int, 
     place since with other numbers raise PyTorch's version error, as a dense layer's weight does
     (rewritten with the same numbers, as DistributedDataParallel's broadcast does, they pass)."""
     e = _by_generation.get(generation)
-    ok = e is not None and e.holds(row_ptr, col_idx)
-    if ok and e.stamp != stamp(row_ptr, col_idx):
-        ok = same(row_ptr, e.pattern[0]) and same(col_idx, e.pattern[1])
+    # The same buffers, untouched since; or (written, or copies of them) the same numbers.
+    ok = e is not None and (
+        (e.holds(row_ptr, col_idx) and e.stamp == stamp(row_ptr, col_idx))
+        or (same(row_ptr, e.pattern[0]) and same(col_idx, e.pattern[1]))
+    )
     if not ok:
         raise RuntimeError(
             f"{name}: one of the variables needed for gradient computation has been modified "

@@ -66,9 +66,10 @@ class SparseWeightModule(nn.Module):
                 f"{cls.__name__}.from_dense expects {' or '.join(_EXPECTS[f] for f in forms)}, "
                 f"got {type(dense).__name__} ({why})"
             )
-        if dense.weight.device.type != "cpu":
+        if dense.weight.device.type not in ("cpu", "meta"):
             raise ValueError(
-                f"{cls.__name__}.from_dense: weight must be on the CPU, got {dense.weight.device}"
+                f"{cls.__name__}.from_dense: weight must be on the CPU (or the meta device), "
+                f"got {dense.weight.device}"
             )
         self = cls.__new__(cls)
         SparseWeightModule.__init__(self)
@@ -163,6 +164,13 @@ class SparseWeightModule(nn.Module):
         """Take a private copy of the pattern buffers, validate it and derive the kernels'
         indices from it (the one place that does)."""
         self._stamp = self._name = None
+        if any(t.device.type == "meta" for t in (self.row_ptr, self.col_idx, self.values)):
+            # Built on the meta device: no numbers to validate yet. The next forward (after
+            # to_empty) validates what the buffers then hold; load_state_dict gives them a
+            # checkpoint's pattern.
+            self._pattern = None
+            self._name = self._layer_name()
+            return
         # Ordinary (not inference) tensors, so the layer also trains after being built or
         # loaded inside torch.inference_mode().
         with torch.inference_mode(False):
@@ -309,10 +317,14 @@ class SparseWeightModule(nn.Module):
             if col_idx.numel() != self.col_idx.numel():
                 # Ordinary tensors even inside torch.inference_mode(), as nn.Linear's loaded
                 # weight stays one: the layer must train afterwards.
+                # On the meta device (a model built there) the sizes change and the numbers
+                # wait for to_empty and another load.
+                device = self.values.device
                 with torch.inference_mode(False):
-                    self.col_idx = torch.empty_like(col_idx)
+                    self.col_idx = torch.empty_like(col_idx, device=device)
                     resize_parameter(
-                        self.values, torch.empty(values.numel(), dtype=self.values.dtype)
+                        self.values,
+                        torch.empty(values.numel(), dtype=self.values.dtype, device=device),
                     )
         super()._load_from_state_dict(
             state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
@@ -376,7 +388,8 @@ def resize_parameter(p: nn.Parameter, data: torch.Tensor) -> None:
     it (at that optimizer's next step; see ``sparsetrain._optim_state``), and a gradient of
     the old shape is dropped: the next backward would fail on it.
     """
-    p.data = torch.empty(0, dtype=torch.float64 if data.dtype != torch.float64 else torch.float32)
+    other = torch.float64 if data.dtype != torch.float64 else torch.float32
+    p.data = torch.empty(0, dtype=other, device=data.device)
     from .. import _optim_state
 
     p.data = data

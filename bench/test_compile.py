@@ -1,0 +1,26 @@
+"""torch.compile of a BERT-base training step (fullgraph=True), dense and sparse, eager and
+compiled, taking turns in one loop (``sparsetrain.benchmarks_compile``), 2 threads, medians;
+with each compiled model's compile time and the graph breaks dynamo reports.
+
+Run: python -m pytest bench/test_compile.py --benchmark-only -s (needs the hf extra).
+"""
+
+import pytest
+
+from sparsetrain import benchmarks_compile as C
+
+
+@pytest.mark.parametrize("sparsity", [0.95])
+def test_bert_compiled(benchmark, sparsity):
+    pytest.importorskip("transformers")
+    out = benchmark.pedantic(
+        C.compile_step_times, args=("bert", sparsity, 3), rounds=1, iterations=1
+    )
+    benchmark.extra_info.update(kind="compile", name="bert", sparsity=sparsity, **out)
+    t = out["times"]
+    print(
+        f"\nBERT-base {sparsity:.0%}: "
+        + ", ".join(f"{k} {v * 1e3:.0f} ms" for k, v in t.items())
+        + f"; compile s {out['compile_s']}; graph breaks {out['graph_breaks']}"
+    )
+    assert out["graph_breaks"] == {"dense": 0, "sparse": 0}
