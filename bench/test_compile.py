@@ -10,16 +10,23 @@ import pytest
 from sparsetrain import benchmarks_compile as C
 
 
+# Inductor's own dropout RNG (the default) or ATen's (fallback_random), which eager uses.
+@pytest.mark.parametrize("fallback_random", [False, True])
 @pytest.mark.parametrize("sparsity", [0.95])
-def test_bert_compiled(benchmark, sparsity):
+def test_bert_compiled(benchmark, sparsity, fallback_random):
     pytest.importorskip("transformers")
+    options = {"fallback_random": fallback_random}
     out = benchmark.pedantic(
-        C.compile_step_times, args=("bert", sparsity, 3), rounds=1, iterations=1
+        C.compile_step_times,
+        args=("bert", sparsity, 3),
+        kwargs={"options": options},
+        rounds=1,
+        iterations=1,
     )
     benchmark.extra_info.update(kind="compile", name="bert", sparsity=sparsity, **out)
     t = out["times"]
     print(
-        f"\nBERT-base {sparsity:.0%}: "
+        f"\nBERT-base {sparsity:.0%}, {options}: "
         + ", ".join(f"{k} {v * 1e3:.0f} ms" for k, v in t.items())
         + f"; compile s {out['compile_s']}; graph breaks {out['graph_breaks']}"
     )

@@ -232,3 +232,14 @@ def test_double_backward_raises():
     (g,) = torch.autograd.grad(model(x).sum(), x, create_graph=True)
     with pytest.raises(RuntimeError, match="once|differentiat"):
         g.sum().backward()
+
+
+def test_torchscript_and_tracing_say_they_are_not_supported():
+    layer = st.SparseLinear(16, 8, sparsity=0.5)
+    with pytest.raises(RuntimeError, match=r"SparseLinear\(16->8\): TorchScript"):
+        torch.jit.script(layer)
+    with pytest.raises(RuntimeError, match=r"SparseLinear\(16->8\): torch.jit.trace"):
+        torch.jit.trace(layer, torch.randn(2, 16))
+    conv = st.SparseConv2d(3, 4, 3, sparsity=0.5)
+    with pytest.raises(RuntimeError, match=r"SparseConv2d\(.*\): torch.jit.trace"):
+        torch.jit.trace(conv, torch.randn(1, 3, 8, 8))

@@ -10,10 +10,17 @@ import time
 
 
 def compile_step_times(
-    name: str, sparsity: float, repeats: int, tiny: bool = False, precision: str = "fp32"
+    name: str,
+    sparsity: float,
+    repeats: int,
+    tiny: bool = False,
+    precision: str = "fp32",
+    options: dict | None = None,
 ) -> dict:
     """{"times": median seconds per configuration ("dense eager", "sparse compiled", ...),
-    "compile_s": {"dense": s, "sparse": s}, "graph_breaks": {...}, "swapped": layers}."""
+    "compile_s": {"dense": s, "sparse": s}, "graph_breaks": {...}, "swapped": layers}.
+    ``options``: torch.compile's inductor options (e.g. {"fallback_random": True}: dropout
+    from ATen's generator, as eager draws it, instead of inductor's own)."""
     import torch._dynamo
 
     from . import benchmarks_hf as H
@@ -24,7 +31,7 @@ def compile_step_times(
         model, opt, b, n = H.prepared(name, kind == "sparse", sparsity, tiny)
         swapped = max(swapped, n)
         breaks[kind] = torch._dynamo.explain(model)(**b).graph_break_count
-        compiled = torch.compile(model, fullgraph=True)
+        compiled = torch.compile(model, fullgraph=True, options=options)
         t = time.perf_counter()
         H.step(model, opt, b, precision)
         eager = time.perf_counter() - t

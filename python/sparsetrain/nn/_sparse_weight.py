@@ -352,6 +352,11 @@ class SparseWeightModule(nn.Module):
         parameters (a bfloat16 model) pass, and outside autocast the input's dtype must then be
         the values' dtype, as in a dense layer."""
         name = self._call_name()
+        if torch.jit.is_tracing():
+            raise RuntimeError(
+                f"{name}: torch.jit.trace (and the TorchScript-based ONNX export) is not "
+                "supported by sparse layers; torch.export and torch.compile are"
+            )
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"{name}: expected a tensor input, got {type(x).__name__}")
         ok = self._param_dtypes
@@ -374,6 +379,13 @@ class SparseWeightModule(nn.Module):
 
     def _describe(self) -> str:
         return ""
+
+    def __prepare_scriptable__(self):
+        # torch.jit.script calls this first: say why instead of failing on our Python.
+        raise RuntimeError(
+            f"{self._layer_name()}: TorchScript (torch.jit.script) is not supported by sparse "
+            "layers; torch.export and torch.compile are"
+        )
 
 
 def resize_parameter(p: nn.Parameter, data: torch.Tensor) -> None:
