@@ -243,3 +243,26 @@ def test_torchscript_and_tracing_say_they_are_not_supported():
     conv = st.SparseConv2d(3, 4, 3, sparsity=0.5)
     with pytest.raises(RuntimeError, match=r"SparseConv2d\(.*\): torch.jit.trace"):
         torch.jit.trace(conv, torch.randn(1, 3, 8, 8))
+
+
+def test_convolutions_compile_with_graph_breaks_and_match_eager():
+    # Not custom ops yet: dynamo breaks the graph around them, and the results stay eager's.
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        st.SparseConv2d(3, 8, 3, padding=1, sparsity=0.8),
+        nn.ReLU(),
+        nn.Flatten(),
+        st.SparseLinear(8 * 8 * 8, 4, sparsity=0.9),
+    )
+    x = torch.randn(2, 3, 8, 8, requires_grad=True)
+    xc = x.detach().clone().requires_grad_()
+    y = model(x)
+    y.sum().backward()
+    ref = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    yc = torch.compile(model)(xc)
+    yc.sum().backward()
+    torch.testing.assert_close(yc, y)
+    torch.testing.assert_close(xc.grad, x.grad)
+    for p, g in zip(model.parameters(), ref):
+        torch.testing.assert_close(p.grad, g)
