@@ -109,3 +109,18 @@ def check_saved_values(name: str, values: torch.Tensor, nnz: int) -> None:
             f"{name}: values was replaced between forward and backward "
             f"({mismatch}); run the forward pass again"
         )
+
+
+_PLAIN = (torch.Tensor, torch.nn.Parameter)
+
+
+def plain_eager(*tensors) -> bool:
+    """Whether nothing but eager PyTorch looks at this call: no compiler or exporter tracing,
+    no torch.func transform, no dispatch mode (FakeTensor, FlopCounterMode, ...), and plain
+    tensors (no subclasses). Then the ops' bodies may run without the dispatcher."""
+    return (
+        not torch.compiler.is_compiling()
+        and not torch._C._are_functorch_transforms_active()
+        and torch._C._len_torch_dispatch_stack() == 0
+        and all(t is None or type(t) in _PLAIN for t in tensors)
+    )

@@ -39,6 +39,7 @@ from .common import (
     dense_weight,
     no_autocast,
     nonfinite_rows,
+    plain_eager,
     values_mismatch,
 )
 from .common import (
@@ -191,7 +192,7 @@ def _linear(
 
 
 # The ops as the dispatcher sees them (torch.compile, torch.export, torch.func, dispatch
-# modes); plain eager calls skip the dispatcher (see _plain_eager).
+# modes); plain eager calls skip the dispatcher (see common.plain_eager).
 linear_op = torch.library.custom_op("sparsetrain::linear", mutates_args=())(_linear)
 
 
@@ -410,21 +411,6 @@ class _EagerSparseLinear(torch.autograd.Function):
         return _backward(ctx, dy, _linear_backward)
 
 
-_PLAIN = (torch.Tensor, torch.nn.Parameter)
-
-
-def _plain_eager(*tensors) -> bool:
-    """Whether nothing but eager PyTorch looks at this call: no compiler or exporter tracing,
-    no torch.func transform, no dispatch mode (FakeTensor, FlopCounterMode, ...), and plain
-    tensors (no subclasses). Then the ops' bodies may run without the dispatcher."""
-    return (
-        not torch.compiler.is_compiling()
-        and not torch._C._are_functorch_transforms_active()
-        and torch._C._len_torch_dispatch_stack() == 0
-        and all(t is None or type(t) in _PLAIN for t in tensors)
-    )
-
-
 def _dense_weight_of(index, values: torch.Tensor) -> torch.Tensor:
     return dense_weight(index.row_ptr, index.dense_col_idx(), values, index.rows, index.cols)
 
@@ -448,6 +434,6 @@ def sparse_linear(
     x2d = x.reshape(math.prod(lead), in_features)  # not -1: in_features may be 0
     if not x2d.is_contiguous():
         x2d = x2d.contiguous()
-    f = _EagerSparseLinear if _plain_eager(x2d, values, bias) else SparseLinearFunction
+    f = _EagerSparseLinear if plain_eager(x2d, values, bias) else SparseLinearFunction
     y, _, _ = f.apply(x2d, values, bias, row_ptr, col_idx, out_features, in_features, name)
     return y.view(*lead, out_features)

@@ -12,8 +12,9 @@ from torch import nn
 
 from .. import formats
 from ..formats.conv import ConvGeometry, resolve_padding
-from ..functional.common import prepare_input
+from ..functional.common import plain_eager, prepare_input
 from ..functional.conv import SparseConv2dFunction
+from ..functional.conv_ops import SparseConv2dOpFunction, geometry_ints
 from ..functional.subsample import Subsample
 from . import _args
 from ._sparse_weight import SparseWeightModule
@@ -293,16 +294,31 @@ class SparseConv2d(SparseWeightModule):
                 f"(N, {self.in_channels}, H, W) or ({self.in_channels}, H, W), "
                 f"got {tuple(x.shape)}"
             )
-        self._ensure_index()
-        self._check_values()
+        eager = plain_eager(x, self.values, self.bias)
+        if eager:  # (else the ops find the pattern's plans themselves: conv_ops.py)
+            self._ensure_index()
+            self._check_values()
         unbatched = x.dim() == 3
         if unbatched:
             x = x.unsqueeze(0)
         if self._explicit_pad is not None:
             x = F.pad(x, self._explicit_pad, mode=self.padding_mode)
         if self._subsample is not None:
-            x = Subsample.apply(x, *self._subsample)
+            sh, sw = self._subsample
+            x = Subsample.apply(x, sh, sw) if eager else x[:, :, ::sh, ::sw]
         x = x.contiguous()
+        if not eager:
+            y, _, _ = SparseConv2dOpFunction.apply(
+                x,
+                self.values,
+                self.bias,
+                self.row_ptr,
+                self.col_idx,
+                geometry_ints(self._geometry),
+                self.strategy,
+                self._call_name(),
+            )
+            return y.squeeze(0) if unbatched else y
         try:
             layout = self._plans.layout(x, self.strategy, self.values, self.bias)
         except ValueError as e:  # e.g. an input smaller than the kernel: name the layer
