@@ -245,24 +245,58 @@ def test_torchscript_and_tracing_say_they_are_not_supported():
         torch.jit.trace(conv, torch.randn(1, 3, 8, 8))
 
 
-def test_convolutions_compile_with_graph_breaks_and_match_eager():
-    # Not custom ops yet: dynamo breaks the graph around them, and the results stay eager's.
-    torch.manual_seed(0)
+def sparse_cnn(seed=0):
+    """Convolutions of every kind the layers route differently (3x3 with a fused batch norm,
+    strided, a 1x1 strided one run on its subsampled input, reflect padding, groups), then a
+    sparse classifier; pruned and sparsify'd with example inputs (batch norms fused)."""
+    torch.manual_seed(seed)
     model = nn.Sequential(
-        st.SparseConv2d(3, 8, 3, padding=1, sparsity=0.8),
+        nn.Conv2d(3, 16, 3, padding=1, bias=False),
+        nn.BatchNorm2d(16),
+        nn.ReLU(),
+        nn.Conv2d(16, 16, 3, stride=2, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(16, 32, 1, stride=2),
+        nn.Conv2d(32, 32, 3, padding=1, padding_mode="reflect", groups=2),
         nn.ReLU(),
         nn.Flatten(),
-        st.SparseLinear(8 * 8 * 8, 4, sparsity=0.9),
+        nn.Linear(32 * 4 * 4, 5),
     )
-    x = torch.randn(2, 3, 8, 8, requires_grad=True)
-    xc = x.detach().clone().requires_grad_()
-    y = model(x)
-    y.sum().backward()
-    ref = [p.grad.clone() for p in model.parameters()]
-    model.zero_grad()
-    yc = torch.compile(model)(xc)
-    yc.sum().backward()
-    torch.testing.assert_close(yc, y)
-    torch.testing.assert_close(xc.grad, x.grad)
-    for p, g in zip(model.parameters(), ref):
-        torch.testing.assert_close(p.grad, g)
+    st.magnitude_prune(model, 0.7, scope="layer")
+    x = torch.randn(6, 3, 16, 16)
+    report = st.sparsify(model, example_inputs=x, min_sparsity=0.5, only_if_faster=False)
+    assert len(report.swapped) == 5 and report.fused_batch_norms
+    return model.train(), x
+
+
+def test_a_sparse_cnn_training_step_compiles_in_one_graph_equal_to_eager():
+    model, x = sparse_cnn()
+    t = torch.randint(0, 5, (x.shape[0],))
+    explained = torch._dynamo.explain(model)(x)
+    assert explained.graph_break_count == 0, explained.break_reasons
+    eager = copy.deepcopy(model)
+    data = [(x, t), (x.flip(0), t.flip(0))]
+    ref_losses, ref_params = train_steps(eager, data, lr=0.05)
+    losses, params = train_steps(torch.compile(model, fullgraph=True), data, lr=0.05)
+    torch.testing.assert_close(losses, ref_losses, rtol=1e-4, atol=1e-5)
+    for p, q in zip(params, ref_params):
+        torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-5)
+
+
+def test_a_sparse_cnn_exports_and_differentiates_with_torch_func():
+    model, x = sparse_cnn()
+    model.eval()
+    exported = torch.export.export(model, (x,))
+    torch.testing.assert_close(exported.module()(x), model(x))
+    t = torch.randint(0, 5, (x.shape[0],))
+    params = {k: v.detach() for k, v in model.named_parameters()}
+    buffers = dict(model.named_buffers())
+
+    def loss(p):
+        out = torch.func.functional_call(model, (p, buffers), (x,))
+        return nn.functional.cross_entropy(out, t)
+
+    grads = torch.func.grad(loss)(params)
+    nn.functional.cross_entropy(model(x), t).backward()
+    for k, p in model.named_parameters():
+        torch.testing.assert_close(grads[k], p.grad, msg=k)

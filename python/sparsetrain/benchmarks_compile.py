@@ -8,6 +8,29 @@ from __future__ import annotations
 
 import time
 
+import torch
+
+
+def _configuration(name: str, sparse: bool, sparsity: float, tiny: bool):
+    """(model, optimizer, step(model) -> loss) of one configuration: "bert" (benchmarks_hf:
+    AdamW) or "resnet18" (224², batch 32, SGD with momentum, every convolution but the first
+    pruned, sparsify'd with its batch norms fused)."""
+    if name != "resnet18":
+        from . import benchmarks_hf as H
+
+        model, opt, b, _ = H.prepared(name, sparse, sparsity, tiny)
+        return model, opt, lambda m, p: H.step(m, opt, b, p)
+    from . import sparsify
+    from .benchmarks import pruned_resnet, synthetic_batch, train_step
+
+    model = pruned_resnet(name, sparsity, num_classes=10 if tiny else 1000)
+    x, y = synthetic_batch(2 if tiny else 32, 32 if tiny else 224, 10 if tiny else 1000)
+    if sparse:
+        sparsify(model, example_inputs=x, min_sparsity=0.5)
+    model.train()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    return model, opt, lambda m, p: train_step(m, opt, x, y)
+
 
 def compile_step_times(
     name: str,
@@ -18,27 +41,40 @@ def compile_step_times(
     options: dict | None = None,
 ) -> dict:
     """{"times": median seconds per configuration ("dense eager", "sparse compiled", ...),
-    "compile_s": {"dense": s, "sparse": s}, "graph_breaks": {...}, "swapped": layers}.
-    ``options``: torch.compile's inductor options (e.g. {"fallback_random": True}: dropout
-    from ATen's generator, as eager draws it, instead of inductor's own)."""
+    "compile_s": {"dense": s, "sparse": s}, "graph_breaks": {...}} for the model ``name``
+    ("bert" or "resnet18"). ``options``: torch.compile's inductor options (e.g.
+    {"fallback_random": True}: dropout from ATen's generator, as eager draws it, instead of
+    inductor's own)."""
     import torch._dynamo
 
-    from . import benchmarks_hf as H
     from .benchmarks import alternating_medians
 
-    steps, compile_s, breaks, swapped = {}, {}, {}, 0
+    steps, compile_s, breaks = {}, {}, {}
     for kind in ("dense", "sparse"):
-        model, opt, b, n = H.prepared(name, kind == "sparse", sparsity, tiny)
-        swapped = max(swapped, n)
-        breaks[kind] = torch._dynamo.explain(model)(**b).graph_break_count
+        model, _, step = _configuration(name, kind == "sparse", sparsity, tiny)
         compiled = torch.compile(model, fullgraph=True, options=options)
         t = time.perf_counter()
-        H.step(model, opt, b, precision)
+        step(model, precision)
         eager = time.perf_counter() - t
         t = time.perf_counter()
-        H.step(compiled, opt, b, precision)  # compiles forward and backward
+        step(compiled, precision)  # compiles forward and backward
         compile_s[kind] = time.perf_counter() - t - eager
+        explained = torch._dynamo.explain(model)
+        breaks[kind] = _graph_breaks(explained, name, tiny)
         for mode, m in (("eager", model), ("compiled", compiled)):
-            steps[f"{kind} {mode}"] = lambda m=m, o=opt, b=b: H.step(m, o, b, precision)
+            steps[f"{kind} {mode}"] = lambda m=m, step=step: step(m, precision)
     times = alternating_medians(steps, repeats)
-    return {"times": times, "compile_s": compile_s, "graph_breaks": breaks, "swapped": swapped}
+    return {"times": times, "compile_s": compile_s, "graph_breaks": breaks}
+
+
+def _graph_breaks(explain, name: str, tiny: bool) -> int:
+    """Graph breaks dynamo reports for one forward of the model's batch."""
+    if name == "resnet18":
+        from .benchmarks import synthetic_batch
+
+        x, _ = synthetic_batch(2 if tiny else 32, 32 if tiny else 224, 10 if tiny else 1000)
+        return explain(x).graph_break_count
+    from . import benchmarks_hf as H
+
+    b = H.batch(name, tiny=tiny)
+    return explain(**b).graph_break_count
