@@ -1,4 +1,4 @@
-"""Sparse linear layers under FSDP2 (fully_shard, gloo, 2 processes on localhost): their values
+"""Sparse layers (a convolution and linear layers) under FSDP2 (fully_shard, gloo, 2 processes on localhost): their values
 and biases sharded across the ranks, all-gathered for each forward and backward and freed
 between them. Two ranks on half the global batch each must end with the parameters of one
 process on the whole batch."""
@@ -23,17 +23,23 @@ fsdp = pytest.importorskip("torch.distributed.fsdp")
 def build():
     torch.manual_seed(0)
     model = nn.Sequential(
-        nn.Linear(24, 64), nn.ReLU(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 5)
+        nn.Conv2d(3, 8, 3, padding=1),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(8 * 6 * 6, 32),
+        nn.ReLU(),
+        nn.Linear(32, 5),
     )
     st.magnitude_prune(model, 0.85, scope="layer")
     st.sparsify(model, only_if_faster=False)
-    assert all(isinstance(model[i], st.SparseLinear) for i in (0, 2, 4))
+    assert isinstance(model[0], st.SparseConv2d)
+    assert all(isinstance(model[i], st.SparseLinear) for i in (3, 5))
     return model
 
 
 def batch(step):
     g = torch.Generator().manual_seed(200 + step)
-    return torch.randn(BATCH, 24, generator=g), torch.randint(0, 5, (BATCH,), generator=g)
+    return torch.randn(BATCH, 3, 6, 6, generator=g), torch.randint(0, 5, (BATCH,), generator=g)
 
 
 def train(rank=None):
@@ -41,7 +47,7 @@ def train(rank=None):
     torch.set_num_threads(1)
     model = build()
     if rank is not None:
-        for layer in (model[0], model[2], model[4]):
+        for layer in (model[0], model[3], model[5]):
             fsdp.fully_shard(layer)
         fsdp.fully_shard(model)
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
