@@ -300,3 +300,14 @@ def test_a_sparse_cnn_exports_and_differentiates_with_torch_func():
     nn.functional.cross_entropy(model(x), t).backward()
     for k, p in model.named_parameters():
         torch.testing.assert_close(grads[k], p.grad, msg=k)
+
+
+def test_a_sparse_cnn_takes_a_new_batch_size_with_one_recompilation_at_most():
+    model, x = sparse_cnn()
+    model.eval()
+    cmodel = torch.compile(model, fullgraph=True)
+    for n in (6, 4):  # the second size recompiles, with the batch dynamic
+        torch.testing.assert_close(cmodel(x[:n]), model(x[:n]))
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        for n in (5, 3):
+            torch.testing.assert_close(cmodel(x[:n]), model(x[:n]))
