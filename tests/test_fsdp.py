@@ -1,7 +1,7 @@
-"""Sparse layers (a convolution and linear layers) under FSDP2 (fully_shard, gloo, 2 processes on localhost): their values
-and biases sharded across the ranks, all-gathered for each forward and backward and freed
-between them. Two ranks on half the global batch each must end with the parameters of one
-process on the whole batch."""
+"""Sparse layers (a convolution and linear layers) under FSDP2 (fully_shard, gloo, 2
+processes on localhost): their values and biases sharded across the ranks, all-gathered for
+each forward and backward and freed between them. Two ranks on half the global batch each must
+end with the parameters of one process on the whole batch."""
 
 import os
 
