@@ -127,9 +127,8 @@ def test_export_runs_and_matches_eager():
     torch.testing.assert_close(exported.module()(x2), model(x2))
 
 
-def test_func_grad_of_a_functional_call_is_autograds():
-    model = sparse_mlp()
-    x, t = batches([6])[0]
+def assert_func_grad_is_autograds(model, x, t):
+    """torch.func.grad of a functional_call's loss equals backward's gradients."""
     params = {k: v.detach() for k, v in model.named_parameters()}
     buffers = dict(model.named_buffers())
 
@@ -138,9 +137,14 @@ def test_func_grad_of_a_functional_call_is_autograds():
         return nn.functional.cross_entropy(out, t)
 
     grads = torch.func.grad(loss)(params)
+    model.zero_grad()
     nn.functional.cross_entropy(model(x), t).backward()
     for k, p in model.named_parameters():
-        torch.testing.assert_close(grads[k], p.grad)
+        torch.testing.assert_close(grads[k], p.grad, msg=k)
+
+
+def test_func_grad_of_a_functional_call_is_autograds():
+    assert_func_grad_is_autograds(sparse_mlp(), *batches([6])[0])
 
 
 def test_vmap_says_it_is_not_supported():
@@ -154,19 +158,10 @@ tf = pytest.importorskip("transformers")
 
 
 def test_a_sparse_bert_training_step_compiles_in_one_graph():
-    config = tf.BertConfig(
-        vocab_size=96,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=64,
-        max_position_embeddings=32,
-        hidden_dropout_prob=0.0,
-        attention_probs_dropout_prob=0.0,
-        num_labels=3,
-    )
+    from test_hf import bert
+
     torch.manual_seed(0)
-    model = tf.BertForSequenceClassification(config)
+    model = bert()
     st.magnitude_prune(model, 0.9, scope="layer")
     st.sparsify(model, only_if_faster=False)
     g = torch.Generator().manual_seed(0)
@@ -288,18 +283,7 @@ def test_a_sparse_cnn_exports_and_differentiates_with_torch_func():
     model.eval()
     exported = torch.export.export(model, (x,))
     torch.testing.assert_close(exported.module()(x), model(x))
-    t = torch.randint(0, 5, (x.shape[0],))
-    params = {k: v.detach() for k, v in model.named_parameters()}
-    buffers = dict(model.named_buffers())
-
-    def loss(p):
-        out = torch.func.functional_call(model, (p, buffers), (x,))
-        return nn.functional.cross_entropy(out, t)
-
-    grads = torch.func.grad(loss)(params)
-    nn.functional.cross_entropy(model(x), t).backward()
-    for k, p in model.named_parameters():
-        torch.testing.assert_close(grads[k], p.grad, msg=k)
+    assert_func_grad_is_autograds(model, x, torch.randint(0, 5, (x.shape[0],)))
 
 
 def test_a_sparse_cnn_takes_a_new_batch_size_with_one_recompilation_at_most():

@@ -6,17 +6,13 @@ end with the weights of one process on the whole batch, and identical masks on b
 """
 
 import gc
-import os
 
-import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 from torch import nn
 
 import sparsetrain as st
+from rank_runner import WORLD, assert_ranks_equal_single, rank_states, requires_gloo
 
-WORLD = 2
 STEPS = 9
 BATCH = 8
 
@@ -66,33 +62,10 @@ def train(rank=None):
     return model
 
 
-def _worker(rank, init_file, out_dir):
-    os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD)
-    try:
-        model = train(rank)
-        torch.save(
-            {k: v.clone() for k, v in model.state_dict().items()},
-            os.path.join(out_dir, f"rank{rank}.pt"),
-        )
-    finally:
-        dist.destroy_process_group()
-
-
-@pytest.mark.skipif(
-    not dist.is_available() or not dist.is_gloo_available(),
-    reason="torch.distributed with gloo is not available",
-)
+@requires_gloo
 def test_ddp_two_processes_equal_single_process(tmp_path):
-    mp.spawn(_worker, args=(str(tmp_path / "init"), str(tmp_path)), nprocs=WORLD, join=True)
-    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(WORLD)]
+    ranks = rank_states(train, tmp_path)
     single = train().state_dict()
     sparse_layers = [k[: -len(".col_idx")] for k in single if k.endswith(".col_idx")]
     assert sparse_layers == ["0", "2", "5", "7"]  # masked dense first, sparse modules later
-    for key, ref in single.items():
-        # the ranks agree bitwise (same all-reduced gradients), masks included
-        assert torch.equal(ranks[0][key], ranks[1][key]), key
-        if ref.dtype.is_floating_point:
-            torch.testing.assert_close(ranks[0][key], ref, rtol=1e-4, atol=1e-5, msg=key)
-        else:
-            assert torch.equal(ranks[0][key], ref), key
+    assert_ranks_equal_single(ranks, single)  # masks included

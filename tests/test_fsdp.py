@@ -3,17 +3,13 @@ processes on localhost): their values and biases sharded across the ranks, all-g
 each forward and backward and freed between them. Two ranks on half the global batch each must
 end with the parameters of one process on the whole batch."""
 
-import os
-
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 from torch import nn
 
 import sparsetrain as st
+from rank_runner import WORLD, _state, assert_ranks_equal_single, rank_states, requires_gloo
 
-WORLD = 2
 STEPS = 4
 BATCH = 8
 
@@ -65,31 +61,6 @@ def train(rank=None):
     }
 
 
-def _worker(rank, init_file, out_dir):
-    os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD)
-    try:
-        state = train(rank)
-        torch.save(
-            {k: v.detach().clone() for k, v in state.items()},
-            os.path.join(out_dir, f"rank{rank}.pt"),
-        )
-    finally:
-        dist.destroy_process_group()
-
-
-@pytest.mark.skipif(
-    not dist.is_available() or not dist.is_gloo_available(),
-    reason="torch.distributed with gloo is not available",
-)
+@requires_gloo
 def test_fsdp2_two_processes_equal_single_process(tmp_path):
-    mp.spawn(_worker, args=(str(tmp_path / "init"), str(tmp_path)), nprocs=WORLD, join=True)
-    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(WORLD)]
-    single = train()
-    assert set(ranks[0]) == set(single)
-    for key, ref in single.items():
-        assert torch.equal(ranks[0][key], ranks[1][key]), key
-        if ref.dtype.is_floating_point:
-            torch.testing.assert_close(ranks[0][key], ref, rtol=1e-4, atol=1e-5, msg=key)
-        else:
-            assert torch.equal(ranks[0][key], ref), key
+    assert_ranks_equal_single(rank_states(train, tmp_path), _state(train()))

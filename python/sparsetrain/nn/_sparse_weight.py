@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from .. import formats
+from ..functional import pattern_cache
 from ..functional.common import autocast_bf16, values_mismatch
 from . import _dense_types
 
@@ -145,17 +146,7 @@ class SparseWeightModule(nn.Module):
 
     def _index_stamp(self):
         # Through _buffers: nn.Module's attribute lookup costs microseconds on every call.
-        # Inference tensors track no version; their data pointer and length still tell a swap.
-        row_ptr, col_idx = self._buffers["row_ptr"], self._buffers["col_idx"]
-        if row_ptr.is_inference() or col_idx.is_inference():
-            return (row_ptr.data_ptr(), None, col_idx.data_ptr(), None, col_idx.numel())
-        return (
-            row_ptr.data_ptr(),
-            row_ptr._version,
-            col_idx.data_ptr(),
-            col_idx._version,
-            col_idx.numel(),
-        )
+        return pattern_cache.stamp(self._buffers["row_ptr"], self._buffers["col_idx"])
 
     def _derive(self) -> None:
         """Build what the kernels need from the private, validated ``self._pattern``."""
@@ -213,8 +204,8 @@ class SparseWeightModule(nn.Module):
         row_ptr, col_idx = self._pattern or (None, None)
         if (
             self._pattern is not None
-            and _same(self.row_ptr, row_ptr)
-            and _same(self.col_idx, col_idx)
+            and pattern_cache.same(self.row_ptr, row_ptr)
+            and pattern_cache.same(self.col_idx, col_idx)
             and self.values.numel() == col_idx.numel()
         ):
             self._stamp = stamp
@@ -410,17 +401,6 @@ def resize_parameter(p: nn.Parameter, data: torch.Tensor) -> None:
     _optim_state.note_resized(p)
 
 
-def _same(t, ref: torch.Tensor) -> bool:
-    """Whether buffer ``t`` holds exactly the private pattern ``ref``."""
-    return (
-        isinstance(t, torch.Tensor)
-        and t.shape == ref.shape
-        and t.dtype == ref.dtype
-        and t.device == ref.device
-        and torch.equal(t, ref)
-    )
-
-
 class PatternGuard:
     """The pattern buffers a forward pass ran with, and their versions then (see
     SparseWeightModule._saved_pattern)."""
@@ -440,7 +420,7 @@ class PatternGuard:
         for what, buf, version, ref in zip(
             ("row_ptr", "col_idx"), self.buffers, self.versions, self.pattern
         ):
-            if buf._version != version and not _same(buf, ref):
+            if buf._version != version and not pattern_cache.same(buf, ref):
                 raise RuntimeError(
                     f"{self.name}: one of the variables needed for gradient computation has "
                     f"been modified by an inplace operation: {what} is at version "
