@@ -373,3 +373,14 @@ def test_the_same_numbers_written_between_forward_and_backward_pass(layer_kind):
     x2 = x.detach().clone().requires_grad_()
     (2 * layer(x2).sum()).backward()
     torch.testing.assert_close(x.grad, x2.grad)
+
+
+def test_the_ops_run_on_the_layers_own_validated_copy():
+    # SparseLinear hands the index it derived to the ops: no second copy of the pattern.
+    from sparsetrain.functional import pattern_cache
+    from sparsetrain.functional.linear import _linear_index
+
+    layer = st.SparseLinear(40, 30, sparsity=0.8)
+    entry = _linear_index(layer.row_ptr, layer.col_idx, 30, 40, "L")
+    assert entry.pattern[0] is layer._pattern[0] and entry.pattern[1] is layer._pattern[1]
+    assert pattern_cache.lookup(layer.row_ptr, layer.col_idx, ("linear", 30, 40), None) is entry

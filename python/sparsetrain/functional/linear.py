@@ -121,17 +121,28 @@ def _dense_rows(x_rows: torch.Tensor, w: torch.Tensor, bias, dtype: torch.dtype)
         return torch.nn.functional.linear(x_rows.float(), w, b).to(dtype)
 
 
+def _linear_kind(out_features: int, in_features: int) -> tuple:
+    return ("linear", out_features, in_features)
+
+
 def _linear_index(row_ptr, col_idx, out_features: int, in_features: int, name: str):
     """The validated kernel index of a layer's pattern buffers (pattern_cache)."""
     try:
         return pattern_cache.lookup(
             row_ptr,
             col_idx,
-            ("linear", out_features, in_features),
+            _linear_kind(out_features, in_features),
             lambda rp, ci: build_index(rp, ci, out_features, in_features),
         )
     except ValueError as e:
         raise ValueError(f"{name}: {e}") from None
+
+
+def seed_linear_index(row_ptr, col_idx, pattern: tuple, out_features: int, in_features: int):
+    """Derive the kernel index of a layer's validated private ``pattern`` of these buffers and
+    hand it to the ops (SparseLinear does when it takes a pattern)."""
+    index = build_index(*pattern, out_features, in_features)
+    pattern_cache.seed(row_ptr, col_idx, _linear_kind(out_features, in_features), pattern, index)
 
 
 def _batch_major_size(batch: int, in_features: int) -> int:

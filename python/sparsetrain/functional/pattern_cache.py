@@ -15,12 +15,14 @@ checks, so a backward pass runs on the index its forward pass used or raises.
 from __future__ import annotations
 
 import itertools
+import threading
 import weakref
 from typing import Callable
 
 import torch
 
 _generations = itertools.count(1)
+_lock = threading.RLock()
 
 
 class Entry:
@@ -72,6 +74,29 @@ def _forget(key: tuple) -> None:
     _by_buffers.pop(key, None)
 
 
+def _cached(key: tuple, row_ptr, col_idx) -> Entry | None:
+    """The entry under ``key`` if it still describes these buffers (its stamp, or the same
+    numbers: then the stamp is brought up to date)."""
+    e = _by_buffers.get(key)
+    if e is None or not e.holds(row_ptr, col_idx):
+        return None
+    now = stamp(row_ptr, col_idx)
+    if e.stamp != now:
+        if not (same(row_ptr, e.pattern[0]) and same(col_idx, e.pattern[1])):
+            return None
+        e.stamp = now
+    return e
+
+
+def _insert(key: tuple, row_ptr, col_idx, pattern, derived) -> Entry:
+    if key not in _by_buffers:  # dropped with either buffer
+        weakref.finalize(row_ptr, _forget, key)
+        weakref.finalize(col_idx, _forget, key)
+    e = _by_buffers[key] = Entry(row_ptr, col_idx, pattern, derived)
+    _by_generation[e.generation] = e
+    return e
+
+
 def lookup(
     row_ptr: torch.Tensor,
     col_idx: torch.Tensor,
@@ -83,28 +108,33 @@ def lookup(
     from ``derive(row_ptr, col_idx)`` on private copies (which validates them: its ValueError
     propagates)."""
     key = (id(row_ptr), id(col_idx), kind)
-    e = _by_buffers.get(key)
-    if e is not None and e.holds(row_ptr, col_idx):
-        now = stamp(row_ptr, col_idx)
-        if e.stamp == now:
+    e = _cached(key, row_ptr, col_idx)
+    if e is not None:
+        return e
+    # One derivation at a time: two threads' first calls of a layer must not each make an
+    # entry (the first one's backward would then find its generation gone).
+    with _lock:
+        e = _cached(key, row_ptr, col_idx)
+        if e is not None:
             return e
-        if same(row_ptr, e.pattern[0]) and same(col_idx, e.pattern[1]):
-            e.stamp = now
-            return e
-    # Ordinary (not inference) tensors, so the layer also trains after being built or loaded
-    # inside torch.inference_mode().
-    with torch.inference_mode(False):
-        pattern = (
-            row_ptr.detach().clone(memory_format=torch.contiguous_format),
-            col_idx.detach().clone(memory_format=torch.contiguous_format),
-        )
-        derived = derive(*pattern)
-    if key not in _by_buffers:  # dropped with either buffer
-        weakref.finalize(row_ptr, _forget, key)
-        weakref.finalize(col_idx, _forget, key)
-    e = _by_buffers[key] = Entry(row_ptr, col_idx, pattern, derived)
-    _by_generation[e.generation] = e
-    return e
+        # Ordinary (not inference) tensors, so the layer also trains after being built or
+        # loaded inside torch.inference_mode().
+        with torch.inference_mode(False):
+            pattern = (
+                row_ptr.detach().clone(memory_format=torch.contiguous_format),
+                col_idx.detach().clone(memory_format=torch.contiguous_format),
+            )
+            derived = derive(*pattern)
+        return _insert(key, row_ptr, col_idx, pattern, derived)
+
+
+def seed(
+    row_ptr: torch.Tensor, col_idx: torch.Tensor, kind: tuple, pattern: tuple, derived
+) -> None:
+    """Enter what a layer derived itself from ``pattern``, its validated private copy of these
+    buffers (taken just now), so that the ops' first call neither copies nor derives again."""
+    with _lock:
+        _insert((id(row_ptr), id(col_idx), kind), row_ptr, col_idx, pattern, derived)
 
 
 def for_backward(row_ptr: torch.Tensor, col_idx: torch.Tensor, generation: int, name: str) -> Entry:

@@ -9,7 +9,7 @@ from torch import nn
 
 from .. import formats
 from ..functional.common import prepare_input
-from ..functional.linear import _linear_index, sparse_linear
+from ..functional.linear import _linear_index, seed_linear_index, sparse_linear
 from . import _args, _dense_types
 from ._sparse_weight import SparseWeightModule
 
@@ -119,8 +119,11 @@ class SparseLinear(SparseWeightModule):
         )
 
     def _derive(self) -> None:
-        """Nothing: the ops derive their index from the pattern buffers themselves
-        (functional/pattern_cache.py), so that a compiler sees tensors only."""
+        # The ops find the index by the pattern buffers (functional/pattern_cache.py), so that a
+        # compiler sees tensors only; this one they then need not copy and derive again.
+        seed_linear_index(
+            self.row_ptr, self.col_idx, self._pattern, self.out_features, self.in_features
+        )
 
     @property
     def _index(self):
