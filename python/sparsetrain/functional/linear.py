@@ -168,7 +168,12 @@ def _linear(
     (batch, in) contiguous float32 or bfloat16 (the bf16 kernels), values (nnz,), bias (out,)
     or None, on the pattern in the buffers row_ptr / col_idx."""
     entry = _linear_index(row_ptr, col_idx, out_features, in_features, name)
-    index = entry.derived
+    y, xt_all = _forward(x, values, bias, entry.derived, in_features, name)
+    return y, xt_all, torch.tensor([entry.generation], dtype=torch.int64)
+
+
+def _forward(x, values, bias, index, in_features: int, name: str) -> tuple:
+    """(y, the batch-major input) on a validated kernel index."""
     mismatch = values_mismatch(values, index.nnz)
     if mismatch:
         raise ValueError(f"{name}: {mismatch}")
@@ -199,7 +204,7 @@ def _linear(
         # Rows with a NaN or Inf: dense, so pruned weights meet them as in nn.Linear.
         rows = _with_partners(nonfinite_rows(x), batch)
         y[rows] = _dense_rows(x[rows], _dense_weight_of(index, kv), kbias, y.dtype)
-    return y, xt_all, torch.tensor([entry.generation], dtype=torch.int64)
+    return y, xt_all
 
 
 # The ops as the dispatcher sees them (torch.compile, torch.export, torch.func, dispatch
@@ -233,7 +238,13 @@ def _linear_backward(
     need_b: bool,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(dx, dv, db) of linear_op, each empty where not asked for."""
-    index = pattern_cache.for_backward(row_ptr, col_idx, int(generation[0]), name).derived
+    entry = pattern_cache.for_backward(row_ptr, col_idx, int(generation[0]), name)
+    return _gradients(dy, xt_all, values, bias, entry.derived, name, need_x, need_v, need_b)
+
+
+def _gradients(dy, xt_all, values, bias, index, name: str, need_x, need_v, need_b) -> tuple:
+    """(dx, dv, db) on the kernel index the forward pass ran on, each empty where not asked
+    for."""
     check_saved_values(name, values, index.nnz)
     nthreads = get_num_threads()
     batch = dy.shape[0]
@@ -338,7 +349,7 @@ def _input_grad(index, kv, dy, dyt, sums, batch: int, bf16: bool) -> torch.Tenso
 
 
 def _backward(ctx, dy, kernel) -> tuple:
-    """The gradients of both autograd forms below, ``kernel`` the backward op or its body."""
+    """SparseLinearFunction's gradients, ``kernel`` the backward op."""
     xt_all, values, bias, generation = ctx.saved_tensors
     row_ptr, col_idx = ctx.pattern
     out_features, in_features, name, dtype = ctx.layer
@@ -407,19 +418,40 @@ class SparseLinearFunction(torch.autograd.Function):
 
 class _EagerSparseLinear(torch.autograd.Function):
     """SparseLinearFunction for plain eager calls: the ops' bodies called directly, in the
-    classic autograd.Function form, which costs a fraction of setup_context's argument
-    binding and of two trips through the dispatcher (most of a small layer's step)."""
+    classic autograd.Function form with the index entry kept on ctx, which costs a fraction of
+    setup_context's argument binding and of two trips through the dispatcher (most of a small
+    layer's step)."""
 
     @staticmethod
-    def forward(ctx, *inputs):
-        output = _linear(*inputs)
-        SparseLinearFunction.setup_context(ctx, inputs, output)
-        return output
+    def forward(ctx, x, values, bias, row_ptr, col_idx, out_features, in_features, name):
+        entry = _linear_index(row_ptr, col_idx, out_features, in_features, name)
+        y, xt_all = _forward(x, values, bias, entry.derived, in_features, name)
+        # The batch-major input only when the values gradient will need it.
+        ctx.save_for_backward(xt_all if ctx.needs_input_grad[1] else None, values, bias)
+        ctx.entry, ctx.pattern, ctx.name, ctx.dtype = entry, (row_ptr, col_idx), name, x.dtype
+        return y
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, dy, _dxt, _dgeneration):
-        return _backward(ctx, dy, _linear_backward)
+    def backward(ctx, dy):
+        xt_all, values, bias = ctx.saved_tensors
+        pattern_cache.check_backward(ctx.entry, *ctx.pattern, ctx.name)
+        need_x, need_v, need_b = ctx.needs_input_grad[:3]
+        if xt_all is None:  # no values gradient: the kernels then only need its dtype
+            xt_all = values.new_empty(0, dtype=ctx.dtype)
+        dx, dv, db = _gradients(
+            dy,
+            xt_all,
+            values,
+            bias,
+            ctx.entry.derived,
+            ctx.name,
+            need_x,
+            need_v,
+            need_b and bias is not None,
+        )
+        grads = (dx if need_x else None, dv if need_v else None, db if need_b else None)
+        return (*grads, None, None, None, None, None)
 
 
 def _dense_weight_of(index, values: torch.Tensor) -> torch.Tensor:
@@ -445,6 +477,9 @@ def sparse_linear(
     x2d = x.reshape(math.prod(lead), in_features)  # not -1: in_features may be 0
     if not x2d.is_contiguous():
         x2d = x2d.contiguous()
-    f = _EagerSparseLinear if plain_eager(x2d, values, bias) else SparseLinearFunction
-    y, _, _ = f.apply(x2d, values, bias, row_ptr, col_idx, out_features, in_features, name)
+    args = (x2d, values, bias, row_ptr, col_idx, out_features, in_features, name)
+    if plain_eager(x2d, values, bias):
+        y = _EagerSparseLinear.apply(*args)
+    else:
+        y, _, _ = SparseLinearFunction.apply(*args)
     return y.view(*lead, out_features)

@@ -138,19 +138,28 @@ def seed(
 
 
 def for_backward(row_ptr: torch.Tensor, col_idx: torch.Tensor, generation: int, name: str) -> Entry:
-    """The entry a forward pass ran with, for its backward pass: the pattern buffers written in
-    place since with other numbers raise PyTorch's version error, as a dense layer's weight does
-    (rewritten with the same numbers, as DistributedDataParallel's broadcast does, they pass)."""
+    """The entry a forward pass ran with (by its generation), for its backward pass, checked
+    as check_backward does; gone (the buffers were rewritten and taken up since) raises."""
     e = _by_generation.get(generation)
-    # The same buffers, untouched since; or (written, or copies of them) the same numbers.
-    ok = e is not None and (
-        (e.holds(row_ptr, col_idx) and e.stamp == stamp(row_ptr, col_idx))
-        or (same(row_ptr, e.pattern[0]) and same(col_idx, e.pattern[1]))
-    )
-    if not ok:
-        raise RuntimeError(
-            f"{name}: one of the variables needed for gradient computation has been modified "
-            "by an inplace operation: the pattern (row_ptr, col_idx) changed between forward "
-            "and backward"
-        )
+    if e is None:
+        _raise_changed(name)
+    check_backward(e, row_ptr, col_idx, name)
     return e
+
+
+def check_backward(e: Entry, row_ptr: torch.Tensor, col_idx: torch.Tensor, name: str) -> None:
+    """The pattern buffers written in place since a forward pass on ``e`` with other numbers
+    raise PyTorch's version error, as a dense layer's weight does (rewritten with the same
+    numbers, as DistributedDataParallel's broadcast does, or copies of them, they pass)."""
+    if e.holds(row_ptr, col_idx) and e.stamp == stamp(row_ptr, col_idx):
+        return
+    if not (same(row_ptr, e.pattern[0]) and same(col_idx, e.pattern[1])):
+        _raise_changed(name)
+
+
+def _raise_changed(name: str):
+    raise RuntimeError(
+        f"{name}: one of the variables needed for gradient computation has been modified "
+        "by an inplace operation: the pattern (row_ptr, col_idx) changed between forward "
+        "and backward"
+    )
