@@ -26,6 +26,7 @@ def _worker(rank, train, init_file, out_dir):
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD)
     try:
         torch.save(_state(train(rank)), os.path.join(out_dir, f"rank{rank}.pt"))
+        dist.barrier()  # every rank's collectives done before any rank tears gloo down
     finally:
         dist.destroy_process_group()
 

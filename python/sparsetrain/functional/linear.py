@@ -482,4 +482,5 @@ def sparse_linear(
         y = _EagerSparseLinear.apply(*args)
     else:
         y, _, _ = SparseLinearFunction.apply(*args)
-    return y.view(*lead, out_features)
+    # (y itself for a 2-D input: a view would be a view output, which FSDP2 warns about.)
+    return y if x.dim() == 2 else y.view(*lead, out_features)
