@@ -16,7 +16,15 @@ requires_gloo = __import__("pytest").mark.skipif(
 )
 
 
-def _state(result) -> dict:
+def rank_share(rank, *tensors):
+    """The rank's equal share (along dim 0) of each tensor of a global batch; all of it for
+    rank None (one process)."""
+    if rank is None:
+        return tensors
+    return tuple(t.chunk(WORLD)[rank] for t in tensors)
+
+
+def state_of(result) -> dict:
     state = result.state_dict() if isinstance(result, nn.Module) else result
     return {k: v.detach().clone() for k, v in state.items()}
 
@@ -25,7 +33,7 @@ def _worker(rank, train, init_file, out_dir):
     os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD)
     try:
-        torch.save(_state(train(rank)), os.path.join(out_dir, f"rank{rank}.pt"))
+        torch.save(state_of(train(rank)), os.path.join(out_dir, f"rank{rank}.pt"))
         dist.barrier()  # every rank's collectives done before any rank tears gloo down
     finally:
         dist.destroy_process_group()

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 import sparsetrain as st
-from rank_runner import WORLD, assert_ranks_equal_single, rank_states, requires_gloo
+from rank_runner import assert_ranks_equal_single, rank_share, rank_states, requires_gloo
 
 STEPS = 9
 BATCH = 8
@@ -47,9 +47,7 @@ def train(rank=None):
     wrapped = model if rank is None else nn.parallel.DistributedDataParallel(model)
     for step in range(STEPS):
         x, y = batch(step)
-        if rank is not None:
-            half = BATCH // WORLD
-            x, y = x[rank * half : (rank + 1) * half], y[rank * half : (rank + 1) * half]
+        x, y = rank_share(rank, x, y)
         opt.zero_grad()
         nn.functional.cross_entropy(wrapped(x), y).backward()
         opt.step()

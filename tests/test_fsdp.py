@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 import sparsetrain as st
-from rank_runner import WORLD, _state, assert_ranks_equal_single, rank_states, requires_gloo
+from rank_runner import assert_ranks_equal_single, rank_share, rank_states, requires_gloo, state_of
 
 STEPS = 4
 BATCH = 8
@@ -49,9 +49,7 @@ def train(rank=None):
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
     for step in range(STEPS):
         x, y = batch(step)
-        if rank is not None:
-            half = BATCH // WORLD
-            x, y = x[rank * half : (rank + 1) * half], y[rank * half : (rank + 1) * half]
+        x, y = rank_share(rank, x, y)
         opt.zero_grad()
         nn.functional.cross_entropy(model(x), y).backward()  # FSDP averages over the ranks
         opt.step()
@@ -63,4 +61,4 @@ def train(rank=None):
 
 @requires_gloo
 def test_fsdp2_two_processes_equal_single_process(tmp_path):
-    assert_ranks_equal_single(rank_states(train, tmp_path), _state(train()))
+    assert_ranks_equal_single(rank_states(train, tmp_path), state_of(train()))

@@ -384,3 +384,11 @@ def test_the_ops_run_on_the_layers_own_validated_copy():
     entry = _linear_index(layer.row_ptr, layer.col_idx, 30, 40, "L")
     assert entry.pattern[0] is layer._pattern[0] and entry.pattern[1] is layer._pattern[1]
     assert pattern_cache.lookup(layer.row_ptr, layer.col_idx, ("linear", 30, 40), None) is entry
+
+
+def test_eager_and_compiled_convolutions_share_one_set_of_plans():
+    from sparsetrain.functional.conv_ops import _plans, geometry_ints
+
+    conv = st.SparseConv2d(4, 8, 3, padding=1, sparsity=0.5)
+    entry = _plans(conv.row_ptr, conv.col_idx, geometry_ints(conv._geometry), "C")
+    assert entry.derived is conv._plans and entry.pattern[0] is conv._pattern[0]

@@ -12,14 +12,15 @@ import torch
 
 
 def _configuration(name: str, sparse: bool, sparsity: float, tiny: bool):
-    """(model, optimizer, step(model) -> loss) of one configuration: "bert" (benchmarks_hf:
-    AdamW) or "resnet18" (224², batch 32, SGD with momentum, every convolution but the first
-    pruned, sparsify'd with its batch norms fused)."""
+    """(model, step(model, precision) -> loss, the forward's (args, kwargs)) of one
+    configuration: "bert" (benchmarks_hf: AdamW) or "resnet18" (224², batch 32, SGD with
+    momentum, every convolution but the first pruned, sparsify'd with its batch norms fused;
+    float32 only)."""
     if name != "resnet18":
         from . import benchmarks_hf as H
 
         model, opt, b, _ = H.prepared(name, sparse, sparsity, tiny)
-        return model, opt, lambda m, p: H.step(m, opt, b, p)
+        return model, lambda m, p: H.step(m, opt, b, p), ((), b)
     from . import sparsify
     from .benchmarks import pruned_resnet, synthetic_batch, train_step
 
@@ -29,7 +30,7 @@ def _configuration(name: str, sparse: bool, sparsity: float, tiny: bool):
         sparsify(model, example_inputs=x, min_sparsity=0.5)
     model.train()
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    return model, opt, lambda m, p: train_step(m, opt, x, y)
+    return model, lambda m, p: train_step(m, opt, x, y), ((x,), {})
 
 
 def compile_step_times(
@@ -51,7 +52,7 @@ def compile_step_times(
 
     steps, compile_s, breaks = {}, {}, {}
     for kind in ("dense", "sparse"):
-        model, _, step = _configuration(name, kind == "sparse", sparsity, tiny)
+        model, step, (args, kwargs) = _configuration(name, kind == "sparse", sparsity, tiny)
         compiled = torch.compile(model, fullgraph=True, options=options)
         t = time.perf_counter()
         step(model, precision)
@@ -59,22 +60,8 @@ def compile_step_times(
         t = time.perf_counter()
         step(compiled, precision)  # compiles forward and backward
         compile_s[kind] = time.perf_counter() - t - eager
-        explained = torch._dynamo.explain(model)
-        breaks[kind] = _graph_breaks(explained, name, tiny)
+        breaks[kind] = torch._dynamo.explain(model)(*args, **kwargs).graph_break_count
         for mode, m in (("eager", model), ("compiled", compiled)):
             steps[f"{kind} {mode}"] = lambda m=m, step=step: step(m, precision)
     times = alternating_medians(steps, repeats)
     return {"times": times, "compile_s": compile_s, "graph_breaks": breaks}
-
-
-def _graph_breaks(explain, name: str, tiny: bool) -> int:
-    """Graph breaks dynamo reports for one forward of the model's batch."""
-    if name == "resnet18":
-        from .benchmarks import synthetic_batch
-
-        x, _ = synthetic_batch(2 if tiny else 32, 32 if tiny else 224, 10 if tiny else 1000)
-        return explain(x).graph_break_count
-    from . import benchmarks_hf as H
-
-    b = H.batch(name, tiny=tiny)
-    return explain(**b).graph_break_count

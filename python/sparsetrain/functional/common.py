@@ -8,6 +8,7 @@ if all its elements are; only a non-finite sum needs the exact element-wise chec
 from __future__ import annotations
 
 import math
+from typing import NoReturn
 
 import numpy as np
 import torch
@@ -97,6 +98,21 @@ def values_mismatch(values: torch.Tensor, nnz: int) -> str:
         f"values has shape {tuple(values.shape)}"
         f"{'' if values.is_contiguous() else ' (not contiguous)'}, expected a contiguous "
         f"({nnz},) for the pattern's {nnz} nonzeros"
+    )
+
+
+def check_values(name: str, values: torch.Tensor, nnz: int) -> None:
+    """``values`` must fit the pattern the kernels run on (ValueError naming the layer)."""
+    mismatch = values_mismatch(values, nnz)
+    if mismatch:
+        raise ValueError(f"{name}: {mismatch}")
+
+
+def vmap_unsupported(name: str) -> NoReturn:
+    """What the sparse layers' autograd.Functions answer to torch.func.vmap."""
+    raise RuntimeError(
+        f"{name}: torch.func.vmap is not supported by sparse layers (per-sample gradients "
+        "included); torch.func.grad and functional_call are"
     )
 
 

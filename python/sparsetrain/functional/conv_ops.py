@@ -17,6 +17,7 @@ from torch.autograd.function import once_differentiable
 from ..formats.conv import ConvGeometry, conv_shape
 from ..formats.csr import validate_csr
 from . import pattern_cache
+from .common import check_values, vmap_unsupported
 from .conv import SparseConv2dFunction
 
 
@@ -30,6 +31,17 @@ def _geometry(ints: list[int]) -> ConvGeometry:
     return ConvGeometry(i[0], i[1], (i[2], i[3]), (i[4], i[5]), (i[6], i[7]), tuple(i[8:12]), i[12])
 
 
+def _kind(ints) -> tuple:
+    return ("conv2d", *(int(v) for v in ints))
+
+
+def seed_conv_plans(row_ptr, col_idx, pattern: tuple, geometry: ConvGeometry, plans) -> None:
+    """Hand a layer's plans of its validated private ``pattern`` of these buffers to the ops
+    (SparseConv2d does when it takes a pattern): eager calls and compiled ones then share one
+    set of indices and layouts."""
+    pattern_cache.seed(row_ptr, col_idx, _kind(geometry_ints(geometry)), pattern, plans)
+
+
 def _plans(row_ptr, col_idx, ints, name: str):
     from ..nn.conv_plans import ConvPlans
 
@@ -40,7 +52,7 @@ def _plans(row_ptr, col_idx, ints, name: str):
         return ConvPlans(g, (rp, ci))
 
     try:
-        return pattern_cache.lookup(row_ptr, col_idx, ("conv2d", *ints), derive)
+        return pattern_cache.lookup(row_ptr, col_idx, _kind(ints), derive)
     except ValueError as e:
         raise ValueError(f"{name}: {e}") from None
 
@@ -54,14 +66,6 @@ class _Ctx:
 
     def save_for_backward(self, *tensors):
         pass
-
-
-def _values_check(name, values, nnz):
-    from .common import values_mismatch
-
-    mismatch = values_mismatch(values, nnz)
-    if mismatch:
-        raise ValueError(f"{name}: {mismatch}")
 
 
 def _conv2d(
@@ -78,7 +82,7 @@ def _conv2d(
     float32 as the kernels see it (padded and subsampled before)."""
     entry = _plans(row_ptr, col_idx, geometry, name)
     plans = entry.derived
-    _values_check(name, values, entry.pattern[1].numel())
+    check_values(name, values, entry.pattern[1].numel())
     layout = plans.layout(x, strategy, values, bias)
     ctx = _Ctx((False, False, False))
     y = SparseConv2dFunction.forward(
@@ -207,7 +211,4 @@ class SparseConv2dOpFunction(torch.autograd.Function):
 
     @staticmethod
     def vmap(info, in_dims, x, values, bias, row_ptr, col_idx, geometry, strategy, name):
-        raise RuntimeError(
-            f"{name}: torch.func.vmap is not supported by sparse layers (per-sample gradients "
-            "included); torch.func.grad and functional_call are"
-        )
+        vmap_unsupported(name)

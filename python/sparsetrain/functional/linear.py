@@ -36,11 +36,12 @@ from . import pattern_cache
 from .common import (
     all_finite,
     check_saved_values,
+    check_values,
     dense_weight,
     no_autocast,
     nonfinite_rows,
     plain_eager,
-    values_mismatch,
+    vmap_unsupported,
 )
 from .common import (
     numpy_view as _np,
@@ -174,9 +175,7 @@ def _linear(
 
 def _forward(x, values, bias, index, in_features: int, name: str) -> tuple:
     """(y, the batch-major input) on a validated kernel index."""
-    mismatch = values_mismatch(values, index.nnz)
-    if mismatch:
-        raise ValueError(f"{name}: {mismatch}")
+    check_values(name, values, index.nnz)
     nthreads = get_num_threads()
     batch = x.shape[0]
     bf16 = x.dtype == torch.bfloat16
@@ -348,35 +347,6 @@ def _input_grad(index, kv, dy, dyt, sums, batch: int, bf16: bool) -> torch.Tenso
     return dx
 
 
-def _backward(ctx, dy, kernel) -> tuple:
-    """SparseLinearFunction's gradients, ``kernel`` the backward op."""
-    xt_all, values, bias, generation = ctx.saved_tensors
-    row_ptr, col_idx = ctx.pattern
-    out_features, in_features, name, dtype = ctx.layer
-    if dy is None:  # y took no part in what was differentiated
-        return (None,) * 8
-    need_x, need_v, need_b = ctx.needs_input_grad[:3]
-    if xt_all is None:  # no values gradient: the kernels then only need its dtype
-        xt_all = values.new_empty(0, dtype=dtype)
-    dx, dv, db = kernel(
-        dy,
-        xt_all,
-        values,
-        bias,
-        row_ptr,
-        col_idx,
-        generation,
-        out_features,
-        in_features,
-        name,
-        need_x,
-        need_v,
-        need_b and bias is not None,
-    )
-    grads = (dx if need_x else None, dv if need_v else None, db if need_b else None)
-    return (*grads, None, None, None, None, None)
-
-
 class SparseLinearFunction(torch.autograd.Function):
     """The autograd of linear_op. An autograd.Function with setup_context rather than the op's
     register_autograd: torch.func transforms (grad, functional_call) take only the former;
@@ -406,14 +376,35 @@ class SparseLinearFunction(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, dy, _dxt, _dgeneration):
-        return _backward(ctx, dy, linear_backward_op)
+        xt_all, values, bias, generation = ctx.saved_tensors
+        row_ptr, col_idx = ctx.pattern
+        out_features, in_features, name, dtype = ctx.layer
+        if dy is None:  # y took no part in what was differentiated
+            return (None,) * 8
+        need_x, need_v, need_b = ctx.needs_input_grad[:3]
+        if xt_all is None:  # no values gradient: the kernels then only need its dtype
+            xt_all = values.new_empty(0, dtype=dtype)
+        dx, dv, db = linear_backward_op(
+            dy,
+            xt_all,
+            values,
+            bias,
+            row_ptr,
+            col_idx,
+            generation,
+            out_features,
+            in_features,
+            name,
+            need_x,
+            need_v,
+            need_b and bias is not None,
+        )
+        grads = (dx if need_x else None, dv if need_v else None, db if need_b else None)
+        return (*grads, None, None, None, None, None)
 
     @staticmethod
     def vmap(info, in_dims, x, values, bias, row_ptr, col_idx, out_features, in_features, name):
-        raise RuntimeError(
-            f"{name}: torch.func.vmap is not supported by sparse layers (per-sample gradients "
-            "included); torch.func.grad and functional_call are"
-        )
+        vmap_unsupported(name)
 
 
 class _EagerSparseLinear(torch.autograd.Function):

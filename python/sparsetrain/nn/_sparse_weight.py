@@ -7,7 +7,7 @@ from torch import nn
 
 from .. import formats
 from ..functional import pattern_cache
-from ..functional.common import autocast_bf16, values_mismatch
+from ..functional.common import autocast_bf16, check_values
 from . import _dense_types
 
 # What from_dense takes, per form, for its error message.
@@ -154,13 +154,14 @@ class SparseWeightModule(nn.Module):
     def _rebuild_index(self) -> None:
         """Take a private copy of the pattern buffers, validate it and derive the kernels'
         indices from it (the one place that does)."""
-        self._stamp = self._name = None
+        self._stamp = None
+        # Named now, not on the first call: a compiled forward must find no state to set.
+        self._name = self._layer_name()
         if any(t.device.type == "meta" for t in (self.row_ptr, self.col_idx, self.values)):
             # Built on the meta device: no numbers to validate yet. The next forward (after
             # to_empty) validates what the buffers then hold; load_state_dict gives them a
             # checkpoint's pattern.
             self._pattern = None
-            self._name = self._layer_name()
             return
         # Ordinary (not inference) tensors, so the layer also trains after being built or
         # loaded inside torch.inference_mode().
@@ -182,8 +183,6 @@ class SparseWeightModule(nn.Module):
             self._pattern = (row_ptr, col_idx)
             self._derive()
         self._stamp = self._index_stamp()
-        # Named now, not on the first call: a compiled forward must find no state to set.
-        self._name = self._layer_name()
 
     def __setstate__(self, state):
         # Unpickled or deep-copied: derive the kernels' indices afresh from the pattern.
@@ -215,9 +214,7 @@ class SparseWeightModule(nn.Module):
     def _check_values(self) -> None:
         """``values`` must fit the pattern the kernels run on (checked on every call: a
         Parameter's data can be replaced behind autograd's back)."""
-        mismatch = values_mismatch(self._parameters["values"], self._pattern[1].numel())
-        if mismatch:
-            raise ValueError(f"{self._call_name()}: {mismatch}")
+        check_values(self._call_name(), self._parameters["values"], self._pattern[1].numel())
 
     def _saved_pattern(self):
         """A guard that backward checks: the pattern buffers written in place between forward

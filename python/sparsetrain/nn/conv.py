@@ -14,7 +14,7 @@ from .. import formats
 from ..formats.conv import ConvGeometry, resolve_padding
 from ..functional.common import plain_eager, prepare_input
 from ..functional.conv import SparseConv2dFunction
-from ..functional.conv_ops import SparseConv2dOpFunction, geometry_ints
+from ..functional.conv_ops import SparseConv2dOpFunction, geometry_ints, seed_conv_plans
 from ..functional.subsample import Subsample
 from . import _args
 from ._sparse_weight import SparseWeightModule
@@ -251,6 +251,7 @@ class SparseConv2d(SparseWeightModule):
     def _derive(self) -> None:
         self._row_ptr_np = self._pattern[0].numpy()
         self._plans = ConvPlans(self._geometry, self._pattern)
+        seed_conv_plans(self.row_ptr, self.col_idx, self._pattern, self._geometry, self._plans)
 
     def _kernel_hw(self, h: int, w: int) -> tuple:
         """The plane size the kernels see for an h x w input (after the explicit padding of
