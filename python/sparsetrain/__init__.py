@@ -2,7 +2,7 @@
 
 import torch  # noqa: F401  (must load first: our kernels share torch's OpenMP runtime)
 
-from . import _C, formats, hf, models, tuning
+from . import _C, dynamic, formats, hf, models, tuning
 from ._runtime import (
     get_isa,
     get_num_threads,
@@ -12,6 +12,7 @@ from ._runtime import (
     set_num_threads,
     supported_isas,
 )
+from .dynamic import DynamicSparsity
 from .functional import sparse_linear
 from .hf import from_pretrained
 from .nn import FusedBatchNorm2d, SparseConv2d, SparseLinear
@@ -42,10 +43,12 @@ __all__ = [
     "SparsifyReport",
     "magnitude_prune",
     "GradualMagnitudePruner",
+    "DynamicSparsity",
     "cubic_sparsity",
     "hold_masks",
     "follow_pattern",
     "sparse_linear",
+    "dynamic",
     "formats",
     "hf",
     "models",

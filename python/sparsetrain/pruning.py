@@ -431,24 +431,23 @@ class GradualMagnitudePruner:
                 continue
             if _sparsity(module) < self.min_sparsity:
                 continue
-            if _torch_pruned(module):
-                self._warn_once(
-                    name,
-                    "is pruned with torch.nn.utils.prune (call "
-                    "torch.nn.utils.prune.remove on it to let it become sparse)",
-                )
+            why = unswappable(module, shared, direct)
+            if why:
+                self._warn_once(name, why)
                 continue
-            if id(module.weight) in shared:
-                self._warn_once(name, "shares its weight with another module")
-                continue
-            if id(module) in direct:
-                self._warn_once(name, f"is read directly by its parent: {direct[id(module)]}")
-                continue
-            sparse = sparse_type_for(module).from_dense(module).train(module.training)
-            if module.bias is not None:
-                sparse.bias = module.bias  # the same Parameter stays with the optimizer
-            self._hand_over(module.weight, sparse, name)
-            replace_module(self.model, module, sparse)
+            mask = self._masks.pop(id(module.weight), None)
+            if mask is not None and mask[2] is not None:
+                mask[2].remove()  # the gradient hook of the dense weight
+            sparse = sparse_type_for(module).from_dense(module)
+            swap_in(
+                self.model,
+                name,
+                module,
+                sparse,
+                self.optimizer,
+                "GradualMagnitudePruner",
+                ", or min_sparsity=None to keep layers dense",
+            )
             swapped = True
         return swapped
 
@@ -457,37 +456,6 @@ class GradualMagnitudePruner:
             self._warned.add(name)
             rest = "; left dense (pruned under a mask)" if dense else ""
             warnings.warn(f"GradualMagnitudePruner: {name} {why}{rest}", stacklevel=2)
-
-    def _hand_over(self, weight: nn.Parameter, sparse, name: str) -> None:
-        """Put the sparse ``values`` in the optimizer where the dense weight was, with the
-        optimizer state of the surviving entries."""
-        _, _, handle = self._masks.pop(id(weight), (None, None, None))
-        if handle is not None:
-            handle.remove()
-        groups = self.optimizer.param_groups if self.optimizer is not None else []
-        if not any(p is weight for group in groups for p in group["params"]):
-            # Whatever optimizer trains this weight (if one does) cannot be told: make its
-            # next step fail rather than train a weight the model no longer has.
-            _optim_state.note_replaced(
-                weight,
-                f"GradualMagnitudePruner swapped layer {name!r} for a "
-                f"{type(sparse).__name__}, but this optimizer still holds the old dense "
-                f"weight (the new `values` would never train): pass this optimizer to "
-                f"GradualMagnitudePruner, or min_sparsity=None to keep layers dense",
-            )
-            return
-        for group in groups:
-            group["params"] = [sparse.values if p is weight else p for p in group["params"]]
-        state = self.optimizer.state.pop(weight, None)
-        if state:
-            flat = nonzero_positions(sparse.row_ptr, sparse.col_idx, sparse._rows, sparse._cols)
-            if sparse.__dict__.get("_transposed"):
-                # A Conv1D's weight (and its state) is (in, out): the sparse layer's (r, c)
-                # is its (c, r).
-                flat = (flat % sparse._cols) * sparse._rows + flat // sparse._cols
-            state = _optim_state.carried(state, weight.shape, flat)
-            if state is not None:  # else not element-wise: restarts as for a new parameter
-                self.optimizer.state[sparse.values] = state
 
     def state_dict(self) -> dict:
         return {"step_count": self.step_count, "sparsity": self.sparsity}
@@ -499,6 +467,58 @@ class GradualMagnitudePruner:
         self.sparsity = float(state["sparsity"])
         if self.step_count > self.start_step:  # step start_step has run: pruning began
             self._update_masks()
+
+
+def unswappable(module: nn.Module, shared: set, direct: dict) -> str:
+    """Why a dense layer of a type sparsify takes cannot become a sparse module in place ('' if
+    it can): ``shared`` and ``direct`` are ``shared_weights`` / ``read_directly`` of the
+    model."""
+    if _torch_pruned(module):
+        return (
+            "is pruned with torch.nn.utils.prune (call torch.nn.utils.prune.remove on it to let "
+            "it become sparse)"
+        )
+    if id(module.weight) in shared:
+        return "shares its weight with another module"
+    if id(module) in direct:
+        return f"is read directly by its parent: {direct[id(module)]}"
+    return ""
+
+
+def swap_in(
+    model: nn.Module, name: str, dense: nn.Module, sparse, optimizer, who: str, hint: str = ""
+) -> None:
+    """Replace the dense layer ``name`` of ``model`` by ``sparse`` (made from it), keeping the
+    bias Parameter and putting ``values`` in ``optimizer`` where the dense weight was, with the
+    optimizer state of the surviving entries."""
+    sparse.train(dense.training)
+    if dense.bias is not None:
+        sparse.bias = dense.bias  # the same Parameter stays with the optimizer
+    weight = dense.weight
+    groups = optimizer.param_groups if optimizer is not None else []
+    if not any(p is weight for group in groups for p in group["params"]):
+        # Whatever optimizer trains this weight (if one does) cannot be told: make its next
+        # step fail rather than train a weight the model no longer has.
+        _optim_state.note_replaced(
+            weight,
+            f"{who} swapped layer {name!r} for a {type(sparse).__name__}, but this optimizer "
+            f"still holds the old dense weight (the new `values` would never train): pass "
+            f"this optimizer to {who}{hint}",
+        )
+    else:
+        for group in groups:
+            group["params"] = [sparse.values if p is weight else p for p in group["params"]]
+        state = optimizer.state.pop(weight, None)
+        if state:
+            flat = nonzero_positions(sparse.row_ptr, sparse.col_idx, sparse._rows, sparse._cols)
+            if sparse.__dict__.get("_transposed"):
+                # A Conv1D's weight (and its state) is (in, out): the sparse layer's (r, c)
+                # is its (c, r).
+                flat = (flat % sparse._cols) * sparse._rows + flat // sparse._cols
+            state = _optim_state.carried(state, weight.shape, flat)
+            if state is not None:  # else not element-wise: restarts as for a new parameter
+                optimizer.state[sparse.values] = state
+    replace_module(model, dense, sparse)
 
 
 def _and_not(exclude: LayerSpec, names) -> LayerSpec:

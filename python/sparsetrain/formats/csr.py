@@ -84,9 +84,12 @@ class Transposed(NamedTuple):
     pos: torch.Tensor  # (nnz,) int64: values_csc[pos] = values_csr
 
 
-def csr_from_dense(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def csr_from_dense(
+    weight: torch.Tensor, mask: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(row_ptr, col_idx, values) holding exactly the nonzeros of a 2-D tensor (NaN counts as
-    nonzero)."""
+    nonzero), or, given a boolean ``mask`` of its shape, exactly the entries where it is True
+    (zeros included)."""
     if not isinstance(weight, torch.Tensor):
         raise ValueError(f"expected a 2-D weight tensor, got {type(weight).__name__}")
     if weight.dim() != 2:
@@ -102,7 +105,11 @@ def csr_from_dense(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, to
             torch.empty(0, dtype=INDEX_DTYPE, device="meta"),
             torch.empty(0, dtype=torch.float32, device="meta"),
         )
-    mask = w != 0
+    if mask is None:
+        mask = w != 0
+    elif not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool or mask.shape != w.shape:
+        got = f"{mask.dtype} {tuple(mask.shape)}" if isinstance(mask, torch.Tensor) else mask
+        raise ValueError(f"mask: expected a bool tensor of shape {tuple(w.shape)}, got {got}")
     counts = mask.sum(dim=1)
     row_ptr = torch.zeros(w.shape[0] + 1, dtype=PTR_DTYPE)
     torch.cumsum(counts, dim=0, out=row_ptr[1:])

@@ -77,13 +77,35 @@ class SparseWeightModule(nn.Module):
         self._dense_type = type(dense)
         return self
 
-    def _set_weight_from(self, dense: nn.Module, weight: torch.Tensor | None = None) -> None:
-        """Take exactly the nonzeros of a dense layer's weight (or of ``weight``, the same
-        numbers laid out as rows x cols) viewed as rows x cols and its bias, with their
-        requires_grad, in the weight's dtype where the layer takes it (bfloat16 linear layers)."""
+    def _set_weight_from(
+        self, dense: nn.Module, transposed: bool = False, mask: torch.Tensor | None = None
+    ) -> None:
+        """Take exactly the nonzeros of a dense layer's weight viewed as rows x cols
+        (``transposed``: its transpose, for a weight stored (in, out)) and its bias, with their
+        requires_grad, in the weight's dtype where the layer takes it (bfloat16 linear layers).
+        ``mask``, a bool tensor of the weight's shape: exactly the entries where it is True
+        instead (zeros included)."""
         w, bias = dense.weight, dense.bias
-        matrix = w if weight is None else weight
-        row_ptr, col_idx, values = formats.csr_from_dense(matrix.detach().flatten(1))
+        if mask is not None and (
+            not isinstance(mask, torch.Tensor)
+            or mask.dtype != torch.bool
+            or tuple(mask.shape) != tuple(w.shape)
+        ):
+            got = (
+                f"{mask.dtype} of shape {tuple(mask.shape)}"
+                if isinstance(mask, torch.Tensor)
+                else type(mask).__name__
+            )
+            raise ValueError(
+                f"{type(self).__name__}.from_dense: mask must be a bool tensor of the weight's "
+                f"shape {tuple(w.shape)}, got {got}"
+            )
+        matrix = w.detach()
+        if transposed:
+            matrix = matrix.t()
+            mask = None if mask is None else mask.t()
+        mask = None if mask is None else mask.flatten(1)
+        row_ptr, col_idx, values = formats.csr_from_dense(matrix.flatten(1), mask)
         self._set_weight(
             row_ptr,
             col_idx,
@@ -262,6 +284,80 @@ class SparseWeightModule(nn.Module):
                 optimizer.state[self.values] = new_state
         self.row_ptr = row_ptr
         self.col_idx = self.col_idx[keep].contiguous()
+        self._rebuild_index()
+
+    def regrow(
+        self,
+        drop: torch.Tensor,
+        grow: torch.Tensor,
+        optimizer: torch.optim.Optimizer | None = None,
+    ) -> None:
+        """Move connections, keeping the number of nonzeros: remove the nonzeros where ``drop``
+        is True and add as many at the flat positions ``grow`` (row * cols + col of the
+        (rows, cols) weight matrix; any that were not nonzeros after the drop, just-dropped ones
+        included). Grown weights start at 0, as do their gradient and the ``optimizer``'s
+        per-value state; every other weight keeps its value and state.
+
+        Everything is rewritten in place: the ``values`` Parameter keeps its storage (an
+        optimizer, DistributedDataParallel's buckets and FSDP see the same tensor) and the
+        pattern buffers theirs (DistributedDataParallel broadcasts the same buffers).
+        """
+        name = self._layer_name()
+        drop = torch.as_tensor(drop, dtype=torch.bool).reshape(-1)
+        grow = torch.as_tensor(grow).reshape(-1)
+        if drop.numel() != self.nnz:
+            raise ValueError(
+                f"{name}.regrow: drop has {drop.numel()} entries for {self.nnz} nonzeros"
+            )
+        if grow.dtype not in (torch.int64, torch.int32) or grow.numel() != int(drop.sum()):
+            raise ValueError(
+                f"{name}.regrow: grow must be {int(drop.sum())} integer positions (one per "
+                f"dropped nonzero), got {grow.numel()} of {grow.dtype}"
+            )
+        from .. import _optim_state
+
+        self._ensure_index()
+        row_ptr, col_idx = self._pattern
+        old = formats.nonzero_positions(row_ptr, col_idx, self._rows, self._cols)
+        kept = old[~drop]
+        grow = grow.to(torch.int64)
+        total = self._rows * self._cols
+        if grow.numel() and (int(grow.min()) < 0 or int(grow.max()) >= total):
+            raise ValueError(f"{name}.regrow: grow positions must lie in [0, {total})")
+        new = torch.cat([kept, grow])
+        order = torch.argsort(new)
+        positions = new[order]
+        if positions.numel() > 1 and bool((positions[1:] == positions[:-1]).any()):
+            raise ValueError(
+                f"{name}.regrow: grow repeats a position or names one that stays a nonzero"
+            )
+        # Entry i of the new values comes from old nonzero source[i], or is grown (-1).
+        source = torch.cat([(~drop).nonzero().squeeze(1), grow.new_full((grow.numel(),), -1)])
+        source = source[order]
+        grown = source < 0
+        source = source.clamp(min=0)
+
+        def moved(t: torch.Tensor) -> torch.Tensor:
+            out = t.reshape(-1)[source].clone()
+            out[grown] = 0
+            return out
+
+        with torch.no_grad():
+            values = self._parameters["values"]
+            values.copy_(moved(values.detach()))
+            if values.grad is not None and values.grad.shape == values.shape:
+                values.grad.copy_(moved(values.grad))
+            state = optimizer.state.get(values) if optimizer is not None else None
+            if state and not _optim_state.fits(state, values.shape):
+                del optimizer.state[values]  # not per value: restarts, as in prune_values
+            elif state:
+                for v in state.values():
+                    if isinstance(v, torch.Tensor) and v.dim() > 0 and v.shape == values.shape:
+                        v.copy_(moved(v))
+            rows = torch.div(positions, self._cols, rounding_mode="floor")
+            self.row_ptr[0] = 0
+            torch.cumsum(torch.bincount(rows, minlength=self._rows), 0, out=self.row_ptr[1:])
+            self.col_idx.copy_(positions - rows * self._cols)
         self._rebuild_index()
 
     def _load_from_state_dict(

@@ -180,8 +180,11 @@ class SparseConv2d(SparseWeightModule):
 
     # -- construction from / to dense -------------------------------------------------------
     @classmethod
-    def from_dense(cls, conv: nn.Conv2d, *, strategy: str = "auto") -> SparseConv2d:
-        """A SparseConv2d holding exactly the nonzeros of ``conv.weight`` (and its bias).
+    def from_dense(
+        cls, conv: nn.Conv2d, *, strategy: str = "auto", mask: torch.Tensor | None = None
+    ) -> SparseConv2d:
+        """A SparseConv2d holding exactly the nonzeros of ``conv.weight`` (and its bias); given
+        ``mask`` (bool, the weight's shape), exactly the entries where it is True.
         ``conv``: an ``nn.Conv2d``, or a subclass that keeps its forward (the layer remembers
         the type: :meth:`to_dense` gives one back)."""
         self = cls._blank_for(conv, ("conv2d",))
@@ -196,7 +199,7 @@ class SparseConv2d(SparseWeightModule):
             conv.padding_mode,
             strategy,
         )
-        self._set_weight_from(conv)
+        self._set_weight_from(conv, mask=mask)
         return self
 
     def to_dense(self) -> nn.Conv2d:

@@ -64,8 +64,9 @@ class SparseLinear(SparseWeightModule):
 
     # -- construction from / to dense -------------------------------------------------------
     @classmethod
-    def from_dense(cls, linear: nn.Module) -> SparseLinear:
-        """A SparseLinear holding exactly the nonzeros of ``linear``'s weight (and its bias).
+    def from_dense(cls, linear: nn.Module, *, mask: torch.Tensor | None = None) -> SparseLinear:
+        """A SparseLinear holding exactly the nonzeros of ``linear``'s weight (and its bias);
+        given ``mask`` (bool, the weight's shape), exactly the entries where it is True.
 
         ``linear``: an ``nn.Linear`` (or a subclass that keeps its forward, such as
         ``nn.MultiheadAttention``'s ``NonDynamicallyQuantizableLinear``), or transformers'
@@ -76,10 +77,10 @@ class SparseLinear(SparseWeightModule):
             # y = x @ W + b with W (in, out): the same function as x @ (W^T)^T + b.
             self.in_features, self.out_features = linear.weight.shape
             self._transposed = True
-            self._set_weight_from(linear, linear.weight.t())
+            self._set_weight_from(linear, transposed=True, mask=mask)
         else:
             self.in_features, self.out_features = linear.in_features, linear.out_features
-            self._set_weight_from(linear)
+            self._set_weight_from(linear, mask=mask)
         return self
 
     def to_dense(self) -> nn.Module:
