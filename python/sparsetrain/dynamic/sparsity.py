@@ -213,10 +213,7 @@ class DynamicSparsity:
             if k == 0 or layer.nnz == total or scores is None:
                 continue
             drop = drop_mask(layer.values.detach().abs(), k)
-            alive = formats.nonzero_positions(
-                layer.row_ptr, layer.col_idx, layer._rows, layer._cols
-            )
-            grow = grow_positions(scores, alive[~drop], k)
+            grow = grow_positions(scores, layer.positions()[~drop], k)
             layer.regrow(drop, grow, self.optimizer)
             moved = True
         return moved

@@ -286,6 +286,14 @@ class SparseWeightModule(nn.Module):
         self.col_idx = self.col_idx[keep].contiguous()
         self._rebuild_index()
 
+    def positions(self) -> torch.Tensor:
+        """The flat position (row * cols + col of the (rows, cols) weight matrix) of every
+        nonzero, in the order of ``values`` (int64), from the validated pattern the kernels
+        run on."""
+        self._ensure_index()
+        row_ptr, col_idx = self._pattern
+        return formats.nonzero_positions(row_ptr, col_idx, self._rows, self._cols)
+
     def regrow(
         self,
         drop: torch.Tensor,
@@ -316,9 +324,7 @@ class SparseWeightModule(nn.Module):
             )
         from .. import _optim_state
 
-        self._ensure_index()
-        row_ptr, col_idx = self._pattern
-        old = formats.nonzero_positions(row_ptr, col_idx, self._rows, self._cols)
+        old = self.positions()
         kept = old[~drop]
         grow = grow.to(torch.int64)
         total = self._rows * self._cols
