@@ -43,10 +43,8 @@ def run(sparsity=0.9, epochs=12, methods=("rigl", "set"), batch_size=64, seed=0,
         results[name] = accuracy(model, test_data)
         say(f"{name:<6}: {results[name]:.1f}% test accuracy, {seconds:.1f} s")
         if dst is not None:
-            for layer_name, density in dst.densities.items():
-                say(
-                    f"  {layer_name}: {type(dst.layers[layer_name]).__name__}, density {density:.3f}"
-                )
+            for layer_name, layer in dst.layers.items():
+                say(f"  {layer_name}: {type(layer).__name__}, density {1 - layer.sparsity:.3f}")
             for layer_name, why in dst.left_dense.items():
                 say(f"  {layer_name}: dense ({why})")
             results[f"{name}_model"] = model
