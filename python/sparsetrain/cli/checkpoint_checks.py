@@ -65,7 +65,7 @@ _ARGS_CHECKS = {
     "input_size": _SIZE,
     "image_size": _optional(_int_at_least(1)),
     "channels": (lambda v: v is None or (is_int(v) and v in (1, 3)), "1, 3 or None"),
-    "mode": one_of("transfer", "scratch"),
+    "mode": one_of("transfer", "scratch", "rigl", "set"),
     "sparsity": _num_in(0, 1, below=True),
     "prune_all": (lambda v: isinstance(v, bool), "true or false"),
     "exclude": _STRINGS,
@@ -99,6 +99,19 @@ _PRUNER_CHECKS = {
     "state": (lambda v: isinstance(v, dict), "a dict"),
 }
 _PRUNER_STATE_CHECKS = {"step_count": _int_at_least(0), "sparsity": _num_in(0, 1)}
+_DYNAMIC_CHECKS = {
+    "method": one_of("rigl", "set"),
+    "update_every": _int_at_least(1),
+    "drop_fraction": _num_in(0, 1),
+    "end_step": _int_at_least(1),
+    "exclude": _STRINGS,
+    "state": (lambda v: isinstance(v, dict), "a dict"),
+}
+_DYNAMIC_STATE_CHECKS = {
+    "step_count": _int_at_least(0),
+    "seed": _int_at_least(0),
+    "layers": _STRINGS,
+}
 
 
 def show(v: object) -> str:
@@ -160,6 +173,14 @@ def check_checkpoint(obj: dict, where: str) -> None:
                 f"{pruner['end_step']} is before pruner.start_step "
                 f"{pruner['start_step']}"
             )
+    dynamic = obj.get("dynamic")
+    if dynamic is not None:
+        if not isinstance(dynamic, dict):
+            raise CLIError(
+                f"{where}: damaged checkpoint: dynamic is {show(dynamic)}, expected a dict or None"
+            )
+        check_fields(dynamic, _DYNAMIC_CHECKS, "dynamic.", where)
+        check_fields(dynamic["state"], _DYNAMIC_STATE_CHECKS, "dynamic.state.", where)
     opt = obj["optimizer"]
     if not (
         isinstance(opt, dict)

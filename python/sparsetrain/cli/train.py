@@ -40,7 +40,7 @@ from .checkpoint_io import (
 from .messages import short_list
 from .train_model import end_layers, layer_size, model_sparsity, prunable
 from .train_settings import FORMAT, FORMAT_VERSION, SAVED_ARGS, check_data_fits, resolve_settings
-from .train_start import resume_run, start_scratch, start_transfer
+from .train_start import resume_run, start_dynamic, start_scratch, start_transfer
 
 DESCRIPTION = """\
 Train an image classifier with unstructured-sparse weights on the CPU.
@@ -52,6 +52,10 @@ Train an image classifier with unstructured-sparse weights on the CPU.
   --mode scratch   from random weights, prune gradually (cubic schedule) to --sparsity from
                    about epoch 1 to 2/3 of the run; layers become sparse modules once 80%
                    of their weights are gone.
+  --mode rigl      sparse from the first step (ERK densities, overall --sparsity), the
+  --mode set       connections moved every few steps until 3/4 of the run: the smallest
+                   weights dropped and as many regrown where the dense gradient is
+                   largest (rigl) or at random (set).
 
 After every epoch the batch-norm statistics are recomputed on up to 50 training batches,
 accuracy is measured on the held-out images, and --out gets last.pt (and best.pt when
@@ -122,7 +126,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     m = p.add_argument_group("model and sparsity")
     m.add_argument(
         "--mode",
-        choices=("transfer", "scratch"),
+        choices=("transfer", "scratch", "rigl", "set"),
         help="default: transfer with --init, else scratch",
     )
     m.add_argument(
@@ -226,8 +230,10 @@ def run(args: argparse.Namespace) -> int:
     if args.resume:
         ckpt_path = checkpoint_path(args.resume)
         ckpt = read_checkpoint(ckpt_path)
-    if args.init and args.mode == "scratch":
-        raise CLIError("--init is for --mode transfer (scratch mode starts from random weights)")
+    if args.init and args.mode in ("scratch", "rigl", "set"):
+        raise CLIError(
+            f"--init is for --mode transfer ({args.mode} mode starts from random weights)"
+        )
     init_sd, init_ckpt = (None, None)
     if args.init and not args.resume:
         init_sd, init_ckpt = read_init(args.init)
@@ -272,9 +278,12 @@ def run(args: argparse.Namespace) -> int:
         run_state = start_transfer(
             model, cfg, data, train_idx, init_sd, args.init, first, classifier, say
         )
+    elif cfg["mode"] in ("rigl", "set"):
+        run_state = start_dynamic(model, cfg, steps_per_epoch, say)
     else:
         run_state = start_scratch(model, cfg, steps_per_epoch, say)
     model, optimizer, pruner = run_state.model, run_state.optimizer, run_state.pruner
+    dynamic = run_state.dynamic
     noted = set()
 
     def apply_strategy():  # a note for each layer that cannot run it, once
@@ -286,9 +295,11 @@ def run(args: argparse.Namespace) -> int:
     apply_strategy()
     masks, masked, pruner_cfg = run_state.masks, run_state.masked, run_state.pruner_cfg
     # A batch to find conv -> batch-norm pairs with, where sparse layers appear without
-    # sparsify (which fuses a new transfer run's itself): a resumed model, the pruner's swaps.
-    example = data.batch(train_idx[:bs]) if ckpt is not None or pruner is not None else None
-    if ckpt is not None:
+    # sparsify (which fuses a new transfer run's itself): a resumed model, the pruner's swaps,
+    # the layers dynamic sparsity made sparse.
+    new_sparse = ckpt is not None or pruner is not None or dynamic is not None
+    example = data.batch(train_idx[:bs]) if new_sparse else None
+    if ckpt is not None or dynamic is not None:
         fuse_batch_norm(model, example)
     start_epoch, best, best_epoch = run_state.epoch, run_state.best, run_state.best_epoch
     history = run_state.history
@@ -317,6 +328,8 @@ def run(args: argparse.Namespace) -> int:
         if pruner is not None and pruner.step():
             fuse_batch_norm(model, example)  # layers it just made sparse
             apply_strategy()
+        if dynamic is not None:
+            dynamic.step()  # moves connections in place: nothing to fuse again
         if masks is not None:
             masks()
 
@@ -328,6 +341,11 @@ def run(args: argparse.Namespace) -> int:
             "model": model.state_dict(),
             "optimizer": optimizer.state_dict(),
             "pruner": (dict(pruner_cfg, state=pruner.state_dict()) if pruner is not None else None),
+            "dynamic": (
+                dict(run_state.dynamic_cfg, state=dynamic.state_dict())
+                if dynamic is not None
+                else None
+            ),
             "masked": masked,
             "epoch": epoch,
             "val_acc": val_acc,

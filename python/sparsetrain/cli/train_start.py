@@ -32,6 +32,8 @@ class RunState:
     optimizer: torch.optim.Optimizer
     pruner: object = None  # GradualMagnitudePruner (scratch mode)
     pruner_cfg: dict | None = None  # its schedule, saved with its state
+    dynamic: object = None  # DynamicSparsity (rigl / set modes)
+    dynamic_cfg: dict | None = None  # its schedule, saved with its state
     masked: list = field(default_factory=list)  # pruned layers that stay dense (transfer)
     masks: object = None  # re-applies their masks (hold_masks), or None
     epoch: int = 0  # epochs done
@@ -119,6 +121,51 @@ def start_scratch(model: nn.Module, cfg: dict, steps_per_epoch: int, say: Say) -
     return RunState(model, optimizer, pruner=pruner, pruner_cfg=pc)
 
 
+def dynamic_schedule(cfg: dict, steps_per_epoch: int) -> dict:
+    """RigL's defaults scaled to the run: connections move about 30 times, every 100 steps
+    at most, until 3/4 of the run."""
+    end = max(1, (3 * steps_per_epoch * cfg["epochs"]) // 4)
+    return {
+        "method": cfg["mode"],
+        "update_every": max(1, min(100, end // 30)),
+        "drop_fraction": 0.3,
+        "end_step": end,
+        "exclude": cfg["exclude"],
+    }
+
+
+def make_dynamic(model: nn.Module, optimizer, cfg: dict, dc: dict):
+    """A DynamicSparsity on the schedule ``dc`` (ERK over the layers not excluded)."""
+    from ..dynamic import DynamicSparsity
+
+    return DynamicSparsity(
+        model,
+        optimizer,
+        cfg["sparsity"],
+        dc["method"],
+        int(dc["update_every"]),
+        float(dc["drop_fraction"]),
+        int(dc["end_step"]),
+        "erk",
+        exclude=list(dc["exclude"]) or None,
+        seed=cfg["seed"],
+    )
+
+
+def start_dynamic(model: nn.Module, cfg: dict, steps_per_epoch: int, say: Say) -> RunState:
+    """Sparse from the first step (ERK densities), connections moved by RigL or SET."""
+    optimizer = make_optimizer(cfg, model)
+    dc = dynamic_schedule(cfg, steps_per_epoch)
+    dynamic = make_dynamic(model, optimizer, cfg, dc)
+    dense = ", ".join(f"{n} ({why})" for n, why in dynamic.left_dense.items())
+    say(
+        f"{cfg['mode']}: {len(dynamic.layers)} layers sparse from the start (ERK, overall "
+        f"sparsity {cfg['sparsity']:.2f}), connections moved every {dc['update_every']} steps "
+        f"until step {dc['end_step']}{kept_dense(cfg)}" + (f"; dense: {dense}" if dense else "")
+    )
+    return RunState(model, optimizer, dynamic=dynamic, dynamic_cfg=dc)
+
+
 def resume_run(
     model: nn.Module, ckpt: dict, path: pathlib.Path, cfg: dict, args: argparse.Namespace
 ) -> RunState:
@@ -160,6 +207,14 @@ def resume_run(
             state.pruner.load_state_dict(state.pruner_cfg.pop("state"))
         except (KeyError, TypeError, ValueError) as e:
             raise CLIError(f"{path}: damaged pruning schedule ({error_reason(e)})") from None
+    if cfg["mode"] in ("rigl", "set") and ckpt.get("dynamic"):
+        try:
+            state.dynamic_cfg = dict(ckpt["dynamic"])
+            saved = state.dynamic_cfg.pop("state")
+            state.dynamic = make_dynamic(model, optimizer, cfg, state.dynamic_cfg)
+            state.dynamic.load_state_dict(saved)
+        except (KeyError, TypeError, ValueError) as e:
+            raise CLIError(f"{path}: damaged schedule ({error_reason(e)})") from None
     state.masked = list(ckpt.get("masked") or [])
     state.masks = hold_dense_masks(model, state.masked, f"--resume {path}: ")
     return state

@@ -10,27 +10,39 @@ from __future__ import annotations
 import torch
 
 
-def largest(scores: torch.Tensor, k: int) -> torch.Tensor:
-    """The positions (sorted, int64) of the ``k`` largest of the 1-D ``scores``."""
+def _clean(scores: torch.Tensor) -> torch.Tensor:
+    """A float copy of ``scores``, flattened, NaN made the largest value."""
+    return torch.nan_to_num(scores.reshape(-1).float(), nan=float("inf"))
+
+
+def _top(scores: torch.Tensor, k: int) -> torch.Tensor:
+    """The positions (ascending, int64) of the ``k`` largest of ``scores`` (no NaN)."""
     n = scores.numel()
     if k <= 0:
         return torch.empty(0, dtype=torch.int64)
     if k >= n:
         return torch.arange(n, dtype=torch.int64)
-    scores = torch.nan_to_num(scores.float(), nan=float("inf"))
     # The k-th largest value is the same number however topk finds it; the entries above it
     # all make the cut, and the first of those equal to it fill the rest.
     kth = torch.topk(scores, k, sorted=False).values.min()
-    above = (scores > kth).nonzero().squeeze(1)
-    equal = (scores == kth).nonzero().squeeze(1)[: k - above.numel()]
-    return torch.cat([above, equal]).sort().values
+    chosen = (scores >= kth).nonzero().squeeze(1)
+    if chosen.numel() > k:
+        keep = scores[chosen] > kth
+        ties = (~keep).nonzero().squeeze(1)[: k - int(keep.sum())]
+        keep[ties] = True
+        chosen = chosen[keep]
+    return chosen
+
+
+def largest(scores: torch.Tensor, k: int) -> torch.Tensor:
+    """The positions (ascending, int64) of the ``k`` largest of the 1-D ``scores``."""
+    return _top(_clean(scores), k)
 
 
 def drop_mask(magnitudes: torch.Tensor, k: int) -> torch.Tensor:
     """Bool mask over a layer's nonzeros: True at the ``k`` smallest ``magnitudes``."""
     mask = torch.zeros(magnitudes.numel(), dtype=torch.bool)
-    scores = torch.nan_to_num(magnitudes.float(), nan=float("inf"))
-    mask[largest(-scores, k)] = True
+    mask[_top(_clean(magnitudes).neg_(), k)] = True
     return mask
 
 
@@ -38,6 +50,6 @@ def grow_positions(scores: torch.Tensor, alive: torch.Tensor, k: int) -> torch.T
     """The ``k`` flat positions with the largest ``scores`` (non-negative, one per weight of
     the dense matrix, flattened) among those not in ``alive`` (flat positions of the
     nonzeros that stay)."""
-    scores = torch.nan_to_num(scores.reshape(-1).float(), nan=float("inf")).clone()
+    scores = _clean(scores)
     scores[alive] = -1.0  # below every candidate
-    return largest(scores, k)
+    return _top(scores, k)

@@ -43,7 +43,9 @@ class DynamicSparsity:
     (Erdős–Rényi-Kernel: small layers denser, the same number of weights overall; a layer it
     would make dense stays dense). They keep their initial weights at the chosen positions, and
     the optimizer trains their ``values`` in place of the dense weights (pass the optimizer
-    that trains the model). Layers that are already sparse keep their patterns.
+    that trains the model). Layers that are already sparse keep their patterns (they count in
+    the distribution, so a run resumed on a model loaded with its sparse layers, e.g. by
+    :func:`sparsetrain.sparsify_like`, leaves the same layers dense).
 
     After the ``n``-th call with ``n`` a multiple of ``update_every`` and below ``end_step``,
     each layer drops the ``round(f * nnz)`` nonzeros of smallest magnitude and grows as many
@@ -124,11 +126,12 @@ class DynamicSparsity:
     # -- construction ----------------------------------------------------------------------
     def _make_sparse(self, include, exclude, power_scale: float) -> dict:
         shared, direct = shared_weights(self.model), read_directly(self.model)
-        chosen, sparse = {}, {}
+        chosen, sparse, shapes = {}, {}, {}
         for name, module in prunable_layers(self.model, include, exclude):
             _check_prunable(name, module, _WHO)
             if isinstance(module, _SPARSE):
                 sparse[name] = module
+                shapes[name] = tuple(module._weight_shape())
                 continue
             why = unswappable(module, shared, direct)
             kind = sparse_type_for(module)
@@ -138,7 +141,9 @@ class DynamicSparsity:
                 self._leave_dense(name, why)
                 continue
             chosen[name] = module
-        shapes = {n: tuple(m.weight.shape) for n, m in chosen.items()}
+            shapes[name] = tuple(module.weight.shape)
+        # Sparse layers count in the distribution (a resumed run's dense layers then get the
+        # densities they had) but keep their patterns.
         if self.distribution == "erk":
             densities = erk_densities(shapes, self.sparsity, power_scale)
         else:

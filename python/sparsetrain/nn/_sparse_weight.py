@@ -324,28 +324,29 @@ class SparseWeightModule(nn.Module):
             )
         from .. import _optim_state
 
-        old = self.positions()
-        kept = old[~drop]
-        grow = grow.to(torch.int64)
+        kept_src = (~drop).nonzero().squeeze(1)
+        kept = self.positions()[kept_src]  # ascending, as CSR order is
+        grow = grow.to(torch.int64).sort().values
         total = self._rows * self._cols
-        if grow.numel() and (int(grow.min()) < 0 or int(grow.max()) >= total):
+        if grow.numel() and (int(grow[0]) < 0 or int(grow[-1]) >= total):
             raise ValueError(f"{name}.regrow: grow positions must lie in [0, {total})")
-        new = torch.cat([kept, grow])
-        order = torch.argsort(new)
-        positions = new[order]
-        if positions.numel() > 1 and bool((positions[1:] == positions[:-1]).any()):
+        # Merge the two sorted lists: each entry's new place is its place in its own list
+        # plus the number of entries of the other list before it.
+        at = torch.searchsorted(kept, grow)
+        hit = kept[at.clamp(max=max(kept.numel() - 1, 0))] == grow if kept.numel() else at < 0
+        if bool((grow[1:] == grow[:-1]).any()) or bool((hit & (at < kept.numel())).any()):
             raise ValueError(
                 f"{name}.regrow: grow repeats a position or names one that stays a nonzero"
             )
-        # Entry i of the new values comes from old nonzero source[i], or is grown (-1).
-        source = torch.cat([(~drop).nonzero().squeeze(1), grow.new_full((grow.numel(),), -1)])
-        source = source[order]
-        grown = source < 0
-        source = source.clamp(min=0)
+        grow_new = at + torch.arange(grow.numel())
+        kept_new = torch.searchsorted(grow, kept) + torch.arange(kept.numel())
+        positions = torch.empty(kept.numel() + grow.numel(), dtype=torch.int64)
+        positions[kept_new] = kept
+        positions[grow_new] = grow
 
         def moved(t: torch.Tensor) -> torch.Tensor:
-            out = t.reshape(-1)[source].clone()
-            out[grown] = 0
+            out = torch.zeros_like(t).reshape(-1)
+            out[kept_new] = t.reshape(-1)[kept_src]
             return out
 
         with torch.no_grad():
