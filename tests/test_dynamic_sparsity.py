@@ -113,7 +113,15 @@ def test_construction_makes_layers_sparse_with_the_dense_initial_weights():
         assert layer.bias is bias and id(layer.values) in params
         ref = dense.get_submodule(name).weight.detach()
         kept = layer.weight.detach() != 0
-        assert torch.equal(layer.weight.detach()[kept], ref[kept])
+        scale = (1 / (1 - layer.sparsity)) ** 0.5  # each output's variance kept
+        torch.testing.assert_close(layer.weight.detach()[kept], ref[kept] * scale)
+    unscaled = cnn()
+    plain = st.DynamicSparsity(
+        unscaled, torch.optim.SGD(unscaled.parameters(), lr=0.1), 0.8, end_step=9, scale_init=False
+    )
+    for name, layer in plain.layers.items():
+        kept = layer.weight.detach() != 0
+        assert torch.equal(layer.weight.detach()[kept], dense.get_submodule(name).weight[kept])
     # A second DynamicSparsity over sparse layers keeps their patterns.
     patterns = {n: layer.col_idx.clone() for n, layer in dst.layers.items()}
     again = st.DynamicSparsity(model, opt, sparsity=0.5, method="set", end_step=100)
@@ -413,3 +421,23 @@ def test_from_dense_with_a_mask_keeps_zeros():
         st.SparseLinear.from_dense(dense, mask=mask.float())
     with pytest.raises(ValueError, match="mask must be a bool tensor"):
         st.SparseConv2d.from_dense(nn.Conv2d(2, 3, 3), mask=mask)
+
+
+def test_rigl_leaves_a_layer_without_gradient_alone_and_says_so():
+    class Branches(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.used, self.unused = nn.Linear(20, 5), nn.Linear(20, 5)
+
+        def forward(self, x):
+            return self.used(x)
+
+    model = Branches()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    dst = st.DynamicSparsity(model, opt, 0.8, "rigl", update_every=1, end_step=10)
+    before = model.unused.col_idx.clone()
+    x, y = batch(mlp())
+    train_step(model, opt, x, y)
+    with pytest.warns(UserWarning, match="unused got no gradient"):
+        assert dst.step()  # the used layer moved
+    assert torch.equal(model.unused.col_idx, before)

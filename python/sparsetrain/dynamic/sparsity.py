@@ -41,10 +41,13 @@ class DynamicSparsity:
     :class:`SparseLinear` / :class:`SparseConv2d` layers on random patterns, with densities
     by ``distribution``: ``"uniform"`` (every layer at ``1 - sparsity``) or ``"erk"``
     (Erdős–Rényi-Kernel: small layers denser, the same number of weights overall; a layer it
-    would make dense stays dense). They keep their initial weights at the chosen positions, and
-    the optimizer trains their ``values`` in place of the dense weights (pass the optimizer
-    that trains the model). Layers that are already sparse keep their patterns (they count in
-    the distribution, so a run resumed on a model loaded with its sparse layers, e.g. by
+    would make dense stays dense). They keep their initial weights at the chosen positions,
+    scaled by ``1 / sqrt(density)`` so that each output starts with the variance the dense
+    initialization gave it, as ``SparseLinear(..., sparsity=)`` initializes
+    (``scale_init=False``: unscaled, as in the RigL paper), and the optimizer trains their
+    ``values`` in place of the dense weights (pass the optimizer that trains the model).
+    Layers that are already sparse keep their patterns (they count in the distribution, so a
+    run resumed on a model loaded with its sparse layers, e.g. by
     :func:`sparsetrain.sparsify_like`, leaves the same layers dense).
 
     After the ``n``-th call with ``n`` a multiple of ``update_every`` and below ``end_step``,
@@ -82,6 +85,7 @@ class DynamicSparsity:
         *,
         seed: int | None = None,
         erk_power_scale: float = 1.0,
+        scale_init: bool = True,
     ):
         if isinstance(model, nn.parallel.DistributedDataParallel):
             raise TypeError(
@@ -118,6 +122,7 @@ class DynamicSparsity:
         self.step_count = 0  # calls made so far
         self.left_dense: dict = {}
         self.densities: dict = {}
+        self._scale_init = bool(scale_init)
         self.layers = self._make_sparse(include, exclude, float(erk_power_scale))
         self._capture = GradientCapture(self.layers) if method == "rigl" else None
         self._warned: set = set()
@@ -158,12 +163,16 @@ class DynamicSparsity:
             transposed = dense_form(module) == "conv1d"  # its weight is (in, out)
             w = module.weight
             rows, cols = (w.shape[1], w.shape[0]) if transposed else (w.shape[0], w[0].numel())
+            total = rows * cols
             row_ptr, col_idx = formats.random_csr(rows, cols, density, generator=generator)
             mask = torch.zeros(rows * cols, dtype=torch.bool)
             mask[formats.nonzero_positions(row_ptr, col_idx, rows, cols)] = True
             mask = mask.view(rows, cols)
             mask = mask.t() if transposed else mask.view(module.weight.shape)
             layer = kind.from_dense(module, mask=mask)
+            if self._scale_init and layer.nnz:
+                with torch.no_grad():  # each output's variance as the dense init gave it
+                    layer.values.mul_((total / layer.nnz) ** 0.5)
             swap_in(self.model, name, module, layer, self.optimizer, _WHO)
             sparse[name] = layer
         ordered = {}
@@ -213,9 +222,10 @@ class DynamicSparsity:
         moved = False
         for index, (name, layer) in enumerate(self.layers.items()):
             k = int(round(fraction * layer.nnz))
-            total = layer._rows * layer._cols
+            if k == 0 or layer.nnz == layer._rows * layer._cols:
+                continue  # (the same on every process: the layers' sizes agree)
             scores = self._grow_scores(name, layer, step, index)
-            if k == 0 or layer.nnz == total or scores is None:
+            if scores is None:
                 continue
             drop = drop_mask(layer.values.detach().abs(), k)
             grow = grow_positions(scores, layer.positions()[~drop], k)
