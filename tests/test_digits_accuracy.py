@@ -1,7 +1,8 @@
 """Accuracy on real data (scikit-learn's bundled digits), through the two examples' flows.
 
-Sparse layers must train like dense layers holding the same masks (within 1 point), and
-gradual pruning from scratch to 90% must end within 2 points of dense training.
+Sparse layers must train like dense layers holding the same masks (within 1 point),
+gradual pruning from scratch to 90% must end within 2 points of dense training, and dynamic
+sparse training at 90% from the first step within 1.5 (RigL) and 2.5 (SET) points.
 """
 
 import pathlib
@@ -14,6 +15,7 @@ import sparsetrain as st
 pytest.importorskip("sklearn")  # only its bundled data file is read
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "examples"))
 
+import dynamic_sparsity  # noqa: E402
 import gradual_pruning  # noqa: E402
 import sparse_transfer  # noqa: E402
 
@@ -54,3 +56,20 @@ def test_gradual_pruning_from_scratch_ends_near_dense_training():
     assert all(abs(s - 0.9) < 0.01 for s in layers.values()), layers
     assert out["dense"] > 90.0, out
     assert out["gradual"] >= out["dense"] - 2.0, out
+
+
+def test_dynamic_sparse_training_from_scratch_ends_near_dense_training():
+    out = dynamic_sparsity.run(sparsity=0.9, verbose=False)
+    for method in ("rigl", "set"):
+        model = out[f"{method}_model"]
+        layers = sparse_layers(model)
+        # ERK: the small first convolution and classifier dense, the rest 90% overall.
+        assert sorted(layers) == ["2", "5", "8"], layers
+        sparse = [model[int(i)] for i in layers]
+        dense_weights = sum(model[i].weight.numel() for i in (0, 10))
+        kept = sum(m.nnz for m in sparse) + dense_weights
+        total = sum(m._rows * m._cols for m in sparse) + dense_weights
+        assert kept / total == pytest.approx(0.1, abs=0.01)
+    assert out["dense"] > 95.0, out
+    assert out["rigl"] >= out["dense"] - 1.5, out
+    assert out["set"] >= out["dense"] - 2.5, out
