@@ -19,7 +19,8 @@ def test_update_cost(benchmark, name, method):
     out = benchmark.pedantic(D.update_cost, args=(name, method, 0.9, 5), rounds=1, iterations=1)
     benchmark.extra_info.update(kind="dst", name=name, method=method, sparsity=0.9, **out)
     print(
-        f"\n{name} {method} 90%: plain step {out['plain step'] * 1e3:.0f} ms, update step "
+        f"\n{name} {method} 90%: dense step {out['dense step'] * 1e3:.0f} ms, plain step "
+        f"{out['plain step'] * 1e3:.0f} ms, update step "
         f"{out['update step'] * 1e3:.0f} ms + update {out['update'] * 1e3:.0f} ms; "
         f"overhead at every {out['update_every']}: {out['overhead']:.2%}"
     )

@@ -441,3 +441,16 @@ def test_rigl_leaves_a_layer_without_gradient_alone_and_says_so():
     with pytest.warns(UserWarning, match="unused got no gradient"):
         assert dst.step()  # the used layer moved
     assert torch.equal(model.unused.col_idx, before)
+
+
+def test_update_cost_benchmark_runs():
+    from sparsetrain import benchmarks_dst
+
+    out = benchmarks_dst.update_cost("resnet18", "rigl", 0.9, repeats=1, tiny=True)
+    assert out["layers"] == 19 and out["update_every"] == 100  # every conv but the first
+    assert min(out[k] for k in ("plain step", "update step", "update", "dense step")) > 0
+    assert out["overhead"] == pytest.approx(
+        (out["update step"] + out["update"] - out["plain step"]) / (100 * out["plain step"])
+    )
+    with pytest.raises(ValueError, match="unknown model"):
+        benchmarks_dst.update_cost("vgg", tiny=True)

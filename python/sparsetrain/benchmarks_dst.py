@@ -1,8 +1,9 @@
 """What dynamic sparse training's updates cost (``bench/test_dynamic_sparsity.py``).
 
-A model made sparse by :class:`DynamicSparsity` trains with an update every second step, so
-that plain steps and update steps take turns: an update step costs its training step (RigL's
-gradient capture runs during it) plus ``DynamicSparsity.step()``. Amortized over
+A model made sparse by :class:`DynamicSparsity` trains next to its dense twin (one step of
+each in turn), with an update every second step, so that plain steps and update steps take
+turns: an update step costs its training step (RigL's gradient capture runs during it) plus
+``DynamicSparsity.step()``. Amortized over
 ``update_every`` steps, the overhead is (update step + update - plain step) / (update_every
 * plain step).
 
@@ -58,18 +59,26 @@ def update_cost(
     tiny: bool = False,
 ) -> dict:
     """Median seconds of a plain step, an update step and the update itself, and the
-    amortized overhead at ``update_every`` (a fraction of training time)."""
+    amortized overhead at ``update_every`` (a fraction of training time); and of a step of the
+    dense model, timed in the same loop."""
     from . import DynamicSparsity, fuse_batch_norm
 
-    model, make_optimizer, step, layers, example = _configuration(name, tiny)
+    dense, make_optimizer, step, layers, example = _configuration(name, tiny)
+    dense_opt = make_optimizer(dense)
+    model, _, _, _, _ = _configuration(name, tiny)
     opt = make_optimizer(model)
     # Updates at every second call, the drop fraction near its start all along.
     dst = DynamicSparsity(model, opt, sparsity, method, 2, 0.3, 10**9, "uniform", **layers, seed=0)
     if example is not None:
         fuse_batch_norm(model, example)
     model.train()
-    times = {"plain step": [], "update step": [], "update": []}
+    dense.train()
+    times = {"plain step": [], "update step": [], "update": [], "dense step": []}
     for i in range(2 * (repeats + 1)):
+        t = time.perf_counter()
+        step(dense, dense_opt)
+        if i >= 2:
+            times["dense step"].append(time.perf_counter() - t)
         t0 = time.perf_counter()
         step(model, opt)
         t1 = time.perf_counter()
