@@ -44,7 +44,8 @@ class DynamicSparsity:
     would make dense stays dense). They keep their initial weights at the chosen positions,
     scaled by ``1 / sqrt(density)`` so that each output starts with the variance the dense
     initialization gave it, as ``SparseLinear(..., sparsity=)`` initializes
-    (``scale_init=False``: unscaled, as in the RigL paper), and the optimizer trains their
+    (``scale_init=False``: unscaled, as in the RigL paper, or for a model with trained
+    weights, better pruned and made sparse first), and the optimizer trains their
     ``values`` in place of the dense weights (pass the optimizer that trains the model).
     Layers that are already sparse keep their patterns (they count in the distribution, so a
     run resumed on a model loaded with its sparse layers, e.g. by
@@ -157,7 +158,8 @@ class DynamicSparsity:
         for name, module in chosen.items():
             density = densities[name]
             if density >= 1.0:
-                self._leave_dense(name, "gets density 1 from the ERK distribution", warn=False)
+                why = f"gets density 1 from the {self.distribution} distribution"
+                self._leave_dense(name, why, warn=False)
                 continue
             kind = sparse_type_for(module)
             transposed = dense_form(module) == "conv1d"  # its weight is (in, out)
