@@ -4,19 +4,10 @@ checkpoints that resume the schedule exactly where it was."""
 import pytest
 import torch
 
-from test_cli_train import cli, easy_images, epoch_lines, load
+# helpers and the npz fixture shared with the main CLI tests
+from test_cli_train import cli, epoch_lines, load, npz  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("malloc_calls")  # see conftest
-
-
-@pytest.fixture(scope="module")
-def npz(tmp_path_factory):
-    import numpy as np
-
-    path = tmp_path_factory.mktemp("data") / "easy.npz"
-    x, y = easy_images()
-    np.savez(path, x=x, y=y)
-    return path
 
 
 def sparse_layers(state):
@@ -53,3 +44,14 @@ def test_dynamic_modes_train_sparse_from_the_start(npz, tmp_path, capsys, mode):
 def test_init_is_refused_in_dynamic_modes(npz, tmp_path, capsys):
     assert cli("--data", npz, "--mode", "rigl", "--init", tmp_path / "x.pt") == 2
     assert "--init is for --mode transfer (rigl mode" in capsys.readouterr().err
+
+
+def test_a_damaged_schedule_is_refused(npz, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert cli("--data", npz, "--mode", "set", "--epochs", 1, "--out", out) == 0
+    ckpt = load(out / "last.pt")
+    ckpt["dynamic"]["update_every"] = 0
+    torch.save(ckpt, tmp_path / "bad.pt")
+    capsys.readouterr()
+    assert cli("--data", npz, "--resume", tmp_path / "bad.pt") == 2
+    assert "dynamic.update_every is 0, expected an integer >= 1" in capsys.readouterr().err

@@ -132,6 +132,20 @@ def check_fields(obj: dict, checks: dict, prefix: str, where: str, optional: tup
             )
 
 
+def _schedule(obj: dict, key: str, checks: dict, state_checks: dict, where: str):
+    """The checkpoint's ``key`` (a schedule with its ``state``, or None), checked."""
+    schedule = obj.get(key)
+    if schedule is None:
+        return None
+    if not isinstance(schedule, dict):
+        raise CLIError(
+            f"{where}: damaged checkpoint: {key} is {show(schedule)}, expected a dict or None"
+        )
+    check_fields(schedule, checks, f"{key}.", where)
+    check_fields(schedule["state"], state_checks, f"{key}.state.", where)
+    return schedule
+
+
 def check_checkpoint(obj: dict, where: str) -> None:
     """Type and range of every field train() reads back from a checkpoint ("data" and
     "sparsetrain_version" are only informative: a resumed run writes its own)."""
@@ -159,28 +173,14 @@ def check_checkpoint(obj: dict, where: str) -> None:
             f"{where}: damaged checkpoint: classes names {len(classes)} classes, "
             f"args.num_classes is {obj['args']['num_classes']}"
         )
-    pruner = obj.get("pruner")
-    if pruner is not None:
-        if not isinstance(pruner, dict):
-            raise CLIError(
-                f"{where}: damaged checkpoint: pruner is {show(pruner)}, expected a dict or None"
-            )
-        check_fields(pruner, _PRUNER_CHECKS, "pruner.", where)
-        check_fields(pruner["state"], _PRUNER_STATE_CHECKS, "pruner.state.", where)
-        if pruner["end_step"] < pruner["start_step"]:
-            raise CLIError(
-                f"{where}: damaged checkpoint: pruner.end_step "
-                f"{pruner['end_step']} is before pruner.start_step "
-                f"{pruner['start_step']}"
-            )
-    dynamic = obj.get("dynamic")
-    if dynamic is not None:
-        if not isinstance(dynamic, dict):
-            raise CLIError(
-                f"{where}: damaged checkpoint: dynamic is {show(dynamic)}, expected a dict or None"
-            )
-        check_fields(dynamic, _DYNAMIC_CHECKS, "dynamic.", where)
-        check_fields(dynamic["state"], _DYNAMIC_STATE_CHECKS, "dynamic.state.", where)
+    pruner = _schedule(obj, "pruner", _PRUNER_CHECKS, _PRUNER_STATE_CHECKS, where)
+    if pruner is not None and pruner["end_step"] < pruner["start_step"]:
+        raise CLIError(
+            f"{where}: damaged checkpoint: pruner.end_step "
+            f"{pruner['end_step']} is before pruner.start_step "
+            f"{pruner['start_step']}"
+        )
+    _schedule(obj, "dynamic", _DYNAMIC_CHECKS, _DYNAMIC_STATE_CHECKS, where)
     opt = obj["optimizer"]
     if not (
         isinstance(opt, dict)
