@@ -454,3 +454,49 @@ def test_update_cost_benchmark_runs():
     )
     with pytest.raises(ValueError, match="unknown model"):
         benchmarks_dst.update_cost("vgg", tiny=True)
+
+
+def test_rigl_under_bf16_autocast_and_on_a_bfloat16_model():
+    model = mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    dst = st.DynamicSparsity(model, opt, 0.8, "rigl", update_every=1, end_step=10)
+    x, y = batch(model)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = nn.functional.cross_entropy(model(x).float(), y)
+    loss.backward()
+    assert all(g.dtype == torch.float32 for g in dst._capture.sums.values())
+    opt.step()
+    assert dst.step()
+    bf = mlp().to(torch.bfloat16)
+    opt = torch.optim.SGD(bf.parameters(), lr=0.1)
+    dst = st.DynamicSparsity(bf, opt, 0.8, "rigl", update_every=1, end_step=10)
+    assert all(layer.values.dtype == torch.bfloat16 for layer in dst.layers.values())
+    nnz = {n: layer.nnz for n, layer in dst.layers.items()}
+    train_step(bf, opt, x.bfloat16(), y)
+    assert dst.step() and {n: layer.nnz for n, layer in dst.layers.items()} == nnz
+
+
+def test_gpt2_conv1d_layers_move_on_their_transposed_weights():
+    transformers = pytest.importorskip("transformers")
+    cfg = transformers.GPT2Config(n_embd=32, n_layer=1, n_head=2, vocab_size=50, n_positions=16)
+    torch.manual_seed(0)
+    model = transformers.GPT2LMHeadModel(cfg)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    dst = st.DynamicSparsity(
+        model, opt, 0.8, "rigl", update_every=1, end_step=10, include="transformer.h.*"
+    )
+    assert sorted(dst.layers) == [
+        "transformer.h.0.attn.c_attn",
+        "transformer.h.0.attn.c_proj",
+        "transformer.h.0.mlp.c_fc",
+        "transformer.h.0.mlp.c_proj",
+    ]
+    ids = torch.randint(0, 50, (2, 16))
+    model(input_ids=ids, labels=ids).loss.backward()
+    layer = dst.layers["transformer.h.0.mlp.c_fc"]  # Conv1D(128, 32): in 32, out 128
+    assert dst._capture.sums["transformer.h.0.mlp.c_fc"].shape == (128, 32)
+    opt.step()
+    before = layer.positions().clone()
+    assert dst.step()
+    assert not torch.equal(layer.positions(), before)
+    model(input_ids=ids, labels=ids).loss.backward()  # trains on the moved patterns
