@@ -207,7 +207,8 @@ def test_one_predicate_for_what_the_functions_take():
     assert sparse_type_for(nn.Linear(2, 2)) is st.SparseLinear
     assert sparse_type_for(NonDynamicallyQuantizableLinear(2, 2)) is st.SparseLinear
     assert sparse_type_for(PlainSubclass(2, 2, 1)) is st.SparseConv2d
-    for other in (OwnForward(2, 2), ExtraParameter(2, 2), nn.Embedding(4, 2), nn.Conv1d(2, 2, 1)):
+    assert sparse_type_for(nn.Conv1d(2, 2, 1)) is st.SparseConv1d
+    for other in (OwnForward(2, 2), ExtraParameter(2, 2), nn.Embedding(4, 2), nn.Conv3d(2, 2, 1)):
         assert sparse_type_for(other) is None and not is_dense_layer(other)
         with pytest.raises(TypeError, match="from_dense expects"):
             st.SparseLinear.from_dense(other)

@@ -15,7 +15,7 @@ from ._runtime import (
 from .dynamic import DynamicSparsity
 from .functional import sparse_linear
 from .hf import from_pretrained
-from .nn import FusedBatchNorm2d, SparseConv2d, SparseLinear
+from .nn import FusedBatchNorm2d, SparseConv1d, SparseConv2d, SparseLinear
 from .pruning import (
     GradualMagnitudePruner,
     cubic_sparsity,
@@ -34,6 +34,7 @@ __version__ = _C.__version__
 __all__ = [
     "SparseLinear",
     "SparseConv2d",
+    "SparseConv1d",
     "sparsify",
     "densify",
     "sparsify_like",

@@ -11,7 +11,7 @@ from typing import Callable, Union
 
 from torch import nn
 
-from .nn import SparseConv2d, SparseLinear
+from .nn import SparseConv1d, SparseConv2d, SparseLinear
 from .nn._dense_types import dense_form, unsupported_reason
 
 # Which layers a call takes (include= / exclude=): a module name, a glob pattern, a list of
@@ -19,7 +19,12 @@ from .nn._dense_types import dense_form, unsupported_reason
 LayerSpec = Union[str, Iterable[str], Callable[[str, nn.Module], bool], None]
 # The sparse layer each form of dense layer becomes (nn/_dense_types.py says which types are
 # which form).
-_SPARSE_OF_FORM = {"linear": SparseLinear, "conv1d": SparseLinear, "conv2d": SparseConv2d}
+_SPARSE_OF_FORM = {
+    "linear": SparseLinear,
+    "conv1d": SparseLinear,
+    "conv2d": SparseConv2d,
+    "nn_conv1d": SparseConv1d,
+}
 SPARSE_TYPES = (SparseLinear, SparseConv2d)
 
 __all__ = [

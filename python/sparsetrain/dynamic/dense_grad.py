@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from ..formats.conv import resolve_padding
-from ..nn import SparseConv2d, SparseLinear
+from ..nn import SparseConv1d, SparseConv2d, SparseLinear
 
 
 def dense_gradient(layer, x: torch.Tensor, dy: torch.Tensor) -> torch.Tensor:
@@ -23,15 +23,17 @@ def dense_gradient(layer, x: torch.Tensor, dy: torch.Tensor) -> torch.Tensor:
         return dy.reshape(-1, layer._rows).t() @ x.reshape(-1, layer._cols)
     if not isinstance(layer, SparseConv2d):
         raise TypeError(f"dense_gradient: not a sparse layer: {type(layer).__name__}")
+    if isinstance(layer, SparseConv1d):  # run as a 2-D convolution of height 1
+        x, dy = x.unsqueeze(-2), dy.unsqueeze(-2)
     if x.dim() == 3:  # unbatched
         x, dy = x.unsqueeze(0), dy.unsqueeze(0)
-    pt, pb, pl, pr = resolve_padding(layer.padding, layer.kernel_size, layer.dilation, layer.stride)
+    kernel, stride, padding, dilation = layer._conv2d
+    pt, pb, pl, pr = resolve_padding(padding, kernel, dilation, stride)
     mode = "constant" if layer.padding_mode == "zeros" else layer.padding_mode
     if any((pt, pb, pl, pr)):
         x = F.pad(x, (pl, pr, pt, pb), mode=mode)
-    g = torch.nn.grad.conv2d_weight(
-        x, layer._weight_shape(), dy, layer.stride, 0, layer.dilation, layer.groups
-    )
+    shape = (layer.out_channels, layer.in_channels // layer.groups, *kernel)
+    g = torch.nn.grad.conv2d_weight(x, shape, dy, stride, 0, dilation, layer.groups)
     return g.reshape(layer._rows, layer._cols)
 
 

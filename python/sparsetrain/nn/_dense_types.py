@@ -10,6 +10,8 @@ functions and the sparse layers' ``from_dense`` all ask here, so they agree on w
   recognised by its class's name and module, so transformers is never imported here.
 - ``"conv2d"``: ``nn.Conv2d``, and subclasses that keep its forward and add no parameters or
   buffers.
+- ``"nn_conv1d"``: ``nn.Conv1d``, and subclasses that keep its forward and add no parameters
+  or buffers.
 """
 
 from __future__ import annotations
@@ -41,6 +43,8 @@ def _base(module: nn.Module) -> tuple[str | None, type | None]:
         return "linear", nn.Linear
     if isinstance(module, nn.Conv2d):
         return "conv2d", nn.Conv2d
+    if isinstance(module, nn.Conv1d):
+        return "nn_conv1d", nn.Conv1d
     return None, None
 
 
@@ -49,7 +53,7 @@ def _subclass_problem(module: nn.Module, base: type) -> str:
     cls = type(module)
     if cls is base:
         return ""
-    methods = ("forward", "_conv_forward") if base is nn.Conv2d else ("forward",)
+    methods = ("forward", "_conv_forward") if base in (nn.Conv2d, nn.Conv1d) else ("forward",)
     changed = [m for m in methods if getattr(cls, m) is not getattr(base, m)]
     if changed:
         return (
@@ -66,8 +70,8 @@ def _subclass_problem(module: nn.Module, base: type) -> str:
 
 
 def dense_form(module: nn.Module) -> str | None:
-    """``"linear"``, ``"conv1d"`` or ``"conv2d"`` for a dense layer a sparse layer can stand
-    in for, else None (see the module docstring)."""
+    """``"linear"``, ``"conv1d"``, ``"conv2d"`` or ``"nn_conv1d"`` for a dense layer a sparse
+    layer can stand in for, else None (see the module docstring)."""
     form, base = _base(module)
     if form is None or _subclass_problem(module, base):
         return None
@@ -84,4 +88,4 @@ def unsupported_reason(module: nn.Module) -> str:
 
 def plain_class(form: str) -> type:
     """The torch class a form's layer is built as before it takes its original type."""
-    return {"linear": nn.Linear, "conv2d": nn.Conv2d}[form]
+    return {"linear": nn.Linear, "conv2d": nn.Conv2d, "nn_conv1d": nn.Conv1d}[form]

@@ -15,6 +15,7 @@ _EXPECTS = {
     "linear": "nn.Linear",
     "conv1d": "transformers' Conv1D",
     "conv2d": "nn.Conv2d",
+    "nn_conv1d": "nn.Conv1d",
 }
 
 

@@ -101,18 +101,21 @@ class SparseConv2d(SparseWeightModule):
                 "SparseConv2d: in_channels and out_channels must be divisible by groups"
             )
         self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
-        self.kernel_size = _args.pair(layer, "kernel_size", kernel_size, 1)
-        self.stride = _args.pair(layer, "stride", stride, 1)
-        self.dilation = _args.pair(layer, "dilation", dilation, 1)
+        kernel_size = _args.pair(layer, "kernel_size", kernel_size, 1)
+        stride = _args.pair(layer, "stride", stride, 1)
+        dilation = _args.pair(layer, "dilation", dilation, 1)
         if isinstance(padding, str):
             if padding not in ("same", "valid"):
                 raise ValueError(
                     f"SparseConv2d: padding must be 'same', 'valid', an int or a pair "
                     f"of ints, got {padding!r}"
                 )
-            self.padding = padding
         else:
-            self.padding = _args.pair(layer, "padding", padding, 0)
+            padding = _args.pair(layer, "padding", padding, 0)
+        # The 2-D convolution the kernels run (SparseConv1d runs one of height 1); the public
+        # attributes are those of the dense layer this one stands for.
+        self._conv2d = (kernel_size, stride, padding, dilation)
+        self._set_public_args(kernel_size, stride, padding, dilation)
         if padding_mode not in _PADDING_MODES:
             raise ValueError(
                 f"SparseConv2d: padding_mode must be one of {_PADDING_MODES}, got {padding_mode!r}"
@@ -122,7 +125,7 @@ class SparseConv2d(SparseWeightModule):
         # forwards then also sum the output's channel statistics (see nn/batchnorm.py).
         self.batch_norm_stats = False
         try:
-            pads = resolve_padding(self.padding, self.kernel_size, self.dilation, self.stride)
+            pads = resolve_padding(padding, kernel_size, dilation, stride)
         except ValueError as e:
             raise ValueError(f"SparseConv2d: {e}") from None
         self._explicit_pad = None
@@ -132,19 +135,20 @@ class SparseConv2d(SparseWeightModule):
             self._explicit_pad = (pl, pr, pt, pb)
             pads = (0, 0, 0, 0)
         self._geometry = ConvGeometry(
-            in_channels, out_channels, self.kernel_size, self.stride, self.dilation, pads, groups
+            in_channels, out_channels, kernel_size, stride, dilation, pads, groups
         )
         if self._geometry.cols > _args.MAX_INDEX:  # column indices are int32
             raise ValueError(
-                f"SparseConv2d({self._describe()}): a filter holds in_channels / groups * kh * kw"
-                f" = {self._geometry.cols} weights; at most 2^31 - 1 are supported"
+                f"{type(self).__name__}({self._describe()}): a filter holds in_channels / "
+                f"groups * kh * kw = {self._geometry.cols} weights; at most 2^31 - 1 are "
+                "supported"
             )
         # A 1x1 unpadded strided convolution is a 1x1 stride-1 one on the subsampled input.
         self._subsample = None
-        if self.kernel_size == (1, 1) and pads == (0, 0, 0, 0) and self.stride != (1, 1):
-            self._subsample = self.stride
+        if kernel_size == (1, 1) and pads == (0, 0, 0, 0) and stride != (1, 1):
+            self._subsample = stride
             self._geometry = ConvGeometry(
-                in_channels, out_channels, (1, 1), (1, 1), self.dilation, pads, groups
+                in_channels, out_channels, (1, 1), (1, 1), dilation, pads, groups
             )
         self.strategy = strategy  # checked against the geometry the kernels see
 
@@ -159,7 +163,7 @@ class SparseConv2d(SparseWeightModule):
     def strategy(self, value: str) -> None:
         problem = strategy_problem(self._geometry, value)
         if problem:
-            raise ValueError(f"SparseConv2d({self._describe()}): {problem}")
+            raise ValueError(f"{type(self).__name__}({self._describe()}): {problem}")
         self.__dict__["_strategy"] = value
 
     @property
@@ -248,8 +252,22 @@ class SparseConv2d(SparseWeightModule):
         return s + f", nnz={self.nnz}, sparsity={self.sparsity:.4f}, strategy={self.strategy!r}"
 
     # -- per-shape plans ---------------------------------------------------------------------
+    def __setstate__(self, state):
+        if "_conv2d" not in state:  # pickled before the 2-D arguments were kept apart
+            args = ("kernel_size", "stride", "padding", "dilation")
+            state["_conv2d"] = tuple(state[k] for k in args)
+        super().__setstate__(state)
+
+    def _set_public_args(self, kernel_size, stride, padding, dilation) -> None:
+        self.kernel_size, self.stride, self.padding, self.dilation = (
+            kernel_size,
+            stride,
+            padding,
+            dilation,
+        )
+
     def _weight_shape(self) -> tuple:
-        return (self.out_channels, self.in_channels // self.groups, *self.kernel_size)
+        return (self.out_channels, self.in_channels // self.groups, *self._conv2d[0])
 
     def _derive(self) -> None:
         self._row_ptr_np = self._pattern[0].numpy()
@@ -278,7 +296,7 @@ class SparseConv2d(SparseWeightModule):
             shape = (1,) + shape
         if len(shape) != 4 or shape[1] != self.in_channels:
             raise ValueError(
-                f"SparseConv2d({self._describe()}): expected an input shape "
+                f"{type(self).__name__}({self._describe()}): expected an input shape "
                 f"(N, {self.in_channels}, H, W) or ({self.in_channels}, H, W), "
                 f"got {tuple(input_shape)}"
             )
@@ -286,7 +304,7 @@ class SparseConv2d(SparseWeightModule):
         try:
             return self._plans.strategy_for(shape[0], *self._kernel_hw(*shape[2:]), self.strategy)
         except ValueError as e:  # e.g. an input smaller than the kernel: name the layer
-            raise ValueError(f"SparseConv2d({self._describe()}): {e}") from None
+            raise ValueError(f"{type(self).__name__}({self._describe()}): {e}") from None
 
     # -- compute ---------------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -294,7 +312,7 @@ class SparseConv2d(SparseWeightModule):
         self._check_input(x, "input")
         if x.dim() not in (3, 4) or x.shape[-3] != self.in_channels:
             raise ValueError(
-                f"SparseConv2d({self._describe()}): expected input of shape "
+                f"{type(self).__name__}({self._describe()}): expected input of shape "
                 f"(N, {self.in_channels}, H, W) or ({self.in_channels}, H, W), "
                 f"got {tuple(x.shape)}"
             )
@@ -326,7 +344,7 @@ class SparseConv2d(SparseWeightModule):
         try:
             layout = self._plans.layout(x, self.strategy, self.values, self.bias)
         except ValueError as e:  # e.g. an input smaller than the kernel: name the layer
-            raise ValueError(f"SparseConv2d({self._describe()}): {e}") from None
+            raise ValueError(f"{type(self).__name__}({self._describe()}): {e}") from None
         fuse = getattr(self, "batch_norm_stats", False)  # (absent in modules pickled before)
         stats = [] if fuse and self.training and not unbatched else None
         y = SparseConv2dFunction.apply(
