@@ -271,9 +271,9 @@ def sparsify(
     batch_norm: bool = True,
 ) -> SparsifyReport:
     """Replace dense layers whose weight has at least ``min_sparsity`` zeros with
-    :class:`SparseLinear` / :class:`SparseConv2d` holding the same numbers: ``nn.Linear``,
-    ``nn.Conv2d``, transformers' ``Conv1D`` (GPT-2) and subclasses of them that keep their
-    forward (``module_swap.sparse_type_for`` says which).
+    :class:`SparseLinear` / :class:`SparseConv1d` / :class:`SparseConv2d` holding the same
+    numbers: ``nn.Linear``, ``nn.Conv1d``, ``nn.Conv2d``, transformers' ``Conv1D`` (GPT-2) and
+    subclasses of them that keep their forward (``module_swap.sparse_type_for`` says which).
 
     With ``example_inputs`` and ``only_if_faster``, the model runs once to learn each layer's
     real input shape, dense and sparse forward + backward are timed per layer, and the faster

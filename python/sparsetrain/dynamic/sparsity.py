@@ -36,9 +36,9 @@ class DynamicSparsity:
             optimizer.step(); optimizer.zero_grad()
             dst.step()
 
-    At construction the chosen dense layers (``nn.Linear``, ``nn.Conv2d``, transformers'
-    ``Conv1D``; ``include`` / ``exclude`` as in :func:`sparsetrain.magnitude_prune`) become
-    :class:`SparseLinear` / :class:`SparseConv2d` layers on random patterns, with densities
+    At construction the chosen dense layers (``nn.Linear``, ``nn.Conv1d``, ``nn.Conv2d``,
+    transformers' ``Conv1D``; ``include`` / ``exclude`` as in
+    :func:`sparsetrain.magnitude_prune`) become sparse layers on random patterns, with densities
     by ``distribution``: ``"uniform"`` (every layer at ``1 - sparsity``) or ``"erk"``
     (Erdős–Rényi-Kernel: small layers denser, the same number of weights overall; a layer it
     would make dense stays dense). They keep their initial weights at the chosen positions,
