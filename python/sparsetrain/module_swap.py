@@ -47,8 +47,9 @@ __all__ = [
 def sparse_type_for(module: nn.Module) -> type | None:
     """The sparse layer type that ``module`` can become (``SparseLinear`` for ``nn.Linear``
     and transformers' ``Conv1D``, ``SparseConv2d`` / ``SparseConv1d`` for ``nn.Conv2d`` /
-    ``nn.Conv1d``, subclasses that keep their forward included), or None. The one predicate that sparsify, sparsify_like, the
-    pruning functions and from_dense share: what one of them takes, all take."""
+    ``nn.Conv1d``, subclasses that keep their forward included), or None. The one predicate
+    that sparsify, sparsify_like, the pruning functions and from_dense share: what one of them
+    takes, all take."""
     form = dense_form(module)
     return None if form is None else _SPARSE_OF_FORM[form]
 

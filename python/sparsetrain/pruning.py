@@ -2,8 +2,8 @@
 
 Dense layers (``nn.Linear``, ``nn.Conv1d``, ``nn.Conv2d``, transformers' ``Conv1D``: the
 types ``sparsify`` takes, ``module_swap.sparse_type_for``) get their smallest entries zeroed;
-sparse layers lose their smallest nonzeros for good (values and index repacked through the layers' single
-pattern-setting path, optimizer state remapped to the surviving weights).
+sparse layers lose their smallest nonzeros for good (values and index repacked through the
+layers' single pattern-setting path, optimizer state remapped to the surviving weights).
 """
 
 from __future__ import annotations
