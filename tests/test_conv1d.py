@@ -145,3 +145,18 @@ def test_bad_input_names_the_layer():
         layer(torch.randn(2, 8, 3))  # shorter than the kernel
     with pytest.raises(TypeError, match="SparseConv1d.from_dense expects nn.Conv1d"):
         st.SparseConv1d.from_dense(nn.Conv2d(2, 2, 3))
+
+
+def test_compiles_into_one_graph_and_equals_eager():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv1d(4, 8, 5, padding=2), nn.ReLU(), nn.Conv1d(8, 8, 9, padding=4))
+    st.magnitude_prune(model, 0.9, scope="layer")
+    st.sparsify(model, only_if_faster=False)
+    x = torch.randn(2, 4, 30, requires_grad=True)
+    ref = model(x)
+    ref.sum().backward()
+    grad, x.grad = x.grad.clone(), None
+    y = torch.compile(model, fullgraph=True)(x)
+    y.sum().backward()
+    torch.testing.assert_close(y, ref, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(x.grad, grad, rtol=1e-5, atol=1e-5)

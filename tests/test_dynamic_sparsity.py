@@ -500,3 +500,32 @@ def test_gpt2_conv1d_layers_move_on_their_transposed_weights():
     assert dst.step()
     assert not torch.equal(layer.positions(), before)
     model(input_ids=ids, labels=ids).loss.backward()  # trains on the moved patterns
+
+
+def _compiled_and_eager(method):
+    def build():
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(20, 32), nn.ReLU(), nn.Linear(32, 5))
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        dst = st.DynamicSparsity(model, opt, 0.8, method, update_every=2, end_step=100, seed=1)
+        return model, opt, dst
+
+    runs = [build(), build()]
+    compiled = torch.compile(runs[0][0])
+    x, y = batch(mlp())
+    for _ in range(4):
+        for model, opt, dst in ((compiled, *runs[0][1:]), runs[1]):
+            train_step(model, opt, x, y)
+            dst.step()
+    return runs[0][0], runs[1][0]
+
+
+def test_set_under_torch_compile_equals_eager():
+    compiled, eager = _compiled_and_eager("set")
+    for (key, a), b in zip(compiled.state_dict().items(), eager.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=key)
+
+
+def test_rigl_under_torch_compile_says_it_sees_no_gradient():
+    with pytest.warns(UserWarning, match="torch.compile'd model does not run RigL"):
+        _compiled_and_eager("rigl")

@@ -63,7 +63,9 @@ class DynamicSparsity:
     RigL's dense gradient exists only in the steps before updates: forward hooks, armed then,
     multiply each layer's input by its output gradient (summed over every backward of that
     step, all-reduced across processes when ``torch.distributed`` is initialized); no dense
-    weight is ever kept. SET's draws come from ``seed`` (by default drawn once and, under
+    weight is ever kept. (A ``torch.compile``'d model does not run those hooks: RigL then warns
+    that a layer got no gradient and leaves it; SET works compiled.) SET's draws come from
+    ``seed`` (by default drawn once and, under
     ``torch.distributed``, taken from rank 0), so every process makes the same moves.
 
     Layers that cannot be made sparse here (tied weights, ``torch.nn.utils.prune``, read
@@ -257,7 +259,9 @@ class DynamicSparsity:
                 self._warned.add(name)
                 warnings.warn(
                     f"{_WHO}: layer {name} got no gradient in the step before update {step} "
-                    f"(call step() after optimizer.step(), each step); its connections stay",
+                    f"(call step() after optimizer.step(), each step; a torch.compile'd model "
+                    f"does not run RigL's capture hooks: use method='set' there); its "
+                    f"connections stay",
                     stacklevel=3,
                 )
             return None
