@@ -126,8 +126,10 @@ def test_dynamic_sparsity_moves_conv1d_connections():
     [
         (dict(kernel_size=(3, 3)), "kernel_size must be an int"),
         (dict(kernel_size=3, stride=0), "stride must be an int >= 1"),
-        (dict(kernel_size=3, padding="full"), "padding must be 'same', 'valid'"),
-        (dict(kernel_size=3, padding_mode="mirror"), "padding_mode must be one of"),
+        (dict(kernel_size=3, padding="full"), "SparseConv1d: padding must be 'same', 'valid'"),
+        (dict(kernel_size=3, padding_mode="mirror"), "SparseConv1d: padding_mode must be one"),
+        (dict(kernel_size=3, groups=4), "SparseConv1d: in_channels and out_channels must be"),
+        (dict(kernel_size=3, stride=2, padding="same"), "SparseConv1d: padding='same' is not"),
     ],
 )
 def test_bad_arguments_name_the_layer(kwargs, match):
@@ -143,6 +145,9 @@ def test_bad_input_names_the_layer():
         layer(torch.randn(2, 7, 30))
     with pytest.raises(ValueError, match=r"SparseConv1d\(8->6, k=5\)"):
         layer(torch.randn(2, 8, 3))  # shorter than the kernel
+    assert layer.strategy_for((2, 8, 30)) in ("plane", "batch", "direct")
+    with pytest.raises(ValueError, match=r"SparseConv1d\(8->6, k=5\): expected an input shape"):
+        layer.strategy_for((2, 8, 1, 30))
     with pytest.raises(TypeError, match="SparseConv1d.from_dense expects nn.Conv1d"):
         st.SparseConv1d.from_dense(nn.Conv2d(2, 2, 3))
 

@@ -72,7 +72,7 @@ class SparseConv2d(SparseWeightModule):
             padding_mode,
             strategy,
         )
-        density = 1.0 - _args.fraction("SparseConv2d", "sparsity", sparsity)
+        density = 1.0 - _args.fraction(type(self).__name__, "sparsity", sparsity)
         row_ptr, col_idx = formats.random_csr(self._rows, self._cols, density, generator=generator)
         # nn.Conv2d's kaiming-uniform bound with the fan-in a filter really has.
         bound = 1.0 / math.sqrt(max(1.0, self._cols * density))
@@ -92,14 +92,12 @@ class SparseConv2d(SparseWeightModule):
         padding_mode,
         strategy,
     ):
-        layer = "SparseConv2d"
+        layer = type(self).__name__
         in_channels = _args.size(layer, "in_channels", in_channels)
         out_channels = _args.size(layer, "out_channels", out_channels)
         groups = _args.size(layer, "groups", groups, 1)
         if in_channels % groups or out_channels % groups:
-            raise ValueError(
-                "SparseConv2d: in_channels and out_channels must be divisible by groups"
-            )
+            raise ValueError(f"{layer}: in_channels and out_channels must be divisible by groups")
         self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
         kernel_size = _args.pair(layer, "kernel_size", kernel_size, 1)
         stride = _args.pair(layer, "stride", stride, 1)
@@ -107,7 +105,7 @@ class SparseConv2d(SparseWeightModule):
         if isinstance(padding, str):
             if padding not in ("same", "valid"):
                 raise ValueError(
-                    f"SparseConv2d: padding must be 'same', 'valid', an int or a pair "
+                    f"{layer}: padding must be 'same', 'valid', an int or a pair "
                     f"of ints, got {padding!r}"
                 )
         else:
@@ -118,7 +116,7 @@ class SparseConv2d(SparseWeightModule):
         self._set_public_args(kernel_size, stride, padding, dilation)
         if padding_mode not in _PADDING_MODES:
             raise ValueError(
-                f"SparseConv2d: padding_mode must be one of {_PADDING_MODES}, got {padding_mode!r}"
+                f"{layer}: padding_mode must be one of {_PADDING_MODES}, got {padding_mode!r}"
             )
         self.padding_mode = padding_mode
         # Set by fuse_batch_norm when a batch norm takes this layer's output: training-mode
@@ -127,7 +125,7 @@ class SparseConv2d(SparseWeightModule):
         try:
             pads = resolve_padding(padding, kernel_size, dilation, stride)
         except ValueError as e:
-            raise ValueError(f"SparseConv2d: {e}") from None
+            raise ValueError(f"{layer}: {e}") from None
         self._explicit_pad = None
         if padding_mode != "zeros":
             # The input is padded by F.pad in that mode; the kernels then see no padding.

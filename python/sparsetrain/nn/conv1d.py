@@ -130,7 +130,15 @@ class SparseConv1d(SparseConv2d):
         return s + f", nnz={self.nnz}, sparsity={self.sparsity:.4f}, strategy={self.strategy!r}"
 
     def strategy_for(self, input_shape) -> str | None:
-        return super().strategy_for((*input_shape[:-1], 1, input_shape[-1]))
+        """The layout this layer runs an input of ``input_shape`` ((N, C, L) or (C, L)) on (see
+        :meth:`SparseConv2d.strategy_for`)."""
+        shape = tuple(int(d) for d in input_shape)
+        if len(shape) not in (2, 3):
+            raise ValueError(
+                f"SparseConv1d({self._describe()}): expected an input shape "
+                f"(N, {self.in_channels}, L) or ({self.in_channels}, L), got {shape}"
+            )
+        return super().strategy_for((*shape[:-1], 1, shape[-1]))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not isinstance(x, torch.Tensor) or x.dim() not in (2, 3):
