@@ -181,22 +181,27 @@ class SparseConv2d(SparseWeightModule):
         return self._geometry.cols
 
     # -- construction from / to dense -------------------------------------------------------
+    # The dense layer this class stands for: its form (nn/_dense_types.py) and class.
+    _FORM, _DENSE = "conv2d", nn.Conv2d
+
+    @staticmethod
+    def _as_2d(kernel_size, stride, padding, dilation) -> tuple:
+        """The dense layer's arguments as those of the 2-D convolution the kernels run."""
+        return kernel_size, stride, padding, dilation
+
     @classmethod
     def from_dense(
-        cls, conv: nn.Conv2d, *, strategy: str = "auto", mask: torch.Tensor | None = None
-    ) -> SparseConv2d:
-        """A SparseConv2d holding exactly the nonzeros of ``conv.weight`` (and its bias); given
+        cls, conv: nn.Module, *, strategy: str = "auto", mask: torch.Tensor | None = None
+    ):
+        """A layer holding exactly the nonzeros of ``conv.weight`` (and its bias); given
         ``mask`` (bool, the weight's shape), exactly the entries where it is True.
-        ``conv``: an ``nn.Conv2d``, or a subclass that keeps its forward (the layer remembers
-        the type: :meth:`to_dense` gives one back)."""
-        self = cls._blank_for(conv, ("conv2d",))
+        ``conv``: an ``nn.Conv2d`` (``nn.Conv1d`` for SparseConv1d), or a subclass that keeps
+        its forward (the layer remembers the type: :meth:`to_dense` gives one back)."""
+        self = cls._blank_for(conv, (cls._FORM,))
         self._configure(
             conv.in_channels,
             conv.out_channels,
-            conv.kernel_size,
-            conv.stride,
-            conv.padding,
-            conv.dilation,
+            *cls._as_2d(conv.kernel_size, conv.stride, conv.padding, conv.dilation),
             conv.groups,
             conv.padding_mode,
             strategy,
@@ -204,11 +209,11 @@ class SparseConv2d(SparseWeightModule):
         self._set_weight_from(conv, mask=mask)
         return self
 
-    def to_dense(self) -> nn.Conv2d:
-        """An ``nn.Conv2d`` (of the type :meth:`from_dense` was given) with the same
-        configuration, weight (zeros filled in) and bias."""
+    def to_dense(self) -> nn.Module:
+        """An ``nn.Conv2d`` (``nn.Conv1d``; of the type :meth:`from_dense` was given) with the
+        same configuration, weight (zeros filled in) and bias."""
         return self._copy_into(
-            nn.Conv2d(
+            self._DENSE(
                 self.in_channels,
                 self.out_channels,
                 self.kernel_size,
@@ -223,10 +228,9 @@ class SparseConv2d(SparseWeightModule):
 
     @property
     def weight(self) -> torch.Tensor:
-        """Dense reconstruction (out, in / groups, kh, kw); differentiable w.r.t. ``values``."""
-        return self._dense_matrix().view(
-            self.out_channels, self.in_channels // self.groups, *self.kernel_size
-        )
+        """Dense reconstruction (out, in / groups, *kernel_size); differentiable w.r.t.
+        ``values``."""
+        return self._dense_matrix().view(self._weight_shape())
 
     def _describe(self) -> str:
         kh, kw = self.kernel_size
@@ -237,9 +241,10 @@ class SparseConv2d(SparseWeightModule):
             f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
             f"stride={self.stride}"
         )
-        if self.padding not in ((0, 0), "valid"):
+        dims = len(self.kernel_size)
+        if self.padding not in ((0,) * dims, "valid"):
             s += f", padding={self.padding}"
-        if self.dilation != (1, 1):
+        if self.dilation != (1,) * dims:
             s += f", dilation={self.dilation}"
         if self.groups != 1:
             s += f", groups={self.groups}"

@@ -30,6 +30,18 @@ class SparseConv1d(SparseConv2d):
     (``kernel_size == (k,)``).
     """
 
+    _FORM, _DENSE = "nn_conv1d", nn.Conv1d
+
+    @staticmethod
+    def _as_2d(kernel_size, stride, padding, dilation) -> tuple:
+        """nn.Conv1d's arguments as those of the equivalent 2-D convolution of height 1."""
+        layer = "SparseConv1d"
+        k = _single(layer, "kernel_size", kernel_size, 1)
+        s = _single(layer, "stride", stride, 1)
+        d = _single(layer, "dilation", dilation, 1)
+        p = padding if isinstance(padding, str) else (0, _single(layer, "padding", padding, 0))
+        return (1, k), (1, s), p, (1, d)
+
     def __init__(
         self,
         in_channels: int,
@@ -49,7 +61,7 @@ class SparseConv1d(SparseConv2d):
         super().__init__(
             in_channels,
             out_channels,
-            *_as_2d(kernel_size, stride, padding, dilation),
+            *self._as_2d(kernel_size, stride, padding, dilation),
             groups,
             bias,
             padding_mode,
@@ -66,68 +78,11 @@ class SparseConv1d(SparseConv2d):
         )
         self.padding = padding if isinstance(padding, str) else (padding[1],)
 
-    @classmethod
-    def from_dense(
-        cls, conv: nn.Conv1d, *, strategy: str = "auto", mask: torch.Tensor | None = None
-    ) -> SparseConv1d:
-        """A SparseConv1d holding exactly the nonzeros of ``conv.weight`` (and its bias); given
-        ``mask`` (bool, the weight's shape), exactly the entries where it is True."""
-        self = cls._blank_for(conv, ("nn_conv1d",))
-        self._configure(
-            conv.in_channels,
-            conv.out_channels,
-            *_as_2d(conv.kernel_size, conv.stride, conv.padding, conv.dilation),
-            conv.groups,
-            conv.padding_mode,
-            strategy,
-        )
-        self._set_weight_from(conv, mask=mask)
-        return self
-
-    def to_dense(self) -> nn.Conv1d:
-        """An ``nn.Conv1d`` (of the type :meth:`from_dense` was given) with the same
-        configuration, weight (zeros filled in) and bias."""
-        return self._copy_into(
-            nn.Conv1d(
-                self.in_channels,
-                self.out_channels,
-                self.kernel_size,
-                self.stride,
-                self.padding,
-                self.dilation,
-                self.groups,
-                self.bias is not None,
-                self.padding_mode,
-            )
-        )
-
-    @property
-    def weight(self) -> torch.Tensor:
-        """Dense reconstruction (out, in / groups, k); differentiable w.r.t. ``values``."""
-        return self._dense_matrix().view(self._weight_shape())
-
     def _weight_shape(self) -> tuple:
         return (self.out_channels, self.in_channels // self.groups, self._conv2d[0][1])
 
     def _describe(self) -> str:
         return f"{self.in_channels}->{self.out_channels}, k={self.kernel_size[0]}"
-
-    def extra_repr(self) -> str:
-        s = (
-            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
-            f"stride={self.stride}"
-        )
-        if self.padding not in ((0,), "valid"):
-            s += f", padding={self.padding}"
-        if self.dilation != (1,):
-            s += f", dilation={self.dilation}"
-        if self.groups != 1:
-            s += f", groups={self.groups}"
-        if self.bias is None:
-            s += ", bias=False"
-        if self.padding_mode != "zeros":
-            s += f", padding_mode={self.padding_mode!r}"
-        return s + f", nnz={self.nnz}, sparsity={self.sparsity:.4f}, strategy={self.strategy!r}"
 
     def strategy_for(self, input_shape) -> str | None:
         """The layout this layer runs an input of ``input_shape`` ((N, C, L) or (C, L)) on (see
@@ -148,13 +103,3 @@ class SparseConv1d(SparseConv2d):
                 f"(N, {self.in_channels}, L) or ({self.in_channels}, L), got {got}"
             )
         return super().forward(x.unsqueeze(-2)).squeeze(-2)
-
-
-def _as_2d(kernel_size, stride, padding, dilation) -> tuple:
-    """nn.Conv1d's arguments as those of the equivalent 2-D convolution of height 1."""
-    layer = "SparseConv1d"
-    k = _single(layer, "kernel_size", kernel_size, 1)
-    s = _single(layer, "stride", stride, 1)
-    d = _single(layer, "dilation", dilation, 1)
-    p = padding if isinstance(padding, str) else (0, _single(layer, "padding", padding, 0))
-    return (1, k), (1, s), p, (1, d)
