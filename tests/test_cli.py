@@ -8,6 +8,7 @@ import sys
 import pytest
 
 from sparsetrain.cli import main
+from sparsetrain.cli.bench import FORMATS
 
 pytestmark = pytest.mark.usefixtures("malloc_calls")  # see conftest
 
@@ -65,6 +66,14 @@ def test_bench_writes_table_json_and_plot(tmp_path, capsys):
     assert results["threads"] == 1 and results["machine"]["isa"]
     rows = [r for layer in results["layers"] for r in layer["rows"]]
     assert len(rows) == 4 and all(r["sparse_ms"] > 0 and r["dense_ms"] > 0 for r in rows)
+    # Dense convolutions in every precision and memory format, sparse in every precision, the
+    # ratio the fastest of each.
+    for r in rows:
+        dense = {f"{p} {f}": r[f"dense_{p}_{f}_ms"] for p in ("fp32", "bf16") for f in FORMATS}
+        sparse = {p: r[f"sparse_{p}_ms"] for p in ("fp32", "bf16")}
+        assert r["best_dense"] == min(dense, key=dense.get)
+        assert r["best_sparse"] == min(sparse, key=sparse.get)
+        assert r["speedup"] == pytest.approx(min(dense.values()) / min(sparse.values()))
     png = (tmp_path / "speedup.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
 

@@ -188,35 +188,65 @@ def measure_linear(
     return rows
 
 
-def measure(family: str, shape: tuple, sparsities: list[float], repeats: int) -> list[dict]:
-    """Convolutions: dense ms once, then per sparsity: sparse ms, speedup, nonzero GFLOP/s."""
-    from .. import SparseConv2d, SparseLinear
+FORMATS = ("nchw", "channels_last")  # the dense convolutions' memory formats
+
+
+def measure_conv(
+    layer: tuple, sparsities: list[float], repeats: int, precisions: list[str]
+) -> list[dict]:
+    """Per sparsity, every configuration taking turns: dense in every precision and memory
+    format (``dense_{p}_{format}_ms``), sparse in every precision (NCHW input,
+    ``sparse_{p}_ms``); the fastest sparse against the fastest dense (``speedup``, with
+    ``best_dense`` / ``best_sparse`` naming them), sparse fp32 against the fastest dense fp32
+    (``speedup_fp32``), nonzero GFLOP/s of the fastest sparse, the layout ``auto`` chose."""
+    import copy
+
+    from .. import SparseConv2d
     from .. import benchmarks as B
 
-    make, inp, sparse_cls = (
-        (B.pruned_linear, B.linear_input, SparseLinear)
-        if family == "linear"
-        else (B.pruned_conv, B.conv_input, SparseConv2d)
+    dense = {"nchw": B.pruned_conv(layer, 0.0)}
+    dense["channels_last"] = copy.deepcopy(dense["nchw"]).to(memory_format=torch.channels_last)
+    x = {"nchw": B.conv_input(layer)}
+    x["channels_last"] = (
+        x["nchw"].detach().contiguous(memory_format=torch.channels_last).requires_grad_()
     )
-    dense = make(shape, 0.0)
-    x = inp(shape)
-    grad = B.output_grad(dense, x)
-    dense_s = B.median_time(B.layer_step, dense, x, grad, repeats=repeats)
+    grad = B.output_grad(dense["nchw"], x["nchw"])
+    grads = {}
+    for fmt in FORMATS:
+        g = grad.contiguous(memory_format=torch.channels_last) if fmt != "nchw" else grad
+        grads.update({(p, fmt): g.to(torch.bfloat16) if p == "bf16" else g for p in precisions})
     rows = []
     for sparsity in sparsities:
-        sparse = sparse_cls.from_dense(make(shape, sparsity))
-        sparse_s = B.median_time(B.layer_step, sparse, x, grad, repeats=repeats)
-        rows.append(
-            {
-                "sparsity": sparsity,
-                "dense_ms": dense_s * 1e3,
-                "sparse_ms": sparse_s * 1e3,
-                "speedup": dense_s / sparse_s,
-                "nnz_gflops": B.nnz_flops(sparse, x) / sparse_s / 1e9,
-            }
-        )
-        if family == "conv":  # the layout "auto" settled on for this input
-            rows[-1]["strategy"] = sparse.strategy_for(x.shape)
+        sparse = SparseConv2d.from_dense(B.pruned_conv(layer, sparsity))
+        steps = {}
+        for p in precisions:
+            for fmt in FORMATS:
+                steps[f"dense {p} {fmt}"] = lambda p=p, f=fmt: B.autocast_step(
+                    dense[f], x[f], grads[(p, f)], p
+                )
+            steps[f"sparse {p}"] = lambda p=p, m=sparse: B.autocast_step(
+                m, x["nchw"], grads[(p, "nchw")], p
+            )
+        t = B.alternating_medians(steps, repeats)
+        dense_keys = [k for k in t if k.startswith("dense")]
+        best_dense = min(dense_keys, key=t.get)
+        best_sparse = min((f"sparse {p}" for p in precisions), key=t.get)
+        row = {
+            "sparsity": sparsity,
+            "dense_ms": t[dense_keys[0]] * 1e3,
+            "sparse_ms": t[f"sparse {precisions[0]}"] * 1e3,
+            "speedup": t[best_dense] / t[best_sparse],
+            "best_dense": best_dense.removeprefix("dense "),
+            "best_sparse": best_sparse.removeprefix("sparse "),
+            "nnz_gflops": B.nnz_flops(sparse, x["nchw"]) / t[best_sparse] / 1e9,
+            "strategy": sparse.strategy_for(x["nchw"].shape),  # the layout "auto" settled on
+        }
+        if "fp32" in precisions:
+            fp32 = min(t[f"dense fp32 {f}"] for f in FORMATS)
+            row["speedup_fp32"] = fp32 / t["sparse fp32"]
+        for key, seconds in t.items():
+            row[key.replace(" ", "_") + "_ms"] = seconds * 1e3
+        rows.append(row)
     return rows
 
 
@@ -299,13 +329,14 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(
             f"{'layer':<34}{'sparsity':>9}{'dense ms':>10}{'sparse ms':>11}{'speedup':>9}"
-            f"{'nnz GF/s':>10}   (linear: each precision; speedup = best sparse vs best dense)"
+            f"{'nnz GF/s':>10}   (each precision, convolutions in each memory format too; "
+            "speedup = best sparse vs best dense)"
         )
     for family, name, shape in [] if models is not None else cases(args.layers, args.quick):
         if family == "linear":
             rows = measure_linear(shape, sparsities, repeats, precisions)
         else:
-            rows = measure(family, shape, sparsities, repeats)
+            rows = measure_conv(shape, sparsities, repeats, precisions)
         results["layers"].append(
             {"family": family, "name": name, "shape": list(shape), "rows": rows}
         )
@@ -320,9 +351,15 @@ def run(args: argparse.Namespace) -> int:
                     f"{r['best_sparse']}), nnz GF/s {gfs}"
                 )
             else:
+                dense = ", ".join(
+                    f"{p} " + " / ".join(f"{r[f'dense_{p}_{f}_ms']:.1f}" for f in FORMATS)
+                    for p in precisions
+                )
+                sparse = " / ".join(f"{r[f'sparse_{p}_ms']:.1f}" for p in precisions)
                 print(
-                    f"{name:<34}{r['sparsity']:>9.2f}{r['dense_ms']:>10.2f}"
-                    f"{r['sparse_ms']:>11.2f}{r['speedup']:>8.2f}x{r['nnz_gflops']:>10.1f}"
+                    f"{name:<34}{r['sparsity']:>9.2f}  dense {dense} ms (NCHW / channels_last), "
+                    f"sparse {sparse} ms, {r['speedup']:.2f}x (best dense {r['best_dense']}, "
+                    f"best sparse {r['best_sparse']}), nnz GF/s {r['nnz_gflops']:.1f}"
                 )
         sys.stdout.flush()
     json_path = os.path.join(args.out, "results.json")
