@@ -45,3 +45,16 @@ def test_warmup_lasts_until_the_process_stops_growing(
     _fake_peak(monkeypatch, per_round)
     r = B.alternating_steps(rounds=1, warmup=warmup, max_warmup=max_warmup, **TINY)
     assert r["warmup_rounds"] == expected
+
+
+def test_cnn_formats_benchmark_names_the_fastest_configurations():
+    from sparsetrain import benchmarks_cnn
+
+    out = benchmarks_cnn.format_step_times("resnet18", 0.9, repeats=1, tiny=True)
+    t = out["times"]
+    assert len(t) == 8 and min(t.values()) > 0  # 2 kinds x 2 precisions x 2 formats
+    for p in ("fp32", "bf16"):
+        dense = min(v for k, v in t.items() if k.startswith(f"dense {p} "))
+        sparse = min(v for k, v in t.items() if k.startswith(f"sparse {p} "))
+        assert out["ratio"][p] == pytest.approx(dense / sparse)
+        assert t[f"dense {p} {out['best'][f'dense {p}']}"] == dense

@@ -1,0 +1,61 @@
+"""A CNN training step in every configuration a user could pick (``bench/test_cnn_formats.py``):
+dense and sparse, each in fp32 and under bf16 autocast, each with NCHW and channels_last
+inputs and weights, all taking turns in one loop; the ratio of the fastest sparse to the
+fastest dense configuration of each precision.
+
+ResNet-18 (224², batch 32, SGD with momentum): every convolution but the first pruned to the
+sparsity and ``sparsify``'d (batch norms fused); the dense model holds the same zeros.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+FORMATS = {"nchw": torch.contiguous_format, "channels_last": torch.channels_last}
+PRECISIONS = ("fp32", "bf16")
+
+
+def _step(model, opt, x, y, precision: str) -> None:
+    opt.zero_grad(set_to_none=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+        logits = model(x)
+    nn.functional.cross_entropy(logits.float(), y).backward()
+    opt.step()
+
+
+def format_step_times(
+    name: str = "resnet18", sparsity: float = 0.95, repeats: int = 3, tiny: bool = False
+) -> dict:
+    """{"times": median seconds per "dense fp32 channels_last", "sparse bf16 nchw", ...,
+    "ratio": {precision: fastest dense / fastest sparse of that precision},
+    "best": {"dense fp32": its configuration, ...}}."""
+    from . import sparsify
+    from .benchmarks import alternating_medians, pruned_resnet, synthetic_batch
+
+    classes = 10 if tiny else 1000
+    x, y = synthetic_batch(2 if tiny else 32, 32 if tiny else 224, classes)
+    dense = pruned_resnet(name, sparsity, num_classes=classes)
+    sparse = copy.deepcopy(dense)
+    sparsify(sparse, example_inputs=x, min_sparsity=0.5)
+    steps = {}
+    for kind, model in (("dense", dense), ("sparse", sparse)):
+        for fmt, memory_format in FORMATS.items():
+            m = model if fmt == "nchw" else copy.deepcopy(model).to(memory_format=memory_format)
+            m.train()
+            opt = torch.optim.SGD(m.parameters(), lr=0.01, momentum=0.9)
+            xf = x.contiguous(memory_format=memory_format)
+            for p in PRECISIONS:
+                steps[f"{kind} {p} {fmt}"] = lambda m=m, o=opt, xf=xf, p=p: _step(m, o, xf, y, p)
+    times = alternating_medians(steps, repeats)
+    best, ratio = {}, {}
+    for p in PRECISIONS:
+        for kind in ("dense", "sparse"):
+            key = min((k for k in times if k.startswith(f"{kind} {p} ")), key=times.get)
+            best[f"{kind} {p}"] = key.rsplit(" ", 1)[1]
+        ratio[p] = (
+            times[f"dense {p} {best[f'dense {p}']}"] / times[f"sparse {p} {best[f'sparse {p}']}"]
+        )
+    return {"times": times, "ratio": ratio, "best": best}
