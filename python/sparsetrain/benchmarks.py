@@ -189,10 +189,15 @@ def synthetic_batch(
     return x, torch.randint(0, num_classes, (batch,), generator=g)
 
 
-def train_step(model: nn.Module, optimizer, x: torch.Tensor, y: torch.Tensor) -> float:
-    """One SGD training step (forward, loss, backward, optimizer step); returns the loss."""
+def train_step(
+    model: nn.Module, optimizer, x: torch.Tensor, y: torch.Tensor, precision: str = "fp32"
+) -> float:
+    """One SGD training step (forward, loss, backward, optimizer step), the forward under
+    bf16 autocast for precision "bf16" (the loss in float32); returns the loss."""
     optimizer.zero_grad(set_to_none=True)
-    loss = nn.functional.cross_entropy(model(x), y)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+        logits = model(x)
+    loss = nn.functional.cross_entropy(logits.float(), y)
     loss.backward()
     optimizer.step()
     return loss.item()

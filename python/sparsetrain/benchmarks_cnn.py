@@ -12,18 +12,9 @@ from __future__ import annotations
 import copy
 
 import torch
-from torch import nn
 
 FORMATS = {"nchw": torch.contiguous_format, "channels_last": torch.channels_last}
 PRECISIONS = ("fp32", "bf16")
-
-
-def _step(model, opt, x, y, precision: str) -> None:
-    opt.zero_grad(set_to_none=True)
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
-        logits = model(x)
-    nn.functional.cross_entropy(logits.float(), y).backward()
-    opt.step()
 
 
 def format_step_times(
@@ -33,7 +24,7 @@ def format_step_times(
     "ratio": {precision: fastest dense / fastest sparse of that precision},
     "best": {"dense fp32": its configuration, ...}}."""
     from . import sparsify
-    from .benchmarks import alternating_medians, pruned_resnet, synthetic_batch
+    from .benchmarks import alternating_medians, pruned_resnet, synthetic_batch, train_step
 
     classes = 10 if tiny else 1000
     x, y = synthetic_batch(2 if tiny else 32, 32 if tiny else 224, classes)
@@ -48,7 +39,9 @@ def format_step_times(
             opt = torch.optim.SGD(m.parameters(), lr=0.01, momentum=0.9)
             xf = x.contiguous(memory_format=memory_format)
             for p in PRECISIONS:
-                steps[f"{kind} {p} {fmt}"] = lambda m=m, o=opt, xf=xf, p=p: _step(m, o, xf, y, p)
+                steps[f"{kind} {p} {fmt}"] = lambda m=m, o=opt, xf=xf, p=p: train_step(
+                    m, o, xf, y, p
+                )
     times = alternating_medians(steps, repeats)
     best, ratio = {}, {}
     for p in PRECISIONS:
