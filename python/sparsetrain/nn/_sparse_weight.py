@@ -334,8 +334,10 @@ class SparseWeightModule(nn.Module):
         # Merge the two sorted lists: each entry's new place is its place in its own list
         # plus the number of entries of the other list before it.
         at = torch.searchsorted(kept, grow)
-        hit = kept[at.clamp(max=max(kept.numel() - 1, 0))] == grow if kept.numel() else at < 0
-        if bool((grow[1:] == grow[:-1]).any()) or bool((hit & (at < kept.numel())).any()):
+        inside = at < kept.numel()
+        stays = torch.zeros_like(inside)  # grow positions that are kept nonzeros
+        stays[inside] = kept[at[inside]] == grow[inside]
+        if bool((grow[1:] == grow[:-1]).any()) or bool(stays.any()):
             raise ValueError(
                 f"{name}.regrow: grow repeats a position or names one that stays a nonzero"
             )
