@@ -180,6 +180,20 @@ class SparseConv2d(SparseWeightModule):
     def _cols(self) -> int:
         return self._geometry.cols
 
+    def __setstate__(self, state):
+        if "_conv2d" not in state:  # pickled before the 2-D arguments were kept apart
+            args = ("kernel_size", "stride", "padding", "dilation")
+            state["_conv2d"] = tuple(state[k] for k in args)
+        super().__setstate__(state)
+
+    def _set_public_args(self, kernel_size, stride, padding, dilation) -> None:
+        self.kernel_size, self.stride, self.padding, self.dilation = (
+            kernel_size,
+            stride,
+            padding,
+            dilation,
+        )
+
     # -- construction from / to dense -------------------------------------------------------
     # The dense layer this class stands for: its form (nn/_dense_types.py) and class.
     _FORM, _DENSE = "conv2d", nn.Conv2d
@@ -255,20 +269,6 @@ class SparseConv2d(SparseWeightModule):
         return s + f", nnz={self.nnz}, sparsity={self.sparsity:.4f}, strategy={self.strategy!r}"
 
     # -- per-shape plans ---------------------------------------------------------------------
-    def __setstate__(self, state):
-        if "_conv2d" not in state:  # pickled before the 2-D arguments were kept apart
-            args = ("kernel_size", "stride", "padding", "dilation")
-            state["_conv2d"] = tuple(state[k] for k in args)
-        super().__setstate__(state)
-
-    def _set_public_args(self, kernel_size, stride, padding, dilation) -> None:
-        self.kernel_size, self.stride, self.padding, self.dilation = (
-            kernel_size,
-            stride,
-            padding,
-            dilation,
-        )
-
     def _weight_shape(self) -> tuple:
         return (self.out_channels, self.in_channels // self.groups, *self._conv2d[0])
 
