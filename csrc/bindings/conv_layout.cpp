@@ -18,36 +18,39 @@ namespace k = sparsetrain::kernels;
 
 k::ConvInputLayout conv_input_layout(int64_t n, int64_t c, int64_t unit, int64_t h, int64_t w,
                                      int64_t sh, int64_t sw, int64_t pt, int64_t pl, int64_t hq,
-                                     int64_t wq) {
+                                     int64_t wq, bool nhwc) {
   if (unit != 1 && unit != 16) bad("unit must be 1 or 16");
   if (n < 0 || c < 0 || h < 0 || w < 0 || sh < 1 || sw < 1 || pt < 0 || pl < 0)
     bad("bad convolution input layout");
   if (hq < 0 || wq < 0 || mul(hq, sh) < sum(h, pt) || mul(wq, sw) < sum(w, pl))
     bad("phase planes smaller than the padded input");
-  return {n, c, (n + unit - 1) / unit, unit, h, w, sh, sw, pt, pl, hq, wq};
+  return {n, c, (n + unit - 1) / unit, unit, h, w, sh, sw, pt, pl, hq, wq, nhwc ? 1 : 0};
 }
 
 k::ConvOutputLayout conv_output_layout(int64_t n, int64_t c, int64_t unit, int64_t ho, int64_t wo,
-                                       int64_t wq, int64_t per_channel, int64_t offset) {
+                                       int64_t wq, int64_t per_channel, int64_t offset,
+                                       bool nhwc) {
   if (unit != 1 && unit != 16) bad("unit must be 1 or 16");
   if (n < 0 || c < 0 || ho < 0 || wo < 0 || wo > wq || offset < 0 || per_channel < 0)
     bad("bad convolution output layout");
   if (ho > 0 && wo > 0 && sum(offset, mul(ho - 1, wq), wo) > per_channel)
     bad("per_channel too small for the output pixels");
-  return {n, c, (n + unit - 1) / unit, unit, ho, wo, wq, per_channel, offset};
+  return {n, c, (n + unit - 1) / unit, unit, ho, wo, wq, per_channel, offset, nhwc ? 1 : 0};
 }
 
 namespace {
 
 // The constructor's fields, in its order: repr, pickling and equality use them.
 std::vector<int64_t> fields(const k::ConvInputLayout& l) {
-  return {l.n, l.c, l.unit, l.h, l.w, l.sh, l.sw, l.pt, l.pl, l.hq, l.wq};
+  return {l.n, l.c, l.unit, l.h, l.w, l.sh, l.sw, l.pt, l.pl, l.hq, l.wq, l.nhwc};
 }
 std::vector<int64_t> fields(const k::ConvOutputLayout& l) {
-  return {l.n, l.c, l.unit, l.ho, l.wo, l.wq, l.per_channel, l.offset};
+  return {l.n, l.c, l.unit, l.ho, l.wo, l.wq, l.per_channel, l.offset, l.nhwc};
 }
-const char* const kInputFields[] = {"n", "c", "unit", "h", "w", "sh", "sw", "pt", "pl", "hq", "wq"};
-const char* const kOutputFields[] = {"n", "c", "unit", "ho", "wo", "wq", "per_channel", "offset"};
+const char* const kInputFields[] = {"n",  "c",  "unit", "h",  "w",   "sh",
+                                    "sw", "pt", "pl",   "hq", "wq", "nhwc"};
+const char* const kOutputFields[] = {"n",  "c",           "unit",   "ho",  "wo",
+                                     "wq", "per_channel", "offset", "nhwc"};
 
 template <class L, size_t N>
 std::string repr(const char* cls, const L& l, const char* const (&names)[N]) {
@@ -59,12 +62,15 @@ std::string repr(const char* cls, const L& l, const char* const (&names)[N]) {
 }
 
 k::ConvInputLayout input_from(const std::vector<int64_t>& v) {
-  if (v.size() != 11) bad("ConvInputLayout: 11 fields expected");
-  return conv_input_layout(v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9], v[10]);
+  // (11 fields: pickled before channels_last layouts existed)
+  if (v.size() != 11 && v.size() != 12) bad("ConvInputLayout: 12 fields expected");
+  return conv_input_layout(v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9], v[10],
+                           v.size() == 12 && v[11] != 0);
 }
 k::ConvOutputLayout output_from(const std::vector<int64_t>& v) {
-  if (v.size() != 8) bad("ConvOutputLayout: 8 fields expected");
-  return conv_output_layout(v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7]);
+  if (v.size() != 8 && v.size() != 9) bad("ConvOutputLayout: 9 fields expected");
+  return conv_output_layout(v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7],
+                            v.size() == 9 && v[8] != 0);
 }
 
 // Packs (or unpacks) x; a pack with check_finite also returns whether every value of x is
@@ -122,8 +128,9 @@ void register_conv_layout(py::module_& m) {
       "phase planes of hq x wq holding the input padded by pt rows and pl columns.")
       .def(py::init(&conv_input_layout), py::kw_only(), py::arg("n"), py::arg("c"), py::arg("unit"),
            py::arg("h"), py::arg("w"), py::arg("sh"), py::arg("sw"), py::arg("pt"), py::arg("pl"),
-           py::arg("hq"), py::arg("wq"),
-           "A checked layout (ValueError if the planes cannot hold the padded input).")
+           py::arg("hq"), py::arg("wq"), py::arg("nhwc") = false,
+           "A checked layout (ValueError if the planes cannot hold the padded input); nhwc: x "
+           "is channels_last (N, H, W, C) instead of NCHW.")
       .def_readonly("n", &k::ConvInputLayout::n)
       .def_readonly("c", &k::ConvInputLayout::c)
       .def_readonly("groups", &k::ConvInputLayout::groups)
@@ -136,6 +143,7 @@ void register_conv_layout(py::module_& m) {
       .def_readonly("pl", &k::ConvInputLayout::pl)
       .def_readonly("hq", &k::ConvInputLayout::hq)
       .def_readonly("wq", &k::ConvInputLayout::wq)
+      .def_property_readonly("nhwc", [](const k::ConvInputLayout& l) { return l.nhwc != 0; })
       .def("__repr__",
            [](const k::ConvInputLayout& l) { return repr("ConvInputLayout", l, kInputFields); })
       .def(
@@ -153,7 +161,9 @@ void register_conv_layout(py::module_& m) {
       "per_channel apart.")
       .def(py::init(&conv_output_layout), py::kw_only(), py::arg("n"), py::arg("c"),
            py::arg("unit"), py::arg("ho"), py::arg("wo"), py::arg("wq"), py::arg("per_channel"),
-           py::arg("offset"), "A checked layout (ValueError if a channel cannot hold its pixels).")
+           py::arg("offset"), py::arg("nhwc") = false,
+           "A checked layout (ValueError if a channel cannot hold its pixels); nhwc: y is "
+           "channels_last.")
       .def_readonly("n", &k::ConvOutputLayout::n)
       .def_readonly("c", &k::ConvOutputLayout::c)
       .def_readonly("groups", &k::ConvOutputLayout::groups)
@@ -163,6 +173,7 @@ void register_conv_layout(py::module_& m) {
       .def_readonly("wq", &k::ConvOutputLayout::wq)
       .def_readonly("per_channel", &k::ConvOutputLayout::per_channel)
       .def_readonly("offset", &k::ConvOutputLayout::offset)
+      .def_property_readonly("nhwc", [](const k::ConvOutputLayout& l) { return l.nhwc != 0; })
       .def("__repr__",
            [](const k::ConvOutputLayout& l) { return repr("ConvOutputLayout", l, kOutputFields); })
       .def(

@@ -58,7 +58,7 @@ PackParams packing(const InputLayout& pack, const OutputLayout& pack_grid, bool 
 
 PlanesParams planes(const py::array& c, int64_t ldc, int64_t c_image_stride, int64_t grid_w,
                     int64_t plane_h, int64_t plane_w, int64_t t_base, int64_t row0, int64_t col0,
-                    const OptArray& bias) {
+                    const OptArray& bias, int64_t px = 1) {
   PlanesParams o;
   o.c = c;
   o.ldc = ldc;
@@ -70,6 +70,7 @@ PlanesParams planes(const py::array& c, int64_t ldc, int64_t c_image_stride, int
   o.row0 = row0;
   o.col0 = col0;
   o.bias = bias;
+  o.px = px;
   return o;
 }
 
@@ -196,13 +197,13 @@ GradsPlanes grads_planes(const py::array& t_ptr, const py::array& t_offsets,
                          int nthreads, int64_t t_base, int64_t row0, int64_t col0,
                          int64_t dx_seg_len, int64_t dx_seg_stride, int64_t a_offset,
                          int64_t seg_len, int64_t seg_stride, const InputLayout& pack,
-                         const OutputLayout& pack_grid, bool check_finite) {
+                         const OutputLayout& pack_grid, bool check_finite, int64_t dx_px) {
   GradsPlanes g;
   g.dx.p = product(t_ptr, t_offsets, values, pos, scratch, dy, dy_image_stride, dx_len, images,
                    nthreads, dx_seg_len, dx_seg_stride);
   g.dx.pack = packing(std::nullopt, pack_grid, check_finite);
-  g.dx.out =
-      planes(dx, ldx, dx_image_stride, grid_w, plane_h, plane_w, t_base, row0, col0, std::nullopt);
+  g.dx.out = planes(dx, ldx, dx_image_stride, grid_w, plane_h, plane_w, t_base, row0, col0,
+                    std::nullopt, dx_px);
   g.pack_grid = pack_grid;
   g.v = values_grad(ptr, offsets, lda, a_offset, x, x_image_stride, len, seg_len, seg_stride, dv,
                     pack);
@@ -222,12 +223,13 @@ GradsPlanes16 grads_planes16(const py::array& t_ptr, const py::array& t_offsets,
                              int64_t x_image_stride, int64_t len, const py::array& dv,
                              int64_t images, int nthreads, int64_t t_base, int64_t row0,
                              int64_t col0, int64_t dx_seg_len, int64_t dx_seg_stride,
-                             int64_t a_offset, int64_t seg_len, int64_t seg_stride) {
+                             int64_t a_offset, int64_t seg_len, int64_t seg_stride,
+                             int64_t dx_px) {
   GradsPlanes16 g;
   g.dx.p = product(t_ptr, t_offsets, values, pos, scratch, dy, dy_image_stride, dx_len, images,
                    nthreads, dx_seg_len, dx_seg_stride);
-  g.dx.out =
-      planes(dx, ldx, dx_image_stride, grid_w, plane_h, plane_w, t_base, row0, col0, std::nullopt);
+  g.dx.out = planes(dx, ldx, dx_image_stride, grid_w, plane_h, plane_w, t_base, row0, col0,
+                    std::nullopt, dx_px);
   g.dx.batch = batch;
   g.v = values_grad(ptr, offsets, lda, a_offset, x, x_image_stride, len, seg_len, seg_stride, dv,
                     std::nullopt);
@@ -285,12 +287,13 @@ void register_offsets(py::module_& m) {
          int nthreads, int64_t grid_w, int64_t plane_h, int64_t plane_w, int64_t t_base,
          int64_t row0, int64_t col0, const OptArray& bias, int64_t seg_len, int64_t seg_stride,
          const InputLayout& pack, const OutputLayout& pack_grid, bool check_finite,
-         const OptArray& stats) {
+         const OptArray& stats, int64_t pixel_stride) {
         SpmmPlanesParams p;
         p.p = product(ptr, offsets, values, pos, scratch, b, b_image_stride, len, images, nthreads,
                       seg_len, seg_stride);
         p.pack = packing(pack, pack_grid, check_finite);
-        p.out = planes(c, ldc, c_image_stride, grid_w, plane_h, plane_w, t_base, row0, col0, bias);
+        p.out = planes(c, ldc, c_image_stride, grid_w, plane_h, plane_w, t_base, row0, col0, bias,
+                       pixel_stride);
         p.stats = stats;
         return run_spmm<SpmmPlanesCall>(
             p, [](const auto& a) { kernel_table().spmm_offsets_planes_f32(a); });
@@ -302,10 +305,10 @@ void register_offsets(py::module_& m) {
       py::arg("row0") = 0, py::arg("col0") = 0, py::arg("bias") = py::none(),
       py::arg("seg_len") = 0, py::arg("seg_stride") = 0, py::arg("pack") = py::none(),
       py::arg("pack_grid") = py::none(), py::arg("check_finite") = false,
-      py::arg("stats") = py::none(),
+      py::arg("stats") = py::none(), py::arg("pixel_stride") = 1,
       "The same product written straight into NCHW planes: position t is grid point "
       "t + t_base of a grid of grid_w columns, kept inside the plane_h x plane_w window at "
-      "(row0, col0), plus bias.");
+      "(row0, col0), plus bias. pixel_stride > 1 (ldc 1): channels_last pixels instead.");
   m.def(
       "spmm_offsets_planes16",
       [](const py::array& ptr, const py::array& offsets, const py::array& values,
@@ -313,11 +316,12 @@ void register_offsets(py::module_& m) {
          const py::array& c, int64_t ldc, int64_t c_image_stride, int64_t len, int64_t images,
          int nthreads, int64_t grid_w, int64_t plane_h, int64_t plane_w, int64_t batch,
          int64_t t_base, int64_t row0, int64_t col0, const OptArray& bias, int64_t seg_len,
-         int64_t seg_stride, const OptArray& stats) {
+         int64_t seg_stride, const OptArray& stats, int64_t pixel_stride) {
         SpmmPlanes16Params p;
         p.p = product(ptr, offsets, values, pos, scratch, b, b_image_stride, len, images, nthreads,
                       seg_len, seg_stride);
-        p.out = planes(c, ldc, c_image_stride, grid_w, plane_h, plane_w, t_base, row0, col0, bias);
+        p.out = planes(c, ldc, c_image_stride, grid_w, plane_h, plane_w, t_base, row0, col0, bias,
+                       pixel_stride);
         p.batch = batch;
         p.stats = stats;
         return run_spmm<SpmmPlanes16Call>(
@@ -329,6 +333,7 @@ void register_offsets(py::module_& m) {
       py::arg("grid_w"), py::arg("plane_h"), py::arg("plane_w"), py::arg("batch"),
       py::arg("t_base") = 0, py::arg("row0") = 0, py::arg("col0") = 0, py::arg("bias") = py::none(),
       py::arg("seg_len") = 0, py::arg("seg_stride") = 0, py::arg("stats") = py::none(),
+      py::arg("pixel_stride") = 1,
       "The planes product on a batch-innermost b (16 images per grid point, images = "
       "groups): lane m of group n into image 16 n + m's planes, lanes past batch dropped.");
   m.def(
@@ -402,12 +407,13 @@ void register_offsets(py::module_& m) {
                  int64_t x_image_stride, int64_t len, const py::array& dv, int64_t images,
                  int nthreads, int64_t t_base, int64_t row0, int64_t col0, int64_t dx_seg_len,
                  int64_t dx_seg_stride, int64_t a_offset, int64_t seg_len, int64_t seg_stride,
-                 const InputLayout& pack, const OutputLayout& pack_grid, bool check_finite) {
+                 const InputLayout& pack, const OutputLayout& pack_grid, bool check_finite,
+                 int64_t dx_pixel_stride) {
       return run(grads_planes(t_ptr, t_offsets, values, pos, scratch, dy, dy_image_stride, dx, ldx,
                               dx_image_stride, dx_len, grid_w, plane_h, plane_w, ptr, offsets, lda,
                               x, x_image_stride, len, dv, images, nthreads, t_base, row0, col0,
                               dx_seg_len, dx_seg_stride, a_offset, seg_len, seg_stride, pack,
-                              pack_grid, check_finite));
+                              pack_grid, check_finite, dx_pixel_stride));
     };
   };
   m.def("conv_grads_offsets_planes", planes_fn([](const GradsPlanes& g) {
@@ -417,6 +423,7 @@ void register_offsets(py::module_& m) {
         }),
         ST_GRADS_PLANES_ARGS, ST_GRADS_VALUES_ARGS, py::arg("pack") = py::none(),
         py::arg("pack_grid") = py::none(), py::arg("check_finite") = false,
+        py::arg("dx_pixel_stride") = 1,
         "Both gradients of a convolution in one call: spmm_offsets_planes on the transposed "
         "index into dx, sddmm_offsets into dv; what spmm_offsets_planes returns.");
   m.def("conv_grads_one_pass_planes", planes_fn([](const GradsPlanes& g) {
@@ -425,6 +432,7 @@ void register_offsets(py::module_& m) {
         }),
         ST_GRADS_PLANES_ARGS, ST_GRADS_VALUES_ARGS, py::arg("pack") = py::none(),
         py::arg("pack_grid") = py::none(), py::arg("check_finite") = false,
+        py::arg("dx_pixel_stride") = 1,
         "Whether conv_grads_offsets_planes with these arguments loads each window of dy once "
         "for both gradients.");
 
@@ -436,12 +444,13 @@ void register_offsets(py::module_& m) {
                  const py::array& ptr, const py::array& offsets, int64_t lda, const py::array& x,
                  int64_t x_image_stride, int64_t len, const py::array& dv, int64_t images,
                  int nthreads, int64_t t_base, int64_t row0, int64_t col0, int64_t dx_seg_len,
-                 int64_t dx_seg_stride, int64_t a_offset, int64_t seg_len, int64_t seg_stride) {
+                 int64_t dx_seg_stride, int64_t a_offset, int64_t seg_len, int64_t seg_stride,
+                 int64_t dx_pixel_stride) {
       return run(grads_planes16(t_ptr, t_offsets, values, pos, scratch, dy, dy_image_stride, dx,
                                 ldx, dx_image_stride, dx_len, grid_w, plane_h, plane_w, batch, ptr,
                                 offsets, lda, x, x_image_stride, len, dv, images, nthreads, t_base,
                                 row0, col0, dx_seg_len, dx_seg_stride, a_offset, seg_len,
-                                seg_stride));
+                                seg_stride, dx_pixel_stride));
     };
   };
   m.def("conv_grads_offsets_planes16", planes16_fn([](const GradsPlanes16& g) {
@@ -449,14 +458,14 @@ void register_offsets(py::module_& m) {
               g.dx, g.dx.out.c, std::nullopt, g.v, "conv_grads_offsets_planes16",
               [](const auto& a) { kernel_table().conv_grads_offsets_planes16_f32(a); });
         }),
-        ST_GRADS_PLANES_ARGS, py::arg("batch"), ST_GRADS_VALUES_ARGS,
+        ST_GRADS_PLANES_ARGS, py::arg("batch"), ST_GRADS_VALUES_ARGS, py::arg("dx_pixel_stride") = 1,
         "Both gradients on the batch-innermost layout: spmm_offsets_planes16 on the "
         "transposed index into dx, sddmm_offsets into dv.");
   m.def("conv_grads_one_pass_planes16", planes16_fn([](const GradsPlanes16& g) {
           return one_pass<SpmmPlanes16Call, k::ConvGradsPlanes16Args<float>>(
               g.dx, g.dx.out.c, std::nullopt, g.v, "conv_grads_one_pass_planes16");
         }),
-        ST_GRADS_PLANES_ARGS, py::arg("batch"), ST_GRADS_VALUES_ARGS,
+        ST_GRADS_PLANES_ARGS, py::arg("batch"), ST_GRADS_VALUES_ARGS, py::arg("dx_pixel_stride") = 1,
         "Whether conv_grads_offsets_planes16 with these arguments loads each window of dy once "
         "for both gradients.");
 

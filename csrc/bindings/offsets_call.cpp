@@ -65,11 +65,17 @@ CheckedPlanes check_planes(const PlanesParams& o, int64_t rows, int64_t len, int
   if (o.t_base < 0 || o.row0 < 0 || o.col0 < 0 || o.plane_h < 0 || o.plane_w < 0)
     bad("negative plane mapping");
   sum(o.t_base, len), sum(o.row0, o.plane_h), sum(o.col0, o.plane_w);  // grid positions fit
-  if (o.ldc < mul(o.plane_h, o.plane_w)) bad("ldc is smaller than a plane");
-  if (rows > 0) {  // every image's planes inside c, images disjoint
-    const int64_t plane = o.plane_h * o.plane_w;
-    check_extent("c", out.c.size(), planes, o.c_image_stride, mul(rows - 1, o.ldc), plane);
-    check_disjoint("c", planes, o.c_image_stride, sum(mul(rows - 1, o.ldc), plane));
+  const int64_t plane = mul(o.plane_h, o.plane_w);
+  if (o.px < 1) bad("pixel_stride must be at least 1");
+  if (o.px == 1 && o.ldc < plane) bad("ldc is smaller than a plane");
+  if (o.px > 1 && (o.ldc != 1 || o.px < rows))
+    bad("pixel_stride > 1 (channels_last) needs ldc 1 and at least `rows` channels per pixel");
+  if (rows > 0 && plane > 0) {  // every image's planes inside c, images disjoint
+    // The last element of an image's planes, plus one.
+    const int64_t extent = o.px == 1 ? sum(mul(rows - 1, o.ldc), plane)
+                                     : sum(mul(plane - 1, o.px), rows);
+    check_extent("c", out.c.size(), planes, o.c_image_stride, 0, extent);
+    check_disjoint("c", planes, o.c_image_stride, extent);
   }
   if (o.bias) {
     auto bv = view<float>(*o.bias, "bias", 1);
@@ -118,7 +124,7 @@ k::ImagePack pack_args(SpmmCall<Args>& call, const PackParams& pack) {
 
 k::PlanesOut<float> planes_args(const CheckedPlanes& c, const PlanesParams& o) {
   return {c.c.data, o.ldc,  o.c_image_stride, o.grid_w,  o.t_base,
-          o.row0,   o.col0, o.plane_h,        o.plane_w, c.bias};
+          o.row0,   o.col0, o.plane_h,        o.plane_w, c.bias, o.px};
 }
 
 }  // namespace

@@ -41,6 +41,7 @@ struct PlanesParams {
   int64_t ldc = 0, c_image_stride = 0;
   int64_t grid_w = 0, t_base = 0, row0 = 0, col0 = 0, plane_h = 0, plane_w = 0;
   OptArray bias;
+  int64_t px = 1;  // pixel stride: 1 (NCHW planes) or the channel count (channels_last)
 };
 
 struct SpmmRowsParams {

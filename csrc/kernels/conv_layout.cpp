@@ -6,6 +6,8 @@
 // over (group, channel) pairs: disjoint writes.
 #include <cstring>
 
+#include "kernels/conv_layout_nhwc.h"
+#include "kernels/conv_layout_parts.h"
 #include "kernels/image_pack.h"
 #include "kernels/kernels.h"
 #include "kernels/phase_merge.h"
@@ -16,53 +18,8 @@
 namespace sparsetrain {
 namespace kernels {
 namespace ST_ISA {
+using namespace layout_parts;
 namespace {
-
-constexpr int64_t kU = 16;  // the only unit besides 1
-
-inline int64_t group_pixels(const ConvInputLayout& l) { return l.c * l.sh * l.sw * l.hq * l.wq; }
-
-// The pixels of one padded input row (channel c, padded row ihp) lie in sw phase-plane rows;
-// padded column iwp is at pixel (iwp % sw) * plane + iwp / sw from `base`. Column walks keep
-// (phase, column) counters instead of dividing per pixel.
-struct PaddedRow {
-  int64_t base;   // pixel offset of (phase 0, column 0) within the group block
-  int64_t plane;  // pixels per phase plane
-  int64_t sw;
-  PaddedRow(const ConvInputLayout& l, int64_t c, int64_t ihp)
-      : base(((c * l.sh + ihp % l.sh) * l.sw) * l.hq * l.wq + (ihp / l.sh) * l.wq),
-        plane(l.hq * l.wq),
-        sw(l.sw) {}
-  int64_t at(int64_t iwp) const { return base + (iwp % sw) * plane + iwp / sw; }
-};
-
-// Calls f(iwp, pixel) for iwp in [from, to) of a padded row, without per-pixel division.
-template <class F>
-inline void walk_row(const PaddedRow& r, int64_t from, int64_t to, const F& f) {
-  if (from >= to) return;
-  int64_t pw = from % r.sw, qw = from / r.sw;
-  for (int64_t iwp = from; iwp < to; ++iwp) {
-    f(iwp, r.base + pw * r.plane + qw);
-    if (++pw == r.sw) {
-      pw = 0;
-      ++qw;
-    }
-  }
-}
-
-// Unit 1, strided. Phase (ph, pw) of a channel is a plane of hq x wq pixels: its row qh is
-// padded row qh * sh + ph, its column q padded column q * sw + pw. Real pixels fill the
-// columns [q0, q1) of the rows that hold an input row; everything else is zero.
-struct PhaseColumns {
-  int64_t q0, q1;
-  PhaseColumns(const ConvInputLayout& l, int64_t pw) {
-    const int64_t a = l.pl - pw, b = l.pl + l.w - pw;  // real iff a <= q * sw < b
-    q0 = a > 0 ? (a + l.sw - 1) / l.sw : 0;
-    q1 = b > 0 ? (b + l.sw - 1) / l.sw : 0;
-    if (q1 > l.wq) q1 = l.wq;
-    if (q0 > q1) q0 = q1;
-  }
-};
 
 // Every phase plane of one channel (x: its NCHW plane, out: its first phase plane), written
 // in order. Stride 2 gathers whole vectors (load_even reads 2W floats, so only where all of
@@ -99,76 +56,6 @@ inline void pack_phases(const float* x, const ConvInputLayout& l, float* out) {
     }
   }
 }
-
-// unit = 16 tiles are staged through a row buffer: 16 image rows of up to kSeg floats each,
-// kStage apart. Transposing straight between 16 NCHW rows one channel*plane apart (often a
-// multiple of 4 KiB) lands every row in the same L1 set and thrashes it; the staging copies
-// are sequential and the transposes then run on a compact, conflict-free block.
-constexpr int64_t kSeg = 256;
-constexpr int64_t kStage = kSeg + 16;
-
-// One pixel vector (16 floats). Float-typed on purpose: a memcpy counts as a char access that
-// may alias anything, so the compiler reloaded every layout field after each copy.
-inline void copy16(float* d, const float* s) {
-  for (int64_t i = 0; i < kU; i += Vec::W) Vec::store(d + i, Vec::load(s + i));
-}
-
-// stage[m][0:k] = rows[m * ld + 0:k] for m < images, zeros for the other rows.
-inline void stage_rows(const float* rows, int64_t ld, int64_t images, int64_t k, float* stage) {
-  for (int64_t m = 0; m < kU; ++m) {
-    if (m < images)
-      copy_row(rows + m * ld, stage + m * kStage, k);
-    else
-      zero_row(stage + m * kStage, kSeg);
-  }
-}
-
-// rows[m * ld + 0:k] = stage[m][0:k] (+ *bias) for m < images.
-inline void unstage_rows(const float* stage, int64_t images, int64_t k, const float* bias,
-                         float* rows, int64_t ld) {
-  for (int64_t m = 0; m < images; ++m) {
-    if (bias == nullptr)
-      copy_row(stage + m * kStage, rows + m * ld, k);
-    else
-      copy_row_add(stage + m * kStage, rows + m * ld, k, *bias);
-  }
-}
-
-// A channel's sum (the bias gradient) over short rows: float partial sums in the lanes of
-// two vectors, moved into a double every kFlush floats, so no lane adds up more than 16
-// floats (a tighter error bound than a float32 cascade sum) and short rows don't pay a
-// horizontal reduction each.
-class ChannelSum {
- public:
-  void add_row(const float* p, int64_t n) {
-    constexpr int64_t W = Vec::W;
-    int64_t j = 0;
-    for (; j + 2 * W <= n; j += 2 * W) {
-      a_ = add(a_, Vec::load(p + j));
-      b_ = add(b_, Vec::load(p + j + W));
-    }
-    for (; j < n; j += W) a_ = add(a_, Vec::load_n(p + j, n - j < W ? static_cast<int>(n - j) : W));
-    if ((pending_ += n) >= kFlush) flush();
-  }
-  double total() {
-    flush();
-    return sum_;
-  }
-
- private:
-  static constexpr int64_t kFlush = 32 * Vec::W;
-  void flush() {
-    alignas(64) float lanes[2 * Vec::W];
-    Vec::store(lanes, a_);
-    Vec::store(lanes + Vec::W, b_);
-    for (int k = 0; k < 2 * Vec::W; ++k) sum_ += lanes[k];
-    a_ = b_ = Vec::zero();
-    pending_ = 0;
-  }
-  Vec a_ = Vec::zero(), b_ = Vec::zero();
-  int64_t pending_ = 0;
-  double sum_ = 0.0;
-};
 
 // Packs channel i % c of group i / c (every position of its phase planes is written).
 template <class T>
@@ -261,9 +148,38 @@ inline void pack_channel(const ConvInputArgs<T>& a, int64_t i, float* tmp, float
   }
 }
 
+inline int64_t channel_blocks(int64_t c) { return (c + kChannelBlock - 1) / kChannelBlock; }
+
+// channels_last: parallel over (group, block of 16 channels).
+template <class T>
+void conv_pack_input_nhwc(const ConvInputArgs<T>& a) {
+  const ConvInputLayout& la = a.layout;
+  const int64_t work = la.hq * la.sh * la.wq * la.sw * la.unit, blocks = channel_blocks(la.c);
+  parallel_uniform(a.nthreads, la.groups * blocks, work * kChannelBlock,
+                   [&](int64_t i0, int64_t i1) {
+                     const ConvInputLayout l = la;
+                     for (int64_t i = i0; i < i1; ++i) {
+                       const int64_t g = i / blocks, c0 = (i - g * blocks) * kChannelBlock;
+                       if (l.unit == 1)
+                         pack_image_nhwc(l, a.x + g * l.h * l.w * l.c, a.packed + g * l.c * work,
+                                         c0);
+                       else
+                         pack_group_nhwc(l, a.x, a.packed, g, c0);
+                       if (a.finite)
+                         for (int64_t ch = c0; ch < l.c && ch < c0 + kChannelBlock; ++ch)
+                           a.finite[g * l.c + ch] =
+                               finite_row(a.packed + (g * l.c + ch) * work, work);
+                     }
+                   });
+}
+
 template <class T>
 void conv_pack_input_impl(const ConvInputArgs<T>& a) {
   const ConvInputLayout& la = a.layout;
+  if (la.nhwc) {
+    conv_pack_input_nhwc(a);
+    return;
+  }
   const int64_t work = la.hq * la.sh * la.wq * la.sw * la.unit;
   parallel_uniform(a.nthreads, la.groups * la.c, work, [&](int64_t i0, int64_t i1) {
     alignas(64) float tmp[kU * kU];
@@ -292,7 +208,10 @@ void pack_image(const ConvInputLayout& l, const T* x, T* out, unsigned char* fin
   const int64_t work = one.sh * one.sw * one.hq * one.wq;
   bool all = true;
   for (int64_t c = 0; c < one.c; ++c) {
-    pack_channel(a, c, tmp, stage);
+    if (!one.nhwc)
+      pack_channel(a, c, tmp, stage);
+    else if (c % kChannelBlock == 0)
+      pack_image_nhwc(one, x, out, c);
     if (finite) all = finite_row(out + c * work, work) && all;
   }
   if (finite) *finite = all ? 1 : 0;
@@ -301,8 +220,30 @@ void pack_image(const ConvInputLayout& l, const T* x, T* out, unsigned char* fin
 namespace {
 
 template <class T>
+void conv_unpack_grad_input_nhwc(const ConvInputArgs<T>& a) {
+  const ConvInputLayout& la = a.layout;
+  const int64_t blocks = channel_blocks(la.c);
+  parallel_uniform(a.nthreads, la.groups * blocks, la.h * la.w * la.unit * kChannelBlock,
+                   [&](int64_t i0, int64_t i1) {
+                     const ConvInputLayout l = la;
+                     for (int64_t i = i0; i < i1; ++i) {
+                       const int64_t g = i / blocks, c0 = (i - g * blocks) * kChannelBlock;
+                       if (l.unit == 1)
+                         unpack_image_nhwc(l, a.packed + g * group_pixels(l),
+                                           a.x + g * l.h * l.w * l.c, c0);
+                       else
+                         unpack_group_nhwc(l, a.packed, a.x, g, c0);
+                     }
+                   });
+}
+
+template <class T>
 void conv_unpack_grad_input_impl(const ConvInputArgs<T>& a) {
   const ConvInputLayout& la = a.layout;
+  if (la.nhwc) {
+    conv_unpack_grad_input_nhwc(a);
+    return;
+  }
   parallel_uniform(
       a.nthreads, la.groups * la.c, la.h * la.w * la.unit, [&](int64_t i0, int64_t i1) {
         const ConvInputLayout l = la;  // locals, as in pack
@@ -376,40 +317,18 @@ void conv_unpack_grad_input(const ConvInputArgs<T>& a) {
   conv_unpack_grad_input_impl(a);
 }
 
-namespace {
-
-// The output rows of one channel (unit 1) into its grid (out: the channel's first pixel),
-// summed into *sum if given. The zeros between them are written by the caller.
-inline void grid_rows(const ConvOutputLayout& l, const float* y, float* out, ChannelSum* sum) {
-  for (int64_t oh = 0; oh < l.ho; ++oh) {
-    copy_row(y + oh * l.wo, out + l.offset + oh * l.wq, l.wo);
-    if (sum) sum->add_row(y + oh * l.wo, l.wo);
-  }
-}
-
-// The zeros of one channel's grid: before, between and after the output rows.
-inline void grid_zeros(const ConvOutputLayout& l, float* out, int64_t unit) {
-  if (l.ho <= 0 || l.wo <= 0) {  // no output pixels: all zeros
-    zero_row(out, l.per_channel * unit);
-    return;
-  }
-  zero_row(out, l.offset * unit);
-  for (int64_t oh = 0; oh + 1 < l.ho; ++oh)
-    zero_row(out + (l.offset + oh * l.wq + l.wo) * unit, (l.wq - l.wo) * unit);
-  const int64_t end = l.offset + (l.ho - 1) * l.wq + l.wo;
-  zero_row(out + end * unit, (l.per_channel - end) * unit);
-}
-
-}  // namespace
-
 template <class T>
 void pack_grid_image(const ConvOutputLayout& o, const T* y, T* out, unsigned char* finite) {
   const ConvOutputLayout l = o;  // locals: stores may alias anything
   bool all = true;
   for (int64_t c = 0; c < l.c; ++c) {
     float* grid = out + c * l.per_channel;
-    grid_zeros(l, grid, 1);
-    grid_rows(l, y + c * l.ho * l.wo, grid, nullptr);
+    if (!l.nhwc) {
+      grid_zeros(l, grid, 1);
+      grid_rows(l, y + c * l.ho * l.wo, grid, nullptr);
+    } else if (c % kChannelBlock == 0) {
+      grid_image_nhwc(l, y, out, c, nullptr);
+    }
     // Read back while in cache: the zeros between the rows are finite, so this is y's check.
     if (finite) all = finite_row(grid, l.per_channel) && all;
   }
@@ -424,8 +343,32 @@ constexpr int64_t kSumRow = 32 * Vec::W;
 namespace {
 
 template <class T>
+void conv_pack_grad_output_nhwc(const ConvOutputArgs<T>& a) {
+  const ConvOutputLayout& la = a.layout;
+  const int64_t blocks = channel_blocks(la.c);
+  parallel_uniform(a.nthreads, la.groups * blocks, la.per_channel * la.unit * kChannelBlock,
+                   [&](int64_t i0, int64_t i1) {
+                     const ConvOutputLayout l = la;
+                     for (int64_t i = i0; i < i1; ++i) {
+                       const int64_t g = i / blocks, c0 = (i - g * blocks) * kChannelBlock;
+                       double* sums = a.channel_sums ? a.channel_sums + g * l.c + c0 : nullptr;
+                       if (l.unit == 1)
+                         grid_image_nhwc(l, a.y + g * l.ho * l.wo * l.c,
+                                         a.grid ? a.grid + g * l.c * l.per_channel : nullptr, c0,
+                                         sums);
+                       else
+                         grid_group_nhwc(l, a.y, a.grid, g, c0, sums);
+                     }
+                   });
+}
+
+template <class T>
 void conv_pack_grad_output_impl(const ConvOutputArgs<T>& a) {
   const ConvOutputLayout& la = a.layout;
+  if (la.nhwc) {
+    conv_pack_grad_output_nhwc(a);
+    return;
+  }
   parallel_uniform(a.nthreads, la.groups * la.c, la.per_channel * la.unit,
                    [&](int64_t i0, int64_t i1) {
                      const ConvOutputLayout l = la;  // locals, as in pack_input

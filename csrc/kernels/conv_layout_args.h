@@ -17,6 +17,9 @@ struct ConvInputLayout {
   int64_t sh, sw;        // stride phases
   int64_t pt, pl;        // top / left zero padding
   int64_t hq, wq;        // phase plane size: hq * sh >= h + pt, wq * sw >= w + pl
+  // The PyTorch side in channels_last order (N, H, W, C) instead of NCHW: the layout
+  // changes read and write it as such (conv_layout_nhwc.cpp); the packed side is the same.
+  int64_t nhwc = 0;
 };
 
 // conv_pack_input: NCHW x -> packed (zero padding, zero lanes for missing images);
@@ -39,11 +42,13 @@ struct ConvOutputLayout {
   int64_t n, c, groups, unit;
   int64_t ho, wo, wq;
   int64_t per_channel, offset;
+  int64_t nhwc = 0;  // y in channels_last order (N, Ho, Wo, C), as ConvInputLayout's
 };
 
 inline bool operator==(const ConvOutputLayout& p, const ConvOutputLayout& q) {
   return p.n == q.n && p.c == q.c && p.groups == q.groups && p.unit == q.unit && p.ho == q.ho &&
-         p.wo == q.wo && p.wq == q.wq && p.per_channel == q.per_channel && p.offset == q.offset;
+         p.wo == q.wo && p.wq == q.wq && p.per_channel == q.per_channel && p.offset == q.offset &&
+         p.nhwc == q.nhwc;
 }
 
 // conv_pack_grad_output: NCHW y -> grid, zeros at every non-output pixel, and, when

@@ -76,13 +76,16 @@ struct RowsOut {
 // p % grid_w. It lands in row r's plane (c + n * c_image_stride + r * ldc) at
 // (row - row0) * plane_w + column - col0 when inside the plane_h x plane_w window at
 // (row0, col0), and is dropped otherwise; bias[r] is added if given.
+// With px > 1 (channels_last: ldc = 1, px = the channel count) plane position q of row r is
+// at c + n * c_image_stride + r + q * px instead.
 template <class T>
 struct PlanesOut {
   T* c;
   int64_t ldc;
   int64_t c_image_stride;
   int64_t grid_w, t_base, row0, col0, plane_h, plane_w;
-  const T* bias;  // rows, or nullptr
+  const T* bias;    // rows, or nullptr
+  int64_t px = 1;  // elements between consecutive plane positions
 };
 
 // The input gradient of a strided convolution straight into NCHW: rows are layout->c
@@ -90,7 +93,8 @@ struct PlanesOut {
 // phase-plane pixel t_base + t. Each channel's phase planes are computed into a per-thread
 // buffer (positions outside [t_base, t_base + len) read as zero) and interleaved into C_n's
 // plane for that channel (h x w at c + n * c_image_stride + ch * h * w): the phase planes
-// never go through memory.
+// never go through memory. With layout->nhwc, C_n is channels_last (channel ch at c +
+// n * c_image_stride + ch, pixels c apart).
 template <class T>
 struct MergeOut {
   T* c;

@@ -19,8 +19,12 @@ inline const float* index_values(const OffsetsProduct<T>& p) {
   return scatter_values(p.val, p.pos, p.ptr[p.rows] - p.ptr[0], p.scratch, p.nthreads);
 }
 
-// Elements of the merge form's per-thread phase-plane buffer.
-inline int64_t merge_planes_size(const ConvInputLayout& l) { return l.sh * l.sw * l.hq * l.wq; }
+// Elements of the merge form's per-thread phase-plane buffer: one channel's phase planes, or
+// (channels_last) 16 channels' phase planes and then their 16 NCHW planes.
+inline int64_t merge_planes_size(const ConvInputLayout& l) {
+  const int64_t planes = l.sh * l.sw * l.hq * l.wq;
+  return l.nhwc ? 16 * (planes + l.h * l.w) : planes;
+}
 
 // Image n of spmm_offsets_planes with B_n already packed at b: all its rows. values are in
 // the index's order (index_values). Defined in spmm_offsets_planes.cpp.

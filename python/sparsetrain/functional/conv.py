@@ -25,10 +25,11 @@ from .. import tuning
 from .._runtime import get_num_threads
 from .common import all_finite, check_saved_values, nonfinite_rows
 from .conv_fallback import DenseConv
+from .conv_layouts import memory_format
 
 
 class SparseConv2dFunction(torch.autograd.Function):
-    """Inputs: x (N, C, H, W) contiguous float32, values (nnz,), bias or None, the CSR row
+    """Inputs: x (N, C, H, W) float32, contiguous or channels_last (y and dx then the same), values (nnz,), bias or None, the CSR row
     pointer as NumPy, the layout for this input shape (functional/conv_layouts.py), and the
     column indices (int32 tensor; needed only to build the dense weight when a NaN or Inf
     shows up; without them non-finite numbers go through the sparse kernels unchecked)."""
@@ -107,7 +108,7 @@ class SparseConv2dFunction(torch.autograd.Function):
         need_x, need_v, need_b = ctx.needs_input_grad[:3]
         nthreads = get_num_threads()
         dx = dv = db = None
-        dy = dy.contiguous()
+        dy = dy.contiguous(memory_format=memory_format(layout.nhwc))
         if need_x or need_v:
             check = col_idx is not None
             # dy's NaN/Inf check, cheapest first: a finite sum of dy's channels proves it (the

@@ -33,6 +33,32 @@ STRATEGIES = ("direct", "plane", "batch")
 BATCH_UNIT = 16  # images per vector in the "batch" layout
 
 
+def is_nhwc(t: torch.Tensor) -> bool:
+    """Whether a 4-D tensor is channels_last and not also NCHW-contiguous (one channel, or
+    1 x 1 planes, are both: those count as NCHW)."""
+    return (
+        t.dim() == 4
+        and not t.is_contiguous()
+        and t.is_contiguous(memory_format=torch.channels_last)
+    )
+
+
+def memory_format(nhwc: bool) -> torch.memory_format:
+    return torch.channels_last if nhwc else torch.contiguous_format
+
+
+def flat(t: torch.Tensor, nhwc: bool) -> torch.Tensor:
+    """A dense 4-D tensor's elements in memory order, as a 1-D view (NCHW or NHWC)."""
+    return t.permute(0, 2, 3, 1).reshape(-1) if nhwc else t.reshape(-1)
+
+
+def empty_4d(n: int, c: int, h: int, w: int, nhwc: bool) -> torch.Tensor:
+    """An (n, c, h, w) float32 workspace tensor, NCHW or channels_last."""
+    if nhwc:
+        return _workspace.empty(n, h, w, c).permute(0, 3, 1, 2)
+    return _workspace.empty(n, c, h, w)
+
+
 def in_place(s: ConvShape) -> bool:
     """A 1x1 / stride 1 / unpadded convolution: the plane layout is NCHW as it is."""
     return s.phases == 1 and s.plane == s.H * s.W and s.grid_len == s.plane and s.margin == 0
@@ -69,6 +95,7 @@ _DX_NAMES = {
     "len": "dx_len",
     "seg_len": "dx_seg_len",
     "seg_stride": "dx_seg_stride",
+    "pixel_stride": "dx_pixel_stride",
 }
 # ... and the values gradient's sddmm_offsets arguments (a, a_image_stride, images, nthreads
 # and pack_grid are the input gradient's).
@@ -95,9 +122,11 @@ class OffsetLayout:
     load aligned (offsets are multiples of 16 floats) at the price of a transposing copy.
     """
 
-    def __init__(self, g: ConvGeometry, index: ConvIndex, batch: int, name: str):
+    def __init__(
+        self, g: ConvGeometry, index: ConvIndex, batch: int, name: str, nhwc: bool = False
+    ):
         s = index.shape
-        self.g, self.s, self.n, self.name = g, s, batch, name
+        self.g, self.s, self.n, self.name, self.nhwc = g, s, batch, name, nhwc
         self.unit = 1 if name == "plane" else BATCH_UNIT
         u = self.unit
         self.images = -(-batch // u)  # groups of `unit` images
@@ -111,7 +140,7 @@ class OffsetLayout:
         self.y_image = g.out_channels * s.grid_len
         self.dy_image = g.out_channels * s.dy_len
         # A 1x1 / stride 1 / unpadded convolution is a matrix product on NCHW as it is.
-        self.direct = u == 1 and in_place(s)
+        self.direct = u == 1 and in_place(s) and not nhwc
         # With whole vectors per pixel (unit 16) the kernels compute only the real columns of
         # each grid row (Wo of Wq for the output, W of Wq for a stride-1 input gradient)
         # instead of computing the padding columns and dropping them.
@@ -142,6 +171,7 @@ class OffsetLayout:
             pl=pl,
             hq=s.Hq,
             wq=s.Wq,
+            nhwc=nhwc,
         )
         self.dy_layout = _C.ConvOutputLayout(
             n=batch,
@@ -152,6 +182,7 @@ class OffsetLayout:
             wq=s.Wq,
             per_channel=s.dy_len,
             offset=s.margin,
+            nhwc=nhwc,
         )
         self.pack_args = dict(pack=self.x_layout) if self.fused else {}
         # ... and the output gradient onto its bordered grid the same way (what pack_dy does).
@@ -167,10 +198,10 @@ class OffsetLayout:
         None where not asked or where there is no pack (then check x itself). Layouts that
         read x as it is, or pack it inside their kernels (`fused`), return x."""
         if self.direct or self.fused:
-            return x.reshape(-1), None
+            return flat(x, self.nhwc), None
         out = _workspace.empty(self.images * self.x_image * self.unit)
         finite = _C.conv_pack_input(
-            x=_np(x.reshape(-1)),
+            x=_np(flat(x, self.nhwc)),
             packed=_np(out),
             layout=self.x_layout,
             nthreads=get_num_threads(),
@@ -182,11 +213,30 @@ class OffsetLayout:
         g, s = self.g, self.s
         if self.direct:  # already dx, allocated in its final shape
             return dxq
-        dx = _workspace.empty(self.n, g.in_channels, s.H, s.W)
+        dx = self.empty_x()
         _C.conv_unpack_grad_input(
-            x=_np(dx.view(-1)), packed=_np(dxq), layout=self.x_layout, nthreads=get_num_threads()
+            x=_np(flat(dx, self.nhwc)),
+            packed=_np(dxq),
+            layout=self.x_layout,
+            nthreads=get_num_threads(),
         )
         return dx
+
+    def empty_x(self):
+        """A tensor of x's shape and memory format."""
+        return empty_4d(self.n, self.g.in_channels, self.s.H, self.s.W, self.nhwc)
+
+    def empty_y(self):
+        return empty_4d(self.n, self.g.out_channels, self.s.Ho, self.s.Wo, self.nhwc)
+
+    @property
+    def out_strides(self) -> dict:
+        """How the plane forms address y's channels: NCHW planes (the plane size apart), or
+        channels_last pixels (the channel count apart)."""
+        s, c = self.s, self.g.out_channels
+        if self.nhwc:
+            return dict(ldc=1, pixel_stride=c)
+        return dict(ldc=s.Ho * s.Wo)
 
     def pack_dy(self, dy, want_bias_grad=False):
         """The bordered output gradient, and the bias gradient (summed in the same pass) if
@@ -194,21 +244,22 @@ class OffsetLayout:
         _s, c = self.s, self.g.out_channels
         if self.direct:
             return dy.reshape(-1), (dy.sum((0, 2, 3)) if want_bias_grad else None)
+        dy_flat = flat(dy, self.nhwc)
         if self.fused and not want_bias_grad:  # the kernels pack dy themselves (grid_args)
-            return dy.reshape(-1), None
+            return dy_flat, None
         # The packed gradient (or, fused, none: the channel sums only, the kernel's being
         # faster than a reduction over dims (0, 2, 3)).
         buf = None if self.fused else _workspace.empty(self.images * self.dy_image * self.unit)
         sums = torch.empty(self.images, c, dtype=torch.float64) if want_bias_grad else None
         _C.conv_pack_grad_output(
-            y=_np(dy.reshape(-1)),
+            y=_np(dy_flat),
             grid=None if buf is None else _np(buf),
             channel_sums=None if sums is None else sums.numpy().reshape(-1),
             layout=self.dy_layout,
             nthreads=get_num_threads(),
         )
         db = sums.sum(0).to(torch.float32) if want_bias_grad else None
-        return (dy.reshape(-1) if buf is None else buf), db
+        return (dy_flat if buf is None else buf), db
 
     # -- the three products ----------------------------------------------------------------
     def forward(self, row_ptr, values, xq, bias, nthreads, check_finite=False, stats=False):
@@ -220,7 +271,7 @@ class OffsetLayout:
         out_stats = {} if sums is None else dict(stats=sums)
         if self.fused:
             g = self.g
-            y = _workspace.empty(self.n, c, s.Ho, s.Wo)
+            y = self.empty_y()
             finite = _C.spmm_offsets_planes(
                 ptr=row_ptr,
                 offsets=self.off,
@@ -229,8 +280,7 @@ class OffsetLayout:
                 scratch=None,
                 b=_np(xq),
                 b_image_stride=g.in_channels * s.H * s.W,
-                c=_np(y.view(-1)),
-                ldc=s.Ho * s.Wo,
+                c=_np(flat(y, self.nhwc)),
                 c_image_stride=c * s.Ho * s.Wo,
                 len=s.grid_len,
                 images=self.images,
@@ -240,6 +290,7 @@ class OffsetLayout:
                 plane_w=s.Wo,
                 bias=None if bias is None else _np(bias),
                 check_finite=check_finite,
+                **self.out_strides,
                 **self.pack_args,
                 **out_stats,
             )
@@ -247,7 +298,7 @@ class OffsetLayout:
         if not self.direct:
             # The kernel writes y's NCHW planes itself (bias included; with unit 16 through a
             # register-block transpose): no grid, no unpacking pass.
-            y = _workspace.empty(self.n, c, s.Ho, s.Wo)
+            y = self.empty_y()
             spmm_offsets(self.planes_form)(
                 ptr=row_ptr,
                 offsets=self.off,
@@ -256,8 +307,7 @@ class OffsetLayout:
                 scratch=None,
                 b=_np(xq),
                 b_image_stride=self.x_image * u,
-                c=_np(y.view(-1)),
-                ldc=s.Ho * s.Wo,
+                c=_np(flat(y, self.nhwc)),
                 c_image_stride=c * s.Ho * s.Wo,
                 len=s.grid_len * u,
                 images=self.images,
@@ -266,6 +316,7 @@ class OffsetLayout:
                 plane_h=s.Ho,
                 plane_w=s.Wo,
                 bias=None if bias is None else _np(bias),
+                **self.out_strides,
                 **self.out_segments,
                 **self.lanes,
                 **out_stats,
@@ -331,6 +382,8 @@ class OffsetLayout:
         """x (N, C, H, W) back from pack_x's result (for the dense fallbacks)."""
         s = self.s
         if self.direct or self.fused:
+            if self.nhwc:
+                return xq.view(self.n, s.H, s.W, self.g.in_channels).permute(0, 3, 1, 2)
             return xq.view(self.n, self.g.in_channels, s.H, s.W)
         return self.unpack_dx(xq)
 
@@ -362,14 +415,15 @@ class OffsetLayout:
         if not self.direct and s.phases == 1:
             # Stride 1: the padded plane's interior is dx itself; the kernel writes it there.
             pt, _, pl, _ = g.padding
-            dx = _workspace.empty(self.n, g.in_channels, s.H, s.W)
+            dx = self.empty_x()
+            strides = dict(ldc=1, pixel_stride=g.in_channels) if self.nhwc else dict(ldc=s.H * s.W)
             return (
                 dx,
                 self.planes_form,
                 dict(
                     common,
-                    c=_np(dx.view(-1)),
-                    ldc=s.H * s.W,
+                    c=_np(flat(dx, self.nhwc)),
+                    **strides,
                     c_image_stride=g.in_channels * s.H * s.W,
                     len=s.dx_len * u,
                     grid_w=s.Wq,
@@ -388,13 +442,13 @@ class OffsetLayout:
         if u == 1 and not self.direct:
             # Strided, one image per vector: each channel's phase planes are interleaved into
             # dx by the kernel while they are still in cache (no packed dx, no unpacking pass).
-            dx = _workspace.empty(self.n, g.in_channels, s.H, s.W)
+            dx = self.empty_x()
             return (
                 dx,
                 "merge",
                 dict(
                     common,
-                    c=_np(dx.view(-1)),
+                    c=_np(flat(dx, self.nhwc)),
                     c_image_stride=g.in_channels * s.H * s.W,
                     len=s.dx_len,
                     t_base=s.dx_start,
@@ -458,6 +512,7 @@ class DirectLayout:
     layout change at all; loads are clipped to the source rows by masks instead of padding."""
 
     name = "direct"
+    nhwc = False  # NCHW tensors only (channels_last inputs run on "plane")
 
     def __init__(self, g: ConvGeometry, index, batch: int):
         self.g, self.i, self.n = g, index, batch

@@ -8,6 +8,7 @@ from torch.autograd.function import once_differentiable
 from .. import _C, _workspace, tuning
 from .._runtime import get_num_threads
 from .common import numpy_view as _np
+from .conv_layouts import is_nhwc
 
 
 class Subsample(torch.autograd.Function):
@@ -21,6 +22,9 @@ class Subsample(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, sh, sw):
         ctx.shape, ctx.sh, ctx.sw = x.shape, sh, sw
+        ctx.nhwc = is_nhwc(x)
+        if ctx.nhwc:  # sliced, staying channels_last
+            return x[:, :, ::sh, ::sw].contiguous(memory_format=torch.channels_last)
         if not (
             x.dtype == torch.float32
             and x.dim() == 4
@@ -46,8 +50,9 @@ class Subsample(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, g):
         shape, sh, sw = ctx.shape, ctx.sh, ctx.sw
-        if g.dtype != torch.float32 or len(shape) != 4:
-            dx = torch.zeros(shape, dtype=g.dtype)
+        if ctx.nhwc or g.dtype != torch.float32 or len(shape) != 4:
+            fmt = torch.channels_last if ctx.nhwc else torch.contiguous_format
+            dx = torch.empty(shape, dtype=g.dtype, memory_format=fmt).zero_()
             dx[:, :, ::sh, ::sw] = g
             return dx, None, None
         n, c, h, w = shape

@@ -14,6 +14,7 @@ from .. import formats
 from ..formats.conv import ConvGeometry, resolve_padding
 from ..functional.common import plain_eager, prepare_input
 from ..functional.conv import SparseConv2dFunction
+from ..functional.conv_layouts import is_nhwc, memory_format
 from ..functional.conv_ops import SparseConv2dOpFunction, geometry_ints, seed_conv_plans
 from ..functional.subsample import Subsample
 from . import _args
@@ -331,7 +332,8 @@ class SparseConv2d(SparseWeightModule):
         if self._subsample is not None:
             sh, sw = self._subsample
             x = Subsample.apply(x, sh, sw) if eager else x[:, :, ::sh, ::sw]
-        x = x.contiguous()
+        # channels_last inputs stay so (the kernels read and write them; y in x's format).
+        x = x.contiguous(memory_format=memory_format(eager and is_nhwc(x)))
         if not eager:
             y, _, _ = SparseConv2dOpFunction.apply(
                 x,

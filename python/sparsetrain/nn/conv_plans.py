@@ -18,7 +18,7 @@ from .. import tuning
 from .._runtime import get_isa
 from ..formats.conv import ConvGeometry, ConvIndex, conv_index, conv_shape, direct_index
 from ..functional.conv_autotune import auto_strategy, time_layouts
-from ..functional.conv_layouts import STRATEGIES, DirectLayout, OffsetLayout
+from ..functional.conv_layouts import STRATEGIES, DirectLayout, OffsetLayout, is_nhwc
 
 # "auto": a rule of the shapes (reproducible); "timed": measure on the first call per shape.
 CHOICES = ("auto", "timed") + STRATEGIES
@@ -81,7 +81,8 @@ class ConvPlans:
         self.geometry, self.pattern = geometry, pattern
         self.row_ptr = pattern[0].numpy()
         self.indices = LRUMap()  # (H, W) -> ConvIndex
-        self.layouts = LRUMap()  # (N, H, W, strategy) -> OffsetLayout | DirectLayout
+        # (N, H, W, strategy, channels_last) -> OffsetLayout | DirectLayout
+        self.layouts = LRUMap()
         # (N, H, W, isa) -> strategy; "timed" keys by (batch-size range, H, W, isa).
         self.chosen = LRUMap(tuning.CHOICE_CACHE_SIZE)
 
@@ -108,8 +109,11 @@ class ConvPlans:
     def layout(
         self, x: torch.Tensor, strategy: str, values: torch.Tensor, bias: torch.Tensor | None
     ) -> OffsetLayout | DirectLayout:
-        """The layout x (N, C, H, W, as the kernels see it) runs on under ``strategy``."""
+        """The layout x (N, C, H, W, as the kernels see it; NCHW or channels_last) runs on
+        under ``strategy``. The direct kernels read NCHW only: a channels_last x runs on
+        "plane" where the strategy says "direct"."""
         n, _, h, w = x.shape
+        nhwc = is_nhwc(x)
         index = self._index(h, w)
         name = strategy
         direct_ok = self.direct_ok
@@ -118,8 +122,10 @@ class ConvPlans:
         if name == "auto":
             name = self._auto(n, h, w, index.shape)
         elif name == "timed":
-            name = self._timed(index, x, direct_ok, values, bias)
-        return self._layout_for(index, n, h, w, name)
+            name = self._timed(index, x, direct_ok and not nhwc, values, bias, nhwc)
+        if nhwc and name == "direct":
+            name = "plane"
+        return self._layout_for(index, n, h, w, name, nhwc)
 
     def strategy_for(self, n: int, h: int, w: int, strategy: str) -> str | None:
         """The strategy an input of n images of h x w (as the kernels see them) runs on under
@@ -135,11 +141,12 @@ class ConvPlans:
             raise ValueError(strategy_problem(self.geometry, strategy))
         return strategy
 
-    def _timed(self, index, x, direct_ok: bool, values, bias) -> str:
-        """The measured layout for x's shape, decided once per batch-size range and plane size
-        (not per thread count: a layer keeps one layout, and so its bits, while threads vary)."""
+    def _timed(self, index, x, direct_ok: bool, values, bias, nhwc: bool = False) -> str:
+        """The measured layout for x's shape, decided once per batch-size range, plane size
+        and memory format (not per thread count: a layer keeps one layout, and so its bits,
+        while threads vary)."""
         n, _, h, w = x.shape
-        key = (batch_bucket(n), h, w, get_isa())
+        key = (batch_bucket(n), h, w, get_isa()) + (("channels_last",) if nhwc else ())
         name = self.chosen.get(key)
         if name is not None:
             return name
@@ -152,21 +159,22 @@ class ConvPlans:
                     for s in STRATEGIES
                     if (direct_ok or s != "direct") and (n >= 16 or s != "batch")
                 ]
-                candidates = [self._layout_for(index, n, h, w, s) for s in names]
+                candidates = [self._layout_for(index, n, h, w, s, nhwc) for s in names]
                 times = time_layouts(candidates, x, values, bias, self.row_ptr)
                 name = self.chosen.put(key, min(times, key=times.get))
                 for other in names:  # keep only the winner's plan
                     if other != name:
-                        self.layouts.pop((n, h, w, other), None)
+                        self.layouts.pop((n, h, w, other, nhwc), None)
         return name
 
-    def _layout_for(self, index, n, h, w, name):
-        layout = self.layouts.get((n, h, w, name))
+    def _layout_for(self, index, n, h, w, name, nhwc=False):
+        key = (n, h, w, name, nhwc)
+        layout = self.layouts.get(key)
         if layout is None:
             if name == "direct":
                 di = direct_index(self.geometry, *self.pattern, h, w)
                 layout = DirectLayout(self.geometry, di, n)
             else:
-                layout = OffsetLayout(self.geometry, index, n, name)
-            self.layouts.put((n, h, w, name), layout)
+                layout = OffsetLayout(self.geometry, index, n, name, nhwc)
+            self.layouts.put(key, layout)
         return layout
