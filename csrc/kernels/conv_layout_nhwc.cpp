@@ -5,6 +5,8 @@
 // (unit 16). Every padding position and every lane of a missing image is written as zero.
 #include "kernels/conv_layout_nhwc.h"
 
+#include <vector>
+
 #include "kernels/conv_layout_parts.h"
 #include "kernels/row_copy.h"
 #include "kernels/vec.h"
@@ -72,16 +74,75 @@ inline void move_row(const ConvInputLayout& l, float* planes, int64_t ih, int64_
   }
 }
 
+// Pixels [0, k) of x (c apart, `readable` of them may be read) -> channel rows dst + cc * ld
+// (cc < cb), exactly k floats each, 16 pixels a transpose (whole blocks straight into the
+// rows); each row's floats also summed into sums[cc] if given. dst nullptr: the sums only.
+inline void pixels_into_rows(const float* x, int64_t c, int64_t cb, int64_t k, int64_t readable,
+                             float* dst, int64_t ld, ChannelSum* sums) {
+  alignas(64) float tmp[16 * 16];
+  for (int64_t p0 = 0; p0 < k; p0 += 16) {
+    const int64_t n = k - p0 < 16 ? k - p0 : 16;
+    const float* src = x + p0 * c;
+    if (n == 16 && cb == 16 && dst) {
+      transpose16(src, c, dst + p0, ld);
+      if (sums)
+        for (int64_t cc = 0; cc < cb; ++cc) sums[cc].add_row(dst + cc * ld + p0, 16);
+      continue;
+    }
+    if (cb == 16 && p0 + 16 <= readable)
+      transpose16(src, c, tmp, 16);
+    else
+      transpose_part(src, c, n, cb, tmp, 16, 16);
+    for (int64_t cc = 0; cc < cb; ++cc) {
+      if (dst) copy_row(tmp + cc * 16, dst + cc * ld + p0, n);
+      if (sums) sums[cc].add_row(tmp + cc * 16, n);
+    }
+  }
+}
+
+// Unit 16: where input pixel (ih, iw) of channel c0 + cc lies in a group block (in pixel
+// vectors), for one input row ih and its block of channels; a column's stride phase and
+// plane column come from a table (no division per pixel).
+class RowPixels {
+ public:
+  RowPixels(const ConvInputLayout& l, int64_t c0, int64_t cb, int64_t ih) : w_(l.w) {
+    for (int64_t cc = 0; cc < cb; ++cc) base_[cc] = PaddedRow(l, c0 + cc, ih + l.pt).at(0);
+    col_ = l.sw == 1 ? nullptr : cols_.data();
+    if (col_)
+      for (int64_t iw = 0; iw < l.w; ++iw) {
+        const int64_t iwp = iw + l.pl;
+        cols_[iw] = (iwp % l.sw) * l.hq * l.wq + iwp / l.sw;
+      }
+    shift_ = l.pl;
+  }
+  int64_t operator()(int64_t cc, int64_t iw) const {
+    return base_[cc] + (col_ ? col_[iw] : iw + shift_);
+  }
+
+ private:
+  int64_t w_, shift_ = 0;
+  int64_t base_[kChannelBlock] = {};
+  std::vector<int64_t> cols_ = std::vector<int64_t>(static_cast<size_t>(w_));
+  const int64_t* col_ = nullptr;
+};
+
 }  // namespace
 
 void pack_image_nhwc(const ConvInputLayout& l, const float* x, float* out, int64_t c0) {
   const int64_t c = l.c, cb = block_of(c, c0), per_channel = channel_pixels(l);
   alignas(64) float stage[kChannelBlock * kStage];
   for (int64_t cc = 0; cc < cb; ++cc) zero_padding(l, out + (c0 + cc) * per_channel);
+  if (l.sh == 1 && l.sw == 1) {  // each input row lands in one row of each channel's plane
+    for (int64_t ih = 0; ih < l.h; ++ih)
+      pixels_into_rows(x + ih * l.w * c + c0, c, cb, l.w, (l.h - ih) * l.w,
+                       out + c0 * per_channel + (ih + l.pt) * l.wq + l.pl, per_channel, nullptr);
+    return;
+  }
   for (int64_t ih = 0; ih < l.h; ++ih) {
     for (int64_t seg = 0; seg < l.w; seg += kSeg) {
       const int64_t k = l.w - seg < kSeg ? l.w - seg : kSeg;
-      pixels_to_rows(x + (ih * l.w + seg) * c + c0, c, cb, k, stage, kStage);
+      const int64_t at = ih * l.w + seg;
+      pixels_to_rows(x + at * c + c0, c, cb, k, stage, kStage, l.h * l.w - at);
       for (int64_t cc = 0; cc < cb; ++cc)
         move_row<true>(l, out + (c0 + cc) * per_channel, ih, seg, stage + cc * kStage, k);
     }
@@ -124,10 +185,10 @@ void pack_group_nhwc(const ConvInputLayout& l, const float* x, float* packed, in
   alignas(64) float tmp[kU * kU];  // tmp[channel][image]
   const float* x0 = x + n0 * hwc + c0;
   for (int64_t ih = 0; ih < l.h; ++ih) {
+    const RowPixels at(l, c0, cb, ih);
     for (int64_t iw = 0; iw < l.w; ++iw) {
       transpose_part(x0 + (ih * l.w + iw) * c, hwc, images, cb, tmp, kU, kU);
-      for (int64_t cc = 0; cc < cb; ++cc)
-        copy16(out + PaddedRow(l, c0 + cc, ih + l.pt).at(iw + l.pl) * kU, tmp + cc * kU);
+      for (int64_t cc = 0; cc < cb; ++cc) copy16(out + at(cc, iw) * kU, tmp + cc * kU);
     }
   }
 }
@@ -139,9 +200,9 @@ void unpack_group_nhwc(const ConvInputLayout& l, const float* packed, float* x, 
   const float* in = packed + g * group_pixels(l) * kU;
   alignas(64) float tmp[kU * kU];  // tmp[channel][image]
   for (int64_t ih = 0; ih < l.h; ++ih) {
+    const RowPixels at(l, c0, cb, ih);
     for (int64_t iw = 0; iw < l.w; ++iw) {
-      for (int64_t cc = 0; cc < cb; ++cc)
-        copy16(tmp + cc * kU, in + PaddedRow(l, c0 + cc, ih + l.pt).at(iw + l.pl) * kU);
+      for (int64_t cc = 0; cc < cb; ++cc) copy16(tmp + cc * kU, in + at(cc, iw) * kU);
       transpose_part(tmp, kU, cb, images, x + n0 * hwc + (ih * l.w + iw) * c + c0, hwc, cb);
     }
   }
@@ -150,22 +211,13 @@ void unpack_group_nhwc(const ConvInputLayout& l, const float* packed, float* x, 
 void grid_image_nhwc(const ConvOutputLayout& o, const float* y, float* out, int64_t c0,
                      double* sums) {
   const int64_t c = o.c, cb = block_of(c, c0);
-  alignas(64) float stage[kChannelBlock * kStage];
   ChannelSum sum[kChannelBlock];
   if (out)
     for (int64_t cc = 0; cc < cb; ++cc) grid_zeros(o, out + (c0 + cc) * o.per_channel, 1);
-  for (int64_t oh = 0; oh < o.ho; ++oh) {
-    for (int64_t seg = 0; seg < o.wo; seg += kSeg) {
-      const int64_t k = o.wo - seg < kSeg ? o.wo - seg : kSeg;
-      pixels_to_rows(y + (oh * o.wo + seg) * c + c0, c, cb, k, stage, kStage);
-      for (int64_t cc = 0; cc < cb; ++cc) {
-        if (out)
-          copy_row(stage + cc * kStage,
-                   out + (c0 + cc) * o.per_channel + o.offset + oh * o.wq + seg, k);
-        if (sums) sum[cc].add_row(stage + cc * kStage, k);
-      }
-    }
-  }
+  for (int64_t oh = 0; oh < o.ho; ++oh)
+    pixels_into_rows(y + oh * o.wo * c + c0, c, cb, o.wo, (o.ho - oh) * o.wo,
+                     out ? out + c0 * o.per_channel + o.offset + oh * o.wq : nullptr,
+                     o.per_channel, sums ? sum : nullptr);
   if (sums)
     for (int64_t cc = 0; cc < cb; ++cc) sums[cc] = sum[cc].total();
 }

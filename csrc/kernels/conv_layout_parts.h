@@ -189,13 +189,19 @@ inline void rows_to_pixels(const float* planes, int64_t ld, int64_t cb, int64_t 
   }
 }
 
-// x[p * c + cc] -> planes[cc * ld + p] for p < pixels, cc < cb: the way back (each channel
-// row written up to the next multiple of 16 pixels, zeros past `pixels`: ld >= that).
+// x[p * c + cc] -> planes[cc * ld + p] for p < pixels, cc < cb: the way back, each channel
+// row written up to the next multiple of 16 pixels (ld >= that), with what the positions
+// past `pixels` hold undefined. x's pixels up to `readable` may be read: whole 16 x 16
+// blocks are transposed straight from x where they lie inside (a row's last block reads
+// into the next row), through a zero-padded tile only at the end.
 inline void pixels_to_rows(const float* x, int64_t c, int64_t cb, int64_t pixels, float* planes,
-                           int64_t ld) {
+                           int64_t ld, int64_t readable) {
   for (int64_t p0 = 0; p0 < pixels; p0 += 16) {
     const int64_t n = pixels - p0 < 16 ? pixels - p0 : 16;
-    transpose_part(x + p0 * c, c, n, cb, planes + p0, ld, 16);
+    if (cb == 16 && p0 + 16 <= readable)
+      transpose16(x + p0 * c, c, planes + p0, ld);
+    else
+      transpose_part(x + p0 * c, c, n, cb, planes + p0, ld, 16);
   }
 }
 

@@ -21,6 +21,7 @@ from torch import nn
 from torch.autograd.function import once_differentiable
 
 from ..functional.common import cpu_autocast_enabled
+from ..functional.conv_layouts import is_nhwc
 
 _STATS = "_sparsetrain_batch_norm_stats"
 _MAX_MEAN_SQUARE_OVER_VAR = 100.0
@@ -57,8 +58,10 @@ class _NormalizeWithStats(torch.autograd.Function):
     def backward(ctx, grad):
         x, weight, mean, invstd = ctx.saved_tensors
         need = ctx.needs_input_grad
+        # grad in x's memory format: mixed formats take PyTorch's slow path.
+        fmt = torch.channels_last if is_nhwc(x) else torch.contiguous_format
         gx, gw, gb = torch.ops.aten.native_batch_norm_backward(
-            grad.contiguous(),
+            grad.contiguous(memory_format=fmt),
             x,
             weight,
             None,
