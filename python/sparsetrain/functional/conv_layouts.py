@@ -210,7 +210,6 @@ class OffsetLayout:
         return out, finite
 
     def unpack_dx(self, dxq):
-        g, s = self.g, self.s
         if self.direct:  # already dx, allocated in its final shape
             return dxq
         dx = self.empty_x()
