@@ -30,9 +30,10 @@ from .conv_layouts import memory_format
 
 class SparseConv2dFunction(torch.autograd.Function):
     """Inputs: x (N, C, H, W) float32, contiguous or channels_last (y and dx then the same),
-    values (nnz,), bias or None, the CSR row pointer as NumPy, the layout for this input shape (functional/conv_layouts.py), and the
-    column indices (int32 tensor; needed only to build the dense weight when a NaN or Inf
-    shows up; without them non-finite numbers go through the sparse kernels unchecked)."""
+    values (nnz,), bias or None, the CSR row pointer as NumPy, the layout for this input shape
+    (functional/conv_layouts.py), and the column indices (int32 tensor; needed only to build
+    the dense weight when a NaN or Inf shows up; without them non-finite numbers go through
+    the sparse kernels unchecked)."""
 
     @staticmethod
     def forward(
