@@ -5,8 +5,6 @@
 // (unit 16). Every padding position and every lane of a missing image is written as zero.
 #include "kernels/conv_layout_nhwc.h"
 
-#include <vector>
-
 #include "kernels/conv_layout_parts.h"
 #include "kernels/row_copy.h"
 #include "kernels/vec.h"
@@ -100,30 +98,26 @@ inline void pixels_into_rows(const float* x, int64_t c, int64_t cb, int64_t k, i
   }
 }
 
-// Unit 16: where input pixel (ih, iw) of channel c0 + cc lies in a group block (in pixel
-// vectors), for one input row ih and its block of channels; a column's stride phase and
-// plane column come from a table (no division per pixel).
-class RowPixels {
- public:
-  RowPixels(const ConvInputLayout& l, int64_t c0, int64_t cb, int64_t ih) : w_(l.w) {
-    for (int64_t cc = 0; cc < cb; ++cc) base_[cc] = PaddedRow(l, c0 + cc, ih + l.pt).at(0);
-    col_ = l.sw == 1 ? nullptr : cols_.data();
-    if (col_)
-      for (int64_t iw = 0; iw < l.w; ++iw) {
-        const int64_t iwp = iw + l.pl;
-        cols_[iw] = (iwp % l.sw) * l.hq * l.wq + iwp / l.sw;
-      }
-    shift_ = l.pl;
+// Unit 16: where input row ih of channels [c0, c0 + cb) starts in a group block (in pixel
+// vectors), and (Columns, walked left to right without a division per pixel) where each
+// column lies from there.
+struct RowBases {
+  int64_t base[kChannelBlock] = {};
+  RowBases(const ConvInputLayout& l, int64_t c0, int64_t cb, int64_t ih) {
+    for (int64_t cc = 0; cc < cb; ++cc) base[cc] = PaddedRow(l, c0 + cc, ih + l.pt).at(0);
   }
-  int64_t operator()(int64_t cc, int64_t iw) const {
-    return base_[cc] + (col_ ? col_[iw] : iw + shift_);
+};
+struct Columns {
+  int64_t pw, q, sw, plane;
+  explicit Columns(const ConvInputLayout& l)
+      : pw(l.pl % l.sw), q(l.pl / l.sw), sw(l.sw), plane(l.hq * l.wq) {}
+  int64_t at() const { return pw * plane + q; }
+  void next() {
+    if (++pw == sw) {
+      pw = 0;
+      ++q;
+    }
   }
-
- private:
-  int64_t w_, shift_ = 0;
-  int64_t base_[kChannelBlock] = {};
-  std::vector<int64_t> cols_ = std::vector<int64_t>(static_cast<size_t>(w_));
-  const int64_t* col_ = nullptr;
 };
 
 }  // namespace
@@ -185,10 +179,12 @@ void pack_group_nhwc(const ConvInputLayout& l, const float* x, float* packed, in
   alignas(64) float tmp[kU * kU];  // tmp[channel][image]
   const float* x0 = x + n0 * hwc + c0;
   for (int64_t ih = 0; ih < l.h; ++ih) {
-    const RowPixels at(l, c0, cb, ih);
-    for (int64_t iw = 0; iw < l.w; ++iw) {
+    const RowBases row(l, c0, cb, ih);
+    Columns col(l);
+    for (int64_t iw = 0; iw < l.w; ++iw, col.next()) {
       transpose_part(x0 + (ih * l.w + iw) * c, hwc, images, cb, tmp, kU, kU);
-      for (int64_t cc = 0; cc < cb; ++cc) copy16(out + at(cc, iw) * kU, tmp + cc * kU);
+      for (int64_t cc = 0; cc < cb; ++cc)
+        copy16(out + (row.base[cc] + col.at()) * kU, tmp + cc * kU);
     }
   }
 }
@@ -200,9 +196,11 @@ void unpack_group_nhwc(const ConvInputLayout& l, const float* packed, float* x, 
   const float* in = packed + g * group_pixels(l) * kU;
   alignas(64) float tmp[kU * kU];  // tmp[channel][image]
   for (int64_t ih = 0; ih < l.h; ++ih) {
-    const RowPixels at(l, c0, cb, ih);
-    for (int64_t iw = 0; iw < l.w; ++iw) {
-      for (int64_t cc = 0; cc < cb; ++cc) copy16(tmp + cc * kU, in + at(cc, iw) * kU);
+    const RowBases row(l, c0, cb, ih);
+    Columns col(l);
+    for (int64_t iw = 0; iw < l.w; ++iw, col.next()) {
+      for (int64_t cc = 0; cc < cb; ++cc)
+        copy16(tmp + cc * kU, in + (row.base[cc] + col.at()) * kU);
       transpose_part(tmp, kU, cb, images, x + n0 * hwc + (ih * l.w + iw) * c + c0, hwc, cb);
     }
   }
