@@ -134,6 +134,22 @@ def test_memory_format_follows_each_input():
     assert y.is_contiguous() and y.is_contiguous(memory_format=CL)
 
 
+@pytest.mark.parametrize("strategy", ["plane", "batch"])
+def test_one_output_channel(isa, strategy):
+    """One output channel: y is NCHW and channels_last at once (the kernels then write plain
+    planes), dx still channels_last."""
+    conv = pruned_conv(16, 1, 3, padding=1)
+    sp = st.SparseConv2d.from_dense(conv, strategy=strategy)
+    x = torch.randn(17, 16, 5, 6).contiguous(memory_format=CL)
+    xs, xd = x.clone().requires_grad_(), x.clone().requires_grad_()
+    ys, yd = sp(xs), conv(xd)
+    assert_close(ys, yd, "output")
+    ys.sum().backward()
+    yd.sum().backward()
+    assert is_cl(xs.grad)
+    assert_close(xs.grad, xd.grad, "input gradient")
+
+
 def _pack_pair(n, c, h, w, unit, sh, sw, pt, pl):
     hq, wq = -(-(h + pt + 1) // sh), -(-(w + pl + 1) // sw)
     kw = dict(n=n, c=c, unit=unit, h=h, w=w, sh=sh, sw=sw, pt=pt, pl=pl, hq=hq, wq=wq)

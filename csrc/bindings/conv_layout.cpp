@@ -52,12 +52,14 @@ const char* const kInputFields[] = {"n",  "c",  "unit", "h",  "w",   "sh",
 const char* const kOutputFields[] = {"n",  "c",           "unit",   "ho",  "wo",
                                      "wq", "per_channel", "offset", "nhwc"};
 
+// The last field, nhwc, is shown only when set (an NCHW layout reads as it always did).
 template <class L, size_t N>
 std::string repr(const char* cls, const L& l, const char* const (&names)[N]) {
   const auto v = fields(l);
   std::string s = std::string(cls) + "(";
   for (size_t i = 0; i < N; ++i)
-    s += (i ? ", " : "") + std::string(names[i]) + "=" + std::to_string(v[i]);
+    if (i + 1 < N || v[i] != 0)
+      s += (i ? ", " : "") + std::string(names[i]) + "=" + std::to_string(v[i]);
   return s + ")";
 }
 

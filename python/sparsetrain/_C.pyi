@@ -29,8 +29,10 @@ class ConvInputLayout:
         pl: int,
         hq: int,
         wq: int,
+        nhwc: bool = False,
     ) -> None:
-        """A checked layout (ValueError if the planes cannot hold the padded input)."""
+        """A checked layout (ValueError if the planes cannot hold the padded input); nhwc: x
+        is channels_last (N, H, W, C) instead of NCHW."""
     @property
     def n(self) -> int: ...
     @property
@@ -56,6 +58,8 @@ class ConvInputLayout:
     def hq(self) -> int: ...
     @property
     def wq(self) -> int: ...
+    @property
+    def nhwc(self) -> bool: ...
     def __eq__(self, other: object) -> bool: ...
 
 class ConvOutputLayout:
@@ -64,9 +68,20 @@ class ConvOutputLayout:
     per_channel apart."""
 
     def __init__(
-        self, *, n: int, c: int, unit: int, ho: int, wo: int, wq: int, per_channel: int, offset: int
+        self,
+        *,
+        n: int,
+        c: int,
+        unit: int,
+        ho: int,
+        wo: int,
+        wq: int,
+        per_channel: int,
+        offset: int,
+        nhwc: bool = False,
     ) -> None:
-        """A checked layout (ValueError if a channel cannot hold its pixels)."""
+        """A checked layout (ValueError if a channel cannot hold its pixels); nhwc: y is
+        channels_last."""
     @property
     def n(self) -> int: ...
     @property
@@ -86,6 +101,8 @@ class ConvOutputLayout:
     def per_channel(self) -> int: ...
     @property
     def offset(self) -> int: ...
+    @property
+    def nhwc(self) -> bool: ...
     def __eq__(self, other: object) -> bool: ...
 
 # -- batch-major products (linear layers) -------------------------------------------------
@@ -200,9 +217,11 @@ def spmm_offsets_planes(
     pack_grid: ConvOutputLayout | None = None,
     check_finite: bool = False,
     stats: numpy.ndarray | None = None,
+    pixel_stride: int = 1,
 ) -> bool | None:
     """The product straight into NCHW planes: position t is grid point t + t_base of a grid
-    of grid_w columns, kept inside the plane_h x plane_w window at (row0, col0), plus bias."""
+    of grid_w columns, kept inside the plane_h x plane_w window at (row0, col0), plus bias.
+    pixel_stride > 1 (ldc 1): channels_last pixels instead."""
 
 def spmm_offsets_planes16(
     *,
@@ -230,6 +249,7 @@ def spmm_offsets_planes16(
     seg_len: int = 0,
     seg_stride: int = 0,
     stats: numpy.ndarray | None = None,
+    pixel_stride: int = 1,
 ) -> bool | None:
     """The planes product on a batch-innermost b (16 images per grid point, images = groups):
     lane m of group n into image 16 n + m's planes, lanes past batch dropped."""
@@ -320,6 +340,7 @@ def conv_grads_offsets_planes(
     pack: ConvInputLayout | None = None,
     pack_grid: ConvOutputLayout | None = None,
     check_finite: bool = False,
+    dx_pixel_stride: int = 1,
 ) -> bool | None:
     """spmm_offsets_planes into dx and sddmm_offsets into dv in one call."""
 
@@ -359,6 +380,7 @@ def conv_grads_one_pass_planes(
     pack: ConvInputLayout | None = None,
     pack_grid: ConvOutputLayout | None = None,
     check_finite: bool = False,
+    dx_pixel_stride: int = 1,
 ) -> bool:
     """Whether conv_grads_offsets_planes with these arguments loads each window of dy once
     for both gradients."""
@@ -397,6 +419,7 @@ def conv_grads_offsets_planes16(
     a_offset: int = 0,
     seg_len: int = 0,
     seg_stride: int = 0,
+    dx_pixel_stride: int = 1,
 ) -> bool | None:
     """spmm_offsets_planes16 into dx and sddmm_offsets into dv in one call."""
 
@@ -434,6 +457,7 @@ def conv_grads_one_pass_planes16(
     a_offset: int = 0,
     seg_len: int = 0,
     seg_stride: int = 0,
+    dx_pixel_stride: int = 1,
 ) -> bool:
     """Whether conv_grads_offsets_planes16 with these arguments loads each window of dy once
     for both gradients."""

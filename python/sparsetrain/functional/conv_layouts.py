@@ -59,6 +59,14 @@ def empty_4d(n: int, c: int, h: int, w: int, nhwc: bool) -> torch.Tensor:
     return _workspace.empty(n, c, h, w)
 
 
+def plane_strides(channels: int, plane: int, nhwc: bool) -> dict:
+    """How the plane forms address a tensor's channels: NCHW planes (the plane size apart), or
+    channels_last pixels (the channel count apart; with one channel the two are the same)."""
+    if nhwc and channels > 1:
+        return dict(ldc=1, pixel_stride=channels)
+    return dict(ldc=plane)
+
+
 def in_place(s: ConvShape) -> bool:
     """A 1x1 / stride 1 / unpadded convolution: the plane layout is NCHW as it is."""
     return s.phases == 1 and s.plane == s.H * s.W and s.grid_len == s.plane and s.margin == 0
@@ -230,12 +238,8 @@ class OffsetLayout:
 
     @property
     def out_strides(self) -> dict:
-        """How the plane forms address y's channels: NCHW planes (the plane size apart), or
-        channels_last pixels (the channel count apart)."""
-        s, c = self.s, self.g.out_channels
-        if self.nhwc:
-            return dict(ldc=1, pixel_stride=c)
-        return dict(ldc=s.Ho * s.Wo)
+        """How the plane forms address y's channels (plane_strides)."""
+        return plane_strides(self.g.out_channels, self.s.Ho * self.s.Wo, self.nhwc)
 
     def pack_dy(self, dy, want_bias_grad=False):
         """The bordered output gradient, and the bias gradient (summed in the same pass) if
@@ -415,7 +419,7 @@ class OffsetLayout:
             # Stride 1: the padded plane's interior is dx itself; the kernel writes it there.
             pt, _, pl, _ = g.padding
             dx = self.empty_x()
-            strides = dict(ldc=1, pixel_stride=g.in_channels) if self.nhwc else dict(ldc=s.H * s.W)
+            strides = plane_strides(g.in_channels, s.H * s.W, self.nhwc)
             return (
                 dx,
                 self.planes_form,
