@@ -169,8 +169,9 @@ def nnz_flops(module, x: torch.Tensor) -> float:
 def pruned_resnet(
     name: str = "resnet18", sparsity: float = 0.95, num_classes: int = 1000, seed: int = 0
 ) -> nn.Module:
-    """A ResNet whose convolutions (except the first) are magnitude-pruned to ``sparsity``
-    per layer; the first convolution and the classifier stay dense, as in the literature."""
+    """A model of sparsetrain.models (a ResNet, MobileNetV2) whose convolutions (except the
+    first) are magnitude-pruned to ``sparsity`` per layer; the first convolution and the
+    classifier stay dense, as in the literature."""
     from . import magnitude_prune
     from .models import MODELS
 
@@ -248,22 +249,29 @@ def measure_step_memory(
     image_size: int = 224,
     sparsity: float = 0.95,
     warmup: int = 2,
+    precision: str = "fp32",
+    channels_last: bool = False,
+    num_classes: int = 1000,
 ) -> dict:
     """Resident memory of one training step in this process (Linux): RSS before the step and
-    the peak during it (VmHWM, reset just before through /proc/self/clear_refs)."""
-    model = pruned_resnet(name, sparsity)
-    x, y = synthetic_batch(batch, image_size)
+    the peak during it (VmHWM, reset just before through /proc/self/clear_refs); the model and
+    its input in channels_last if asked, the forward under bf16 autocast for "bf16"."""
+    model = pruned_resnet(name, sparsity, num_classes=num_classes)
+    x, y = synthetic_batch(batch, image_size, num_classes)
     if sparse:
         from . import sparsify
 
         sparsify(model, example_inputs=x, min_sparsity=0.5)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     for _ in range(warmup):
-        train_step(model, opt, x, y)
+        train_step(model, opt, x, y, precision)
     before = _status_mb("VmRSS")
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")  # VmHWM := current RSS
-    train_step(model, opt, x, y)
+    train_step(model, opt, x, y, precision)
     peak = _status_mb("VmHWM")
     return {"rss_before_mb": before, "peak_mb": peak, "step_mb": peak - before}
 

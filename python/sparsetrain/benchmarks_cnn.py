@@ -1,10 +1,12 @@
-"""A CNN training step in every configuration a user could pick (``bench/test_cnn_formats.py``):
-dense and sparse, each in fp32 and under bf16 autocast, each with NCHW and channels_last
-inputs and weights, all taking turns in one loop; the ratio of the fastest sparse to the
-fastest dense configuration of each precision.
+"""A CNN training step in every configuration a user could pick (``bench/test_cnn_formats.py``,
+``sparsetrain bench --models resnet18,resnet50,mobilenetv2``): dense and sparse, each in fp32
+and under bf16 autocast, each with NCHW and channels_last inputs and weights, all taking turns
+in one loop; the ratio of the fastest sparse to the fastest dense configuration of each
+precision, and the peak memory of a step in each configuration.
 
-ResNet-18 (224², batch 32, SGD with momentum): every convolution but the first pruned to the
-sparsity and ``sparsify``'d (batch norms fused); the dense model holds the same zeros.
+The models of sparsetrain.models (ResNet-18 / -50, MobileNetV2; 224², batch 32, SGD with
+momentum): every convolution but the first pruned to the sparsity and ``sparsify``'d (batch
+norms fused); the dense model holds the same zeros.
 """
 
 from __future__ import annotations
@@ -52,3 +54,32 @@ def format_step_times(
             times[f"dense {p} {best[f'dense {p}']}"] / times[f"sparse {p} {best[f'sparse {p}']}"]
         )
     return {"times": times, "ratio": ratio, "best": best}
+
+
+CNN_MODELS = ("resnet18", "resnet34", "resnet50", "mobilenetv2")
+
+
+def format_step_memory(
+    name: str = "resnet18", sparsity: float = 0.95, tiny: bool = False, threads: int = 2
+) -> dict:
+    """{"dense fp32 nchw": peak MB of one training step, ...} for the eight configurations of
+    format_step_times, each measured in a fresh process (benchmarks.step_memory_in_subprocess:
+    nothing else of this one counts)."""
+    from .benchmarks import step_memory_in_subprocess
+
+    size = dict(batch=2, image_size=32, num_classes=10) if tiny else {}
+    out = {}
+    for kind in ("dense", "sparse"):
+        for p in PRECISIONS:
+            for fmt in FORMATS:
+                r = step_memory_in_subprocess(
+                    kind == "sparse",
+                    name=name,
+                    sparsity=sparsity,
+                    precision=p,
+                    channels_last=fmt == "channels_last",
+                    threads=threads,
+                    **size,
+                )
+                out[f"{kind} {p} {fmt}"] = r["peak_mb"]
+    return out

@@ -42,8 +42,9 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument(
         "--models",
         default=None,
-        help="end to end instead of layers: bert and/or llama (comma-separated; needs the hf "
-        "extra), dense and sparse training steps in every precision, peak memory of each",
+        help="end to end instead of layers: bert, llama (need the hf extra), resnet18, "
+        "resnet34, resnet50, mobilenetv2 (comma-separated): dense and sparse training steps "
+        "in every precision (CNNs also in NCHW and channels_last), peak memory of each",
     )
     p.add_argument("--repeats", type=positive_int, default=7, help="timed runs per case (median)")
     p.add_argument("--threads", type=positive_int, default=2)
@@ -82,12 +83,55 @@ def _precisions(text: str) -> list:
 
 
 def _models(text: str) -> list:
+    from ..benchmarks_cnn import CNN_MODELS
     from ..benchmarks_hf import MODELS
 
+    known = tuple(MODELS) + CNN_MODELS
     values = [s.strip() for s in text.split(",") if s.strip()]
-    if not values or any(v not in MODELS for v in values):
-        raise CLIError(f"--models: each must be one of {', '.join(MODELS)}, got {text!r}")
+    if not values or any(v not in known for v in values):
+        raise CLIError(f"--models: each must be one of {', '.join(known)}, got {text!r}")
     return values
+
+
+def run_cnn(args, name, sparsities, repeats, results) -> None:
+    """A CNN's end-to-end rows: per sparsity, its step in the eight configurations
+    (benchmarks_cnn), the fastest sparse against the fastest dense of each precision, and the
+    peak memory of each (dense measured once)."""
+    from .. import benchmarks_cnn as C
+
+    dense_peaks = None
+    for sparsity in sparsities:
+        r = C.format_step_times(name, sparsity, repeats, tiny=args.quick)
+        peaks = C.format_step_memory(name, sparsity, tiny=args.quick, threads=args.threads)
+        dense_peaks = dense_peaks or {k: v for k, v in peaks.items() if k.startswith("dense")}
+        peaks.update(dense_peaks)
+        row = {
+            "model": name,
+            "sparsity": sparsity,
+            "times_ms": {k: v * 1e3 for k, v in r["times"].items()},
+            "peak_mb": peaks,
+            "ratio": r["ratio"],
+            "best": r["best"],
+            "speedup": r["ratio"]["fp32"],
+        }
+        results["models"].append(row)
+        for p in C.PRECISIONS:
+            cells = " / ".join(
+                f"{row['times_ms'][f'{kind} {p} {fmt}']:.0f}"
+                for kind in ("dense", "sparse")
+                for fmt in C.FORMATS
+            )
+            mem = " / ".join(
+                f"{peaks[f'{kind} {p} {fmt}']:.0f}"
+                for kind in ("dense", "sparse")
+                for fmt in C.FORMATS
+            )
+            print(
+                f"{name:<12}{sparsity:>9.2f}  {p}: dense NCHW / CL, sparse NCHW / CL {cells} ms; "
+                f"best sparse ({r['best'][f'sparse {p}']}) vs best dense "
+                f"({r['best'][f'dense {p}']}) {r['ratio'][p]:.2f}x; peak MB {mem}"
+            )
+        sys.stdout.flush()
 
 
 def run_models(args, models, sparsities, precisions, repeats, results) -> None:
@@ -95,12 +139,16 @@ def run_models(args, models, sparsities, precisions, repeats, results) -> None:
     precision (medians, taking turns), the ratio of the fastest of each, peak memory."""
     from .. import benchmarks as B
     from .. import benchmarks_hf as H
+    from ..benchmarks_cnn import CNN_MODELS
 
     print(
         f"{'model':<8}{'sparsity':>9}  step ms (dense / sparse, per precision), "
         "best sparse vs best dense, peak MB"
     )
     for name in models:
+        if name in CNN_MODELS:
+            run_cnn(args, name, sparsities, repeats, results)
+            continue
         peaks = {}
         for sparsity in sparsities:
             r = H.step_times(name, sparsity, precisions, repeats, tiny=args.quick)

@@ -1,5 +1,6 @@
-"""ResNet-18 / ResNet-34 (He et al., 2016), the ImageNet architecture: torchvision is not a
-dependency, and the demo and the end-to-end benchmark need a real network to sparsify."""
+"""ResNet-18 / -34 / -50 (He et al., 2016), the ImageNet architectures (ResNet-50 with the
+stride on its 3x3 convolutions, as torchvision's): torchvision is not a dependency, and the
+demo and the end-to-end benchmarks need real networks to sparsify."""
 
 from __future__ import annotations
 
@@ -30,6 +31,36 @@ class BasicBlock(nn.Module):
         return self.relu(out + shortcut)
 
 
+class Bottleneck(nn.Module):
+    """1x1 reduce, 3x3 (strided), 1x1 expand by 4, each with batch norm; identity or 1x1
+    projection shortcut."""
+
+    expansion = 4
+
+    def __init__(self, in_channels: int, channels: int, stride: int = 1):
+        super().__init__()
+        out = channels * self.expansion
+        self.conv1 = nn.Conv2d(in_channels, channels, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(channels)
+        self.conv2 = nn.Conv2d(channels, channels, 3, stride, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(channels)
+        self.conv3 = nn.Conv2d(channels, out, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(out)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = None
+        if stride != 1 or in_channels != out:
+            self.downsample = nn.Sequential(
+                nn.Conv2d(in_channels, out, 1, stride, bias=False), nn.BatchNorm2d(out)
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shortcut = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        return self.relu(out + shortcut)
+
+
 class ResNet(nn.Module):
     def __init__(
         self,
@@ -37,6 +68,7 @@ class ResNet(nn.Module):
         num_classes: int = 1000,
         in_channels: int = 3,
         width: int = 64,
+        block: type = BasicBlock,
     ):
         super().__init__()
         self.conv1 = nn.Conv2d(in_channels, width, 7, 2, 3, bias=False)
@@ -44,12 +76,13 @@ class ResNet(nn.Module):
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(3, 2, 1)
         stages, channels = [], width
+        expansion = getattr(block, "expansion", 1)
         for i, n in enumerate(blocks_per_stage):
-            out = width * 2**i
-            blocks = [BasicBlock(channels, out, 1 if i == 0 else 2)]
-            blocks += [BasicBlock(out, out) for _ in range(n - 1)]
+            mid = width * 2**i
+            blocks = [block(channels, mid, 1 if i == 0 else 2)]
+            blocks += [block(mid * expansion, mid) for _ in range(n - 1)]
             stages.append(nn.Sequential(*blocks))
-            channels = out
+            channels = mid * expansion
         self.layer1, self.layer2, self.layer3, self.layer4 = stages
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(channels, num_classes)
@@ -69,3 +102,7 @@ def resnet18(num_classes: int = 1000, in_channels: int = 3) -> ResNet:
 
 def resnet34(num_classes: int = 1000, in_channels: int = 3) -> ResNet:
     return ResNet((3, 4, 6, 3), num_classes, in_channels)
+
+
+def resnet50(num_classes: int = 1000, in_channels: int = 3) -> ResNet:
+    return ResNet((3, 4, 6, 3), num_classes, in_channels, block=Bottleneck)
