@@ -295,3 +295,43 @@ def test_a_sparse_cnn_takes_a_new_batch_size_with_one_recompilation_at_most():
     with torch._dynamo.config.patch(error_on_recompile=True):
         for n in (5, 3):
             torch.testing.assert_close(cmodel(x[:n]), model(x[:n]))
+
+
+def test_a_channels_last_cnn_compiles_keeping_its_format():
+    """channels_last through the op path: the fake outputs carry the real ones' strides (the
+    compiler plans with them), the compiled step equals eager, the output stays
+    channels_last."""
+    from sparsetrain.functional.conv_ops import conv2d_backward_op, conv2d_op, geometry_ints
+
+    model, x = sparse_cnn()
+    cl = torch.channels_last
+    model = model.to(memory_format=cl)
+    x = x.contiguous(memory_format=cl)
+    layer = next(m for m in model.modules() if isinstance(m, st.SparseConv2d))
+    args = (
+        x,
+        layer.values.detach(),
+        None,
+        layer.row_ptr,
+        layer.col_idx,
+        geometry_ints(layer._geometry),
+        "auto",
+        "C",
+    )
+    checks = ("test_schema", "test_faketensor")
+    torch.library.opcheck(conv2d_op, args, test_utils=checks)
+    y, finite, gen = conv2d_op(*args)
+    assert y.is_contiguous(memory_format=cl) and not y.is_contiguous()
+    back = (y.clone(), *args[:5], finite, gen, *args[5:], True, True, False)
+    torch.library.opcheck(conv2d_backward_op, back, test_utils=checks)
+    t = torch.randint(0, 5, (x.shape[0],))
+    eager = copy.deepcopy(model)
+    data = [(x, t), (x.flip(0), t.flip(0))]
+    ref_losses, ref_params = train_steps(eager, data, lr=0.05)
+    cmodel = torch.compile(model, fullgraph=True)
+    losses, params = train_steps(cmodel, data, lr=0.05)
+    torch.testing.assert_close(losses, ref_losses, rtol=1e-4, atol=1e-5)
+    for p, q in zip(params, ref_params):
+        torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-5)
+    first = nn.Sequential(*list(model)[:3])
+    assert torch.compile(first, fullgraph=True)(x).is_contiguous(memory_format=cl)

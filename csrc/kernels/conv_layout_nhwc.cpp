@@ -60,6 +60,17 @@ inline void move_row(const ConvInputLayout& l, float* planes, int64_t ih, int64_
     return;
   }
   const int64_t plane = l.hq * l.wq, iwp = l.pl + iw0;
+  if (to_planes && l.sw == 2) {  // each phase a stride-2 gather, whole vectors where they fit
+    constexpr int64_t W = Vec::W;
+    for (int64_t pw = 0; pw < 2; ++pw) {
+      const int64_t i0 = (pw - iwp % 2 + 2) % 2;  // the first pixel of phase pw
+      float* d = row + pw * plane + (iwp + i0) / 2;
+      int64_t j = 0;
+      for (; i0 + 2 * (j + W) <= k; j += W) Vec::store(d + j, load_even(src + i0 + 2 * j));
+      for (; i0 + 2 * j < k; ++j) d[j] = src[i0 + 2 * j];
+    }
+    return;
+  }
   for (int64_t i = 0, pw = iwp % l.sw, q = iwp / l.sw; i < k; ++i) {
     if (to_planes)
       row[pw * plane + q] = src[i];

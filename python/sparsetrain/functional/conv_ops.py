@@ -19,6 +19,7 @@ from ..formats.csr import validate_csr
 from . import pattern_cache
 from .common import check_values, vmap_unsupported
 from .conv import SparseConv2dFunction
+from .conv_layouts import is_nhwc, memory_format
 
 
 def geometry_ints(g: ConvGeometry) -> list[int]:
@@ -78,8 +79,9 @@ def _conv2d(
     strategy: str,
     name: str,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(y, [x finite, weight finite], the plans' generation) for x (N, C, H, W) contiguous
-    float32 as the kernels see it (padded and subsampled before)."""
+    """(y, [x finite, weight finite], the plans' generation) for x (N, C, H, W) float32,
+    contiguous or channels_last (y then too), as the kernels see it (padded and subsampled
+    before)."""
     entry = _plans(row_ptr, col_idx, geometry, name)
     plans = entry.derived
     check_values(name, values, entry.pattern[1].numel())
@@ -98,8 +100,9 @@ conv2d_op = torch.library.custom_op("sparsetrain::conv2d", mutates_args=())(_con
 @conv2d_op.register_fake
 def _(x, values, bias, row_ptr, col_idx, geometry, strategy, name):
     s = conv_shape(_geometry(geometry), x.shape[2], x.shape[3])
+    shape = (x.shape[0], int(geometry[1]), s.Ho, s.Wo)
     return (
-        x.new_empty(x.shape[0], int(geometry[1]), s.Ho, s.Wo),
+        torch.empty(shape, dtype=x.dtype, memory_format=memory_format(is_nhwc(x))),
         x.new_empty(2, dtype=torch.bool),
         x.new_empty(1, dtype=torch.int64),
     )
@@ -159,7 +162,7 @@ def _(
     need_b,
 ):
     return (
-        x.new_empty(x.shape) if need_x else values.new_empty(0),
+        torch.empty_like(x) if need_x else values.new_empty(0),  # (x's memory format)
         values.new_empty(values.shape) if need_v else values.new_empty(0),
         values.new_empty(int(geometry[1])) if need_b else values.new_empty(0),
     )

@@ -327,13 +327,14 @@ class SparseConv2d(SparseWeightModule):
         unbatched = x.dim() == 3
         if unbatched:
             x = x.unsqueeze(0)
+        # channels_last inputs stay so (the kernels read and write them; y in x's format).
+        fmt = memory_format(is_nhwc(x))
         if self._explicit_pad is not None:
             x = F.pad(x, self._explicit_pad, mode=self.padding_mode)
         if self._subsample is not None:
             sh, sw = self._subsample
             x = Subsample.apply(x, sh, sw) if eager else x[:, :, ::sh, ::sw]
-        # channels_last inputs stay so (the kernels read and write them; y in x's format).
-        x = x.contiguous(memory_format=memory_format(eager and is_nhwc(x)))
+        x = x.contiguous(memory_format=fmt)
         if not eager:
             y, _, _ = SparseConv2dOpFunction.apply(
                 x,
