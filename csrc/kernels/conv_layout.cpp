@@ -162,7 +162,7 @@ void conv_pack_input_nhwc(const ConvInputArgs<T>& a) {
                        const int64_t g = i / blocks, c0 = (i - g * blocks) * kChannelBlock;
                        if (l.unit == 1)
                          pack_image_nhwc(l, a.x + g * l.h * l.w * l.c, a.packed + g * l.c * work,
-                                         c0);
+                                         c0, c0 + block_of(l.c, c0));
                        else
                          pack_group_nhwc(l, a.x, a.packed, g, c0);
                        if (a.finite)
@@ -207,11 +207,9 @@ void pack_image(const ConvInputLayout& l, const T* x, T* out, unsigned char* fin
   alignas(64) float stage[kU * kStage];
   const int64_t work = one.sh * one.sw * one.hq * one.wq;
   bool all = true;
+  if (one.nhwc) pack_image_nhwc(one, x, out, 0, one.c);
   for (int64_t c = 0; c < one.c; ++c) {
-    if (!one.nhwc)
-      pack_channel(a, c, tmp, stage);
-    else if (c % kChannelBlock == 0)
-      pack_image_nhwc(one, x, out, c);
+    if (!one.nhwc) pack_channel(a, c, tmp, stage);
     if (finite) all = finite_row(out + c * work, work) && all;
   }
   if (finite) *finite = all ? 1 : 0;
@@ -321,13 +319,12 @@ template <class T>
 void pack_grid_image(const ConvOutputLayout& o, const T* y, T* out, unsigned char* finite) {
   const ConvOutputLayout l = o;  // locals: stores may alias anything
   bool all = true;
+  if (l.nhwc) grid_image_nhwc(l, y, out, 0, l.c, nullptr);
   for (int64_t c = 0; c < l.c; ++c) {
     float* grid = out + c * l.per_channel;
     if (!l.nhwc) {
       grid_zeros(l, grid, 1);
       grid_rows(l, y + c * l.ho * l.wo, grid, nullptr);
-    } else if (c % kChannelBlock == 0) {
-      grid_image_nhwc(l, y, out, c, nullptr);
     }
     // Read back while in cache: the zeros between the rows are finite, so this is y's check.
     if (finite) all = finite_row(grid, l.per_channel) && all;
@@ -355,7 +352,7 @@ void conv_pack_grad_output_nhwc(const ConvOutputArgs<T>& a) {
                        if (l.unit == 1)
                          grid_image_nhwc(l, a.y + g * l.ho * l.wo * l.c,
                                          a.grid ? a.grid + g * l.c * l.per_channel : nullptr, c0,
-                                         sums);
+                                         c0 + block_of(l.c, c0), sums);
                        else
                          grid_group_nhwc(l, a.y, a.grid, g, c0, sums);
                      }

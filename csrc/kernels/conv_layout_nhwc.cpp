@@ -15,10 +15,6 @@ namespace ST_ISA {
 using namespace layout_parts;
 namespace {
 
-inline int64_t block_of(int64_t c, int64_t c0) {
-  return c - c0 < kChannelBlock ? c - c0 : kChannelBlock;
-}
-
 inline int64_t channel_pixels(const ConvInputLayout& l) { return l.sh * l.sw * l.hq * l.wq; }
 
 // Every position of one channel's phase planes (unit 1) that holds no input pixel = 0.
@@ -133,23 +129,27 @@ struct Columns {
 
 }  // namespace
 
-void pack_image_nhwc(const ConvInputLayout& l, const float* x, float* out, int64_t c0) {
-  const int64_t c = l.c, cb = block_of(c, c0), per_channel = channel_pixels(l);
+void pack_image_nhwc(const ConvInputLayout& l, const float* x, float* out, int64_t c0,
+                     int64_t c1) {
+  const int64_t c = l.c, per_channel = channel_pixels(l);
   alignas(64) float stage[kChannelBlock * kStage];
-  for (int64_t cc = 0; cc < cb; ++cc) zero_padding(l, out + (c0 + cc) * per_channel);
-  if (l.sh == 1 && l.sw == 1) {  // each input row lands in one row of each channel's plane
-    for (int64_t ih = 0; ih < l.h; ++ih)
-      pixels_into_rows(x + ih * l.w * c + c0, c, cb, l.w, (l.h - ih) * l.w,
-                       out + c0 * per_channel + (ih + l.pt) * l.wq + l.pl, per_channel, nullptr);
-    return;
-  }
+  for (int64_t ch = c0; ch < c1; ++ch) zero_padding(l, out + ch * per_channel);
+  // Row by row, every block of a row while the row (w x c floats) is in cache.
   for (int64_t ih = 0; ih < l.h; ++ih) {
-    for (int64_t seg = 0; seg < l.w; seg += kSeg) {
-      const int64_t k = l.w - seg < kSeg ? l.w - seg : kSeg;
-      const int64_t at = ih * l.w + seg;
-      pixels_to_rows(x + at * c + c0, c, cb, k, stage, kStage, l.h * l.w - at);
-      for (int64_t cc = 0; cc < cb; ++cc)
-        move_row<true>(l, out + (c0 + cc) * per_channel, ih, seg, stage + cc * kStage, k);
+    for (int64_t b = c0; b < c1; b += kChannelBlock) {
+      const int64_t cb = c1 - b < kChannelBlock ? c1 - b : kChannelBlock;
+      if (l.sh == 1 && l.sw == 1) {  // the row lands in one row of each channel's plane
+        pixels_into_rows(x + ih * l.w * c + b, c, cb, l.w, (l.h - ih) * l.w,
+                         out + b * per_channel + (ih + l.pt) * l.wq + l.pl, per_channel, nullptr);
+        continue;
+      }
+      for (int64_t seg = 0; seg < l.w; seg += kSeg) {
+        const int64_t k = l.w - seg < kSeg ? l.w - seg : kSeg;
+        const int64_t at = ih * l.w + seg;
+        pixels_to_rows(x + at * c + b, c, cb, k, stage, kStage, l.h * l.w - at);
+        for (int64_t cc = 0; cc < cb; ++cc)
+          move_row<true>(l, out + (b + cc) * per_channel, ih, seg, stage + cc * kStage, k);
+      }
     }
   }
 }
@@ -218,17 +218,20 @@ void unpack_group_nhwc(const ConvInputLayout& l, const float* packed, float* x, 
 }
 
 void grid_image_nhwc(const ConvOutputLayout& o, const float* y, float* out, int64_t c0,
-                     double* sums) {
-  const int64_t c = o.c, cb = block_of(c, c0);
+                     int64_t c1, double* sums) {
+  const int64_t c = o.c;
   ChannelSum sum[kChannelBlock];
   if (out)
-    for (int64_t cc = 0; cc < cb; ++cc) grid_zeros(o, out + (c0 + cc) * o.per_channel, 1);
+    for (int64_t ch = c0; ch < c1; ++ch) grid_zeros(o, out + ch * o.per_channel, 1);
+  // Row by row, every block of a row while the row is in cache (as pack_image_nhwc).
   for (int64_t oh = 0; oh < o.ho; ++oh)
-    pixels_into_rows(y + oh * o.wo * c + c0, c, cb, o.wo, (o.ho - oh) * o.wo,
-                     out ? out + c0 * o.per_channel + o.offset + oh * o.wq : nullptr,
-                     o.per_channel, sums ? sum : nullptr);
+    for (int64_t b = c0; b < c1; b += kChannelBlock)
+      pixels_into_rows(y + oh * o.wo * c + b, c, c1 - b < kChannelBlock ? c1 - b : kChannelBlock,
+                       o.wo, (o.ho - oh) * o.wo,
+                       out ? out + b * o.per_channel + o.offset + oh * o.wq : nullptr,
+                       o.per_channel, sums ? sum + (b - c0) : nullptr);
   if (sums)
-    for (int64_t cc = 0; cc < cb; ++cc) sums[cc] = sum[cc].total();
+    for (int64_t ch = c0; ch < c1; ++ch) sums[ch - c0] = sum[ch - c0].total();
 }
 
 void grid_group_nhwc(const ConvOutputLayout& o, const float* y, float* grid, int64_t g,

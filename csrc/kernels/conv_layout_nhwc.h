@@ -11,9 +11,10 @@ namespace sparsetrain {
 namespace kernels {
 namespace ST_ISA {
 
-// Unit 1: channels [c0, c0 + 16) of image x (H, W, C) into the image's phase planes (out:
-// its packed image), zeros at every padding position of those channels.
-void pack_image_nhwc(const ConvInputLayout& l, const float* x, float* out, int64_t c0);
+// Unit 1: channels [c0, c1) of image x (H, W, C) into the image's phase planes (out: its
+// packed image), zeros at every padding position of those channels.
+void pack_image_nhwc(const ConvInputLayout& l, const float* x, float* out, int64_t c0,
+                     int64_t c1);
 // Unit 16: those channels of group g (x: the whole (N, H, W, C) tensor, packed: all groups).
 void pack_group_nhwc(const ConvInputLayout& l, const float* x, float* packed, int64_t g,
                      int64_t c0);
@@ -21,10 +22,10 @@ void pack_group_nhwc(const ConvInputLayout& l, const float* x, float* packed, in
 void unpack_image_nhwc(const ConvInputLayout& l, const float* in, float* x, int64_t c0);
 void unpack_group_nhwc(const ConvInputLayout& l, const float* packed, float* x, int64_t g,
                        int64_t c0);
-// Unit 1: channels [c0, c0 + 16) of image y (Ho, Wo, C) onto the image's grid (out, or
-// nullptr), and summed into sums[0:16] (or not: nullptr).
+// Unit 1: channels [c0, c1) of image y (Ho, Wo, C) onto the image's grid (out, or nullptr),
+// and summed into sums[0:c1 - c0] (c1 - c0 <= 16; or not: sums nullptr).
 void grid_image_nhwc(const ConvOutputLayout& o, const float* y, float* out, int64_t c0,
-                     double* sums);
+                     int64_t c1, double* sums);
 // Unit 16: those channels of group g (y: the whole tensor, grid: all groups).
 void grid_group_nhwc(const ConvOutputLayout& o, const float* y, float* grid, int64_t g,
                      int64_t c0, double* sums);

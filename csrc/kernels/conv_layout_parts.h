@@ -155,6 +155,11 @@ inline void grid_zeros(const ConvOutputLayout& l, float* out, int64_t unit) {
 // Blocks of channels the channels_last layout changes move at a time (one transpose wide).
 constexpr int64_t kChannelBlock = 16;
 
+// The channels of the block at c0, of c.
+inline int64_t block_of(int64_t c, int64_t c0) {
+  return c - c0 < kChannelBlock ? c - c0 : kChannelBlock;
+}
+
 // dst[j * ldd + i] = src[i * lds + j] for j < cols and i < lanes, src rows i >= rows reading
 // as zero (rows <= lanes <= 16, cols <= 16): a transpose16 for full blocks, through a
 // zero-padded tile for partial ones (nothing outside the rows x cols block is read, nothing
